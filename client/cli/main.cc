@@ -1,0 +1,25 @@
+// The `autoquant` command line. Each subcommand lives in its own file and
+// reports an absl::Status; this file only parses argv and maps the Status to
+// a message on stderr and an exit code.
+#include <iostream>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+#include "client/cli/inspect_command.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"autoquant: FP8 AutoQuant schemes for Qwen2.5-VL"};
+  app.set_version_flag("--version", std::string("autoquant ") + AUTOQUANT_VERSION);
+  app.require_subcommand(1);
+  absl::Status status;
+  autoquant::cli::AddInspectCommand(app, &status);
+  CLI11_PARSE(app, argc, argv);
+  if (!status.ok()) {
+    std::cerr << "autoquant: error: " << status.message() << "\n";
+    return status.code() == absl::StatusCode::kInvalidArgument ||
+                   status.code() == absl::StatusCode::kNotFound
+               ? 2
+               : 1;
+  }
+  return 0;
+}

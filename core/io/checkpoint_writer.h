@@ -1,0 +1,62 @@
+// Streaming, sharded writer for a checkpoint's weights.
+//
+// Tensors are described up front (name, dtype, shape) and produced lazily, one
+// at a time, by a callback: the exporter quantizes a group only when its shard
+// is being written, so peak memory is one tensor, not one model.
+//
+//   std::vector<PlannedTensor> plan = ...;
+//   RETURN_IF_ERROR(WriteShardedSafetensors(staged.path(), plan, {.max_shard_bytes = 5 << 30}));
+//
+// One shard is written as model.safetensors (as save_pretrained does) unless
+// always_index is set; several as model-0000K-of-0000N.safetensors plus
+// model.safetensors.index.json with metadata.total_size and weight_map. Every
+// file is written atomically; callers that need the whole directory to appear
+// at once write into a StagedDir.
+#pragma once
+
+#include <torch/types.h>
+
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/io/safetensors_writer.h"
+
+namespace autoquant {
+
+struct PlannedTensor {
+  TensorSpec spec;
+  // Called once, in plan order; must return a tensor matching `spec`.
+  std::function<absl::StatusOr<torch::Tensor>()> produce;
+};
+
+struct ShardingOptions {
+  uint64_t max_shard_bytes = 5ull << 30;  // save_pretrained's default of "5GB"
+  bool always_index = false;
+  std::map<std::string, std::string> metadata = {{"format", "pt"}};
+  // Checked between tensors; when set, writing stops with Cancelled.
+  const std::atomic<bool>* cancel = nullptr;
+  // Called after each tensor with (tensors written, total).
+  std::function<void(size_t, size_t)> progress;
+};
+
+struct ShardingResult {
+  std::vector<std::string> files;                // shard file names, in order
+  std::map<std::string, std::string> weight_map;  // tensor -> file
+  uint64_t total_bytes = 0;
+};
+
+// Splits `plan` (in order) into shards of at most max_shard_bytes (a tensor
+// larger than that gets a shard of its own).
+std::vector<std::vector<size_t>> PlanShards(const std::vector<PlannedTensor>& plan,
+                                            uint64_t max_shard_bytes);
+
+absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::path& dir,
+                                                       const std::vector<PlannedTensor>& plan,
+                                                       const ShardingOptions& options);
+
+}  // namespace autoquant

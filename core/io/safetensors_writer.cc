@@ -1,0 +1,128 @@
+#include "core/io/safetensors_writer.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <set>
+
+#include "absl/strings/string_view.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/io/torch_dtype.h"
+#include "core/util/file_util.h"
+#include "core/util/status_macros.h"
+
+namespace autoquant {
+
+uint64_t TensorSpec::nbytes() const {
+  uint64_t n = static_cast<uint64_t>(DTypeSize(dtype));
+  for (int64_t d : shape) n *= static_cast<uint64_t>(d);
+  return n;
+}
+
+absl::StatusOr<TensorSpec> SpecOf(std::string name, const torch::Tensor& t) {
+  ASSIGN_OR_RETURN(DType dtype, FromTorch(t.scalar_type()));
+  return TensorSpec{std::move(name), dtype, t.sizes().vec()};
+}
+
+absl::StatusOr<SafetensorsWriter> SafetensorsWriter::Create(
+    const std::filesystem::path& path, std::vector<TensorSpec> specs,
+    const std::map<std::string, std::string>& metadata) {
+  std::set<absl::string_view> names;
+  std::vector<TensorInfo> infos;
+  uint64_t offset = 0;
+  for (const auto& s : specs) {
+    if (s.name == "__metadata__" || !names.insert(s.name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot write ", path.string(), ": duplicate or reserved tensor name '", s.name, "'"));
+    }
+    for (int64_t d : s.shape) {
+      if (d < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("cannot write ", path.string(), ": tensor '", s.name, "' has a negative dimension"));
+      }
+    }
+    infos.push_back(TensorInfo{s.name, s.dtype, s.shape, offset, offset + s.nbytes()});
+    offset += s.nbytes();
+  }
+  SafetensorsWriter w;
+  w.path_ = path;
+  w.tmp_ = TempSiblingPath(path);
+  w.specs_ = std::move(specs);
+  w.fd_ = ::open(w.tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (w.fd_ < 0) return ErrnoStatus(errno, "cannot create", w.tmp_);
+  std::string header = SerializeSafetensorsHeader(infos, metadata);
+  RETURN_IF_ERROR(w.WriteBytes(header.data(), header.size()));
+  return w;
+}
+
+SafetensorsWriter::SafetensorsWriter(SafetensorsWriter&& o) noexcept
+    : path_(std::move(o.path_)),
+      tmp_(std::move(o.tmp_)),
+      fd_(o.fd_),
+      specs_(std::move(o.specs_)),
+      next_(o.next_),
+      finished_(o.finished_) {
+  o.fd_ = -1;
+  o.finished_ = true;
+}
+
+SafetensorsWriter::~SafetensorsWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!finished_ && !tmp_.empty()) ::unlink(tmp_.c_str());
+}
+
+absl::Status SafetensorsWriter::WriteBytes(const void* data, size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t k = ::write(fd_, p, n);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, "cannot write", tmp_);
+    }
+    p += k;
+    n -= static_cast<size_t>(k);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SafetensorsWriter::Write(const torch::Tensor& t) {
+  if (finished_ || fd_ < 0) return absl::FailedPreconditionError("writer already finished");
+  if (next_ >= specs_.size()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("more tensors written to ", path_.string(), " than planned (", specs_.size(), ")"));
+  }
+  const TensorSpec& spec = specs_[next_];
+  ASSIGN_OR_RETURN(TensorSpec got, SpecOf(spec.name, t));
+  if (got.dtype != spec.dtype || got.shape != spec.shape) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor '", spec.name, "' planned as ", DTypeName(spec.dtype), " [", absl::StrJoin(spec.shape, ","),
+        "] but got ", DTypeName(got.dtype), " [", absl::StrJoin(got.shape, ","), "]"));
+  }
+  if (spec.nbytes() > 0) {
+    torch::Tensor host = t.device().is_cpu() ? t.contiguous() : t.to(torch::kCPU).contiguous();
+    RETURN_IF_ERROR(WriteBytes(host.data_ptr(), spec.nbytes()));
+  }
+  ++next_;
+  return absl::OkStatus();
+}
+
+absl::Status SafetensorsWriter::Finish() {
+  if (finished_) return absl::FailedPreconditionError("writer already finished");
+  if (next_ != specs_.size()) {
+    return absl::FailedPreconditionError(absl::StrCat("only ", next_, " of ", specs_.size(),
+                                                      " tensors written to ", path_.string()));
+  }
+  if (::fsync(fd_) != 0) return ErrnoStatus(errno, "cannot fsync", tmp_);
+  if (::close(fd_) != 0) {
+    fd_ = -1;
+    return ErrnoStatus(errno, "cannot close", tmp_);
+  }
+  fd_ = -1;
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) return ErrnoStatus(errno, "cannot rename into place", path_);
+  finished_ = true;
+  return FsyncDir(path_.parent_path());
+}
+
+}  // namespace autoquant

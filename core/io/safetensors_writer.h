@@ -1,0 +1,68 @@
+// Streaming, atomic safetensors writer.
+//
+// The header needs every tensor's dtype and shape up front; the data is then
+// written tensor by tensor, so a whole model is never copied in memory:
+//
+//   ASSIGN_OR_RETURN(auto w, SafetensorsWriter::Create(path, specs, {{"format", "pt"}}));
+//   for (...) RETURN_IF_ERROR(w.Write(tensor));   // in the order of `specs`
+//   RETURN_IF_ERROR(w.Finish());
+//
+// Bytes go to a temporary sibling file; Finish() fsyncs it and renames it to
+// `path`. Destroyed without Finish() (error, cancel), the temporary file is
+// removed and `path` is untouched. Not thread-safe.
+#pragma once
+
+#include <torch/types.h>
+
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/io/safetensors_header.h"
+
+namespace autoquant {
+
+struct TensorSpec {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+
+  uint64_t nbytes() const;
+};
+
+// The spec that describes `t` (dtype must be one safetensors holds).
+absl::StatusOr<TensorSpec> SpecOf(std::string name, const torch::Tensor& t);
+
+class SafetensorsWriter {
+ public:
+  // InvalidArgument for duplicate names; errno-based errors for the filesystem.
+  static absl::StatusOr<SafetensorsWriter> Create(const std::filesystem::path& path,
+                                                  std::vector<TensorSpec> specs,
+                                                  const std::map<std::string, std::string>& metadata);
+  SafetensorsWriter(SafetensorsWriter&& other) noexcept;
+  SafetensorsWriter& operator=(SafetensorsWriter&&) = delete;
+  ~SafetensorsWriter();
+
+  // Writes the next tensor; its dtype and shape must match the next spec
+  // (InvalidArgument otherwise). Accepts any device and layout.
+  absl::Status Write(const torch::Tensor& t);
+  // FailedPrecondition if tensors are missing.
+  absl::Status Finish();
+
+  const std::vector<TensorSpec>& specs() const { return specs_; }
+  size_t written() const { return next_; }
+
+ private:
+  SafetensorsWriter() = default;
+  absl::Status WriteBytes(const void* data, size_t n);
+  std::filesystem::path path_;
+  std::filesystem::path tmp_;
+  int fd_ = -1;
+  std::vector<TensorSpec> specs_;
+  size_t next_ = 0;
+  bool finished_ = false;
+};
+
+}  // namespace autoquant

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Configures and builds autoquant. Usage: scripts/build.sh [BUILD_DIR] [BUILD_TYPE] [extra cmake args...]
+# Finds LibTorch through the Python environment's torch (AUTOQUANT_PYTHON, or
+# the setup venv), and uses ccache with its cache outside the tree.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD_DIR="${1:-$ROOT/build}"
+BUILD_TYPE="${2:-RelWithDebInfo}"
+shift $(( $# > 2 ? 2 : $# ))
+CACHE="${AUTOQUANT_CACHE:-$HOME/.cache/autoquant}"
+PY="${AUTOQUANT_PYTHON:-$CACHE/venv/bin/python}"
+TORCH_PREFIX="$("$PY" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')"
+
+export CCACHE_DIR="${CCACHE_DIR:-$CACHE/ccache}"
+export CCACHE_SLOPPINESS="pch_defines,time_macros,include_file_mtime,include_file_ctime"
+export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-10G}"
+# ccache keys on absolute paths; let fresh clones in other directories hit the cache.
+export CCACHE_BASEDIR="$ROOT"
+export CCACHE_NOHASHDIR=1
+
+launcher=()
+command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+
+if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+  cmake -S "$ROOT" -B "$BUILD_DIR" "${generator[@]}" "${launcher[@]}" \
+    -DCMAKE_BUILD_TYPE="$BUILD_TYPE" \
+    -DCMAKE_PREFIX_PATH="${AUTOQUANT_PREFIX:+$AUTOQUANT_PREFIX;}$TORCH_PREFIX" \
+    -DCMAKE_CUDA_ARCHITECTURES=90 \
+    "$@" >"$BUILD_DIR.configure.log" 2>&1 || { cat "$BUILD_DIR.configure.log"; exit 1; }
+fi
+cmake --build "$BUILD_DIR" -j "${AUTOQUANT_JOBS:-$(nproc)}"

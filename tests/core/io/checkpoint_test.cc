@@ -1,0 +1,145 @@
+#include "core/io/checkpoint.h"
+
+#include <torch/torch.h>
+
+#include <fstream>
+
+#include "core/io/checkpoint_writer.h"
+#include "core/util/file_util.h"
+#include "gmock/gmock.h"
+#include "nlohmann/json.hpp"
+#include "tests/test_util.h"
+
+namespace autoquant {
+namespace {
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+std::vector<PlannedTensor> Plan(int n, int64_t numel) {
+  std::vector<PlannedTensor> plan;
+  for (int i = 0; i < n; ++i) {
+    std::string name = "layers." + std::to_string(i) + ".weight";
+    plan.push_back({{name, DType::kF32, {numel}},
+                    [i, numel] { return absl::StatusOr<torch::Tensor>(torch::full({numel}, float(i))); }});
+  }
+  return plan;
+}
+
+TEST(CheckpointWriterTest, ShardsGreedilyInPlanOrder) {
+  auto plan = Plan(5, 100);  // 400 bytes each
+  auto shards = PlanShards(plan, 1000);
+  ASSERT_EQ(shards.size(), 3u);
+  EXPECT_THAT(shards[0], ElementsAre(0, 1));
+  EXPECT_THAT(shards[2], ElementsAre(4));
+  // A tensor larger than the limit still gets a shard of its own.
+  EXPECT_EQ(PlanShards(Plan(2, 1000), 10).size(), 2u);
+}
+
+TEST(CheckpointWriterTest, ShardedWriteProducesIndexAndReadsBack) {
+  auto dir = testing::TempDir();
+  int produced = 0;
+  auto plan = Plan(5, 100);
+  for (auto& p : plan) {
+    auto inner = p.produce;
+    p.produce = [inner, &produced] { ++produced; return inner(); };
+  }
+  ASSERT_OK_AND_ASSIGN(auto result, WriteShardedSafetensors(dir, plan, {.max_shard_bytes = 1000}));
+  EXPECT_EQ(produced, 5);
+  EXPECT_THAT(result.files, ElementsAre("model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+                                        "model-00003-of-00003.safetensors"));
+  auto index = nlohmann::json::parse(*ReadFile(dir / "model.safetensors.index.json"));
+  EXPECT_EQ(index["metadata"]["total_size"], 2000);
+  EXPECT_EQ(index["weight_map"]["layers.4.weight"], "model-00003-of-00003.safetensors");
+
+  ASSERT_OK_AND_ASSIGN(Checkpoint ckpt, Checkpoint::Open(dir));
+  EXPECT_EQ(ckpt.num_tensors(), 5u);
+  EXPECT_EQ(ckpt.total_bytes(), 2000u);
+  ASSERT_OK_AND_ASSIGN(torch::Tensor t3, ckpt.Get("layers.3.weight"));
+  EXPECT_TRUE(torch::equal(t3, torch::full({100}, 3.0f)));
+}
+
+TEST(CheckpointWriterTest, OneShardIsWrittenAsModelSafetensors) {
+  auto dir = testing::TempDir();
+  ASSERT_OK_AND_ASSIGN(auto result, WriteShardedSafetensors(dir, Plan(2, 4), {}));
+  EXPECT_THAT(result.files, ElementsAre("model.safetensors"));
+  EXPECT_FALSE(fs::exists(dir / "model.safetensors.index.json"));
+  ASSERT_OK_AND_ASSIGN(Checkpoint ckpt, Checkpoint::Open(dir));
+  EXPECT_EQ(ckpt.num_tensors(), 2u);
+}
+
+TEST(CheckpointWriterTest, CancelStopsBetweenTensors) {
+  auto dir = testing::TempDir();
+  std::atomic<bool> cancel{false};
+  auto plan = Plan(4, 4);
+  plan[1].produce = [&cancel] {
+    cancel = true;
+    return absl::StatusOr<torch::Tensor>(torch::zeros({4}));
+  };
+  auto r = WriteShardedSafetensors(dir, plan, {.cancel = &cancel});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_TRUE(fs::is_empty(dir));
+}
+
+TEST(CheckpointTest, MissingShardNamedByIndexIsNotFound) {
+  auto dir = testing::TempDir();
+  ASSERT_OK(WriteShardedSafetensors(dir, Plan(3, 100), {.max_shard_bytes = 500}).status());
+  fs::remove(dir / "model-00002-of-00003.safetensors");
+  auto c = Checkpoint::Open(dir);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(c.status().message(), HasSubstr("model-00002-of-00003.safetensors"));
+  EXPECT_THAT(c.status().message(), HasSubstr("model.safetensors.index.json"));
+}
+
+TEST(CheckpointTest, IndexEntryAbsentFromItsShardIsAnError) {
+  auto dir = testing::TempDir();
+  ASSERT_OK(WriteShardedSafetensors(dir, Plan(2, 4), {.always_index = true}).status());
+  auto index = nlohmann::json::parse(*ReadFile(dir / "model.safetensors.index.json"));
+  index["weight_map"]["ghost.weight"] = "model-00001-of-00001.safetensors";
+  ASSERT_OK(WriteFileAtomic(dir / "model.safetensors.index.json", index.dump()));
+  auto c = Checkpoint::Open(dir);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("'ghost.weight'"));
+}
+
+TEST(CheckpointTest, TensorInTwoShardsIsAnError) {
+  auto dir = testing::TempDir();
+  ASSERT_OK(WriteShardedSafetensors(dir, Plan(2, 4), {.max_shard_bytes = 16}).status());
+  // Rewrite shard 2 so it also holds shard 1's tensor.
+  fs::path shard2 = dir / "model-00002-of-00002.safetensors";
+  auto plan = Plan(2, 4);
+  ASSERT_OK_AND_ASSIGN(auto w, SafetensorsWriter::Create(shard2, {plan[0].spec, plan[1].spec}, {}));
+  ASSERT_OK(w.Write(torch::zeros({4})));
+  ASSERT_OK(w.Write(torch::zeros({4})));
+  ASSERT_OK(w.Finish());
+  auto c = Checkpoint::Open(dir);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr("appears in both"));
+}
+
+TEST(CheckpointTest, DirectoryWithoutWeightsIsNotFound) {
+  auto dir = testing::TempDir();
+  auto c = Checkpoint::Open(dir);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(c.status().message(), HasSubstr("neither model.safetensors"));
+}
+
+TEST(CheckpointTest, ReadsConfigAndCopiesSideFiles) {
+  auto src = testing::TempDir();
+  auto dst = testing::TempDir();
+  ASSERT_OK(WriteShardedSafetensors(src, Plan(1, 4), {}).status());
+  ASSERT_OK(WriteFileAtomic(src / "config.json", R"({"model_type":"qwen2_5_vl"})"));
+  ASSERT_OK(WriteFileAtomic(src / "tokenizer.json", "{}"));
+  ASSERT_OK(WriteFileAtomic(src / "chat_template.jinja", "{{ messages }}"));
+  ASSERT_OK(WriteFileAtomic(src / "unrelated.txt", "x"));
+  ASSERT_OK_AND_ASSIGN(Checkpoint ckpt, Checkpoint::Open(src));
+  ASSERT_TRUE(ckpt.config().has_value());
+  EXPECT_EQ((*ckpt.config())["model_type"], "qwen2_5_vl");
+  ASSERT_OK_AND_ASSIGN(auto copied, CopySideFiles(src, dst));
+  EXPECT_THAT(copied, ElementsAre("tokenizer.json", "chat_template.jinja"));
+  EXPECT_EQ(*ReadFile(dst / "chat_template.jinja"), "{{ messages }}");
+  EXPECT_FALSE(fs::exists(dst / "unrelated.txt"));
+}
+
+}  // namespace
+}  // namespace autoquant

@@ -1,0 +1,113 @@
+#include "core/io/safetensors_writer.h"
+
+#include <torch/torch.h>
+
+#include "core/io/safetensors_file.h"
+#include "gmock/gmock.h"
+#include "tests/test_util.h"
+
+namespace autoquant {
+namespace {
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+std::vector<std::pair<std::string, torch::Tensor>> EveryDtype() {
+  torch::manual_seed(0);
+  torch::Tensor f = torch::randn({5, 7});
+  return {
+      {"f64", f.to(torch::kDouble)},
+      {"f32", f},
+      {"f16", f.to(torch::kHalf)},
+      {"bf16", f.to(torch::kBFloat16)},
+      {"i64", torch::randint(-1000, 1000, {3, 2}, torch::kLong)},
+      {"i32", torch::randint(-1000, 1000, {3}, torch::kInt)},
+      {"i16", torch::randint(-1000, 1000, {2, 2}, torch::kShort)},
+      {"i8", torch::randint(-100, 100, {9}, torch::kChar)},
+      {"u8", torch::randint(0, 255, {4, 4}, torch::kByte)},
+      {"bool", torch::rand({6}) > 0.5},
+      {"f8e4m3", (f * 10).to(torch::kFloat8_e4m3fn)},
+      {"f8e5m2", (f * 10).to(torch::kFloat8_e5m2)},
+      {"scalar", torch::tensor(3.25)},
+      {"empty", torch::empty({0, 3}, torch::kBFloat16)},
+  };
+}
+
+bool BitEqual(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
+  if (a.numel() == 0) return true;
+  auto ab = a.contiguous().reshape({-1}).view(torch::kByte);
+  auto bb = b.contiguous().reshape({-1}).view(torch::kByte);
+  return torch::equal(ab, bb);
+}
+
+TEST(SafetensorsWriterTest, EveryDtypeRoundTripsBitExactly) {
+  auto dir = testing::TempDir();
+  auto ts = EveryDtype();
+  std::vector<TensorSpec> specs;
+  for (const auto& [n, t] : ts) specs.push_back(*SpecOf(n, t));
+  ASSERT_OK_AND_ASSIGN(auto w, SafetensorsWriter::Create(dir / "all.safetensors", specs, {{"k", "v"}}));
+  for (const auto& [n, t] : ts) ASSERT_OK(w.Write(t));
+  ASSERT_OK(w.Finish());
+  ASSERT_OK_AND_ASSIGN(auto f, SafetensorsFile::Open(dir / "all.safetensors"));
+  EXPECT_EQ(f->metadata().at("k"), "v");
+  EXPECT_EQ(f->header().data_start % 8, 0u);
+  for (const auto& [n, t] : ts) {
+    ASSERT_OK_AND_ASSIGN(torch::Tensor got, f->Get(n));
+    EXPECT_TRUE(BitEqual(got, t)) << n;
+  }
+}
+
+TEST(SafetensorsWriterTest, NonContiguousInputIsWrittenInLogicalOrder) {
+  auto dir = testing::TempDir();
+  torch::Tensor t = torch::arange(6, torch::kFloat32).reshape({2, 3}).t();
+  ASSERT_OK_AND_ASSIGN(auto w, SafetensorsWriter::Create(dir / "t.safetensors", {*SpecOf("t", t)}, {}));
+  ASSERT_OK(w.Write(t));
+  ASSERT_OK(w.Finish());
+  ASSERT_OK_AND_ASSIGN(auto f, SafetensorsFile::Open(dir / "t.safetensors"));
+  EXPECT_TRUE(torch::equal(*f->Get("t"), t));
+}
+
+TEST(SafetensorsWriterTest, MismatchedTensorIsRejected) {
+  auto dir = testing::TempDir();
+  ASSERT_OK_AND_ASSIGN(auto w, SafetensorsWriter::Create(dir / "x.safetensors",
+                                                         {{"x", DType::kBF16, {2, 2}}}, {}));
+  absl::Status s = w.Write(torch::zeros({2, 2}));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("planned as BF16 [2,2] but got F32 [2,2]"));
+}
+
+TEST(SafetensorsWriterTest, UnfinishedWriteLeavesNoFile) {
+  auto dir = testing::TempDir();
+  {
+    ASSERT_OK_AND_ASSIGN(auto w, SafetensorsWriter::Create(dir / "x.safetensors",
+                                                           {{"a", DType::kF32, {1}}, {"b", DType::kF32, {1}}}, {}));
+    ASSERT_OK(w.Write(torch::ones({1})));
+    absl::Status s = w.Finish();
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(s.message(), HasSubstr("only 1 of 2"));
+  }
+  EXPECT_FALSE(fs::exists(dir / "x.safetensors"));
+  EXPECT_TRUE(fs::is_empty(dir));  // the temporary file is gone too
+}
+
+TEST(SafetensorsWriterTest, DuplicateNamesAreRejected) {
+  auto dir = testing::TempDir();
+  auto w = SafetensorsWriter::Create(dir / "x.safetensors",
+                                     {{"a", DType::kF32, {1}}, {"a", DType::kF32, {1}}}, {});
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(w.status().message(), HasSubstr("duplicate"));
+}
+
+TEST(SafetensorsWriterTest, FinishReplacesAnExistingFileAtomically) {
+  auto dir = testing::TempDir();
+  for (float v : {1.0f, 2.0f}) {
+    ASSERT_OK_AND_ASSIGN(auto w, SafetensorsWriter::Create(dir / "x.safetensors", {{"a", DType::kF32, {1}}}, {}));
+    ASSERT_OK(w.Write(torch::full({1}, v)));
+    ASSERT_OK(w.Finish());
+  }
+  ASSERT_OK_AND_ASSIGN(auto f, SafetensorsFile::Open(dir / "x.safetensors"));
+  EXPECT_EQ(f->Get("a")->item<float>(), 2.0f);
+}
+
+}  // namespace
+}  // namespace autoquant
