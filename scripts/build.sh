@@ -23,11 +23,12 @@ command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 
+mkdir -p "$BUILD_DIR"
 if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
   cmake -S "$ROOT" -B "$BUILD_DIR" "${generator[@]}" "${launcher[@]}" \
     -DCMAKE_BUILD_TYPE="$BUILD_TYPE" \
     -DCMAKE_PREFIX_PATH="${AUTOQUANT_PREFIX:+$AUTOQUANT_PREFIX;}$TORCH_PREFIX" \
     -DCMAKE_CUDA_ARCHITECTURES=90 \
-    "$@" >"$BUILD_DIR.configure.log" 2>&1 || { cat "$BUILD_DIR.configure.log"; exit 1; }
+    "$@" >"$BUILD_DIR/configure.log" 2>&1 || { cat "$BUILD_DIR/configure.log"; exit 1; }
 fi
 cmake --build "$BUILD_DIR" -j "${AUTOQUANT_JOBS:-$(nproc)}"

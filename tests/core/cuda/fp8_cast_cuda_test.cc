@@ -31,7 +31,7 @@ TEST(Fp8CastCudaTest, RoundTripsOnTheGpu) {
   torch::Tensor gpu = x.to(cuda).to(torch::kFloat8_e4m3fn).cpu().view(torch::kByte);
   torch::Tensor cpu = x.to(torch::kFloat8_e4m3fn).view(torch::kByte);
   EXPECT_TRUE(torch::equal(gpu, cpu));
-  std::cout << "[fp8 proof] device: " << torch::cuda::device_count() << " CUDA device(s); "
+  std::cout << "[fp8 proof] device: " << static_cast<int>(torch::cuda::device_count()) << " CUDA device(s); "
             << "e4m3 round trip exact on " << exact.numel() << " values, rounding on "
             << rounded_in.numel() << ", GPU==CPU on " << x.numel() << "\n";
 }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command: sets up (scripts/setup.sh: packages, venv, build/), then
+# runs every C++ test (ctest: GoogleTest), the C++ tests again under
+# AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/), and every
+# Python test (pytest). Exits non-zero if anything fails.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${AUTOQUANT_CACHE:-$HOME/.cache/autoquant}"
+cd "$ROOT"
+
+bash scripts/setup.sh
+JOBS="${AUTOQUANT_JOBS:-$(nproc)}"
+
+echo "== C++ tests (build/)"
+ctest --test-dir build --output-on-failure -j "$JOBS"
+
+if [ "${AUTOQUANT_SKIP_ASAN:-0}" != "1" ]; then
+  echo "== C++ tests under ASan + UBSan (build-asan/)"
+  bash scripts/build.sh "$ROOT/build-asan" RelWithDebInfo -DAUTOQUANT_SANITIZE=ON
+  # LibTorch itself is not instrumented; its one-time global allocations are not leaks of ours.
+  export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:detect_odr_violation=0"
+  export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+  ctest --test-dir build-asan --output-on-failure -j "$JOBS"
+fi
+
+echo "== Python tests"
+AUTOQUANT_BUILD_DIR="$ROOT/build" "$CACHE/venv/bin/python" -m pytest tests/python -q
+echo "== all tests passed"
