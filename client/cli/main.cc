@@ -5,7 +5,9 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "client/cli/calib_command.h"
 #include "client/cli/inspect_command.h"
+#include "client/cli/model_command.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"autoquant: FP8 AutoQuant schemes for Qwen2.5-VL"};
@@ -13,6 +15,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   absl::Status status;
   autoquant::cli::AddInspectCommand(app, &status);
+  autoquant::cli::AddModelCommand(app, &status);
+  autoquant::cli::AddCalibCommand(app, &status);
   CLI11_PARSE(app, argc, argv);
   if (!status.ok()) {
     std::cerr << "autoquant: error: " << status.message() << "\n";

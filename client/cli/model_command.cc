@@ -1,0 +1,195 @@
+#include "client/cli/model_command.h"
+
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <memory>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "core/io/checkpoint.h"
+#include "core/io/safetensors_file.h"
+#include "core/io/safetensors_writer.h"
+#include "core/model/qwen2_5_vl/calib_set.h"
+#include "core/model/qwen2_5_vl/model.h"
+#include "core/model/qwen2_5_vl/presets.h"
+#include "core/model/qwen2_5_vl/weights.h"
+#include "core/util/status_macros.h"
+#include "core/util/torch_status.h"
+#include "nlohmann/json.hpp"
+
+namespace autoquant::cli {
+namespace {
+
+absl::StatusOr<torch::Device> ParseDevice(const std::string& s) {
+  if (s == "cpu") return torch::Device(torch::kCPU);
+  if (s == "cuda" || s.rfind("cuda:", 0) == 0) {
+    if (!torch::cuda::is_available()) return absl::FailedPreconditionError("--device cuda: no CUDA device available");
+    return TorchCall([&] { return torch::Device(s); }, "--device");
+  }
+  return absl::InvalidArgumentError(absl::StrCat("--device must be cpu or cuda, got '", s, "'"));
+}
+
+absl::StatusOr<torch::ScalarType> ParseDtype(const std::string& s, const torch::Device& device) {
+  if (s.empty()) return device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
+  if (s == "float32") return torch::kFloat32;
+  if (s == "bfloat16") return torch::kBFloat16;
+  return absl::InvalidArgumentError(absl::StrCat("--dtype must be float32 or bfloat16, got '", s, "'"));
+}
+
+absl::StatusOr<std::pair<int64_t, int64_t>> ParseHxW(const std::string& s) {
+  std::vector<std::string> parts = absl::StrSplit(s, 'x');
+  int64_t h = 0, w = 0;
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &h) || !absl::SimpleAtoi(parts[1], &w)) {
+    return absl::InvalidArgumentError(absl::StrCat("expected HxW (e.g. 448x448), got '", s, "'"));
+  }
+  return std::make_pair(h, w);
+}
+
+absl::StatusOr<Qwen2_5_VLModel> Load(const std::string& dir, torch::Device device, torch::ScalarType dtype) {
+  ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::Open(dir));
+  return LoadQwen2_5_VL(ckpt, device, dtype);
+}
+
+}  // namespace
+
+absl::Status RunModelInit(const ModelInitOptions& o) {
+  InitCheckpointOptions init;
+  init.preset = o.preset;
+  init.out = o.out;
+  init.seed = o.seed;
+  init.overwrite = o.overwrite;
+  if (o.dtype == "bfloat16") {
+    init.dtype = torch::kBFloat16;
+  } else if (o.dtype == "float32") {
+    init.dtype = torch::kFloat32;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("--dtype must be bfloat16 or float32, got '", o.dtype, "'"));
+  }
+  return InitRandomCheckpoint(init);
+}
+
+absl::Status RunModelForward(const ModelForwardOptions& o) {
+  ASSIGN_OR_RETURN(torch::Device device, ParseDevice(o.device));
+  ASSIGN_OR_RETURN(torch::ScalarType dtype, ParseDtype(o.dtype, device));
+  ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(o.input));
+  Qwen2_5_VLInputs in;
+  for (auto [name, slot] : {std::pair<const char*, torch::Tensor*>{"input_ids", &in.input_ids},
+                            {"attention_mask", &in.attention_mask},
+                            {"pixel_values", &in.pixel_values},
+                            {"image_grid_thw", &in.image_grid_thw}}) {
+    if (const TensorInfo* info = file->Find(name)) *slot = file->Get(*info);
+  }
+  for (const auto& t : file->tensors()) {
+    if (t.name != "input_ids" && t.name != "attention_mask" && t.name != "pixel_values" &&
+        t.name != "image_grid_thw" && t.name != "sample_image_offsets" && t.name != "sample_patch_offsets") {
+      return absl::InvalidArgumentError(absl::StrCat(o.input, ": unexpected tensor '", t.name,
+                                                     "' (expected input_ids, attention_mask, pixel_values, "
+                                                     "image_grid_thw; a calibration set's offsets are ignored)"));
+    }
+  }
+  ASSIGN_OR_RETURN(Qwen2_5_VLModel model, Load(o.model, device, dtype));
+  torch::InferenceMode guard;
+  ASSIGN_OR_RETURN(torch::Tensor logits, model->Forward(in));
+  ASSIGN_OR_RETURN(TensorSpec spec, SpecOf("logits", logits));
+  ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(o.output, {spec}, {{"format", "pt"}}));
+  RETURN_IF_ERROR(writer.Write(logits));
+  return writer.Finish();
+}
+
+absl::Status RunModelBench(const ModelBenchOptions& o, std::ostream& out) {
+  ASSIGN_OR_RETURN(torch::Device device, ParseDevice(o.device));
+  ASSIGN_OR_RETURN(torch::ScalarType dtype, ParseDtype(o.dtype, device));
+  ASSIGN_OR_RETURN(auto hw, ParseHxW(o.image));
+  ASSIGN_OR_RETURN(Qwen2_5_VLModel model, Load(o.model, device, dtype));
+  const auto& v = model->config().vision;
+  const int64_t image_tokens = o.images * (hw.first / v.patch_size) * (hw.second / v.patch_size) /
+                               (v.spatial_merge_size * v.spatial_merge_size);
+  SynthOptions synth;
+  synth.samples = o.batch;
+  synth.images_per_sample = o.images;
+  synth.image_height = hw.first;
+  synth.image_width = hw.second;
+  synth.seq_len = o.text_tokens + image_tokens + 2 * o.images;
+  ASSIGN_OR_RETURN(CalibSet set, SynthesizeCalibSet(model->config(), synth));
+  RETURN_IF_ERROR(set.To(device));
+  ASSIGN_OR_RETURN(Qwen2_5_VLInputs in, set.Batch(0, set.num_samples()));
+  torch::InferenceMode guard;
+  auto sync = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize();
+  };
+  std::vector<double> ms;
+  for (int64_t i = 0; i < o.warmup + o.iters; ++i) {
+    sync();
+    auto t0 = std::chrono::steady_clock::now();
+    ASSIGN_OR_RETURN(torch::Tensor logits, model->Forward(in));
+    sync();
+    auto t1 = std::chrono::steady_clock::now();
+    if (i >= o.warmup) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  }
+  if (ms.empty()) return absl::InvalidArgumentError("--iters must be positive");
+  std::vector<double> sorted = ms;
+  std::sort(sorted.begin(), sorted.end());
+  const double median = sorted.size() % 2 ? sorted[sorted.size() / 2]
+                                          : 0.5 * (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]);
+  const int64_t tokens = o.batch * set.seq_len();
+  nlohmann::ordered_json j;
+  j["model"] = o.model;
+  j["device"] = device.str();
+  j["dtype"] = std::string(c10::toString(dtype));
+  j["batch"] = o.batch;
+  j["seq_len"] = set.seq_len();
+  j["images_per_sample"] = o.images;
+  j["image"] = o.image;
+  j["iters"] = o.iters;
+  j["median_ms"] = median;
+  j["min_ms"] = sorted.front();
+  j["max_ms"] = sorted.back();
+  j["tokens_per_s"] = tokens / (median / 1000.0);
+  j["samples_ms"] = ms;
+  out << j.dump() << "\n";
+  return absl::OkStatus();
+}
+
+void AddModelCommand(CLI::App& app, absl::Status* status) {
+  CLI::App* model = app.add_subcommand("model", "Qwen2.5-VL model: random checkpoints, forward pass, timing");
+  model->require_subcommand(1);
+
+  auto init = std::make_shared<ModelInitOptions>();
+  CLI::App* c = model->add_subcommand("init", "Write a random-weight checkpoint (HF layout) from a preset");
+  c->add_option("--preset", init->preset, "tiny | qwen2.5-vl-3b")->required();
+  c->add_option("--out", init->out, "output checkpoint directory")->required();
+  c->add_option("--seed", init->seed, "random seed (default 0)");
+  c->add_option("--dtype", init->dtype, "bfloat16 (default) | float32");
+  c->add_flag("--overwrite", init->overwrite, "replace an existing output directory");
+  c->callback([init, status] { *status = RunModelInit(*init); });
+
+  auto fwd = std::make_shared<ModelForwardOptions>();
+  c = model->add_subcommand("forward", "Run the forward pass on inputs from a .safetensors file");
+  c->add_option("--model", fwd->model, "checkpoint directory")->required();
+  c->add_option("--input", fwd->input, "input .safetensors (input_ids, attention_mask, pixel_values, image_grid_thw)")
+      ->required();
+  c->add_option("--output", fwd->output, "output .safetensors (logits [B,S,vocab] float32)")->required();
+  c->add_option("--device", fwd->device, "cpu (default) | cuda");
+  c->add_option("--dtype", fwd->dtype, "float32 | bfloat16 (default: float32 on cpu, bfloat16 on cuda)");
+  c->callback([fwd, status] { *status = RunModelForward(*fwd); });
+
+  auto bench = std::make_shared<ModelBenchOptions>();
+  c = model->add_subcommand("bench", "Time the forward pass on synthetic inputs; prints JSON");
+  c->add_option("--model", bench->model, "checkpoint directory")->required();
+  c->add_option("--device", bench->device, "cuda (default) | cpu");
+  c->add_option("--dtype", bench->dtype, "float32 | bfloat16 (default: float32 on cpu, bfloat16 on cuda)");
+  c->add_option("--batch", bench->batch, "batch size (default 1)");
+  c->add_option("--text-tokens", bench->text_tokens, "text tokens per sample (default 512)");
+  c->add_option("--image", bench->image, "image size HxW in pixels (default 448x448)");
+  c->add_option("--images", bench->images, "images per sample (default 1)");
+  c->add_option("--iters", bench->iters, "timed iterations (default 10)");
+  c->add_option("--warmup", bench->warmup, "untimed iterations first (default 2)");
+  c->callback([bench, status] { *status = RunModelBench(*bench, std::cout); });
+}
+
+}  // namespace autoquant::cli

@@ -1,0 +1,50 @@
+// Loading Qwen2.5-VL weights from a Hugging Face checkpoint, in either key
+// layout:
+//   legacy (Hub, transformers 4.x):  model.layers.*, model.embed_tokens.*, model.norm.*, visual.*, lm_head.weight
+//   transformers 5.x:                model.language_model.*, model.visual.*, lm_head.weight
+// and config.json in either layout (see core/io/qwen2_5_vl_config.h).
+//
+//   ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::Open(dir));
+//   ASSIGN_OR_RETURN(Qwen2_5_VLModel model, LoadQwen2_5_VL(ckpt, torch::kCUDA, torch::kBFloat16));
+//
+// Before anything is read, the checkpoint's names and shapes are checked
+// against the model built from its config: missing, unexpected and mis-shaped
+// tensors are all named in one InvalidArgument error. A tied checkpoint
+// (tie_word_embeddings) may omit lm_head.weight; if it has one it is ignored
+// and lm_head shares embed_tokens' storage. Non-persistent rotary buffers
+// (*.inv_freq) that old checkpoints carry are ignored.
+#pragma once
+
+#include <torch/types.h>
+
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/io/checkpoint.h"
+#include "core/io/qwen2_5_vl_config.h"
+#include "core/model/qwen2_5_vl/model.h"
+
+namespace autoquant {
+
+// The transformers 5.x name of a checkpoint key in either layout
+// ("visual.x" -> "model.visual.x", "model.layers.0.x" ->
+// "model.language_model.layers.0.x"); other keys are returned unchanged.
+std::string CanonicalTensorName(const std::string& key);
+// The legacy (Hub) name of a transformers 5.x name; the inverse of the above.
+std::string LegacyTensorName(const std::string& name);
+
+// The checkpoint's config.json, parsed. InvalidArgument if it has none.
+absl::StatusOr<Qwen2_5_VLConfig> CheckpointConfig(const Checkpoint& ckpt);
+
+// InvalidArgument listing every missing / unexpected / mis-shaped tensor;
+// OK if the checkpoint fits `model` exactly.
+absl::Status VerifyCheckpointKeys(const Checkpoint& ckpt, Qwen2_5_VLModel& model);
+
+// Builds the model from the checkpoint's config, verifies and loads every
+// tensor converted to `dtype` on `device`, ties lm_head when configured.
+// InvalidArgument for config / key problems, ResourceExhausted for OOM.
+absl::StatusOr<Qwen2_5_VLModel> LoadQwen2_5_VL(const Checkpoint& ckpt, torch::Device device,
+                                               torch::ScalarType dtype);
+
+}  // namespace autoquant
