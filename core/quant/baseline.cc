@@ -1,0 +1,163 @@
+#include "core/quant/baseline.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/util/file_util.h"
+#include "core/util/hash.h"
+#include "core/util/status_macros.h"
+
+namespace autoquant {
+using json = nlohmann::json;
+
+const QuantFormat& Fp8Format() {
+  static const QuantFormat f{"FP8", "FP8_DEFAULT_CFG", 8};
+  return f;
+}
+const QuantFormat& NoneFormat() {
+  static const QuantFormat f{"NONE", "NONE", 16};
+  return f;
+}
+
+std::string RecipeString(const QuantFormat& f) {
+  return absl::StrFormat("%s(effective-bits: %.1f)", f.recipe, double(f.bits));
+}
+
+absl::string_view ScoreMethodName(ScoreMethod m) {
+  return m == ScoreMethod::kGradient ? "gradient" : "kl_div";
+}
+
+absl::StatusOr<ScoreMethod> ParseScoreMethod(absl::string_view name) {
+  std::string n = absl::AsciiStrToLower(name);
+  if (n == "gradient") return ScoreMethod::kGradient;
+  if (n == "kl_div" || n == "kl-div") return ScoreMethod::kKlDiv;
+  return absl::InvalidArgumentError(absl::StrCat("unknown score method '", name, "' (gradient | kl_div)"));
+}
+
+std::string BaselineKey(const BaselineInputs& in) {
+  json j;
+  j["v"] = 1;  // bump when the scoring algorithm changes meaning
+  j["model"] = in.model_fingerprint;
+  j["calib"] = in.calib_fingerprint;
+  j["method"] = ScoreMethodName(in.method);
+  j["formats"] = json::array();
+  for (const auto& f : in.formats) j["formats"].push_back({f.name, f.bits});
+  j["calib_steps"] = in.calib_steps;
+  j["score_steps"] = in.score_steps;
+  j["include_vision"] = in.include_vision;
+  j["dtype"] = in.compute_dtype;
+  return Sha256Hex(j.dump());
+}
+
+void Baseline::ComputeRanking() {
+  ranking.resize(groups.size());
+  std::iota(ranking.begin(), ranking.end(), 0);
+  std::stable_sort(ranking.begin(), ranking.end(),
+                   [&](size_t a, size_t b) { return scores[a][0] < scores[b][0]; });
+}
+
+size_t Baseline::format_index(absl::string_view name) const {
+  for (size_t i = 0; i < formats.size(); ++i) {
+    if (formats[i].name == name) return i;
+  }
+  return formats.size();
+}
+
+json BaselineToJson(const Baseline& b) {
+  json j;
+  j["key"] = b.key;
+  j["inputs"] = {{"model_fingerprint", b.inputs.model_fingerprint},
+                 {"calib_fingerprint", b.inputs.calib_fingerprint},
+                 {"method", ScoreMethodName(b.inputs.method)},
+                 {"calib_steps", b.inputs.calib_steps},
+                 {"score_steps", b.inputs.score_steps},
+                 {"include_vision", b.inputs.include_vision},
+                 {"compute_dtype", b.inputs.compute_dtype}};
+  j["formats"] = json::array();
+  for (const auto& f : b.formats) j["formats"].push_back({{"name", f.name}, {"recipe", f.recipe}, {"bits", f.bits}});
+  j["linears"] = json::array();
+  for (const auto& l : b.linears) {
+    j["linears"].push_back({{"name", l.name}, {"out", l.out_features}, {"in", l.in_features}, {"numel", l.weight_numel}});
+  }
+  j["groups"] = json::array();
+  for (size_t g = 0; g < b.groups.size(); ++g) {
+    j["groups"].push_back({{"key", b.groups[g].key},
+                           {"linears", b.groups[g].linear_index},
+                           {"numel", b.groups[g].weight_numel},
+                           {"scores", b.scores[g]},
+                           {"costs", b.costs[g]}});
+  }
+  j["input_amax"] = b.input_amax;
+  j["weight_amax"] = b.weight_amax;
+  j["ranking"] = b.ranking;
+  j["total_weight_numel"] = b.total_weight_numel;
+  j["score_seconds"] = b.score_seconds;
+  j["calib_seconds"] = b.calib_seconds;
+  return j;
+}
+
+absl::StatusOr<Baseline> BaselineFromJson(const json& j) {
+  try {
+    Baseline b;
+    b.key = j.at("key").get<std::string>();
+    const auto& in = j.at("inputs");
+    b.inputs.model_fingerprint = in.at("model_fingerprint");
+    b.inputs.calib_fingerprint = in.at("calib_fingerprint");
+    ASSIGN_OR_RETURN(b.inputs.method, ParseScoreMethod(in.at("method").get<std::string>()));
+    b.inputs.calib_steps = in.at("calib_steps");
+    b.inputs.score_steps = in.at("score_steps");
+    b.inputs.include_vision = in.at("include_vision");
+    b.inputs.compute_dtype = in.at("compute_dtype");
+    for (const auto& f : j.at("formats")) {
+      b.formats.push_back({f.at("name"), f.at("recipe"), f.at("bits")});
+      if (f.at("name") != "NONE") b.inputs.formats.push_back(b.formats.back());
+    }
+    for (const auto& l : j.at("linears")) {
+      b.linears.push_back({l.at("name"), l.at("numel"), l.at("out"), l.at("in")});
+    }
+    for (const auto& g : j.at("groups")) {
+      QuantGroup qg;
+      qg.key = g.at("key");
+      qg.linear_index = g.at("linears").get<std::vector<size_t>>();
+      for (size_t i : qg.linear_index) {
+        if (i >= b.linears.size()) return absl::DataLossError("baseline group names a Linear out of range");
+        qg.modules.push_back(b.linears[i].name);
+      }
+      qg.weight_numel = g.at("numel");
+      b.groups.push_back(std::move(qg));
+      b.scores.push_back(g.at("scores").get<std::vector<double>>());
+      b.costs.push_back(g.at("costs").get<std::vector<double>>());
+    }
+    b.input_amax = j.at("input_amax").get<std::vector<std::vector<float>>>();
+    b.weight_amax = j.at("weight_amax").get<std::vector<std::vector<float>>>();
+    b.ranking = j.at("ranking").get<std::vector<size_t>>();
+    b.total_weight_numel = j.at("total_weight_numel");
+    b.score_seconds = j.value("score_seconds", 0.0);
+    b.calib_seconds = j.value("calib_seconds", 0.0);
+    return b;
+  } catch (const json::exception& e) {
+    return absl::DataLossError(absl::StrCat("baseline JSON is malformed: ", e.what()));
+  }
+}
+
+absl::Status SaveBaseline(const Baseline& b, const std::filesystem::path& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return ErrnoStatus(ec.value(), "cannot create baseline cache", dir);
+  return WriteFileAtomic(dir / ("baseline-" + b.key + ".json"), BaselineToJson(b).dump() + "\n");
+}
+
+absl::StatusOr<Baseline> LoadBaseline(const std::filesystem::path& dir, const std::string& key) {
+  auto path = dir / ("baseline-" + key + ".json");
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded()) return absl::DataLossError(absl::StrCat(path.string(), ": not valid JSON"));
+  ASSIGN_OR_RETURN(Baseline b, BaselineFromJson(j));
+  if (b.key != key) return absl::DataLossError(absl::StrCat(path.string(), ": key mismatch"));
+  return b;
+}
+
+}  // namespace autoquant

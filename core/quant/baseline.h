@@ -1,0 +1,91 @@
+// The sensitivity baseline: everything a scheme needs that is expensive to
+// compute and independent of the scheme, computed once per (model,
+// calibration set, method, formats, steps) and reused by every scheme.
+//
+//   - the quantizable Linears and their groups (all enabled),
+//   - calibration amax per Linear (input and weight), per format,
+//   - per-group scores and costs per format,
+//   - the ranking of groups, least sensitive first.
+//
+// Its key is a SHA-256 over the inputs that determine it (see BaselineKey):
+// a different model, calibration set, method, format set, step counts or
+// grouping never reuses a stale baseline. Saved as JSON (float amax values
+// round-trip exactly through nlohmann's shortest representation).
+//
+// Torch-free.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/quant/groups.h"
+#include "nlohmann/json.hpp"
+
+namespace autoquant {
+
+// A candidate format. NONE (16 bits, never scored) is always the last one.
+struct QuantFormat {
+  std::string name;    // "FP8", "NONE"; matches hf_quant_config quant_algo
+  std::string recipe;  // ModelOpt's config name, "FP8_DEFAULT_CFG"
+  int bits = 16;       // weight bits for the cost model
+};
+
+const QuantFormat& Fp8Format();
+const QuantFormat& NoneFormat();
+// "FP8_DEFAULT_CFG(effective-bits: 8.0)", as ModelOpt prints recipes.
+std::string RecipeString(const QuantFormat& f);
+
+enum class ScoreMethod { kGradient, kKlDiv };
+absl::string_view ScoreMethodName(ScoreMethod m);
+absl::StatusOr<ScoreMethod> ParseScoreMethod(absl::string_view name);
+
+struct BaselineInputs {
+  std::string model_fingerprint;  // hex SHA-256 of config + weights
+  std::string calib_fingerprint;  // hex SHA-256 of the calibration file
+  ScoreMethod method = ScoreMethod::kGradient;
+  std::vector<QuantFormat> formats;  // non-NONE candidates
+  int calib_steps = 0;
+  int score_steps = 0;
+  bool include_vision = false;
+  std::string compute_dtype;  // "bfloat16" / "float32": scores depend on it
+};
+
+// Hex SHA-256 over a canonical serialization of the inputs.
+std::string BaselineKey(const BaselineInputs& in);
+
+struct Baseline {
+  std::string key;
+  BaselineInputs inputs;
+  std::vector<QuantFormat> formats;  // candidates + NONE last
+  std::vector<LinearDesc> linears;   // every Linear of the model, model order
+  std::vector<QuantGroup> groups;    // quantizable groups, none disabled
+  // [format][linear]; NONE has no entry. 0 where a Linear never ran.
+  std::vector<std::vector<float>> input_amax;
+  std::vector<std::vector<float>> weight_amax;
+  // [group][format], NONE included (score 0, cost = numel).
+  std::vector<std::vector<double>> scores;
+  std::vector<std::vector<double>> costs;
+  std::vector<size_t> ranking;  // group indices, least sensitive first
+  int64_t total_weight_numel = 0;  // over all groups: the cost denominator
+  double score_seconds = 0;        // how long scoring took
+  double calib_seconds = 0;
+
+  // Cost of a group in format f: numel x bits / 16.
+  static double Cost(int64_t numel, const QuantFormat& f) { return double(numel) * f.bits / 16.0; }
+  // Ranks by the most aggressive format's score, ascending; ties by model order.
+  void ComputeRanking();
+  size_t format_index(absl::string_view name) const;
+};
+
+nlohmann::json BaselineToJson(const Baseline& b);
+absl::StatusOr<Baseline> BaselineFromJson(const nlohmann::json& j);
+
+absl::Status SaveBaseline(const Baseline& b, const std::filesystem::path& dir);
+// NotFound if no baseline with this key is cached in `dir`.
+absl::StatusOr<Baseline> LoadBaseline(const std::filesystem::path& dir, const std::string& key);
+
+}  // namespace autoquant

@@ -1,0 +1,202 @@
+#include "core/quant/export.h"
+
+#include <torch/torch.h>
+
+#include <map>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/io/checkpoint_writer.h"
+#include "core/quant/fp8.h"
+#include "core/quant/manifests.h"
+#include "core/util/file_util.h"
+#include "core/util/status_macros.h"
+#include "core/util/torch_status.h"
+
+namespace autoquant {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+absl::StatusOr<std::string> CheckpointModuleName(const Checkpoint& base, const std::string& module) {
+  if (base.Find(module + ".weight") != nullptr) return module;
+  std::string legacy = module;
+  if (absl::StartsWith(module, "model.language_model.")) {
+    legacy = "model." + module.substr(std::string("model.language_model.").size());
+  } else if (absl::StartsWith(module, "model.visual.")) {
+    legacy = module.substr(std::string("model.").size());
+  }
+  if (base.Find(legacy + ".weight") != nullptr) return legacy;
+  return absl::NotFoundError(absl::StrCat("module '", module, "' has no weight in checkpoint ",
+                                          base.path().string(), " (tried '", module, ".weight' and '",
+                                          legacy, ".weight')"));
+}
+
+namespace {
+
+struct QuantizedModule {
+  std::string ckpt_name;  // checkpoint module name
+  float input_amax = 0;
+};
+
+torch::Tensor ScaleTensor(const torch::Tensor& scale, ExportFormat f) {
+  torch::Tensor s = scale.to(torch::kCPU, torch::kFloat32).reshape({});
+  return f == ExportFormat::kCompressedTensors ? s.reshape({1}) : s;
+}
+
+absl::StatusOr<torch::Tensor> QuantizedWeight(const Checkpoint& base, const std::string& ckpt_name,
+                                              torch::Tensor* scale_out) {
+  ASSIGN_OR_RETURN(torch::Tensor w, base.Get(ckpt_name + ".weight"));
+  return TorchCall([&] {
+    torch::Tensor scale = Fp8ScaleFromAmax(Amax(w));
+    if (scale_out) *scale_out = scale;
+    return QuantizeFp8(w, scale);
+  });
+}
+
+bool BitEqual(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
+  if (a.numel() == 0) return true;
+  return torch::equal(a.contiguous().reshape({-1}).view(torch::kByte), b.contiguous().reshape({-1}).view(torch::kByte));
+}
+
+// Compares the written checkpoint with the plan; returns the first disagreement.
+absl::Status SelfCheck(const Checkpoint& base, const fs::path& dir,
+                       const std::map<std::string, QuantizedModule>& quantized, ExportFormat format) {
+  ASSIGN_OR_RETURN(Checkpoint out, Checkpoint::Open(dir));
+  std::set<std::string> expected;
+  for (const auto& name : base.TensorNames()) expected.insert(name);
+  for (const auto& [_, q] : quantized) {
+    expected.insert(q.ckpt_name + ".weight_scale");
+    expected.insert(q.ckpt_name + ".input_scale");
+  }
+  for (const auto& name : out.TensorNames()) {
+    if (!expected.count(name)) return absl::InternalError(absl::StrCat("self-check: unexpected tensor '", name, "'"));
+  }
+  for (const auto& name : expected) {
+    if (out.Find(name) == nullptr) return absl::InternalError(absl::StrCat("self-check: tensor '", name, "' missing"));
+  }
+  std::map<std::string, const QuantizedModule*> by_weight;
+  for (const auto& [_, q] : quantized) by_weight[q.ckpt_name + ".weight"] = &q;
+  for (const auto& name : base.TensorNames()) {
+    ASSIGN_OR_RETURN(torch::Tensor got, out.Get(name));
+    auto it = by_weight.find(name);
+    if (it == by_weight.end()) {
+      ASSIGN_OR_RETURN(torch::Tensor want, base.Get(name));
+      if (!BitEqual(got, want)) {
+        return absl::InternalError(absl::StrCat("self-check: '", name, "' differs from the base but the plan keeps it"));
+      }
+      continue;
+    }
+    torch::Tensor scale;
+    ASSIGN_OR_RETURN(torch::Tensor want, QuantizedWeight(base, it->second->ckpt_name, &scale));
+    if (got.scalar_type() != torch::kFloat8_e4m3fn || !BitEqual(got, want)) {
+      return absl::InternalError(absl::StrCat("self-check: '", name, "' is not the FP8 weight the plan requires"));
+    }
+    ASSIGN_OR_RETURN(torch::Tensor ws, out.Get(it->second->ckpt_name + ".weight_scale"));
+    if (!BitEqual(ws, ScaleTensor(scale, format))) {
+      return absl::InternalError(absl::StrCat("self-check: weight_scale of '", it->second->ckpt_name, "' is wrong"));
+    }
+    ASSIGN_OR_RETURN(torch::Tensor is, out.Get(it->second->ckpt_name + ".input_scale"));
+    torch::Tensor want_is = ScaleTensor(Fp8ScaleFromAmax(torch::tensor(it->second->input_amax)), format);
+    if (!BitEqual(is, want_is)) {
+      return absl::InternalError(absl::StrCat("self-check: input_scale of '", it->second->ckpt_name, "' is wrong"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline& b, const Plan& plan,
+                                          const ExportOptions& options) {
+  if (!base.config().has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat("base checkpoint ", base.path().string(), " has no config.json"));
+  }
+  if (plan.num_quantized(b) == 0) {
+    return absl::InvalidArgumentError(
+        "the plan quantizes no group (coverage too small or everything disabled): nothing to export");
+  }
+  const size_t fp8 = b.format_index("FP8");
+  // Quantized modules, keyed by checkpoint weight name.
+  std::map<std::string, QuantizedModule> quantized;
+  std::vector<LayerQuant> layers;
+  for (size_t g = 0; g < b.groups.size(); ++g) {
+    const auto& fmt = b.formats[plan.format[g]];
+    if (plan.format[g] != fp8 && fmt.name != "NONE") {
+      return absl::UnimplementedError(absl::StrCat("export of format ", fmt.name, " is not implemented"));
+    }
+    for (size_t li : b.groups[g].linear_index) {
+      ASSIGN_OR_RETURN(std::string ckpt, CheckpointModuleName(base, b.linears[li].name));
+      layers.push_back({ckpt, fmt.name});
+      if (fmt.name == "NONE") continue;
+      quantized[ckpt] = {ckpt, b.input_amax[fp8][li]};
+    }
+  }
+  // Linears outside every group (the vision tower when excluded) are unquantized layers too.
+  std::set<std::string> grouped;
+  for (const auto& g : b.groups) grouped.insert(g.modules.begin(), g.modules.end());
+  for (const auto& l : b.linears) {
+    if (grouped.count(l.name)) continue;
+    ASSIGN_OR_RETURN(std::string ckpt, CheckpointModuleName(base, l.name));
+    layers.push_back({ckpt, "NONE"});
+  }
+  ASSIGN_OR_RETURN(QuantConfigs qc, MakeQuantConfigs(options.format, layers, AUTOQUANT_VERSION));
+
+  // The tensor plan: base order, each quantized weight followed by its scales.
+  std::vector<PlannedTensor> tensors;
+  for (const auto& name : base.TensorNames()) {
+    const TensorInfo* info = base.Find(name);
+    std::string module = absl::EndsWith(name, ".weight") ? name.substr(0, name.size() - 7) : "";
+    auto q = quantized.find(module);
+    if (q == quantized.end()) {
+      tensors.push_back({{name, info->dtype, info->shape}, [&base, name] { return base.Get(name); }});
+      continue;
+    }
+    auto scale = std::make_shared<torch::Tensor>();
+    tensors.push_back({{name, DType::kF8E4M3, info->shape},
+                       [&base, module, scale] { return QuantizedWeight(base, module, scale.get()); }});
+    std::vector<int64_t> sshape = options.format == ExportFormat::kCompressedTensors ? std::vector<int64_t>{1}
+                                                                                      : std::vector<int64_t>{};
+    tensors.push_back({{module + ".weight_scale", DType::kF32, sshape},
+                       [scale, f = options.format]() -> absl::StatusOr<torch::Tensor> { return ScaleTensor(*scale, f); }});
+    float in_amax = q->second.input_amax;
+    tensors.push_back({{module + ".input_scale", DType::kF32, sshape},
+                       [in_amax, f = options.format]() -> absl::StatusOr<torch::Tensor> {
+                         return ScaleTensor(Fp8ScaleFromAmax(torch::tensor(in_amax)), f);
+                       }});
+  }
+
+  ASSIGN_OR_RETURN(StagedDir staged, StagedDir::Create(options.out_dir, options.overwrite));
+  ShardingOptions so;
+  so.max_shard_bytes = options.max_shard_bytes;
+  so.always_index = true;
+  so.cancel = options.cancel;
+  so.progress = [&](size_t done, size_t total) {
+    if (options.progress) options.progress(0.8 * double(done) / double(total));
+  };
+  ASSIGN_OR_RETURN(ShardingResult written, WriteShardedSafetensors(staged.path(), tensors, so));
+
+  json config = *base.config();
+  config["quantization_config"] = qc.quantization_config;
+  RETURN_IF_ERROR(WriteFileAtomic(staged.path() / "config.json", config.dump(2) + "\n"));
+  if (!qc.hf_quant_config.is_null()) {
+    RETURN_IF_ERROR(WriteFileAtomic(staged.path() / "hf_quant_config.json", qc.hf_quant_config.dump(2) + "\n"));
+  }
+  if (base.is_directory()) RETURN_IF_ERROR(CopySideFiles(base.path(), staged.path()).status());
+  RETURN_IF_ERROR(WriteLayerSensitivity(staged.path() / "layer-sensitivity", b, plan, options.scheme));
+
+  if (options.cancel != nullptr && options.cancel->load()) return absl::CancelledError("export cancelled");
+  RETURN_IF_ERROR(SelfCheck(base, staged.path(), quantized, options.format));
+  if (options.progress) options.progress(1.0);
+  RETURN_IF_ERROR(staged.Commit());
+  ExportResult r;
+  r.out_dir = options.out_dir;
+  r.tensors_written = tensors.size();
+  r.quantized_modules = quantized.size();
+  r.bytes_written = written.total_bytes;
+  return r;
+}
+
+}  // namespace autoquant

@@ -1,0 +1,31 @@
+#include "core/quant/fp8.h"
+
+#include <ATen/ATen.h>
+
+namespace autoquant {
+
+torch::Tensor Amax(const torch::Tensor& x) {
+  if (x.numel() == 0) return torch::zeros({}, x.options().dtype(torch::kFloat32));
+  return x.detach().abs().amax().to(torch::kFloat32);
+}
+
+torch::Tensor Fp8ScaleFromAmax(const torch::Tensor& amax) {
+  torch::Tensor a = amax.to(torch::kFloat32);
+  torch::Tensor ok = torch::isfinite(a) & (a > 0);
+  return torch::where(ok, a / kFp8E4M3Max, torch::ones_like(a));
+}
+
+torch::Tensor QuantizeFp8(const torch::Tensor& x, const torch::Tensor& scale) {
+  torch::Tensor s = scale.to(x.device(), torch::kFloat32);
+  return (x.to(torch::kFloat32) / s).clamp(-kFp8E4M3Max, kFp8E4M3Max).to(torch::kFloat8_e4m3fn);
+}
+
+torch::Tensor DequantizeFp8(const torch::Tensor& q, const torch::Tensor& scale) {
+  return q.to(torch::kFloat32) * scale.to(q.device(), torch::kFloat32);
+}
+
+torch::Tensor FakeQuantFp8(const torch::Tensor& x, const torch::Tensor& scale) {
+  return DequantizeFp8(QuantizeFp8(x, scale), scale).to(x.scalar_type());
+}
+
+}  // namespace autoquant

@@ -1,0 +1,63 @@
+// Quantization groups as ModelOpt's AutoQuant forms them, and disabled_layers.
+//
+// Linears that must share a format (they are fused into one GEMM by engines:
+// q/k/v, gate/up) form one group; o_proj, down_proj, lm_head and the rest are
+// groups of one. Rules, first match wins (ModelOpt's quant_grouping_rules):
+//   ^(.*?)\.(q_proj|k_proj|v_proj)$          -> q/k/v
+//   ^(.*?\.mlp\.experts)\.\d+\.(gate|up|down)_proj$ -> all experts of a layer
+//   ^(.*?)\.(gate_proj|up_proj)$             -> gate/up
+// A group's key is "<first member>.quant_recipe" with the member's name
+// relative to the inner model (the Qwen2_5_VLModel ModelOpt is called on):
+// "language_model.layers.0.self_attn.q_proj.quant_recipe". lm_head keeps its
+// name ("lm_head.quant_recipe").
+//
+// The vision tower ("visual.*") is excluded by default: its Linears are then
+// not quantizable at all (not in any group, not in the cost denominator).
+//
+// disabled_layers are fnmatch patterns matched against every member's module
+// name, both relative ("language_model.layers.0.mlp.gate_proj") and full
+// ("model.language_model.layers.0.mlp.gate_proj"); a match on any member
+// disables the whole group. A pattern that matches no Linear of the model is
+// an error: a typo must not silently quantize everything.
+//
+// Torch-free.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace autoquant {
+
+struct LinearDesc {
+  std::string name;  // full module name, e.g. "model.language_model.layers.0.self_attn.q_proj"
+  int64_t weight_numel = 0;
+  int64_t out_features = 0;
+  int64_t in_features = 0;
+};
+
+struct QuantGroup {
+  std::string key;                   // "...q_proj.quant_recipe"
+  std::vector<std::string> modules;  // full module names, in model order
+  std::vector<size_t> linear_index;  // indices into the LinearDesc list
+  int64_t weight_numel = 0;          // sum over members
+  bool disabled = false;
+  std::vector<std::string> disabled_by;  // patterns that matched a member
+};
+
+struct GroupingOptions {
+  bool include_vision = false;
+  std::vector<std::string> disabled_layers;  // fnmatch patterns
+};
+
+// Name relative to the inner model: strips a leading "model."; "lm_head" stays.
+std::string RelativeModuleName(const std::string& full_name);
+
+// Groups in model order. InvalidArgument when a disabled pattern matches no
+// Linear (listing the patterns), or when no Linear is quantizable.
+absl::StatusOr<std::vector<QuantGroup>> BuildGroups(const std::vector<LinearDesc>& linears,
+                                                    const GroupingOptions& options);
+
+}  // namespace autoquant

@@ -1,0 +1,50 @@
+// The quantization metadata a scheme's checkpoint carries, in the formats
+// real engines read:
+//
+//   modelopt (ModelOpt >= 0.42, vLLM "modelopt" / "modelopt_mixed"):
+//     hf_quant_config.json {"producer", "quantization": {"quant_algo", "kv_cache_quant_algo",
+//                           "exclude_modules" | "quantized_layers"}}
+//     config.json quantization_config {"config_groups", "ignore", "quant_algo",
+//                           "producer", "quant_method": "modelopt"[, "quantized_layers"]}
+//     One quantized format -> quant_algo "FP8" with the unquantized Linears in
+//     exclude_modules/ignore; several -> "MIXED_PRECISION" with quantized_layers.
+//   compressed-tensors (llm-compressor's static per-tensor FP8 scheme):
+//     config.json quantization_config {"config_groups": {"group_0": {"format": "float-quantized",
+//       "weights"/"input_activations": {num_bits 8, type float, strategy tensor, symmetric,
+//       dynamic false}, "targets": ["Linear"]}}, "ignore": [every unquantized Linear],
+//       "quant_method": "compressed-tensors", "quantization_status": "compressed", ...}
+//
+// Module names are written as the checkpoint names them (the base
+// checkpoint's key layout, e.g. "model.layers.0.mlp.down_proj" or
+// "model.language_model.layers.0.mlp.down_proj").
+//
+// Torch-free.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+
+namespace autoquant {
+
+enum class ExportFormat { kModelOpt, kCompressedTensors };
+absl::StatusOr<ExportFormat> ParseExportFormat(absl::string_view name);
+absl::string_view ExportFormatName(ExportFormat f);
+
+struct LayerQuant {
+  std::string module;  // checkpoint module name
+  std::string algo;    // "FP8", or "NONE" for unquantized Linears
+};
+
+struct QuantConfigs {
+  nlohmann::json quantization_config;  // goes into config.json
+  nlohmann::json hf_quant_config;      // hf_quant_config.json (modelopt only; null otherwise)
+};
+
+// InvalidArgument if no layer is quantized.
+absl::StatusOr<QuantConfigs> MakeQuantConfigs(ExportFormat format, const std::vector<LayerQuant>& layers,
+                                              const std::string& producer_version);
+
+}  // namespace autoquant

@@ -1,0 +1,142 @@
+#include "core/quant/manifests.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/util/file_util.h"
+#include "core/util/status_macros.h"
+
+namespace autoquant {
+namespace fs = std::filesystem;
+using ojson = nlohmann::ordered_json;
+using json = nlohmann::json;
+
+ojson QuantManifestJson(const Baseline& b, const Plan& p, const std::string& scheme) {
+  ojson j;
+  j["scheme"] = scheme;
+  j["producer"] = {{"name", "autoquant"}, {"version", AUTOQUANT_VERSION}};
+  j["baseline_key"] = b.key;
+  j["method"] = ScoreMethodName(b.inputs.method);
+  j["formats"] = ojson::array();
+  for (const auto& f : b.formats) j["formats"].push_back(RecipeString(f));
+  j["effective_bits"] = p.effective_bits;
+  j["constraints"] = ojson::object();
+  if (p.target_bits) j["constraints"]["effective_bits"] = *p.target_bits;
+  if (p.coverage) j["coverage"] = *p.coverage;
+  j["num_groups"] = b.groups.size();
+  j["num_quantized"] = p.num_quantized(b);
+  j["total_weight_numel"] = b.total_weight_numel;
+  j["sensitivity_ranking"] = ojson::array();
+  for (size_t r : b.ranking) j["sensitivity_ranking"].push_back(b.groups[r].key);
+  ojson groups = ojson::object();
+  for (size_t g = 0; g < b.groups.size(); ++g) {
+    ojson scores = ojson::object(), costs = ojson::object();
+    for (size_t f = 0; f < b.formats.size(); ++f) {
+      scores[b.formats[f].name] = b.scores[g][f];
+      costs[b.formats[f].name] = b.costs[g][f];
+    }
+    groups[b.groups[g].key] = {{"modules", b.groups[g].modules},
+                               {"weight_numel", b.groups[g].weight_numel},
+                               {"scores", scores},
+                               {"costs", costs},
+                               {"chosen", b.formats[p.format[g]].name},
+                               {"disabled", bool(p.disabled[g])}};
+  }
+  j["groups"] = groups;
+  return j;
+}
+
+ojson CoverageManifestJson(const Baseline& b, const Plan& p, const std::string& scheme) {
+  CoverageManifest m = CoverageOf(p, b);
+  ojson j;
+  j["scheme"] = scheme;
+  j["baseline_key"] = b.key;
+  if (p.coverage) j["coverage"] = *p.coverage;
+  j["selected_layers"] = m.selected_layers;
+  j["dropped_layers"] = m.dropped_layers;
+  return j;
+}
+
+ojson SearchStateJson(const Baseline& b, const Plan& p) {
+  ojson stats = ojson::object();
+  ojson recipe = ojson::object();
+  for (size_t g = 0; g < b.groups.size(); ++g) {
+    ojson formats = ojson::array(), scores = ojson::array(), costs = ojson::array();
+    for (size_t f = 0; f < b.formats.size(); ++f) {
+      formats.push_back(RecipeString(b.formats[f]));
+      scores.push_back(b.scores[g][f]);
+      costs.push_back(b.costs[g][f]);
+    }
+    stats[b.groups[g].key] = {{"formats", formats}, {"scores", scores}, {"costs", costs},
+                              {"module_names", b.groups[g].modules}, {"is_fixed", !bool(p.candidate[g])}};
+    recipe[b.groups[g].key] = RecipeString(b.formats[p.format[g]]);
+  }
+  ojson j;
+  j["method"] = ScoreMethodName(b.inputs.method);
+  j["candidate_stats"] = stats;
+  j["best"] = {{"recipe", recipe},
+               {"constraints", {{"effective_bits", p.effective_bits}}},
+               {"score", p.total_score},
+               {"is_satisfied", !p.target_bits || p.effective_bits <= *p.target_bits + 1e-9}};
+  j["cost_denominator"] = b.total_weight_numel;
+  return j;
+}
+
+std::string SensitivityMarkdown(const Baseline& b, const Plan& p, const std::string& scheme) {
+  std::string out = absl::StrFormat(
+      "# Per-layer sensitivity: %s\n\nMethod `%s`, baseline `%s`. Effective bits %.4f; %d of %d groups "
+      "quantized.\nGroups are ranked least sensitive first by their %s score.\n\n"
+      "| rank | group | modules | params | score %s | chosen |\n|---:|---|---:|---:|---:|---|\n",
+      scheme, ScoreMethodName(b.inputs.method), b.key.substr(0, 12), p.effective_bits, p.num_quantized(b),
+      b.groups.size(), b.formats[0].name, b.formats[0].name);
+  for (size_t r = 0; r < b.ranking.size(); ++r) {
+    size_t g = b.ranking[r];
+    absl::StrAppendFormat(&out, "| %d | `%s` | %d | %d | %.6g | %s%s |\n", r + 1, b.groups[g].key,
+                          b.groups[g].modules.size(), b.groups[g].weight_numel, b.scores[g][0],
+                          b.formats[p.format[g]].name, p.disabled[g] ? " (disabled)" : "");
+  }
+  return out;
+}
+
+absl::Status WriteLayerSensitivity(const fs::path& dir, const Baseline& b, const Plan& p, const std::string& scheme) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return ErrnoStatus(ec.value(), "cannot create", dir);
+  RETURN_IF_ERROR(WriteFileAtomic(dir / (scheme + "_quant_manifest.json"), QuantManifestJson(b, p, scheme).dump(2) + "\n"));
+  RETURN_IF_ERROR(WriteFileAtomic(dir / (scheme + "_coverage_from_baseline.json"),
+                                  CoverageManifestJson(b, p, scheme).dump(2) + "\n"));
+  RETURN_IF_ERROR(WriteFileAtomic(dir / (scheme + "_search_state.json"), SearchStateJson(b, p).dump(2) + "\n"));
+  return WriteFileAtomic(dir / "per-layer-sensitivity.md", SensitivityMarkdown(b, p, scheme));
+}
+
+absl::StatusOr<SchemeManifest> ReadSchemeManifest(const fs::path& scheme_dir) {
+  fs::path dir = scheme_dir / "layer-sensitivity";
+  std::error_code ec;
+  fs::path found;
+  if (fs::is_directory(dir, ec)) {
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      if (absl::EndsWith(e.path().filename().string(), "_quant_manifest.json")) found = e.path();
+    }
+  }
+  if (found.empty()) {
+    return absl::NotFoundError(absl::StrCat(scheme_dir.string(), " has no layer-sensitivity/*_quant_manifest.json"));
+  }
+  ASSIGN_OR_RETURN(std::string text, ReadFile(found));
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(found.string(), ": not valid JSON"));
+  SchemeManifest m;
+  try {
+    m.scheme = j.value("scheme", "");
+    m.baseline_key = j.value("baseline_key", "");
+    m.effective_bits = j.value("effective_bits", 16.0);
+    for (const auto& [key, g] : j.at("groups").items()) {
+      m.groups[key] = {g.at("chosen").get<std::string>(), g.at("modules").get<std::vector<std::string>>()};
+    }
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(found.string(), ": malformed quant manifest: ", e.what()));
+  }
+  return m;
+}
+
+}  // namespace autoquant
