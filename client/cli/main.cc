@@ -8,6 +8,7 @@
 #include "client/cli/calib_command.h"
 #include "client/cli/inspect_command.h"
 #include "client/cli/model_command.h"
+#include "client/cli/quantize_command.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"autoquant: FP8 AutoQuant schemes for Qwen2.5-VL"};
@@ -17,13 +18,19 @@ int main(int argc, char** argv) {
   autoquant::cli::AddInspectCommand(app, &status);
   autoquant::cli::AddModelCommand(app, &status);
   autoquant::cli::AddCalibCommand(app, &status);
+  autoquant::cli::AddQuantizeCommand(app, &status);
   CLI11_PARSE(app, argc, argv);
   if (!status.ok()) {
     std::cerr << "autoquant: error: " << status.message() << "\n";
-    return status.code() == absl::StatusCode::kInvalidArgument ||
-                   status.code() == absl::StatusCode::kNotFound
-               ? 2
-               : 1;
+    switch (status.code()) {
+      case absl::StatusCode::kInvalidArgument:
+      case absl::StatusCode::kNotFound:
+      case absl::StatusCode::kAlreadyExists:
+      case absl::StatusCode::kOutOfRange:
+        return 2;  // the request was wrong
+      default:
+        return 1;
+    }
   }
   return 0;
 }

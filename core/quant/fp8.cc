@@ -24,8 +24,12 @@ torch::Tensor DequantizeFp8(const torch::Tensor& q, const torch::Tensor& scale) 
   return q.to(torch::kFloat32) * scale.to(q.device(), torch::kFloat32);
 }
 
-torch::Tensor FakeQuantFp8(const torch::Tensor& x, const torch::Tensor& scale) {
-  return DequantizeFp8(QuantizeFp8(x, scale), scale).to(x.scalar_type());
+torch::Tensor FakeQuantFp8(const torch::Tensor& x, const torch::Tensor& amax) {
+  torch::Tensor a = amax.to(x.device(), torch::kFloat32);
+  a = torch::where(torch::isfinite(a) & (a > 5.9604644775390625e-08f), a, torch::ones_like(a));
+  torch::Tensor s = kFp8E4M3Max / a;
+  torch::Tensor q = (x.to(torch::kFloat32) * s).clamp(-kFp8E4M3Max, kFp8E4M3Max).to(torch::kFloat8_e4m3fn);
+  return (q.to(torch::kFloat32) * (1.0f / s)).to(x.scalar_type());
 }
 
 }  // namespace autoquant

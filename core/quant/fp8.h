@@ -24,8 +24,10 @@ torch::Tensor Fp8ScaleFromAmax(const torch::Tensor& amax);
 torch::Tensor QuantizeFp8(const torch::Tensor& x, const torch::Tensor& scale);
 // q: float8_e4m3fn -> float32 q * scale.
 torch::Tensor DequantizeFp8(const torch::Tensor& q, const torch::Tensor& scale);
-// Quantize then dequantize, back in x's dtype: what the FP8 kernel computes
-// with, used for scoring and evaluation.
-torch::Tensor FakeQuantFp8(const torch::Tensor& x, const torch::Tensor& scale);
+// Quantize then dequantize, back in x's dtype, exactly as ModelOpt's
+// fake quantizer computes it (so scores agree with ModelOpt's): amax <= 2^-24
+// (or not finite) counts as 1; s = 448 / amax in float32;
+// y = e4m3(clamp(x * s, +-448)) * (1 / s). amax: 0-d float32.
+torch::Tensor FakeQuantFp8(const torch::Tensor& x, const torch::Tensor& amax);
 
 }  // namespace autoquant

@@ -6,9 +6,13 @@
 // TorchCall:
 //
 //   ASSIGN_OR_RETURN(torch::Tensor y, TorchCall([&] { return model->forward(x); }));
+//   RETURN_IF_ERROR(TorchCall([&] { tensor.copy_(other); }));
 //
-// CUDA out-of-memory becomes ResourceExhausted; any other torch or std error
-// becomes Internal with its message kept (first line only).
+// The callable may return void (-> absl::Status), absl::Status,
+// absl::StatusOr<T> (both passed through), or any other T
+// (-> absl::StatusOr<T>). CUDA out-of-memory becomes ResourceExhausted; any
+// other torch or std error becomes Internal with its message kept (first line
+// only), prefixed by `context`.
 #pragma once
 
 #include <exception>
@@ -16,9 +20,9 @@
 #include <type_traits>
 #include <utility>
 
-#include "absl/strings/string_view.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace autoquant {
 
@@ -26,24 +30,36 @@ namespace autoquant {
 // catch block.
 absl::Status StatusFromCurrentException(absl::string_view context);
 
-template <typename F>
-auto TorchCall(F&& f, absl::string_view context = "torch")
-    -> absl::StatusOr<std::invoke_result_t<F>> requires(!std::is_void_v<std::invoke_result_t<F>>) {
-  try {
-    return std::forward<F>(f)();
-  } catch (...) {
-    return StatusFromCurrentException(context);
-  }
-}
+namespace internal {
+template <typename T>
+struct IsStatusOr : std::false_type {};
+template <typename T>
+struct IsStatusOr<absl::StatusOr<T>> : std::true_type {};
+}  // namespace internal
 
 template <typename F>
-absl::Status TorchCall(F&& f, absl::string_view context = "torch") requires(
-    std::is_void_v<std::invoke_result_t<F>>) {
-  try {
-    std::forward<F>(f)();
-    return absl::OkStatus();
-  } catch (...) {
-    return StatusFromCurrentException(context);
+auto TorchCall(F&& f, absl::string_view context = "torch") {
+  using R = std::invoke_result_t<F>;
+  if constexpr (std::is_void_v<R>) {
+    try {
+      std::forward<F>(f)();
+      return absl::OkStatus();
+    } catch (...) {
+      return StatusFromCurrentException(context);
+    }
+  } else if constexpr (std::is_same_v<R, absl::Status> || internal::IsStatusOr<R>::value) {
+    try {
+      return R(std::forward<F>(f)());
+    } catch (...) {
+      return R(StatusFromCurrentException(context));
+    }
+  } else {
+    using SR = absl::StatusOr<R>;
+    try {
+      return SR(std::forward<F>(f)());
+    } catch (...) {
+      return SR(StatusFromCurrentException(context));
+    }
   }
 }
 

@@ -1,0 +1,128 @@
+#include "client/cli/quantize_command.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <iostream>
+
+#include "absl/strings/str_format.h"
+#include "core/quant/engine.h"
+#include "core/util/file_util.h"
+#include "core/util/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace autoquant::cli {
+
+namespace {
+
+std::filesystem::path DefaultBaselineCache() {
+  const char* cache = std::getenv("AUTOQUANT_CACHE");
+  if (cache) return std::filesystem::path(cache) / "baselines";
+  const char* home = std::getenv("HOME");
+  return std::filesystem::path(home ? home : "/tmp") / ".cache" / "autoquant" / "baselines";
+}
+
+// Prints a line per phase change and per 10% within a phase.
+ProgressFn StderrProgress(std::ostream& log) {
+  auto last = std::make_shared<std::pair<Phase, int>>(Phase::kLoad, -1);
+  return [&log, last](const ProgressEvent& e) {
+    int decile = static_cast<int>(std::floor(e.fraction * 10));
+    if (e.phase == last->first && decile == last->second && e.message.empty()) return;
+    *last = {e.phase, decile};
+    log << absl::StrFormat("[%s] %3.0f%%%s%s\n", PhaseName(e.phase), e.fraction * 100,
+                           e.message.empty() ? "" : "  ", e.message);
+  };
+}
+
+}  // namespace
+
+absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostream& log) {
+  SchemeRequest req;
+  req.out_dir = o.out;
+  req.scheme = o.scheme;
+  ASSIGN_OR_RETURN(req.method, ParseScoreMethod(o.method));
+  ASSIGN_OR_RETURN(req.format, ParseExportFormat(o.format));
+  req.calib_steps = o.calib_steps;
+  req.score_steps = o.score_steps;
+  req.include_vision = o.include_vision;
+  req.overwrite = o.overwrite;
+  req.selection.disabled_layers = o.disable;
+  req.selection.effective_bits = o.effective_bits;
+  if (!o.coverage.empty() && !o.coverage_manifest.empty()) {
+    return absl::InvalidArgumentError("give either --coverage or --coverage-manifest, not both");
+  }
+  if (!o.coverage.empty()) {
+    ASSIGN_OR_RETURN(double c, ParseCoverage(o.coverage));
+    req.selection.coverage = c;
+  }
+  if (!o.coverage_manifest.empty()) {
+    ASSIGN_OR_RETURN(std::string text, ReadFile(o.coverage_manifest));
+    auto j = nlohmann::json::parse(text, nullptr, false);
+    if (j.is_discarded()) return absl::InvalidArgumentError(o.coverage_manifest + ": not valid JSON");
+    ASSIGN_OR_RETURN(CoverageManifest m, ParseCoverageManifest(j, o.coverage_manifest));
+    req.selection.coverage_manifest = m;
+  }
+  // Fail on an existing output before the expensive part, not after it.
+  std::error_code ec;
+  if (!o.overwrite && std::filesystem::exists(o.out, ec)) {
+    return absl::AlreadyExistsError("output directory " + o.out + " already exists; pass --overwrite to replace it");
+  }
+
+  EngineOptions eo;
+  eo.model_dir = o.model;
+  eo.calib_path = o.calib;
+  eo.device = o.device;
+  eo.dtype = o.dtype;
+  eo.batch_size = o.batch_size;
+  eo.baseline_cache = o.baseline_cache.empty() ? DefaultBaselineCache() : std::filesystem::path(o.baseline_cache);
+  ProgressFn progress = StderrProgress(log);
+  ASSIGN_OR_RETURN(auto engine, Engine::Create(eo, progress));
+  ASSIGN_OR_RETURN(SchemeResult r, engine->RunScheme(req, progress));
+  log << absl::StrFormat("wrote %s: %d of %d groups in FP8, effective bits %.4f (baseline %s)\n",
+                         r.out_dir.string(), r.groups_quantized, r.groups_total, r.effective_bits,
+                         r.baseline_reused ? "reused" : "computed");
+  if (o.json) {
+    nlohmann::ordered_json j;
+    j["out_dir"] = r.out_dir.string();
+    j["scheme"] = r.scheme;
+    j["effective_bits"] = r.effective_bits;
+    j["groups_quantized"] = r.groups_quantized;
+    j["groups_total"] = r.groups_total;
+    j["baseline_key"] = r.baseline_key;
+    j["baseline_reused"] = r.baseline_reused;
+    j["scoring_passes"] = engine->scoring_passes();
+    j["baseline_seconds"] = r.baseline_seconds;
+    j["export_seconds"] = r.export_seconds;
+    j["device"] = engine->device();
+    j["dtype"] = engine->dtype();
+    out << j.dump(2) << "\n";
+  }
+  return absl::OkStatus();
+}
+
+void AddQuantizeCommand(CLI::App& app, absl::Status* status) {
+  auto o = std::make_shared<QuantizeOptions>();
+  CLI::App* cmd = app.add_subcommand("quantize", "Produce one FP8 AutoQuant scheme checkpoint offline");
+  cmd->add_option("--model", o->model, "base checkpoint directory")->required();
+  cmd->add_option("--calib", o->calib, "calibration set (autoquant calib synth format)")->required();
+  cmd->add_option("--out", o->out, "output scheme directory")->required();
+  cmd->add_option("--scheme", o->scheme, "scheme name (default: the output directory's name)");
+  auto* cov = cmd->add_option("--coverage", o->coverage, "fraction of enabled groups to quantize: 0.1, 10%, top10");
+  cmd->add_option("--coverage-manifest", o->coverage_manifest, "seed coverage manifest (selected_layers + dropped_layers)")
+      ->excludes(cov);
+  cmd->add_option("--disable", o->disable, "fnmatch pattern on module names; disables the whole group (repeatable)");
+  cmd->add_option("--effective-bits", o->effective_bits, "average weight bits target, searched exactly");
+  cmd->add_option("--method", o->method, "sensitivity method: gradient | kl_div");
+  cmd->add_option("--format", o->format, "export format: modelopt | compressed-tensors");
+  cmd->add_option("--calib-steps", o->calib_steps, "calibration batches (0 = all)");
+  cmd->add_option("--score-steps", o->score_steps, "scoring batches (0 = up to 128 samples)");
+  cmd->add_option("--batch-size", o->batch_size, "samples per batch");
+  cmd->add_option("--device", o->device, "auto | cpu | cuda");
+  cmd->add_option("--dtype", o->dtype, "auto | bfloat16 | float32");
+  cmd->add_option("--baseline-cache", o->baseline_cache, "where baselines are cached (default $AUTOQUANT_CACHE/baselines)");
+  cmd->add_flag("--include-vision", o->include_vision, "also quantize the vision tower's Linears");
+  cmd->add_flag("--overwrite", o->overwrite, "replace an existing output directory");
+  cmd->add_flag("--json", o->json, "print a JSON summary on stdout");
+  cmd->callback([o, status] { *status = RunQuantize(*o, std::cout, std::cerr); });
+}
+
+}  // namespace autoquant::cli

@@ -1,0 +1,220 @@
+#include "core/quant/engine.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "core/io/checkpoint.h"
+#include "core/model/qwen2_5_vl/calib_set.h"
+#include "core/model/qwen2_5_vl/model.h"
+#include "core/model/qwen2_5_vl/weights.h"
+#include "core/quant/export.h"
+#include "core/quant/sensitivity.h"
+#include "core/util/hash.h"
+#include "core/util/status_macros.h"
+#include "core/util/torch_status.h"
+
+namespace autoquant {
+namespace fs = std::filesystem;
+
+absl::string_view PhaseName(Phase p) {
+  switch (p) {
+    case Phase::kLoad: return "load";
+    case Phase::kCalibrate: return "calibrate";
+    case Phase::kScore: return "score";
+    case Phase::kSearch: return "search";
+    case Phase::kExport: return "export";
+    case Phase::kEvaluate: return "evaluate";
+  }
+  return "?";
+}
+
+struct Engine::Impl {
+  EngineOptions options;
+  Checkpoint base;
+  Qwen2_5_VLModel model{nullptr};
+  CalibSet calib;
+  torch::Device device{torch::kCPU};
+  torch::ScalarType dtype = torch::kFloat32;
+  std::string model_fp, calib_fp;
+  std::map<std::string, Baseline> cache;
+  int scoring_passes = 0;
+};
+
+namespace {
+
+void Report(const ProgressFn& fn, Phase phase, double fraction, std::string message = "") {
+  if (fn) fn(ProgressEvent{phase, fraction, std::move(message)});
+}
+
+absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
+  if (name == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  ASSIGN_OR_RETURN(torch::Device d, TorchCall([&] { return torch::Device(name); }, "--device"));
+  if (d.is_cuda() && !torch::cuda::is_available()) {
+    return absl::FailedPreconditionError("device 'cuda' requested but no CUDA device is visible; use --device cpu");
+  }
+  return d;
+}
+
+absl::StatusOr<torch::ScalarType> ResolveDtype(const std::string& name, const torch::Device& d) {
+  if (name == "auto") return d.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
+  if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
+  if (name == "float32" || name == "fp32") return torch::kFloat32;
+  return absl::InvalidArgumentError(absl::StrCat("unknown dtype '", name, "' (auto | bfloat16 | float32)"));
+}
+
+absl::StatusOr<std::string> FingerprintCheckpoint(const Checkpoint& ckpt) {
+  Sha256 h;
+  if (ckpt.config()) h.Update(ckpt.config()->dump());
+  for (const auto& f : ckpt.files()) {
+    h.Update(f->path().filename().string());
+    RETURN_IF_ERROR(HashFile(f->path(), &h));
+  }
+  return h.HexDigest();
+}
+
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+}  // namespace
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() = default;
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options, const ProgressFn& progress) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  if (options.batch_size < 1) return absl::InvalidArgumentError("batch size must be at least 1");
+  Report(progress, Phase::kLoad, 0, "opening " + options.model_dir.string());
+  ASSIGN_OR_RETURN(impl->base, Checkpoint::Open(options.model_dir));
+  ASSIGN_OR_RETURN(impl->device, ResolveDevice(options.device));
+  ASSIGN_OR_RETURN(impl->dtype, ResolveDtype(options.dtype, impl->device));
+  ASSIGN_OR_RETURN(impl->model, LoadQwen2_5_VL(impl->base, impl->device, impl->dtype));
+  Report(progress, Phase::kLoad, 0.5, "loading calibration set " + options.calib_path.string());
+  ASSIGN_OR_RETURN(impl->calib, CalibSet::Load(options.calib_path));
+  RETURN_IF_ERROR(impl->calib.To(impl->device));
+  ASSIGN_OR_RETURN(impl->model_fp, FingerprintCheckpoint(impl->base));
+  Sha256 ch;
+  RETURN_IF_ERROR(HashFile(options.calib_path, &ch));
+  impl->calib_fp = ch.HexDigest();
+  Report(progress, Phase::kLoad, 1.0, "model and calibration set loaded");
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+int Engine::scoring_passes() const { return impl_->scoring_passes; }
+std::string Engine::device() const { return impl_->device.str(); }
+std::string Engine::dtype() const { return impl_->dtype == torch::kBFloat16 ? "bfloat16" : "float32"; }
+const std::string& Engine::model_fingerprint() const { return impl_->model_fp; }
+const std::string& Engine::calib_fingerprint() const { return impl_->calib_fp; }
+
+absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps, int score_steps,
+                                             bool include_vision, const ProgressFn& progress,
+                                             const std::atomic<bool>* cancel, bool* reused) {
+  Impl& s = *impl_;
+  const int batches = static_cast<int>(s.calib.BatchRanges(s.options.batch_size).size());
+  if (calib_steps < 0 || score_steps < 0) return absl::InvalidArgumentError("step counts must be >= 0");
+  calib_steps = calib_steps == 0 ? batches : std::min(calib_steps, batches);
+  score_steps = score_steps == 0 ? std::min(batches, std::max(1, 128 / s.options.batch_size))
+                                 : std::min(score_steps, batches);
+  BaselineInputs in;
+  in.model_fingerprint = s.model_fp;
+  in.calib_fingerprint = s.calib_fp;
+  in.method = method;
+  in.formats = {Fp8Format()};
+  in.calib_steps = calib_steps;
+  in.score_steps = score_steps;
+  in.include_vision = include_vision;
+  in.compute_dtype = dtype();
+  const std::string key = BaselineKey(in);
+  if (reused) *reused = true;
+  if (auto it = s.cache.find(key); it != s.cache.end()) return it->second;
+  if (!s.options.baseline_cache.empty()) {
+    auto loaded = LoadBaseline(s.options.baseline_cache, key);
+    if (loaded.ok()) {
+      s.cache[key] = *loaded;
+      return *loaded;
+    }
+  }
+  if (reused) *reused = false;
+
+  Baseline b;
+  b.key = key;
+  b.inputs = in;
+  b.formats = {Fp8Format(), NoneFormat()};
+  auto linears = s.model->Linears();
+  for (const auto& [name, lin] : linears) {
+    b.linears.push_back({name, lin->weight.numel(), lin->out_features(), lin->in_features()});
+  }
+  ASSIGN_OR_RETURN(std::vector<QuantGroup> groups, BuildGroups(b.linears, {.include_vision = include_vision}));
+  for (auto& g : groups) {
+    // A tied head shares its weight with the embedding, which stays in the base dtype.
+    if (s.model->config().tie_word_embeddings && g.key == "lm_head.quant_recipe") continue;
+    b.groups.push_back(std::move(g));
+  }
+
+  auto t0 = std::chrono::steady_clock::now();
+  PassOptions calib_opts{calib_steps, s.options.batch_size, cancel,
+                         [&](double f) { Report(progress, Phase::kCalibrate, f); }};
+  ASSIGN_OR_RETURN(CalibrationResult amax, Calibrate(s.model, s.calib, calib_opts));
+  b.calib_seconds = Seconds(t0);
+  auto t1 = std::chrono::steady_clock::now();
+  PassOptions score_opts{score_steps, s.options.batch_size, cancel,
+                         [&](double f) { Report(progress, Phase::kScore, f); }};
+  ++s.scoring_passes;
+  ASSIGN_OR_RETURN(std::vector<std::vector<double>> scores,
+                   ScoreGroups(s.model, s.calib, method, b.groups, b.formats, amax, score_opts));
+  b.score_seconds = Seconds(t1);
+
+  b.input_amax = {amax.input_amax};
+  b.weight_amax = {amax.weight_amax};
+  b.scores = std::move(scores);
+  for (const auto& g : b.groups) {
+    std::vector<double> costs;
+    for (const auto& f : b.formats) costs.push_back(Baseline::Cost(g.weight_numel, f));
+    b.costs.push_back(std::move(costs));
+    b.total_weight_numel += g.weight_numel;
+  }
+  b.ComputeRanking();
+  if (!s.options.baseline_cache.empty()) RETURN_IF_ERROR(SaveBaseline(b, s.options.baseline_cache));
+  s.cache[key] = b;
+  return b;
+}
+
+absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, const ProgressFn& progress,
+                                               const std::atomic<bool>* cancel) {
+  if (request.out_dir.empty()) return absl::InvalidArgumentError("the output directory is required");
+  SchemeResult r;
+  r.out_dir = request.out_dir;
+  r.scheme = request.scheme.empty() ? request.out_dir.filename().string() : request.scheme;
+  auto t0 = std::chrono::steady_clock::now();
+  bool reused = false;
+  ASSIGN_OR_RETURN(Baseline b, GetBaseline(request.method, request.calib_steps, request.score_steps,
+                                           request.include_vision, progress, cancel, &reused));
+  r.baseline_seconds = reused ? 0 : Seconds(t0);
+  r.baseline_reused = reused;
+  r.baseline_key = b.key;
+
+  Report(progress, Phase::kSearch, 0);
+  ASSIGN_OR_RETURN(Plan plan, MakePlan(b, request.selection));
+  Report(progress, Phase::kSearch, 1, absl::StrCat(plan.num_quantized(b), " of ", b.groups.size(), " groups in FP8"));
+
+  auto t1 = std::chrono::steady_clock::now();
+  ExportOptions eo;
+  eo.scheme = r.scheme;
+  eo.out_dir = request.out_dir;
+  eo.format = request.format;
+  eo.overwrite = request.overwrite;
+  eo.cancel = cancel;
+  eo.progress = [&](double f) { Report(progress, Phase::kExport, f); };
+  RETURN_IF_ERROR(ExportScheme(impl_->base, b, plan, eo).status());
+  r.export_seconds = Seconds(t1);
+  r.effective_bits = plan.effective_bits;
+  r.groups_quantized = plan.num_quantized(b);
+  r.groups_total = b.groups.size();
+  return r;
+}
+
+}  // namespace autoquant

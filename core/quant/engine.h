@@ -1,0 +1,109 @@
+// The AutoQuant engine: what `autoquant quantize` and autoquantd call.
+//
+// Create() loads the base model and the calibration set once (onto the GPU
+// when there is one); RunScheme() then produces one scheme's checkpoint. The
+// expensive part of a scheme, the baseline (calibration amax + sensitivity
+// scores), is computed once per (model, calibration set, method, formats,
+// steps, grouping) and reused: from memory within a process, and from the
+// baseline cache directory across processes. A changed model or calibration
+// set changes the baseline key (content SHA-256), so a stale baseline is never
+// reused.
+//
+//   ASSIGN_OR_RETURN(auto engine, Engine::Create({.model_dir = base, .calib_path = calib}));
+//   ASSIGN_OR_RETURN(SchemeResult r, engine->RunScheme(request, on_progress, &cancel));
+//
+// This header is torch-free (the daemon's gRPC code includes it). RunScheme
+// is not thread-safe: one scheme at a time per engine (the daemon's worker
+// serializes jobs). `cancel` is checked between batches, groups and shards;
+// a cancelled scheme returns Cancelled and leaves no output directory.
+// Errors: InvalidArgument for bad requests (patterns matching nothing,
+// manifests that do not partition the keys, coverage out of range),
+// OutOfRange for infeasible effective-bits targets, AlreadyExists for an
+// existing output without overwrite, ResourceExhausted for device OOM.
+#pragma once
+
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/quant/baseline.h"
+#include "core/quant/hf_quant_config.h"
+#include "core/quant/plan.h"
+
+namespace autoquant {
+
+struct EngineOptions {
+  std::filesystem::path model_dir;
+  std::filesystem::path calib_path;
+  std::filesystem::path baseline_cache;  // empty: in-memory only
+  std::string device = "auto";           // auto | cpu | cuda | cuda:N
+  std::string dtype = "auto";            // auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32
+  int batch_size = 1;                    // samples per calibration / score batch
+};
+
+struct SchemeRequest {
+  std::string scheme;  // defaults to out_dir's name
+  std::filesystem::path out_dir;
+  SchemeSelection selection;
+  ScoreMethod method = ScoreMethod::kGradient;
+  ExportFormat format = ExportFormat::kModelOpt;
+  int calib_steps = 0;  // batches; 0 = the whole calibration set
+  int score_steps = 0;  // batches; 0 = min(set, 128 samples)
+  bool include_vision = false;
+  bool overwrite = false;
+};
+
+enum class Phase { kLoad, kCalibrate, kScore, kSearch, kExport, kEvaluate };
+absl::string_view PhaseName(Phase p);
+
+struct ProgressEvent {
+  Phase phase;
+  double fraction = 0;  // within the phase
+  std::string message;
+};
+using ProgressFn = std::function<void(const ProgressEvent&)>;
+
+struct SchemeResult {
+  std::filesystem::path out_dir;
+  std::string scheme;
+  double effective_bits = 16;
+  size_t groups_quantized = 0;
+  size_t groups_total = 0;
+  std::string baseline_key;
+  bool baseline_reused = false;  // no calibration or scoring pass ran for this scheme
+  double baseline_seconds = 0;   // calibration + scoring time spent by this call
+  double export_seconds = 0;
+};
+
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options,
+                                                        const ProgressFn& progress = nullptr);
+  ~Engine();
+
+  absl::StatusOr<SchemeResult> RunScheme(const SchemeRequest& request, const ProgressFn& progress = nullptr,
+                                         const std::atomic<bool>* cancel = nullptr);
+
+  // The baseline for these settings: cached, or computed now.
+  absl::StatusOr<Baseline> GetBaseline(ScoreMethod method, int calib_steps, int score_steps, bool include_vision,
+                                       const ProgressFn& progress = nullptr, const std::atomic<bool>* cancel = nullptr,
+                                       bool* reused = nullptr);
+
+  // How many scoring passes this engine ran (tests use it to prove reuse).
+  int scoring_passes() const;
+  std::string device() const;
+  std::string dtype() const;
+  const std::string& model_fingerprint() const;
+  const std::string& calib_fingerprint() const;
+
+ private:
+  struct Impl;
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace autoquant

@@ -1,0 +1,59 @@
+#include "core/quant/linear_hooks.h"
+
+#include "core/quant/fp8.h"
+
+namespace autoquant {
+
+torch::Tensor CalibrationHook::Forward(LinearImpl& layer, const torch::Tensor& x) {
+  {
+    torch::NoGradGuard no_grad;
+    torch::Tensor a = Amax(x);
+    amax_ = amax_.defined() ? torch::maximum(amax_, a) : a;
+  }
+  return layer.Dense(x);
+}
+
+FakeQuantHook::FakeQuantHook(const LinearImpl& layer, torch::Tensor input_amax, torch::Tensor weight_amax) {
+  torch::NoGradGuard no_grad;
+  weight_fq_ = FakeQuantFp8(layer.weight, weight_amax);
+  input_amax_ = input_amax.to(layer.weight.device());
+}
+
+torch::Tensor FakeQuantHook::Forward(LinearImpl& layer, const torch::Tensor& x) {
+  return at::linear(FakeQuantFp8(x, input_amax_), weight_fq_,
+                    layer.bias.defined() ? c10::optional<at::Tensor>(layer.bias) : c10::nullopt);
+}
+
+ScoreHook::ScoreHook(std::vector<torch::Tensor> input_amax, std::vector<torch::Tensor> weight_amax)
+    : input_amax_(std::move(input_amax)), weight_amax_(std::move(weight_amax)) {}
+
+torch::Tensor ScoreHook::Forward(LinearImpl& layer, const torch::Tensor& x) {
+  torch::Tensor y = layer.Dense(x);
+  if (!y.requires_grad()) return y;  // the plain forward passes: nothing to score
+  if (!scores_.defined()) {
+    scores_ = torch::zeros({static_cast<int64_t>(input_amax_.size())},
+                           torch::TensorOptions().dtype(torch::kFloat64).device(y.device()));
+  }
+  auto deltas = std::make_shared<std::vector<torch::Tensor>>();
+  {
+    torch::NoGradGuard no_grad;
+    const auto bias = layer.bias.defined() ? c10::optional<at::Tensor>(layer.bias) : c10::nullopt;
+    for (size_t f = 0; f < input_amax_.size(); ++f) {
+      torch::Tensor yq = at::linear(FakeQuantFp8(x.detach(), input_amax_[f]), FakeQuantFp8(layer.weight, weight_amax_[f]), bias);
+      deltas->push_back(yq - y.detach());  // in the model dtype, as ModelOpt subtracts
+    }
+  }
+  torch::Tensor scores = scores_;
+  y.register_hook([deltas, scores](const torch::Tensor& grad) {
+    torch::NoGradGuard no_grad;
+    torch::Tensor g = grad.to(torch::kFloat32);
+    for (size_t f = 0; f < deltas->size(); ++f) {
+      torch::Tensor prod = (g * (*deltas)[f].to(torch::kFloat32)).clamp(-1e10, 1e10);
+      scores[f] += prod.square().sum(torch::kFloat64);
+    }
+    deltas->clear();  // ΔY is needed once; free it as soon as the gradient has used it
+  });
+  return y;
+}
+
+}  // namespace autoquant

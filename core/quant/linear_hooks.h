@@ -1,0 +1,57 @@
+// The LinearHooks the engine installs on the model's Linears.
+//
+//   CalibrationHook   records max |input| over every call (quantization off)
+//   FakeQuantHook     computes the Linear with FP8 fake-quantized input and weight
+//   ScoreHook         gradient scoring: computes ΔY = f_q(x) - f(x) per format with only
+//                     this Linear quantized and its (unquantized) input, and when the
+//                     output's gradient g arrives adds Σ clamp(g·ΔY, ±1e10)² (fp64) to
+//                     the per-format score, as ModelOpt's AutoQuantize does
+//
+// All hooks live on the model's device; accumulators stay there (no host sync
+// per call).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <vector>
+
+#include "core/model/layers/linear.h"
+
+namespace autoquant {
+
+class CalibrationHook : public LinearHook {
+ public:
+  torch::Tensor Forward(LinearImpl& layer, const torch::Tensor& x) override;
+  // 0-d float32; zeros until the layer ran.
+  torch::Tensor amax() const { return amax_.defined() ? amax_ : torch::zeros({}); }
+
+ private:
+  torch::Tensor amax_;
+};
+
+class FakeQuantHook : public LinearHook {
+ public:
+  // amax values are 0-d float32. The fake-quantized weight is computed once.
+  FakeQuantHook(const LinearImpl& layer, torch::Tensor input_amax, torch::Tensor weight_amax);
+  torch::Tensor Forward(LinearImpl& layer, const torch::Tensor& x) override;
+
+ private:
+  torch::Tensor input_amax_;
+  torch::Tensor weight_fq_;
+};
+
+class ScoreHook : public LinearHook {
+ public:
+  // One (input amax, weight amax) pair per non-NONE format.
+  ScoreHook(std::vector<torch::Tensor> input_amax, std::vector<torch::Tensor> weight_amax);
+  torch::Tensor Forward(LinearImpl& layer, const torch::Tensor& x) override;
+  // [formats] float64 accumulated scores.
+  const torch::Tensor& scores() const { return scores_; }
+
+ private:
+  std::vector<torch::Tensor> input_amax_, weight_amax_;
+  torch::Tensor scores_;
+};
+
+}  // namespace autoquant

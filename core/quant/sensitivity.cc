@@ -1,0 +1,270 @@
+#include "core/quant/sensitivity.h"
+
+#include <torch/torch.h>
+
+#include <map>
+#include <regex>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "core/quant/fp8.h"
+#include "core/quant/linear_hooks.h"
+#include "core/util/status_macros.h"
+#include "core/util/torch_status.h"
+
+namespace autoquant {
+namespace {
+
+// Removes every hook it installed when it goes out of scope, also on errors.
+class HookScope {
+ public:
+  explicit HookScope(std::vector<std::pair<std::string, Linear>>& linears) : linears_(linears) {}
+  ~HookScope() { Clear(); }
+  void Set(size_t i, std::shared_ptr<LinearHook> hook) {
+    linears_[i].second->set_hook(std::move(hook));
+    touched_.push_back(i);
+  }
+  void Clear() {
+    for (size_t i : touched_) linears_[i].second->set_hook(nullptr);
+    touched_.clear();
+  }
+
+ private:
+  std::vector<std::pair<std::string, Linear>>& linears_;
+  std::vector<size_t> touched_;
+};
+
+std::vector<std::pair<int64_t, int64_t>> Batches(const CalibSet& calib, const PassOptions& o) {
+  auto all = calib.BatchRanges(std::max(1, o.batch_size));
+  if (o.steps > 0 && static_cast<size_t>(o.steps) < all.size()) all.resize(o.steps);
+  return all;
+}
+
+absl::Status CheckCancel(const PassOptions& o) {
+  if (o.cancel != nullptr && o.cancel->load()) return absl::CancelledError("cancelled");
+  return absl::OkStatus();
+}
+
+torch::Tensor AmaxOf(float amax) { return torch::tensor(amax); }
+
+// The first decoder layer a group's members live in; layers.size() for the
+// head (lm_head), -1 for the vision tower (the whole network reruns).
+int StartLayer(const QuantGroup& g, int num_layers) {
+  static const std::regex kLayer(R"(language_model\.layers\.(\d+)\.)");
+  int start = num_layers;
+  for (const auto& m : g.modules) {
+    std::smatch match;
+    if (std::regex_search(m, match, kLayer)) {
+      start = std::min(start, std::stoi(match[1].str()));
+    } else if (absl::StrContains(m, "visual.")) {
+      return -1;
+    }
+  }
+  return start;
+}
+
+void MakeMonotone(std::vector<std::vector<double>>* scores) {
+  for (auto& s : *scores) {
+    for (size_t f = 1; f < s.size(); ++f) s[f] = std::min(s[f], s[f - 1]);
+  }
+}
+
+}  // namespace
+
+torch::Tensor NextTokenLoss(const torch::Tensor& logits, const torch::Tensor& input_ids,
+                            const torch::Tensor& attention_mask) {
+  using torch::indexing::Slice;
+  torch::Tensor pred = logits.index({Slice(), Slice(0, -1)}).to(torch::kFloat32);
+  torch::Tensor target = input_ids.index({Slice(), Slice(1, torch::indexing::None)}).to(torch::kLong);
+  if (attention_mask.defined()) {
+    torch::Tensor valid = attention_mask.index({Slice(), Slice(1, torch::indexing::None)}).to(torch::kBool);
+    target = torch::where(valid, target, torch::full_like(target, -100));
+  }
+  return torch::nn::functional::cross_entropy(
+      pred.reshape({-1, pred.size(-1)}), target.reshape({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kMean));
+}
+
+absl::StatusOr<CalibrationResult> Calibrate(Qwen2_5_VLModel& model, const CalibSet& calib,
+                                            const PassOptions& options) {
+  auto linears = model->Linears();
+  HookScope scope(linears);
+  std::vector<std::shared_ptr<CalibrationHook>> hooks;
+  for (size_t i = 0; i < linears.size(); ++i) {
+    hooks.push_back(std::make_shared<CalibrationHook>());
+    scope.Set(i, hooks.back());
+  }
+  auto batches = Batches(calib, options);
+  for (size_t b = 0; b < batches.size(); ++b) {
+    RETURN_IF_ERROR(CheckCancel(options));
+    ASSIGN_OR_RETURN(Qwen2_5_VLInputs in, calib.Batch(batches[b].first, batches[b].second));
+    RETURN_IF_ERROR(TorchCall(
+        [&]() -> absl::Status {
+          torch::InferenceMode guard;
+          return model->Forward(in).status();
+        },
+        "calibration forward"));
+    if (options.progress) options.progress(double(b + 1) / double(batches.size()));
+  }
+  CalibrationResult r;
+  RETURN_IF_ERROR(TorchCall(
+      [&] {
+        torch::InferenceMode guard;
+        for (size_t i = 0; i < linears.size(); ++i) {
+          r.input_amax.push_back(hooks[i]->amax().item<float>());
+          r.weight_amax.push_back(Amax(linears[i].second->weight).item<float>());
+        }
+      },
+      "calibration"));
+  return r;
+}
+
+namespace {
+
+absl::Status ScoreGradientBatch(Qwen2_5_VLModel& model, const Qwen2_5_VLInputs& in, bool vision) {
+  DecoderInputs prep;
+  std::vector<torch::Tensor> hs;
+  {
+    torch::NoGradGuard no_grad;
+    ASSIGN_OR_RETURN(prep, model->Prepare(in));
+    hs.push_back(prep.hidden);
+    for (auto& layer : model->layers()) hs.push_back(layer->forward(hs.back(), prep));
+  }
+  torch::Tensor x = hs.back().detach().requires_grad_(true);
+  {
+    torch::Tensor logits = model->Head(x);
+    torch::Tensor loss = NextTokenLoss(logits, in.input_ids.to(logits.device()),
+                                       in.attention_mask.defined() ? in.attention_mask.to(logits.device())
+                                                                   : torch::Tensor());
+    loss.backward();
+  }
+  torch::Tensor g = x.grad();
+  hs.pop_back();
+  for (int i = static_cast<int>(model->layers().size()) - 1; i >= 0; --i) {
+    torch::Tensor xi = hs[i].detach().requires_grad_(true);
+    torch::Tensor out = model->layers()[i]->forward(xi, prep);
+    torch::autograd::backward({out}, {g});
+    g = xi.grad();
+    hs.pop_back();
+  }
+  if (vision && in.pixel_values.defined()) {
+    // The image features reach the decoder through the embeddings: rerun the
+    // vision tower with gradients and push dL/d(embeddings) into it.
+    Qwen2_5_VLInputs vin = in;
+    vin.pixel_values = in.pixel_values.detach().to(torch::kFloat32).requires_grad_(true);
+    ASSIGN_OR_RETURN(DecoderInputs p2, model->Prepare(vin));
+    torch::autograd::backward({p2.hidden}, {g});
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ScoreKlBatch(Qwen2_5_VLModel& model, const Qwen2_5_VLInputs& in, const std::vector<QuantGroup>& groups,
+                          const std::vector<QuantFormat>& formats, const CalibrationResult& amax,
+                          std::vector<std::pair<std::string, Linear>>& linears,
+                          std::vector<std::vector<double>>* scores, const PassOptions& options) {
+  torch::InferenceMode guard;
+  ASSIGN_OR_RETURN(DecoderInputs prep, model->Prepare(in));
+  std::vector<torch::Tensor> hs = {prep.hidden};
+  for (auto& layer : model->layers()) hs.push_back(layer->forward(hs.back(), prep));
+  torch::Tensor logp_ref = torch::log_softmax(model->Head(hs.back()), -1);
+  torch::Tensor p_ref = logp_ref.exp();
+  torch::Tensor valid = in.attention_mask.defined() ? in.attention_mask.to(logp_ref.device()).to(torch::kFloat32)
+                                                    : torch::ones(logp_ref.sizes().slice(0, 2), logp_ref.options());
+  const int num_layers = static_cast<int>(model->layers().size());
+  for (size_t g = 0; g < groups.size(); ++g) {
+    RETURN_IF_ERROR(CheckCancel(options));
+    int start = StartLayer(groups[g], num_layers);
+    for (size_t f = 0; f + 1 < formats.size(); ++f) {
+      HookScope scope(linears);
+      for (size_t li : groups[g].linear_index) {
+        scope.Set(li, std::make_shared<FakeQuantHook>(*linears[li].second, AmaxOf(amax.input_amax[li]),
+                                                      AmaxOf(amax.weight_amax[li])));
+      }
+      torch::Tensor h;
+      DecoderInputs local;
+      const DecoderInputs* p = &prep;
+      if (start < 0) {
+        ASSIGN_OR_RETURN(local, model->Prepare(in));
+        p = &local;
+        h = local.hidden;
+        start = 0;
+      } else {
+        h = hs[start];
+      }
+      for (int i = start; i < num_layers; ++i) h = model->layers()[i]->forward(h, *p);
+      torch::Tensor logq = torch::log_softmax(model->Head(h), -1);
+      torch::Tensor kl = (p_ref * (logp_ref - logq)).sum(-1);
+      (*scores)[g][f] += (kl * valid).sum().item<double>();
+      start = StartLayer(groups[g], num_layers);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::vector<double>>> ScoreGroups(
+    Qwen2_5_VLModel& model, const CalibSet& calib, ScoreMethod method, const std::vector<QuantGroup>& groups,
+    const std::vector<QuantFormat>& formats, const CalibrationResult& amax, const PassOptions& options) {
+  if (formats.empty() || formats.back().name != "NONE") {
+    return absl::InvalidArgumentError("formats must end with NONE");
+  }
+  for (size_t f = 0; f + 1 < formats.size(); ++f) {
+    if (formats[f].name != "FP8") {
+      return absl::UnimplementedError(absl::StrCat("scoring format ", formats[f].name, " is not implemented"));
+    }
+  }
+  auto linears = model->Linears();
+  const size_t nf = formats.size() - 1;
+  std::vector<std::vector<double>> scores(groups.size(), std::vector<double>(formats.size(), 0.0));
+  auto batches = Batches(calib, options);
+
+  if (method == ScoreMethod::kKlDiv) {
+    for (size_t b = 0; b < batches.size(); ++b) {
+      RETURN_IF_ERROR(CheckCancel(options));
+      ASSIGN_OR_RETURN(Qwen2_5_VLInputs in, calib.Batch(batches[b].first, batches[b].second));
+      RETURN_IF_ERROR(TorchCall(
+          [&] { return ScoreKlBatch(model, in, groups, formats, amax, linears, &scores, options); }, "kl_div scoring"));
+      if (options.progress) options.progress(double(b + 1) / double(batches.size()));
+    }
+    MakeMonotone(&scores);
+    return scores;
+  }
+
+  HookScope scope(linears);
+  std::vector<std::shared_ptr<ScoreHook>> hooks(linears.size());
+  bool vision = false;
+  for (const auto& g : groups) {
+    for (size_t li : g.linear_index) {
+      std::vector<torch::Tensor> in_s, w_s;
+      for (size_t f = 0; f < nf; ++f) {
+        in_s.push_back(AmaxOf(amax.input_amax[li]).to(linears[li].second->weight.device()));
+        w_s.push_back(AmaxOf(amax.weight_amax[li]).to(linears[li].second->weight.device()));
+      }
+      hooks[li] = std::make_shared<ScoreHook>(in_s, w_s);
+      scope.Set(li, hooks[li]);
+      vision = vision || absl::StrContains(linears[li].first, "visual.");
+    }
+  }
+  for (size_t b = 0; b < batches.size(); ++b) {
+    RETURN_IF_ERROR(CheckCancel(options));
+    ASSIGN_OR_RETURN(Qwen2_5_VLInputs in, calib.Batch(batches[b].first, batches[b].second));
+    RETURN_IF_ERROR(TorchCall([&] { return ScoreGradientBatch(model, in, vision); }, "gradient scoring"));
+    if (options.progress) options.progress(double(b + 1) / double(batches.size()));
+  }
+  RETURN_IF_ERROR(TorchCall(
+      [&] {
+        for (size_t g = 0; g < groups.size(); ++g) {
+          for (size_t li : groups[g].linear_index) {
+            if (!hooks[li]->scores().defined()) continue;  // never reached (e.g. no images for vision)
+            torch::Tensor s = hooks[li]->scores().cpu();
+            for (size_t f = 0; f < nf; ++f) scores[g][f] += s[f].item<double>();
+          }
+        }
+      },
+      "gradient scoring"));
+  MakeMonotone(&scores);
+  return scores;
+}
+
+}  // namespace autoquant

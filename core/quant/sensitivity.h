@@ -1,0 +1,65 @@
+// Calibration and sensitivity scoring on a loaded model: the two expensive
+// passes of a baseline.
+//
+// Calibrate: max calibration with quantization off (ModelOpt "max"): input
+// amax per Linear over `calib_steps` batches; weight amax = max |W|.
+//
+// ScoreGradient: ModelOpt's gradient method. For every group and format,
+// Σ over score batches and output elements of (dL/dY · ΔY)² (clamped to
+// ±1e10 before squaring, accumulated in float64), where Y is each member
+// Linear's output, ΔY = Y with that Linear quantized (input and weight, FP8
+// fake quant) minus Y unquantized, both from the unquantized network's
+// inputs, and L is the token-mean next-token cross-entropy (labels =
+// input_ids, padding ignored). Memory is bounded by per-layer recompute: a
+// no-grad pass keeps only the hidden state at each decoder-layer boundary,
+// then layers are recomputed with gradients from the top down, one at a time,
+// so only one layer's activations and ΔY are alive at once.
+//
+// ScoreKlDiv: ModelOpt's kl_div method: for every group and format, the
+// network with only that group quantized; Σ over tokens of KL(p_ref || p_q).
+// Decoder layers below the group are not recomputed.
+//
+// Scores are then made non-increasing in bits (ModelOpt's min with the more
+// aggressive format) and NONE is 0.
+//
+// Cancellation is checked between batches (and between groups for kl_div).
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/model/qwen2_5_vl/calib_set.h"
+#include "core/model/qwen2_5_vl/model.h"
+#include "core/quant/baseline.h"
+
+namespace autoquant {
+
+struct PassOptions {
+  int steps = 0;  // batches; 0 = all
+  int batch_size = 1;
+  const std::atomic<bool>* cancel = nullptr;
+  std::function<void(double)> progress;  // fraction of this pass
+};
+
+struct CalibrationResult {
+  std::vector<float> input_amax;   // per Linear, model order
+  std::vector<float> weight_amax;  // per Linear
+};
+
+absl::StatusOr<CalibrationResult> Calibrate(Qwen2_5_VLModel& model, const CalibSet& calib,
+                                            const PassOptions& options);
+
+// Returns [group][format] scores for `formats` (NONE last, scored 0).
+// `linears` are model->Linears() in order; amax from Calibrate.
+absl::StatusOr<std::vector<std::vector<double>>> ScoreGroups(
+    Qwen2_5_VLModel& model, const CalibSet& calib, ScoreMethod method, const std::vector<QuantGroup>& groups,
+    const std::vector<QuantFormat>& formats, const CalibrationResult& amax, const PassOptions& options);
+
+// The token-mean next-token cross-entropy used for gradient scores (and
+// perplexity): logits [B,S,V] float32, input_ids [B,S], attention_mask [B,S] or undefined.
+torch::Tensor NextTokenLoss(const torch::Tensor& logits, const torch::Tensor& input_ids,
+                            const torch::Tensor& attention_mask);
+
+}  // namespace autoquant
