@@ -6,6 +6,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "client/cli/calib_command.h"
+#include "client/cli/diff_command.h"
 #include "client/cli/inspect_command.h"
 #include "client/cli/model_command.h"
 #include "client/cli/quantize_command.h"
@@ -19,6 +20,7 @@ int main(int argc, char** argv) {
   autoquant::cli::AddModelCommand(app, &status);
   autoquant::cli::AddCalibCommand(app, &status);
   autoquant::cli::AddQuantizeCommand(app, &status);
+  autoquant::cli::AddDiffCommand(app, &status);
   CLI11_PARSE(app, argc, argv);
   if (!status.ok()) {
     std::cerr << "autoquant: error: " << status.message() << "\n";

@@ -16,6 +16,7 @@
 #include "core/io/safetensors_writer.h"
 #include "core/model/qwen2_5_vl/calib_set.h"
 #include "core/model/qwen2_5_vl/model.h"
+#include "core/quant/scheme_loader.h"
 #include "core/model/qwen2_5_vl/presets.h"
 #include "core/model/qwen2_5_vl/weights.h"
 #include "core/util/status_macros.h"
@@ -52,6 +53,11 @@ absl::StatusOr<std::pair<int64_t, int64_t>> ParseHxW(const std::string& s) {
 
 absl::StatusOr<Qwen2_5_VLModel> Load(const std::string& dir, torch::Device device, torch::ScalarType dtype) {
   ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::Open(dir));
+  // FP8 scheme directories run as an FP8 engine would (dequantized weights, quantized inputs).
+  if (HasFp8Weights(ckpt)) {
+    ASSIGN_OR_RETURN(LoadedScheme scheme, LoadScheme(ckpt, device, dtype));
+    return scheme.model;
+  }
   return LoadQwen2_5_VL(ckpt, device, dtype);
 }
 

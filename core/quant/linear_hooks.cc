@@ -24,6 +24,10 @@ torch::Tensor FakeQuantHook::Forward(LinearImpl& layer, const torch::Tensor& x) 
                     layer.bias.defined() ? c10::optional<at::Tensor>(layer.bias) : c10::nullopt);
 }
 
+torch::Tensor InputQuantHook::Forward(LinearImpl& layer, const torch::Tensor& x) {
+  return layer.Dense(FakeQuantFp8(x, input_amax_));
+}
+
 ScoreHook::ScoreHook(std::vector<torch::Tensor> input_amax, std::vector<torch::Tensor> weight_amax)
     : input_amax_(std::move(input_amax)), weight_amax_(std::move(weight_amax)) {}
 

@@ -41,6 +41,17 @@ class FakeQuantHook : public LinearHook {
   torch::Tensor weight_fq_;
 };
 
+// For weights already holding dequantized FP8 values (scheme checkpoints):
+// only the input is fake-quantized.
+class InputQuantHook : public LinearHook {
+ public:
+  explicit InputQuantHook(torch::Tensor input_amax) : input_amax_(std::move(input_amax)) {}
+  torch::Tensor Forward(LinearImpl& layer, const torch::Tensor& x) override;
+
+ private:
+  torch::Tensor input_amax_;
+};
+
 class ScoreHook : public LinearHook {
  public:
   // One (input amax, weight amax) pair per non-NONE format.

@@ -26,7 +26,8 @@ std::string ListNames(const std::vector<std::string>& names) {
 std::string Shape(const std::vector<int64_t>& v) { return absl::StrCat("[", absl::StrJoin(v, ", "), "]"); }
 
 // Expected canonical name -> checkpoint key, after verification.
-absl::StatusOr<std::map<std::string, std::string>> MatchKeys(const Checkpoint& ckpt, Qwen2_5_VLModel& model) {
+absl::StatusOr<std::map<std::string, std::string>> MatchKeys(const Checkpoint& ckpt, Qwen2_5_VLModel& model,
+                                                             const LoadHooks& hooks = {}) {
   const bool tied = model->config().tie_word_embeddings;
   std::map<std::string, torch::Tensor> expected;
   for (const auto& p : model->named_parameters()) {
@@ -37,6 +38,7 @@ absl::StatusOr<std::map<std::string, std::string>> MatchKeys(const Checkpoint& c
   std::vector<std::string> unexpected, misshaped, missing;
   for (const std::string& key : ckpt.TensorNames()) {
     if (absl::EndsWith(key, ".inv_freq")) continue;
+    if (hooks.skip_key && hooks.skip_key(key)) continue;
     const std::string canon = CanonicalTensorName(key);
     if (tied && canon == kLmHead) continue;
     auto it = expected.find(canon);
@@ -94,13 +96,16 @@ absl::Status VerifyCheckpointKeys(const Checkpoint& ckpt, Qwen2_5_VLModel& model
 }
 
 absl::StatusOr<Qwen2_5_VLModel> LoadQwen2_5_VL(const Checkpoint& ckpt, torch::Device device,
-                                               torch::ScalarType dtype) {
+                                               torch::ScalarType dtype, const LoadHooks& hooks) {
   ASSIGN_OR_RETURN(Qwen2_5_VLConfig config, CheckpointConfig(ckpt));
   ASSIGN_OR_RETURN(Qwen2_5_VLModel model, TorchCall([&] { return Qwen2_5_VLModel(config); }, "build model"));
-  ASSIGN_OR_RETURN(auto keys, MatchKeys(ckpt, model));
+  ASSIGN_OR_RETURN(auto keys, MatchKeys(ckpt, model, hooks));
   auto params = model->named_parameters();
   for (const auto& [name, key] : keys) {
     ASSIGN_OR_RETURN(torch::Tensor src, ckpt.Get(key));
+    if (hooks.transform) {
+      ASSIGN_OR_RETURN(src, hooks.transform(key, src));
+    }
     RETURN_IF_ERROR(TorchCall(
         [&] {
           torch::NoGradGuard no_grad;

@@ -17,6 +17,7 @@
 
 #include <torch/types.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -41,10 +42,20 @@ absl::StatusOr<Qwen2_5_VLConfig> CheckpointConfig(const Checkpoint& ckpt);
 // OK if the checkpoint fits `model` exactly.
 absl::Status VerifyCheckpointKeys(const Checkpoint& ckpt, Qwen2_5_VLModel& model);
 
+// How a quantized checkpoint (core/quant/scheme_loader.h) plugs into loading:
+// its extra tensors (scales) are skipped by key verification and its FP8
+// weights are turned into dense ones before the copy to the model.
+struct LoadHooks {
+  // Keys that belong to no model parameter but are expected (e.g. "*.weight_scale").
+  std::function<bool(const std::string& key)> skip_key;
+  // Turns a checkpoint tensor into the parameter's value (e.g. fp8 * scale).
+  std::function<absl::StatusOr<torch::Tensor>(const std::string& key, const torch::Tensor& src)> transform;
+};
+
 // Builds the model from the checkpoint's config, verifies and loads every
 // tensor converted to `dtype` on `device`, ties lm_head when configured.
 // InvalidArgument for config / key problems, ResourceExhausted for OOM.
 absl::StatusOr<Qwen2_5_VLModel> LoadQwen2_5_VL(const Checkpoint& ckpt, torch::Device device,
-                                               torch::ScalarType dtype);
+                                               torch::ScalarType dtype, const LoadHooks& hooks = {});
 
 }  // namespace autoquant

@@ -1,0 +1,24 @@
+// `autoquant diff DIR DIR... [--json]`: the weight-diversity check across
+// scheme directories (core/quant/diversity.h). Exit code 1 when two schemes
+// are bit-identical or a scheme disagrees with its own manifest.
+#pragma once
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+
+namespace autoquant::cli {
+
+struct DiffOptions {
+  std::vector<std::string> dirs;
+  bool json = false;
+};
+
+// FailedPrecondition when the check fails (the report is printed either way).
+absl::Status RunDiff(const DiffOptions& options, std::ostream& out);
+void AddDiffCommand(CLI::App& app, absl::Status* status);
+
+}  // namespace autoquant::cli

@@ -1,0 +1,31 @@
+// Loads an FP8 scheme checkpoint (ours, or any per-tensor FP8 checkpoint in
+// the ModelOpt / compressed-tensors layout: <m>.weight float8_e4m3fn +
+// <m>.weight_scale + <m>.input_scale) as a model that computes what an FP8
+// engine computes: quantized Linears get their weights dequantized
+// (fp8 * weight_scale) and their inputs fake-quantized with input_scale
+// (amax = input_scale * 448, ModelOpt's fake-quant formula). This is "our
+// fake-quant forward", used by evaluation and by `autoquant model forward`
+// on scheme directories. A checkpoint without FP8 tensors loads as usual.
+#pragma once
+
+#include <torch/types.h>
+
+#include "absl/status/statusor.h"
+#include "core/io/checkpoint.h"
+#include "core/model/qwen2_5_vl/model.h"
+
+namespace autoquant {
+
+// True if any tensor of the checkpoint is float8_e4m3fn.
+bool HasFp8Weights(const Checkpoint& ckpt);
+
+struct LoadedScheme {
+  Qwen2_5_VLModel model{nullptr};
+  size_t quantized_linears = 0;
+};
+
+// InvalidArgument when an FP8 weight lacks its weight_scale or input_scale,
+// or a scale has the wrong shape (0-d or [1] per tensor only).
+absl::StatusOr<LoadedScheme> LoadScheme(const Checkpoint& ckpt, torch::Device device, torch::ScalarType dtype);
+
+}  // namespace autoquant
