@@ -1,0 +1,124 @@
+#include "core/quant/engine.h"
+
+#include <torch/torch.h>
+
+#include "core/io/checkpoint.h"
+#include "core/model/qwen2_5_vl/calib_set.h"
+#include "core/model/qwen2_5_vl/presets.h"
+#include "core/model/qwen2_5_vl/weights.h"
+#include "core/quant/diversity.h"
+#include "gmock/gmock.h"
+#include "tests/test_util.h"
+
+namespace autoquant {
+namespace {
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+// A tiny random model and two calibration sets that differ only in their seed.
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = testing::TempDir();
+    ASSERT_OK(InitRandomCheckpoint({.preset = "tiny", .out = dir_ / "base", .seed = 3, .dtype = torch::kFloat32}));
+    ASSERT_OK_AND_ASSIGN(Checkpoint ckpt, Checkpoint::Open(dir_ / "base"));
+    ASSERT_OK_AND_ASSIGN(Qwen2_5_VLConfig config, CheckpointConfig(ckpt));
+    for (uint64_t seed : {1, 2}) {
+      ASSERT_OK_AND_ASSIGN(CalibSet set, SynthesizeCalibSet(config, {.samples = 4, .seq_len = 48,
+                                                                     .images_per_sample = 1, .image_height = 56,
+                                                                     .image_width = 56, .seed = seed}));
+      ASSERT_OK(set.Save(dir_ / ("calib" + std::to_string(seed) + ".safetensors")));
+    }
+  }
+  absl::StatusOr<std::unique_ptr<Engine>> Make(int calib) {
+    return Engine::Create({.model_dir = dir_ / "base",
+                           .calib_path = dir_ / ("calib" + std::to_string(calib) + ".safetensors"),
+                           .baseline_cache = dir_ / "cache",
+                           .device = "cpu"});
+  }
+  SchemeRequest Coverage(const std::string& name, double c) {
+    SchemeRequest r;
+    r.out_dir = dir_ / name;
+    r.selection.coverage = c;
+    return r;
+  }
+  fs::path dir_;
+};
+
+TEST_F(EngineTest, SecondSchemeReusesTheBaselineWithoutScoring) {
+  ASSERT_OK_AND_ASSIGN(auto engine, Make(1));
+  ASSERT_OK_AND_ASSIGN(SchemeResult a, engine->RunScheme(Coverage("a", 0.5)));
+  EXPECT_FALSE(a.baseline_reused);
+  EXPECT_EQ(engine->scoring_passes(), 1);
+  ASSERT_OK_AND_ASSIGN(SchemeResult b, engine->RunScheme(Coverage("b", 1.0)));
+  EXPECT_TRUE(b.baseline_reused);
+  EXPECT_EQ(engine->scoring_passes(), 1);  // no scoring pass ran for the second scheme
+  EXPECT_EQ(a.baseline_key, b.baseline_key);
+  EXPECT_GT(b.groups_quantized, a.groups_quantized);
+
+  // A new process (engine) finds the baseline in the cache directory.
+  ASSERT_OK_AND_ASSIGN(auto again, Make(1));
+  ASSERT_OK_AND_ASSIGN(SchemeResult c, again->RunScheme(Coverage("c", 0.25)));
+  EXPECT_TRUE(c.baseline_reused);
+  EXPECT_EQ(again->scoring_passes(), 0);
+
+  ASSERT_OK_AND_ASSIGN(DiversityReport report, CheckDiversity({dir_ / "a", dir_ / "b", dir_ / "c"}));
+  EXPECT_TRUE(report.ok()) << report.ToText();
+}
+
+TEST_F(EngineTest, ChangedCalibrationSetOrMethodDoesNotReuse) {
+  ASSERT_OK_AND_ASSIGN(auto e1, Make(1));
+  ASSERT_OK_AND_ASSIGN(SchemeResult a, e1->RunScheme(Coverage("a", 0.5)));
+  ASSERT_OK_AND_ASSIGN(auto e2, Make(2));
+  ASSERT_OK_AND_ASSIGN(SchemeResult b, e2->RunScheme(Coverage("b", 0.5)));
+  EXPECT_FALSE(b.baseline_reused);
+  EXPECT_NE(a.baseline_key, b.baseline_key);
+  EXPECT_EQ(e2->scoring_passes(), 1);
+  SchemeRequest kl = Coverage("kl", 0.5);
+  kl.method = ScoreMethod::kKlDiv;
+  ASSERT_OK_AND_ASSIGN(SchemeResult c, e1->RunScheme(kl));
+  EXPECT_FALSE(c.baseline_reused);
+  EXPECT_NE(a.baseline_key, c.baseline_key);
+}
+
+TEST_F(EngineTest, GradientScoresArePositiveAndRankingIsAPermutation) {
+  ASSERT_OK_AND_ASSIGN(auto engine, Make(1));
+  ASSERT_OK_AND_ASSIGN(Baseline b, engine->GetBaseline(ScoreMethod::kGradient, 0, 0, false));
+  ASSERT_FALSE(b.groups.empty());
+  for (size_t g = 0; g < b.groups.size(); ++g) {
+    EXPECT_GT(b.scores[g][0], 0) << b.groups[g].key;
+    EXPECT_EQ(b.scores[g][1], 0) << b.groups[g].key;  // NONE
+  }
+  std::vector<size_t> sorted = b.ranking;
+  std::sort(sorted.begin(), sorted.end());
+  for (size_t i = 0; i < sorted.size(); ++i) EXPECT_EQ(sorted[i], i);
+  for (size_t i = 1; i < b.ranking.size(); ++i) {
+    EXPECT_LE(b.scores[b.ranking[i - 1]][0], b.scores[b.ranking[i]][0]);
+  }
+}
+
+TEST_F(EngineTest, CancelledSchemeLeavesNoOutput) {
+  ASSERT_OK_AND_ASSIGN(auto engine, Make(1));
+  std::atomic<bool> cancel{true};
+  auto r = engine->RunScheme(Coverage("x", 0.5), nullptr, &cancel);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_FALSE(fs::exists(dir_ / "x"));
+}
+
+TEST_F(EngineTest, BadRequestsAreClearErrors) {
+  ASSERT_OK_AND_ASSIGN(auto engine, Make(1));
+  SchemeRequest r = Coverage("y", 0.5);
+  r.selection.disabled_layers = {"*no_such_module*"};
+  auto s = engine->RunScheme(r);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.status().message(), HasSubstr("'*no_such_module*'"));
+  r = Coverage("y", 1.0);
+  r.selection.effective_bits = 4.0;
+  s = engine->RunScheme(r);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_THAT(s.status().message(), HasSubstr("minimum achievable is 8.0000 bits"));
+  EXPECT_FALSE(fs::exists(dir_ / "y"));
+}
+
+}  // namespace
+}  // namespace autoquant
