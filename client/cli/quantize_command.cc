@@ -92,6 +92,7 @@ absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostre
     j["scoring_passes"] = engine->scoring_passes();
     j["baseline_seconds"] = r.baseline_seconds;
     j["export_seconds"] = r.export_seconds;
+    j["baseline_peak_device_bytes"] = r.baseline_peak_device_bytes;
     j["device"] = engine->device();
     j["dtype"] = engine->dtype();
     out << j.dump(2) << "\n";

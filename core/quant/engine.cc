@@ -1,5 +1,6 @@
 #include "core/quant/engine.h"
 
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -41,6 +42,7 @@ struct Engine::Impl {
   std::string model_fp, calib_fp;
   std::map<std::string, Baseline> cache;
   int scoring_passes = 0;
+  int64_t last_baseline_peak_bytes = 0;
 };
 
 namespace {
@@ -73,6 +75,17 @@ absl::StatusOr<std::string> FingerprintCheckpoint(const Checkpoint& ckpt) {
     RETURN_IF_ERROR(HashFile(f->path(), &h));
   }
   return h.HexDigest();
+}
+
+// Peak bytes the CUDA caching allocator reserved since the last reset (0 on CPU).
+int64_t PeakReserved(const torch::Device& d) {
+  if (!d.is_cuda()) return 0;
+  auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(d.index() < 0 ? 0 : d.index());
+  return stats.reserved_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+}
+
+void ResetPeak(const torch::Device& d) {
+  if (d.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(d.index() < 0 ? 0 : d.index());
 }
 
 double Seconds(std::chrono::steady_clock::time_point since) {
@@ -155,6 +168,7 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
     b.groups.push_back(std::move(g));
   }
 
+  ResetPeak(s.device);
   auto t0 = std::chrono::steady_clock::now();
   PassOptions calib_opts{calib_steps, s.options.batch_size, cancel,
                          [&](double f) { Report(progress, Phase::kCalibrate, f); }};
@@ -167,6 +181,7 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
   ASSIGN_OR_RETURN(std::vector<std::vector<double>> scores,
                    ScoreGroups(s.model, s.calib, method, b.groups, b.formats, amax, score_opts));
   b.score_seconds = Seconds(t1);
+  s.last_baseline_peak_bytes = PeakReserved(s.device);
 
   b.input_amax = {amax.input_amax};
   b.weight_amax = {amax.weight_amax};
@@ -194,6 +209,7 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
   ASSIGN_OR_RETURN(Baseline b, GetBaseline(request.method, request.calib_steps, request.score_steps,
                                            request.include_vision, progress, cancel, &reused));
   r.baseline_seconds = reused ? 0 : Seconds(t0);
+  r.baseline_peak_device_bytes = reused ? 0 : impl_->last_baseline_peak_bytes;
   r.baseline_reused = reused;
   r.baseline_key = b.key;
 

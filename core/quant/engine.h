@@ -76,6 +76,7 @@ struct SchemeResult {
   std::string baseline_key;
   bool baseline_reused = false;  // no calibration or scoring pass ran for this scheme
   double baseline_seconds = 0;   // calibration + scoring time spent by this call
+  int64_t baseline_peak_device_bytes = 0;  // CUDA allocator's peak reserved bytes while computing it
   double export_seconds = 0;
 };
 

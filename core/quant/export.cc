@@ -35,6 +35,14 @@ absl::StatusOr<std::string> CheckpointModuleName(const Checkpoint& base, const s
 
 namespace {
 
+// The module names a quantization config lists. transformers (and
+// llm-compressor) match compressed-tensors' `ignore` against the in-memory
+// module names, which are transformers 5.x names whatever the checkpoint's key
+// layout; ModelOpt configs name checkpoint modules (vLLM maps both layouts).
+std::string ConfigModuleName(ExportFormat format, const std::string& ckpt_name, const std::string& model_name) {
+  return format == ExportFormat::kCompressedTensors ? model_name : ckpt_name;
+}
+
 struct QuantizedModule {
   std::string ckpt_name;  // checkpoint module name
   float input_amax = 0;
@@ -129,7 +137,7 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     }
     for (size_t li : b.groups[g].linear_index) {
       ASSIGN_OR_RETURN(std::string ckpt, CheckpointModuleName(base, b.linears[li].name));
-      layers.push_back({ckpt, fmt.name});
+      layers.push_back({ConfigModuleName(options.format, ckpt, b.linears[li].name), fmt.name});
       if (fmt.name == "NONE") continue;
       quantized[ckpt] = {ckpt, b.input_amax[fp8][li]};
     }
@@ -140,7 +148,7 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
   for (const auto& l : b.linears) {
     if (grouped.count(l.name)) continue;
     ASSIGN_OR_RETURN(std::string ckpt, CheckpointModuleName(base, l.name));
-    layers.push_back({ckpt, "NONE"});
+    layers.push_back({ConfigModuleName(options.format, ckpt, l.name), "NONE"});
   }
   ASSIGN_OR_RETURN(QuantConfigs qc, MakeQuantConfigs(options.format, layers, AUTOQUANT_VERSION));
 

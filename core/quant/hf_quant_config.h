@@ -14,9 +14,10 @@
 //       dynamic false}, "targets": ["Linear"]}}, "ignore": [every unquantized Linear],
 //       "quant_method": "compressed-tensors", "quantization_status": "compressed", ...}
 //
-// Module names are written as the checkpoint names them (the base
-// checkpoint's key layout, e.g. "model.layers.0.mlp.down_proj" or
-// "model.language_model.layers.0.mlp.down_proj").
+// Module names: modelopt configs use the checkpoint's names (the base's key
+// layout, e.g. "model.layers.0.mlp.down_proj"); compressed-tensors' ignore
+// uses transformers 5.x module names ("model.language_model.layers.0...."),
+// which is what transformers matches it against on load.
 //
 // Torch-free.
 #pragma once
