@@ -107,9 +107,9 @@ void AddQuantizeCommand(CLI::App& app, absl::Status* status) {
   cmd->add_option("--calib", o->calib, "calibration set (autoquant calib synth format)")->required();
   cmd->add_option("--out", o->out, "output scheme directory")->required();
   cmd->add_option("--scheme", o->scheme, "scheme name (default: the output directory's name)");
-  auto* cov = cmd->add_option("--coverage", o->coverage, "fraction of enabled groups to quantize: 0.1, 10%, top10");
-  cmd->add_option("--coverage-manifest", o->coverage_manifest, "seed coverage manifest (selected_layers + dropped_layers)")
-      ->excludes(cov);
+  // Mutual exclusion is checked in RunQuantize so that it exits like every other bad request.
+  cmd->add_option("--coverage", o->coverage, "fraction of enabled groups to quantize: 0.1, 10%, top10");
+  cmd->add_option("--coverage-manifest", o->coverage_manifest, "seed coverage manifest (selected_layers + dropped_layers)");
   cmd->add_option("--disable", o->disable, "fnmatch pattern on module names; disables the whole group (repeatable)");
   cmd->add_option("--effective-bits", o->effective_bits, "average weight bits target, searched exactly");
   cmd->add_option("--method", o->method, "sensitivity method: gradient | kl_div");
