@@ -147,8 +147,10 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
   for (const auto& g : b.groups) grouped.insert(g.modules.begin(), g.modules.end());
   for (const auto& l : b.linears) {
     if (grouped.count(l.name)) continue;
-    ASSIGN_OR_RETURN(std::string ckpt, CheckpointModuleName(base, l.name));
-    layers.push_back({ConfigModuleName(options.format, ckpt, l.name), "NONE"});
+    // A tied lm_head has no weight of its own in the checkpoint; it is still a
+    // Linear that engines must leave unquantized, so it is listed by name.
+    auto ckpt = CheckpointModuleName(base, l.name);
+    layers.push_back({ConfigModuleName(options.format, ckpt.ok() ? *ckpt : l.name, l.name), "NONE"});
   }
   ASSIGN_OR_RETURN(QuantConfigs qc, MakeQuantConfigs(options.format, layers, AUTOQUANT_VERSION));
 

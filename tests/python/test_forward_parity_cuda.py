@@ -7,8 +7,17 @@ statistics mean something. Cases: text only, one image, two images of
 different sizes, a left-padded batch of two.
 
 * bfloat16: both sides in bf16. Reported per case: max |d logits|, mean
-  |d logits| and top-1 agreement over valid (non-padding) positions. Asserted:
-  finite logits on both sides and top-1 agreement >= 99.5% over all cases.
+  |d logits| and top-1 agreement over valid (non-padding) positions, plus
+  each side's distance to transformers in float32 (the bf16 noise floor).
+  Asserted: finite logits, and
+  - with AUTOQUANT_DISABLE_VARLEN=1 (vision windows through one SDPA call
+    each, the kernels transformers uses): top-1 agreement >= 99.5% overall;
+  - by default (vision windows through one varlen flash-attention call: a
+    different kernel, a different bf16 rounding): ours must be as close to
+    the float32 reference as transformers' own bf16 run is, per case:
+    rel L2 to fp32 <= 1.05x transformers' and top-1 vs fp32 >= transformers'
+    minus 1 point. (Random tiny models have flat logits: about 1% of
+    positions flip between any two bf16 kernels.)
 * float32: both sides in fp32 on CUDA. Asserted: relative L2 error
   ||ours - ref|| / ||ref|| <= 1e-3 per case. Justification: with fp32 the
   two sides run the same kernels (cuBLAS GEMMs, per-window SDPA in the vision
@@ -197,4 +206,9 @@ def test_bf16_top1_overall(saved):
     total = sum(s["positions"] for s in per_case.values())
     SUMMARY["bfloat16_overall"] = dict(positions=total, top1_agree=agree, top1_rate=agree / total)
     print(f"bf16 top-1 agreement overall: {agree}/{total} = {agree / total:.4f}")
-    assert agree / total >= TOP1_MIN
+    if os.environ.get("AUTOQUANT_DISABLE_VARLEN"):
+        assert agree / total >= TOP1_MIN
+        return
+    for case, s in per_case.items():
+        assert s["ours_bf16_vs_fp32_rel_l2"] <= 1.05 * s["hf_bf16_vs_fp32_rel_l2"], (case, s)
+        assert s["ours_bf16_vs_fp32_top1"] >= s["hf_bf16_vs_fp32_top1"] - 0.01, (case, s)
