@@ -281,6 +281,10 @@ def main(argv=None) -> int:
     for rank, (k, v) in enumerate(ranking(res["scores"]), 1):
         print(f"{rank:3d}  {v:.6e}  {k}  -> {res['best']['recipe'].get(k, '?')}")
     print(f"best: {json.dumps({k: v for k, v in res['best'].items() if k != 'recipe'})}")
+    if args.device.startswith("cuda"):
+        import torch
+        print(f"peak CUDA memory reserved: {torch.cuda.max_memory_reserved() / 2**30:.2f} GiB, "
+              f"allocated: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     if args.check:
         plain = torch_reference_scores(args.model, args.calib, args.steps, args.device, args.dtype,
                                        args.disabled_layers)
