@@ -3,6 +3,9 @@
 #include <torch/torch.h>
 
 #include "core/io/checkpoint.h"
+#include "core/io/checkpoint_writer.h"
+#include "core/util/file_util.h"
+#include "nlohmann/json.hpp"
 #include "core/model/qwen2_5_vl/calib_set.h"
 #include "core/model/qwen2_5_vl/presets.h"
 #include "core/model/qwen2_5_vl/weights.h"
@@ -118,6 +121,39 @@ TEST_F(EngineTest, BadRequestsAreClearErrors) {
   EXPECT_EQ(s.status().code(), absl::StatusCode::kOutOfRange);
   EXPECT_THAT(s.status().message(), HasSubstr("minimum achievable is 8.0000 bits"));
   EXPECT_FALSE(fs::exists(dir_ / "y"));
+}
+
+// A tied copy of the tiny checkpoint: tie_word_embeddings on, no lm_head.weight
+// (as Qwen2.5-VL-3B ships).
+void WriteTiedCopy(const fs::path& src, const fs::path& dst) {
+  ASSERT_OK_AND_ASSIGN(Checkpoint ckpt, Checkpoint::Open(src));
+  fs::create_directories(dst);
+  std::vector<PlannedTensor> plan;
+  for (const auto& name : ckpt.TensorNames()) {
+    if (name == "lm_head.weight") continue;
+    const TensorInfo* info = ckpt.Find(name);
+    plan.push_back({{name, info->dtype, info->shape}, [&ckpt, name] { return ckpt.Get(name); }});
+  }
+  ASSERT_OK(WriteShardedSafetensors(dst, plan, {}).status());
+  nlohmann::json config = *ckpt.config();
+  config["tie_word_embeddings"] = true;
+  ASSERT_OK(WriteFileAtomic(dst / "config.json", config.dump()));
+}
+
+TEST_F(EngineTest, TiedHeadStaysUnquantizedAndIsExcluded) {
+  WriteTiedCopy(dir_ / "base", dir_ / "tied");
+  ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create({.model_dir = dir_ / "tied",
+                                                    .calib_path = dir_ / "calib1.safetensors",
+                                                    .device = "cpu"}));
+  ASSERT_OK_AND_ASSIGN(SchemeResult r, engine->RunScheme(Coverage("tied-all", 1.0)));
+  EXPECT_EQ(r.groups_quantized, r.groups_total);
+  ASSERT_OK_AND_ASSIGN(Checkpoint out, Checkpoint::Open(dir_ / "tied-all"));
+  EXPECT_EQ(out.Find("lm_head.weight"), nullptr);
+  auto hf = nlohmann::json::parse(*ReadFile(dir_ / "tied-all" / "hf_quant_config.json"));
+  auto excluded = hf["quantization"]["exclude_modules"].get<std::vector<std::string>>();
+  EXPECT_NE(std::find(excluded.begin(), excluded.end(), "lm_head"), excluded.end());
+  ASSERT_OK_AND_ASSIGN(DiversityReport report, CheckDiversity({dir_ / "tied-all"}));
+  EXPECT_TRUE(report.ok()) << report.ToText();
 }
 
 }  // namespace
