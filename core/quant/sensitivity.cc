@@ -166,9 +166,11 @@ absl::Status ScoreKlBatch(Qwen2_5_VLModel& model, const Qwen2_5_VLInputs& in, co
   ASSIGN_OR_RETURN(DecoderInputs prep, model->Prepare(in));
   std::vector<torch::Tensor> hs = {prep.hidden};
   for (auto& layer : model->layers()) hs.push_back(layer->forward(hs.back(), prep));
-  torch::Tensor logp_ref = torch::log_softmax(model->Head(hs.back()), -1);
+  // float64: KL between nearly equal distributions is a difference of large
+  // sums; in float32 its rounding noise (~1e-6) can outweigh the KL itself.
+  torch::Tensor logp_ref = torch::log_softmax(model->Head(hs.back()).to(torch::kFloat64), -1);
   torch::Tensor p_ref = logp_ref.exp();
-  torch::Tensor valid = in.attention_mask.defined() ? in.attention_mask.to(logp_ref.device()).to(torch::kFloat32)
+  torch::Tensor valid = in.attention_mask.defined() ? in.attention_mask.to(logp_ref.device()).to(torch::kFloat64)
                                                     : torch::ones(logp_ref.sizes().slice(0, 2), logp_ref.options());
   const int num_layers = static_cast<int>(model->layers().size());
   for (size_t g = 0; g < groups.size(); ++g) {
@@ -192,7 +194,7 @@ absl::Status ScoreKlBatch(Qwen2_5_VLModel& model, const Qwen2_5_VLInputs& in, co
         h = hs[start];
       }
       for (int i = start; i < num_layers; ++i) h = model->layers()[i]->forward(h, *p);
-      torch::Tensor logq = torch::log_softmax(model->Head(h), -1);
+      torch::Tensor logq = torch::log_softmax(model->Head(h).to(torch::kFloat64), -1);
       torch::Tensor kl = (p_ref * (logp_ref - logq)).sum(-1);
       (*scores)[g][f] += (kl * valid).sum().item<double>();
       start = StartLayer(groups[g], num_layers);

@@ -100,6 +100,20 @@ TEST_F(EngineTest, GradientScoresArePositiveAndRankingIsAPermutation) {
   }
 }
 
+TEST_F(EngineTest, IncludedVisionGroupsGetGradientAndKlScores) {
+  ASSERT_OK_AND_ASSIGN(auto engine, Make(1));
+  for (ScoreMethod m : {ScoreMethod::kGradient, ScoreMethod::kKlDiv}) {
+    ASSERT_OK_AND_ASSIGN(Baseline b, engine->GetBaseline(m, 0, 0, /*include_vision=*/true));
+    int vision = 0;
+    for (size_t g = 0; g < b.groups.size(); ++g) {
+      if (b.groups[g].key.rfind("visual.", 0) != 0) continue;
+      ++vision;
+      EXPECT_GT(b.scores[g][0], 0) << ScoreMethodName(m) << " " << b.groups[g].key;
+    }
+    EXPECT_GT(vision, 4) << ScoreMethodName(m);
+  }
+}
+
 TEST_F(EngineTest, CancelledSchemeLeavesNoOutput) {
   ASSERT_OK_AND_ASSIGN(auto engine, Make(1));
   std::atomic<bool> cancel{true};
