@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <random>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 #include "absl/strings/str_cat.h"
@@ -35,13 +36,12 @@ absl::Status ErrnoStatus(int err, absl::string_view what, const fs::path& path) 
   }
 }
 
-absl::StatusOr<std::string> ReadFile(const fs::path& path) {
+absl::Status ReadFileChunks(const fs::path& path, const std::function<void(const char*, size_t)>& consume) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, "cannot open", path);
-  std::string out;
-  char buf[1 << 16];
+  std::vector<char> buf(1 << 20);
   while (true) {
-    ssize_t n = ::read(fd, buf, sizeof(buf));
+    ssize_t n = ::read(fd, buf.data(), buf.size());
     if (n < 0) {
       if (errno == EINTR) continue;
       int err = errno;
@@ -49,9 +49,15 @@ absl::StatusOr<std::string> ReadFile(const fs::path& path) {
       return ErrnoStatus(err, "cannot read", path);
     }
     if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
+    consume(buf.data(), static_cast<size_t>(n));
   }
   ::close(fd);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadFile(const fs::path& path) {
+  std::string out;
+  RETURN_IF_ERROR(ReadFileChunks(path, [&out](const char* data, size_t n) { out.append(data, n); }));
   return out;
 }
 

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -18,6 +19,11 @@ namespace autoquant {
 
 // Reads a whole file. NotFound if it does not exist.
 absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path);
+
+// Streams a file through `consume` in chunks of up to 1 MiB (for hashing
+// files too large to hold in memory).
+absl::Status ReadFileChunks(const std::filesystem::path& path,
+                            const std::function<void(const char* data, size_t n)>& consume);
 
 // Writes `data` to `path` atomically (temp file + fsync + rename + dir fsync).
 absl::Status WriteFileAtomic(const std::filesystem::path& path, absl::string_view data);

@@ -1,11 +1,6 @@
 #include "core/util/hash.h"
 
-#include <fcntl.h>
 #include <openssl/evp.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <vector>
 
 #include "core/util/file_util.h"
 
@@ -41,22 +36,7 @@ std::string Sha256Hex(absl::string_view data) {
 }
 
 absl::Status HashFile(const std::filesystem::path& path, Sha256* h) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, "cannot open", path);
-  std::vector<char> buf(1 << 20);
-  while (true) {
-    ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      return ErrnoStatus(err, "cannot read", path);
-    }
-    if (n == 0) break;
-    h->Update(buf.data(), static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return absl::OkStatus();
+  return ReadFileChunks(path, [h](const char* data, size_t n) { h->Update(data, n); });
 }
 
 }  // namespace autoquant

@@ -28,7 +28,7 @@ class Sha256 {
   std::unique_ptr<Impl> impl_;
 };
 
-// Streams the file through SHA-256 (mmap-free, 1 MiB reads).
+// Streams the file through SHA-256 in 1 MiB reads.
 absl::Status HashFile(const std::filesystem::path& path, Sha256* h);
 
 }  // namespace autoquant
