@@ -73,6 +73,18 @@ def make_batches(samples: list, n: int, image_token_id: int, device, dtype) -> l
     return out
 
 
+
+def load_model_and_batches(model_dir, calib, steps, device, dtype):
+    """The transformers model (sdpa) and the first `steps` calibration samples as batches of one."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    torch_dtype = getattr(torch, dtype)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        str(model_dir), dtype=torch_dtype, attn_implementation="sdpa").to(device).eval()
+    samples = load_calib(calib)
+    steps = steps or len(samples)
+    return model, samples, steps, make_batches(samples, steps, model.config.image_token_id, device, torch_dtype)
+
 def _weight_numel(model, disabled) -> tuple:
     """(all quantizable-weight numel, numel of disabled ones): Linear and Conv weights."""
     total = dis = 0
@@ -95,15 +107,9 @@ def run_reference(model_dir, calib, steps=None, device="cpu", dtype="float32", e
     import modelopt
     import modelopt.torch.quantization as mtq
     import transformers
-    from transformers import Qwen2_5_VLForConditionalGeneration
 
     disabled_layers = list(disabled_layers or DISABLED_LAYERS)
-    torch_dtype = getattr(torch, dtype)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        str(model_dir), dtype=torch_dtype, attn_implementation="sdpa").to(device).eval()
-    samples = load_calib(calib)
-    steps = steps or len(samples)
-    batches = make_batches(samples, steps, model.config.image_token_id, device, torch_dtype)
+    model, samples, steps, batches = load_model_and_batches(model_dir, calib, steps, device, dtype)
 
     # Effective-bits target: scores do not depend on it; pick the midpoint between the smallest
     # feasible value (every searchable group FP8, disabled ones at 16 bits) and 16.
@@ -192,15 +198,9 @@ def torch_reference_scores(model_dir, calib, steps=None, device="cpu", dtype="fl
     g = dL/dY, dY = linear(fq(x, amax_in), fq(W, amax_w), b) - Y with x the unquantized input,
     score += sum((g * dY).clamp(+-1e10)^2) in fp32; a group's score is the sum over its members."""
     import re
-    from transformers import Qwen2_5_VLForConditionalGeneration
 
     disabled_layers = list(disabled_layers or DISABLED_LAYERS)
-    torch_dtype = getattr(torch, dtype)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        str(model_dir), dtype=torch_dtype, attn_implementation="sdpa").to(device).eval()
-    samples = load_calib(calib)
-    steps = steps or len(samples)
-    batches = make_batches(samples, steps, model.config.image_token_id, device, torch_dtype)
+    model, samples, steps, batches = load_model_and_batches(model_dir, calib, steps, device, dtype)
     lins = {n: m for n, m in model.named_modules()
             if isinstance(m, torch.nn.Linear) and not any(fnmatch.fnmatch(n, p) for p in disabled_layers)}
     amax_in = {n: torch.zeros((), device=device) for n in lins}
