@@ -175,29 +175,25 @@ absl::Status ScoreKlBatch(Qwen2_5_VLModel& model, const Qwen2_5_VLInputs& in, co
   const int num_layers = static_cast<int>(model->layers().size());
   for (size_t g = 0; g < groups.size(); ++g) {
     RETURN_IF_ERROR(CheckCancel(options));
-    int start = StartLayer(groups[g], num_layers);
+    const int start = StartLayer(groups[g], num_layers);
     for (size_t f = 0; f + 1 < formats.size(); ++f) {
       HookScope scope(linears);
       for (size_t li : groups[g].linear_index) {
         scope.Set(li, std::make_shared<FakeQuantHook>(*linears[li].second, AmaxOf(amax.input_amax[li]),
                                                       AmaxOf(amax.weight_amax[li])));
       }
-      torch::Tensor h;
+      // Vision groups change the embeddings: rerun from the vision tower.
       DecoderInputs local;
       const DecoderInputs* p = &prep;
       if (start < 0) {
         ASSIGN_OR_RETURN(local, model->Prepare(in));
         p = &local;
-        h = local.hidden;
-        start = 0;
-      } else {
-        h = hs[start];
       }
-      for (int i = start; i < num_layers; ++i) h = model->layers()[i]->forward(h, *p);
+      torch::Tensor h = start < 0 ? local.hidden : hs[start];
+      for (int i = std::max(start, 0); i < num_layers; ++i) h = model->layers()[i]->forward(h, *p);
       torch::Tensor logq = torch::log_softmax(model->Head(h).to(torch::kFloat64), -1);
       torch::Tensor kl = (p_ref * (logp_ref - logq)).sum(-1);
       (*scores)[g][f] += (kl * valid).sum().item<double>();
-      start = StartLayer(groups[g], num_layers);
     }
   }
   return absl::OkStatus();
