@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <optional>
 #include <random>
@@ -161,9 +162,41 @@ std::optional<StagingOwner> ParseMarker(const std::string& text) {
   return o;
 }
 
+// Written in place (no temporary name): a process killed while writing it
+// leaves an empty or partial marker, which RemoveStaleStaging handles like a
+// missing one.
 absl::Status WriteMarker(const fs::path& dir) {
   StagingOwner me{static_cast<long>(::getpid()), ProcessStartTime(::getpid()), BootId()};
-  return WriteFileAtomic(dir / kStagingMarker, MarkerText(me));
+  const std::string text = MarkerText(me);
+  const fs::path path = dir / kStagingMarker;
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoStatus(errno, "cannot create", path);
+  ssize_t n = ::write(fd, text.data(), text.size());
+  int err = errno;
+  if (n != static_cast<ssize_t>(text.size()) || ::fsync(fd) != 0) {
+    err = n < 0 ? err : errno;
+    ::close(fd);
+    return ErrnoStatus(err == 0 ? EIO : err, "cannot write", path);
+  }
+  ::close(fd);
+  return absl::OkStatus();
+}
+
+// A process killed between creating a staging directory and completing its
+// marker leaves a directory that holds nothing but (at most) that marker:
+// removing it loses nothing, once it is old enough that no live process can
+// still be about to write its marker.
+constexpr auto kUnmarkedGrace = std::chrono::seconds(60);
+
+bool UnmarkedAndEmpty(const fs::path& dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.path().filename() != kStagingMarker) return false;
+  }
+  if (ec) return false;
+  auto mtime = fs::last_write_time(dir, ec);
+  if (ec) return false;
+  return fs::file_time_type::clock::now() - mtime > kUnmarkedGrace;
 }
 
 bool OwnerAlive(const StagingOwner& o) {
@@ -277,9 +310,9 @@ absl::StatusOr<int> RemoveStaleStaging(const fs::path& dir) {
     std::error_code sec;
     if (!fs::is_directory(fs::symlink_status(p, sec))) continue;  // never follow a symlink out
     auto text = ReadFile(p / kStagingMarker);
-    if (!text.ok()) continue;  // not ours
-    std::optional<StagingOwner> owner = ParseMarker(*text);
-    if (!owner || OwnerAlive(*owner)) continue;
+    std::optional<StagingOwner> owner;
+    if (text.ok()) owner = ParseMarker(*text);
+    if (owner ? OwnerAlive(*owner) : !UnmarkedAndEmpty(p)) continue;
     fs::remove_all(p, sec);
     if (sec) return ErrnoStatus(sec.value(), "cannot remove stale staging directory", p);
     ++removed;

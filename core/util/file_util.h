@@ -76,10 +76,12 @@ class StagedDir {
 inline constexpr char kStagingMarker[] = ".autoquant-staging";
 
 // Removes the staging directories (".NAME.tmp-XXXXXX" with a valid marker) in
-// `dir` whose owning process is gone; returns how many it removed. Never
-// touches a live process's staging directory, a directory without our marker,
-// or anything that is not a directory. A missing `dir` counts as empty.
-// Errors name the entry that could not be removed.
+// `dir` whose owning process is gone; returns how many it removed. A process
+// killed before its marker was complete leaves a directory holding nothing
+// else: such a directory is removed once it is a minute old. Never touches a
+// live process's staging directory, a directory holding anything without our
+// marker, or anything that is not a directory. A missing `dir` counts as
+// empty. Errors name the entry that could not be removed.
 absl::StatusOr<int> RemoveStaleStaging(const std::filesystem::path& dir);
 
 // Errno as a Status, naming what failed on which path.

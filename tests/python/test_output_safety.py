@@ -330,17 +330,29 @@ def _staging_dirs(parent: pathlib.Path, name: str):
     return [p for p in parent.iterdir() if p.name.startswith(f".{name}.tmp-")]
 
 
+def _marked_staging(parent: pathlib.Path, name: str) -> bool:
+    """A staging directory whose owner marker is complete (it may vanish while we look)."""
+    for d in _staging_dirs(parent, name):
+        try:
+            if (d / ".autoquant-staging").read_text().endswith("\n"):
+                return True
+        except OSError:
+            pass
+    return False
+
+
 def test_killed_exports_staging_dir_is_removed_by_the_next_run(autoquant_bin, env, tmp_path):
-    """SIGKILL (no handler can run) once the staging directory exists; the next quantize removes it.
-    The baseline is cached, so the run goes straight to the export; it is retried if it finishes
-    before the directory is seen."""
+    """SIGKILL (no handler can run) once the staging directory exists and holds its owner marker; the
+    next quantize removes it. The baseline is cached, so the run goes straight to the export; it is
+    retried if it finishes before the directory is seen. (A kill before the marker is complete leaves
+    an otherwise empty directory, removed once a minute old: file_util_test.)"""
     parent = tmp_path / "schemes"
     parent.mkdir()
     out = parent / "killed"
     args = [str(autoquant_bin), *map(str, _quantize_args(env, out, "--coverage", "1"))]
     for _ in range(20):
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while proc.poll() is None and not _staging_dirs(parent, "killed"):
+        while proc.poll() is None and not _marked_staging(parent, "killed"):
             pass
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)

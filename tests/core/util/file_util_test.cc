@@ -3,6 +3,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+
 #include "gmock/gmock.h"
 #include "tests/test_util.h"
 
@@ -120,6 +122,26 @@ TEST(RemoveStaleStagingTest, LeavesEverythingThatIsNotOurStagingAlone) {
   EXPECT_TRUE(fs::exists(root / "elsewhere" / ".x.tmp-aaaaaa" / kStagingMarker));
   ASSERT_OK_AND_ASSIGN(int missing, RemoveStaleStaging(root / "no-such-dir"));
   EXPECT_EQ(missing, 0);
+}
+
+TEST(RemoveStaleStagingTest, AnOldStagingDirWithAnIncompleteMarkerAndNothingElseGoes) {
+  auto root = testing::TempDir();
+  // Killed right after mkdir, and while writing the marker.
+  fs::create_directories(root / ".a.tmp-000001");
+  fs::create_directories(root / ".b.tmp-000002");
+  ASSERT_OK(WriteFileAtomic(root / ".b.tmp-000002" / kStagingMarker, ""));
+  // Unmarked but holding data: not provably ours, kept.
+  fs::create_directories(root / ".c.tmp-000003");
+  ASSERT_OK(WriteFileAtomic(root / ".c.tmp-000003" / "data", "x"));
+  ASSERT_OK_AND_ASSIGN(int young, RemoveStaleStaging(root));
+  EXPECT_EQ(young, 0);  // a live process may be about to write its marker
+  for (const char* d : {".a.tmp-000001", ".b.tmp-000002", ".c.tmp-000003"}) {
+    fs::last_write_time(root / d, fs::file_time_type::clock::now() - std::chrono::minutes(5));
+  }
+  ASSERT_OK_AND_ASSIGN(int removed, RemoveStaleStaging(root));
+  EXPECT_EQ(removed, 2);
+  EXPECT_TRUE(fs::exists(root / ".c.tmp-000003" / "data"));
+  EXPECT_EQ(CountEntries(root), 1);
 }
 
 TEST(FileUtilTest, ReadMissingFileIsNotFound) {
