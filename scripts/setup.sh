@@ -47,6 +47,19 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   echo "$want" >"$STAMP"
 fi
 
+# transformers 5.17 (the GPU machine's) beside the venv's newest, for the export-format tests; on
+# PYTHONPATH only in the subprocesses that test it.
+REQ_TF="$ROOT/scripts/requirements-transformers-5.17.txt"
+TF_DIR="$CACHE/transformers-5.17"
+TF_STAMP="$TF_DIR/.autoquant-requirements.sha256"
+want_tf="$(sha256sum "$REQ_TF" | cut -d' ' -f1)"
+if [ "$(cat "$TF_STAMP" 2>/dev/null)" != "$want_tf" ]; then
+  log "installing scripts/requirements-transformers-5.17.txt into $TF_DIR"
+  rm -rf "$TF_DIR"
+  "$VENV/bin/python" -m pip install -q --target "$TF_DIR" -r "$REQ_TF"
+  echo "$want_tf" >"$TF_STAMP"
+fi
+
 # --- Configure and build ---------------------------------------------------
 if [ "${AUTOQUANT_SKIP_BUILD:-0}" != "1" ]; then
   "$ROOT/scripts/build.sh" "${BUILD_DIR:-$ROOT/build}" "${BUILD_TYPE:-RelWithDebInfo}"

@@ -11,13 +11,15 @@ one calibration set and one baseline cache; coverage-0.5 schemes in both formats
   (|W/s| >= 2^-6), s * 2^-10 for subnormals (quant_helpers.e4m3_error_bound).
 - test_default_format_is_compressed_tensors: a scheme written without --format.
 - test_ct_layout_matches_compressed_tensors_compressor: compressed-tensors' own compressor, run on the
-  same base in bf16 with our config and our scales, writes the same tensor names, dtypes and shapes,
-  and the same FP8 bytes.
+  same base in bf16 with our config and our scales, writes the same tensor names, dtypes and shapes;
+  its FP8 codes round W / s to bf16 first, so a few percent differ from ours by one E4M3 step, and
+  there ours are the nearer ones (we round once, in float32).
 - test_default_format_in_transformers_matches_our_forward: the default-format scheme of the bf16 base,
   loaded by transformers (the newest installed, and 5.17, the GPU machine's version, from
-  $AUTOQUANT_CACHE/transformers-5.17 in a subprocess) in float32 and in bfloat16, gives logits equal to
-  `autoquant model forward` (our fake-quant forward) in the same dtype: within LOGITS_TOL in float32,
-  within BF16_TOL in bfloat16; and >= BASE_RATIO times farther from the base model's logits.
+  $AUTOQUANT_CACHE/transformers-5.17 in a subprocess), each in the checkpoint's own dtype (a float32
+  base and the bf16 one), gives logits equal to `autoquant model forward` (our fake-quant forward):
+  within LOGITS_TOL in float32, within bf16 rounding in bfloat16 (see Tolerances); and different from
+  the base model's.
 - test_ct_quantization_config: the compressed-tensors block (static per-tensor FP8, float-quantized,
   compressed) and its ignore == every unquantized Linear.
 - test_ct_ignore_names_transformers_modules: every `ignore` entry names a Linear of the model as
@@ -36,10 +38,13 @@ one calibration set and one baseline cache; coverage-0.5 schemes in both formats
   it loads raw FP8 codes as weights and drops the scales. Documents that the modelopt export is for
   vLLM / TensorRT-LLM; fails (so we notice) if transformers starts handling it.
 
-Tolerances: LOGITS_TOL = 1e-4 absolute on logits of magnitude ~2. BF16_TOL: both sides compute in
-bf16 with different operation orders (and compressed-tensors fake-quantizes inputs as x / s in bf16,
-we as x * (448 / amax) in float32), so they differ by bf16 rounding: BF16_TOL = 4 bf16 ulps (2^-6
-relative) of the largest logit; the FP8-vs-base difference must stay >= BF16_RATIO times larger. transformers (compressed-tensors)
+Tolerances: LOGITS_TOL = 1e-4 absolute on logits of magnitude ~2. In bf16 both sides round along the
+way (compressed-tensors also rounds x / input_scale to bf16 before the FP8 cast; we scale in float32,
+as FP8 engines do), so "within bf16 rounding" is measured against our float32 forward of the same
+scheme: transformers' bf16 logits may be at most BF16_SLACK x as far from it as our own bf16 forward
+is (which is itself within BF16_ULPS bf16 ulps of the largest logit), and must be BF16_RATIO x nearer
+to it than to the base model's (mean |difference|; on this tiny random model the FP8 effect is only a
+few bf16 ulps, so max |difference| cannot separate the two). transformers (compressed-tensors)
 dequantizes weights to float32 and fake-quantizes inputs as x / s (s = input_scale) while ModelOpt and
 our engine use x * (448 / amax); both are float32, so the differences are float32 rounding in the
 scale and in matmul accumulation order (measured ~6e-7). One E4M3 rounding flip on a boundary would
@@ -60,8 +65,9 @@ import quant_helpers as qh
 
 LOGITS_TOL = 1e-4
 BASE_RATIO = 100.0
-BF16_ULPS = 4
-BF16_RATIO = 4.0
+BF16_ULPS = 8
+BF16_SLACK = 1.5
+BF16_RATIO = 1.3
 # transformers versions the default format must load in: the venv's (newest) and the GPU machine's.
 TF_517 = pathlib.Path(os.environ.get("AUTOQUANT_CACHE", pathlib.Path.home() / ".cache" / "autoquant")) / \
     "transformers-5.17"
@@ -75,9 +81,13 @@ def env(autoquant_bin, tmp_path_factory):
     root = tmp_path_factory.mktemp("formats")
     legacy, calib = root / "model_legacy", root / "calib.safetensors"
     qh.run(autoquant_bin, "model", "init", "--preset", "tiny", "--out", legacy, "--seed", "0", check=True)
+    legacy_f32 = root / "model_legacy_f32"
+    qh.run(autoquant_bin, "model", "init", "--preset", "tiny", "--out", legacy_f32, "--seed", "0", "--dtype",
+           "float32", check=True)
     qh.run(autoquant_bin, "calib", "synth", "--model", legacy, "--out", calib, *CALIB, check=True)
     v5 = qh.to_v5_layout(legacy, root / "model_v5")
-    return {"root": root, "models": {"legacy": legacy, "v5": v5}, "calib": calib, "cache": root / "cache",
+    return {"root": root, "models": {"legacy": legacy, "v5": v5, "legacy_f32": legacy_f32}, "calib": calib,
+            "cache": root / "cache",
             "tensors": {"legacy": qh.read_checkpoint(legacy), "v5": qh.read_checkpoint(v5)}}
 
 
@@ -90,9 +100,10 @@ def schemes(autoquant_bin, env):
             qh.quantize(autoquant_bin, env["models"][layout], env["calib"], d, "--coverage", "0.5", "--format", fmt,
                         cache=env["cache"])
             out[(layout, fmt)] = d
-    d = env["root"] / "legacy_default"
-    qh.quantize(autoquant_bin, env["models"]["legacy"], env["calib"], d, "--coverage", "0.5", cache=env["cache"])
-    out[("legacy", "default")] = d
+    for layout in ("legacy", "legacy_f32"):
+        d = env["root"] / f"{layout}_default"
+        qh.quantize(autoquant_bin, env["models"][layout], env["calib"], d, "--coverage", "0.5", cache=env["cache"])
+        out[(layout, "default")] = d
     return out
 
 
@@ -149,7 +160,7 @@ def test_fp8_bytes_match_reference(env, schemes, fmt):
         assert data == q_ref.contiguous().view(torch.uint8).numpy().tobytes(), f"{m}: FP8 bytes differ"
         dt, shape, data = tensors[m + ".weight_scale"]
         assert (dt, shape) == (scale_dt, scale_shape), (m, dt, shape)
-        assert data == s_ref.reshape(scale_shape).contiguous().view(torch.uint8).numpy().tobytes(), \
+        assert data == s_ref.reshape(1).contiguous().view(torch.uint8).numpy().tobytes(), \
             f"{m}: weight_scale {qh.to_tensor(tensors[m + '.weight_scale'])} != {s_ref} bit-exactly"
         s_ref = s_ref.float()
         dt, shape, _ = tensors[m + ".input_scale"]
@@ -298,13 +309,27 @@ def test_ct_layout_matches_compressed_tensors_compressor(env, schemes):
     ref = {k: v for k, v in model.state_dict().items() if not (k == "lm_head.weight" and model.config.tie_word_embeddings)}
     assert set(ref) == set(ours), {"only ours": set(ours) - set(ref), "only compressed-tensors": set(ref) - set(ours)}
     dtypes = {v: k for k, v in qh.ST_DTYPES.items()}
+    base = env["tensors"]["v5"]
+    differing = total = 0
     for name, t in ref.items():
         dt, shape, data = ours[name]
         assert (dt, shape) == (dtypes[t.dtype], tuple(t.shape)), (name, dt, shape, t.dtype, tuple(t.shape))
-        if t.dtype == torch.float8_e4m3fn:
-            # compressed-tensors divides in bf16 before the FP8 cast, we in float32: a value that rounds
-            # differently twice could differ; none does on this model.
-            assert data == t.contiguous().view(torch.uint8).numpy().tobytes(), f"{name}: FP8 bytes differ"
+        if t.dtype != torch.float8_e4m3fn:
+            continue
+        # Same stored scale. compressed-tensors rounds W / s to bf16 before the FP8 cast (two roundings),
+        # we divide in float32 (one): where the codes differ, ours must be the nearer one, one step away.
+        mine = qh.to_tensor(ours[name])
+        s_ = qh.to_tensor(ours[name[:-len(".weight")] + ".weight_scale"]).float()
+        w = qh.to_tensor(base[name]).float()
+        err_mine, err_ct = (mine.float() * s_ - w).abs(), (t.float() * s_ - w).abs()
+        diff = mine.view(torch.uint8) != t.view(torch.uint8)
+        assert bool((err_mine <= err_ct).all()), f"{name}: compressed-tensors' code is nearer somewhere"
+        steps = (mine.view(torch.uint8)[diff].int() - t.view(torch.uint8)[diff].int()).abs()
+        assert bool((steps == 1).all()), f"{name}: codes more than one E4M3 step apart"
+        differing += int(diff.sum())
+        total += diff.numel()
+    # About 4 % here: a bf16 quotient lands on an E4M3 midpoint about once in 2^4 values.
+    print(f"FP8 codes differing from compressed-tensors' double rounding: {differing} of {total}")
 
 
 def _hf_logits_in(version, model_dir, inputs, dtype, work):
@@ -331,25 +356,41 @@ def _hf_logits_in(version, model_dir, inputs, dtype, work):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_default_format_in_transformers_matches_our_forward(autoquant_bin, env, schemes, inputs, tmp_path,
                                                             version, dtype):
+    """The default-format scheme of a base stored in `dtype`, loaded in that dtype (the checkpoint's own:
+    transformers 5.17 dequantizes in the stored scales' dtype, so it cannot load a bf16 scheme as float32)."""
     pytest.importorskip("compressed_tensors")
     import transformers
-    d = schemes[("legacy", "default")]
+    layout = "legacy" if dtype == "bfloat16" else "legacy_f32"
+    d = schemes[(layout, "default")]
     theirs, info = _hf_logits_in(version, d, inputs, dtype, tmp_path / "scheme")
     want_version = transformers.__version__ if version == "newest" else "5.17."
     assert info["transformers"].startswith(want_version), info
     assert not info["problems"], info
     assert info["weight_dtype"] == f"torch.{dtype}", info
-    base_logits, _ = _hf_logits_in(version, env["models"]["legacy"], inputs, dtype, tmp_path / "base")
     ours = fh.our_logits(autoquant_bin, d, inputs, tmp_path / "ours", dtype=dtype)
-    d_ours, d_base = fh.max_abs_diff(ours, theirs), fh.max_abs_diff(theirs, base_logits)
     if dtype == "float32":
-        tol, ratio = LOGITS_TOL, BASE_RATIO
-    else:
-        tol, ratio = BF16_ULPS * 2.0 ** -8 * float(theirs.abs().max()), BF16_RATIO
-    print(f"transformers {info['transformers']} {dtype}: vs autoquant forward {d_ours:.3g} (tol {tol:.3g}), "
-          f"vs base {d_base:.3g}")
-    assert d_ours <= tol
-    assert d_base >= ratio * max(d_ours, 1e-7), (d_ours, d_base)
+        base_logits, _ = _hf_logits_in(version, env["models"][layout], inputs, dtype, tmp_path / "base")
+        d_ours, d_base = fh.max_abs_diff(ours, theirs), fh.max_abs_diff(theirs, base_logits)
+        print(f"transformers {info['transformers']} float32: vs autoquant forward {d_ours:.3g}, vs base {d_base:.3g}")
+        assert d_ours <= LOGITS_TOL
+        assert d_base >= BASE_RATIO * max(d_ours, 1e-7), (d_ours, d_base)
+        return
+    # bf16: both forwards round to bf16 along the way (compressed-tensors also rounds x / input_scale to
+    # bf16 before the FP8 cast, we scale in float32 as FP8 engines do), so neither equals the other bit
+    # for bit. Both are measured against our float32 forward of the same scheme: transformers must stay
+    # within BF16_SLACK x the distance our own bf16 forward has from it, and be nearer to it than to the
+    # base model's float32 logits (by mean |difference|, which the FP8 error dominates).
+    ref = fh.our_logits(autoquant_bin, d, inputs, tmp_path / "ref", dtype="float32")
+    base_ref = fh.our_logits(autoquant_bin, env["models"][layout], inputs, tmp_path / "base", dtype="float32")
+    own_rounding = fh.max_abs_diff(ours, ref)
+    d_theirs, d_ours = fh.max_abs_diff(theirs, ref), fh.max_abs_diff(theirs, ours)
+    mean_ref, mean_base = float((theirs - ref).abs().mean()), float((theirs - base_ref).abs().mean())
+    print(f"transformers {info['transformers']} bfloat16: vs our float32 forward {d_theirs:.3g} (our bf16 forward: "
+          f"{own_rounding:.3g}), vs our bf16 forward {d_ours:.3g}; mean vs scheme {mean_ref:.3g}, vs base {mean_base:.3g}")
+    assert 0 < own_rounding <= BF16_ULPS * 2.0 ** -8 * float(ref.abs().max())
+    assert d_theirs <= BF16_SLACK * own_rounding
+    assert d_ours <= 2 * BF16_SLACK * own_rounding
+    assert mean_base >= BF16_RATIO * mean_ref, (mean_ref, mean_base)
 
 
 # ----------------------------------------------------------------------------- modelopt vs vLLM
