@@ -1,38 +1,40 @@
 // The `autoquant` command line. Each subcommand lives in its own file and
 // reports an absl::Status; this file only parses argv and maps the Status to
-// a message on stderr and an exit code.
+// a message on stderr and an exit code (exit_codes.h).
 #include <iostream>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "client/cli/calib_command.h"
 #include "client/cli/diff_command.h"
+#include "client/cli/exit_codes.h"
 #include "client/cli/inspect_command.h"
 #include "client/cli/model_command.h"
 #include "client/cli/quantize_command.h"
 
 int main(int argc, char** argv) {
+  using namespace autoquant::cli;
   CLI::App app{"autoquant: FP8 AutoQuant schemes for Qwen2.5-VL"};
   app.set_version_flag("--version", std::string("autoquant ") + AUTOQUANT_VERSION);
   app.require_subcommand(1);
+  app.footer(kExitCodesHelp);
+  // Subcommands inherit this: every --help shows each option's default.
+  app.option_defaults()->always_capture_default();
   absl::Status status;
-  autoquant::cli::AddInspectCommand(app, &status);
-  autoquant::cli::AddModelCommand(app, &status);
-  autoquant::cli::AddCalibCommand(app, &status);
-  autoquant::cli::AddQuantizeCommand(app, &status);
-  autoquant::cli::AddDiffCommand(app, &status);
-  CLI11_PARSE(app, argc, argv);
+  AddInspectCommand(app, &status);
+  AddModelCommand(app, &status);
+  AddCalibCommand(app, &status);
+  AddQuantizeCommand(app, &status);
+  AddDiffCommand(app, &status);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version come here too, with exit code 0.
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
+  }
   if (!status.ok()) {
     std::cerr << "autoquant: error: " << status.message() << "\n";
-    switch (status.code()) {
-      case absl::StatusCode::kInvalidArgument:
-      case absl::StatusCode::kNotFound:
-      case absl::StatusCode::kAlreadyExists:
-      case absl::StatusCode::kOutOfRange:
-        return 2;  // the request was wrong
-      default:
-        return 1;
-    }
+    return ExitCodeFor(status);
   }
-  return 0;
+  return kExitOk;
 }

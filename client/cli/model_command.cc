@@ -19,6 +19,9 @@
 #include "core/quant/scheme_loader.h"
 #include "core/model/qwen2_5_vl/presets.h"
 #include "core/model/qwen2_5_vl/weights.h"
+#include "client/cli/output_recognisers.h"
+#include "core/util/file_util.h"
+#include "core/util/path_guard.h"
 #include "core/util/status_macros.h"
 #include "core/util/torch_status.h"
 #include "nlohmann/json.hpp"
@@ -64,6 +67,16 @@ absl::StatusOr<Qwen2_5_VLModel> Load(const std::string& dir, torch::Device devic
 }  // namespace
 
 absl::Status RunModelInit(const ModelInitOptions& o) {
+  RETURN_IF_ERROR(CheckOutputPath({.path = o.out,
+                                   .kind = OutputKind::kDirectory,
+                                   .overwrite = o.overwrite,
+                                   .what = "--out",
+                                   .is_ours = [](const std::filesystem::path& p) {
+                                     return RecogniseCheckpointDir(p, kRandomCheckpointFormat);
+                                   }},
+                                  {}));
+  RETURN_IF_ERROR(
+      RemoveStaleStaging(std::filesystem::absolute(o.out).lexically_normal().parent_path()).status());
   InitCheckpointOptions init;
   init.preset = o.preset;
   init.out = o.out;
@@ -80,6 +93,14 @@ absl::Status RunModelInit(const ModelInitOptions& o) {
 }
 
 absl::Status RunModelForward(const ModelForwardOptions& o) {
+  RETURN_IF_ERROR(CheckOutputPath({.path = o.output,
+                                   .kind = OutputKind::kFile,
+                                   .overwrite = o.overwrite,
+                                   .what = "--output",
+                                   .is_ours = [](const std::filesystem::path& p) {
+                                     return RecogniseSafetensors(p, kLogitsFormat);
+                                   }},
+                                  {{o.model, "the model directory"}, {o.input, "the input file"}}));
   ASSIGN_OR_RETURN(torch::Device device, ParseDevice(o.device));
   ASSIGN_OR_RETURN(torch::ScalarType dtype, ParseDtype(o.dtype, device));
   ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(o.input));
@@ -102,7 +123,9 @@ absl::Status RunModelForward(const ModelForwardOptions& o) {
   torch::InferenceMode guard;
   ASSIGN_OR_RETURN(torch::Tensor logits, model->Forward(in));
   ASSIGN_OR_RETURN(TensorSpec spec, SpecOf("logits", logits));
-  ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(o.output, {spec}, {{"format", "pt"}}));
+  // SafetensorsWriter publishes by rename: an interrupted run leaves the old file.
+  ASSIGN_OR_RETURN(auto writer,
+                   SafetensorsWriter::Create(o.output, {spec}, {{"format", "pt"}, {"autoquant.format", kLogitsFormat}}));
   RETURN_IF_ERROR(writer.Write(logits));
   return writer.Finish();
 }
@@ -169,24 +192,27 @@ void AddModelCommand(CLI::App& app, absl::Status* status) {
   CLI::App* c = model->add_subcommand("init", "Write a random-weight checkpoint (HF layout) from a preset");
   c->add_option("--preset", init->preset, "tiny | qwen2.5-vl-3b")->required();
   c->add_option("--out", init->out, "output checkpoint directory")->required();
-  c->add_option("--seed", init->seed, "random seed (default 0)");
-  c->add_option("--dtype", init->dtype, "bfloat16 (default) | float32");
-  c->add_flag("--overwrite", init->overwrite, "replace an existing output directory");
+  c->add_option("--seed", init->seed, "random seed");
+  c->add_option("--dtype", init->dtype, "bfloat16 | float32");
+  c->add_flag("--overwrite", init->overwrite, "replace an existing output directory, if `model init` wrote it");
   c->callback([init, status] { *status = RunModelInit(*init); });
 
   auto fwd = std::make_shared<ModelForwardOptions>();
   c = model->add_subcommand("forward", "Run the forward pass on inputs from a .safetensors file");
-  c->add_option("--model", fwd->model, "checkpoint directory")->required();
+  c->add_option("--model", fwd->model, "checkpoint directory")->required()->check(CLI::ExistingDirectory);
   c->add_option("--input", fwd->input, "input .safetensors (input_ids, attention_mask, pixel_values, image_grid_thw)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  c->add_option("--output", fwd->output, "output .safetensors (logits [B,S,vocab] float32; written atomically)")
       ->required();
-  c->add_option("--output", fwd->output, "output .safetensors (logits [B,S,vocab] float32)")->required();
-  c->add_option("--device", fwd->device, "cpu (default) | cuda");
+  c->add_flag("--overwrite", fwd->overwrite, "replace an existing --output, if it holds logits we wrote");
+  c->add_option("--device", fwd->device, "cpu | cuda");
   c->add_option("--dtype", fwd->dtype, "float32 | bfloat16 (default: float32 on cpu, bfloat16 on cuda)");
   c->callback([fwd, status] { *status = RunModelForward(*fwd); });
 
   auto bench = std::make_shared<ModelBenchOptions>();
   c = model->add_subcommand("bench", "Time the forward pass on synthetic inputs; prints JSON");
-  c->add_option("--model", bench->model, "checkpoint directory")->required();
+  c->add_option("--model", bench->model, "checkpoint directory")->required()->check(CLI::ExistingDirectory);
   c->add_option("--device", bench->device, "cuda (default) | cpu");
   c->add_option("--dtype", bench->dtype, "float32 | bfloat16 (default: float32 on cpu, bfloat16 on cuda)");
   c->add_option("--batch", bench->batch, "batch size (default 1)");

@@ -1,7 +1,9 @@
 // `autoquant model ...`: offline commands on a Qwen2.5-VL checkpoint.
 //   model init     --preset tiny|qwen2.5-vl-3b --out DIR [--seed N] [--dtype bfloat16|float32] [--overwrite]
-//   model forward  --model DIR --input IN.safetensors --output OUT.safetensors
+//   model forward  --model DIR --input IN.safetensors --output OUT.safetensors [--overwrite]
 //                  [--device cpu|cuda] [--dtype float32|bfloat16]
+// Outputs follow path_guard.h: never over an input; --overwrite replaces only
+// an earlier output of the same command (output_recognisers.h).
 //   model bench    --model DIR [--device cuda] [--dtype bfloat16] [--batch B] [--text-tokens T]
 //                  [--image HxW] [--images K] [--iters N] [--warmup W]   (prints one JSON object)
 #pragma once
@@ -23,6 +25,7 @@ struct ModelInitOptions {
 
 struct ModelForwardOptions {
   std::string model, input, output, device = "cpu", dtype;  // dtype "": float32 on cpu, bfloat16 on cuda
+  bool overwrite = false;
 };
 
 struct ModelBenchOptions {

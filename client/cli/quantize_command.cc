@@ -5,8 +5,12 @@
 #include <iostream>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_cat.h"
+#include "client/cli/interrupt.h"
 #include "core/quant/engine.h"
+#include "core/quant/manifests.h"
 #include "core/util/file_util.h"
+#include "core/util/path_guard.h"
 #include "core/util/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -26,8 +30,12 @@ ProgressFn StderrProgress(std::ostream& log) {
   auto last = std::make_shared<std::pair<Phase, int>>(Phase::kLoad, -1);
   return [&log, last](const ProgressEvent& e) {
     int decile = static_cast<int>(std::floor(e.fraction * 10));
-    if (e.phase == last->first && decile == last->second && e.message.empty()) return;
+    if (!e.warning && e.phase == last->first && decile == last->second && e.message.empty()) return;
     *last = {e.phase, decile};
+    if (e.warning) {
+      log << "autoquant: warning: " << e.message << "\n";
+      return;
+    }
     log << absl::StrFormat("[%s] %3.0f%%%s%s\n", PhaseName(e.phase), e.fraction * 100,
                            e.message.empty() ? "" : "  ", e.message);
   };
@@ -36,6 +44,7 @@ ProgressFn StderrProgress(std::ostream& log) {
 }  // namespace
 
 absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostream& log) {
+  // Everything checkable from the flags alone, before the model is loaded.
   SchemeRequest req;
   req.out_dir = o.out;
   req.scheme = o.scheme;
@@ -45,27 +54,23 @@ absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostre
   req.score_steps = o.score_steps;
   req.include_vision = o.include_vision;
   req.overwrite = o.overwrite;
-  req.selection.disabled_layers = o.disable;
+  req.selection.disabled_layers = o.disabled_layers;
   req.selection.effective_bits = o.effective_bits;
-  if (!o.coverage.empty() && !o.coverage_manifest.empty()) {
-    return absl::InvalidArgumentError("give either --coverage or --coverage-manifest, not both");
-  }
-  if (!o.coverage.empty()) {
+  if (o.coverage_given) {
     ASSIGN_OR_RETURN(double c, ParseCoverage(o.coverage));
     req.selection.coverage = c;
   }
   if (!o.coverage_manifest.empty()) {
-    ASSIGN_OR_RETURN(std::string text, ReadFile(o.coverage_manifest));
-    auto j = nlohmann::json::parse(text, nullptr, false);
+    auto text = ReadFile(o.coverage_manifest);
+    if (!text.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--coverage-manifest: ", text.status().message()));
+    }
+    auto j = nlohmann::json::parse(*text, nullptr, false);
     if (j.is_discarded()) return absl::InvalidArgumentError(o.coverage_manifest + ": not valid JSON");
     ASSIGN_OR_RETURN(CoverageManifest m, ParseCoverageManifest(j, o.coverage_manifest));
     req.selection.coverage_manifest = m;
   }
-  // Fail on an existing output before the expensive part, not after it.
-  std::error_code ec;
-  if (!o.overwrite && std::filesystem::exists(o.out, ec)) {
-    return absl::AlreadyExistsError("output directory " + o.out + " already exists; pass --overwrite to replace it");
-  }
+  RETURN_IF_ERROR(ValidateSelection(req.selection));
 
   EngineOptions eo;
   eo.model_dir = o.model;
@@ -74,9 +79,25 @@ absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostre
   eo.dtype = o.dtype;
   eo.batch_size = o.batch_size;
   eo.baseline_cache = o.baseline_cache.empty() ? DefaultBaselineCache() : std::filesystem::path(o.baseline_cache);
+  // The output rules need no model: check them before loading one.
+  RETURN_IF_ERROR(CheckOutputPath({.path = req.out_dir,
+                                   .kind = OutputKind::kDirectory,
+                                   .overwrite = req.overwrite,
+                                   .what = "output directory",
+                                   .is_ours = RecogniseSchemeOutput},
+                                  {{eo.model_dir, "the base model directory"},
+                                   {eo.calib_path, "the calibration file"},
+                                   {eo.baseline_cache, "the baseline cache"}}));
+  // Leftovers of exports that were killed before they could clean up.
+  const std::filesystem::path parent = std::filesystem::absolute(req.out_dir).lexically_normal().parent_path();
+  ASSIGN_OR_RETURN(int stale, RemoveStaleStaging(parent));
+  if (stale > 0) log << "removed " << stale << " staging director" << (stale == 1 ? "y" : "ies")
+                     << " left by interrupted exports in " << parent.string() << "\n";
+
   ProgressFn progress = StderrProgress(log);
   ASSIGN_OR_RETURN(auto engine, Engine::Create(eo, progress));
-  ASSIGN_OR_RETURN(SchemeResult r, engine->RunScheme(req, progress));
+  RETURN_IF_ERROR(engine->ValidateScheme(req));
+  ASSIGN_OR_RETURN(SchemeResult r, engine->RunScheme(req, progress, InstallInterruptHandler()));
   log << absl::StrFormat("wrote %s: %d of %d groups in FP8, effective bits %.4f (baseline %s)\n",
                          r.out_dir.string(), r.groups_quantized, r.groups_total, r.effective_bits,
                          r.baseline_reused ? "reused" : "computed");
@@ -84,6 +105,7 @@ absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostre
     nlohmann::ordered_json j;
     j["out_dir"] = r.out_dir.string();
     j["scheme"] = r.scheme;
+    j["format"] = std::string(ExportFormatName(req.format));
     j["effective_bits"] = r.effective_bits;
     j["groups_quantized"] = r.groups_quantized;
     j["groups_total"] = r.groups_total;
@@ -103,27 +125,41 @@ absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostre
 void AddQuantizeCommand(CLI::App& app, absl::Status* status) {
   auto o = std::make_shared<QuantizeOptions>();
   CLI::App* cmd = app.add_subcommand("quantize", "Produce one FP8 AutoQuant scheme checkpoint offline");
-  cmd->add_option("--model", o->model, "base checkpoint directory")->required();
-  cmd->add_option("--calib", o->calib, "calibration set (autoquant calib synth format)")->required();
-  cmd->add_option("--out", o->out, "output scheme directory")->required();
+  cmd->footer(
+      "Give exactly one selection: --coverage, --coverage-manifest or --effective-bits (--coverage 1 quantizes "
+      "every group).");
+  cmd->add_option("--model", o->model, "base checkpoint directory (never written)")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("--calib", o->calib, "calibration set (autoquant calib synth format; never written)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--out", o->out, "output scheme directory (not inside or around an input)")->required();
   cmd->add_option("--scheme", o->scheme, "scheme name (default: the output directory's name)");
-  // Mutual exclusion is checked in RunQuantize so that it exits like every other bad request.
-  cmd->add_option("--coverage", o->coverage, "fraction of enabled groups to quantize: 0.1, 10%, top10");
-  cmd->add_option("--coverage-manifest", o->coverage_manifest, "seed coverage manifest (selected_layers + dropped_layers)");
-  cmd->add_option("--disable", o->disable, "fnmatch pattern on module names; disables the whole group (repeatable)");
-  cmd->add_option("--effective-bits", o->effective_bits, "average weight bits target, searched exactly");
+  // Exactly-one is checked in RunQuantize so that it exits like every other bad request.
+  CLI::Option* coverage = cmd->add_option("--coverage", o->coverage,
+                  "fraction of enabled groups to quantize, least sensitive first: 0.1, 10%, top10; 1 = all");
+  cmd->add_option("--coverage-manifest", o->coverage_manifest,
+                  "seed coverage manifest (selected_layers + dropped_layers [+ disabled_layers])");
+  cmd->add_option("--disabled-layers,--disable", o->disabled_layers,
+                  "fnmatch pattern on module names; disables the whole group (repeatable; merged with a "
+                  "manifest's disabled_layers)");
+  cmd->add_option("--effective-bits", o->effective_bits, "average weight bits target in (0, 16), searched exactly");
   cmd->add_option("--method", o->method, "sensitivity method: gradient | kl_div");
-  cmd->add_option("--format", o->format, "export format: modelopt | compressed-tensors");
+  cmd->add_option("--format", o->format,
+                  "export format: compressed-tensors (transformers, vLLM) | modelopt (vLLM, TensorRT-LLM only)");
   cmd->add_option("--calib-steps", o->calib_steps, "calibration batches (0 = all)");
   cmd->add_option("--score-steps", o->score_steps, "scoring batches (0 = up to 128 samples)");
   cmd->add_option("--batch-size", o->batch_size, "samples per batch");
   cmd->add_option("--device", o->device, "auto | cpu | cuda");
   cmd->add_option("--dtype", o->dtype, "auto | bfloat16 | float32");
-  cmd->add_option("--baseline-cache", o->baseline_cache, "where baselines are cached (default $AUTOQUANT_CACHE/baselines)");
+  cmd->add_option("--baseline-cache", o->baseline_cache,
+                  "where baselines are cached (empty: $AUTOQUANT_CACHE/baselines, else ~/.cache/autoquant/baselines)");
   cmd->add_flag("--include-vision", o->include_vision, "also quantize the vision tower's Linears");
-  cmd->add_flag("--overwrite", o->overwrite, "replace an existing output directory");
+  cmd->add_flag("--overwrite", o->overwrite, "replace an existing output directory, if it is a scheme of ours");
   cmd->add_flag("--json", o->json, "print a JSON summary on stdout");
-  cmd->callback([o, status] { *status = RunQuantize(*o, std::cout, std::cerr); });
+  cmd->callback([o, status, coverage] {
+    o->coverage_given = coverage->count() > 0;
+    *status = RunQuantize(*o, std::cout, std::cerr);
+  });
 }
 
 }  // namespace autoquant::cli

@@ -1,8 +1,8 @@
 // `autoquant quantize`: one scheme offline, through the same Engine the
 // daemon uses.
 //   autoquant quantize --model DIR --calib FILE --out DIR [--scheme NAME]
-//     [--coverage X | --coverage-manifest FILE] [--disable PATTERN ...]
-//     [--effective-bits B] [--method gradient|kl_div] [--format modelopt|compressed-tensors]
+//     (--coverage X | --coverage-manifest FILE | --effective-bits B) [--disabled-layers PATTERN ...]
+//     [--method gradient|kl_div] [--format compressed-tensors|modelopt]
 //     [--calib-steps N] [--score-steps N] [--batch-size N] [--device auto|cpu|cuda]
 //     [--dtype auto|bfloat16|float32] [--baseline-cache DIR] [--include-vision] [--overwrite] [--json]
 // Progress goes to stderr; with --json a summary object goes to stdout.
@@ -19,9 +19,11 @@
 namespace autoquant::cli {
 
 struct QuantizeOptions {
-  std::string model, calib, out, scheme, coverage, coverage_manifest, method = "gradient",
-      format = "modelopt", device = "auto", dtype = "auto", baseline_cache;
-  std::vector<std::string> disable;
+  std::string model, calib, out, scheme, coverage_manifest, method = "gradient", format = "compressed-tensors",
+      device = "auto", dtype = "auto", baseline_cache;
+  std::string coverage;
+  bool coverage_given = false;  // also for --coverage "", which is an error, not "no coverage"
+  std::vector<std::string> disabled_layers;
   std::optional<double> effective_bits;
   int calib_steps = 0, score_steps = 0, batch_size = 1;
   bool include_vision = false, overwrite = false, json = false;

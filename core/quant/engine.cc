@@ -13,8 +13,11 @@
 #include "core/model/qwen2_5_vl/model.h"
 #include "core/model/qwen2_5_vl/weights.h"
 #include "core/quant/export.h"
+#include "core/quant/manifests.h"
+#include "core/quant/scheme_name.h"
 #include "core/quant/sensitivity.h"
 #include "core/util/hash.h"
+#include "core/util/path_guard.h"
 #include "core/util/status_macros.h"
 #include "core/util/torch_status.h"
 
@@ -42,6 +45,9 @@ struct Engine::Impl {
   torch::ScalarType dtype = torch::kFloat32;
   std::string model_fp, calib_fp;
   mutable std::mutex cache_mu;  // guards `cache`: RPC threads read it while the worker fills it
+  // Every Linear of the model, model order; fixed at Create (ValidateScheme reads it from other threads).
+  std::vector<LinearDesc> linears;
+  bool tied_head = false;
   std::map<std::string, Baseline> cache;
   int scoring_passes = 0;
   int64_t last_baseline_peak_bytes = 0;
@@ -97,6 +103,25 @@ void RaiseTo(std::atomic<int64_t>& v, int64_t x) {
   }
 }
 
+// The groups a baseline scores: ModelOpt's grouping, minus a tied head (it
+// shares its weight with the embedding, which stays in the base dtype).
+absl::StatusOr<std::vector<QuantGroup>> QuantizableGroups(const std::vector<LinearDesc>& linears,
+                                                          bool include_vision, bool tied_head) {
+  ASSIGN_OR_RETURN(std::vector<QuantGroup> groups, BuildGroups(linears, {.include_vision = include_vision}));
+  std::vector<QuantGroup> out;
+  for (auto& g : groups) {
+    if (tied_head && g.key == "lm_head.quant_recipe") continue;
+    out.push_back(std::move(g));
+  }
+  return out;
+}
+
+std::string SchemeNameFor(const SchemeRequest& r) {
+  if (!r.scheme.empty()) return r.scheme;
+  fs::path p = r.out_dir.lexically_normal();
+  return p.has_filename() ? p.filename().string() : p.parent_path().filename().string();
+}
+
 double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
 }
@@ -110,6 +135,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   if (options.batch_size < 1) return absl::InvalidArgumentError("batch size must be at least 1");
+  if (!options.baseline_cache.empty()) {
+    // The cache is written into: it must not be inside the base model or be the calibration file.
+    RETURN_IF_ERROR(CheckDisjoint(options.baseline_cache, "baseline cache",
+                                  {{options.model_dir, "the base model directory"},
+                                   {options.calib_path, "the calibration file"}}));
+  }
   Report(progress, Phase::kLoad, 0, "opening " + options.model_dir.string());
   ASSIGN_OR_RETURN(impl->base, Checkpoint::Open(options.model_dir));
   ASSIGN_OR_RETURN(impl->device, ResolveDevice(options.device));
@@ -122,6 +153,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   Sha256 ch;
   RETURN_IF_ERROR(HashFile(options.calib_path, &ch));
   impl->calib_fp = ch.HexDigest();
+  impl->tied_head = impl->model->config().tie_word_embeddings;
+  for (const auto& [name, lin] : impl->model->Linears()) {
+    impl->linears.push_back({name, lin->weight.numel(), lin->out_features(), lin->in_features()});
+  }
   Report(progress, Phase::kLoad, 1.0, "model and calibration set loaded");
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
@@ -161,16 +196,8 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
   b.key = key;
   b.inputs = in;
   b.formats = {Fp8Format(), NoneFormat()};
-  auto linears = s.model->Linears();
-  for (const auto& [name, lin] : linears) {
-    b.linears.push_back({name, lin->weight.numel(), lin->out_features(), lin->in_features()});
-  }
-  ASSIGN_OR_RETURN(std::vector<QuantGroup> groups, BuildGroups(b.linears, {.include_vision = include_vision}));
-  for (auto& g : groups) {
-    // A tied head shares its weight with the embedding, which stays in the base dtype.
-    if (s.model->config().tie_word_embeddings && g.key == "lm_head.quant_recipe") continue;
-    b.groups.push_back(std::move(g));
-  }
+  b.linears = s.linears;
+  ASSIGN_OR_RETURN(b.groups, QuantizableGroups(b.linears, include_vision, s.tied_head));
 
   RaiseTo(s.peak_seen, PeakReserved(s.device));
   ResetPeak(s.device);
@@ -199,7 +226,17 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
     b.total_weight_numel += g.weight_numel;
   }
   b.ComputeRanking();
-  if (!s.options.baseline_cache.empty()) RETURN_IF_ERROR(SaveBaseline(b, s.options.baseline_cache));
+  if (!s.options.baseline_cache.empty()) {
+    // Losing the cache costs the next process a recomputation; losing the
+    // baseline just computed would cost this one.
+    if (absl::Status saved = SaveBaseline(b, s.options.baseline_cache); !saved.ok()) {
+      if (progress) {
+        progress(ProgressEvent{Phase::kScore, 1.0,
+                               absl::StrCat("baseline not cached (", saved.message(), "); using it from memory"),
+                               /*warning=*/true});
+      }
+    }
+  }
   std::lock_guard<std::mutex> lock(s.cache_mu);
   s.cache[key] = b;
   return b;
@@ -275,12 +312,52 @@ absl::Status Engine::WarmUp() {
       "warm-up forward");
 }
 
+absl::Status Engine::ValidateScheme(const SchemeRequest& request) const {
+  const Impl& s = *impl_;
+  if (request.out_dir.empty()) return absl::InvalidArgumentError("the output directory is required");
+  const std::string scheme = SchemeNameFor(request);
+  if (absl::Status name = ValidateSchemeName(scheme); !name.ok()) {
+    return request.scheme.empty()
+               ? absl::InvalidArgumentError(absl::StrCat(name.message(), " (the scheme name defaults to the output "
+                                                         "directory's name; pass --scheme NAME)"))
+               : name;
+  }
+  RETURN_IF_ERROR(CheckOutputPath({.path = request.out_dir,
+                                   .kind = OutputKind::kDirectory,
+                                   .overwrite = request.overwrite,
+                                   .what = "output directory",
+                                   .is_ours = RecogniseSchemeOutput},
+                                  {{s.options.model_dir, "the base model directory"},
+                                   {s.options.calib_path, "the calibration file"},
+                                   {s.options.baseline_cache, "the baseline cache"}}));
+  if (request.format != ExportFormat::kModelOpt && request.format != ExportFormat::kCompressedTensors) {
+    return absl::InvalidArgumentError("unknown export format (modelopt | compressed-tensors)");
+  }
+  if (request.method != ScoreMethod::kGradient && request.method != ScoreMethod::kKlDiv) {
+    return absl::InvalidArgumentError("unknown sensitivity method (gradient | kl_div)");
+  }
+  if (request.calib_steps < 0 || request.score_steps < 0) {
+    return absl::InvalidArgumentError("calibration and scoring step counts must be >= 0 (0 = the default)");
+  }
+  ASSIGN_OR_RETURN(std::vector<QuantGroup> groups,
+                   QuantizableGroups(s.linears, request.include_vision, s.tied_head));
+  return SelectCandidates(request.selection, s.linears, groups, request.include_vision,
+                          {Fp8Format(), NoneFormat()})
+      .status();
+}
+
 absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, const ProgressFn& progress,
                                                const std::atomic<bool>* cancel) {
-  if (request.out_dir.empty()) return absl::InvalidArgumentError("the output directory is required");
+  RETURN_IF_ERROR(ValidateScheme(request));
   SchemeResult r;
   r.out_dir = request.out_dir;
-  r.scheme = request.scheme.empty() ? request.out_dir.filename().string() : request.scheme;
+  r.scheme = SchemeNameFor(request);
+  if (request.format == ExportFormat::kModelOpt && progress) {
+    progress(ProgressEvent{Phase::kLoad, 1.0,
+                           "format modelopt: for vLLM / TensorRT-LLM only; transformers cannot load it (it drops "
+                           "the FP8 scales and computes wrong logits); use --format compressed-tensors for transformers",
+                           /*warning=*/true});
+  }
   auto t0 = std::chrono::steady_clock::now();
   bool reused = false;
   ASSIGN_OR_RETURN(Baseline b, GetBaseline(request.method, request.calib_steps, request.score_steps,
@@ -300,6 +377,7 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
   eo.out_dir = request.out_dir;
   eo.format = request.format;
   eo.overwrite = request.overwrite;
+  eo.disabled_by_request = request.selection.disabled_layers;
   eo.cancel = cancel;
   eo.progress = [&](double f) { Report(progress, Phase::kExport, f); };
   ASSIGN_OR_RETURN(ExportResult exported, ExportScheme(impl_->base, b, plan, eo));

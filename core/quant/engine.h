@@ -14,12 +14,15 @@
 //
 // This header is torch-free (the daemon's gRPC code includes it). RunScheme
 // is not thread-safe: one scheme at a time per engine (the daemon's worker
-// serializes jobs). `cancel` is checked between batches, groups and shards;
-// a cancelled scheme returns Cancelled and leaves no output directory.
-// Errors: InvalidArgument for bad requests (patterns matching nothing,
-// manifests that do not partition the keys, coverage out of range),
-// OutOfRange for infeasible effective-bits targets, AlreadyExists for an
-// existing output without overwrite, ResourceExhausted for device OOM.
+// serializes jobs); ValidateScheme is, and may run while RunScheme does.
+// `cancel` is checked between batches, groups and shards; a cancelled scheme
+// returns Cancelled and leaves no output directory.
+// Errors: InvalidArgument for bad requests (scheme names, outputs that hit
+// an input, patterns matching nothing, manifests that do not partition the
+// keys, coverage out of range, not exactly one selection), OutOfRange for
+// infeasible effective-bits targets, AlreadyExists for an existing output
+// without overwrite, FailedPrecondition for an output that is not ours or not
+// writable, ResourceExhausted for device OOM.
 #pragma once
 
 #include <atomic>
@@ -47,11 +50,13 @@ struct EngineOptions {
 };
 
 struct SchemeRequest {
-  std::string scheme;  // defaults to out_dir's name
+  std::string scheme;  // defaults to out_dir's name; see scheme_name.h
   std::filesystem::path out_dir;
-  SchemeSelection selection;
+  SchemeSelection selection;  // exactly one of coverage / manifest / effective bits (plan.h)
   ScoreMethod method = ScoreMethod::kGradient;
-  ExportFormat format = ExportFormat::kModelOpt;
+  // compressed-tensors loads correctly in transformers and vLLM; modelopt is
+  // for vLLM / TensorRT-LLM only (transformers drops its scales).
+  ExportFormat format = ExportFormat::kCompressedTensors;
   int calib_steps = 0;  // batches; 0 = the whole calibration set
   int score_steps = 0;  // batches; 0 = min(set, 128 samples)
   bool include_vision = false;
@@ -65,6 +70,9 @@ struct ProgressEvent {
   Phase phase;
   double fraction = 0;  // within the phase
   std::string message;
+  // Something the user should know that does not stop the scheme (an
+  // unwritable baseline cache, a format transformers cannot load).
+  bool warning = false;
 };
 using ProgressFn = std::function<void(const ProgressEvent&)>;
 
@@ -95,8 +103,22 @@ class Engine {
                                                         const ProgressFn& progress = nullptr);
   ~Engine();
 
+  // Validates the request (ValidateScheme), computes or reuses the baseline,
+  // plans and exports.
   absl::StatusOr<SchemeResult> RunScheme(const SchemeRequest& request, const ProgressFn& progress = nullptr,
                                          const std::atomic<bool>* cancel = nullptr);
+
+  // Everything about `request` that can be checked without the baseline, so
+  // that a bad request fails in milliseconds instead of after calibration and
+  // scoring: the scheme name; the output path (never the base model, the
+  // calibration file or the baseline cache, nor inside or around them;
+  // existing only with overwrite and only if it is a scheme of ours; a
+  // writable parent); step counts; exactly one selection and its range;
+  // disabled patterns that match no Linear; a coverage manifest's keys
+  // against this model's groups (include_vision and a tied head respected);
+  // a selection that picks no group; effective-bits bounds and feasibility.
+  // Thread-safe: reads only what Create fixed. Codes as for RunScheme.
+  absl::Status ValidateScheme(const SchemeRequest& request) const;
 
   // The baseline for these settings: cached, or computed now.
   absl::StatusOr<Baseline> GetBaseline(ScoreMethod method, int calib_steps, int score_steps, bool include_vision,

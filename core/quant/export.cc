@@ -9,7 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/io/checkpoint_writer.h"
-#include "core/quant/fp8.h"
+#include "core/quant/fp8_storage.h"
+#include "core/quant/integrity.h"
 #include "core/quant/manifests.h"
 #include "core/util/file_util.h"
 #include "core/util/status_macros.h"
@@ -46,27 +47,22 @@ std::string ConfigModuleName(ExportFormat format, const std::string& ckpt_name, 
 struct QuantizedModule {
   std::string ckpt_name;  // checkpoint module name
   float input_amax = 0;
+  DType base_dtype = DType::kF32;  // the base weight's dtype: compressed-tensors stores scales in it
 };
 
-torch::Tensor ScaleTensor(const torch::Tensor& scale, ExportFormat f) {
-  torch::Tensor s = scale.to(torch::kCPU, torch::kFloat32).reshape({});
-  return f == ExportFormat::kCompressedTensors ? s.reshape({1}) : s;
-}
-
-absl::StatusOr<torch::Tensor> QuantizedWeight(const Checkpoint& base, const std::string& ckpt_name,
-                                              torch::Tensor* scale_out) {
+absl::StatusOr<StoredFp8Weight> QuantizedWeight(const Checkpoint& base, const std::string& ckpt_name,
+                                                ExportFormat format) {
   ASSIGN_OR_RETURN(torch::Tensor w, base.Get(ckpt_name + ".weight"));
-  return TorchCall([&] {
-    torch::Tensor scale = Fp8ScaleFromAmax(Amax(w));
-    if (scale_out) *scale_out = scale;
-    return QuantizeFp8(w, scale);
-  });
+  return QuantizeForExport(w, format);
 }
 
-bool BitEqual(const torch::Tensor& a, const torch::Tensor& b) {
-  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
-  if (a.numel() == 0) return true;
-  return torch::equal(a.contiguous().reshape({-1}).view(torch::kByte), b.contiguous().reshape({-1}).view(torch::kByte));
+absl::StatusOr<bool> BitEqual(const torch::Tensor& a, const torch::Tensor& b) {
+  return TorchCall([&] {
+    if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
+    if (a.numel() == 0) return true;
+    return torch::equal(a.contiguous().reshape({-1}).view(torch::kByte),
+                        b.contiguous().reshape({-1}).view(torch::kByte));
+  }, "self-check comparison");
 }
 
 // Compares the written checkpoint with the plan; returns the first disagreement.
@@ -92,27 +88,54 @@ absl::Status SelfCheck(const Checkpoint& base, const fs::path& dir,
     auto it = by_weight.find(name);
     if (it == by_weight.end()) {
       ASSIGN_OR_RETURN(torch::Tensor want, base.Get(name));
-      if (!BitEqual(got, want)) {
+      ASSIGN_OR_RETURN(bool same, BitEqual(got, want));
+      if (!same) {
         return absl::InternalError(absl::StrCat("self-check: '", name, "' differs from the base but the plan keeps it"));
       }
       continue;
     }
-    torch::Tensor scale;
-    ASSIGN_OR_RETURN(torch::Tensor want, QuantizedWeight(base, it->second->ckpt_name, &scale));
-    if (got.scalar_type() != torch::kFloat8_e4m3fn || !BitEqual(got, want)) {
+    const QuantizedModule& q = *it->second;
+    ASSIGN_OR_RETURN(StoredFp8Weight want, QuantizedWeight(base, q.ckpt_name, format));
+    ASSIGN_OR_RETURN(bool same_w, BitEqual(got, want.weight));
+    if (got.scalar_type() != torch::kFloat8_e4m3fn || !same_w) {
       return absl::InternalError(absl::StrCat("self-check: '", name, "' is not the FP8 weight the plan requires"));
     }
-    ASSIGN_OR_RETURN(torch::Tensor ws, out.Get(it->second->ckpt_name + ".weight_scale"));
-    if (!BitEqual(ws, ScaleTensor(scale, format))) {
-      return absl::InternalError(absl::StrCat("self-check: weight_scale of '", it->second->ckpt_name, "' is wrong"));
+    ASSIGN_OR_RETURN(torch::Tensor ws, out.Get(q.ckpt_name + ".weight_scale"));
+    ASSIGN_OR_RETURN(bool same_ws, BitEqual(ws, want.weight_scale));
+    if (!same_ws) {
+      return absl::InternalError(absl::StrCat("self-check: weight_scale of '", q.ckpt_name, "' is wrong"));
     }
-    ASSIGN_OR_RETURN(torch::Tensor is, out.Get(it->second->ckpt_name + ".input_scale"));
-    torch::Tensor want_is = ScaleTensor(Fp8ScaleFromAmax(torch::tensor(it->second->input_amax)), format);
-    if (!BitEqual(is, want_is)) {
-      return absl::InternalError(absl::StrCat("self-check: input_scale of '", it->second->ckpt_name, "' is wrong"));
+    ASSIGN_OR_RETURN(torch::Tensor is, out.Get(q.ckpt_name + ".input_scale"));
+    ASSIGN_OR_RETURN(torch::Tensor want_is, StoredInputScale(q.input_amax, q.base_dtype, format));
+    ASSIGN_OR_RETURN(bool same_is, BitEqual(is, want_is));
+    if (!same_is) {
+      return absl::InternalError(absl::StrCat("self-check: input_scale of '", q.ckpt_name, "' is wrong"));
     }
   }
   return absl::OkStatus();
+}
+
+// The scheme's README.md: what it is and what loads it. A modelopt scheme
+// says plainly that transformers cannot load it: transformers 5.x has no
+// modelopt quantizer and loads the raw FP8 codes without their scales.
+std::string SchemeReadme(const std::string& scheme, ExportFormat format) {
+  std::string out = absl::StrCat("# ", scheme, "\n\nAn FP8 scheme written by autoquant ", AUTOQUANT_VERSION,
+                                 " in the `", ExportFormatName(format), "` format. ",
+                                 "`layer-sensitivity/` says which groups are FP8 and why, and records the SHA-256 of "
+                                 "every tensor (`autoquant diff` verifies them).\n\n");
+  if (format == ExportFormat::kCompressedTensors) {
+    absl::StrAppend(&out,
+                    "Loads in transformers (>= 5.0, with `compressed-tensors` installed) through "
+                    "`Qwen2_5_VLForConditionalGeneration.from_pretrained`, in the checkpoint's own dtype, and in "
+                    "vLLM.\n");
+  } else {
+    absl::StrAppend(&out,
+                    "Loads in vLLM and TensorRT-LLM. **Do not load it with transformers**: transformers has no "
+                    "`modelopt` quantizer, warns \"Unknown quantization type\" and reads the FP8 codes without their "
+                    "scales, so its outputs are wrong. For transformers, export with `--format "
+                    "compressed-tensors` (the default).\n");
+  }
+  return out;
 }
 
 }  // namespace
@@ -139,7 +162,7 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
       ASSIGN_OR_RETURN(std::string ckpt, CheckpointModuleName(base, b.linears[li].name));
       layers.push_back({ConfigModuleName(options.format, ckpt, b.linears[li].name), fmt.name});
       if (fmt.name == "NONE") continue;
-      quantized[ckpt] = {ckpt, b.input_amax[fp8][li]};
+      quantized[ckpt] = {ckpt, b.input_amax[fp8][li], base.Find(ckpt + ".weight")->dtype};
     }
   }
   // Linears outside every group (the vision tower when excluded) are unquantized layers too.
@@ -164,17 +187,20 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
       tensors.push_back({{name, info->dtype, info->shape}, [&base, name] { return base.Get(name); }});
       continue;
     }
-    auto scale = std::make_shared<torch::Tensor>();
+    // The weight's producer leaves its scale here for the next tensor's.
+    auto stored = std::make_shared<StoredFp8Weight>();
+    const ExportFormat f = options.format;
     tensors.push_back({{name, DType::kF8E4M3, info->shape},
-                       [&base, module, scale] { return QuantizedWeight(base, module, scale.get()); }});
-    std::vector<int64_t> sshape = options.format == ExportFormat::kCompressedTensors ? std::vector<int64_t>{1}
-                                                                                      : std::vector<int64_t>{};
-    tensors.push_back({{module + ".weight_scale", DType::kF32, sshape},
-                       [scale, f = options.format]() -> absl::StatusOr<torch::Tensor> { return ScaleTensor(*scale, f); }});
-    float in_amax = q->second.input_amax;
-    tensors.push_back({{module + ".input_scale", DType::kF32, sshape},
-                       [in_amax, f = options.format]() -> absl::StatusOr<torch::Tensor> {
-                         return ScaleTensor(Fp8ScaleFromAmax(torch::tensor(in_amax)), f);
+                       [&base, module, stored, f]() -> absl::StatusOr<torch::Tensor> {
+                         ASSIGN_OR_RETURN(*stored, QuantizedWeight(base, module, f));
+                         return stored->weight;
+                       }});
+    const DType sdtype = ScaleDType(f, info->dtype);
+    tensors.push_back({{module + ".weight_scale", sdtype, ScaleShape(f)},
+                       [stored]() -> absl::StatusOr<torch::Tensor> { return stored->weight_scale; }});
+    tensors.push_back({{module + ".input_scale", sdtype, ScaleShape(f)},
+                       [in_amax = q->second.input_amax, base_dtype = info->dtype, f] {
+                         return StoredInputScale(in_amax, base_dtype, f);
                        }});
   }
 
@@ -195,10 +221,18 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     RETURN_IF_ERROR(WriteFileAtomic(staged.path() / "hf_quant_config.json", qc.hf_quant_config.dump(2) + "\n"));
   }
   if (base.is_directory()) RETURN_IF_ERROR(CopySideFiles(base.path(), staged.path()).status());
-  RETURN_IF_ERROR(WriteLayerSensitivity(staged.path() / "layer-sensitivity", b, plan, options.scheme));
+  RETURN_IF_ERROR(WriteFileAtomic(staged.path() / "README.md", SchemeReadme(options.scheme, options.format)));
+  SchemeRecord record;
+  record.scheme = options.scheme;
+  record.format = std::string(ExportFormatName(options.format));
+  record.disabled_by_flag = options.disabled_by_request;
+  ASSIGN_OR_RETURN(record.digests, ComputeTensorDigests(staged.path()));
+  RETURN_IF_ERROR(WriteLayerSensitivity(staged.path() / "layer-sensitivity", b, plan, record));
 
   if (options.cancel != nullptr && options.cancel->load()) return absl::CancelledError("export cancelled");
   RETURN_IF_ERROR(SelfCheck(base, staged.path(), quantized, options.format));
+  // What gets published is exactly what the manifest vouches for.
+  RETURN_IF_ERROR(VerifySchemeIntegrity(staged.path()));
   if (options.progress) options.progress(1.0);
   RETURN_IF_ERROR(staged.Commit());
   ExportResult r;

@@ -2,29 +2,33 @@
 // the scheme's plan — streaming, shard by shard, into a staged directory that
 // is renamed into place only after the self-check passed.
 //
-// Per quantized Linear <m> (FP8, per tensor):
+// Per quantized Linear <m> (FP8, per tensor; fp8_storage.h has the details):
 //   <m>.weight        float8_e4m3fn [out, in] = saturate(W / weight_scale)
-//   <m>.weight_scale  float32, weight amax / 448 (amax of the base checkpoint's W)
-//   <m>.input_scale   float32, calibrated input amax / 448
-// modelopt writes the scales 0-d, compressed-tensors as [1]. Every other
-// tensor is copied bit for bit from the base, under the base's own name.
+//   <m>.weight_scale  weight amax / 448 (amax of the base checkpoint's W)
+//   <m>.input_scale   calibrated input amax / 448
+// compressed-tensors (the default) stores the scales as [1] in the base
+// weight's dtype, modelopt as 0-d float32. Every other tensor is copied bit
+// for bit from the base, under the base's own name.
 //
 // Also written: config.json (the base's, plus quantization_config),
 // hf_quant_config.json (modelopt), the base's tokenizer/processor/generation
-// files, and layer-sensitivity/ (quant manifest, coverage manifest, search
-// state, per-layer-sensitivity.md).
+// files, README.md (format and what loads it), and layer-sensitivity/ (quant
+// manifest with the tensors' SHA-256, coverage manifest, search state,
+// per-layer-sensitivity.md).
 //
-// Self-check before publishing: the written directory is reopened and every
-// tensor compared with the plan — FP8 (bytes equal to a fresh quantization of
-// the base weight) exactly where the plan quantizes, base bytes elsewhere, no
-// tensor missing or extra. A mismatch fails the export and nothing appears
-// under the output name.
+// Before publishing: the written directory is reopened and every tensor
+// compared with the plan — FP8 (bytes equal to a fresh quantization of the
+// base weight) exactly where the plan quantizes, base bytes elsewhere, no
+// tensor missing or extra — and the digests are verified against the
+// manifest. A mismatch fails the export and nothing appears under the output
+// name. The caller checks the output path (path_guard.h) before calling.
 #pragma once
 
 #include <atomic>
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/io/checkpoint.h"
@@ -37,8 +41,9 @@ namespace autoquant {
 struct ExportOptions {
   std::string scheme;  // recorded in the manifests
   std::filesystem::path out_dir;
-  ExportFormat format = ExportFormat::kModelOpt;
+  ExportFormat format = ExportFormat::kCompressedTensors;
   bool overwrite = false;
+  std::vector<std::string> disabled_by_request;  // recorded in the manifest next to the plan's merged patterns
   uint64_t max_shard_bytes = 5ull << 30;
   const std::atomic<bool>* cancel = nullptr;
   std::function<void(double)> progress;  // fraction of the export done

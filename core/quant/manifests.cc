@@ -1,5 +1,7 @@
 #include "core/quant/manifests.h"
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -12,10 +14,54 @@ namespace fs = std::filesystem;
 using ojson = nlohmann::ordered_json;
 using json = nlohmann::json;
 
-ojson QuantManifestJson(const Baseline& b, const Plan& p, const std::string& scheme) {
+namespace {
+
+// The selection and the rules that turned it into the plan, in words a
+// reader can check the groups against.
+ojson SelectionJson(const Plan& p, const SchemeRecord& r) {
   ojson j;
-  j["scheme"] = scheme;
+  std::vector<std::string> rules;
+  if (p.coverage) {
+    j["kind"] = "coverage";
+    j["coverage"] = *p.coverage;
+    rules.push_back(
+        "coverage X: the n = floor(X * N + 0.5) least-sensitive enabled groups (sensitivity_ranking order, "
+        "N = enabled groups) get the most aggressive format, the rest stay in the base dtype");
+  } else if (p.target_bits) {
+    j["kind"] = "effective_bits";
+    j["effective_bits"] = *p.target_bits;
+    rules.push_back(
+        "effective_bits B: exact search over the enabled groups' formats for the least total score with "
+        "average weight bits <= B");
+  } else {
+    j["kind"] = "coverage_manifest";
+    rules.push_back(
+        "coverage manifest: its selected_layers, minus disabled groups, get the most aggressive format; it must "
+        "partition the group keys");
+  }
+  std::vector<std::string> from_manifest;
+  for (const auto& pat : p.disabled_layers) {
+    if (std::find(r.disabled_by_flag.begin(), r.disabled_by_flag.end(), pat) == r.disabled_by_flag.end()) {
+      from_manifest.push_back(pat);
+    }
+  }
+  j["disabled_layers"] = p.disabled_layers;
+  j["disabled_layers_sources"] = {{"request", r.disabled_by_flag}, {"coverage_manifest", from_manifest}};
+  rules.push_back(
+      "disabled_layers: fnmatch patterns matched against every member Linear's module name, relative to the "
+      "inner model and full; a match on any member disables the whole group (ModelOpt's rule); the request's "
+      "patterns and the coverage manifest's are merged");
+  j["rules"] = rules;
+  return j;
+}
+
+}  // namespace
+
+ojson QuantManifestJson(const Baseline& b, const Plan& p, const SchemeRecord& r) {
+  ojson j;
+  j["scheme"] = r.scheme;
   j["producer"] = {{"name", "autoquant"}, {"version", AUTOQUANT_VERSION}};
+  j["format"] = r.format;
   j["baseline_key"] = b.key;
   j["method"] = ScoreMethodName(b.inputs.method);
   j["formats"] = ojson::array();
@@ -24,6 +70,7 @@ ojson QuantManifestJson(const Baseline& b, const Plan& p, const std::string& sch
   j["constraints"] = ojson::object();
   if (p.target_bits) j["constraints"]["effective_bits"] = *p.target_bits;
   if (p.coverage) j["coverage"] = *p.coverage;
+  j["selection"] = SelectionJson(p, r);
   j["num_groups"] = b.groups.size();
   j["num_quantized"] = p.num_quantized(b);
   j["total_weight_numel"] = b.total_weight_numel;
@@ -41,9 +88,11 @@ ojson QuantManifestJson(const Baseline& b, const Plan& p, const std::string& sch
                                {"scores", scores},
                                {"costs", costs},
                                {"chosen", b.formats[p.format[g]].name},
-                               {"disabled", bool(p.disabled[g])}};
+                               {"disabled", bool(p.disabled[g])},
+                               {"disabled_by", p.disabled_by.empty() ? std::vector<std::string>{} : p.disabled_by[g]}};
   }
   j["groups"] = groups;
+  j["integrity"] = IntegrityJson(r.digests);
   return j;
 }
 
@@ -99,11 +148,12 @@ std::string SensitivityMarkdown(const Baseline& b, const Plan& p, const std::str
   return out;
 }
 
-absl::Status WriteLayerSensitivity(const fs::path& dir, const Baseline& b, const Plan& p, const std::string& scheme) {
+absl::Status WriteLayerSensitivity(const fs::path& dir, const Baseline& b, const Plan& p, const SchemeRecord& r) {
+  const std::string& scheme = r.scheme;
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return ErrnoStatus(ec.value(), "cannot create", dir);
-  RETURN_IF_ERROR(WriteFileAtomic(dir / (scheme + "_quant_manifest.json"), QuantManifestJson(b, p, scheme).dump(2) + "\n"));
+  RETURN_IF_ERROR(WriteFileAtomic(dir / (scheme + "_quant_manifest.json"), QuantManifestJson(b, p, r).dump(2) + "\n"));
   RETURN_IF_ERROR(WriteFileAtomic(dir / (scheme + "_coverage_from_baseline.json"),
                                   CoverageManifestJson(b, p, scheme).dump(2) + "\n"));
   RETURN_IF_ERROR(WriteFileAtomic(dir / (scheme + "_search_state.json"), SearchStateJson(b, p).dump(2) + "\n"));
@@ -116,7 +166,11 @@ absl::StatusOr<SchemeManifest> ReadSchemeManifest(const fs::path& scheme_dir) {
   fs::path found;
   if (fs::is_directory(dir, ec)) {
     for (const auto& e : fs::directory_iterator(dir, ec)) {
-      if (absl::EndsWith(e.path().filename().string(), "_quant_manifest.json")) found = e.path();
+      if (!absl::EndsWith(e.path().filename().string(), "_quant_manifest.json")) continue;
+      if (!found.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(dir.string(), " holds more than one *_quant_manifest.json"));
+      }
+      found = e.path();
     }
   }
   if (found.empty()) {
@@ -128,15 +182,37 @@ absl::StatusOr<SchemeManifest> ReadSchemeManifest(const fs::path& scheme_dir) {
   SchemeManifest m;
   try {
     m.scheme = j.value("scheme", "");
+    if (j.contains("producer") && j["producer"].is_object()) m.producer = j["producer"].value("name", "");
     m.baseline_key = j.value("baseline_key", "");
     m.effective_bits = j.value("effective_bits", 16.0);
     for (const auto& [key, g] : j.at("groups").items()) {
       m.groups[key] = {g.at("chosen").get<std::string>(), g.at("modules").get<std::vector<std::string>>()};
     }
+    if (j.contains("integrity")) {
+      const auto& in = j.at("integrity");
+      if (in.at("algorithm").get<std::string>() != "sha256") {
+        return absl::InvalidArgumentError(absl::StrCat(found.string(), ": unknown integrity algorithm"));
+      }
+      TensorDigests d;
+      for (const auto& [name, t] : in.at("tensors").items()) {
+        d[name] = {t.at("file").get<std::string>(), t.at("sha256").get<std::string>()};
+      }
+      m.integrity = std::move(d);
+    }
   } catch (const json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(found.string(), ": malformed quant manifest: ", e.what()));
   }
   return m;
+}
+
+absl::Status RecogniseSchemeOutput(const fs::path& dir) {
+  auto m = ReadSchemeManifest(dir);
+  if (!m.ok()) return m.status();
+  if (m->producer != "autoquant") {
+    return absl::FailedPreconditionError(absl::StrCat("its quant manifest names producer '", m->producer,
+                                                      "', not autoquant"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace autoquant

@@ -1,5 +1,6 @@
 #include "core/quant/plan.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
@@ -24,8 +25,9 @@ size_t Plan::num_quantized(const Baseline& b) const {
 
 absl::StatusOr<CoverageManifest> ParseCoverageManifest(const json& j, absl::string_view source) {
   CoverageManifest m;
-  auto read = [&](const char* key, std::vector<std::string>* out) -> absl::Status {
+  auto read = [&](const char* key, bool required, std::vector<std::string>* out) -> absl::Status {
     auto it = j.find(key);
+    if (it == j.end() && !required) return absl::OkStatus();
     if (it == j.end() || !it->is_array()) {
       return absl::InvalidArgumentError(absl::StrCat(source, ": coverage manifest has no '", key, "' list"));
     }
@@ -36,8 +38,9 @@ absl::StatusOr<CoverageManifest> ParseCoverageManifest(const json& j, absl::stri
     return absl::OkStatus();
   };
   if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(source, ": coverage manifest is not an object"));
-  RETURN_IF_ERROR(read("selected_layers", &m.selected_layers));
-  RETURN_IF_ERROR(read("dropped_layers", &m.dropped_layers));
+  RETURN_IF_ERROR(read("selected_layers", true, &m.selected_layers));
+  RETURN_IF_ERROR(read("dropped_layers", true, &m.dropped_layers));
+  RETURN_IF_ERROR(read("disabled_layers", false, &m.disabled_layers));
   return m;
 }
 
@@ -70,58 +73,166 @@ absl::Status ValidatePartition(const CoverageManifest& m, const std::vector<std:
   return absl::InvalidArgumentError(msg);
 }
 
+namespace {
+
+constexpr char kCoverageForms[] =
+    "a coverage is a fraction in (0, 1] (0.1; 1 quantizes every group), topXX or XX% with XX in (0, 100]";
+
+}  // namespace
+
 absl::StatusOr<double> ParseCoverage(absl::string_view text) {
   std::string lower = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
   absl::string_view t = lower;
-  bool percent = false;
-  if (absl::ConsumePrefix(&t, "top")) percent = true;
-  if (absl::ConsumeSuffix(&t, "%")) percent = true;
+  const bool top = absl::ConsumePrefix(&t, "top");
+  const bool percent = absl::ConsumeSuffix(&t, "%");
   double v = 0;
-  if (!absl::SimpleAtod(t, &v) || !std::isfinite(v)) {
-    return absl::InvalidArgumentError(absl::StrCat("coverage '", text, "' is not a number (e.g. 0.1, 10%, top10)"));
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("coverage '", text, "' ", why, ": ", kCoverageForms));
+  };
+  // SimpleAtod also reads "nan", "inf" and hex floats; only plain decimals are a coverage.
+  if (t.empty() || t.find_first_not_of("0123456789.") != absl::string_view::npos || !absl::SimpleAtod(t, &v) ||
+      !std::isfinite(v)) {
+    return bad("is not a number in an accepted form");
   }
-  if (percent || v > 1) v /= 100.0;
-  if (v < 0 || v > 1) return absl::InvalidArgumentError(absl::StrCat("coverage '", text, "' is outside 0..100%"));
+  if (top && percent) return bad("mixes topXX and XX%");
+  if (top || percent) {
+    if (!(v > 0 && v <= 100)) return bad("is outside (0, 100]");
+    return v / 100.0;
+  }
+  if (!(v > 0 && v <= 1)) {
+    return bad(v > 1 ? "is a bare number above 1 (write XX% or topXX for a percentage)" : "is not above 0");
+  }
   return v;
+}
+
+absl::Status ValidateSelection(const SchemeSelection& s) {
+  const int given = int(s.coverage.has_value()) + int(s.coverage_manifest.has_value()) +
+                    int(s.effective_bits.has_value());
+  if (given != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        given == 0 ? "no selection given" : "more than one selection given",
+        ": give exactly one of a coverage (--coverage 0.1 | top10 | 10%; --coverage 1 quantizes every group), "
+        "a coverage manifest (--coverage-manifest FILE) or an effective-bits target (--effective-bits B)"));
+  }
+  if (s.coverage && !(*s.coverage > 0 && *s.coverage <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("coverage ", *s.coverage, " is outside (0, 1]: ", kCoverageForms));
+  }
+  if (s.effective_bits && !(*s.effective_bits > 0 && *s.effective_bits < 16)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "effective bits ", *s.effective_bits,
+        " is outside (0, 16): the target is the average weight bits, below the base's 16"));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::string> EffectiveDisabledLayers(const SchemeSelection& s) {
+  std::vector<std::string> out;
+  auto add = [&](const std::vector<std::string>& v) {
+    for (const auto& p : v) {
+      if (std::find(out.begin(), out.end(), p) == out.end()) out.push_back(p);
+    }
+  };
+  add(s.disabled_layers);
+  if (s.coverage_manifest) add(s.coverage_manifest->disabled_layers);
+  return out;
+}
+
+namespace {
+
+// 16 x the least total cost any plan over these candidates can have / total numel.
+double MinAchievableBits(const std::vector<QuantGroup>& groups, const std::vector<bool>& candidate,
+                         const std::vector<QuantFormat>& formats) {
+  double min_cost = 0, total = 0;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    double m = Baseline::Cost(groups[g].weight_numel, formats.back());
+    if (candidate[g]) {
+      for (const auto& f : formats) m = std::min(m, Baseline::Cost(groups[g].weight_numel, f));
+    }
+    min_cost += m;
+    total += double(groups[g].weight_numel);
+  }
+  return total > 0 ? 16.0 * min_cost / total : 16.0;
+}
+
+}  // namespace
+
+absl::StatusOr<Candidates> SelectCandidates(const SchemeSelection& s, const std::vector<LinearDesc>& linears,
+                                            const std::vector<QuantGroup>& groups, bool include_vision,
+                                            const std::vector<QuantFormat>& formats) {
+  RETURN_IF_ERROR(ValidateSelection(s));
+  const size_t n = groups.size();
+  Candidates c;
+  c.disabled.assign(n, false);
+  c.disabled_by.assign(n, {});
+  c.candidate.assign(n, true);
+  const std::vector<std::string> patterns = EffectiveDisabledLayers(s);
+  if (!patterns.empty()) {
+    // ModelOpt's whole-group rule, on every Linear of the model.
+    ASSIGN_OR_RETURN(auto grouped, BuildGroups(linears, {.include_vision = include_vision, .disabled_layers = patterns}));
+    std::map<std::string, const QuantGroup*> by_key;
+    for (const auto& g : grouped) by_key[g.key] = &g;
+    for (size_t g = 0; g < n; ++g) {
+      auto it = by_key.find(groups[g].key);
+      if (it == by_key.end()) continue;
+      c.disabled[g] = it->second->disabled;
+      c.disabled_by[g] = it->second->disabled_by;
+    }
+  }
+  if (s.coverage_manifest) {
+    std::vector<std::string> keys;
+    for (const auto& g : groups) keys.push_back(g.key);
+    RETURN_IF_ERROR(ValidatePartition(*s.coverage_manifest, keys));
+    std::set<std::string> selected(s.coverage_manifest->selected_layers.begin(),
+                                   s.coverage_manifest->selected_layers.end());
+    for (size_t g = 0; g < n; ++g) c.candidate[g] = selected.count(groups[g].key) > 0;
+  }
+  size_t candidates = 0;
+  for (size_t g = 0; g < n; ++g) {
+    c.enabled += c.disabled[g] ? 0 : 1;
+    c.candidate[g] = c.candidate[g] && !c.disabled[g];
+    candidates += c.candidate[g] ? 1 : 0;
+  }
+  if (candidates == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the selection leaves no group to quantize (", n - c.enabled, " of ", n, " groups disabled by ",
+        patterns.empty() ? "no pattern" : absl::StrCat("disabled_layers [", absl::StrJoin(patterns, ", "), "]"),
+        s.coverage_manifest ? ", the rest not selected by the coverage manifest" : "", ")"));
+  }
+  if (s.coverage) {
+    const size_t take = static_cast<size_t>(std::floor(*s.coverage * double(candidates) + 0.5));
+    if (take == 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "coverage %g selects no group: %d groups are enabled and floor(%g x %d + 0.5) = 0; the smallest "
+          "coverage that selects one is %g",
+          *s.coverage, candidates, *s.coverage, candidates, 0.5 / double(candidates)));
+    }
+  }
+  if (s.effective_bits) {
+    const double min_bits = MinAchievableBits(groups, c.candidate, formats);
+    if (*s.effective_bits < min_bits - 1e-12) {
+      return absl::OutOfRangeError(absl::StrFormat(
+          "effective bits %.4g is infeasible: with these candidates the minimum achievable is %.4f bits",
+          *s.effective_bits, min_bits));
+    }
+  }
+  return c;
 }
 
 absl::StatusOr<Plan> MakePlan(const Baseline& b, const SchemeSelection& s) {
   const size_t n = b.groups.size();
-  if (s.coverage && s.coverage_manifest) {
-    return absl::InvalidArgumentError("give either a coverage or a coverage manifest, not both");
-  }
+  ASSIGN_OR_RETURN(Candidates c, SelectCandidates(s, b.linears, b.groups, b.inputs.include_vision, b.formats));
   Plan p;
   p.coverage = s.coverage;
   p.target_bits = s.effective_bits;
-  p.disabled.assign(n, false);
-  p.candidate.assign(n, true);
-
-  // disabled_layers, with ModelOpt's whole-group rule, on the baseline's Linears.
-  if (!s.disabled_layers.empty()) {
-    ASSIGN_OR_RETURN(auto grouped, BuildGroups(b.linears, {.include_vision = b.inputs.include_vision,
-                                                           .disabled_layers = s.disabled_layers}));
-    std::map<std::string, bool> by_key;
-    for (const auto& g : grouped) by_key[g.key] = g.disabled;
-    for (size_t g = 0; g < n; ++g) p.disabled[g] = by_key[b.groups[g].key];
-  }
-
-  if (s.coverage_manifest) {
-    std::vector<std::string> keys;
-    for (const auto& g : b.groups) keys.push_back(g.key);
-    RETURN_IF_ERROR(ValidatePartition(*s.coverage_manifest, keys));
-    std::set<std::string> selected(s.coverage_manifest->selected_layers.begin(),
-                                   s.coverage_manifest->selected_layers.end());
-    for (size_t g = 0; g < n; ++g) p.candidate[g] = selected.count(b.groups[g].key) > 0;
-  }
-  for (size_t g = 0; g < n; ++g) p.candidate[g] = p.candidate[g] && !p.disabled[g];
+  p.disabled = c.disabled;
+  p.disabled_by = c.disabled_by;
+  p.disabled_layers = EffectiveDisabledLayers(s);
+  p.candidate = c.candidate;
 
   if (s.coverage) {
-    if (!(*s.coverage >= 0 && *s.coverage <= 1)) {
-      return absl::InvalidArgumentError(absl::StrCat("coverage ", *s.coverage, " is outside [0, 1]"));
-    }
-    size_t enabled = 0;
-    for (size_t g = 0; g < n; ++g) enabled += p.candidate[g] ? 1 : 0;
-    size_t take = static_cast<size_t>(std::floor(*s.coverage * double(enabled) + 0.5));
+    size_t candidates = 0;
+    for (size_t g = 0; g < n; ++g) candidates += p.candidate[g] ? 1 : 0;
+    size_t take = static_cast<size_t>(std::floor(*s.coverage * double(candidates) + 0.5));
     std::vector<bool> keep(n, false);
     for (size_t r : b.ranking) {
       if (take == 0) break;
@@ -136,35 +247,19 @@ absl::StatusOr<Plan> MakePlan(const Baseline& b, const SchemeSelection& s) {
   const size_t none = b.formats.size() - 1;
   p.format.assign(n, none);
   if (s.effective_bits) {
-    double eb = *s.effective_bits;
-    if (!(eb > 0 && eb <= 16)) {
-      return absl::InvalidArgumentError(absl::StrCat("effective bits ", eb, " is outside (0, 16]"));
-    }
     std::vector<SearchGroup> groups(n);
     for (size_t g = 0; g < n; ++g) {
       for (size_t f = 0; f < b.formats.size(); ++f) {
         if (f == none || p.candidate[g]) groups[g].candidates.push_back({b.scores[g][f], b.costs[g][f]});
       }
     }
-    double budget = double(b.total_weight_numel) * eb / 16.0;
-    auto r = SolveExact(groups, budget);
-    if (r.status().code() == absl::StatusCode::kOutOfRange) {
-      double min_cost = 0;
-      for (const auto& g : groups) {
-        double m = g.candidates[0].cost;
-        for (const auto& c : g.candidates) m = std::min(m, c.cost);
-        min_cost += m;
-      }
-      return absl::OutOfRangeError(absl::StrFormat(
-          "effective bits %.4g is infeasible: with these candidates the minimum achievable is %.4f bits",
-          eb, 16.0 * min_cost / double(b.total_weight_numel)));
-    }
-    RETURN_IF_ERROR(r.status());
+    double budget = double(b.total_weight_numel) * *s.effective_bits / 16.0;
+    ASSIGN_OR_RETURN(SearchResult r, SolveExact(groups, budget));
     for (size_t g = 0; g < n; ++g) {
       // Non-candidates have NONE as their only choice.
-      p.format[g] = p.candidate[g] ? static_cast<size_t>(r->choice[g]) : none;
+      p.format[g] = p.candidate[g] ? static_cast<size_t>(r.choice[g]) : none;
     }
-    p.search = *r;
+    p.search = r;
   } else {
     for (size_t g = 0; g < n; ++g) {
       if (p.candidate[g]) p.format[g] = 0;  // most aggressive format first
@@ -177,6 +272,9 @@ absl::StatusOr<Plan> MakePlan(const Baseline& b, const SchemeSelection& s) {
     p.total_score += b.scores[g][p.format[g]];
   }
   p.effective_bits = 16.0 * cost / double(b.total_weight_numel);
+  if (p.num_quantized(b) == 0) {
+    return absl::InternalError("the plan quantizes no group although the selection admits some");
+  }
   return p;
 }
 

@@ -2,15 +2,25 @@
 // and the scheme's selection (coverage, a coverage manifest, disabled_layers,
 // an effective-bits target).
 //
-// Coverage X (a fraction in [0, 1], "topXX" = XX/100) quantizes the
-// n = floor(X * N + 0.5) least-sensitive *enabled* groups by the baseline
-// ranking (N = enabled groups; halves round up), and keeps the rest in the
-// base dtype. A coverage manifest (seed format: selected_layers +
-// dropped_layers) must partition the baseline's group keys exactly; its
-// selected groups are the candidates. disabled_layers remove groups from the
-// candidates in either case. With an effective-bits target, the exact search
-// picks formats among the candidates (others are NONE); without one, every
-// candidate gets the most aggressive format.
+// A selection is exactly one of:
+//   - coverage X in (0, 1] (spelled 0.1, "top10" or "10%"; 1 = every group):
+//     the n = floor(X * N + 0.5) least-sensitive *enabled* groups by the
+//     baseline ranking (N = enabled groups; halves round up) get the most
+//     aggressive format, the rest stay in the base dtype;
+//   - a coverage manifest (seed format: selected_layers + dropped_layers,
+//     optionally disabled_layers) that partitions the baseline's group keys
+//     exactly: its selected, enabled groups get the most aggressive format;
+//   - an effective-bits target B in (0, 16]: the exact search picks a format
+//     per enabled group so that the average weight bits are <= B with the
+//     least total score.
+// Combinations are refused rather than given a meaning a user has to guess
+// (a manifest plus a target, for instance, could mean "at most" or "exactly").
+// No selection is refused too: quantizing everything is spelled coverage 1.
+//
+// disabled_layers combine with any selection: the request's patterns and the
+// coverage manifest's own disabled_layers are merged (same fnmatch rule, see
+// groups.h) and remove groups from the candidates. A pattern that matches no
+// Linear is an error.
 //
 // Torch-free.
 #pragma once
@@ -29,9 +39,12 @@ namespace autoquant {
 struct CoverageManifest {
   std::vector<std::string> selected_layers;
   std::vector<std::string> dropped_layers;
+  std::vector<std::string> disabled_layers;  // optional in the file; merged with the request's
 };
 
-// Accepts the seed manifests' shape: {"selected_layers": [...], "dropped_layers": [...], ...}.
+// Accepts the seed manifests' shape: {"selected_layers": [...], "dropped_layers": [...],
+// optionally "disabled_layers": [...], anything else ignored}. InvalidArgument when a
+// list is missing or holds a non-string.
 absl::StatusOr<CoverageManifest> ParseCoverageManifest(const nlohmann::json& j, absl::string_view source);
 
 // InvalidArgument listing missing, extra and duplicated keys unless the
@@ -39,18 +52,48 @@ absl::StatusOr<CoverageManifest> ParseCoverageManifest(const nlohmann::json& j, 
 absl::Status ValidatePartition(const CoverageManifest& m, const std::vector<std::string>& keys);
 
 struct SchemeSelection {
-  std::optional<double> coverage;  // [0, 1]
+  std::optional<double> coverage;  // (0, 1]
   std::optional<CoverageManifest> coverage_manifest;
-  std::vector<std::string> disabled_layers;
-  std::optional<double> effective_bits;
+  std::vector<std::string> disabled_layers;  // fnmatch patterns (ModelOpt's disabled_layers)
+  std::optional<double> effective_bits;      // (0, 16]
 };
 
-// Parses "top10", "10%", "0.1", "10" (>1 means percent).
+// Parses a coverage: a fraction in (0, 1] ("0.1", "1"), "topXX" or "XX%" with
+// XX in (0, 100]. A bare number above 1, an empty string, NaN or anything else
+// is InvalidArgument naming the accepted forms.
 absl::StatusOr<double> ParseCoverage(absl::string_view text);
+
+// The exactly-one rule and the value ranges: InvalidArgument otherwise.
+absl::Status ValidateSelection(const SchemeSelection& s);
+
+// The request's disabled_layers followed by the coverage manifest's (without
+// repeats): the patterns a scheme applies.
+std::vector<std::string> EffectiveDisabledLayers(const SchemeSelection& s);
+
+// Which groups a selection may quantize, before any score is known.
+struct Candidates {
+  std::vector<bool> disabled;                      // per group, by the merged patterns
+  std::vector<std::vector<std::string>> disabled_by;  // per group: patterns that matched a member
+  std::vector<bool> candidate;                     // per group: enabled and (manifest) selected
+  size_t enabled = 0;                              // groups not disabled
+};
+
+// Everything about a selection that the model's Linears and groups decide,
+// no baseline needed: ValidateSelection, patterns that match nothing, a
+// manifest that does not partition `groups`' keys, a selection that picks no
+// group (InvalidArgument); an infeasible effective-bits target (OutOfRange,
+// stating the minimum achievable bits, which depends only on costs).
+// `groups` are the quantizable groups (a baseline's); `formats` the
+// candidate formats with NONE last.
+absl::StatusOr<Candidates> SelectCandidates(const SchemeSelection& s, const std::vector<LinearDesc>& linears,
+                                            const std::vector<QuantGroup>& groups, bool include_vision,
+                                            const std::vector<QuantFormat>& formats);
 
 struct Plan {
   std::vector<size_t> format;      // per baseline group: index into baseline.formats
   std::vector<bool> disabled;      // per group: by disabled_layers
+  std::vector<std::vector<std::string>> disabled_by;  // per group: the patterns that disabled it
+  std::vector<std::string> disabled_layers;  // the merged patterns applied (EffectiveDisabledLayers)
   std::vector<bool> candidate;     // per group: allowed to be quantized
   double effective_bits = 16;
   double total_score = 0;
@@ -62,10 +105,7 @@ struct Plan {
   size_t num_quantized(const Baseline& b) const;
 };
 
-// InvalidArgument for contradictory or malformed selections (both coverage
-// and a manifest, coverage outside [0,1], a manifest that does not partition
-// the keys, a disabled pattern matching nothing); OutOfRange for an
-// infeasible effective-bits target (stating the minimum achievable bits).
+// SelectCandidates' errors, then the plan. Never quantizes zero groups.
 absl::StatusOr<Plan> MakePlan(const Baseline& b, const SchemeSelection& s);
 
 // The coverage manifest a plan implies: quantized groups selected, the rest dropped.

@@ -6,12 +6,18 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <random>
+#include <regex>
 #include <vector>
 
 #include "absl/strings/string_view.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "core/util/status_macros.h"
 
 namespace autoquant {
@@ -110,6 +116,71 @@ absl::Status WriteFileAtomic(const fs::path& path, absl::string_view data) {
   return FsyncDir(path.parent_path());
 }
 
+namespace {
+
+// Who owns a staging directory: enough to tell, after a crash, whether that
+// process still runs (a pid alone may have been reused by another process).
+struct StagingOwner {
+  long pid = 0;
+  std::string start_time;  // /proc/<pid>/stat field 22, clock ticks since boot
+  std::string boot_id;
+};
+
+std::string BootId() {
+  auto id = ReadFile("/proc/sys/kernel/random/boot_id");
+  return id.ok() ? std::string(absl::StripAsciiWhitespace(*id)) : "";
+}
+
+// Field 22 of /proc/<pid>/stat; empty if the process does not exist. The
+// command name (field 2) may hold spaces and parentheses, so fields are
+// counted from the last ')'.
+std::string ProcessStartTime(long pid) {
+  auto stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
+  if (!stat.ok()) return "";
+  size_t close = stat->rfind(')');
+  if (close == std::string::npos) return "";
+  std::vector<std::string> fields = absl::StrSplit(stat->substr(close + 1), ' ', absl::SkipEmpty());
+  // fields[0] is field 3 (state); field 22 is fields[19].
+  return fields.size() > 19 ? fields[19] : "";
+}
+
+std::string MarkerText(const StagingOwner& o) {
+  return absl::StrCat("pid ", o.pid, "\nstart ", o.start_time, "\nboot ", o.boot_id, "\n");
+}
+
+std::optional<StagingOwner> ParseMarker(const std::string& text) {
+  StagingOwner o;
+  bool has_pid = false;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(line, absl::MaxSplits(' ', 1));
+    if (kv.first == "pid") has_pid = absl::SimpleAtoi(kv.second, &o.pid);
+    if (kv.first == "start") o.start_time = kv.second;
+    if (kv.first == "boot") o.boot_id = kv.second;
+  }
+  if (!has_pid || o.pid <= 0 || o.start_time.empty()) return std::nullopt;
+  return o;
+}
+
+absl::Status WriteMarker(const fs::path& dir) {
+  StagingOwner me{static_cast<long>(::getpid()), ProcessStartTime(::getpid()), BootId()};
+  return WriteFileAtomic(dir / kStagingMarker, MarkerText(me));
+}
+
+bool OwnerAlive(const StagingOwner& o) {
+  const std::string boot = BootId();
+  if (!boot.empty() && !o.boot_id.empty() && boot != o.boot_id) return false;  // rebooted since
+  if (boot.empty() && !fs::exists("/proc/self/stat")) return true;  // no /proc: cannot tell, keep it
+  return ProcessStartTime(o.pid) == o.start_time;
+}
+
+// ".NAME.tmp-XXXXXX", as TempSiblingPath names them.
+bool IsStagingName(const std::string& name) {
+  static const std::regex kName(R"(^\..+\.tmp-[0-9a-f]{6}$)");
+  return std::regex_match(name, kName);
+}
+
+}  // namespace
+
 absl::StatusOr<StagedDir> StagedDir::Create(const fs::path& target, bool overwrite) {
   std::error_code ec;
   if (!overwrite && fs::exists(target, ec)) {
@@ -123,7 +194,9 @@ absl::StatusOr<StagedDir> StagedDir::Create(const fs::path& target, bool overwri
   }
   fs::path staging = TempSiblingPath(target);
   if (::mkdir(staging.c_str(), 0755) != 0) return ErrnoStatus(errno, "cannot create", staging);
-  return StagedDir(staging, target, overwrite);
+  StagedDir out(staging, target, overwrite);
+  RETURN_IF_ERROR(WriteMarker(staging));
+  return out;
 }
 
 StagedDir::StagedDir(StagedDir&& other) noexcept
@@ -136,6 +209,7 @@ StagedDir::StagedDir(StagedDir&& other) noexcept
 
 StagedDir::~StagedDir() {
   if (done_) return;
+  // A failure here leaves the marked directory for RemoveStaleStaging.
   std::error_code ec;
   fs::remove_all(staging_, ec);
 }
@@ -154,16 +228,64 @@ absl::Status StagedDir::Commit() {
     if (::rename(target_.c_str(), aside.c_str()) != 0) {
       return ErrnoStatus(errno, "cannot move aside", target_);
     }
+    // If we die before removing it, RemoveStaleStaging finds it by this marker.
+    if (absl::Status s = WriteMarker(aside); !s.ok()) {
+      return RestoreAside(aside, absl::InternalError(absl::StrCat("cannot mark ", aside.string(), ": ", s.message())));
+    }
   }
   if (::rename(staging_.c_str(), target_.c_str()) != 0) {
     int err = errno;
-    if (!aside.empty()) ::rename(aside.c_str(), target_.c_str());
-    return ErrnoStatus(err, "cannot rename into place", target_);
+    return RestoreAside(aside, ErrnoStatus(err, "cannot rename into place", target_));
   }
   done_ = true;
+  // The marker made sense only while staged; a leftover inside a published
+  // output is harmless, so a failure to remove it is not worth failing for.
+  ::unlink((target_ / kStagingMarker).c_str());
   RETURN_IF_ERROR(FsyncDir(target_.parent_path()));
-  if (!aside.empty()) fs::remove_all(aside, ec);
+  if (!aside.empty()) {
+    fs::remove_all(aside, ec);
+    if (ec) {
+      return absl::InternalError(absl::StrCat("the new ", target_.string(),
+                                              " is in place, but its previous version, moved aside to ",
+                                              aside.string(), ", could not be removed: ", ec.message(),
+                                              "; remove it by hand"));
+    }
+  }
   return absl::OkStatus();
+}
+
+absl::Status StagedDir::RestoreAside(const fs::path& aside, absl::Status failure) {
+  if (aside.empty()) return failure;
+  if (::rename(aside.c_str(), target_.c_str()) != 0) {
+    return absl::Status(failure.code(), absl::StrCat(failure.message(), "; restoring the previous ",
+                                                     target_.string(), " also failed (", std::strerror(errno),
+                                                     "): it is at ", aside.string()));
+  }
+  ::unlink((target_ / kStagingMarker).c_str());
+  return failure;
+}
+
+absl::StatusOr<int> RemoveStaleStaging(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return 0;
+  int removed = 0;
+  fs::directory_iterator it(dir, ec);
+  if (ec) return ErrnoStatus(ec.value(), "cannot list", dir);
+  for (; it != fs::directory_iterator(); it.increment(ec)) {
+    const fs::path p = it->path();
+    if (!IsStagingName(p.filename().string())) continue;
+    std::error_code sec;
+    if (!fs::is_directory(fs::symlink_status(p, sec))) continue;  // never follow a symlink out
+    auto text = ReadFile(p / kStagingMarker);
+    if (!text.ok()) continue;  // not ours
+    std::optional<StagingOwner> owner = ParseMarker(*text);
+    if (!owner || OwnerAlive(*owner)) continue;
+    fs::remove_all(p, sec);
+    if (sec) return ErrnoStatus(sec.value(), "cannot remove stale staging directory", p);
+    ++removed;
+  }
+  if (ec) return ErrnoStatus(ec.value(), "cannot list", dir);
+  return removed;
 }
 
 }  // namespace autoquant

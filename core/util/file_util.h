@@ -39,9 +39,16 @@ std::filesystem::path TempSiblingPath(const std::filesystem::path& target);
 // `target`. Destroyed without Commit(), it removes the temporary directory, so
 // nothing half-written ever appears under the final name.
 //
+// A process killed mid-export (SIGKILL, a crash, power loss) cannot run the
+// destructor, so the staging directory carries a marker naming its owner
+// (pid, the process's start time and the boot id: a reused pid is not
+// mistaken for the owner); RemoveStaleStaging later removes it.
+//
 // Commit() fails with AlreadyExists if `target` exists and overwrite is false.
-// With overwrite, the old directory is moved aside first and removed after the
-// new one is in place. Not thread-safe.
+// With overwrite, the old directory is moved aside first (marked like a
+// staging directory) and removed after the new one is in place; if that
+// removal fails, Commit() returns the error although the new directory is in
+// place, so that the leftover is reported, not silently kept. Not thread-safe.
 class StagedDir {
  public:
   static absl::StatusOr<StagedDir> Create(const std::filesystem::path& target, bool overwrite);
@@ -56,11 +63,24 @@ class StagedDir {
  private:
   StagedDir(std::filesystem::path staging, std::filesystem::path target, bool overwrite)
       : staging_(std::move(staging)), target_(std::move(target)), overwrite_(overwrite) {}
+  // Puts the previous target back after a failed swap; returns `failure`,
+  // extended with the restore's own error if that fails too.
+  absl::Status RestoreAside(const std::filesystem::path& aside, absl::Status failure);
   std::filesystem::path staging_;
   std::filesystem::path target_;
   bool overwrite_ = false;
   bool done_ = false;
 };
+
+// The marker file inside a staging directory (removed by Commit()).
+inline constexpr char kStagingMarker[] = ".autoquant-staging";
+
+// Removes the staging directories (".NAME.tmp-XXXXXX" with a valid marker) in
+// `dir` whose owning process is gone; returns how many it removed. Never
+// touches a live process's staging directory, a directory without our marker,
+// or anything that is not a directory. A missing `dir` counts as empty.
+// Errors name the entry that could not be removed.
+absl::StatusOr<int> RemoveStaleStaging(const std::filesystem::path& dir);
 
 // Errno as a Status, naming what failed on which path.
 absl::Status ErrnoStatus(int err, absl::string_view what, const std::filesystem::path& path);

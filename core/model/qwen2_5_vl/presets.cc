@@ -175,6 +175,7 @@ absl::Status InitRandomCheckpoint(const InitCheckpointOptions& options) {
                                   PresetGenerationConfig(options.preset).dump(2) + "\n"));
   ShardingOptions sharding;
   sharding.max_shard_bytes = options.max_shard_bytes;
+  sharding.metadata["autoquant.format"] = kRandomCheckpointFormat;
   RETURN_IF_ERROR(WriteShardedSafetensors(staged.path(), plan, sharding).status());
   return staged.Commit();
 }

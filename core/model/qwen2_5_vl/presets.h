@@ -53,6 +53,10 @@ struct InitCheckpointOptions {
   uint64_t max_shard_bytes = 5ull << 30;
 };
 
+// The "autoquant.format" metadata of every shard InitRandomCheckpoint writes:
+// how `model init --overwrite` recognises a checkpoint it may replace.
+inline constexpr char kRandomCheckpointFormat[] = "autoquant.random-checkpoint.v1";
+
 // Writes config.json, generation_config.json and the weights (legacy Hub key
 // layout) to options.out. AlreadyExists when out exists without overwrite.
 absl::Status InitRandomCheckpoint(const InitCheckpointOptions& options);

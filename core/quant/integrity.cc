@@ -1,0 +1,147 @@
+#include "core/quant/integrity.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "core/io/safetensors_header.h"
+#include "core/quant/manifests.h"
+#include "core/util/file_util.h"
+#include "core/util/hash.h"
+#include "core/util/status_macros.h"
+
+namespace autoquant {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+// A read-only mapping of a whole file, unmapped on destruction.
+class MappedFile {
+ public:
+  static absl::StatusOr<std::unique_ptr<MappedFile>> Open(const fs::path& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return ErrnoStatus(errno, "cannot open", path);
+    struct stat st;
+    if (::fstat(fd, &st) != 0) {
+      int err = errno;
+      ::close(fd);
+      return ErrnoStatus(err, "cannot stat", path);
+    }
+    auto m = std::unique_ptr<MappedFile>(new MappedFile());
+    m->size_ = static_cast<size_t>(st.st_size);
+    if (m->size_ > 0) {
+      void* p = ::mmap(nullptr, m->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p == MAP_FAILED) {
+        int err = errno;
+        ::close(fd);
+        return ErrnoStatus(err, "cannot map", path);
+      }
+      m->data_ = static_cast<const char*>(p);
+    }
+    ::close(fd);
+    return m;
+  }
+  ~MappedFile() {
+    if (data_ != nullptr) ::munmap(const_cast<char*>(data_), size_);
+  }
+  absl::string_view view() const { return absl::string_view(data_, size_); }
+
+ private:
+  MappedFile() = default;
+  const char* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// The safetensors files of a checkpoint directory, as loaders find them.
+absl::StatusOr<std::vector<std::string>> ShardFiles(const fs::path& dir) {
+  const fs::path index = dir / "model.safetensors.index.json";
+  std::error_code ec;
+  if (!fs::exists(index, ec)) {
+    if (!fs::exists(dir / "model.safetensors", ec)) {
+      return absl::NotFoundError(absl::StrCat(dir.string(), " has neither model.safetensors nor an index"));
+    }
+    return std::vector<std::string>{"model.safetensors"};
+  }
+  ASSIGN_OR_RETURN(std::string text, ReadFile(index));
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
+    return absl::DataLossError(absl::StrCat(index.string(), ": not a safetensors index"));
+  }
+  std::set<std::string> files;
+  for (const auto& [_, f] : j["weight_map"].items()) {
+    if (!f.is_string()) return absl::DataLossError(absl::StrCat(index.string(), ": weight_map holds a non-string"));
+    files.insert(f.get<std::string>());
+  }
+  return std::vector<std::string>(files.begin(), files.end());
+}
+
+}  // namespace
+
+absl::StatusOr<TensorDigests> ComputeTensorDigests(const fs::path& dir) {
+  TensorDigests out;
+  ASSIGN_OR_RETURN(std::vector<std::string> files, ShardFiles(dir));
+  for (const auto& file : files) {
+    const fs::path path = dir / file;
+    ASSIGN_OR_RETURN(auto mapped, MappedFile::Open(path));
+    auto header = ParseSafetensorsHeader(mapped->view(), path.string());
+    if (!header.ok()) return absl::DataLossError(header.status().message());
+    for (const auto& t : header->tensors) {
+      Sha256 h;
+      h.Update(mapped->view().substr(header->data_start + t.begin, t.nbytes()));
+      absl::StatusOr<std::string> hex = h.HexDigest();
+      if (!hex.ok()) return hex.status();
+      if (!out.emplace(t.name, TensorDigest{file, *hex}).second) {
+        return absl::DataLossError(absl::StrCat("tensor '", t.name, "' appears in two shards of ", dir.string()));
+      }
+    }
+  }
+  return out;
+}
+
+nlohmann::ordered_json IntegrityJson(const TensorDigests& digests) {
+  nlohmann::ordered_json tensors = nlohmann::ordered_json::object();
+  for (const auto& [name, d] : digests) tensors[name] = {{"file", d.file}, {"sha256", d.sha256}};
+  return {{"algorithm", "sha256"}, {"tensors", tensors}};
+}
+
+absl::Status VerifySchemeIntegrity(const fs::path& scheme_dir) {
+  ASSIGN_OR_RETURN(SchemeManifest m, ReadSchemeManifest(scheme_dir));
+  if (!m.integrity) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        scheme_dir.string(), ": the quant manifest records no tensor digests (written by an older autoquant); "
+        "export the scheme again"));
+  }
+  ASSIGN_OR_RETURN(TensorDigests found, ComputeTensorDigests(scheme_dir));
+  for (const auto& [name, want] : *m.integrity) {
+    auto it = found.find(name);
+    if (it == found.end()) {
+      return absl::DataLossError(absl::StrCat(scheme_dir.string(), ": tensor '", name, "' (recorded in ", want.file,
+                                              ") is missing"));
+    }
+    if (it->second.file != want.file) {
+      return absl::DataLossError(absl::StrCat(scheme_dir.string(), ": tensor '", name, "' is in ", it->second.file,
+                                              ", the manifest records ", want.file));
+    }
+    if (it->second.sha256 != want.sha256) {
+      return absl::DataLossError(absl::StrCat(scheme_dir.string(), ": tensor '", name, "' in ", want.file,
+                                              " does not match its recorded SHA-256 (recorded ", want.sha256,
+                                              ", found ", it->second.sha256,
+                                              "): its bytes changed after export"));
+    }
+  }
+  for (const auto& [name, got] : found) {
+    if (!m.integrity->count(name)) {
+      return absl::DataLossError(absl::StrCat(scheme_dir.string(), ": tensor '", name, "' in ", got.file,
+                                              " is not in the manifest's record"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace autoquant
