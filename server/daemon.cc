@@ -68,7 +68,7 @@ sigset_t BlockStopSignals() {
 }
 
 int Fail(const absl::Status& s, const char* what) {
-  spdlog::error("{}: {}", what, s.message());
+  spdlog::error("{}: {}", what, std::string(s.message()));
   std::cerr << "autoquantd: error: " << what << ": " << s.message() << "\n";
   return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }
@@ -77,7 +77,24 @@ int Fail(const absl::Status& s, const char* what) {
 
 int RunDaemon(const DaemonOptions& o) {
   spdlog::set_level(spdlog::level::from_str(o.log_level == "warning" ? "warn" : o.log_level));
+  // Before any thread starts (civetweb's included), so that only sigwait sees them.
   const sigset_t stop_signals = BlockStopSignals();
+  auto registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::string metrics_address;
+  if (!o.metrics.empty()) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(o.metrics, 2);
+    } catch (const std::exception& e) {
+      return Fail(absl::UnavailableError(absl::StrCat("--metrics ", o.metrics, ": cannot listen (", e.what(),
+                                                      "); is the port in use? Use HOST:PORT, e.g. 127.0.0.1:9464")),
+                  "metrics");
+    }
+    exposer->RegisterCollectable(registry);
+    auto ports = exposer->GetListeningPorts();
+    std::string host = o.metrics.substr(0, o.metrics.rfind(':'));
+    metrics_address = absl::StrCat(host, ":", ports.empty() ? 0 : ports.front());
+  }
 
   auto token = LoadToken(o.token_file, "AUTOQUANT_TOKEN");
   if (!token.ok()) return Fail(token.status(), "auth");
@@ -101,35 +118,18 @@ int RunDaemon(const DaemonOptions& o) {
   auto store = OpenJobStore(o.store);
   if (!store.ok()) return Fail(store.status(), "job store");
 
-  auto registry = std::make_shared<prometheus::Registry>();
   DaemonMetrics metrics(registry);
   JobManager jobs(store->get(), &metrics, {.max_queued = o.max_queued});
   auto recovered = jobs.Recover();
   if (!recovered.ok()) return Fail(recovered.status(), "recovering jobs");
   for (const Job& j : *recovered) {
     spdlog::warn("job {} ({}) was running when the daemon stopped: now {}", j.id, j.spec.scheme,
-                 JobStateName(j.state));
+                 std::string(JobStateName(j.state)));
   }
   auto counts = (*store)->CountByState();
   if (!counts.ok()) return Fail(counts.status(), "job store");
   metrics.SetJobCounts(*counts);
   metrics.OnQueueDepth((*counts)[JobState::kQueued]);
-
-  std::unique_ptr<prometheus::Exposer> exposer;
-  std::string metrics_address;
-  if (!o.metrics.empty()) {
-    try {
-      exposer = std::make_unique<prometheus::Exposer>(o.metrics, 2);
-    } catch (const std::exception& e) {
-      return Fail(absl::UnavailableError(absl::StrCat("--metrics ", o.metrics, ": cannot listen (", e.what(),
-                                                      "); is the port in use? Use HOST:PORT, e.g. 127.0.0.1:9464")),
-                  "metrics");
-    }
-    exposer->RegisterCollectable(registry);
-    auto ports = exposer->GetListeningPorts();
-    std::string host = o.metrics.substr(0, o.metrics.rfind(':'));
-    metrics_address = absl::StrCat(host, ":", ports.empty() ? 0 : ports.front());
-  }
 
   DaemonContext ctx;
   ctx.jobs = &jobs;
