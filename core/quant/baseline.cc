@@ -37,7 +37,7 @@ absl::StatusOr<ScoreMethod> ParseScoreMethod(absl::string_view name) {
   return absl::InvalidArgumentError(absl::StrCat("unknown score method '", name, "' (gradient | kl_div)"));
 }
 
-std::string BaselineKey(const BaselineInputs& in) {
+absl::StatusOr<std::string> BaselineKey(const BaselineInputs& in) {
   json j;
   j["v"] = 1;  // bump when the scoring algorithm changes meaning
   j["model"] = in.model_fingerprint;

@@ -54,8 +54,9 @@ struct BaselineInputs {
   std::string compute_dtype;  // "bfloat16" / "float32": scores depend on it
 };
 
-// Hex SHA-256 over a canonical serialization of the inputs.
-std::string BaselineKey(const BaselineInputs& in);
+// Hex SHA-256 over a canonical serialization of the inputs (Internal if
+// hashing fails).
+absl::StatusOr<std::string> BaselineKey(const BaselineInputs& in);
 
 struct Baseline {
   std::string key;

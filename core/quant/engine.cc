@@ -112,7 +112,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   ASSIGN_OR_RETURN(impl->model_fp, FingerprintCheckpoint(impl->base));
   Sha256 ch;
   RETURN_IF_ERROR(HashFile(options.calib_path, &ch));
-  impl->calib_fp = ch.HexDigest();
+  ASSIGN_OR_RETURN(impl->calib_fp, ch.HexDigest());
   Report(progress, Phase::kLoad, 1.0, "model and calibration set loaded");
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
@@ -141,7 +141,7 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
   in.score_steps = score_steps;
   in.include_vision = include_vision;
   in.compute_dtype = dtype();
-  const std::string key = BaselineKey(in);
+  ASSIGN_OR_RETURN(const std::string key, BaselineKey(in));
   if (reused) *reused = true;
   if (auto it = s.cache.find(key); it != s.cache.end()) return it->second;
   if (!s.options.baseline_cache.empty()) {
