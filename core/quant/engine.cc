@@ -150,6 +150,14 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
       s.cache[key] = *loaded;
       return *loaded;
     }
+    // A bad entry costs a recomputation, not the scheme; but say so: silence
+    // would hide a cache directory that keeps getting damaged.
+    if (!absl::IsNotFound(loaded.status()) && progress) {
+      progress(ProgressEvent{Phase::kCalibrate, 0,
+                             absl::StrCat("ignoring the cached baseline (", loaded.status().ToString(),
+                                          "); recomputing it"),
+                             /*warning=*/true});
+    }
   }
   if (reused) *reused = false;
 

@@ -64,6 +64,9 @@ struct ProgressEvent {
   Phase phase;
   double fraction = 0;  // within the phase
   std::string message;
+  // Something went wrong that the engine worked around (e.g. a corrupt
+  // baseline cache entry, recomputed): worth showing even when progress is not.
+  bool warning = false;
 };
 using ProgressFn = std::function<void(const ProgressEvent&)>;
 
@@ -89,7 +92,9 @@ class Engine {
   absl::StatusOr<SchemeResult> RunScheme(const SchemeRequest& request, const ProgressFn& progress = nullptr,
                                          const std::atomic<bool>* cancel = nullptr);
 
-  // The baseline for these settings: cached, or computed now.
+  // The baseline for these settings: cached, or computed now. A cache file
+  // that cannot be used (corrupt, inconsistent, unreadable) is reported as a
+  // warning event, recomputed and replaced.
   absl::StatusOr<Baseline> GetBaseline(ScoreMethod method, int calib_steps, int score_steps, bool include_vision,
                                        const ProgressFn& progress = nullptr, const std::atomic<bool>* cancel = nullptr,
                                        bool* reused = nullptr);
