@@ -152,7 +152,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   ASSIGN_OR_RETURN(impl->model_fp, FingerprintCheckpoint(impl->base));
   Sha256 ch;
   RETURN_IF_ERROR(HashFile(options.calib_path, &ch));
-  impl->calib_fp = ch.HexDigest();
+  ASSIGN_OR_RETURN(impl->calib_fp, ch.HexDigest());
   impl->tied_head = impl->model->config().tie_word_embeddings;
   for (const auto& [name, lin] : impl->model->Linears()) {
     impl->linears.push_back({name, lin->weight.numel(), lin->out_features(), lin->in_features()});
@@ -176,7 +176,7 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
   ASSIGN_OR_RETURN(BaselineInputs in, InputsFor(method, calib_steps, score_steps, include_vision));
   calib_steps = in.calib_steps;
   score_steps = in.score_steps;
-  const std::string key = BaselineKey(in);
+  ASSIGN_OR_RETURN(const std::string key, BaselineKey(in));
   if (reused) *reused = true;
   {
     std::lock_guard<std::mutex> lock(s.cache_mu);
@@ -188,6 +188,14 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
       std::lock_guard<std::mutex> lock(s.cache_mu);
       s.cache[key] = *loaded;
       return *loaded;
+    }
+    // A bad entry costs a recomputation, not the scheme; but say so: silence
+    // would hide a cache directory that keeps getting damaged.
+    if (!absl::IsNotFound(loaded.status()) && progress) {
+      progress(ProgressEvent{Phase::kCalibrate, 0,
+                             absl::StrCat("ignoring the cached baseline (", loaded.status().ToString(),
+                                          "); recomputing it"),
+                             /*warning=*/true});
     }
   }
   if (reused) *reused = false;
@@ -263,7 +271,7 @@ absl::StatusOr<BaselineInputs> Engine::InputsFor(ScoreMethod method, int calib_s
 absl::StatusOr<Baseline> Engine::CachedBaseline(ScoreMethod method, int calib_steps, int score_steps,
                                                 bool include_vision) const {
   ASSIGN_OR_RETURN(BaselineInputs in, InputsFor(method, calib_steps, score_steps, include_vision));
-  const std::string key = BaselineKey(in);
+  ASSIGN_OR_RETURN(const std::string key, BaselineKey(in));
   {
     std::lock_guard<std::mutex> lock(impl_->cache_mu);
     if (auto it = impl_->cache.find(key); it != impl_->cache.end()) return it->second;

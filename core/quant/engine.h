@@ -71,7 +71,8 @@ struct ProgressEvent {
   double fraction = 0;  // within the phase
   std::string message;
   // Something the user should know that does not stop the scheme (an
-  // unwritable baseline cache, a format transformers cannot load).
+  // unwritable baseline cache, a corrupt cache entry recomputed, a format
+  // transformers cannot load): worth showing even when progress is not.
   bool warning = false;
 };
 using ProgressFn = std::function<void(const ProgressEvent&)>;
@@ -120,7 +121,9 @@ class Engine {
   // Thread-safe: reads only what Create fixed. Codes as for RunScheme.
   absl::Status ValidateScheme(const SchemeRequest& request) const;
 
-  // The baseline for these settings: cached, or computed now.
+  // The baseline for these settings: cached, or computed now. A cache file
+  // that cannot be used (corrupt, inconsistent, unreadable) is reported as a
+  // warning event, recomputed and replaced.
   absl::StatusOr<Baseline> GetBaseline(ScoreMethod method, int calib_steps, int score_steps, bool include_vision,
                                        const ProgressFn& progress = nullptr, const std::atomic<bool>* cancel = nullptr,
                                        bool* reused = nullptr);
