@@ -1,6 +1,7 @@
 // The `autoquant` command line. Each subcommand lives in its own file and
 // reports an absl::Status; this file only parses argv and maps the Status to
 // a message on stderr and an exit code (exit_codes.h).
+#include <functional>
 #include <iostream>
 
 #include "CLI/CLI.hpp"
@@ -26,6 +27,14 @@ int main(int argc, char** argv) {
   AddCalibCommand(app, &status);
   AddQuantizeCommand(app, &status);
   AddDiffCommand(app, &status);
+  // Every subcommand's --help states the exit codes too, after its own footer.
+  std::function<void(CLI::App*)> add_exit_codes = [&](CLI::App* a) {
+    for (CLI::App* sub : a->get_subcommands([](CLI::App*) { return true; })) {
+      sub->footer(sub->get_footer().empty() ? kExitCodesHelp : sub->get_footer() + "\n" + kExitCodesHelp);
+      add_exit_codes(sub);
+    }
+  };
+  add_exit_codes(&app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -126,7 +126,7 @@ def our_logits(binary: pathlib.Path, model_dir: pathlib.Path, inputs: dict, work
     inp, out = work / "in.safetensors", work / "out.safetensors"
     save_file({k: v.contiguous() for k, v in inputs.items()}, inp)
     proc = subprocess.run([str(binary), "model", "forward", "--model", str(model_dir), "--input", str(inp),
-                           "--output", str(out), "--device", "cpu", "--dtype", dtype],
+                           "--output", str(out), "--device", "cpu", "--dtype", dtype, "--overwrite"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return load_file(out)["logits"]

@@ -148,12 +148,12 @@ def linear_modules(base_tensors: dict) -> set:
 
 # ----------------------------------------------------------------------------- FP8 E4M3 reference
 
-def fp8_reference(w: torch.Tensor):
-    """What the export must write for base weight w: scale = max|W| / 448 (float32),
-    q = clamp(W / scale, +-448) cast to float8_e4m3fn."""
+def fp8_reference(w: torch.Tensor, scale_dtype=torch.float32):
+    """What the export must write for base weight w: scale = max|W| / 448 computed in float32 and
+    stored in scale_dtype, q = clamp(W / stored scale, +-448) (float32) cast to float8_e4m3fn."""
     w = w.float()
-    scale = w.abs().max() / E4M3_MAX
-    q = (w / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    scale = (w.abs().max() / E4M3_MAX).to(scale_dtype)
+    q = (w / scale.float()).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
     return q, scale
 
 

@@ -5,10 +5,19 @@ visual.*), plus a copy with transformers-5 key names (model.language_model.* / m
 one calibration set and one baseline cache; coverage-0.5 schemes in both formats.
 
 - test_fp8_bytes_match_reference: every FP8 weight is byte-identical to
-  clamp(W.float() / s, +-448).to(float8_e4m3fn) with s = max|W| / 448 (float32, bit-exact);
-  dequantized error |q * s - W| <= half an E4M3 spacing: |W| * 2^-4 for normals (|W/s| >= 2^-6),
-  s * 2^-10 for subnormals (quant_helpers.e4m3_error_bound); scale shapes 0-d (modelopt) / [1]
-  (compressed-tensors), float32.
+  clamp(W.float() / s, +-448).to(float8_e4m3fn) with s = max|W| / 448 as stored: float32 0-d
+  (modelopt), [1] in the checkpoint's dtype (compressed-tensors; bf16 here), the bytes quantized with
+  that stored value; dequantized error |q * s - W| <= half an E4M3 spacing: |W| * 2^-4 for normals
+  (|W/s| >= 2^-6), s * 2^-10 for subnormals (quant_helpers.e4m3_error_bound).
+- test_default_format_is_compressed_tensors: a scheme written without --format.
+- test_ct_layout_matches_compressed_tensors_compressor: compressed-tensors' own compressor, run on the
+  same base in bf16 with our config and our scales, writes the same tensor names, dtypes and shapes,
+  and the same FP8 bytes.
+- test_default_format_in_transformers_matches_our_forward: the default-format scheme of the bf16 base,
+  loaded by transformers (the newest installed, and 5.17, the GPU machine's version, from
+  $AUTOQUANT_CACHE/transformers-5.17 in a subprocess) in float32 and in bfloat16, gives logits equal to
+  `autoquant model forward` (our fake-quant forward) in the same dtype: within LOGITS_TOL in float32,
+  within BF16_TOL in bfloat16; and >= BASE_RATIO times farther from the base model's logits.
 - test_ct_quantization_config: the compressed-tensors block (static per-tensor FP8, float-quantized,
   compressed) and its ignore == every unquantized Linear.
 - test_ct_ignore_names_transformers_modules: every `ignore` entry names a Linear of the model as
@@ -27,7 +36,10 @@ one calibration set and one baseline cache; coverage-0.5 schemes in both formats
   it loads raw FP8 codes as weights and drops the scales. Documents that the modelopt export is for
   vLLM / TensorRT-LLM; fails (so we notice) if transformers starts handling it.
 
-Tolerances: LOGITS_TOL = 1e-4 absolute on logits of magnitude ~2. transformers (compressed-tensors)
+Tolerances: LOGITS_TOL = 1e-4 absolute on logits of magnitude ~2. BF16_TOL: both sides compute in
+bf16 with different operation orders (and compressed-tensors fake-quantizes inputs as x / s in bf16,
+we as x * (448 / amax) in float32), so they differ by bf16 rounding: BF16_TOL = 4 bf16 ulps (2^-6
+relative) of the largest logit; the FP8-vs-base difference must stay >= BF16_RATIO times larger. transformers (compressed-tensors)
 dequantizes weights to float32 and fake-quantizes inputs as x / s (s = input_scale) while ModelOpt and
 our engine use x * (448 / amax); both are float32, so the differences are float32 rounding in the
 scale and in matmul accumulation order (measured ~6e-7). One E4M3 rounding flip on a boundary would
@@ -35,6 +47,10 @@ move a logit by far less than the FP8-vs-base difference (~0.1), which the 100x 
 """
 import json
 import math
+import os
+import pathlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -44,6 +60,12 @@ import quant_helpers as qh
 
 LOGITS_TOL = 1e-4
 BASE_RATIO = 100.0
+BF16_ULPS = 4
+BF16_RATIO = 4.0
+# transformers versions the default format must load in: the venv's (newest) and the GPU machine's.
+TF_517 = pathlib.Path(os.environ.get("AUTOQUANT_CACHE", pathlib.Path.home() / ".cache" / "autoquant")) / \
+    "transformers-5.17"
+TRANSFORMERS = {"newest": None, "5.17": TF_517}
 CALIB = ["--samples", "8", "--seq-len", "32", "--images-per-sample", "1", "--image-size", "56x56", "--seed", "1"]
 FORMATS = ["modelopt", "compressed-tensors"]
 LAYOUTS = ["legacy", "v5"]
@@ -68,6 +90,9 @@ def schemes(autoquant_bin, env):
             qh.quantize(autoquant_bin, env["models"][layout], env["calib"], d, "--coverage", "0.5", "--format", fmt,
                         cache=env["cache"])
             out[(layout, fmt)] = d
+    d = env["root"] / "legacy_default"
+    qh.quantize(autoquant_bin, env["models"]["legacy"], env["calib"], d, "--coverage", "0.5", cache=env["cache"])
+    out[("legacy", "default")] = d
     return out
 
 
@@ -97,7 +122,7 @@ def _our_logits_or_skip(autoquant_bin, scheme_dir, inputs, work):
     inp, out = work / "in.safetensors", work / "out.safetensors"
     save_file({k: v.contiguous() for k, v in inputs.items()}, inp)
     proc = qh.run(autoquant_bin, "model", "forward", "--model", scheme_dir, "--input", inp, "--output", out,
-                  "--device", "cpu", "--dtype", "float32")
+                  "--device", "cpu", "--dtype", "float32", "--overwrite")
     if proc.returncode != 0 and "unexpected" in proc.stderr and "_scale" in proc.stderr:
         pytest.skip("`autoquant model forward` does not load FP8 schemes yet: " + proc.stderr.strip()[:200])
     assert proc.returncode == 0, proc.stderr
@@ -116,17 +141,20 @@ def test_fp8_bytes_match_reference(env, schemes, fmt):
     worst = 0.0
     for m in modules:
         w = qh.to_tensor(base[m + ".weight"])
-        q_ref, s_ref = qh.fp8_reference(w)
+        # modelopt stores float32 scales; compressed-tensors the checkpoint's own dtype (bf16 here).
+        scale_dt = "F32" if fmt == "modelopt" else base[m + ".weight"][0]
+        q_ref, s_ref = qh.fp8_reference(w, qh.ST_DTYPES[scale_dt])
         dt, shape, data = tensors[m + ".weight"]
         assert (dt, shape) == ("F8_E4M3", tuple(w.shape)), m
         assert data == q_ref.contiguous().view(torch.uint8).numpy().tobytes(), f"{m}: FP8 bytes differ"
         dt, shape, data = tensors[m + ".weight_scale"]
-        assert (dt, shape) == ("F32", scale_shape), (m, dt, shape)
-        assert data == s_ref.reshape(scale_shape).numpy().tobytes(), \
+        assert (dt, shape) == (scale_dt, scale_shape), (m, dt, shape)
+        assert data == s_ref.reshape(scale_shape).contiguous().view(torch.uint8).numpy().tobytes(), \
             f"{m}: weight_scale {qh.to_tensor(tensors[m + '.weight_scale'])} != {s_ref} bit-exactly"
+        s_ref = s_ref.float()
         dt, shape, _ = tensors[m + ".input_scale"]
-        assert (dt, shape) == ("F32", scale_shape), (m, dt, shape)
-        s_in = float(qh.to_tensor(tensors[m + ".input_scale"]).reshape(()))
+        assert (dt, shape) == (scale_dt, scale_shape), (m, dt, shape)
+        s_in = float(qh.to_tensor(tensors[m + ".input_scale"]).float().reshape(()))
         assert math.isfinite(s_in) and s_in > 0
         err = (q_ref.float() * s_ref - w.float()).abs()
         bound = qh.e4m3_error_bound(w, s_ref)
@@ -199,7 +227,8 @@ def test_ct_loads_in_transformers(env, schemes, inputs, layout):
     for m in qh.linear_modules(base):
         w = modules[qh.hf_module_name(m)].weight.detach()
         if m in quantized:
-            expected = qh.to_tensor(tensors[m + ".weight"]).float() * qh.to_tensor(tensors[m + ".weight_scale"]).float()
+            expected = qh.to_tensor(tensors[m + ".weight"]).float() * \
+                qh.to_tensor(tensors[m + ".weight_scale"]).float()
         else:
             expected = qh.to_tensor(base[m + ".weight"]).float()
         assert w.dtype == torch.float32 and torch.equal(w, expected), m
@@ -236,6 +265,91 @@ def test_our_forward_vs_fake_quant_reference(autoquant_bin, env, schemes, inputs
     print(f"{layout}/{fmt}: autoquant forward vs fake-quant reference {d_ref:.3g}, vs base model {d_base:.3g}")
     assert d_ref <= LOGITS_TOL
     assert d_base >= BASE_RATIO * max(d_ref, 1e-7), (d_ref, d_base)
+
+
+def test_default_format_is_compressed_tensors(schemes):
+    d = schemes[("legacy", "default")]
+    qc = json.loads((d / "config.json").read_text())["quantization_config"]
+    assert qc["quant_method"] == "compressed-tensors"
+    assert qh.quant_manifest(d)["format"] == "compressed-tensors"
+    assert not (d / "hf_quant_config.json").exists()
+    assert qh.read_checkpoint(d) == qh.read_checkpoint(schemes[("legacy", "compressed-tensors")])
+
+
+def test_ct_layout_matches_compressed_tensors_compressor(env, schemes):
+    """compressed-tensors' own compressor on the same base (bf16, transformers-5 names), quantized with our
+    config.json's quantization_config and our stored scales: same tensor names, dtypes, shapes and FP8 bytes."""
+    pytest.importorskip("compressed_tensors")
+    from compressed_tensors.compressors import ModelCompressor
+    from compressed_tensors.quantization import QuantizationConfig, apply_quantization_config
+    from transformers import Qwen2_5_VLForConditionalGeneration
+    d = schemes[("v5", "compressed-tensors")]
+    ours = qh.read_checkpoint(d)
+    qc = json.loads((d / "config.json").read_text())["quantization_config"]
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(env["models"]["v5"], dtype=torch.bfloat16)
+    config = QuantizationConfig.model_validate({**qc, "quantization_status": "initialized"})
+    apply_quantization_config(model, config)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if hasattr(module, "weight_scale"):
+                module.weight_scale.copy_(qh.to_tensor(ours[name + ".weight_scale"]))
+                module.input_scale.copy_(qh.to_tensor(ours[name + ".input_scale"]))
+    ModelCompressor.from_pretrained_model(model, quantization_format="float-quantized").compress_model(model)
+    ref = {k: v for k, v in model.state_dict().items() if not (k == "lm_head.weight" and model.config.tie_word_embeddings)}
+    assert set(ref) == set(ours), {"only ours": set(ours) - set(ref), "only compressed-tensors": set(ref) - set(ours)}
+    dtypes = {v: k for k, v in qh.ST_DTYPES.items()}
+    for name, t in ref.items():
+        dt, shape, data = ours[name]
+        assert (dt, shape) == (dtypes[t.dtype], tuple(t.shape)), (name, dt, shape, t.dtype, tuple(t.shape))
+        if t.dtype == torch.float8_e4m3fn:
+            # compressed-tensors divides in bf16 before the FP8 cast, we in float32: a value that rounds
+            # differently twice could differ; none does on this model.
+            assert data == t.contiguous().view(torch.uint8).numpy().tobytes(), f"{name}: FP8 bytes differ"
+
+
+def _hf_logits_in(version, model_dir, inputs, dtype, work):
+    """transformers logits from a subprocess running `version` ("newest": the venv's; "5.17": TF_517)."""
+    from safetensors.torch import load_file, save_file
+    extra = TRANSFORMERS[version]
+    env = dict(os.environ)
+    if extra is not None:
+        if not (extra / "transformers").is_dir():
+            pytest.fail(f"transformers 5.17 is not installed at {extra}: run scripts/setup.sh", pytrace=False)
+        env["PYTHONPATH"] = os.pathsep.join([str(extra), env.get("PYTHONPATH", "")])
+    work.mkdir(parents=True, exist_ok=True)
+    inp, out = work / "in.safetensors", work / "out.safetensors"
+    save_file({k: v.contiguous() for k, v in inputs.items()}, inp)
+    script = pathlib.Path(__file__).resolve().parent / "hf_scheme_logits.py"
+    proc = subprocess.run([sys.executable, str(script), str(model_dir), str(inp), dtype, str(out)],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    return load_file(out)["logits"], info
+
+
+@pytest.mark.parametrize("version", list(TRANSFORMERS))
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_default_format_in_transformers_matches_our_forward(autoquant_bin, env, schemes, inputs, tmp_path,
+                                                            version, dtype):
+    pytest.importorskip("compressed_tensors")
+    import transformers
+    d = schemes[("legacy", "default")]
+    theirs, info = _hf_logits_in(version, d, inputs, dtype, tmp_path / "scheme")
+    want_version = transformers.__version__ if version == "newest" else "5.17."
+    assert info["transformers"].startswith(want_version), info
+    assert not info["problems"], info
+    assert info["weight_dtype"] == f"torch.{dtype}", info
+    base_logits, _ = _hf_logits_in(version, env["models"]["legacy"], inputs, dtype, tmp_path / "base")
+    ours = fh.our_logits(autoquant_bin, d, inputs, tmp_path / "ours", dtype=dtype)
+    d_ours, d_base = fh.max_abs_diff(ours, theirs), fh.max_abs_diff(theirs, base_logits)
+    if dtype == "float32":
+        tol, ratio = LOGITS_TOL, BASE_RATIO
+    else:
+        tol, ratio = BF16_ULPS * 2.0 ** -8 * float(theirs.abs().max()), BF16_RATIO
+    print(f"transformers {info['transformers']} {dtype}: vs autoquant forward {d_ours:.3g} (tol {tol:.3g}), "
+          f"vs base {d_base:.3g}")
+    assert d_ours <= tol
+    assert d_base >= ratio * max(d_ours, 1e-7), (d_ours, d_base)
 
 
 # ----------------------------------------------------------------------------- modelopt vs vLLM

@@ -2,6 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <map>
+#include <thread>
+
 #include "core/io/checkpoint.h"
 #include "core/io/checkpoint_writer.h"
 #include "core/util/file_util.h"
@@ -10,6 +13,7 @@
 #include "core/model/qwen2_5_vl/presets.h"
 #include "core/model/qwen2_5_vl/weights.h"
 #include "core/quant/diversity.h"
+#include "core/quant/integrity.h"
 #include "gmock/gmock.h"
 #include "tests/test_util.h"
 
@@ -250,7 +254,7 @@ TEST_F(EngineTest, BadRequestsAreClearErrors) {
   auto s = engine->RunScheme(r);
   EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.status().message(), HasSubstr("'*no_such_module*'"));
-  r = Coverage("y", 1.0);
+  r = SchemeRequest{.out_dir = dir_ / "y"};
   r.selection.effective_bits = 4.0;
   s = engine->RunScheme(r);
   EXPECT_EQ(s.status().code(), absl::StatusCode::kOutOfRange);
@@ -280,7 +284,9 @@ TEST_F(EngineTest, TiedHeadStaysUnquantizedAndIsExcluded) {
   ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create({.model_dir = dir_ / "tied",
                                                     .calib_path = dir_ / "calib1.safetensors",
                                                     .device = "cpu"}));
-  ASSERT_OK_AND_ASSIGN(SchemeResult r, engine->RunScheme(Coverage("tied-all", 1.0)));
+  SchemeRequest req = Coverage("tied-all", 1.0);
+  req.format = ExportFormat::kModelOpt;  // its exclude list names lm_head
+  ASSERT_OK_AND_ASSIGN(SchemeResult r, engine->RunScheme(req));
   EXPECT_EQ(r.groups_quantized, r.groups_total);
   ASSERT_OK_AND_ASSIGN(Checkpoint out, Checkpoint::Open(dir_ / "tied-all"));
   EXPECT_EQ(out.Find("lm_head.weight"), nullptr);
@@ -289,6 +295,185 @@ TEST_F(EngineTest, TiedHeadStaysUnquantizedAndIsExcluded) {
   EXPECT_NE(std::find(excluded.begin(), excluded.end(), "lm_head"), excluded.end());
   ASSERT_OK_AND_ASSIGN(DiversityReport report, CheckDiversity({dir_ / "tied-all"}));
   EXPECT_TRUE(report.ok()) << report.ToText();
+}
+
+// Every file under `dir` with its bytes: a byte-identity snapshot.
+std::map<std::string, std::string> Snapshot(const fs::path& dir) {
+  std::map<std::string, std::string> out;
+  if (fs::is_regular_file(dir)) {
+    out[dir.string()] = *ReadFile(dir);
+    return out;
+  }
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file()) out[e.path().string()] = *ReadFile(e.path());
+  }
+  return out;
+}
+
+TEST_F(EngineTest, ValidateSchemeRefusesBadRequestsBeforeAnyScoring) {
+  ASSERT_OK_AND_ASSIGN(auto engine, Make(1));
+  const auto base_before = Snapshot(dir_ / "base");
+  const auto calib_before = Snapshot(dir_ / "calib1.safetensors");
+  fs::create_directories(dir_ / "foreign");
+  ASSERT_OK(WriteFileAtomic(dir_ / "foreign" / "mine.txt", "not a scheme"));
+  fs::create_directory_symlink(dir_ / "base", dir_ / "base-link");
+
+  struct Case {
+    std::string what;
+    SchemeRequest request;
+    absl::StatusCode code;
+    std::string message;
+  };
+  auto with = [&](fs::path out, auto edit) {
+    SchemeRequest r = Coverage("unused", 0.5);
+    r.out_dir = std::move(out);
+    edit(r);
+    return r;
+  };
+  auto same = [](SchemeRequest&) {};
+  auto overwrite = [](SchemeRequest& r) { r.overwrite = true; };
+  CoverageManifest wrong_keys{{"language_model.layers.0.mlp.gate_proj.quant_recipe"}, {"bogus.quant_recipe"}};
+  const std::vector<Case> cases = {
+      {"the base dir, overwrite", with(dir_ / "base", overwrite), absl::StatusCode::kInvalidArgument,
+       "is the base model directory"},
+      {"inside the base", with(dir_ / "base" / "scheme", overwrite), absl::StatusCode::kInvalidArgument,
+       "lies inside the base model directory"},
+      {"a symlink to the base", with(dir_ / "base-link", overwrite), absl::StatusCode::kInvalidArgument,
+       "the base model directory"},
+      {"the calibration file", with(dir_ / "calib1.safetensors", overwrite), absl::StatusCode::kInvalidArgument,
+       "the calibration file"},
+      {"around the cache", with(dir_, overwrite), absl::StatusCode::kInvalidArgument, "contains"},
+      {"inside the cache", with(dir_ / "cache" / "s", same), absl::StatusCode::kInvalidArgument,
+       "the baseline cache"},
+      {"escaping scheme name", with(dir_ / "ok", [](SchemeRequest& r) { r.scheme = "../../evil"; }),
+       absl::StatusCode::kInvalidArgument, "scheme name '../../evil'"},
+      {"hidden default name", with(dir_ / ".hidden", same), absl::StatusCode::kInvalidArgument, "pass --scheme"},
+      {"existing, no overwrite", with(dir_ / "foreign", same), absl::StatusCode::kAlreadyExists, "--overwrite"},
+      {"foreign, overwrite", with(dir_ / "foreign", overwrite), absl::StatusCode::kFailedPrecondition,
+       "not a previous output of autoquant"},
+      {"no selection", with(dir_ / "n", [](SchemeRequest& r) { r.selection = {}; }),
+       absl::StatusCode::kInvalidArgument, "exactly one"},
+      {"coverage 1.5", with(dir_ / "n", [](SchemeRequest& r) { r.selection.coverage = 1.5; }),
+       absl::StatusCode::kInvalidArgument, "outside (0, 1]"},
+      {"coverage too small", with(dir_ / "n", [](SchemeRequest& r) { r.selection.coverage = 0.001; }),
+       absl::StatusCode::kInvalidArgument, "selects no group"},
+      {"manifest keys", with(dir_ / "n", [&](SchemeRequest& r) {
+         r.selection = {.coverage_manifest = wrong_keys};
+       }), absl::StatusCode::kInvalidArgument, "extra 1 [bogus.quant_recipe]"},
+      {"pattern", with(dir_ / "n", [](SchemeRequest& r) { r.selection.disabled_layers = {"*nope*"}; }),
+       absl::StatusCode::kInvalidArgument, "'*nope*'"},
+      {"infeasible bits", with(dir_ / "n", [](SchemeRequest& r) { r.selection = {.effective_bits = 7.9}; }),
+       absl::StatusCode::kOutOfRange, "minimum achievable is 8.0000"},
+      {"steps", with(dir_ / "n", [](SchemeRequest& r) { r.calib_steps = -1; }), absl::StatusCode::kInvalidArgument,
+       "step counts"},
+  };
+  for (const Case& c : cases) {
+    absl::Status v = engine->ValidateScheme(c.request);
+    EXPECT_EQ(v.code(), c.code) << c.what << ": " << v;
+    EXPECT_THAT(v.message(), HasSubstr(c.message)) << c.what;
+    // RunScheme refuses the same way, before calibration or scoring.
+    auto r = engine->RunScheme(c.request);
+    EXPECT_EQ(r.status().code(), c.code) << c.what;
+  }
+  EXPECT_EQ(engine->scoring_passes(), 0);
+  EXPECT_FALSE(fs::exists(dir_ / "cache"));
+  EXPECT_EQ(Snapshot(dir_ / "base"), base_before);
+  EXPECT_EQ(Snapshot(dir_ / "calib1.safetensors"), calib_before);
+  EXPECT_EQ(*ReadFile(dir_ / "foreign" / "mine.txt"), "not a scheme");
+  EXPECT_FALSE(fs::exists(dir_.parent_path() / "evil"));
+}
+
+TEST_F(EngineTest, ValidateSchemeRunsOnOtherThreadsDuringRunScheme) {
+  ASSERT_OK_AND_ASSIGN(auto engine, Make(1));
+  std::atomic<bool> done{false};
+  std::atomic<int> wrong{0};
+  std::thread checker([&] {
+    SchemeRequest bad = Coverage("z", 0.5);
+    bad.selection.disabled_layers = {"*nope*"};
+    while (!done.load()) {
+      if (engine->ValidateScheme(bad).code() != absl::StatusCode::kInvalidArgument) ++wrong;
+      if (!engine->ValidateScheme(Coverage("z", 0.5)).ok()) ++wrong;
+    }
+  });
+  auto r = engine->RunScheme(Coverage("a", 0.5));
+  done = true;
+  checker.join();
+  ASSERT_OK(r.status());
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+TEST_F(EngineTest, OverwriteReplacesOnlyASchemeOfOurs) {
+  ASSERT_OK_AND_ASSIGN(auto engine, Make(1));
+  ASSERT_OK(engine->RunScheme(Coverage("s", 0.5)).status());
+  auto again = engine->RunScheme(Coverage("s", 1.0));
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists);
+  SchemeRequest r = Coverage("s", 1.0);
+  r.overwrite = true;
+  ASSERT_OK_AND_ASSIGN(SchemeResult res, engine->RunScheme(r));
+  EXPECT_EQ(res.groups_quantized, res.groups_total);
+  EXPECT_TRUE(VerifySchemeIntegrity(dir_ / "s").ok());
+}
+
+TEST_F(EngineTest, UnwritableBaselineCacheIsAWarningAndTheBaselineIsStillUsed) {
+  // A regular file where the cache's parent directory should be: no process, root included, can create it.
+  ASSERT_OK(WriteFileAtomic(dir_ / "blocker", "x"));
+  ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create({.model_dir = dir_ / "base",
+                                                    .calib_path = dir_ / "calib1.safetensors",
+                                                    .baseline_cache = dir_ / "blocker" / "cache",
+                                                    .device = "cpu"}));
+  std::vector<ProgressEvent> warnings;
+  ProgressFn progress = [&](const ProgressEvent& e) {
+    if (e.warning) warnings.push_back(e);
+  };
+  ASSERT_OK_AND_ASSIGN(SchemeResult a, engine->RunScheme(Coverage("a", 0.5), progress));
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_THAT(warnings[0].message, HasSubstr("baseline not cached"));
+  ASSERT_OK_AND_ASSIGN(SchemeResult b, engine->RunScheme(Coverage("b", 1.0), progress));
+  EXPECT_TRUE(b.baseline_reused);  // from memory
+  EXPECT_EQ(engine->scoring_passes(), 1);
+}
+
+TEST_F(EngineTest, ModelOptFormatWarnsThatTransformersCannotLoadIt) {
+  ASSERT_OK_AND_ASSIGN(auto engine, Make(1));
+  std::vector<std::string> warnings;
+  ProgressFn progress = [&](const ProgressEvent& e) {
+    if (e.warning) warnings.push_back(e.message);
+  };
+  SchemeRequest r = Coverage("mo", 0.5);
+  r.format = ExportFormat::kModelOpt;
+  ASSERT_OK(engine->RunScheme(r, progress).status());
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_THAT(warnings[0], HasSubstr("transformers cannot load it"));
+  EXPECT_THAT(*ReadFile(dir_ / "mo" / "README.md"), HasSubstr("Do not load it with transformers"));
+  ASSERT_OK(engine->RunScheme(Coverage("ct", 0.5), progress).status());
+  EXPECT_EQ(warnings.size(), 1u);  // the default format needs no warning
+  auto config = nlohmann::json::parse(*ReadFile(dir_ / "ct" / "config.json"));
+  EXPECT_EQ(config["quantization_config"]["quant_method"], "compressed-tensors");
+}
+
+TEST_F(EngineTest, ManifestRecordsTheSelectionPatternsAndDigests) {
+  ASSERT_OK_AND_ASSIGN(auto engine, Make(1));
+  ASSERT_OK_AND_ASSIGN(Baseline b, engine->GetBaseline(ScoreMethod::kGradient, 0, 0, false));
+  CoverageManifest m;
+  for (const auto& g : b.groups) m.selected_layers.push_back(g.key);
+  m.disabled_layers = {"*layers.0.mlp*"};
+  SchemeRequest r = Coverage("m", 0.5);
+  r.selection = {.coverage_manifest = m, .disabled_layers = {"*layers.1.self_attn*"}};
+  ASSERT_OK(engine->RunScheme(r).status());
+  auto q = nlohmann::json::parse(*ReadFile(dir_ / "m" / "layer-sensitivity" / "m_quant_manifest.json"));
+  const auto& sel = q["selection"];
+  EXPECT_EQ(sel["kind"], "coverage_manifest");
+  EXPECT_EQ(sel["disabled_layers"], nlohmann::json({"*layers.1.self_attn*", "*layers.0.mlp*"}));
+  EXPECT_EQ(sel["disabled_layers_sources"]["request"], nlohmann::json({"*layers.1.self_attn*"}));
+  EXPECT_EQ(sel["disabled_layers_sources"]["coverage_manifest"], nlohmann::json({"*layers.0.mlp*"}));
+  EXPECT_FALSE(sel["rules"].empty());
+  const auto& g = q["groups"]["language_model.layers.0.mlp.gate_proj.quant_recipe"];
+  EXPECT_EQ(g["chosen"], "NONE");
+  EXPECT_EQ(g["disabled_by"], nlohmann::json({"*layers.0.mlp*"}));
+  EXPECT_EQ(q["format"], "compressed-tensors");
+  ASSERT_OK_AND_ASSIGN(Checkpoint out, Checkpoint::Open(dir_ / "m"));
+  EXPECT_EQ(q["integrity"]["tensors"].size(), out.TensorNames().size());
+  EXPECT_TRUE(VerifySchemeIntegrity(dir_ / "m").ok());
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "core/quant/plan.h"
 
+#include <cmath>
+
 #include "gmock/gmock.h"
 #include "tests/test_util.h"
 
@@ -40,8 +42,10 @@ TEST(MakePlanTest, CoverageQuantizesTheLeastSensitiveGroups) {
   EXPECT_THAT(Selected(p, b), ElementsAre("language_model.layers.1.mlp.down_proj.quant_recipe",
                                           "language_model.layers.3.mlp.down_proj.quant_recipe"));
   EXPECT_DOUBLE_EQ(p.effective_bits, 12.0);
-  // floor(0.1 * 4 + 0.5) = 0 groups; floor(0.125 * 4 + 0.5) = 1 group (halves round up).
-  EXPECT_EQ(MakePlan(b, {.coverage = 0.1})->num_quantized(b), 0u);
+  // floor(0.1 * 4 + 0.5) = 0 groups is refused; floor(0.125 * 4 + 0.5) = 1 group (halves round up).
+  auto none = MakePlan(b, {.coverage = 0.1});
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(none.status().message(), HasSubstr("selects no group"));
   EXPECT_EQ(MakePlan(b, {.coverage = 0.125})->num_quantized(b), 1u);
   EXPECT_EQ(MakePlan(b, {.coverage = 1.0})->num_quantized(b), 4u);
 }
@@ -66,9 +70,71 @@ TEST(MakePlanTest, EffectiveBitsPicksTheBestGroupsExactly) {
 
 TEST(MakePlanTest, InfeasibleBitsStateTheMinimum) {
   Baseline b = FourGroups();
-  auto p = MakePlan(b, {.coverage = 0.5, .effective_bits = 10});
+  auto p = MakePlan(b, {.effective_bits = 7});
   EXPECT_EQ(p.status().code(), absl::StatusCode::kOutOfRange);
-  EXPECT_THAT(p.status().message(), HasSubstr("minimum achievable is 12.0000 bits"));
+  EXPECT_THAT(p.status().message(), HasSubstr("minimum achievable is 8.0000 bits"));
+  // One group disabled stays at 16 bits: (3 x 50 + 100) / 400 x 16 = 10.
+  p = MakePlan(b, {.disabled_layers = {"*layers.0.*"}, .effective_bits = 9.5});
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_THAT(p.status().message(), HasSubstr("minimum achievable is 10.0000 bits"));
+}
+
+TEST(MakePlanTest, ExactlyOneSelectionIsRequired) {
+  Baseline b = FourGroups();
+  CoverageManifest m{{"language_model.layers.0.mlp.down_proj.quant_recipe"},
+                     {"language_model.layers.1.mlp.down_proj.quant_recipe",
+                      "language_model.layers.2.mlp.down_proj.quant_recipe",
+                      "language_model.layers.3.mlp.down_proj.quant_recipe"}};
+  for (const SchemeSelection& s : {SchemeSelection{}, SchemeSelection{.disabled_layers = {"*layers.0.*"}},
+                                   SchemeSelection{.coverage = 0.5, .effective_bits = 12},
+                                   SchemeSelection{.coverage = 0.5, .coverage_manifest = m},
+                                   SchemeSelection{.coverage_manifest = m, .effective_bits = 12}}) {
+    auto p = MakePlan(b, s);
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(p.status().message(), HasSubstr("exactly one of a coverage"));
+  }
+  EXPECT_THAT(ValidateSelection({}).message(), HasSubstr("--coverage 1 quantizes every group"));
+}
+
+TEST(MakePlanTest, RangesAreCheckedWhereverTheSelectionComesFrom) {
+  for (double c : {0.0, -0.5, 1.5, std::nan("")}) {
+    EXPECT_EQ(ValidateSelection({.coverage = c}).code(), absl::StatusCode::kInvalidArgument) << c;
+  }
+  for (double eb : {0.0, 16.0, 17.0, std::nan("")}) {
+    EXPECT_EQ(ValidateSelection({.effective_bits = eb}).code(), absl::StatusCode::kInvalidArgument) << eb;
+  }
+  EXPECT_TRUE(ValidateSelection({.coverage = 1.0}).ok());
+  EXPECT_TRUE(ValidateSelection({.effective_bits = 15.9}).ok());
+}
+
+TEST(MakePlanTest, ManifestDisabledLayersAreMergedWithTheRequests) {
+  Baseline b = FourGroups();
+  CoverageManifest m{{"language_model.layers.0.mlp.down_proj.quant_recipe",
+                      "language_model.layers.1.mlp.down_proj.quant_recipe",
+                      "language_model.layers.2.mlp.down_proj.quant_recipe"},
+                     {"language_model.layers.3.mlp.down_proj.quant_recipe"},
+                     /*disabled_layers=*/{"*layers.1.*"}};
+  ASSERT_OK_AND_ASSIGN(Plan p, MakePlan(b, {.coverage_manifest = m, .disabled_layers = {"*layers.0.*"}}));
+  EXPECT_THAT(Selected(p, b), ElementsAre("language_model.layers.2.mlp.down_proj.quant_recipe"));
+  EXPECT_THAT(p.disabled_layers, ElementsAre("*layers.0.*", "*layers.1.*"));
+  EXPECT_THAT(p.disabled_by[1], ElementsAre("*layers.1.*"));
+  // The manifest's patterns follow the same rule: one matching nothing is an error, not ignored.
+  m.disabled_layers = {"*no_such_layer*"};
+  auto bad = MakePlan(b, {.coverage_manifest = m});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("'*no_such_layer*'"));
+}
+
+TEST(ParseCoverageManifestTest, ReadsDisabledLayersWhenPresent) {
+  auto j = nlohmann::json::parse(R"({"selected_layers": ["a"], "dropped_layers": ["b"],
+                                     "disabled_layers": ["*visual*"], "note": 1})");
+  ASSERT_OK_AND_ASSIGN(CoverageManifest m, ParseCoverageManifest(j, "m.json"));
+  EXPECT_THAT(m.disabled_layers, ElementsAre("*visual*"));
+  j["disabled_layers"] = "*visual*";  // not a list: refused, not ignored
+  EXPECT_EQ(ParseCoverageManifest(j, "m.json").status().code(), absl::StatusCode::kInvalidArgument);
+  j.erase("disabled_layers");
+  ASSERT_OK_AND_ASSIGN(CoverageManifest m2, ParseCoverageManifest(j, "m.json"));
+  EXPECT_TRUE(m2.disabled_layers.empty());
 }
 
 TEST(MakePlanTest, ManifestMustPartitionTheKeys) {
@@ -94,13 +160,24 @@ TEST(MakePlanTest, ManifestSelectsItsGroupsMinusDisabled) {
   EXPECT_THAT(Selected(p, b), ElementsAre("language_model.layers.2.mlp.down_proj.quant_recipe"));
 }
 
-TEST(ParseCoverageTest, AcceptsTheUsualSpellings) {
+TEST(ParseCoverageTest, AcceptsAFractionTopXXOrPercent) {
   EXPECT_DOUBLE_EQ(*ParseCoverage("top10"), 0.1);
+  EXPECT_DOUBLE_EQ(*ParseCoverage("TOP100"), 1.0);
   EXPECT_DOUBLE_EQ(*ParseCoverage("50%"), 0.5);
+  EXPECT_DOUBLE_EQ(*ParseCoverage("1.5%"), 0.015);
   EXPECT_DOUBLE_EQ(*ParseCoverage("0.3"), 0.3);
-  EXPECT_DOUBLE_EQ(*ParseCoverage("100"), 1.0);
-  EXPECT_FALSE(ParseCoverage("top").ok());
-  EXPECT_FALSE(ParseCoverage("150%").ok());
+  EXPECT_DOUBLE_EQ(*ParseCoverage("1"), 1.0);
+}
+
+TEST(ParseCoverageTest, RefusesAmbiguousOrMalformedValues) {
+  // "1.5" and "10" used to mean 1.5 % and 10 %; "" and "nan" used to pass through.
+  for (const char* bad : {"1.5", "10", "100", "", " ", "nan", "inf", "0", "0%", "top0", "top", "150%", "top101",
+                          "-0.5", "0x1p-2", "1e-1", "top10%", "ten"}) {
+    auto c = ParseCoverage(bad);
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << "'" << bad << "'";
+    EXPECT_THAT(c.status().message(), HasSubstr("a fraction in (0, 1]")) << bad;
+  }
+  EXPECT_THAT(ParseCoverage("1.5").status().message(), HasSubstr("bare number above 1"));
 }
 
 }  // namespace

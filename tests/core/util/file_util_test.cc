@@ -1,5 +1,8 @@
 #include "core/util/file_util.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "gmock/gmock.h"
 #include "tests/test_util.h"
 
@@ -43,6 +46,80 @@ TEST(StagedDirTest, ExistingTargetNeedsOverwrite) {
   int entries = 0;
   for ([[maybe_unused]] const auto& e : fs::directory_iterator(root)) ++entries;
   EXPECT_EQ(entries, 1);  // the old directory was removed after the swap
+}
+
+TEST(StagedDirTest, StagingCarriesAMarkerThatCommitRemoves) {
+  auto root = testing::TempDir();
+  ASSERT_OK_AND_ASSIGN(StagedDir staged, StagedDir::Create(root / "out", false));
+  ASSERT_OK_AND_ASSIGN(std::string marker, ReadFile(staged.path() / kStagingMarker));
+  EXPECT_THAT(marker, HasSubstr("pid " + std::to_string(::getpid()) + "\n"));
+  ASSERT_OK(staged.Commit());
+  EXPECT_FALSE(fs::exists(root / "out" / kStagingMarker));
+}
+
+int CountEntries(const fs::path& dir) {
+  int n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir)) ++n;
+  return n;
+}
+
+// A child process creates a staging directory and dies without cleaning up,
+// as a SIGKILLed export would.
+TEST(RemoveStaleStagingTest, RemovesADeadProcesssStagingDir) {
+  auto root = testing::TempDir();
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto staged = StagedDir::Create(root / "top10", false);
+    if (staged.ok()) (void)WriteFileAtomic(staged->path() / "half.safetensors", "partial");
+    ::_exit(staged.ok() ? 0 : 1);  // no destructors: the directory stays
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(CountEntries(root), 1);  // the leftover
+
+  ASSERT_OK_AND_ASSIGN(int removed, RemoveStaleStaging(root));
+  EXPECT_EQ(removed, 1);
+  EXPECT_EQ(CountEntries(root), 0);
+}
+
+TEST(RemoveStaleStagingTest, KeepsALiveProcesssStagingDir) {
+  auto root = testing::TempDir();
+  ASSERT_OK_AND_ASSIGN(StagedDir staged, StagedDir::Create(root / "top10", false));
+  ASSERT_OK_AND_ASSIGN(int removed, RemoveStaleStaging(root));
+  EXPECT_EQ(removed, 0);
+  EXPECT_TRUE(fs::exists(staged.path()));
+}
+
+TEST(RemoveStaleStagingTest, AReusedPidIsNotTakenForTheOwner) {
+  auto root = testing::TempDir();
+  // Our own pid, but a start time that is not ours: the pid was reused.
+  fs::path fake = root / ".top10.tmp-abc123";
+  fs::create_directories(fake);
+  ASSERT_OK(WriteFileAtomic(fake / kStagingMarker, "pid " + std::to_string(::getpid()) + "\nstart 1\nboot \n"));
+  ASSERT_OK_AND_ASSIGN(int removed, RemoveStaleStaging(root));
+  EXPECT_EQ(removed, 1);
+  EXPECT_FALSE(fs::exists(fake));
+}
+
+TEST(RemoveStaleStagingTest, LeavesEverythingThatIsNotOurStagingAlone) {
+  auto root = testing::TempDir();
+  // Right name, no marker (someone else's); a marker but a normal name; a symlink to a marked dir.
+  fs::create_directories(root / ".data.tmp-00ff00");
+  fs::create_directories(root / "top10");
+  const std::string dead = "pid 999999999\nstart 1\nboot x\n";
+  ASSERT_OK(WriteFileAtomic(root / "top10" / kStagingMarker, dead));
+  fs::create_directories(root / "elsewhere" / ".x.tmp-aaaaaa");
+  ASSERT_OK(WriteFileAtomic(root / "elsewhere" / ".x.tmp-aaaaaa" / kStagingMarker, dead));
+  fs::create_directory_symlink(root / "elsewhere" / ".x.tmp-aaaaaa", root / ".y.tmp-bbbbbb");
+  ASSERT_OK(WriteFileAtomic(root / ".z.tmp-cccccc", dead));  // a file, not a directory
+  ASSERT_OK_AND_ASSIGN(int removed, RemoveStaleStaging(root));
+  EXPECT_EQ(removed, 0);
+  EXPECT_EQ(CountEntries(root), 5);
+  EXPECT_TRUE(fs::exists(root / "elsewhere" / ".x.tmp-aaaaaa" / kStagingMarker));
+  ASSERT_OK_AND_ASSIGN(int missing, RemoveStaleStaging(root / "no-such-dir"));
+  EXPECT_EQ(missing, 0);
 }
 
 TEST(FileUtilTest, ReadMissingFileIsNotFound) {

@@ -1,0 +1,418 @@
+"""Issue 7, "never destroy a user's model": what the CLI refuses, and that refusing leaves every input
+byte-identical.
+
+One tiny random model (`model init --preset tiny`), one calibration set, one baseline cache and one
+coverage-0.5 scheme are shared by the module. Every refused command is run through `_refused`, which
+snapshots (SHA-256 of every file) the base checkpoint, the calibration file and the baseline cache before
+and after, and asserts exit code 2, a message naming the problem, and identical snapshots.
+
+- outputs never hit inputs: `quantize --out` / `model forward --output` / `calib synth --out` equal to,
+  inside, around, or reaching an input through a symlink, "..", or a hard link, with and without
+  --overwrite; a regular file is not replaced by a directory; --overwrite replaces only our own outputs.
+- unambiguous selection: coverage forms, exactly one selection, a manifest's disabled_layers honoured,
+  --disabled-layers (and its --disable alias) recorded in the scheme's manifest.
+- validation before the expensive part: errors that need no baseline leave no baseline in a fresh cache;
+  an unwritable baseline cache is a warning and the scheme is still written.
+- integrity: a flipped FP8 byte fails `autoquant diff` naming the tensor.
+- leftovers: the staging directory of a killed export is removed by the next run.
+- exit codes: every usage error (CLI11's too) exits 2; --help documents the codes and the defaults.
+"""
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+import quant_helpers as qh
+
+CALIB = ["--samples", "4", "--seq-len", "32", "--images-per-sample", "1", "--image-size", "56x56", "--seed", "1"]
+
+
+def _digest(p: pathlib.Path) -> dict:
+    """path -> SHA-256 of every file under p (or of p itself)."""
+    p = pathlib.Path(p)
+    if not p.exists():
+        return {}
+    if p.is_file():
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()}
+    return {str(f.relative_to(p)): hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else "dir"
+            for f in sorted(p.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def env(autoquant_bin, tmp_path_factory):
+    root = tmp_path_factory.mktemp("safety")
+    model, calib, cache = root / "model", root / "calib.safetensors", root / "cache"
+    qh.run(autoquant_bin, "model", "init", "--preset", "tiny", "--out", model, "--seed", "0", check=True)
+    qh.run(autoquant_bin, "calib", "synth", "--model", model, "--out", calib, *CALIB, check=True)
+    scheme = root / "top50"
+    qh.quantize(autoquant_bin, model, calib, scheme, "--coverage", "0.5", cache=cache)
+    return {"root": root, "model": model, "calib": calib, "cache": cache, "scheme": scheme}
+
+
+def _inputs(env):
+    return {k: _digest(env[k]) for k in ("model", "calib", "cache")}
+
+
+def _refused(autoquant_bin, env, *args, words=()):
+    """Runs `autoquant ARGS`; asserts exit 2, every word in stderr, and byte-identical inputs."""
+    before = _inputs(env)
+    assert all(before.values()), "fixture inputs missing"
+    proc = qh.run(autoquant_bin, *args)
+    assert proc.returncode == 2, f"{args}: rc {proc.returncode}\n{proc.stderr[-2000:]}"
+    for w in words:
+        assert w in proc.stderr, f"{args}: {w!r} not in {proc.stderr!r}"
+    assert _inputs(env) == before, f"{args}: an input changed"
+    return proc
+
+
+def _quantize_args(env, out, *extra, cache=None):
+    return ["quantize", "--model", env["model"], "--calib", env["calib"], "--out", out, "--device", "cpu",
+            "--baseline-cache", cache or env["cache"], *extra]
+
+
+# ----------------------------------------------------------------------------- outputs never hit inputs
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_quantize_never_writes_over_or_into_an_input(autoquant_bin, env, overwrite):
+    root = env["root"]
+    (root / "elsewhere").mkdir(exist_ok=True)
+    link = root / "link-to-model"
+    if not link.exists():
+        link.symlink_to(env["model"], target_is_directory=True)
+    for out, word in [(env["model"], "the base model directory"),
+                      (env["model"] / "top10", "lies inside the base model directory"),
+                      (root / "elsewhere" / ".." / "model", "the base model directory"),
+                      (link, "the base model directory"),
+                      (env["calib"], "the calibration file"),
+                      (env["cache"], "the baseline cache"),
+                      (env["cache"] / "s", "the baseline cache"),
+                      (root, "contains")]:
+        _refused(autoquant_bin, env, *_quantize_args(env, out, "--coverage", "0.5", *overwrite),
+                 words=[word, "whatever --overwrite says"])
+
+
+def test_baseline_cache_inside_the_model_is_refused(autoquant_bin, env):
+    _refused(autoquant_bin, env, *_quantize_args(env, env["root"] / "x", "--coverage", "0.5",
+                                                 cache=env["model"] / "cache"),
+             words=["baseline cache", "the base model directory"])
+    assert not (env["model"] / "cache").exists()
+
+
+def test_model_forward_output_never_hits_its_inputs(autoquant_bin, env, tmp_path):
+    from safetensors.torch import save_file
+    import torch
+    inp = tmp_path / "in.safetensors"
+    save_file({"input_ids": torch.tensor([[1, 5, 7, 9]], dtype=torch.int64)}, inp)
+    before_inp = _digest(inp)
+    for out in (env["model"] / "model.safetensors", env["calib"]):
+        for ow in ([], ["--overwrite"]):
+            _refused(autoquant_bin, env, "model", "forward", "--model", env["model"], "--input", env["calib"],
+                     "--output", out, "--device", "cpu", *ow)
+    # The input file itself, with --overwrite.
+    proc = qh.run(autoquant_bin, "model", "forward", "--model", env["model"], "--input", inp, "--output", inp,
+                  "--device", "cpu", "--overwrite")
+    assert proc.returncode == 2 and "the input file" in proc.stderr, proc.stderr
+    assert _digest(inp) == before_inp
+
+    # A fresh output works; repeating it needs --overwrite, which replaces our own logits file.
+    out = tmp_path / "logits.safetensors"
+    qh.run(autoquant_bin, "model", "forward", "--model", env["model"], "--input", inp, "--output", out,
+           "--device", "cpu", check=True)
+    first = _digest(out)
+    proc = qh.run(autoquant_bin, "model", "forward", "--model", env["model"], "--input", inp, "--output", out,
+                  "--device", "cpu")
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+    qh.run(autoquant_bin, "model", "forward", "--model", env["model"], "--input", inp, "--output", out,
+           "--device", "cpu", "--overwrite", check=True)
+    assert _digest(out) == first  # same logits, rewritten
+    # A foreign file is not replaced, even with --overwrite.
+    foreign = tmp_path / "notes.safetensors"
+    foreign.write_text("mine")
+    proc = qh.run(autoquant_bin, "model", "forward", "--model", env["model"], "--input", inp, "--output", foreign,
+                  "--device", "cpu", "--overwrite")
+    assert proc.returncode == 2 and "not a previous output of autoquant" in proc.stderr, proc.stderr
+    assert foreign.read_text() == "mine"
+
+
+def test_calib_synth_refuses_to_replace_what_is_not_its_own(autoquant_bin, env, tmp_path):
+    for ow in ([], ["--overwrite"]):
+        _refused(autoquant_bin, env, "calib", "synth", "--model", env["model"], "--out",
+                 env["model"] / "model.safetensors", *CALIB, *ow, words=["the model directory"])
+    existing = tmp_path / "mine.safetensors"
+    existing.write_text("not a calibration set")
+    proc = qh.run(autoquant_bin, "calib", "synth", "--model", env["model"], "--out", existing, *CALIB)
+    assert proc.returncode == 2 and "already exists" in proc.stderr, proc.stderr
+    proc = qh.run(autoquant_bin, "calib", "synth", "--model", env["model"], "--out", existing, *CALIB, "--overwrite")
+    assert proc.returncode == 2 and "not a previous output of autoquant" in proc.stderr, proc.stderr
+    assert existing.read_text() == "not a calibration set"
+    # Our own calibration set may be replaced.
+    ours = tmp_path / "calib.safetensors"
+    qh.run(autoquant_bin, "calib", "synth", "--model", env["model"], "--out", ours, *CALIB, check=True)
+    qh.run(autoquant_bin, "calib", "synth", "--model", env["model"], "--out", ours, *CALIB, "--overwrite", check=True)
+
+
+def test_a_regular_file_is_never_replaced_by_a_scheme_directory(autoquant_bin, env):
+    f = env["root"] / "a-file"
+    f.write_text("keep me")
+    _refused(autoquant_bin, env, *_quantize_args(env, f, "--coverage", "0.5", "--overwrite"),
+             words=["is not a directory"])
+    assert f.is_file() and f.read_text() == "keep me"
+
+
+def test_overwrite_replaces_only_a_scheme_of_ours(autoquant_bin, env):
+    foreign = env["root"] / "foreign"
+    foreign.mkdir(exist_ok=True)
+    (foreign / "data.txt").write_text("precious")
+    _refused(autoquant_bin, env, *_quantize_args(env, foreign, "--coverage", "0.5", "--overwrite"),
+             words=["not a previous output of autoquant"])
+    assert (foreign / "data.txt").read_text() == "precious"
+    # model init --overwrite does not replace a checkpoint it did not write (the base is a copy here).
+    other = env["root"] / "hand-made"
+    if not other.exists():
+        shutil.copytree(env["scheme"], other)
+    proc = qh.run(autoquant_bin, "model", "init", "--preset", "tiny", "--out", other, "--overwrite")
+    assert proc.returncode == 2 and "not a previous output of autoquant" in proc.stderr, proc.stderr
+    # Our own scheme is replaced.
+    again = env["root"] / "again"
+    qh.quantize(autoquant_bin, env["model"], env["calib"], again, "--coverage", "0.5", cache=env["cache"])
+    _, s = qh.quantize(autoquant_bin, env["model"], env["calib"], again, "--coverage", "1", "--overwrite",
+                       cache=env["cache"])
+    assert s["groups_quantized"] == s["groups_total"]
+
+
+@pytest.mark.parametrize("scheme", ["../../evil", "a/b", "..", ".hidden"])
+def test_scheme_name_is_one_plain_path_component(autoquant_bin, env, scheme):
+    out = env["root"] / "named"
+    _refused(autoquant_bin, env, *_quantize_args(env, out, "--coverage", "0.5", "--scheme", scheme),
+             words=["scheme name"])
+    assert not out.exists()
+    assert not (env["root"].parent / "evil_quant_manifest.json").exists()
+
+
+# ----------------------------------------------------------------------------- selection
+
+@pytest.mark.parametrize("value", ["1.5", "10", "", "nan", "0", "top0", "150%"])
+def test_coverage_accepts_only_unambiguous_forms(autoquant_bin, env, value):
+    _refused(autoquant_bin, env, *_quantize_args(env, env["root"] / "cov", "--coverage", value),
+             words=["a fraction in (0, 1]", "topXX", "XX%"])
+
+
+def test_coverage_one_means_everything_and_top_and_percent_agree(autoquant_bin, env):
+    _, one = qh.quantize(autoquant_bin, env["model"], env["calib"], env["root"] / "cov1", "--coverage", "1",
+                         cache=env["cache"])
+    assert one["groups_quantized"] == one["groups_total"]
+    _, top = qh.quantize(autoquant_bin, env["model"], env["calib"], env["root"] / "cov_top50", "--coverage", "top50",
+                         cache=env["cache"])
+    _, pct = qh.quantize(autoquant_bin, env["model"], env["calib"], env["root"] / "cov_pct50", "--coverage", "50%",
+                         cache=env["cache"])
+    assert top["groups_quantized"] == pct["groups_quantized"] == one["groups_total"] // 2 + one["groups_total"] % 2
+
+
+@pytest.mark.parametrize("flags", [[], ["--disabled-layers", "*layers.0.*"],
+                                   ["--coverage", "0.5", "--effective-bits", "12"]])
+def test_exactly_one_selection(autoquant_bin, env, flags):
+    _refused(autoquant_bin, env, *_quantize_args(env, env["root"] / "sel", *flags), words=["exactly one"])
+
+
+def test_coverage_and_manifest_together_exit_2(autoquant_bin, env):
+    manifest = next(qh.layer_sensitivity(env["scheme"]).glob("*_coverage_from_baseline.json"))
+    _refused(autoquant_bin, env, *_quantize_args(env, env["root"] / "both", "--coverage", "0.5",
+                                                 "--coverage-manifest", manifest), words=["exactly one"])
+
+
+def test_manifest_disabled_layers_are_honoured_and_recorded(autoquant_bin, env):
+    cov = qh.coverage_manifest(env["scheme"])
+    seed = {"selected_layers": cov["selected_layers"] + cov["dropped_layers"], "dropped_layers": [],
+            "disabled_layers": ["*layers.0.mlp*"]}
+    path = env["root"] / "seed_manifest.json"
+    path.write_text(json.dumps(seed))
+    out = env["root"] / "from_manifest"
+    qh.quantize(autoquant_bin, env["model"], env["calib"], out, "--coverage-manifest", path,
+                "--disabled-layers", "*layers.1.self_attn.q_proj", "--disable", "*layers.1.mlp.down_proj",
+                cache=env["cache"])
+    m = qh.quant_manifest(out)
+    sel = m["selection"]
+    assert sel["kind"] == "coverage_manifest"
+    assert sel["disabled_layers"] == ["*layers.1.self_attn.q_proj", "*layers.1.mlp.down_proj", "*layers.0.mlp*"]
+    assert sel["disabled_layers_sources"] == {"request": ["*layers.1.self_attn.q_proj", "*layers.1.mlp.down_proj"],
+                                              "coverage_manifest": ["*layers.0.mlp*"]}
+    assert any("fnmatch" in r for r in sel["rules"])
+    disabled = {k for k, g in m["groups"].items() if g["disabled"]}
+    assert disabled == {"language_model.layers.0.mlp.gate_proj.quant_recipe",
+                        "language_model.layers.0.mlp.down_proj.quant_recipe",
+                        "language_model.layers.1.self_attn.q_proj.quant_recipe",
+                        "language_model.layers.1.mlp.down_proj.quant_recipe"}, disabled
+    assert m["groups"]["language_model.layers.0.mlp.down_proj.quant_recipe"]["disabled_by"] == ["*layers.0.mlp*"]
+    assert not disabled & qh.quantized_groups(m)
+    assert qh.quantized_groups(m) == set(seed["selected_layers"]) - disabled
+
+    # A manifest pattern that matches nothing is an error, not ignored.
+    seed["disabled_layers"] = ["*no_such_layer*"]
+    path.write_text(json.dumps(seed))
+    _refused(autoquant_bin, env, *_quantize_args(env, env["root"] / "bad_pattern", "--coverage-manifest", path),
+             words=["*no_such_layer*"])
+
+
+# ----------------------------------------------------------------------------- validation before the work
+
+def test_request_errors_are_found_before_calibration(autoquant_bin, env, tmp_path):
+    """With a fresh cache, requests that are wrong for this model fail without computing a baseline."""
+    cache = tmp_path / "fresh-cache"
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    bad_manifest = tmp_path / "bad.json"
+    bad_manifest.write_text(json.dumps({"selected_layers": ["bogus.quant_recipe"], "dropped_layers": []}))
+    cases = [
+        (["--coverage-manifest", bad_manifest], "extra 1 [bogus.quant_recipe]"),
+        (["--coverage", "0.5", "--disabled-layers", "*no_such*"], "*no_such*"),
+        (["--effective-bits", "4"], "minimum achievable"),
+        (["--coverage", "0.5", "--format", "gguf"], "unknown export format"),
+        (["--coverage", "0.5", "--method", "magic"], "magic"),
+        (["--coverage", "0.001"], "selects no group"),
+    ]
+    for extra, word in cases:
+        t0 = time.monotonic()
+        _refused(autoquant_bin, env, *_quantize_args(env, tmp_path / "out", *extra, cache=cache), words=[word])
+        assert not cache.exists(), f"{extra}: a baseline was computed before the request was checked"
+    # An output under a regular file cannot be created: refused before anything is computed.
+    _refused(autoquant_bin, env, *_quantize_args(env, blocker / "out", "--coverage", "0.5", cache=cache),
+             words=["is not a directory"])
+    assert not cache.exists()
+
+
+def test_unwritable_baseline_cache_is_a_warning(autoquant_bin, env, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    out = tmp_path / "scheme"
+    proc, summary = qh.quantize(autoquant_bin, env["model"], env["calib"], out, "--coverage", "0.5",
+                                cache=blocker / "cache")
+    assert "warning" in proc.stderr and "baseline not cached" in proc.stderr, proc.stderr
+    assert summary["baseline_reused"] is False
+    assert qh.quantized_groups(qh.quant_manifest(out))
+
+
+def test_modelopt_format_warns(autoquant_bin, env, tmp_path):
+    out = tmp_path / "mo"
+    proc, _ = qh.quantize(autoquant_bin, env["model"], env["calib"], out, "--coverage", "0.5", "--format",
+                          "modelopt", cache=env["cache"])
+    assert "warning" in proc.stderr and "transformers cannot load it" in proc.stderr, proc.stderr
+    assert "Do not load it with transformers" in (out / "README.md").read_text()
+
+
+# ----------------------------------------------------------------------------- integrity
+
+def test_flipped_fp8_byte_fails_diff_naming_the_tensor(autoquant_bin, env, tmp_path):
+    copy = qh.copy_scheme(env["scheme"], tmp_path / "flipped")
+    tensors = qh.read_checkpoint(copy)
+    victim = sorted(qh.fp8_modules(tensors))[0] + ".weight"
+    shard = copy / json.loads((copy / "model.safetensors.index.json").read_text())["weight_map"][victim]
+    data = bytearray(shard.read_bytes())
+    n = int.from_bytes(data[:8], "little")
+    begin = json.loads(data[8:8 + n])[victim]["data_offsets"][0]
+    data[8 + n + begin] ^= 0x01
+    shard.write_bytes(bytes(data))
+    proc = qh.run(autoquant_bin, "diff", env["scheme"], copy)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert victim in proc.stderr and "SHA-256" in proc.stderr, proc.stderr
+    # The untouched scheme passes on its own.
+    assert qh.run(autoquant_bin, "diff", env["scheme"]).returncode == 0
+
+
+# ----------------------------------------------------------------------------- leftovers
+
+def _staging_dirs(parent: pathlib.Path, name: str):
+    return [p for p in parent.iterdir() if p.name.startswith(f".{name}.tmp-")]
+
+
+def test_killed_exports_staging_dir_is_removed_by_the_next_run(autoquant_bin, env, tmp_path):
+    """SIGKILL (no handler can run) once the staging directory exists; the next quantize removes it.
+    The baseline is cached, so the run goes straight to the export; it is retried if it finishes
+    before the directory is seen."""
+    parent = tmp_path / "schemes"
+    parent.mkdir()
+    out = parent / "killed"
+    args = [str(autoquant_bin), *map(str, _quantize_args(env, out, "--coverage", "1"))]
+    for _ in range(20):
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and not _staging_dirs(parent, "killed"):
+            pass
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            if _staging_dirs(parent, "killed"):
+                break
+        shutil.rmtree(out, ignore_errors=True)
+    leftovers = _staging_dirs(parent, "killed")
+    assert leftovers, "could not interrupt an export while it was staging"
+    assert (leftovers[0] / ".autoquant-staging").exists()
+    assert not out.exists()
+
+    proc, _ = qh.quantize(autoquant_bin, env["model"], env["calib"], parent / "next", "--coverage", "0.5",
+                          cache=env["cache"])
+    assert "removed 1 staging directory" in proc.stderr, proc.stderr
+    assert _staging_dirs(parent, "killed") == []
+    assert sorted(p.name for p in parent.iterdir()) == ["next"]
+
+
+def test_sigterm_during_export_cleans_up(autoquant_bin, env, tmp_path):
+    """With the handler, SIGTERM cancels cooperatively: exit 1, no staging directory, no output."""
+    parent = tmp_path / "schemes"
+    parent.mkdir()
+    out = parent / "term"
+    args = [str(autoquant_bin), *map(str, _quantize_args(env, out, "--coverage", "1"))]
+    for _ in range(20):
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        while proc.poll() is None and not _staging_dirs(parent, "term"):
+            pass
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate()
+            if proc.returncode == 1 and "cancelled" in err:
+                break
+        else:
+            proc.communicate()
+        shutil.rmtree(out, ignore_errors=True)
+    else:
+        pytest.fail("could not interrupt an export while it was staging")
+    assert _staging_dirs(parent, "term") == []
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- exit codes and help
+
+@pytest.mark.parametrize("args", [
+    ["quantize", "--no-such-flag"],
+    ["quantize"],
+    ["nosuchcommand"],
+    [],
+    ["model", "forward", "--model", "/nonexistent", "--input", "/nonexistent", "--output", "/tmp/x"],
+    ["calib", "synth", "--model", "/nonexistent", "--out", "/tmp/x", "--samples", "1", "--seq-len", "8"],
+    ["diff", "/nonexistent"],
+    ["quantize", "--model", "/nonexistent", "--calib", "/nonexistent", "--out", "/tmp/x", "--coverage", "1"],
+    ["model", "init", "--preset", "nosuchpreset", "--out", "/tmp/aq-never-created"],
+])
+def test_usage_errors_exit_2(autoquant_bin, args):
+    proc = qh.run(autoquant_bin, *args)
+    assert proc.returncode == 2, f"{args}: rc {proc.returncode}\n{proc.stderr}"
+
+
+def test_help_documents_exit_codes_and_every_default(autoquant_bin):
+    top = qh.run(autoquant_bin, "--help")
+    assert top.returncode == 0
+    assert "Exit codes: 0 success, 1 runtime failure, 2 usage or validation error" in top.stdout
+    q = qh.run(autoquant_bin, "quantize", "--help")
+    assert q.returncode == 0
+    text = " ".join(q.stdout.split())
+    for flag, default in [("--method", "gradient"), ("--format", "compressed-tensors"), ("--device", "auto"),
+                          ("--dtype", "auto"), ("--calib-steps", "0"), ("--score-steps", "0"), ("--batch-size", "1")]:
+        line = next(l for l in q.stdout.splitlines() if l.strip().startswith(flag))
+        assert f"[{default}]" in line or f"={default}" in line or default in line.split(flag, 1)[1].split()[0:3], \
+            f"{flag}: default {default} not shown: {line!r}"
+    assert "--disabled-layers" in text and "--disable" in text
+    assert "Exit codes" in q.stdout
