@@ -20,6 +20,7 @@ APT_PACKAGES=(
   libabsl-dev nlohmann-json3-dev prometheus-cpp-dev libcivetweb-dev
   libgtest-dev libgmock-dev libsqlite3-dev libcli11-dev libspdlog-dev libfmt-dev
   libssl-dev zlib1g-dev
+  prometheus  # promtool: tests check autoquantd's /metrics with `promtool check metrics`
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

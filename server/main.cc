@@ -1,18 +1,30 @@
-// autoquantd entry point. The service itself arrives with the daemon issue;
-// for now it reports its version and what it was built against, which is what
-// deployment checks need to verify a build.
+// autoquantd: the GPU-resident AutoQuant daemon. See server/daemon.h.
+// Exit codes: 0 clean shutdown, 1 failure to start, 2 bad flags.
 #include <iostream>
 
 #include "CLI/CLI.hpp"
 #include "autoquant/v1/autoquant.pb.h"
 #include "core/util/build_info.h"
+#include "server/daemon.h"
+#include "server/daemon_options.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"autoquantd: GPU-resident AutoQuant daemon"};
-  bool version = false;
-  app.add_flag("--version", version, "print version and build information");
-  CLI11_PARSE(app, argc, argv);
-  std::cout << autoquant::BuildInfoString(autoquant::GetBuildInfo()) << " [api "
-            << autoquant::v1::Job::descriptor()->file()->package() << "]\n";
-  return 0;
+  CLI::App app{"autoquantd: GPU-resident AutoQuant daemon (gRPC service autoquant.v1.AutoQuant)"};
+  app.footer("Exit codes: 0 clean shutdown (SIGTERM/SIGINT), 1 failure to start, 2 bad flags.");
+  app.set_version_flag("--version", autoquant::BuildInfoString(autoquant::GetBuildInfo()) + " [api " +
+                                        autoquant::v1::Job::descriptor()->file()->package() + "]");
+  autoquant::DaemonOptions options;
+  autoquant::AddDaemonOptions(app, &options);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+  absl::Status s = autoquant::FinishDaemonOptions(&options);
+  if (!s.ok()) {
+    std::cerr << "autoquantd: error: " << s.message() << "\n";
+    return 2;
+  }
+  return autoquant::RunDaemon(options);
 }

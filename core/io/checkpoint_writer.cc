@@ -3,6 +3,7 @@
 #include "absl/strings/str_format.h"
 #include "core/util/file_util.h"
 #include "core/util/status_macros.h"
+#include "core/util/torch_status.h"
 #include "nlohmann/json.hpp"
 
 namespace autoquant {
@@ -41,7 +42,8 @@ absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::pa
       if (options.cancel != nullptr && options.cancel->load()) {
         return absl::CancelledError("checkpoint write cancelled");
       }
-      ASSIGN_OR_RETURN(torch::Tensor t, plan[i].produce());
+      // Producers quantize on the device: OOM there must end this write, not the process.
+      ASSIGN_OR_RETURN(torch::Tensor t, TorchCall(plan[i].produce, plan[i].spec.name));
       RETURN_IF_ERROR(writer.Write(t));
       result.weight_map[plan[i].spec.name] = file;
       result.total_bytes += plan[i].spec.nbytes();

@@ -30,7 +30,8 @@ namespace autoquant {
 
 struct PlannedTensor {
   TensorSpec spec;
-  // Called once, in plan order; must return a tensor matching `spec`.
+  // Called once, in plan order; must return a tensor matching `spec`. A torch
+  // exception it lets escape is turned into a Status (TorchCall).
   std::function<absl::StatusOr<torch::Tensor>()> produce;
 };
 

@@ -12,6 +12,7 @@
 #include "core/io/torch_dtype.h"
 #include "core/util/file_util.h"
 #include "core/util/status_macros.h"
+#include "core/util/torch_status.h"
 
 namespace autoquant {
 
@@ -22,8 +23,10 @@ uint64_t TensorSpec::nbytes() const {
 }
 
 absl::StatusOr<TensorSpec> SpecOf(std::string name, const torch::Tensor& t) {
+  if (!t.defined()) return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "' is undefined"));
   ASSIGN_OR_RETURN(DType dtype, FromTorch(t.scalar_type()));
-  return TensorSpec{std::move(name), dtype, t.sizes().vec()};
+  ASSIGN_OR_RETURN(std::vector<int64_t> shape, TorchCall([&] { return t.sizes().vec(); }, name));
+  return TensorSpec{std::move(name), dtype, std::move(shape)};
 }
 
 absl::StatusOr<SafetensorsWriter> SafetensorsWriter::Create(
@@ -101,8 +104,15 @@ absl::Status SafetensorsWriter::Write(const torch::Tensor& t) {
         "] but got ", DTypeName(got.dtype), " [", absl::StrJoin(got.shape, ","), "]"));
   }
   if (spec.nbytes() > 0) {
-    torch::Tensor host = t.device().is_cpu() ? t.contiguous() : t.to(torch::kCPU).contiguous();
-    RETURN_IF_ERROR(WriteBytes(host.data_ptr(), spec.nbytes()));
+    // The copy to the host is where a tensor without readable data fails
+    // (meta, a lost CUDA context, OOM for the staging copy).
+    ASSIGN_OR_RETURN(torch::Tensor host, TorchCall(
+                                             [&] {
+                                               torch::Tensor d = t.layout() == torch::kStrided ? t : t.to_dense();
+                                               return d.to(torch::kCPU).contiguous();
+                                             },
+                                             absl::StrCat("cannot write tensor '", spec.name, "'")));
+    RETURN_IF_ERROR(WriteBytes(host.const_data_ptr(), spec.nbytes()));
   }
   ++next_;
   return absl::OkStatus();

@@ -46,7 +46,9 @@ class SafetensorsWriter {
   ~SafetensorsWriter();
 
   // Writes the next tensor; its dtype and shape must match the next spec
-  // (InvalidArgument otherwise). Accepts any device and layout.
+  // (InvalidArgument otherwise). Accepts any device and layout; a tensor whose
+  // data cannot be copied to the host (e.g. on the meta device) is Internal,
+  // out of memory for that copy ResourceExhausted. Never throws.
   absl::Status Write(const torch::Tensor& t);
   // FailedPrecondition if tensors are missing.
   absl::Status Finish();

@@ -1,6 +1,7 @@
 #include "core/quant/baseline.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "absl/strings/ascii.h"
@@ -37,7 +38,7 @@ absl::StatusOr<ScoreMethod> ParseScoreMethod(absl::string_view name) {
   return absl::InvalidArgumentError(absl::StrCat("unknown score method '", name, "' (gradient | kl_div)"));
 }
 
-std::string BaselineKey(const BaselineInputs& in) {
+absl::StatusOr<std::string> BaselineKey(const BaselineInputs& in) {
   json j;
   j["v"] = 1;  // bump when the scoring algorithm changes meaning
   j["model"] = in.model_fingerprint;
@@ -99,6 +100,111 @@ json BaselineToJson(const Baseline& b) {
   return j;
 }
 
+namespace {
+
+absl::Status Corrupt(absl::string_view what) {
+  return absl::DataLossError(absl::StrCat("baseline is inconsistent: ", what));
+}
+
+// Non-negative and finite: what the search and the exporter assume of
+// scores, costs and amax (JSON cannot even hold a non-finite number).
+absl::Status CheckValues(absl::string_view what, size_t index, const std::vector<double>& v, size_t want) {
+  if (v.size() != want) {
+    return Corrupt(absl::StrCat(what, "[", index, "] has ", v.size(), " entries, expected ", want));
+  }
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (!std::isfinite(v[i]) || v[i] < 0) {
+      return Corrupt(absl::StrCat(what, "[", index, "][", i, "] = ", v[i], " is not a finite non-negative number"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckAmax(absl::string_view what, const std::vector<std::vector<float>>& amax, size_t formats,
+                       size_t linears) {
+  if (amax.size() != formats) {
+    return Corrupt(absl::StrCat(what, " has ", amax.size(), " formats, expected ", formats));
+  }
+  for (size_t f = 0; f < amax.size(); ++f) {
+    RETURN_IF_ERROR(CheckValues(what, f, std::vector<double>(amax[f].begin(), amax[f].end()), linears));
+  }
+  return absl::OkStatus();
+}
+
+// Everything later code indexes by: a baseline that passes cannot make the
+// search, the plan or the exporter read out of bounds.
+absl::Status Validate(const Baseline& b) {
+  if (b.formats.empty() || b.formats.back().name != "NONE") return Corrupt("formats must end with NONE");
+  for (size_t f = 0; f < b.formats.size(); ++f) {
+    if (b.formats[f].bits <= 0 || b.formats[f].bits > 16) {
+      return Corrupt(absl::StrCat("format '", b.formats[f].name, "' has ", b.formats[f].bits, " bits"));
+    }
+    if (f + 1 < b.formats.size() && b.formats[f].name == "NONE") return Corrupt("NONE must be the last format");
+  }
+  for (const auto& l : b.linears) {
+    if (l.weight_numel < 0 || l.out_features < 0 || l.in_features < 0) {
+      return Corrupt(absl::StrCat("Linear '", l.name, "' has a negative size"));
+    }
+  }
+  const size_t nf = b.formats.size();
+  if (b.scores.size() != b.groups.size() || b.costs.size() != b.groups.size()) {
+    return Corrupt(absl::StrCat(b.groups.size(), " groups but ", b.scores.size(), " score and ", b.costs.size(),
+                                " cost rows"));
+  }
+  if (b.groups.empty()) return Corrupt("no groups");
+  std::vector<bool> grouped(b.linears.size(), false);
+  int64_t total = 0;
+  for (size_t g = 0; g < b.groups.size(); ++g) {
+    const QuantGroup& qg = b.groups[g];
+    if (qg.linear_index.empty()) return Corrupt(absl::StrCat("group '", qg.key, "' has no Linears"));
+    int64_t numel = 0;
+    for (size_t i : qg.linear_index) {
+      if (i >= b.linears.size()) {
+        return Corrupt(absl::StrCat("group '", qg.key, "' names Linear ", i, " of ", b.linears.size()));
+      }
+      if (grouped[i]) return Corrupt(absl::StrCat("Linear '", b.linears[i].name, "' is in two groups"));
+      grouped[i] = true;
+      numel += b.linears[i].weight_numel;
+    }
+    if (qg.weight_numel != numel) {
+      return Corrupt(absl::StrCat("group '", qg.key, "' has numel ", qg.weight_numel, " but its Linears sum to ",
+                                  numel));
+    }
+    total += numel;
+    RETURN_IF_ERROR(CheckValues("scores", g, b.scores[g], nf));
+    RETURN_IF_ERROR(CheckValues("costs", g, b.costs[g], nf));
+    for (size_t f = 0; f < nf; ++f) {
+      // Written from the same expression, and doubles round-trip through JSON exactly.
+      if (b.costs[g][f] != Baseline::Cost(qg.weight_numel, b.formats[f])) {
+        return Corrupt(absl::StrCat("costs[", g, "][", f, "] = ", b.costs[g][f], " is not numel x bits / 16"));
+      }
+    }
+  }
+  if (b.total_weight_numel != total || total <= 0) {
+    return Corrupt(absl::StrCat("total_weight_numel is ", b.total_weight_numel, ", the groups sum to ", total));
+  }
+  RETURN_IF_ERROR(CheckAmax("input_amax", b.input_amax, nf - 1, b.linears.size()));
+  RETURN_IF_ERROR(CheckAmax("weight_amax", b.weight_amax, nf - 1, b.linears.size()));
+  if (b.ranking.size() != b.groups.size()) {
+    return Corrupt(absl::StrCat("ranking has ", b.ranking.size(), " entries for ", b.groups.size(), " groups"));
+  }
+  std::vector<bool> ranked(b.groups.size(), false);
+  for (size_t r = 0; r < b.ranking.size(); ++r) {
+    const size_t g = b.ranking[r];
+    if (g >= b.groups.size()) {
+      return Corrupt(absl::StrCat("ranking[", r, "] = ", g, " is out of range (", b.groups.size(), " groups)"));
+    }
+    if (ranked[g]) return Corrupt(absl::StrCat("ranking is not a permutation: group ", g, " appears twice"));
+    ranked[g] = true;
+    if (r > 0 && b.scores[g][0] < b.scores[b.ranking[r - 1]][0]) {
+      return Corrupt(absl::StrCat("ranking is not ordered by score at position ", r));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<Baseline> BaselineFromJson(const json& j) {
   try {
     Baseline b;
@@ -123,7 +229,9 @@ absl::StatusOr<Baseline> BaselineFromJson(const json& j) {
       qg.key = g.at("key");
       qg.linear_index = g.at("linears").get<std::vector<size_t>>();
       for (size_t i : qg.linear_index) {
-        if (i >= b.linears.size()) return absl::DataLossError("baseline group names a Linear out of range");
+        if (i >= b.linears.size()) {
+          return Corrupt(absl::StrCat("group '", qg.key, "' names Linear ", i, " of ", b.linears.size()));
+        }
         qg.modules.push_back(b.linears[i].name);
       }
       qg.weight_numel = g.at("numel");
@@ -137,9 +245,13 @@ absl::StatusOr<Baseline> BaselineFromJson(const json& j) {
     b.total_weight_numel = j.at("total_weight_numel");
     b.score_seconds = j.value("score_seconds", 0.0);
     b.calib_seconds = j.value("calib_seconds", 0.0);
+    RETURN_IF_ERROR(Validate(b));
     return b;
   } catch (const json::exception& e) {
     return absl::DataLossError(absl::StrCat("baseline JSON is malformed: ", e.what()));
+  } catch (const std::exception& e) {
+    // e.g. bad_alloc for absurd sizes: a bad cache file must not throw out of core.
+    return absl::DataLossError(absl::StrCat("baseline JSON cannot be read: ", e.what()));
   }
 }
 
@@ -155,8 +267,15 @@ absl::StatusOr<Baseline> LoadBaseline(const std::filesystem::path& dir, const st
   ASSIGN_OR_RETURN(std::string text, ReadFile(path));
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded()) return absl::DataLossError(absl::StrCat(path.string(), ": not valid JSON"));
-  ASSIGN_OR_RETURN(Baseline b, BaselineFromJson(j));
-  if (b.key != key) return absl::DataLossError(absl::StrCat(path.string(), ": key mismatch"));
+  auto b = BaselineFromJson(j);
+  if (!b.ok()) return absl::DataLossError(absl::StrCat(path.string(), ": ", b.status().message()));
+  // The inputs must hash to the key: an edited or damaged "inputs" block would
+  // otherwise pass for a baseline of other settings.
+  ASSIGN_OR_RETURN(std::string actual, BaselineKey(b->inputs));
+  if (b->key != key || actual != key) {
+    return absl::DataLossError(absl::StrCat(path.string(), ": key mismatch (file says ", b->key,
+                                            ", its inputs hash to ", actual, ")"));
+  }
   return b;
 }
 

@@ -54,8 +54,9 @@ struct BaselineInputs {
   std::string compute_dtype;  // "bfloat16" / "float32": scores depend on it
 };
 
-// Hex SHA-256 over a canonical serialization of the inputs.
-std::string BaselineKey(const BaselineInputs& in);
+// Hex SHA-256 over a canonical serialization of the inputs (Internal if
+// hashing fails).
+absl::StatusOr<std::string> BaselineKey(const BaselineInputs& in);
 
 struct Baseline {
   std::string key;
@@ -82,10 +83,18 @@ struct Baseline {
 };
 
 nlohmann::json BaselineToJson(const Baseline& b);
+// DataLoss, naming the first problem, for a missing or mistyped field and for
+// any inconsistency that later code would index by: sizes of the per-group
+// scores and costs (one per format) and of the per-format, per-Linear amax;
+// group members and ranking entries out of range; a ranking that is not a
+// permutation ordered by score; negative or non-finite scores, costs and
+// amax; costs or numels that do not follow from the Linears.
 absl::StatusOr<Baseline> BaselineFromJson(const nlohmann::json& j);
 
 absl::Status SaveBaseline(const Baseline& b, const std::filesystem::path& dir);
-// NotFound if no baseline with this key is cached in `dir`.
+// NotFound if no baseline with this key is cached in `dir`; DataLoss if the
+// cached file is not valid JSON, fails BaselineFromJson, or its inputs do not
+// hash to `key`; the filesystem's error otherwise.
 absl::StatusOr<Baseline> LoadBaseline(const std::filesystem::path& dir, const std::string& key);
 
 }  // namespace autoquant

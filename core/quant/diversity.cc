@@ -87,7 +87,12 @@ absl::Status LoadScheme(const fs::path& dir, Scheme* s) {
   for (const auto& f : s->ckpt.files()) {
     for (const auto& t : f->tensors()) {
       torch::Tensor v = f->Get(t);
-      s->hashes[t.name] = v.numel() == 0 ? "" : Sha256Hex(absl::string_view(static_cast<const char*>(v.data_ptr()), t.nbytes()));
+      if (v.numel() == 0) {
+        s->hashes[t.name] = "";
+        continue;
+      }
+      ASSIGN_OR_RETURN(s->hashes[t.name],
+                       Sha256Hex(absl::string_view(static_cast<const char*>(v.data_ptr()), t.nbytes())));
     }
   }
   return absl::OkStatus();

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <map>
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "core/io/checkpoint.h"
@@ -43,12 +44,14 @@ struct Engine::Impl {
   torch::Device device{torch::kCPU};
   torch::ScalarType dtype = torch::kFloat32;
   std::string model_fp, calib_fp;
+  mutable std::mutex cache_mu;  // guards `cache`: RPC threads read it while the worker fills it
   // Every Linear of the model, model order; fixed at Create (ValidateScheme reads it from other threads).
   std::vector<LinearDesc> linears;
   bool tied_head = false;
   std::map<std::string, Baseline> cache;
   int scoring_passes = 0;
   int64_t last_baseline_peak_bytes = 0;
+  std::atomic<int64_t> peak_seen{0};  // highest peak reserved observed before any ResetPeak
 };
 
 namespace {
@@ -92,6 +95,12 @@ int64_t PeakReserved(const torch::Device& d) {
 
 void ResetPeak(const torch::Device& d) {
   if (d.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(d.index() < 0 ? 0 : d.index());
+}
+
+void RaiseTo(std::atomic<int64_t>& v, int64_t x) {
+  int64_t cur = v.load();
+  while (x > cur && !v.compare_exchange_weak(cur, x)) {
+  }
 }
 
 // The groups a baseline scores: ModelOpt's grouping, minus a tied head (it
@@ -143,7 +152,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   ASSIGN_OR_RETURN(impl->model_fp, FingerprintCheckpoint(impl->base));
   Sha256 ch;
   RETURN_IF_ERROR(HashFile(options.calib_path, &ch));
-  impl->calib_fp = ch.HexDigest();
+  ASSIGN_OR_RETURN(impl->calib_fp, ch.HexDigest());
   impl->tied_head = impl->model->config().tie_word_embeddings;
   for (const auto& [name, lin] : impl->model->Linears()) {
     impl->linears.push_back({name, lin->weight.numel(), lin->out_features(), lin->in_features()});
@@ -157,33 +166,36 @@ std::string Engine::device() const { return impl_->device.str(); }
 std::string Engine::dtype() const { return impl_->dtype == torch::kBFloat16 ? "bfloat16" : "float32"; }
 const std::string& Engine::model_fingerprint() const { return impl_->model_fp; }
 const std::string& Engine::calib_fingerprint() const { return impl_->calib_fp; }
+int64_t Engine::calib_samples() const { return impl_->calib.num_samples(); }
+const EngineOptions& Engine::options() const { return impl_->options; }
 
 absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps, int score_steps,
                                              bool include_vision, const ProgressFn& progress,
                                              const std::atomic<bool>* cancel, bool* reused) {
   Impl& s = *impl_;
-  const int batches = static_cast<int>(s.calib.BatchRanges(s.options.batch_size).size());
-  if (calib_steps < 0 || score_steps < 0) return absl::InvalidArgumentError("step counts must be >= 0");
-  calib_steps = calib_steps == 0 ? batches : std::min(calib_steps, batches);
-  score_steps = score_steps == 0 ? std::min(batches, std::max(1, 128 / s.options.batch_size))
-                                 : std::min(score_steps, batches);
-  BaselineInputs in;
-  in.model_fingerprint = s.model_fp;
-  in.calib_fingerprint = s.calib_fp;
-  in.method = method;
-  in.formats = {Fp8Format()};
-  in.calib_steps = calib_steps;
-  in.score_steps = score_steps;
-  in.include_vision = include_vision;
-  in.compute_dtype = dtype();
-  const std::string key = BaselineKey(in);
+  ASSIGN_OR_RETURN(BaselineInputs in, InputsFor(method, calib_steps, score_steps, include_vision));
+  calib_steps = in.calib_steps;
+  score_steps = in.score_steps;
+  ASSIGN_OR_RETURN(const std::string key, BaselineKey(in));
   if (reused) *reused = true;
-  if (auto it = s.cache.find(key); it != s.cache.end()) return it->second;
+  {
+    std::lock_guard<std::mutex> lock(s.cache_mu);
+    if (auto it = s.cache.find(key); it != s.cache.end()) return it->second;
+  }
   if (!s.options.baseline_cache.empty()) {
     auto loaded = LoadBaseline(s.options.baseline_cache, key);
     if (loaded.ok()) {
+      std::lock_guard<std::mutex> lock(s.cache_mu);
       s.cache[key] = *loaded;
       return *loaded;
+    }
+    // A bad entry costs a recomputation, not the scheme; but say so: silence
+    // would hide a cache directory that keeps getting damaged.
+    if (!absl::IsNotFound(loaded.status()) && progress) {
+      progress(ProgressEvent{Phase::kCalibrate, 0,
+                             absl::StrCat("ignoring the cached baseline (", loaded.status().ToString(),
+                                          "); recomputing it"),
+                             /*warning=*/true});
     }
   }
   if (reused) *reused = false;
@@ -195,6 +207,7 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
   b.linears = s.linears;
   ASSIGN_OR_RETURN(b.groups, QuantizableGroups(b.linears, include_vision, s.tied_head));
 
+  RaiseTo(s.peak_seen, PeakReserved(s.device));
   ResetPeak(s.device);
   auto t0 = std::chrono::steady_clock::now();
   PassOptions calib_opts{calib_steps, s.options.batch_size, cancel,
@@ -209,6 +222,7 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
                    ScoreGroups(s.model, s.calib, method, b.groups, b.formats, amax, score_opts));
   b.score_seconds = Seconds(t1);
   s.last_baseline_peak_bytes = PeakReserved(s.device);
+  RaiseTo(s.peak_seen, s.last_baseline_peak_bytes);
 
   b.input_amax = {amax.input_amax};
   b.weight_amax = {amax.weight_amax};
@@ -231,8 +245,79 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
       }
     }
   }
+  std::lock_guard<std::mutex> lock(s.cache_mu);
   s.cache[key] = b;
   return b;
+}
+
+absl::StatusOr<BaselineInputs> Engine::InputsFor(ScoreMethod method, int calib_steps, int score_steps,
+                                                 bool include_vision) const {
+  const Impl& s = *impl_;
+  const int batches = static_cast<int>(s.calib.BatchRanges(s.options.batch_size).size());
+  if (calib_steps < 0 || score_steps < 0) return absl::InvalidArgumentError("step counts must be >= 0");
+  BaselineInputs in;
+  in.model_fingerprint = s.model_fp;
+  in.calib_fingerprint = s.calib_fp;
+  in.method = method;
+  in.formats = {Fp8Format()};
+  in.calib_steps = calib_steps == 0 ? batches : std::min(calib_steps, batches);
+  in.score_steps = score_steps == 0 ? std::min(batches, std::max(1, 128 / s.options.batch_size))
+                                    : std::min(score_steps, batches);
+  in.include_vision = include_vision;
+  in.compute_dtype = dtype();
+  return in;
+}
+
+absl::StatusOr<Baseline> Engine::CachedBaseline(ScoreMethod method, int calib_steps, int score_steps,
+                                                bool include_vision) const {
+  ASSIGN_OR_RETURN(BaselineInputs in, InputsFor(method, calib_steps, score_steps, include_vision));
+  ASSIGN_OR_RETURN(const std::string key, BaselineKey(in));
+  {
+    std::lock_guard<std::mutex> lock(impl_->cache_mu);
+    if (auto it = impl_->cache.find(key); it != impl_->cache.end()) return it->second;
+  }
+  if (!impl_->options.baseline_cache.empty()) {
+    auto loaded = LoadBaseline(impl_->options.baseline_cache, key);
+    if (loaded.ok()) return loaded;
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "no ", ScoreMethodName(method), " baseline for these settings has been computed yet; submit a scheme "
+      "with the same method and steps first"));
+}
+
+std::vector<std::string> Engine::cached_baseline_keys() const {
+  std::lock_guard<std::mutex> lock(impl_->cache_mu);
+  std::vector<std::string> keys;
+  for (const auto& [k, _] : impl_->cache) keys.push_back(k);
+  return keys;
+}
+
+DeviceMemory Engine::device_memory() const {
+  DeviceMemory m;
+  const torch::Device& d = impl_->device;
+  if (!d.is_cuda()) return m;
+  const auto agg = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+  auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(d.index() < 0 ? 0 : d.index());
+  m.allocated = stats.allocated_bytes[agg].current;
+  m.reserved = stats.reserved_bytes[agg].current;
+  m.peak_reserved = std::max<int64_t>(impl_->peak_seen.load(), stats.reserved_bytes[agg].peak);
+  return m;
+}
+
+absl::Status Engine::WarmUp() {
+  Impl& s = *impl_;
+  if (s.calib.num_samples() == 0) return absl::FailedPreconditionError("the calibration set is empty");
+  ASSIGN_OR_RETURN(Qwen2_5_VLInputs in, s.calib.Sample(0));
+  return TorchCall(
+      [&]() -> absl::Status {
+        torch::InferenceMode guard;
+        ASSIGN_OR_RETURN(torch::Tensor logits, s.model->Forward(in));
+        if (!torch::isfinite(logits).all().item<bool>()) {
+          return absl::InternalError("warm-up forward produced non-finite logits; check the model weights");
+        }
+        return absl::OkStatus();
+      },
+      "warm-up forward");
 }
 
 absl::Status Engine::ValidateScheme(const SchemeRequest& request) const {
@@ -303,8 +388,9 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
   eo.disabled_by_request = request.selection.disabled_layers;
   eo.cancel = cancel;
   eo.progress = [&](double f) { Report(progress, Phase::kExport, f); };
-  RETURN_IF_ERROR(ExportScheme(impl_->base, b, plan, eo).status());
+  ASSIGN_OR_RETURN(ExportResult exported, ExportScheme(impl_->base, b, plan, eo));
   r.export_seconds = Seconds(t1);
+  r.export_bytes = exported.bytes_written;
   r.effective_bits = plan.effective_bits;
   r.groups_quantized = plan.num_quantized(b);
   r.groups_total = b.groups.size();

@@ -31,6 +31,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/quant/baseline.h"
@@ -70,7 +71,8 @@ struct ProgressEvent {
   double fraction = 0;  // within the phase
   std::string message;
   // Something the user should know that does not stop the scheme (an
-  // unwritable baseline cache, a format transformers cannot load).
+  // unwritable baseline cache, a corrupt cache entry recomputed, a format
+  // transformers cannot load): worth showing even when progress is not.
   bool warning = false;
 };
 using ProgressFn = std::function<void(const ProgressEvent&)>;
@@ -86,6 +88,14 @@ struct SchemeResult {
   double baseline_seconds = 0;   // calibration + scoring time spent by this call
   int64_t baseline_peak_device_bytes = 0;  // CUDA allocator's peak reserved bytes while computing it
   double export_seconds = 0;
+  uint64_t export_bytes = 0;  // bytes of safetensors written
+};
+
+// Device memory as the CUDA caching allocator sees it (all 0 on CPU).
+struct DeviceMemory {
+  int64_t allocated = 0;      // in use by tensors now
+  int64_t reserved = 0;       // held by the allocator now
+  int64_t peak_reserved = 0;  // highest reserved since the engine was created
 };
 
 class Engine {
@@ -111,10 +121,26 @@ class Engine {
   // Thread-safe: reads only what Create fixed. Codes as for RunScheme.
   absl::Status ValidateScheme(const SchemeRequest& request) const;
 
-  // The baseline for these settings: cached, or computed now.
+  // The baseline for these settings: cached, or computed now. A cache file
+  // that cannot be used (corrupt, inconsistent, unreadable) is reported as a
+  // warning event, recomputed and replaced.
   absl::StatusOr<Baseline> GetBaseline(ScoreMethod method, int calib_steps, int score_steps, bool include_vision,
                                        const ProgressFn& progress = nullptr, const std::atomic<bool>* cancel = nullptr,
                                        bool* reused = nullptr);
+
+  // One forward pass over the first calibration sample: proves the model
+  // runs on the device before a daemon reports SERVING.
+  absl::Status WarmUp();
+
+  // The baseline for these settings if it is in memory or in the baseline
+  // cache; FailedPrecondition if it has not been computed. Thread-safe
+  // (the daemon's RPC threads call it while the worker runs a scheme).
+  absl::StatusOr<Baseline> CachedBaseline(ScoreMethod method, int calib_steps, int score_steps,
+                                          bool include_vision) const;
+  // Keys of the baselines held in memory. Thread-safe.
+  std::vector<std::string> cached_baseline_keys() const;
+  // Thread-safe.
+  DeviceMemory device_memory() const;
 
   // How many scoring passes this engine ran (tests use it to prove reuse).
   int scoring_passes() const;
@@ -122,10 +148,15 @@ class Engine {
   std::string dtype() const;
   const std::string& model_fingerprint() const;
   const std::string& calib_fingerprint() const;
+  int64_t calib_samples() const;
+  const EngineOptions& options() const;
 
  private:
   struct Impl;
   explicit Engine(std::unique_ptr<Impl> impl);
+  // The canonical step counts and key inputs for these settings.
+  absl::StatusOr<BaselineInputs> InputsFor(ScoreMethod method, int calib_steps, int score_steps,
+                                           bool include_vision) const;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <map>
 
 #include "absl/strings/match.h"
@@ -33,7 +34,12 @@ absl::StatusOr<float> PerTensorScale(const Checkpoint& ckpt, const std::string& 
                                                    info->numel(), " elements)"));
   }
   ASSIGN_OR_RETURN(torch::Tensor t, ckpt.Get(key));
-  return TorchCall([&] { return t.to(torch::kFloat32).reshape({}).item<float>(); }, key);
+  ASSIGN_OR_RETURN(float v, TorchCall([&] { return t.to(torch::kFloat32).reshape({}).item<float>(); }, key));
+  // A NaN, infinite or negative scale would load as a model of garbage that runs without error.
+  if (!std::isfinite(v) || v < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("'", key, "' = ", v, " is not a finite non-negative scale"));
+  }
+  return v;
 }
 
 }  // namespace
@@ -58,7 +64,10 @@ absl::StatusOr<LoadedScheme> LoadScheme(const Checkpoint& ckpt, torch::Device de
   };
   hooks.transform = [&scales](const std::string& key, const torch::Tensor& src) -> absl::StatusOr<torch::Tensor> {
     if (src.scalar_type() != torch::kFloat8_e4m3fn) return src;
-    float ws = scales.at(key.substr(0, key.size() - 7)).first;
+    // Every FP8 tensor was checked above to be a "<m>.weight" with scales; find, not at(), all the same.
+    auto it = scales.find(key.substr(0, key.size() - 7));
+    if (it == scales.end()) return absl::InternalError(absl::StrCat("no scales recorded for FP8 tensor '", key, "'"));
+    const float ws = it->second.first;
     return TorchCall([&] { return DequantizeFp8(src, torch::tensor(ws)); }, key);
   };
   LoadedScheme out;
@@ -68,8 +77,10 @@ absl::StatusOr<LoadedScheme> LoadScheme(const Checkpoint& ckpt, torch::Device de
     auto it = scales.find(name);
     if (it == scales.end()) it = scales.find(LegacyTensorName(name));
     if (it == scales.end()) continue;
-    float input_amax = it->second.second * kFp8E4M3Max;
-    lin->set_hook(std::make_shared<InputQuantHook>(torch::tensor(input_amax).to(device)));
+    const float input_amax = it->second.second * kFp8E4M3Max;
+    // A device allocation: out of memory here is as real as in the weights.
+    ASSIGN_OR_RETURN(torch::Tensor amax, TorchCall([&] { return torch::tensor(input_amax).to(device); }, name));
+    lin->set_hook(std::make_shared<InputQuantHook>(std::move(amax)));
     ++out.quantized_linears;
   }
   if (out.quantized_linears != scales.size()) {

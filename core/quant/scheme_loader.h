@@ -25,7 +25,8 @@ struct LoadedScheme {
 };
 
 // InvalidArgument when an FP8 weight lacks its weight_scale or input_scale,
-// or a scale has the wrong shape (0-d or [1] per tensor only).
+// or a scale has the wrong shape (0-d or [1] per tensor only) or is negative
+// or not finite; ResourceExhausted for OOM. Never throws.
 absl::StatusOr<LoadedScheme> LoadScheme(const Checkpoint& ckpt, torch::Device device, torch::ScalarType dtype);
 
 }  // namespace autoquant

@@ -17,9 +17,14 @@ struct State {
   int32_t choice;  // candidate of this group
 };
 
-// Costs are sums of products of integers; compare with a relative tolerance so
-// that float summation order cannot split equal costs into two states.
-bool CostLess(double a, double b) { return a < b - 1e-9 * std::max(1.0, std::abs(b)); }
+// A sum that lands a rounding error above the budget still fits. Only the
+// budget test has a tolerance: the frontier is ordered by exact costs, since
+// a tolerant "less" is no strict weak ordering (a ~ b and b ~ c but a < c),
+// which makes std::sort undefined, and treating near-equal costs as equal lets
+// a state crowd out a cheaper one that a later group needs to stay in budget.
+// Real costs (numel x bits / 16) are multiples of 1/16, whose sums doubles
+// hold exactly, so exact ordering splits nothing there.
+bool OverBudget(double cost, double budget) { return cost > budget + 1e-9 * std::max(1.0, std::abs(budget)); }
 
 }  // namespace
 
@@ -40,7 +45,7 @@ absl::StatusOr<SearchResult> SolveExact(const std::vector<SearchGroup>& groups, 
     }
     min_total += min_cost;
   }
-  if (CostLess(budget, min_total)) {
+  if (OverBudget(min_total, budget)) {
     return absl::OutOfRangeError(absl::StrFormat(
         "constraint infeasible: budget %.6g is below the minimum achievable cost %.6g", budget, min_total));
   }
@@ -59,15 +64,18 @@ absl::StatusOr<SearchResult> SolveExact(const std::vector<SearchGroup>& groups, 
       for (int32_t c = 0; c < static_cast<int32_t>(groups[g].candidates.size()); ++c) {
         const auto& cand = groups[g].candidates[c];
         double cost = prev[p].cost + cand.cost;
-        if (CostLess(budget, cost)) continue;
+        if (OverBudget(cost, budget)) continue;
         merged.push_back(State{cost, prev[p].score + cand.score, p, c});
       }
     }
+    // Costs and scores are finite (checked above), so this is a strict weak
+    // ordering; the parent makes it total, so the result never depends on
+    // the sort's handling of equal elements.
     std::sort(merged.begin(), merged.end(), [](const State& a, const State& b) {
-      if (CostLess(a.cost, b.cost)) return true;
-      if (CostLess(b.cost, a.cost)) return false;
+      if (a.cost != b.cost) return a.cost < b.cost;
       if (a.score != b.score) return a.score < b.score;
-      return a.choice < b.choice;
+      if (a.choice != b.choice) return a.choice < b.choice;
+      return a.parent < b.parent;
     });
     std::vector<State> next;
     for (const State& s : merged) {

@@ -71,18 +71,22 @@ void MakeMonotone(std::vector<std::vector<double>>* scores) {
 
 }  // namespace
 
-torch::Tensor NextTokenLoss(const torch::Tensor& logits, const torch::Tensor& input_ids,
-                            const torch::Tensor& attention_mask) {
-  using torch::indexing::Slice;
-  torch::Tensor pred = logits.index({Slice(), Slice(0, -1)}).to(torch::kFloat32);
-  torch::Tensor target = input_ids.index({Slice(), Slice(1, torch::indexing::None)}).to(torch::kLong);
-  if (attention_mask.defined()) {
-    torch::Tensor valid = attention_mask.index({Slice(), Slice(1, torch::indexing::None)}).to(torch::kBool);
-    target = torch::where(valid, target, torch::full_like(target, -100));
-  }
-  return torch::nn::functional::cross_entropy(
-      pred.reshape({-1, pred.size(-1)}), target.reshape({-1}),
-      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kMean));
+absl::StatusOr<torch::Tensor> NextTokenLoss(const torch::Tensor& logits, const torch::Tensor& input_ids,
+                                            const torch::Tensor& attention_mask) {
+  return TorchCall(
+      [&] {
+        using torch::indexing::Slice;
+        torch::Tensor pred = logits.index({Slice(), Slice(0, -1)}).to(torch::kFloat32);
+        torch::Tensor target = input_ids.index({Slice(), Slice(1, torch::indexing::None)}).to(torch::kLong);
+        if (attention_mask.defined()) {
+          torch::Tensor valid = attention_mask.index({Slice(), Slice(1, torch::indexing::None)}).to(torch::kBool);
+          target = torch::where(valid, target, torch::full_like(target, -100));
+        }
+        return torch::nn::functional::cross_entropy(
+            pred.reshape({-1, pred.size(-1)}), target.reshape({-1}),
+            torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kMean));
+      },
+      "next-token loss");
 }
 
 absl::StatusOr<CalibrationResult> Calibrate(Qwen2_5_VLModel& model, const CalibSet& calib,
@@ -133,9 +137,10 @@ absl::Status ScoreGradientBatch(Qwen2_5_VLModel& model, const Qwen2_5_VLInputs& 
   torch::Tensor x = hs.back().detach().requires_grad_(true);
   {
     torch::Tensor logits = model->Head(x);
-    torch::Tensor loss = NextTokenLoss(logits, in.input_ids.to(logits.device()),
-                                       in.attention_mask.defined() ? in.attention_mask.to(logits.device())
-                                                                   : torch::Tensor());
+    ASSIGN_OR_RETURN(torch::Tensor loss,
+                     NextTokenLoss(logits, in.input_ids.to(logits.device()),
+                                   in.attention_mask.defined() ? in.attention_mask.to(logits.device())
+                                                               : torch::Tensor()));
     loss.backward();
   }
   torch::Tensor g = x.grad();
@@ -213,6 +218,20 @@ absl::StatusOr<std::vector<std::vector<double>>> ScoreGroups(
     }
   }
   auto linears = model->Linears();
+  // Hooks index amax and Linears by these: a mismatch would read out of bounds.
+  if (amax.input_amax.size() != linears.size() || amax.weight_amax.size() != linears.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("calibration has ", amax.input_amax.size(), " input and ",
+                                                   amax.weight_amax.size(), " weight amax values for ",
+                                                   linears.size(), " Linears"));
+  }
+  for (const auto& g : groups) {
+    for (size_t li : g.linear_index) {
+      if (li >= linears.size()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("group '", g.key, "' names Linear ", li, " of ", linears.size()));
+      }
+    }
+  }
   const size_t nf = formats.size() - 1;
   std::vector<std::vector<double>> scores(groups.size(), std::vector<double>(formats.size(), 0.0));
   auto batches = Batches(calib, options);
@@ -232,18 +251,22 @@ absl::StatusOr<std::vector<std::vector<double>>> ScoreGroups(
   HookScope scope(linears);
   std::vector<std::shared_ptr<ScoreHook>> hooks(linears.size());
   bool vision = false;
-  for (const auto& g : groups) {
-    for (size_t li : g.linear_index) {
-      std::vector<torch::Tensor> in_s, w_s;
-      for (size_t f = 0; f < nf; ++f) {
-        in_s.push_back(AmaxOf(amax.input_amax[li]).to(linears[li].second->weight.device()));
-        w_s.push_back(AmaxOf(amax.weight_amax[li]).to(linears[li].second->weight.device()));
-      }
-      hooks[li] = std::make_shared<ScoreHook>(in_s, w_s);
-      scope.Set(li, hooks[li]);
-      vision = vision || absl::StrContains(linears[li].first, "visual.");
-    }
-  }
+  RETURN_IF_ERROR(TorchCall(
+      [&] {
+        for (const auto& g : groups) {
+          for (size_t li : g.linear_index) {
+            std::vector<torch::Tensor> in_s, w_s;
+            for (size_t f = 0; f < nf; ++f) {
+              in_s.push_back(AmaxOf(amax.input_amax[li]).to(linears[li].second->weight.device()));
+              w_s.push_back(AmaxOf(amax.weight_amax[li]).to(linears[li].second->weight.device()));
+            }
+            hooks[li] = std::make_shared<ScoreHook>(in_s, w_s);
+            scope.Set(li, hooks[li]);
+            vision = vision || absl::StrContains(linears[li].first, "visual.");
+          }
+        }
+      },
+      "gradient scoring setup"));
   for (size_t b = 0; b < batches.size(); ++b) {
     RETURN_IF_ERROR(CheckCancel(options));
     ASSIGN_OR_RETURN(Qwen2_5_VLInputs in, calib.Batch(batches[b].first, batches[b].second));

@@ -53,13 +53,18 @@ absl::StatusOr<CalibrationResult> Calibrate(Qwen2_5_VLModel& model, const CalibS
 
 // Returns [group][format] scores for `formats` (NONE last, scored 0).
 // `linears` are model->Linears() in order; amax from Calibrate.
+// InvalidArgument when amax does not have one value per Linear or a group
+// names a Linear the model lacks; Internal / ResourceExhausted for torch
+// errors; Cancelled.
 absl::StatusOr<std::vector<std::vector<double>>> ScoreGroups(
     Qwen2_5_VLModel& model, const CalibSet& calib, ScoreMethod method, const std::vector<QuantGroup>& groups,
     const std::vector<QuantFormat>& formats, const CalibrationResult& amax, const PassOptions& options);
 
 // The token-mean next-token cross-entropy used for gradient scores (and
-// perplexity): logits [B,S,V] float32, input_ids [B,S], attention_mask [B,S] or undefined.
-torch::Tensor NextTokenLoss(const torch::Tensor& logits, const torch::Tensor& input_ids,
-                            const torch::Tensor& attention_mask);
+// perplexity): logits [B,S,V] float32, input_ids [B,S], attention_mask [B,S] or
+// undefined -> 0-d float32 (differentiable). Internal when the shapes do not
+// fit together (ResourceExhausted for OOM); never throws.
+absl::StatusOr<torch::Tensor> NextTokenLoss(const torch::Tensor& logits, const torch::Tensor& input_ids,
+                                            const torch::Tensor& attention_mask);
 
 }  // namespace autoquant

@@ -28,6 +28,7 @@ absl::Status ErrnoStatus(int err, absl::string_view what, const fs::path& path) 
   std::string msg = absl::StrCat(what, " ", path.string(), ": ", std::strerror(err));
   switch (err) {
     case ENOENT:
+    case ENOTDIR:  // a path component is a file: the path does not exist
       return absl::NotFoundError(msg);
     case EACCES:
     case EPERM:

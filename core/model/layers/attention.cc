@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string_view>
 
 namespace autoquant {
 namespace {
@@ -43,18 +44,52 @@ torch::Tensor SegmentAttention(const torch::Tensor& q, const torch::Tensor& k, c
     for (size_t i = 0; i + 1 < cu_seqlens.size(); ++i) {
       max_len = std::max<int64_t>(max_len, cu_seqlens[i + 1] - cu_seqlens[i]);
     }
-    try {
-      torch::Tensor cu = torch::tensor(cu_seqlens, torch::dtype(torch::kInt32)).to(q.device());
-      auto out = at::_flash_attention_forward(q.contiguous(), k.contiguous(), v.contiguous(), cu, cu, max_len,
-                                              max_len, 0.0, /*is_causal=*/false, /*return_debug_mask=*/false,
-                                              scale);
-      return std::get<0>(out);
-    } catch (const c10::Error&) {
-      // Flash attention not built for this device / head size: fall through.
-    }
+    return internal::FlashOrFallback(
+        [&] {
+          torch::Tensor cu = torch::tensor(cu_seqlens, torch::dtype(torch::kInt32)).to(q.device());
+          auto out = at::_flash_attention_forward(q.contiguous(), k.contiguous(), v.contiguous(), cu, cu, max_len,
+                                                  max_len, 0.0, /*is_causal=*/false, /*return_debug_mask=*/false,
+                                                  scale);
+          return std::get<0>(out);
+        },
+        [&] { return SegmentLoop(q, k, v, cu_seqlens, scale); });
   }
   return SegmentLoop(q, k, v, cu_seqlens, scale);
 }
+
+namespace internal {
+
+bool IsFlashUnavailable(const c10::Error& e) {
+  if (dynamic_cast<const c10::OutOfMemoryError*>(&e) != nullptr) return false;
+  // The dispatcher has no kernel for this backend.
+  if (dynamic_cast<const c10::NotImplementedError*>(&e) != nullptr) return true;
+  // torch's own messages for a kernel that cannot run here (flash_api.cpp,
+  // attention.cu, the CUDA runtime). Matched on text because torch throws
+  // them as plain c10::Error; anything not listed is a real failure.
+  static constexpr std::string_view kUnavailable[] = {
+      "USE_FLASH_ATTENTION was not enabled for build",
+      "FlashAttention only support",  // "...supports Ampere GPUs or newer", "...support fp16 and bf16 data type"
+      "FlashAttention forward only supports head dimension",
+      "no kernel image is available for execution on the device",
+  };
+  const std::string_view msg = e.what_without_backtrace();
+  for (std::string_view s : kUnavailable) {
+    if (msg.find(s) != std::string_view::npos) return true;
+  }
+  return false;
+}
+
+torch::Tensor FlashOrFallback(const std::function<torch::Tensor()>& flash,
+                              const std::function<torch::Tensor()>& fallback) {
+  try {
+    return flash();
+  } catch (const c10::Error& e) {
+    if (!IsFlashUnavailable(e)) throw;
+  }
+  return fallback();
+}
+
+}  // namespace internal
 
 torch::Tensor RepeatKv(const torch::Tensor& k, int64_t n_rep) {
   if (n_rep == 1) return k;

@@ -1,9 +1,11 @@
 // Attention kernels as transformers' "sdpa" implementation calls them.
 #pragma once
 
+#include <c10/util/Exception.h>
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace autoquant {
@@ -14,8 +16,9 @@ namespace autoquant {
 // S = last), on the host. -> [S, heads, head_dim].
 // CPU / float32: one SDPA call per segment, no mask (as transformers does).
 // CUDA with bf16/fp16: one varlen flash-attention call over all segments (no
-// mask is materialised); falls back to the per-segment loop if the kernel is
-// unavailable.
+// mask is materialised); falls back to the per-segment loop only if the kernel
+// is unavailable (see internal::IsFlashUnavailable). Every other torch error,
+// out-of-memory above all, propagates to the caller's TorchCall.
 torch::Tensor SegmentAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                const std::vector<int32_t>& cu_seqlens, double scale);
 
@@ -32,5 +35,22 @@ torch::Tensor RepeatKv(const torch::Tensor& k, int64_t n_rep);
 // diagonal so that fully padded query rows stay finite (they are never read).
 // attention_mask: [B, S] (nonzero = token) -> bool [B, 1, S, S] on its device.
 torch::Tensor PaddedCausalMask(const torch::Tensor& attention_mask);
+
+namespace internal {
+
+// Whether an error of the varlen flash-attention call means "this kernel
+// cannot run here": not built into this torch, no kernel registered for the
+// device, a GPU or head size it does not support, no kernel image for this
+// GPU. Never true for out-of-memory: falling back would hide it, and the
+// per-segment loop needs more memory, not less.
+bool IsFlashUnavailable(const c10::Error& e);
+
+// flash(), or fallback() when flash() throws an error for which
+// IsFlashUnavailable holds; any other exception propagates. SegmentAttention's
+// fallback rule, separate so that tests can exercise it without a GPU.
+torch::Tensor FlashOrFallback(const std::function<torch::Tensor()>& flash,
+                              const std::function<torch::Tensor()>& fallback);
+
+}  // namespace internal
 
 }  // namespace autoquant

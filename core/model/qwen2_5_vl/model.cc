@@ -23,13 +23,19 @@ bool IsInteger(const torch::Tensor& t) {
   return !t.is_floating_point() && !t.is_complex() && t.scalar_type() != torch::kBool;
 }
 
-std::vector<int64_t> ToVector(const torch::Tensor& t) {
-  torch::Tensor c = t.to(torch::kCPU, torch::kInt64).contiguous();
-  return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+// The host copy is where an input without readable data (e.g. on the meta
+// device) or an unusable device fails: a Status naming the input.
+absl::StatusOr<std::vector<int64_t>> ToVector(const torch::Tensor& t, absl::string_view name) {
+  return TorchCall(
+      [&] {
+        torch::Tensor c = t.to(torch::kCPU, torch::kInt64).contiguous();
+        return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+      },
+      absl::StrCat("reading ", name));
 }
 
-std::vector<GridThw> Grids(const torch::Tensor& grid_thw) {
-  std::vector<int64_t> v = ToVector(grid_thw);
+absl::StatusOr<std::vector<GridThw>> Grids(const torch::Tensor& grid_thw) {
+  ASSIGN_OR_RETURN(std::vector<int64_t> v, ToVector(grid_thw, "image_grid_thw"));
   std::vector<GridThw> grids;
   for (size_t i = 0; i + 2 < v.size(); i += 3) grids.push_back({v[i], v[i + 1], v[i + 2]});
   return grids;
@@ -63,7 +69,7 @@ absl::Status Qwen2_5_VLModelImpl::ValidateInputs(const Qwen2_5_VLInputs& in) con
     return Bad(absl::StrCat("input_ids must be [batch, seq_len] and non-empty, got ", ShapeString(in.input_ids)));
   }
   const int64_t vocab = config_.text.vocab_size;
-  std::vector<int64_t> ids = ToVector(in.input_ids);
+  ASSIGN_OR_RETURN(std::vector<int64_t> ids, ToVector(in.input_ids, "input_ids"));
   int64_t image_tokens = 0;
   for (int64_t id : ids) {
     if (id < 0 || id >= vocab) return Bad(absl::StrCat("input_ids holds token id ", id, " outside [0, ", vocab, ")"));
@@ -104,7 +110,7 @@ absl::Status Qwen2_5_VLModelImpl::ValidateInputs(const Qwen2_5_VLInputs& in) con
   }
   const int64_t merge = v.spatial_merge_size;
   int64_t patches = 0;
-  std::vector<GridThw> grids = Grids(in.image_grid_thw);
+  ASSIGN_OR_RETURN(std::vector<GridThw> grids, Grids(in.image_grid_thw));
   for (size_t i = 0; i < grids.size(); ++i) {
     const GridThw& g = grids[i];
     if (g.t <= 0 || g.h <= 0 || g.w <= 0) {
@@ -131,20 +137,23 @@ absl::StatusOr<DecoderInputs> Qwen2_5_VLModelImpl::Prepare(const Qwen2_5_VLInput
   RETURN_IF_ERROR(ValidateInputs(in));
   const int64_t batch = in.input_ids.size(0), seq = in.input_ids.size(1);
   std::vector<GridThw> grids;
-  if (in.image_grid_thw.defined()) grids = Grids(in.image_grid_thw);
+  if (in.image_grid_thw.defined()) {
+    ASSIGN_OR_RETURN(grids, Grids(in.image_grid_thw));
+  }
 
   std::vector<int64_t> mask_host;
   bool padded = false;
   if (in.attention_mask.defined()) {
-    mask_host = ToVector(in.attention_mask);
+    ASSIGN_OR_RETURN(mask_host, ToVector(in.attention_mask, "attention_mask"));
     for (int64_t m : mask_host) padded = padded || m == 0;
   }
   // transformers only computes 3D positions when images are present; text-only
   // inputs get arange(S) in every row, padded or not.
   RopeIndex rope;
   if (!grids.empty()) {
-    ASSIGN_OR_RETURN(rope, ComputeRopeIndex(ToVector(in.input_ids), mask_host, batch, seq, grids,
-                                            config_.image_token_id, config_.vision.spatial_merge_size));
+    ASSIGN_OR_RETURN(std::vector<int64_t> ids, ToVector(in.input_ids, "input_ids"));
+    ASSIGN_OR_RETURN(rope, ComputeRopeIndex(ids, mask_host, batch, seq, grids, config_.image_token_id,
+                                            config_.vision.spatial_merge_size));
   }
 
   return TorchCall(

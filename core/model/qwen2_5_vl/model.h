@@ -65,7 +65,8 @@ class Qwen2_5_VLModelImpl : public torch::nn::Module {
   // tokens: Unimplemented): missing input_ids, wrong dtypes or shapes,
   // pixel_values without image_grid_thw (or the reverse), patch count !=
   // sum(t*h*w), h/w not divisible by spatial_merge_size, image token count !=
-  // merged patch count, token ids outside the vocabulary.
+  // merged patch count, token ids outside the vocabulary. Internal when an
+  // input's data cannot be read to the host (e.g. a meta tensor). Never throws.
   absl::Status ValidateInputs(const Qwen2_5_VLInputs& in) const;
 
   // Validates, runs the vision tower, scatters image features at
@@ -78,9 +79,11 @@ class Qwen2_5_VLModelImpl : public torch::nn::Module {
 
   // Final norm + lm_head. hidden: [B, S, hidden] -> logits [B, S, vocab] float32
   // (computed in the model dtype, as transformers does, then upcast).
+  // A torch-level building block like layers(): throws as torch ops do, so
+  // call it inside TorchCall.
   torch::Tensor Head(const torch::Tensor& hidden);
 
-  // Prepare + all layers + Head. -> logits [B, S, vocab] float32.
+  // Prepare + all layers + Head. -> logits [B, S, vocab] float32. Never throws.
   absl::StatusOr<torch::Tensor> Forward(const Qwen2_5_VLInputs& in);
 
   // Every Linear with its full module name ("model.language_model.layers.0.self_attn.q_proj",

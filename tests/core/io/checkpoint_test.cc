@@ -81,6 +81,27 @@ TEST(CheckpointWriterTest, CancelStopsBetweenTensors) {
   EXPECT_TRUE(fs::is_empty(dir));
 }
 
+// A producer that lets a torch exception escape (the exporter quantizes on the
+// device) ends the write with a Status and leaves no partial shard.
+TEST(CheckpointWriterTest, ThrowingProducerIsAStatusAndLeavesNothing) {
+  auto dir = testing::TempDir();
+  auto plan = Plan(3, 4);
+  plan[1].produce = []() -> absl::StatusOr<torch::Tensor> {
+    TORCH_CHECK_WITH(OutOfMemoryError, false, "CUDA out of memory. Tried to allocate 2.00 GiB");
+    return torch::zeros({4});
+  };
+  absl::StatusOr<ShardingResult> r = absl::UnknownError("not run");
+  EXPECT_NO_THROW(r = WriteShardedSafetensors(dir, plan, {}));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  EXPECT_THAT(r.status().message(), HasSubstr("layers.1.weight"));
+  EXPECT_TRUE(fs::is_empty(dir));
+
+  plan[1].produce = []() -> absl::StatusOr<torch::Tensor> { return torch::zeros({4}).index_select(0, torch::tensor({9})); };
+  EXPECT_NO_THROW(r = WriteShardedSafetensors(dir, plan, {}));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal) << r.status();
+  EXPECT_TRUE(fs::is_empty(dir));
+}
+
 TEST(CheckpointTest, MissingShardNamedByIndexIsNotFound) {
   auto dir = testing::TempDir();
   ASSERT_OK(WriteShardedSafetensors(dir, Plan(3, 100), {.max_shard_bytes = 500}).status());

@@ -76,6 +76,32 @@ TEST(SafetensorsWriterTest, MismatchedTensorIsRejected) {
   EXPECT_THAT(s.message(), HasSubstr("planned as BF16 [2,2] but got F32 [2,2]"));
 }
 
+// A meta tensor has the planned dtype and shape but no data: copying it to
+// the host throws inside torch, which must come back as a Status.
+TEST(SafetensorsWriterTest, TensorWithoutDataIsAnErrorNotAnException) {
+  auto dir = testing::TempDir();
+  {
+    ASSERT_OK_AND_ASSIGN(auto w, SafetensorsWriter::Create(dir / "x.safetensors", {{"w", DType::kF32, {2, 3}}}, {}));
+    torch::Tensor meta = torch::empty({2, 3}, torch::dtype(torch::kFloat32).device(torch::kMeta));
+    absl::Status s;
+    EXPECT_NO_THROW(s = w.Write(meta));
+    EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
+    EXPECT_THAT(s.message(), HasSubstr("cannot write tensor 'w'"));
+    EXPECT_EQ(w.written(), 0u);
+  }
+  EXPECT_TRUE(fs::is_empty(dir));
+}
+
+TEST(SafetensorsWriterTest, SparseInputIsWrittenDense) {
+  auto dir = testing::TempDir();
+  torch::Tensor dense = torch::tensor({{0.f, 2.f, 0.f}, {3.f, 0.f, 0.f}});
+  ASSERT_OK_AND_ASSIGN(auto w, SafetensorsWriter::Create(dir / "s.safetensors", {*SpecOf("s", dense)}, {}));
+  ASSERT_OK(w.Write(dense.to_sparse()));
+  ASSERT_OK(w.Finish());
+  ASSERT_OK_AND_ASSIGN(auto f, SafetensorsFile::Open(dir / "s.safetensors"));
+  EXPECT_TRUE(torch::equal(*f->Get("s"), dense));
+}
+
 TEST(SafetensorsWriterTest, UnfinishedWriteLeavesNoFile) {
   auto dir = testing::TempDir();
   {

@@ -189,6 +189,30 @@ TEST_F(TinyModelTest, InputValidationNamesTheProblem) {
   expect(in, "divisible by spatial_merge_size");
 }
 
+// Inputs whose data cannot be read to the host (meta tensors: right dtype and
+// shape, no storage) fail inside torch while being validated or prepared; the
+// caller must get a Status naming the input, not an exception.
+TEST_F(TinyModelTest, UnreadableInputIsAStatusNotAnException) {
+  Qwen2_5_VLModel m = Load();
+  torch::InferenceMode guard;
+  const Qwen2_5_VLInputs good = ImageInputs(m->config());
+  auto on_meta = [](const torch::Tensor& t) { return torch::empty_like(t, t.options().device(torch::kMeta)); };
+  struct Case {
+    const char* name;
+    Qwen2_5_VLInputs in;
+  };
+  std::vector<Case> cases = {{"input_ids", good}, {"attention_mask", good}, {"image_grid_thw", good}};
+  cases[0].in.input_ids = on_meta(good.input_ids);
+  cases[1].in.attention_mask = on_meta(good.attention_mask);
+  cases[2].in.image_grid_thw = on_meta(good.image_grid_thw);
+  for (const Case& c : cases) {
+    absl::StatusOr<torch::Tensor> r = absl::UnknownError("not run");
+    EXPECT_NO_THROW(r = m->Forward(c.in)) << c.name;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal) << c.name << ": " << r.status();
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(std::string("reading ") + c.name));
+  }
+}
+
 TEST_F(TinyModelTest, TiedHeadSharesStorageWithEmbedding) {
   auto ckpt = Checkpoint::Open(*dir_);
   ASSERT_OK(ckpt.status());

@@ -118,12 +118,133 @@ TEST_F(EngineTest, IncludedVisionGroupsGetGradientAndKlScores) {
   }
 }
 
-TEST_F(EngineTest, CancelledSchemeLeavesNoOutput) {
+// Sets `cancel` at the first progress event of `phase` whose fraction is in
+// [from, to], and records every event so a test can see where the run stopped.
+struct CancelAt {
+  Phase phase;
+  double from = 0, to = 1;
+  std::atomic<bool> cancel{false};
+  std::vector<ProgressEvent> events;
+  double fired_at = -1;
+
+  ProgressFn Fn() {
+    return [this](const ProgressEvent& e) {
+      events.push_back(e);
+      if (!cancel.load() && e.phase == phase && e.fraction >= from && e.fraction <= to) {
+        fired_at = e.fraction;
+        cancel.store(true);
+      }
+    };
+  }
+  // Events that arrived after the flag was set.
+  std::vector<ProgressEvent> After() const {
+    std::vector<ProgressEvent> out;
+    bool seen = false;
+    for (const auto& e : events) {
+      if (seen) out.push_back(e);
+      seen = seen || (e.phase == phase && e.fraction == fired_at);
+    }
+    return out;
+  }
+};
+
+TEST_F(EngineTest, CancelledBeforeStartLeavesNoOutput) {
   ASSERT_OK_AND_ASSIGN(auto engine, Make(1));
   std::atomic<bool> cancel{true};
   auto r = engine->RunScheme(Coverage("x", 0.5), nullptr, &cancel);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled);
   EXPECT_FALSE(fs::exists(dir_ / "x"));
+}
+
+// Cancels at each phase in turn, the export both between tensors (after some
+// were written) and after the last one; every run must return Cancelled and
+// leave nothing next to the output: no output directory, no staging
+// directory (.NAME.tmp-*), no half-written shard.
+TEST_F(EngineTest, CancelInEveryPhaseReturnsCancelledAndLeavesNothingBehind) {
+  ASSERT_OK_AND_ASSIGN(auto engine, Make(1));
+  const fs::path models = dir_ / "models";
+  fs::create_directories(models);
+  struct Case {
+    std::string name;
+    Phase phase;
+    double from, to;
+  };
+  const std::vector<Case> cases = {
+      {"calibrate", Phase::kCalibrate, 0.01, 0.99},  // after the first batch, before the last
+      {"score", Phase::kScore, 0.01, 0.99},
+      {"search", Phase::kSearch, 0, 0},
+      {"export-mid", Phase::kExport, 0.01, 0.5},     // some tensors of the shard written
+      {"export-end", Phase::kExport, 0.8, 0.8},      // every tensor written, files not yet committed
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    CancelAt at{c.phase, c.from, c.to};
+    SchemeRequest req = Coverage(c.name, 0.5);
+    req.out_dir = models / c.name;
+    auto r = engine->RunScheme(req, at.Fn(), &at.cancel);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled) << r.status();
+    ASSERT_GE(at.fired_at, 0) << "never reached the phase";
+    for (const auto& e : at.After()) {
+      // Nothing of a later phase ran; within the phase only its completion
+      // events (the export's last 20% are side files) may still arrive.
+      EXPECT_EQ(e.phase, c.phase) << PhaseName(e.phase) << " " << e.fraction;
+    }
+    std::vector<std::string> left;
+    for (const auto& entry : fs::directory_iterator(models)) left.push_back(entry.path().filename().string());
+    EXPECT_TRUE(left.empty()) << ::testing::PrintToString(left);
+    if (c.phase == Phase::kCalibrate || c.phase == Phase::kScore) {
+      // A cancelled baseline is not cached: it would be reused as if complete.
+      EXPECT_TRUE(!fs::exists(dir_ / "cache") || fs::is_empty(dir_ / "cache"));
+    }
+  }
+  EXPECT_EQ(engine->scoring_passes(), 2);  // cancelled in score once, completed once (for search)
+}
+
+TEST_F(EngineTest, CorruptCacheEntryIsReportedRecomputedAndReplaced) {
+  auto warnings = [](const std::vector<ProgressEvent>& events) {
+    std::vector<std::string> out;
+    for (const auto& e : events) {
+      if (e.warning) out.push_back(e.message);
+    }
+    return out;
+  };
+  std::vector<ProgressEvent> events;
+  auto record = [&events](const ProgressEvent& e) { events.push_back(e); };
+  Baseline first;
+  {
+    ASSERT_OK_AND_ASSIGN(auto engine, Make(1));
+    ASSERT_OK_AND_ASSIGN(first, engine->GetBaseline(ScoreMethod::kGradient, 0, 0, false, record));
+    EXPECT_THAT(warnings(events), ::testing::IsEmpty());  // no entry yet is no problem
+  }
+  const fs::path file = dir_ / "cache" / ("baseline-" + first.key + ".json");
+  ASSERT_OK_AND_ASSIGN(std::string good, ReadFile(file));
+  nlohmann::json bad_ranking = nlohmann::json::parse(good);
+  bad_ranking["ranking"][0] = first.groups.size();
+  const std::vector<std::pair<std::string, std::string>> corruptions = {
+      {good.substr(0, good.size() / 2), "not valid JSON"},
+      {bad_ranking.dump(), "is out of range"},
+  };
+  for (const auto& [text, problem] : corruptions) {
+    SCOPED_TRACE(problem);
+    ASSERT_OK(WriteFileAtomic(file, text));
+    ASSERT_OK_AND_ASSIGN(auto engine, Make(1));  // a new process: nothing in memory
+    events.clear();
+    bool reused = true;
+    ASSERT_OK_AND_ASSIGN(Baseline again,
+                         engine->GetBaseline(ScoreMethod::kGradient, 0, 0, false, record, nullptr, &reused));
+    EXPECT_FALSE(reused);
+    EXPECT_EQ(engine->scoring_passes(), 1);
+    std::vector<std::string> w = warnings(events);
+    ASSERT_EQ(w.size(), 1u);
+    EXPECT_THAT(w[0], HasSubstr(file.string()));
+    EXPECT_THAT(w[0], HasSubstr(problem));
+    EXPECT_THAT(w[0], HasSubstr("recomputing"));
+    EXPECT_EQ(again.ranking, first.ranking);
+    // The bad file was replaced by the recomputed baseline.
+    ASSERT_OK_AND_ASSIGN(Baseline on_disk, LoadBaseline(dir_ / "cache", first.key));
+    EXPECT_EQ(on_disk.ranking, again.ranking);
+    EXPECT_EQ(on_disk.scores, again.scores);
+  }
 }
 
 TEST_F(EngineTest, BadRequestsAreClearErrors) {

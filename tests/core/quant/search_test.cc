@@ -10,7 +10,8 @@ namespace {
 using ::testing::HasSubstr;
 
 // Enumerates every combination: the reference the exact search must equal.
-double BruteForce(const std::vector<SearchGroup>& groups, double budget, bool* feasible) {
+// `slack`: how far over the budget a total may be (SolveExact's tolerance).
+double BruteForce(const std::vector<SearchGroup>& groups, double budget, bool* feasible, double slack = 1e-9) {
   double best = 1e300;
   *feasible = false;
   std::vector<int> idx(groups.size(), 0);
@@ -20,7 +21,7 @@ double BruteForce(const std::vector<SearchGroup>& groups, double budget, bool* f
       cost += groups[g].candidates[idx[g]].cost;
       score += groups[g].candidates[idx[g]].score;
     }
-    if (cost <= budget + 1e-9) {
+    if (cost <= budget + slack) {
       *feasible = true;
       best = std::min(best, score);
     }
@@ -89,6 +90,59 @@ TEST(SolveExactTest, PrefersTheCheaperChoiceOnEqualScore) {
   std::vector<SearchGroup> groups = {{{{0, 50}, {0, 100}}}};
   ASSERT_OK_AND_ASSIGN(auto r, SolveExact(groups, 100));
   EXPECT_EQ(r.choice[0], 0);
+}
+
+// Costs a hair apart (below the 1e-9 relative tolerance SolveExact allows
+// over the budget) are still different costs: the cheaper state must survive,
+// since a later group may need exactly that hair to stay within budget.
+TEST(SolveExactTest, KeepsACheaperStateThatIsOnlyAHairCheaper) {
+  const double hair = 0.8e-9;
+  std::vector<SearchGroup> groups = {
+      {{{3, 1.0}, {2, 1.0 + hair}}},
+      {{{0, 1.0 + 1.5e-9}, {100, 0}}},
+  };
+  // 1.0 + (1.0 + 1.5e-9) fits in 2.0 with the tolerance (2e-9); 1.0 + hair + ... does not.
+  ASSERT_OK_AND_ASSIGN(auto r, SolveExact(groups, 2.0));
+  EXPECT_EQ(r.choice, (std::vector<int>{0, 0}));
+  EXPECT_EQ(r.score, 3);
+}
+
+// Candidates whose costs form chains of steps below the old comparison
+// tolerance (a ~ b, b ~ c, a < c): a tolerant comparator is not a strict weak
+// ordering, so sorting the frontier with it was undefined behaviour and
+// dropped states. Many groups make the merged lists long enough for
+// std::sort's quicksort phase, not just its insertion sort.
+TEST(SolveExactTest, EqualsBruteForceWhenCostsDifferByLessThanTheTolerance) {
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> ngroups(2, 9), ncand(2, 4), step(0, 3);
+  std::uniform_real_distribution<double> score(0, 10), frac(0.95, 1.05);
+  int mismatches = 0, feasible_seen = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    std::vector<SearchGroup> groups(ngroups(rng));
+    double total = 0;
+    for (auto& g : groups) {
+      const int k = ncand(rng);
+      for (int c = 0; c < k; ++c) g.candidates.push_back({score(rng), 1.0 + step(rng) * 0.4e-9});
+      total += 1.0;
+    }
+    // Budgets around the total, so that the hairs decide what fits.
+    const double budget = total + (frac(rng) - 1.0) * 1e-8;
+    const double slack = 1e-9 * std::max(1.0, std::abs(budget));
+    bool feasible;
+    double want = BruteForce(groups, budget, &feasible, slack);
+    auto got = SolveExact(groups, budget);
+    if (!feasible) {
+      EXPECT_EQ(got.status().code(), absl::StatusCode::kOutOfRange) << trial;
+      continue;
+    }
+    ++feasible_seen;
+    ASSERT_TRUE(got.ok()) << trial << ": " << got.status();
+    if (std::abs(got->score - want) > 1e-9) ++mismatches;
+    EXPECT_NEAR(got->score, want, 1e-9) << trial;
+    EXPECT_LE(got->cost, budget + slack) << trial;
+  }
+  EXPECT_EQ(mismatches, 0);
+  EXPECT_GT(feasible_seen, 50);
 }
 
 TEST(SolveExactTest, ScalesToAThreeBillionParameterModel) {

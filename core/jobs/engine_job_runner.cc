@@ -1,0 +1,83 @@
+#include "core/jobs/engine_job_runner.h"
+
+#include <sys/stat.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/quant/scheme_name.h"
+#include "core/util/status_macros.h"
+
+namespace autoquant {
+namespace fs = std::filesystem;
+
+EngineJobRunner::EngineJobRunner(Engine* engine, fs::path models_root)
+    : engine_(engine), root_(std::move(models_root)) {}
+
+absl::StatusOr<SchemeRequest> EngineJobRunner::ToRequest(const JobSpec& spec) const {
+  RETURN_IF_ERROR(ValidateSchemeName(spec.scheme));
+  SchemeRequest r;
+  r.scheme = spec.scheme;
+  r.out_dir = root_ / spec.scheme;
+  struct stat st;
+  if (::lstat(r.out_dir.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        r.out_dir.string(), " is a symbolic link; the daemon writes only real directories under the models root ",
+        root_.string(), " (choose another scheme name or remove the link)"));
+  }
+  if (spec.has_manifest && spec.coverage) {
+    return absl::InvalidArgumentError("give either a coverage or a coverage manifest, not both");
+  }
+  r.selection.coverage = spec.coverage;
+  if (spec.has_manifest) {
+    CoverageManifest m;
+    m.selected_layers = spec.manifest_selected;
+    m.dropped_layers = spec.manifest_dropped;
+    m.disabled_layers = spec.manifest_disabled;
+    r.selection.coverage_manifest = std::move(m);
+  }
+  r.selection.disabled_layers = spec.disabled_layers;
+  r.selection.effective_bits = spec.effective_bits;
+  ASSIGN_OR_RETURN(r.method, ParseScoreMethod(spec.method));
+  ASSIGN_OR_RETURN(r.format, ParseExportFormat(spec.format));
+  r.calib_steps = spec.calib_steps;
+  r.score_steps = spec.score_steps;
+  r.include_vision = spec.include_vision;
+  r.overwrite = spec.overwrite;
+  return r;
+}
+
+absl::Status EngineJobRunner::Validate(const JobSpec& spec) {
+  if (spec.calib_steps < 0 || spec.score_steps < 0) {
+    return absl::InvalidArgumentError("calib_steps and score_steps must be >= 0 (0 = the default)");
+  }
+  ASSIGN_OR_RETURN(SchemeRequest r, ToRequest(spec));
+  return engine_->ValidateScheme(r);
+}
+
+absl::StatusOr<JobResultInfo> EngineJobRunner::Run(const JobSpec& spec, const RunnerEventFn& on_event,
+                                                   const std::atomic<bool>* cancel) {
+  ASSIGN_OR_RETURN(SchemeRequest r, ToRequest(spec));
+  ProgressFn progress = [&](const ProgressEvent& e) {
+    if (!on_event) return;
+    RunnerEvent ev;
+    ev.phase = std::string(PhaseName(e.phase));
+    ev.fraction = e.fraction;
+    ev.message = e.message;
+    ev.warning = e.warning;
+    on_event(ev);
+  };
+  ASSIGN_OR_RETURN(SchemeResult s, engine_->RunScheme(r, progress, cancel));
+  JobResultInfo out;
+  out.output_dir = s.out_dir.string();
+  out.effective_bits = s.effective_bits;
+  out.groups_quantized = static_cast<int>(s.groups_quantized);
+  out.groups_total = static_cast<int>(s.groups_total);
+  out.baseline_reused = s.baseline_reused;
+  out.baseline_key = s.baseline_key;
+  out.metrics["baseline_seconds"] = s.baseline_seconds;
+  out.metrics["export_seconds"] = s.export_seconds;
+  out.metrics["export_bytes"] = static_cast<double>(s.export_bytes);
+  out.metrics["baseline_peak_device_bytes"] = static_cast<double>(s.baseline_peak_device_bytes);
+  return out;
+}
+
+}  // namespace autoquant

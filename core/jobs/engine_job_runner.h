@@ -1,0 +1,36 @@
+// The daemon's JobRunner: turns a stored JobSpec into an engine SchemeRequest
+// whose output is <models_root>/<scheme>, and runs it on the resident engine.
+// Torch-free (reaches the engine through core/quant/engine.h).
+//
+// Confinement: a scheme name is one plain path component, and the resolved
+// output must be a direct child of the models root that is not a symlink, so
+// no request writes outside the root. The engine's own checks (never over the
+// base model, calibration file or baseline cache; overwrite only replaces
+// our own output) apply on top.
+#pragma once
+
+#include <filesystem>
+
+#include "core/jobs/job_runner.h"
+#include "core/quant/engine.h"
+
+namespace autoquant {
+
+class EngineJobRunner : public JobRunner {
+ public:
+  // `engine` is not owned and must outlive the runner.
+  EngineJobRunner(Engine* engine, std::filesystem::path models_root);
+
+  absl::Status Validate(const JobSpec& spec) override;
+  absl::StatusOr<JobResultInfo> Run(const JobSpec& spec, const RunnerEventFn& on_event,
+                                    const std::atomic<bool>* cancel) override;
+
+  // The engine request a spec stands for (output under the models root).
+  absl::StatusOr<SchemeRequest> ToRequest(const JobSpec& spec) const;
+
+ private:
+  Engine* engine_;
+  std::filesystem::path root_;
+};
+
+}  // namespace autoquant

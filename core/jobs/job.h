@@ -1,0 +1,98 @@
+// The job model of autoquantd: what a job is, its states and the one rule
+// for moving between them. Torch-free and gRPC-free (the store, the worker
+// and the service all use it).
+//
+// States: QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED. A job can also
+// go RUNNING -> QUEUED (re-queued after the daemon stopped or died mid-run)
+// and QUEUED -> CANCELLED. Terminal states never change.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "nlohmann/json.hpp"
+
+namespace autoquant {
+
+enum class JobState { kQueued, kRunning, kSucceeded, kFailed, kCancelled };
+
+absl::string_view JobStateName(JobState s);  // "queued", ...
+absl::StatusOr<JobState> ParseJobState(absl::string_view name);
+bool IsTerminal(JobState s);
+// FailedPrecondition naming both states unless from -> to is allowed.
+absl::Status CheckTransition(JobState from, JobState to);
+
+// One scheme to produce: the request, as the daemon stores it.
+struct JobSpec {
+  std::string scheme;
+  std::optional<double> coverage;
+  bool has_manifest = false;
+  std::vector<std::string> manifest_selected;
+  std::vector<std::string> manifest_dropped;
+  std::vector<std::string> manifest_disabled;
+  std::vector<std::string> disabled_layers;
+  std::optional<double> effective_bits;
+  std::string method = "gradient";            // gradient | kl_div
+  std::string format = "compressed-tensors";  // compressed-tensors | modelopt
+  bool overwrite = false;
+  bool include_vision = false;
+  int calib_steps = 0;
+  int score_steps = 0;
+  int priority = 0;
+
+  nlohmann::json ToJson() const;
+  static absl::StatusOr<JobSpec> FromJson(const nlohmann::json& j);
+  bool operator==(const JobSpec& o) const { return ToJson() == o.ToJson(); }
+};
+
+struct JobResultInfo {
+  std::string output_dir;
+  double effective_bits = 0;
+  int groups_quantized = 0;
+  int groups_total = 0;
+  bool baseline_reused = false;
+  std::string baseline_key;
+  std::map<std::string, double> metrics;
+
+  nlohmann::json ToJson() const;
+  static JobResultInfo FromJson(const nlohmann::json& j);
+};
+
+struct Job {
+  std::string id;
+  int64_t seq = 0;  // store order (submission order)
+  std::string idempotency_key;
+  std::string sweep_id;
+  JobSpec spec;
+  JobState state = JobState::kQueued;
+  std::string phase;  // "" or an engine phase name: calibrate, score, search, export, evaluate
+  double progress = 0;
+  std::string message;
+  int64_t created_ms = 0;  // Unix epoch milliseconds; 0 = not yet
+  int64_t started_ms = 0;
+  int64_t finished_ms = 0;
+  int attempts = 0;
+  std::optional<JobResultInfo> result;
+};
+
+struct LogEntry {
+  int64_t sequence = 0;
+  int64_t time_ms = 0;
+  std::string level;  // info | warning | error
+  std::string message;
+  std::string phase;
+  double progress = 0;
+  std::optional<JobState> state;  // set on the line recording a terminal state
+};
+
+int64_t NowMs();
+// A fresh random job id, e.g. "j-5f0c3a9e21b47d68".
+std::string NewJobId(absl::string_view prefix = "j-");
+
+}  // namespace autoquant

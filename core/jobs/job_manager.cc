@@ -1,0 +1,358 @@
+#include "core/jobs/job_manager.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/util/status_macros.h"
+
+namespace autoquant {
+namespace {
+
+// Where each phase sits within a job's overall progress. A reused baseline
+// skips calibrate and score, so progress jumps to search.
+struct PhaseSpan {
+  const char* phase;
+  double begin, end;
+};
+constexpr PhaseSpan kSpans[] = {
+    {"calibrate", 0.00, 0.30}, {"score", 0.30, 0.65}, {"search", 0.65, 0.67},
+    {"export", 0.67, 0.99},    {"evaluate", 0.99, 1.00},
+};
+
+double JobProgress(const std::string& phase, double fraction) {
+  for (const auto& s : kSpans) {
+    if (phase == s.phase) return s.begin + (s.end - s.begin) * std::clamp(fraction, 0.0, 1.0);
+  }
+  return 0;
+}
+
+std::string StatusText(const absl::Status& s) {
+  return absl::StrCat(absl::StatusCodeToString(s.code()), ": ", s.message());
+}
+
+}  // namespace
+
+JobManager::JobManager(JobStore* store, JobObserver* observer, JobManagerOptions options)
+    : store_(store), observer_(observer), options_(options) {}
+
+JobManager::~JobManager() { Drain(); }
+
+bool JobManager::serving() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return started_ && !draining_;
+}
+
+std::string JobManager::running_job_id() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return running_id_;
+}
+
+absl::StatusOr<int64_t> JobManager::queued_count() {
+  ASSIGN_OR_RETURN(auto counts, store_->CountByState());
+  return counts[JobState::kQueued];
+}
+
+void JobManager::PublishQueueDepth() {
+  if (!observer_) return;
+  auto n = queued_count();
+  if (n.ok()) observer_->OnQueueDepth(*n);
+}
+
+absl::StatusOr<std::vector<Job>> JobManager::Recover() {
+  ASSIGN_OR_RETURN(std::vector<Job> changed, store_->RecoverInterrupted(options_.max_attempts));
+  for (const Job& j : changed) {
+    if (observer_) observer_->OnStateChange(j, JobState::kRunning);
+    Notify(j.id);
+  }
+  PublishQueueDepth();
+  return changed;
+}
+
+void JobManager::Start(JobRunner* runner) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (started_) return;
+  runner_ = runner;
+  started_ = true;
+  wake_ = true;
+  worker_ = std::thread([this] { WorkerLoop(); });
+}
+
+void JobManager::Drain() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (draining_ && !worker_.joinable()) return;
+    draining_ = true;
+    if (!running_id_.empty()) {
+      requeue_running_ = true;
+      cancel_running_ = true;
+    }
+  }
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+absl::StatusOr<Job> JobManager::SetState(const std::string& id, JobState to, const std::function<void(Job&)>& mutate,
+                                         const std::optional<LogEntry>& log) {
+  ASSIGN_OR_RETURN(Job before, store_->Get(id));
+  ASSIGN_OR_RETURN(Job after, store_->Transition(id, to, mutate, log));
+  if (observer_) observer_->OnStateChange(after, before.state);
+  PublishQueueDepth();
+  Notify(id);
+  return after;
+}
+
+absl::Status JobManager::Log(const std::string& id, const std::string& level, const std::string& message,
+                             const std::string& phase, double progress) {
+  LogEntry e;
+  e.level = level;
+  e.message = message;
+  e.phase = phase;
+  e.progress = progress;
+  RETURN_IF_ERROR(store_->AppendLog(id, e).status());
+  Notify(id);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Job> JobManager::Submit(const JobSpec& spec, const std::string& idempotency_key) {
+  ASSIGN_OR_RETURN(auto r, SubmitSweep({spec}, idempotency_key));
+  return r.second.front();
+}
+
+absl::StatusOr<std::pair<std::string, std::vector<Job>>> JobManager::SubmitSweep(const std::vector<JobSpec>& specs,
+                                                                                 const std::string& key) {
+  if (specs.empty()) return absl::InvalidArgumentError("a sweep needs at least one point");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!started_) return absl::UnavailableError("the model is still loading; retry when health is SERVING");
+    if (draining_) return absl::UnavailableError("the daemon is shutting down; submit to it after it restarts");
+  }
+  const bool sweep = specs.size() > 1;
+  std::map<std::string, size_t> names;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    absl::Status s = runner_->Validate(specs[i]);
+    if (!s.ok()) {
+      return sweep ? absl::Status(s.code(), absl::StrCat("point ", i, " (scheme '", specs[i].scheme, "'): ",
+                                                         s.message()))
+                   : s;
+    }
+    auto [it, fresh] = names.emplace(specs[i].scheme, i);
+    if (!fresh) {
+      return absl::InvalidArgumentError(absl::StrCat("points ", it->second, " and ", i, " both name scheme '",
+                                                     specs[i].scheme, "'; each point needs its own scheme name"));
+    }
+  }
+  ASSIGN_OR_RETURN(int64_t queued, queued_count());
+  if (queued + static_cast<int64_t>(specs.size()) > options_.max_queued) {
+    return absl::ResourceExhaustedError(absl::StrCat("the queue is full (", queued, " jobs queued, limit ",
+                                                     options_.max_queued, "); retry later"));
+  }
+  const std::string sweep_id = sweep ? NewJobId("s-") : "";
+  std::vector<Job> jobs;
+  const int64_t now = NowMs();
+  for (const JobSpec& spec : specs) {
+    Job j;
+    j.id = NewJobId();
+    j.sweep_id = sweep_id;
+    j.spec = spec;
+    j.created_ms = now;
+    if (!key.empty()) j.idempotency_key = sweep ? absl::StrCat(key, "/", spec.scheme) : key;
+    jobs.push_back(std::move(j));
+  }
+  std::vector<bool> created;
+  ASSIGN_OR_RETURN(std::vector<Job> stored,
+                   store_->Insert(jobs, sweep ? absl::StrCat("queued (sweep ", sweep_id, ")") : "queued", &created));
+  std::string returned_sweep = sweep_id;
+  for (size_t i = 0; i < stored.size(); ++i) {
+    if (created[i] && observer_) observer_->OnSubmitted(stored[i]);
+    if (!created[i] && sweep) returned_sweep = stored[i].sweep_id;
+  }
+  PublishQueueDepth();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    wake_ = true;
+  }
+  cv_.notify_all();
+  return std::make_pair(returned_sweep, std::move(stored));
+}
+
+absl::StatusOr<int> JobManager::QueuePosition(const std::string& id) { return store_->QueuePosition(id); }
+
+absl::StatusOr<Job> JobManager::Get(const std::string& id) { return store_->Get(id); }
+
+absl::StatusOr<JobPage> JobManager::List(const JobListFilter& filter) { return store_->List(filter); }
+
+absl::StatusOr<std::vector<LogEntry>> JobManager::ReadLogs(const std::string& id, int64_t after, int limit) {
+  return store_->ReadLogs(id, after, limit);
+}
+
+absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
+  ASSIGN_OR_RETURN(Job j, store_->Get(id));
+  if (IsTerminal(j.state)) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", id, " has already finished (",
+                                                      JobStateName(j.state), "); nothing to cancel"));
+  }
+  if (j.state == JobState::kQueued) {
+    LogEntry e;
+    e.level = "info";
+    e.message = "cancelled while queued";
+    auto r = SetState(id, JobState::kCancelled, [](Job& j) { j.message = "cancelled by request"; }, e);
+    if (r.ok() || r.status().code() != absl::StatusCode::kFailedPrecondition) return r;
+    // The worker claimed it in between: cancel it as a running job.
+    ASSIGN_OR_RETURN(j, store_->Get(id));
+    if (IsTerminal(j.state)) return j;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (running_id_ == id) cancel_running_ = true;
+  }
+  RETURN_IF_ERROR(Log(id, "info", "cancel requested; stopping at the next batch, group or shard"));
+  j.message = "cancelling";
+  return j;
+}
+
+std::shared_ptr<void> JobManager::Subscribe(const std::string& id, std::function<void()> notify) {
+  auto fn = std::make_shared<std::function<void()>>(std::move(notify));
+  std::lock_guard<std::mutex> lock(sub_mu_);
+  for (auto it = subscribers_.begin(); it != subscribers_.end();) {
+    it = it->second.expired() ? subscribers_.erase(it) : std::next(it);
+  }
+  subscribers_.emplace(id, fn);
+  return fn;
+}
+
+void JobManager::Notify(const std::string& id) {
+  std::vector<std::shared_ptr<std::function<void()>>> fns;
+  {
+    std::lock_guard<std::mutex> lock(sub_mu_);
+    auto [b, e] = subscribers_.equal_range(id);
+    for (auto it = b; it != e; ++it) {
+      if (auto fn = it->second.lock()) fns.push_back(std::move(fn));
+    }
+  }
+  for (auto& fn : fns) (*fn)();
+}
+
+void JobManager::WorkerLoop() {
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::seconds(1), [this] { return wake_ || draining_; });
+      if (draining_) return;
+      wake_ = false;
+    }
+    while (true) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (draining_) return;
+      }
+      auto next = store_->ClaimNext();
+      if (!next.ok() || !next->has_value()) break;
+      Job job = std::move(**next);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        running_id_ = job.id;
+        cancel_running_ = false;
+        requeue_running_ = false;
+      }
+      if (observer_) observer_->OnStateChange(job, JobState::kQueued);
+      PublishQueueDepth();
+      Notify(job.id);
+      RunOne(std::move(job));
+      std::lock_guard<std::mutex> lock(mu_);
+      running_id_.clear();
+    }
+  }
+}
+
+void JobManager::RunOne(Job job) {
+  using Clock = std::chrono::steady_clock;
+  const auto job_start = Clock::now();
+  std::string phase;
+  auto phase_start = Clock::now();
+  int decile = -1;
+  auto end_phase = [&] {
+    if (phase.empty()) return;
+    double secs = std::chrono::duration<double>(Clock::now() - phase_start).count();
+    if (observer_) observer_->OnPhaseDone(job, phase, secs);
+    Log(job.id, "info", absl::StrFormat("%s done in %.2f s", phase, secs), phase, job.progress).IgnoreError();
+  };
+  RunnerEventFn on_event = [&](const RunnerEvent& e) {
+    if (e.phase != phase) {
+      end_phase();
+      phase = e.phase;
+      phase_start = Clock::now();
+      decile = -1;
+    }
+    job.phase = e.phase;
+    job.progress = JobProgress(e.phase, e.fraction);
+    if (observer_) observer_->OnProgress(job, e);
+    const int d = static_cast<int>(std::floor(e.fraction * 10));
+    if (d == decile && e.message.empty()) return;
+    decile = d;
+    store_->UpdateProgress(job.id, job.phase, job.progress).IgnoreError();
+    std::string msg = absl::StrFormat("[%s] %3.0f%%", e.phase, e.fraction * 100);
+    if (!e.message.empty()) absl::StrAppend(&msg, "  ", e.message);
+    Log(job.id, e.warning ? "warning" : "info", msg, e.phase, job.progress).IgnoreError();
+  };
+  absl::StatusOr<JobResultInfo> result = runner_->Run(job.spec, on_event, &cancel_running_);
+  end_phase();
+  const double secs = std::chrono::duration<double>(Clock::now() - job_start).count();
+
+  bool requeue = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    requeue = requeue_running_;
+  }
+  LogEntry e;
+  absl::StatusOr<Job> done;
+  if (result.ok()) {
+    result->metrics["job_seconds"] = secs;
+    e.level = "info";
+    e.message = absl::StrFormat("succeeded: %s (%d of %d groups in FP8, effective bits %.4f, baseline %s)",
+                                result->output_dir, result->groups_quantized, result->groups_total,
+                                result->effective_bits, result->baseline_reused ? "reused" : "computed");
+    done = SetState(job.id, JobState::kSucceeded,
+                    [&](Job& j) {
+                      j.result = *result;
+                      j.progress = 1;
+                      j.phase = "";
+                      j.message = "";
+                    },
+                    e);
+  } else if (result.status().code() == absl::StatusCode::kCancelled && requeue) {
+    e.level = "warning";
+    e.message = "the daemon is shutting down: stopped at a safe point and re-queued (nothing was published)";
+    done = SetState(job.id, JobState::kQueued,
+                    [](Job& j) {
+                      j.attempts = std::max(0, j.attempts - 1);
+                      j.phase = "";
+                      j.progress = 0;
+                      j.message = "re-queued at shutdown";
+                    },
+                    e);
+  } else if (result.status().code() == absl::StatusCode::kCancelled) {
+    e.level = "info";
+    e.message = "cancelled; nothing was published";
+    done = SetState(job.id, JobState::kCancelled,
+                    [](Job& j) {
+                      j.phase = "";
+                      j.message = "cancelled by request";
+                    },
+                    e);
+  } else {
+    e.level = "error";
+    e.message = absl::StrCat("failed: ", StatusText(result.status()));
+    done = SetState(job.id, JobState::kFailed,
+                    [&](Job& j) { j.message = StatusText(result.status()); }, e);
+  }
+  if (!done.ok()) {
+    // The store refused the final state (e.g. disk full): leave the job RUNNING, so the next
+    // start re-queues it, rather than pretending it finished.
+    Log(job.id, "error", absl::StrCat("could not record the job's end: ", StatusText(done.status())))
+        .IgnoreError();
+  }
+}
+
+}  // namespace autoquant

@@ -1,0 +1,123 @@
+// The job queue and its one worker: accepts jobs (validated, stored, made
+// idempotent by the store), runs them one after another on the device by
+// priority then submission order, reports progress into the job and its
+// log, cancels cooperatively, and after a restart finishes what the last
+// process left (queued jobs run; a job cut off mid-run is re-queued once).
+//
+//   JobManager jobs(store.get(), observer);
+//   jobs.Start(runner);                       // after the model is loaded
+//   ASSIGN_OR_RETURN(Job j, jobs.Submit(spec, "my-key"));
+//   jobs.Drain();                             // on SIGTERM: stop, re-queue the running job
+//
+// Thread-safe: RPC threads call Submit/Get/List/Cancel/Subscribe while the
+// worker runs. Every state change goes through SetState (store transition +
+// observer), so gauges kept by the observer cannot drift from the store.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/jobs/job.h"
+#include "core/jobs/job_runner.h"
+#include "core/jobs/job_store.h"
+
+namespace autoquant {
+
+// Told about every state change and progress step (metrics). Called on the
+// thread that made the change; must not block or call back into the manager.
+class JobObserver {
+ public:
+  virtual ~JobObserver() = default;
+  virtual void OnSubmitted(const Job& job) {}
+  virtual void OnStateChange(const Job& job, JobState from) {}
+  virtual void OnProgress(const Job& job, const RunnerEvent& event) {}
+  virtual void OnPhaseDone(const Job& job, const std::string& phase, double seconds) {}
+  virtual void OnQueueDepth(int64_t queued) {}
+};
+
+struct JobManagerOptions {
+  int max_attempts = 2;        // a job cut off mid-run is re-queued once, then failed
+  int64_t max_queued = 10000;  // Submit fails ResourceExhausted beyond this
+};
+
+class JobManager {
+ public:
+  JobManager(JobStore* store, JobObserver* observer, JobManagerOptions options = {});
+  ~JobManager();  // Drain()s if still running
+
+  // Re-queues or fails jobs a previous process left RUNNING (logged in each
+  // job). Call once before Start.
+  absl::StatusOr<std::vector<Job>> Recover();
+  // Starts the worker with this runner (not owned; must outlive the manager
+  // or Drain). Before Start, Submit fails Unavailable.
+  void Start(JobRunner* runner);
+  // Stops taking jobs; a running job is cancelled and re-queued (its attempt
+  // not counted); returns when the worker has stopped. Idempotent.
+  void Drain();
+  bool serving() const;
+
+  // Validates, then stores. Unavailable before Start and while draining;
+  // the runner's codes for a bad spec; AlreadyExists for a reused key with a
+  // different spec; ResourceExhausted when the queue is full.
+  absl::StatusOr<Job> Submit(const JobSpec& spec, const std::string& idempotency_key);
+  // All specs validated first (a failure names the point); all stored or none.
+  absl::StatusOr<std::pair<std::string, std::vector<Job>>> SubmitSweep(const std::vector<JobSpec>& specs,
+                                                                       const std::string& idempotency_key);
+  absl::StatusOr<Job> Get(const std::string& id);
+  absl::StatusOr<JobPage> List(const JobListFilter& filter);
+  // Queued: cancelled now. Running: the worker stops at its next check and
+  // the job becomes CANCELLED; returned as still running with a message.
+  // FailedPrecondition for a finished job.
+  absl::StatusOr<Job> Cancel(const std::string& id);
+  absl::StatusOr<std::vector<LogEntry>> ReadLogs(const std::string& id, int64_t after, int limit);
+
+  // Calls `notify` (on any thread, without locks held) after each new log
+  // line of job `id`. Returns a handle; the subscription ends when the
+  // handle is destroyed.
+  std::shared_ptr<void> Subscribe(const std::string& id, std::function<void()> notify);
+
+  // 1-based place in the run order; 0 when not queued.
+  absl::StatusOr<int> QueuePosition(const std::string& id);
+  std::string running_job_id() const;
+  absl::StatusOr<int64_t> queued_count();
+
+ private:
+  struct Running;
+  absl::StatusOr<Job> SetState(const std::string& id, JobState to, const std::function<void(Job&)>& mutate,
+                               const std::optional<LogEntry>& log);
+  absl::Status Log(const std::string& id, const std::string& level, const std::string& message,
+                   const std::string& phase = "", double progress = 0);
+  void Notify(const std::string& id);
+  void PublishQueueDepth();
+  void WorkerLoop();
+  void RunOne(Job job);
+
+  JobStore* store_;
+  JobObserver* observer_;
+  JobManagerOptions options_;
+  JobRunner* runner_ = nullptr;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool started_ = false;
+  bool draining_ = false;
+  bool wake_ = false;
+  std::thread worker_;
+  std::string running_id_;
+  std::atomic<bool> cancel_running_{false};
+  bool requeue_running_ = false;  // set by Drain: the running job goes back to the queue
+
+  std::mutex sub_mu_;
+  std::multimap<std::string, std::weak_ptr<std::function<void()>>> subscribers_;
+};
+
+}  // namespace autoquant

@@ -1,0 +1,35 @@
+// What the job manager's worker calls to do a job's work. The daemon's
+// runner drives the AutoQuant engine (engine_job_runner.h); unit tests of the
+// queue use a scripted one. Torch-free.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/jobs/job.h"
+
+namespace autoquant {
+
+struct RunnerEvent {
+  std::string phase;       // calibrate | score | search | export | evaluate
+  double fraction = 0;     // within the phase
+  std::string message;     // optional detail for the job's log
+  bool warning = false;    // logged at warning level
+};
+using RunnerEventFn = std::function<void(const RunnerEvent&)>;
+
+class JobRunner {
+ public:
+  virtual ~JobRunner() = default;
+  // Everything that can be checked before the job is queued. Thread-safe
+  // (called from RPC threads while Run is busy on the worker).
+  virtual absl::Status Validate(const JobSpec& spec) = 0;
+  // Does the job. Called on the worker thread only, one job at a time.
+  // Returns Cancelled (leaving no output) once `cancel` is set.
+  virtual absl::StatusOr<JobResultInfo> Run(const JobSpec& spec, const RunnerEventFn& on_event,
+                                            const std::atomic<bool>* cancel) = 0;
+};
+
+}  // namespace autoquant

@@ -1,0 +1,555 @@
+#include "core/jobs/sqlite_job_store.h"
+
+#include <sqlite3.h>
+
+#include <mutex>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "core/util/status_macros.h"
+
+namespace autoquant {
+namespace {
+using json = nlohmann::json;
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS jobs(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  idempotency_key TEXT UNIQUE,
+  sweep_id TEXT NOT NULL DEFAULT '',
+  spec TEXT NOT NULL,
+  priority INTEGER NOT NULL DEFAULT 0,
+  state TEXT NOT NULL,
+  phase TEXT NOT NULL DEFAULT '',
+  progress REAL NOT NULL DEFAULT 0,
+  message TEXT NOT NULL DEFAULT '',
+  created_ms INTEGER NOT NULL DEFAULT 0,
+  started_ms INTEGER NOT NULL DEFAULT 0,
+  finished_ms INTEGER NOT NULL DEFAULT 0,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  result TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_run_order ON jobs(state, priority DESC, seq);
+CREATE TABLE IF NOT EXISTS logs(
+  job_id TEXT NOT NULL,
+  sequence INTEGER NOT NULL,
+  time_ms INTEGER NOT NULL,
+  level TEXT NOT NULL,
+  message TEXT NOT NULL,
+  phase TEXT NOT NULL DEFAULT '',
+  progress REAL NOT NULL DEFAULT 0,
+  state TEXT,
+  PRIMARY KEY(job_id, sequence)
+) WITHOUT ROWID;
+)sql";
+
+constexpr const char* kJobColumns =
+    "seq, id, idempotency_key, sweep_id, spec, state, phase, progress, message, created_ms, started_ms, "
+    "finished_ms, attempts, result";
+
+// One prepared statement; finalized on destruction.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const std::string& sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt_, nullptr);
+  }
+  ~Stmt() { sqlite3_finalize(stmt_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  absl::Status prepared() const {
+    if (rc_ == SQLITE_OK) return absl::OkStatus();
+    return absl::InternalError(absl::StrCat("job store: cannot prepare statement: ", sqlite3_errmsg(db_)));
+  }
+  Stmt& Bind(int i, const std::string& v) {
+    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& Bind(int i, int64_t v) {
+    sqlite3_bind_int64(stmt_, i, v);
+    return *this;
+  }
+  Stmt& BindDouble(int i, double v) {
+    sqlite3_bind_double(stmt_, i, v);
+    return *this;
+  }
+  Stmt& BindNull(int i) {
+    sqlite3_bind_null(stmt_, i);
+    return *this;
+  }
+  // True while a row is available; error status on failure.
+  absl::StatusOr<bool> Step() {
+    int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return absl::InternalError(absl::StrCat("job store: ", sqlite3_errmsg(db_)));
+  }
+  absl::Status Run() { return Step().status(); }
+  std::string Text(int col) const {
+    const unsigned char* t = sqlite3_column_text(stmt_, col);
+    return t ? std::string(reinterpret_cast<const char*>(t), sqlite3_column_bytes(stmt_, col)) : std::string();
+  }
+  bool IsNull(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+  int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
+  double Double(int col) const { return sqlite3_column_double(stmt_, col); }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_ = SQLITE_OK;
+};
+
+class SqliteJobStore : public JobStore {
+ public:
+  explicit SqliteJobStore(sqlite3* db) : db_(db) {}
+  ~SqliteJobStore() override { sqlite3_close_v2(db_); }
+
+  absl::Status Exec(const std::string& sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : sqlite3_errmsg(db_);
+      sqlite3_free(err);
+      return absl::InternalError(absl::StrCat("job store: ", msg));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Init() {
+    std::lock_guard<std::mutex> lock(mu_);
+    sqlite3_busy_timeout(db_, 10000);
+    // Fails on a file that is not a database: report it as such.
+    {
+      Stmt s(db_, "PRAGMA user_version");
+      if (!s.prepared().ok()) {
+        return absl::DataLossError(absl::StrCat("job store is not a readable SQLite database: ", sqlite3_errmsg(db_),
+                                                "; move it aside or point --store elsewhere"));
+      }
+      auto row = s.Step();
+      if (!row.ok()) {
+        return absl::DataLossError(absl::StrCat("job store is not a readable SQLite database: ",
+                                                row.status().message(), "; move it aside or point --store elsewhere"));
+      }
+      version_ = *row ? static_cast<int>(s.Int(0)) : 0;
+    }
+    if (version_ > kJobStoreSchemaVersion) {
+      return absl::FailedPreconditionError(absl::StrCat("job store has schema version ", version_,
+                                                        ", newer than this autoquantd's ", kJobStoreSchemaVersion,
+                                                        "; run a newer autoquantd"));
+    }
+    RETURN_IF_ERROR(Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
+    RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    absl::Status s = Exec(kSchema);
+    if (s.ok()) s = Exec(absl::StrCat("PRAGMA user_version=", kJobStoreSchemaVersion));
+    if (!s.ok()) {
+      Exec("ROLLBACK").IgnoreError();
+      return s;
+    }
+    RETURN_IF_ERROR(Exec("COMMIT"));
+    // A quick check that the tables are readable: a damaged file fails here, not on the first RPC.
+    Stmt check(db_, "PRAGMA quick_check");
+    if (!check.prepared().ok()) return absl::DataLossError("job store failed its integrity check");
+    auto row = check.Step();
+    if (!row.ok() || !*row || check.Text(0) != "ok") {
+      return absl::DataLossError(absl::StrCat("job store failed its integrity check: ",
+                                              row.ok() && *row ? check.Text(0) : std::string(row.status().message()),
+                                              "; move it aside or point --store elsewhere"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<Job>> Insert(const std::vector<Job>& jobs, const std::string& first_log,
+                                          std::vector<bool>* created) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    auto result = InsertLocked(jobs, first_log, created);
+    if (!result.ok()) {
+      Exec("ROLLBACK").IgnoreError();
+      return result.status();
+    }
+    RETURN_IF_ERROR(Exec("COMMIT"));
+    return result;
+  }
+
+  absl::StatusOr<Job> Get(const std::string& id) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return GetLocked(id);
+  }
+
+  absl::StatusOr<JobPage> List(const JobListFilter& f) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string where = "seq > ?1";
+    if (!f.states.empty()) {
+      std::vector<std::string> names;
+      for (JobState s : f.states) names.push_back(absl::StrCat("'", JobStateName(s), "'"));
+      absl::StrAppend(&where, " AND state IN (", absl::StrJoin(names, ","), ")");
+    }
+    const int limit = f.page_size;
+    Stmt s(db_, absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE ", where, " ORDER BY seq LIMIT ?2"));
+    RETURN_IF_ERROR(s.prepared());
+    s.Bind(1, f.after_seq).Bind(2, static_cast<int64_t>(limit) + 1);
+    JobPage page;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      ASSIGN_OR_RETURN(Job j, FromRow(s));
+      page.jobs.push_back(std::move(j));
+    }
+    if (static_cast<int>(page.jobs.size()) > limit) {
+      page.jobs.pop_back();
+      page.next_after_seq = page.jobs.back().seq;
+    }
+    return page;
+  }
+
+  absl::StatusOr<Job> Transition(const std::string& id, JobState to, const std::function<void(Job&)>& mutate,
+                                 const std::optional<LogEntry>& log) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    auto r = TransitionLocked(id, to, mutate, log);
+    if (!r.ok()) {
+      Exec("ROLLBACK").IgnoreError();
+      return r.status();
+    }
+    RETURN_IF_ERROR(Exec("COMMIT"));
+    return r;
+  }
+
+  absl::Status UpdateProgress(const std::string& id, const std::string& phase, double progress) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "UPDATE jobs SET phase = ?1, progress = ?2 WHERE id = ?3 AND state = 'running'");
+    RETURN_IF_ERROR(s.prepared());
+    s.Bind(1, phase).BindDouble(2, progress).Bind(3, id);
+    return s.Run();
+  }
+
+  absl::StatusOr<std::optional<Job>> ClaimNext() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    auto r = ClaimLocked();
+    if (!r.ok()) {
+      Exec("ROLLBACK").IgnoreError();
+      return r.status();
+    }
+    RETURN_IF_ERROR(Exec("COMMIT"));
+    return r;
+  }
+
+  absl::StatusOr<int64_t> AppendLog(const std::string& id, const LogEntry& e) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return AppendLogLocked(id, e);
+  }
+
+  absl::StatusOr<std::vector<LogEntry>> ReadLogs(const std::string& id, int64_t after, int limit) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_,
+           "SELECT sequence, time_ms, level, message, phase, progress, state FROM logs "
+           "WHERE job_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3");
+    RETURN_IF_ERROR(s.prepared());
+    s.Bind(1, id).Bind(2, after).Bind(3, static_cast<int64_t>(limit));
+    std::vector<LogEntry> out;
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      LogEntry e;
+      e.sequence = s.Int(0);
+      e.time_ms = s.Int(1);
+      e.level = s.Text(2);
+      e.message = s.Text(3);
+      e.phase = s.Text(4);
+      e.progress = s.Double(5);
+      if (!s.IsNull(6)) {
+        ASSIGN_OR_RETURN(JobState st, ParseJobState(s.Text(6)));
+        e.state = st;
+      }
+      out.push_back(std::move(e));
+    }
+    return out;
+  }
+
+  absl::StatusOr<int> QueuePosition(const std::string& id) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ASSIGN_OR_RETURN(Job j, GetLocked(id));
+    if (j.state != JobState::kQueued) return 0;
+    Stmt s(db_,
+           "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND "
+           "(priority > ?1 OR (priority = ?1 AND seq <= ?2))");
+    RETURN_IF_ERROR(s.prepared());
+    s.Bind(1, static_cast<int64_t>(j.spec.priority)).Bind(2, j.seq);
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    return row ? static_cast<int>(s.Int(0)) : 0;
+  }
+
+  absl::StatusOr<std::map<JobState, int64_t>> CountByState() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "SELECT state, COUNT(*) FROM jobs GROUP BY state");
+    RETURN_IF_ERROR(s.prepared());
+    std::map<JobState, int64_t> out;
+    for (JobState st : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
+                        JobState::kCancelled}) {
+      out[st] = 0;
+    }
+    while (true) {
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      ASSIGN_OR_RETURN(JobState st, ParseJobState(s.Text(0)));
+      out[st] = s.Int(1);
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::vector<Job>> RecoverInterrupted(int max_attempts) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    auto r = RecoverLocked(max_attempts);
+    if (!r.ok()) {
+      Exec("ROLLBACK").IgnoreError();
+      return r.status();
+    }
+    RETURN_IF_ERROR(Exec("COMMIT"));
+    return r;
+  }
+
+ private:
+  absl::StatusOr<Job> FromRow(const Stmt& s) {
+    Job j;
+    j.seq = s.Int(0);
+    j.id = s.Text(1);
+    j.idempotency_key = s.IsNull(2) ? "" : s.Text(2);
+    j.sweep_id = s.Text(3);
+    json spec = json::parse(s.Text(4), nullptr, false);
+    if (spec.is_discarded()) return absl::DataLossError(absl::StrCat("job ", j.id, ": stored spec is not JSON"));
+    ASSIGN_OR_RETURN(j.spec, JobSpec::FromJson(spec));
+    ASSIGN_OR_RETURN(j.state, ParseJobState(s.Text(5)));
+    j.phase = s.Text(6);
+    j.progress = s.Double(7);
+    j.message = s.Text(8);
+    j.created_ms = s.Int(9);
+    j.started_ms = s.Int(10);
+    j.finished_ms = s.Int(11);
+    j.attempts = static_cast<int>(s.Int(12));
+    if (!s.IsNull(13)) {
+      json r = json::parse(s.Text(13), nullptr, false);
+      if (!r.is_discarded()) j.result = JobResultInfo::FromJson(r);
+    }
+    return j;
+  }
+
+  absl::StatusOr<Job> GetLocked(const std::string& id) {
+    Stmt s(db_, absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id = ?1"));
+    RETURN_IF_ERROR(s.prepared());
+    s.Bind(1, id);
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'; list jobs to see the known ids"));
+    return FromRow(s);
+  }
+
+  absl::StatusOr<std::optional<Job>> FindByKeyLocked(const std::string& key) {
+    Stmt s(db_, absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE idempotency_key = ?1"));
+    RETURN_IF_ERROR(s.prepared());
+    s.Bind(1, key);
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return std::optional<Job>();
+    ASSIGN_OR_RETURN(Job j, FromRow(s));
+    return std::optional<Job>(std::move(j));
+  }
+
+  absl::Status WriteLocked(const Job& j) {
+    Stmt s(db_,
+           "UPDATE jobs SET state = ?1, phase = ?2, progress = ?3, message = ?4, started_ms = ?5, "
+           "finished_ms = ?6, attempts = ?7, result = ?8 WHERE id = ?9");
+    RETURN_IF_ERROR(s.prepared());
+    s.Bind(1, std::string(JobStateName(j.state))).Bind(2, j.phase).BindDouble(3, j.progress).Bind(4, j.message);
+    s.Bind(5, j.started_ms).Bind(6, j.finished_ms).Bind(7, static_cast<int64_t>(j.attempts));
+    if (j.result) {
+      s.Bind(8, j.result->ToJson().dump());
+    } else {
+      s.BindNull(8);
+    }
+    s.Bind(9, j.id);
+    return s.Run();
+  }
+
+  absl::StatusOr<std::vector<Job>> InsertLocked(const std::vector<Job>& jobs, const std::string& first_log,
+                                                std::vector<bool>* created) {
+    std::vector<Job> out;
+    std::vector<bool> made;
+    for (const Job& in : jobs) {
+      if (!in.idempotency_key.empty()) {
+        ASSIGN_OR_RETURN(std::optional<Job> existing, FindByKeyLocked(in.idempotency_key));
+        if (existing) {
+          if (!(existing->spec == in.spec)) {
+            return absl::AlreadyExistsError(absl::StrCat(
+                "idempotency key '", in.idempotency_key, "' was already used by job ", existing->id,
+                " with a different request; use a new key for a new request"));
+          }
+          out.push_back(std::move(*existing));
+          made.push_back(false);
+          continue;
+        }
+      }
+      Stmt s(db_,
+             "INSERT INTO jobs(id, idempotency_key, sweep_id, spec, priority, state, created_ms) "
+             "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+      RETURN_IF_ERROR(s.prepared());
+      s.Bind(1, in.id);
+      if (in.idempotency_key.empty()) {
+        s.BindNull(2);
+      } else {
+        s.Bind(2, in.idempotency_key);
+      }
+      s.Bind(3, in.sweep_id).Bind(4, in.spec.ToJson().dump()).Bind(5, static_cast<int64_t>(in.spec.priority));
+      s.Bind(6, std::string(JobStateName(JobState::kQueued))).Bind(7, in.created_ms);
+      RETURN_IF_ERROR(s.Run());
+      if (!first_log.empty()) {
+        LogEntry e;
+        e.time_ms = in.created_ms;
+        e.level = "info";
+        e.message = first_log;
+        RETURN_IF_ERROR(AppendLogLocked(in.id, e).status());
+      }
+      ASSIGN_OR_RETURN(Job stored, GetLocked(in.id));
+      out.push_back(std::move(stored));
+      made.push_back(true);
+    }
+    if (created) *created = made;
+    return out;
+  }
+
+  absl::StatusOr<Job> TransitionLocked(const std::string& id, JobState to, const std::function<void(Job&)>& mutate,
+                                       const std::optional<LogEntry>& log) {
+    ASSIGN_OR_RETURN(Job j, GetLocked(id));
+    RETURN_IF_ERROR(CheckTransition(j.state, to));
+    j.state = to;
+    if (mutate) mutate(j);
+    j.state = to;  // mutate may not change the state
+    if (IsTerminal(to) && j.finished_ms == 0) j.finished_ms = NowMs();
+    RETURN_IF_ERROR(WriteLocked(j));
+    if (log) {
+      LogEntry e = *log;
+      if (IsTerminal(to)) e.state = to;
+      if (e.time_ms == 0) e.time_ms = NowMs();
+      RETURN_IF_ERROR(AppendLogLocked(id, e).status());
+    }
+    return j;
+  }
+
+  absl::StatusOr<std::optional<Job>> ClaimLocked() {
+    Stmt s(db_, "SELECT id FROM jobs WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1");
+    RETURN_IF_ERROR(s.prepared());
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return std::optional<Job>();
+    std::string id = s.Text(0);
+    LogEntry e;
+    e.level = "info";
+    ASSIGN_OR_RETURN(Job j, TransitionLocked(id, JobState::kRunning,
+                                             [](Job& j) {
+                                               j.attempts += 1;
+                                               j.started_ms = NowMs();
+                                               j.phase = "";
+                                               j.progress = 0;
+                                               j.message = "";
+                                             },
+                                             std::nullopt));
+    e.message = absl::StrCat("started (attempt ", j.attempts, ")");
+    e.time_ms = j.started_ms;
+    RETURN_IF_ERROR(AppendLogLocked(id, e).status());
+    return std::optional<Job>(std::move(j));
+  }
+
+  absl::StatusOr<int64_t> AppendLogLocked(const std::string& id, const LogEntry& e) {
+    Stmt next(db_, "SELECT COALESCE(MAX(sequence), 0) + 1 FROM logs WHERE job_id = ?1");
+    RETURN_IF_ERROR(next.prepared());
+    next.Bind(1, id);
+    ASSIGN_OR_RETURN(bool row, next.Step());
+    const int64_t seq = row ? next.Int(0) : 1;
+    Stmt s(db_,
+           "INSERT INTO logs(job_id, sequence, time_ms, level, message, phase, progress, state) "
+           "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+    RETURN_IF_ERROR(s.prepared());
+    s.Bind(1, id).Bind(2, seq).Bind(3, e.time_ms ? e.time_ms : NowMs()).Bind(4, e.level.empty() ? "info" : e.level);
+    s.Bind(5, e.message).Bind(6, e.phase).BindDouble(7, e.progress);
+    if (e.state) {
+      s.Bind(8, std::string(JobStateName(*e.state)));
+    } else {
+      s.BindNull(8);
+    }
+    RETURN_IF_ERROR(s.Run());
+    return seq;
+  }
+
+  absl::StatusOr<std::vector<Job>> RecoverLocked(int max_attempts) {
+    std::vector<std::string> ids;
+    {
+      Stmt s(db_, "SELECT id FROM jobs WHERE state = 'running' ORDER BY seq");
+      RETURN_IF_ERROR(s.prepared());
+      while (true) {
+        ASSIGN_OR_RETURN(bool row, s.Step());
+        if (!row) break;
+        ids.push_back(s.Text(0));
+      }
+    }
+    std::vector<Job> changed;
+    for (const auto& id : ids) {
+      ASSIGN_OR_RETURN(Job j, GetLocked(id));
+      LogEntry e;
+      if (j.attempts < max_attempts) {
+        e.level = "warning";
+        e.message = absl::StrCat("the daemon stopped while this job ran (attempt ", j.attempts,
+                                 "); re-queued, nothing of the interrupted run was published");
+        ASSIGN_OR_RETURN(Job r, TransitionLocked(id, JobState::kQueued,
+                                                 [](Job& j) {
+                                                   j.phase = "";
+                                                   j.progress = 0;
+                                                   j.message = "re-queued after the daemon restarted";
+                                                 },
+                                                 e));
+        changed.push_back(std::move(r));
+      } else {
+        e.level = "error";
+        e.message = absl::StrCat("the daemon stopped while this job ran, ", j.attempts,
+                                 " times; failed instead of being re-queued again (resubmit to retry)");
+        ASSIGN_OR_RETURN(Job r, TransitionLocked(id, JobState::kFailed,
+                                                 [&](Job& j) { j.message = e.message; }, e));
+        changed.push_back(std::move(r));
+      }
+    }
+    return changed;
+  }
+
+  std::mutex mu_;
+  sqlite3* db_;
+  int version_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<JobStore>> OpenSqliteJobStore(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close_v2(db);
+    return absl::UnavailableError(absl::StrCat("cannot open job store ", path.string(), ": ", msg));
+  }
+  auto store = std::make_unique<SqliteJobStore>(db);
+  absl::Status s = store->Init();
+  if (!s.ok()) return absl::Status(s.code(), absl::StrCat(path.string(), ": ", s.message()));
+  return std::unique_ptr<JobStore>(std::move(store));
+}
+
+absl::StatusOr<std::unique_ptr<JobStore>> OpenJobStore(const std::string& url) {
+  if (absl::StartsWith(url, "sqlite:")) {
+    std::string path = url.substr(7);
+    if (path.empty()) return absl::InvalidArgumentError("--store sqlite: needs a path, e.g. sqlite:/models/jobs.db");
+    return OpenSqliteJobStore(path);
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unsupported --store '", url,
+                                                 "': use sqlite:PATH (PostgreSQL fleet mode is not built yet)"));
+}
+
+}  // namespace autoquant

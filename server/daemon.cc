@@ -1,0 +1,233 @@
+#include "server/daemon.h"
+
+#include <signal.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "core/jobs/engine_job_runner.h"
+#include "core/jobs/job_manager.h"
+#include "core/jobs/job_store.h"
+#include "core/util/file_util.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "prometheus/exposer.h"
+#include "server/autoquant_service.h"
+#include "server/daemon_context.h"
+#include "server/daemon_metrics.h"
+#include "server/token_auth.h"
+#include "spdlog/spdlog.h"
+
+namespace autoquant {
+namespace {
+
+constexpr const char* kServiceName = "autoquant.v1.AutoQuant";
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials(const DaemonOptions& o) {
+  if (o.tls_cert.empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions ssl(o.tls_client_ca.empty()
+                                            ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                            : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  auto key = ReadFile(o.tls_key);
+  if (!key.ok()) return absl::InvalidArgumentError(absl::StrCat("--tls-key: ", key.status().message()));
+  auto cert = ReadFile(o.tls_cert);
+  if (!cert.ok()) return absl::InvalidArgumentError(absl::StrCat("--tls-cert: ", cert.status().message()));
+  pair.private_key = *key;
+  pair.cert_chain = *cert;
+  ssl.pem_key_cert_pairs.push_back(pair);
+  if (!o.tls_client_ca.empty()) {
+    auto ca = ReadFile(o.tls_client_ca);
+    if (!ca.ok()) return absl::InvalidArgumentError(absl::StrCat("--tls-client-ca: ", ca.status().message()));
+    ssl.pem_root_certs = *ca;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+void SetHealth(grpc::Server* server, bool serving) {
+  auto* health = server->GetHealthCheckService();
+  if (!health) return;
+  health->SetServingStatus(serving);  // the overall status ("")
+  health->SetServingStatus(kServiceName, serving);
+}
+
+// Blocks SIGINT/SIGTERM in every thread (call before starting any), so that
+// one thread can take them with sigwait.
+sigset_t BlockStopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+int Fail(const absl::Status& s, const char* what) {
+  spdlog::error("{}: {}", what, std::string(s.message()));
+  std::cerr << "autoquantd: error: " << what << ": " << s.message() << "\n";
+  return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+}  // namespace
+
+int RunDaemon(const DaemonOptions& o) {
+  spdlog::set_level(spdlog::level::from_str(o.log_level == "warning" ? "warn" : o.log_level));
+  // Before any thread starts (civetweb's included), so that only sigwait sees them.
+  const sigset_t stop_signals = BlockStopSignals();
+  auto registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::string metrics_address;
+  if (!o.metrics.empty()) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(o.metrics, 2);
+    } catch (const std::exception& e) {
+      return Fail(absl::UnavailableError(absl::StrCat("--metrics ", o.metrics, ": cannot listen (", e.what(),
+                                                      "); is the port in use? Use HOST:PORT, e.g. 127.0.0.1:9464")),
+                  "metrics");
+    }
+    exposer->RegisterCollectable(registry);
+    auto ports = exposer->GetListeningPorts();
+    std::string host = o.metrics.substr(0, o.metrics.rfind(':'));
+    metrics_address = absl::StrCat(host, ":", ports.empty() ? 0 : ports.front());
+  }
+
+  auto token = LoadToken(o.token_file, "AUTOQUANT_TOKEN");
+  if (!token.ok()) return Fail(token.status(), "auth");
+  if (token->empty() && !o.insecure && !IsLoopbackAddress(o.listen)) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat(
+                    "--listen ", o.listen, " is reachable off this machine but no token is configured: pass "
+                    "--token-file FILE (or set AUTOQUANT_TOKEN), or --insecure to run without one")),
+                "refusing to start");
+  }
+  TokenAuth auth(*token);
+  auto creds = Credentials(o);
+  if (!creds.ok()) return Fail(creds.status(), "tls");
+
+  std::error_code ec;
+  std::filesystem::create_directories(o.models_root, ec);
+  if (ec) return Fail(ErrnoStatus(ec.value(), "cannot create --models-root", o.models_root), "models root");
+  auto removed = RemoveStaleStaging(o.models_root);
+  if (!removed.ok()) return Fail(removed.status(), "cleaning stale staging directories");
+  if (*removed > 0) spdlog::info("removed {} staging directories left by dead processes", *removed);
+
+  auto store = OpenJobStore(o.store);
+  if (!store.ok()) return Fail(store.status(), "job store");
+
+  DaemonMetrics metrics(registry);
+  JobManager jobs(store->get(), &metrics, {.max_queued = o.max_queued});
+  auto recovered = jobs.Recover();
+  if (!recovered.ok()) return Fail(recovered.status(), "recovering jobs");
+  for (const Job& j : *recovered) {
+    spdlog::warn("job {} ({}) was running when the daemon stopped: now {}", j.id, j.spec.scheme,
+                 std::string(JobStateName(j.state)));
+  }
+  auto counts = (*store)->CountByState();
+  if (!counts.ok()) return Fail(counts.status(), "job store");
+  metrics.SetJobCounts(*counts);
+  metrics.OnQueueDepth((*counts)[JobState::kQueued]);
+
+  DaemonContext ctx;
+  ctx.jobs = &jobs;
+  ctx.auth = &auth;
+  ctx.metrics = &metrics;
+  ctx.model_path = o.model;
+  ctx.calib_path = o.calib;
+  ctx.models_root = o.models_root;
+  ctx.metrics_address = metrics_address;
+  AutoQuantService service(&ctx);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(o.listen, *creds, &port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", o.listen,
+                                                    " (address in use or invalid; use HOST:PORT)")),
+                "listen");
+  }
+  SetHealth(server.get(), false);
+  std::cout << port << std::endl;  // stdout's first line: the bound port
+  spdlog::info("listening on {} (port {}), metrics {}, auth {}, tls {}", o.listen, port,
+               metrics_address.empty() ? "off" : metrics_address, auth.enabled() ? "token" : "off",
+               o.tls_cert.empty() ? "off" : (o.tls_client_ca.empty() ? "on" : "mutual"));
+
+  // Stop signals: while loading nothing runs (every job is safely stored), so exit at once;
+  // once serving, drain.
+  std::mutex stop_mu;
+  std::condition_variable stop_cv;
+  bool stop = false;
+  std::atomic<bool> serving{false};
+  std::thread signals([&] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    spdlog::info("signal {}: shutting down", sig);
+    if (!serving.load()) {
+      SetHealth(server.get(), false);
+      std::_Exit(0);
+    }
+    std::lock_guard<std::mutex> lock(stop_mu);
+    stop = true;
+    stop_cv.notify_all();
+  });
+
+  const auto t0 = std::chrono::steady_clock::now();
+  EngineOptions eo;
+  eo.model_dir = o.model;
+  eo.calib_path = o.calib;
+  eo.baseline_cache = o.baseline_cache;
+  eo.device = o.device;
+  eo.dtype = o.dtype;
+  eo.batch_size = o.batch_size;
+  auto engine = Engine::Create(eo, [](const ProgressEvent& e) {
+    if (!e.message.empty()) spdlog::info("[load] {}", e.message);
+  });
+  absl::Status warm = engine.ok() ? (*engine)->WarmUp() : engine.status();
+  if (!warm.ok()) {
+    int rc = Fail(warm, "loading the model");
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    std::_Exit(rc);  // the signal thread is parked in sigwait; nothing else holds state
+  }
+  ctx.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  metrics.SetModelLoadSeconds(ctx.load_seconds);
+  ctx.engine = engine->get();
+  EngineJobRunner runner(engine->get(), o.models_root);
+  jobs.Start(&runner);
+  serving = true;
+  SetHealth(server.get(), true);
+  metrics.SetServing(true);
+  spdlog::info("serving: model {} on {} ({}), loaded and warmed up in {:.2f} s", o.model, (*engine)->device(),
+               (*engine)->dtype(), ctx.load_seconds.load());
+
+  std::thread sampler([&] {
+    std::unique_lock<std::mutex> lock(stop_mu);
+    while (!stop) {
+      DeviceMemory m = (*engine)->device_memory();
+      metrics.SetDeviceMemory(m.allocated, m.reserved, m.peak_reserved);
+      stop_cv.wait_for(lock, std::chrono::seconds(1));
+    }
+  });
+
+  {
+    std::unique_lock<std::mutex> lock(stop_mu);
+    stop_cv.wait(lock, [&] { return stop; });
+  }
+  SetHealth(server.get(), false);
+  metrics.SetServing(false);
+  jobs.Drain();  // the running job stops at its next check and is re-queued
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  sampler.join();
+  signals.join();
+  spdlog::info("stopped cleanly");
+  return 0;
+}
+
+}  // namespace autoquant

@@ -1,0 +1,84 @@
+// autoquantd's Prometheus metrics, declared in one registry and changed only
+// through JobObserver callbacks (state changes, progress, phases) and the
+// few daemon-level setters below, so the gauges follow the job store.
+//
+//   autoquant_jobs{state}                      jobs per state (gauge)
+//   autoquant_jobs_submitted_total             jobs accepted
+//   autoquant_jobs_finished_total{state}       jobs that reached a terminal state
+//   autoquant_queue_depth                      queued jobs
+//   autoquant_job_progress_ratio{job_id,scheme}        per running job, 0..1
+//   autoquant_job_phase{job_id,scheme,phase}           1 for the running job's phase
+//   autoquant_job_duration_seconds{state}      histogram, claim to terminal
+//   autoquant_phase_duration_seconds{phase}    histogram
+//   autoquant_calibration_batches_total, autoquant_scoring_batches_total
+//   autoquant_export_bytes_total, autoquant_export_seconds (histogram)
+//   autoquant_device_memory_bytes{kind=allocated|reserved}, autoquant_device_memory_peak_bytes
+//   autoquant_model_load_seconds
+//   autoquant_baseline_cache_hits_total, autoquant_baseline_cache_misses_total
+//   autoquant_rpcs_total{method,code}
+//   autoquant_serving                          1 when SERVING
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "core/jobs/job_manager.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace autoquant {
+
+class DaemonMetrics : public JobObserver {
+ public:
+  explicit DaemonMetrics(std::shared_ptr<prometheus::Registry> registry);
+
+  void OnSubmitted(const Job& job) override;
+  void OnStateChange(const Job& job, JobState from) override;
+  void OnProgress(const Job& job, const RunnerEvent& event) override;
+  void OnPhaseDone(const Job& job, const std::string& phase, double seconds) override;
+  void OnQueueDepth(int64_t queued) override;
+
+  // Initial per-state counts (from the store at start).
+  void SetJobCounts(const std::map<JobState, int64_t>& counts);
+  void CountRpc(const std::string& method, const std::string& code);
+  void SetDeviceMemory(int64_t allocated, int64_t reserved, int64_t peak);
+  void SetModelLoadSeconds(double s);
+  void SetServing(bool serving);
+
+  const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
+
+ private:
+  void ClearRunning(const std::string& job_id);
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Gauge>& jobs_;
+  prometheus::Counter& submitted_;
+  prometheus::Family<prometheus::Counter>& finished_;
+  prometheus::Gauge& queue_depth_;
+  prometheus::Family<prometheus::Gauge>& progress_;
+  prometheus::Family<prometheus::Gauge>& phase_;
+  prometheus::Family<prometheus::Histogram>& job_seconds_;
+  prometheus::Family<prometheus::Histogram>& phase_seconds_;
+  prometheus::Counter& calib_batches_;
+  prometheus::Counter& score_batches_;
+  prometheus::Counter& export_bytes_;
+  prometheus::Histogram& export_seconds_;
+  prometheus::Family<prometheus::Gauge>& device_memory_;
+  prometheus::Gauge& device_peak_;
+  prometheus::Gauge& load_seconds_;
+  prometheus::Counter& cache_hits_;
+  prometheus::Counter& cache_misses_;
+  prometheus::Family<prometheus::Counter>& rpcs_;
+  prometheus::Gauge& serving_;
+
+  std::mutex mu_;  // guards the per-running-job series below
+  std::map<std::string, prometheus::Gauge*> progress_by_job_;
+  std::map<std::string, std::pair<std::string, prometheus::Gauge*>> phase_by_job_;
+};
+
+}  // namespace autoquant

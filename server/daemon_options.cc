@@ -1,0 +1,65 @@
+#include "server/daemon_options.h"
+
+#include <filesystem>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace autoquant {
+
+void AddDaemonOptions(CLI::App& app, DaemonOptions* o) {
+  app.set_config("--config", "", "TOML or INI file whose keys are these flags' long names (e.g. listen = \"...\")");
+  app.add_option("--model", o->model, "base checkpoint directory (Hugging Face layout)")->required();
+  app.add_option("--calib", o->calib, "calibration set (autoquant calib synth format)")->required();
+  app.add_option("--models-root", o->models_root, "directory the schemes are written under")->required();
+  app.add_option("--listen", o->listen, "gRPC address HOST:PORT; port 0 picks a free port, printed as stdout's first line")
+      ->capture_default_str();
+  app.add_option("--metrics", o->metrics, "Prometheus /metrics address HOST:PORT (port 0: any free port); empty: off")
+      ->capture_default_str();
+  app.add_option("--store", o->store, "job store: sqlite:PATH (default sqlite:<models-root>/.autoquant/jobs.db)");
+  app.add_option("--baseline-cache", o->baseline_cache,
+                 "sensitivity baseline cache directory (default <models-root>/.autoquant/baselines)");
+  app.add_option("--device", o->device, "auto | cpu | cuda | cuda:N")->capture_default_str();
+  app.add_option("--dtype", o->dtype, "auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32")->capture_default_str();
+  app.add_option("--batch-size", o->batch_size, "samples per calibration / scoring batch")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-queued", o->max_queued, "submits beyond this many queued jobs get RESOURCE_EXHAUSTED")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--token-file", o->token_file,
+                 "file holding the bearer token every RPC must send (else $AUTOQUANT_TOKEN); "
+                 "required when listening off loopback");
+  app.add_flag("--insecure", o->insecure, "allow listening off loopback without a token (not recommended)");
+  app.add_option("--tls-cert", o->tls_cert, "PEM server certificate (enables TLS)");
+  app.add_option("--tls-key", o->tls_key, "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", o->tls_client_ca, "PEM CA bundle; clients must present a certificate it signed (mTLS)");
+  app.add_option("--log-level", o->log_level, "debug | info | warning | error")->capture_default_str();
+}
+
+bool IsLoopbackAddress(const std::string& hp) {
+  if (absl::StartsWith(hp, "unix:") || absl::StartsWith(hp, "unix-abstract:")) return true;
+  std::string host = hp;
+  if (absl::StartsWith(host, "[")) {
+    host = host.substr(1, host.find(']') == std::string::npos ? std::string::npos : host.find(']') - 1);
+  } else if (auto colon = host.rfind(':'); colon != std::string::npos) {
+    host = host.substr(0, colon);
+  }
+  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+}
+
+absl::Status FinishDaemonOptions(DaemonOptions* o) {
+  namespace fs = std::filesystem;
+  if (o->store.empty()) o->store = "sqlite:" + (fs::path(o->models_root) / ".autoquant" / "jobs.db").string();
+  if (o->baseline_cache.empty()) o->baseline_cache = (fs::path(o->models_root) / ".autoquant" / "baselines").string();
+  if (o->tls_cert.empty() != o->tls_key.empty()) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together; give both or neither");
+  }
+  if (!o->tls_client_ca.empty() && o->tls_cert.empty()) {
+    return absl::InvalidArgumentError("--tls-client-ca (mTLS) needs --tls-cert and --tls-key");
+  }
+  if (o->listen.empty()) return absl::InvalidArgumentError("--listen needs HOST:PORT, e.g. 127.0.0.1:50051");
+  return absl::OkStatus();
+}
+
+}  // namespace autoquant

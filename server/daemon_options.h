@@ -1,0 +1,40 @@
+// autoquantd's command line (DESIGN.md's names): flags, a TOML/INI
+// --config file with the same keys (CLI11), and the checks that must pass
+// before anything starts.
+#pragma once
+
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+
+namespace autoquant {
+
+struct DaemonOptions {
+  std::string model;        // base checkpoint directory
+  std::string calib;        // calibration set file
+  std::string models_root;  // where schemes are written
+  std::string listen = "127.0.0.1:50051";
+  std::string metrics;      // HOST:PORT for /metrics; empty = off
+  std::string store;        // sqlite:PATH; default under the models root
+  std::string baseline_cache;  // default under the models root
+  std::string device = "auto";
+  std::string dtype = "auto";
+  int batch_size = 1;
+  int64_t max_queued = 10000;
+  std::string token_file;   // or AUTOQUANT_TOKEN
+  bool insecure = false;    // allow listening off loopback without a token
+  std::string tls_cert, tls_key, tls_client_ca;
+  std::string log_level = "info";
+};
+
+void AddDaemonOptions(CLI::App& app, DaemonOptions* o);
+
+// Fills defaults that depend on other flags and checks combinations:
+// InvalidArgument with a message naming the flag to fix.
+absl::Status FinishDaemonOptions(DaemonOptions* o);
+
+// True for 127.0.0.0/8, ::1, localhost and unix sockets.
+bool IsLoopbackAddress(const std::string& host_port);
+
+}  // namespace autoquant

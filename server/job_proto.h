@@ -1,0 +1,21 @@
+// Conversions between the wire types (autoquant.v1) and core/jobs' types.
+// Field-level checks that need no engine live here (enums, NaN, evaluate);
+// everything about the model lives in the runner's Validate.
+#pragma once
+
+#include "absl/status/statusor.h"
+#include "autoquant/v1/autoquant.pb.h"
+#include "core/jobs/job.h"
+
+namespace autoquant {
+
+absl::StatusOr<JobSpec> SpecFromProto(const v1::SchemeSpec& p);
+void SpecToProto(const JobSpec& s, v1::SchemeSpec* p);
+// `queue_position`: 1-based, 0 when not queued.
+void JobToProto(const Job& j, int queue_position, v1::Job* p);
+void LogToProto(const LogEntry& e, v1::LogLine* p);
+v1::Phase PhaseToProto(const std::string& phase);
+v1::JobState StateToProto(JobState s);
+absl::StatusOr<JobState> StateFromProto(v1::JobState s);
+
+}  // namespace autoquant

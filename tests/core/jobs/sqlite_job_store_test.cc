@@ -1,0 +1,211 @@
+#include "core/jobs/sqlite_job_store.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <thread>
+
+#include "tests/test_util.h"
+
+namespace autoquant {
+namespace {
+
+Job MakeJob(const std::string& scheme, const std::string& key = "", int priority = 0) {
+  Job j;
+  j.id = NewJobId();
+  j.spec.scheme = scheme;
+  j.spec.coverage = 0.5;
+  j.spec.priority = priority;
+  j.idempotency_key = key;
+  j.created_ms = NowMs();
+  return j;
+}
+
+class SqliteJobStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = testing::TempDir();
+    auto s = OpenJobStore("sqlite:" + (dir_ / "jobs.db").string());
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = std::move(*s);
+  }
+  std::filesystem::path dir_;
+  std::unique_ptr<JobStore> store_;
+};
+
+TEST_F(SqliteJobStoreTest, InsertGetAndFirstLogLine) {
+  std::vector<bool> created;
+  auto jobs = store_->Insert({MakeJob("top10")}, "queued", &created);
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  ASSERT_EQ(created, std::vector<bool>{true});
+  auto got = store_->Get(jobs->front().id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->spec.scheme, "top10");
+  EXPECT_EQ(got->state, JobState::kQueued);
+  ASSERT_TRUE(got->spec.coverage.has_value());
+  EXPECT_DOUBLE_EQ(*got->spec.coverage, 0.5);
+  auto logs = store_->ReadLogs(got->id, 0, 10);
+  ASSERT_TRUE(logs.ok());
+  ASSERT_EQ(logs->size(), 1u);
+  EXPECT_EQ(logs->front().sequence, 1);
+  EXPECT_EQ(logs->front().message, "queued");
+  EXPECT_EQ(store_->Get("nope").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(SqliteJobStoreTest, IdempotencyKeyReturnsSameJobOrRefusesDifferentSpec) {
+  std::vector<bool> created;
+  auto a = store_->Insert({MakeJob("top10", "k1")}, "queued", &created);
+  ASSERT_TRUE(a.ok());
+  auto b = store_->Insert({MakeJob("top10", "k1")}, "queued", &created);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(created, std::vector<bool>{false});
+  EXPECT_EQ(a->front().id, b->front().id);
+  auto c = store_->Insert({MakeJob("top20", "k1")}, "queued", &created);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_NE(c.status().message().find("different request"), std::string::npos);
+}
+
+TEST_F(SqliteJobStoreTest, RacingInsertsWithOneKeyMakeOneJob) {
+  // Two connections to one file, as two RPC threads of one daemon or two daemons would race.
+  auto other = OpenJobStore("sqlite:" + (dir_ / "jobs.db").string());
+  ASSERT_TRUE(other.ok());
+  std::vector<std::string> ids(16);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 16; ++i) {
+    threads.emplace_back([&, i] {
+      JobStore* s = i % 2 ? other->get() : store_.get();
+      std::vector<bool> created;
+      auto r = s->Insert({MakeJob("same", "race")}, "queued", &created);
+      if (r.ok()) ids[i] = r->front().id;
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const auto& id : ids) EXPECT_EQ(id, ids[0]);
+  auto page = store_->List({});
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->jobs.size(), 1u);
+}
+
+TEST_F(SqliteJobStoreTest, BatchWithConflictingKeyInsertsNothing) {
+  std::vector<bool> created;
+  ASSERT_TRUE(store_->Insert({MakeJob("a", "k/a")}, "queued", &created).ok());
+  auto r = store_->Insert({MakeJob("b", "k/b"), MakeJob("other", "k/a")}, "queued", &created);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kAlreadyExists);
+  auto page = store_->List({});
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->jobs.size(), 1u);
+}
+
+TEST_F(SqliteJobStoreTest, ClaimOrderIsPriorityThenSubmission) {
+  std::vector<bool> created;
+  auto jobs = store_->Insert({MakeJob("first"), MakeJob("second"), MakeJob("urgent", "", 5)}, "", &created);
+  ASSERT_TRUE(jobs.ok());
+  EXPECT_EQ(*store_->QueuePosition((*jobs)[2].id), 1);
+  EXPECT_EQ(*store_->QueuePosition((*jobs)[0].id), 2);
+  EXPECT_EQ(*store_->QueuePosition((*jobs)[1].id), 3);
+  std::vector<std::string> order;
+  while (true) {
+    auto next = store_->ClaimNext();
+    ASSERT_TRUE(next.ok());
+    if (!next->has_value()) break;
+    EXPECT_EQ((*next)->state, JobState::kRunning);
+    EXPECT_EQ((*next)->attempts, 1);
+    order.push_back((*next)->spec.scheme);
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{"urgent", "first", "second"}));
+  EXPECT_EQ(*store_->QueuePosition((*jobs)[0].id), 0);
+}
+
+TEST_F(SqliteJobStoreTest, TerminalStatesNeverChange) {
+  std::vector<bool> created;
+  auto jobs = store_->Insert({MakeJob("a")}, "", &created);
+  ASSERT_TRUE(jobs.ok());
+  const std::string id = jobs->front().id;
+  ASSERT_TRUE(store_->ClaimNext().ok());
+  LogEntry done;
+  done.message = "finished";
+  auto j = store_->Transition(id, JobState::kSucceeded, nullptr, done);
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_GT(j->finished_ms, 0);
+  for (JobState to : {JobState::kQueued, JobState::kRunning, JobState::kFailed, JobState::kCancelled,
+                      JobState::kSucceeded}) {
+    EXPECT_EQ(store_->Transition(id, to, nullptr, std::nullopt).status().code(),
+              absl::StatusCode::kFailedPrecondition);
+  }
+  auto logs = store_->ReadLogs(id, 0, 100);
+  ASSERT_TRUE(logs.ok());
+  ASSERT_FALSE(logs->empty());
+  ASSERT_TRUE(logs->back().state.has_value());  // the terminal line carries the state
+  EXPECT_EQ(*logs->back().state, JobState::kSucceeded);
+}
+
+TEST_F(SqliteJobStoreTest, SurvivesReopenAndRecoversInterruptedJobsOnceThenFails) {
+  std::vector<bool> created;
+  auto jobs = store_->Insert({MakeJob("a"), MakeJob("b")}, "queued", &created);
+  ASSERT_TRUE(jobs.ok());
+  ASSERT_TRUE(store_->ClaimNext().ok());  // "a" running when the process dies
+  store_.reset();
+  auto reopened = OpenJobStore("sqlite:" + (dir_ / "jobs.db").string());
+  ASSERT_TRUE(reopened.ok());
+  auto changed = (*reopened)->RecoverInterrupted(2);
+  ASSERT_TRUE(changed.ok());
+  ASSERT_EQ(changed->size(), 1u);
+  EXPECT_EQ(changed->front().state, JobState::kQueued);
+  EXPECT_EQ((*reopened)->Get((*jobs)[1].id)->state, JobState::kQueued);
+  // Claimed again (attempt 2) and cut off again: now it fails instead.
+  auto again = (*reopened)->ClaimNext();
+  ASSERT_TRUE(again.ok() && again->has_value());
+  EXPECT_EQ((*again)->attempts, 2);
+  changed = (*reopened)->RecoverInterrupted(2);
+  ASSERT_TRUE(changed.ok());
+  ASSERT_EQ(changed->size(), 1u);
+  EXPECT_EQ(changed->front().state, JobState::kFailed);
+  EXPECT_NE(changed->front().message.find("resubmit"), std::string::npos);
+}
+
+TEST_F(SqliteJobStoreTest, ListPagesInSubmissionOrderAndFilters) {
+  std::vector<bool> created;
+  std::vector<Job> in;
+  for (int i = 0; i < 5; ++i) in.push_back(MakeJob("s" + std::to_string(i)));
+  ASSERT_TRUE(store_->Insert(in, "", &created).ok());
+  ASSERT_TRUE(store_->ClaimNext().ok());
+  JobListFilter f;
+  f.page_size = 2;
+  std::vector<std::string> seen;
+  while (true) {
+    auto page = store_->List(f);
+    ASSERT_TRUE(page.ok());
+    for (const auto& j : page->jobs) seen.push_back(j.spec.scheme);
+    if (page->next_after_seq == 0) break;
+    f.after_seq = page->next_after_seq;
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"s0", "s1", "s2", "s3", "s4"}));
+  JobListFilter running;
+  running.states = {JobState::kRunning};
+  auto page = store_->List(running);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->jobs.size(), 1u);
+  EXPECT_EQ(page->jobs.front().spec.scheme, "s0");
+}
+
+TEST_F(SqliteJobStoreTest, CorruptDatabaseIsReportedNotOverwritten) {
+  const auto path = dir_ / "garbage.db";
+  {
+    std::ofstream f(path, std::ios::binary);
+    f << std::string(8192, 'x');
+  }
+  auto s = OpenJobStore("sqlite:" + path.string());
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss) << s.status();
+  std::ifstream f(path, std::ios::binary);
+  std::string content((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(content, std::string(8192, 'x'));
+}
+
+TEST_F(SqliteJobStoreTest, UnknownStoreSchemeIsInvalidArgument) {
+  EXPECT_EQ(OpenJobStore("mysql://x").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(OpenJobStore("sqlite:").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace autoquant

@@ -1,0 +1,100 @@
+#include "core/quant/sensitivity.h"
+
+#include <torch/torch.h>
+
+#include "core/io/checkpoint.h"
+#include "core/model/qwen2_5_vl/presets.h"
+#include "core/model/qwen2_5_vl/weights.h"
+#include "gmock/gmock.h"
+#include "tests/alloc_fault.h"
+#include "tests/test_util.h"
+
+namespace autoquant {
+namespace {
+using ::testing::HasSubstr;
+
+// A tiny random model, its groups and one calibration batch with an image.
+class SensitivityTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = testing::TempDir();
+    ASSERT_OK(InitRandomCheckpoint({.preset = "tiny", .out = dir_ / "base", .seed = 3, .dtype = torch::kFloat32}));
+    ASSERT_OK_AND_ASSIGN(Checkpoint ckpt, Checkpoint::Open(dir_ / "base"));
+    ASSERT_OK_AND_ASSIGN(model_, LoadQwen2_5_VL(ckpt, torch::kCPU, torch::kFloat32));
+    ASSERT_OK_AND_ASSIGN(calib_, SynthesizeCalibSet(model_->config(), {.samples = 1, .seq_len = 32,
+                                                                       .images_per_sample = 1, .image_height = 56,
+                                                                       .image_width = 56, .seed = 1}));
+    std::vector<LinearDesc> linears;
+    for (const auto& [name, lin] : model_->Linears()) {
+      linears.push_back({name, lin->weight.numel(), lin->out_features(), lin->in_features()});
+    }
+    ASSERT_OK_AND_ASSIGN(groups_, BuildGroups(linears, {}));
+  }
+  std::filesystem::path dir_;
+  Qwen2_5_VLModel model_{nullptr};
+  CalibSet calib_;
+  std::vector<QuantGroup> groups_;
+  const std::vector<QuantFormat> formats_ = {Fp8Format(), NoneFormat()};
+};
+
+TEST(NextTokenLossTest, IsTheMeanCrossEntropyOfTheNextToken) {
+  torch::manual_seed(0);
+  torch::Tensor logits = torch::randn({1, 4, 7});
+  torch::Tensor ids = torch::tensor({{1, 2, 3, 4}}, torch::kLong);
+  ASSERT_OK_AND_ASSIGN(torch::Tensor loss, NextTokenLoss(logits, ids, torch::Tensor()));
+  torch::Tensor logp = torch::log_softmax(logits[0], -1);
+  double want = -(logp[0][2].item<double>() + logp[1][3].item<double>() + logp[2][4].item<double>()) / 3;
+  EXPECT_NEAR(loss.item<double>(), want, 1e-6);
+}
+
+// A batch whose logits and input_ids disagree in length fails inside
+// cross_entropy; that must come back as a Status.
+TEST(NextTokenLossTest, InconsistentShapesAreAStatusNotAnException) {
+  torch::Tensor logits = torch::randn({1, 5, 7});
+  torch::Tensor ids = torch::tensor({{1, 2, 3, 4}}, torch::kLong);
+  absl::StatusOr<torch::Tensor> loss = absl::UnknownError("not run");
+  EXPECT_NO_THROW(loss = NextTokenLoss(logits, ids, torch::Tensor()));
+  EXPECT_EQ(loss.status().code(), absl::StatusCode::kInternal) << loss.status();
+  EXPECT_THAT(loss.status().message(), HasSubstr("next-token loss"));
+}
+
+TEST_F(SensitivityTest, AmaxThatDoesNotCoverEveryLinearIsRejected) {
+  ASSERT_OK_AND_ASSIGN(CalibrationResult amax, Calibrate(model_, calib_, {.steps = 1}));
+  amax.input_amax.pop_back();
+  for (ScoreMethod m : {ScoreMethod::kGradient, ScoreMethod::kKlDiv}) {
+    auto scores = ScoreGroups(model_, calib_, m, groups_, formats_, amax, {.steps = 1});
+    EXPECT_EQ(scores.status().code(), absl::StatusCode::kInvalidArgument) << scores.status();
+    EXPECT_THAT(scores.status().message(), HasSubstr("amax values for"));
+  }
+}
+
+TEST_F(SensitivityTest, GroupNamingAMissingLinearIsRejected) {
+  ASSERT_OK_AND_ASSIGN(CalibrationResult amax, Calibrate(model_, calib_, {.steps = 1}));
+  groups_.back().linear_index.push_back(amax.input_amax.size());
+  auto scores = ScoreGroups(model_, calib_, ScoreMethod::kGradient, groups_, formats_, amax, {.steps = 1});
+  EXPECT_EQ(scores.status().code(), absl::StatusCode::kInvalidArgument) << scores.status();
+  EXPECT_THAT(scores.status().message(), HasSubstr("names Linear"));
+}
+
+// Out of memory at any allocation of a pass (the score hooks' set-up before
+// the first batch included) is ResourceExhausted, never an exception. The
+// first 200 allocations cover the set-up; every 60th after that samples the
+// forward and backward passes.
+TEST_F(SensitivityTest, OutOfMemoryAnywhereInAPassIsResourceExhausted) {
+  ASSERT_OK_AND_ASSIGN(CalibrationResult amax, Calibrate(model_, calib_, {.steps = 1}));
+  auto ks = [](int64_t total) {
+    std::vector<int64_t> out;
+    for (int64_t k = 1; k <= total; k += k < 200 ? 1 : 60) out.push_back(k);
+    return out;
+  };
+  EXPECT_GT(testing::ExpectOomIsAStatusAt([&] { return Calibrate(model_, calib_, {.steps = 1}).status(); }, ks), 0);
+  for (ScoreMethod m : {ScoreMethod::kGradient, ScoreMethod::kKlDiv}) {
+    SCOPED_TRACE(std::string(ScoreMethodName(m)));
+    int fired = testing::ExpectOomIsAStatusAt(
+        [&] { return ScoreGroups(model_, calib_, m, groups_, formats_, amax, {.steps = 1}).status(); }, ks);
+    EXPECT_GT(fired, 0);
+  }
+}
+
+}  // namespace
+}  // namespace autoquant
