@@ -135,10 +135,15 @@ ojson SearchStateJson(const Baseline& b, const Plan& p) {
 std::string SensitivityMarkdown(const Baseline& b, const Plan& p, const std::string& scheme) {
   std::string out = absl::StrFormat(
       "# Per-layer sensitivity: %s\n\nMethod `%s`, baseline `%s`. Effective bits %.4f; %d of %d groups "
-      "quantized.\nGroups are ranked least sensitive first by their %s score.\n\n"
-      "| rank | group | modules | params | score %s | chosen |\n|---:|---|---:|---:|---:|---|\n",
+      "quantized.\nGroups are ranked least sensitive first by their %s score.\n\n",
       scheme, ScoreMethodName(b.inputs.method), b.key.substr(0, 12), p.effective_bits, p.num_quantized(b),
-      b.groups.size(), b.formats[0].name, b.formats[0].name);
+      b.groups.size(), b.formats[0].name);
+  if (!p.disabled_layers.empty()) {
+    absl::StrAppend(&out, "Disabled by `disabled_layers` (fnmatch on member module names; one match disables the "
+                          "group): `", absl::StrJoin(p.disabled_layers, "`, `"), "`.\n\n");
+  }
+  absl::StrAppendFormat(&out, "| rank | group | modules | params | score %s | chosen |\n|---:|---|---:|---:|---:|---|\n",
+                        b.formats[0].name);
   for (size_t r = 0; r < b.ranking.size(); ++r) {
     size_t g = b.ranking[r];
     absl::StrAppendFormat(&out, "| %d | `%s` | %d | %d | %.6g | %s%s |\n", r + 1, b.groups[g].key,
