@@ -75,8 +75,11 @@ absl::Status RunModelInit(const ModelInitOptions& o) {
                                      return RecogniseCheckpointDir(p, kRandomCheckpointFormat);
                                    }},
                                   {}));
-  RETURN_IF_ERROR(
-      RemoveStaleStaging(std::filesystem::absolute(o.out).lexically_normal().parent_path()).status());
+  // Leftovers of killed runs; failing to remove them must not stop this one.
+  if (auto stale = RemoveStaleStaging(std::filesystem::absolute(o.out).lexically_normal().parent_path());
+      !stale.ok()) {
+    std::cerr << "autoquant: warning: " << stale.status().message() << "\n";
+  }
   InitCheckpointOptions init;
   init.preset = o.preset;
   init.out = o.out;

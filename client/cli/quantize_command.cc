@@ -90,9 +90,14 @@ absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostre
                                    {eo.baseline_cache, "the baseline cache"}}));
   // Leftovers of exports that were killed before they could clean up.
   const std::filesystem::path parent = std::filesystem::absolute(req.out_dir).lexically_normal().parent_path();
-  ASSIGN_OR_RETURN(int stale, RemoveStaleStaging(parent));
-  if (stale > 0) log << "removed " << stale << " staging director" << (stale == 1 ? "y" : "ies")
-                     << " left by interrupted exports in " << parent.string() << "\n";
+  // Cleaning up is a courtesy: failing at it must not stop the scheme.
+  absl::StatusOr<int> stale = RemoveStaleStaging(parent);
+  if (!stale.ok()) {
+    log << "autoquant: warning: " << stale.status().message() << "\n";
+  } else if (*stale > 0) {
+    log << "removed " << *stale << " staging director" << (*stale == 1 ? "y" : "ies")
+        << " left by interrupted exports in " << parent.string() << "\n";
+  }
 
   ProgressFn progress = StderrProgress(log);
   ASSIGN_OR_RETURN(auto engine, Engine::Create(eo, progress));
