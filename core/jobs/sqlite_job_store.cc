@@ -161,15 +161,7 @@ class SqliteJobStore : public JobStore {
 
   absl::StatusOr<std::vector<Job>> Insert(const std::vector<Job>& jobs, const std::string& first_log,
                                           std::vector<bool>* created) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    auto result = InsertLocked(jobs, first_log, created);
-    if (!result.ok()) {
-      Exec("ROLLBACK").IgnoreError();
-      return result.status();
-    }
-    RETURN_IF_ERROR(Exec("COMMIT"));
-    return result;
+    return InTransaction<std::vector<Job>>([&] { return InsertLocked(jobs, first_log, created); });
   }
 
   absl::StatusOr<Job> Get(const std::string& id) override {
@@ -205,15 +197,7 @@ class SqliteJobStore : public JobStore {
 
   absl::StatusOr<Job> Transition(const std::string& id, JobState to, const std::function<void(Job&)>& mutate,
                                  const std::optional<LogEntry>& log) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    auto r = TransitionLocked(id, to, mutate, log);
-    if (!r.ok()) {
-      Exec("ROLLBACK").IgnoreError();
-      return r.status();
-    }
-    RETURN_IF_ERROR(Exec("COMMIT"));
-    return r;
+    return InTransaction<Job>([&] { return TransitionLocked(id, to, mutate, log); });
   }
 
   absl::Status UpdateProgress(const std::string& id, const std::string& phase, double progress) override {
@@ -225,15 +209,7 @@ class SqliteJobStore : public JobStore {
   }
 
   absl::StatusOr<std::optional<Job>> ClaimNext() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    auto r = ClaimLocked();
-    if (!r.ok()) {
-      Exec("ROLLBACK").IgnoreError();
-      return r.status();
-    }
-    RETURN_IF_ERROR(Exec("COMMIT"));
-    return r;
+    return InTransaction<std::optional<Job>>([&] { return ClaimLocked(); });
   }
 
   absl::StatusOr<int64_t> AppendLog(const std::string& id, const LogEntry& e) override {
@@ -300,9 +276,17 @@ class SqliteJobStore : public JobStore {
   }
 
   absl::StatusOr<std::vector<Job>> RecoverInterrupted(int max_attempts) override {
+    return InTransaction<std::vector<Job>>([&] { return RecoverLocked(max_attempts); });
+  }
+
+ private:
+  // Runs `body` as one write transaction under the connection's lock:
+  // committed if it succeeds, rolled back otherwise.
+  template <typename T>
+  absl::StatusOr<T> InTransaction(const std::function<absl::StatusOr<T>()>& body) {
     std::lock_guard<std::mutex> lock(mu_);
     RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    auto r = RecoverLocked(max_attempts);
+    absl::StatusOr<T> r = body();
     if (!r.ok()) {
       Exec("ROLLBACK").IgnoreError();
       return r.status();
@@ -311,7 +295,6 @@ class SqliteJobStore : public JobStore {
     return r;
   }
 
- private:
   absl::StatusOr<Job> FromRow(const Stmt& s) {
     Job j;
     j.seq = s.Int(0);
