@@ -176,7 +176,8 @@ grpc::ServerUnaryReactor* AutoQuantService::SubmitSweep(grpc::CallbackServerCont
     for (int i = 0; i < req->points_size(); ++i) {
       auto spec = SpecFromProto(req->points(i));
       if (!spec.ok()) {
-        return absl::Status(spec.status().code(), absl::StrCat("point ", i, ": ", spec.status().message()));
+        return absl::Status(spec.status().code(), absl::StrCat("point ", i, " (scheme '", req->points(i).scheme(),
+                                                               "'): ", spec.status().message()));
       }
       specs.push_back(std::move(*spec));
     }

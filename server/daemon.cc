@@ -1,7 +1,5 @@
 #include "server/daemon.h"
 
-#include <signal.h>
-
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -20,7 +18,9 @@
 #include "server/autoquant_service.h"
 #include "server/daemon_context.h"
 #include "server/daemon_metrics.h"
+#include "server/stop_signals.h"
 #include "server/token_auth.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
 namespace autoquant {
@@ -56,17 +56,6 @@ void SetHealth(grpc::Server* server, bool serving) {
   health->SetServingStatus(kServiceName, serving);
 }
 
-// Blocks SIGINT/SIGTERM in every thread (call before starting any), so that
-// one thread can take them with sigwait.
-sigset_t BlockStopSignals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  return set;
-}
-
 int Fail(const absl::Status& s, const char* what) {
   spdlog::error("{}: {}", what, std::string(s.message()));
   std::cerr << "autoquantd: error: " << what << ": " << s.message() << "\n";
@@ -76,9 +65,10 @@ int Fail(const absl::Status& s, const char* what) {
 }  // namespace
 
 int RunDaemon(const DaemonOptions& o) {
+  // Logs go to stderr: stdout's first line is the bound port, which scripts read.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("autoquantd"));
   spdlog::set_level(spdlog::level::from_str(o.log_level == "warning" ? "warn" : o.log_level));
-  // Before any thread starts (civetweb's included), so that only sigwait sees them.
-  const sigset_t stop_signals = BlockStopSignals();
+  if (absl::Status s = InstallStopSignalHandlers(); !s.ok()) return Fail(s, "signal handlers");
   auto registry = std::make_shared<prometheus::Registry>();
   std::unique_ptr<prometheus::Exposer> exposer;
   std::string metrics_address;
@@ -167,8 +157,7 @@ int RunDaemon(const DaemonOptions& o) {
   bool stop = false;
   std::atomic<bool> serving{false};
   std::thread signals([&] {
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
+    const int sig = WaitForStopSignal();
     spdlog::info("signal {}: shutting down", sig);
     if (!serving.load()) {
       SetHealth(server.get(), false);
@@ -194,8 +183,10 @@ int RunDaemon(const DaemonOptions& o) {
   if (!warm.ok()) {
     int rc = Fail(warm, "loading the model");
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-    std::_Exit(rc);  // the signal thread is parked in sigwait; nothing else holds state
+    std::_Exit(rc);  // the signal thread is parked on its pipe; nothing else holds state
   }
+  // Loading CUDA and its libraries may have replaced the handlers.
+  if (absl::Status s = InstallStopSignalHandlers(); !s.ok()) spdlog::warn("re-installing signal handlers: {}", std::string(s.message()));
   ctx.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   metrics.SetModelLoadSeconds(ctx.load_seconds);
   ctx.engine = engine->get();

@@ -19,7 +19,7 @@ absl::StatusOr<SchemeRequest> EngineJobRunner::ToRequest(const JobSpec& spec) co
   r.out_dir = root_ / spec.scheme;
   struct stat st;
   if (::lstat(r.out_dir.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
-    return absl::PermissionDeniedError(absl::StrCat(
+    return absl::FailedPreconditionError(absl::StrCat(
         r.out_dir.string(), " is a symbolic link; the daemon writes only real directories under the models root ",
         root_.string(), " (choose another scheme name or remove the link)"));
   }

@@ -111,8 +111,9 @@ absl::Status ValidateSelection(const SchemeSelection& s) {
   if (given != 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         given == 0 ? "no selection given" : "more than one selection given",
-        ": give exactly one of a coverage (--coverage 0.1 | top10 | 10%; --coverage 1 quantizes every group), "
-        "a coverage manifest (--coverage-manifest FILE) or an effective-bits target (--effective-bits B)"));
+        ": give exactly one of a coverage (0.1, top10 or 10%; 1 quantizes every group), a coverage manifest or "
+        "an effective-bits target (CLI: --coverage, --coverage-manifest, --effective-bits; "
+        "gRPC SchemeSpec: coverage, coverage_manifest, effective_bits)"));
   }
   if (s.coverage && !(*s.coverage > 0 && *s.coverage <= 1)) {
     return absl::InvalidArgumentError(absl::StrCat("coverage ", *s.coverage, " is outside (0, 1]: ", kCoverageForms));

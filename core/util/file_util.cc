@@ -73,8 +73,8 @@ fs::path TempSiblingPath(const fs::path& target) {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   fs::path name = target.filename();
   if (name.empty()) name = target.parent_path().filename();
-  return target.parent_path() /
-         absl::StrFormat(".%s.tmp-%06x", name.string(), static_cast<uint32_t>(rng() & 0xffffff));
+  return target.parent_path() / absl::StrFormat(".%s.tmp-%d-%06x", name.string(), static_cast<long>(::getpid()),
+                                                static_cast<uint32_t>(rng() & 0xffffff));
 }
 
 absl::Status FsyncDir(const fs::path& dir) {
@@ -185,16 +185,19 @@ absl::Status WriteMarker(const fs::path& dir) {
 
 // A process killed between creating a staging directory and completing its
 // marker leaves a directory that holds nothing but (at most) that marker:
-// removing it loses nothing, once it is old enough that no live process can
-// still be about to write its marker.
+// removing it loses nothing once its creator is gone. The pid in the name
+// says who that was; when that pid runs (perhaps reused), or the name has
+// none, the directory is removed only once it is old enough that no live
+// process can still be about to write its marker.
 constexpr auto kUnmarkedGrace = std::chrono::seconds(60);
 
-bool UnmarkedAndEmpty(const fs::path& dir) {
+bool UnmarkedAndEmpty(const fs::path& dir, long name_pid) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     if (e.path().filename() != kStagingMarker) return false;
   }
   if (ec) return false;
+  if (name_pid > 0 && fs::exists("/proc/self/stat") && ProcessStartTime(name_pid).empty()) return true;
   auto mtime = fs::last_write_time(dir, ec);
   if (ec) return false;
   return fs::file_time_type::clock::now() - mtime > kUnmarkedGrace;
@@ -207,10 +210,15 @@ bool OwnerAlive(const StagingOwner& o) {
   return ProcessStartTime(o.pid) == o.start_time;
 }
 
-// ".NAME.tmp-XXXXXX", as TempSiblingPath names them.
-bool IsStagingName(const std::string& name) {
-  static const std::regex kName(R"(^\..+\.tmp-[0-9a-f]{6}$)");
-  return std::regex_match(name, kName);
+// ".NAME.tmp-PID-XXXXXX", as TempSiblingPath names them (".NAME.tmp-XXXXXX"
+// before the pid was added). Returns whether it is one, and the pid (0: none).
+bool IsStagingName(const std::string& name, long* pid) {
+  static const std::regex kName(R"(^\..+\.tmp-(?:([0-9]+)-)?[0-9a-f]{6}$)");
+  std::smatch m;
+  if (!std::regex_match(name, m, kName)) return false;
+  *pid = 0;
+  if (m[1].matched && !absl::SimpleAtoi(m[1].str(), pid)) *pid = 0;
+  return true;
 }
 
 }  // namespace
@@ -307,13 +315,15 @@ absl::StatusOr<int> RemoveStaleStaging(const fs::path& dir) {
   if (ec) return ErrnoStatus(ec.value(), "cannot list", dir);
   for (; it != fs::directory_iterator(); it.increment(ec)) {
     const fs::path p = it->path();
-    if (!IsStagingName(p.filename().string())) continue;
+    const std::string name = p.filename().string();
+    long name_pid = 0;
+    if (!IsStagingName(name, &name_pid)) continue;
     std::error_code sec;
     if (!fs::is_directory(fs::symlink_status(p, sec))) continue;  // never follow a symlink out
     auto text = ReadFile(p / kStagingMarker);
     std::optional<StagingOwner> owner;
     if (text.ok()) owner = ParseMarker(*text);
-    if (owner ? OwnerAlive(*owner) : !UnmarkedAndEmpty(p)) continue;
+    if (owner ? OwnerAlive(*owner) : !UnmarkedAndEmpty(p, name_pid)) continue;
     fs::remove_all(p, sec);
     if (sec) return ErrnoStatus(sec.value(), "cannot remove stale staging directory", p);
     ++removed;

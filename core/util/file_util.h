@@ -32,7 +32,8 @@ absl::Status WriteFileAtomic(const std::filesystem::path& path, absl::string_vie
 absl::Status FsyncDir(const std::filesystem::path& dir);
 
 // A fresh, uniquely named sibling of `target` (same filesystem, so renames are
-// atomic), e.g. "/models/.top10.tmp-4f2a91". Not created.
+// atomic), e.g. "/models/.top10.tmp-12345-4f2a91" (12345: this process's
+// pid, so that a leftover names its creator). Not created.
 std::filesystem::path TempSiblingPath(const std::filesystem::path& target);
 
 // Creates a temporary directory next to `target`, and on Commit() renames it to
@@ -75,10 +76,11 @@ class StagedDir {
 // The marker file inside a staging directory (removed by Commit()).
 inline constexpr char kStagingMarker[] = ".autoquant-staging";
 
-// Removes the staging directories (".NAME.tmp-XXXXXX" with a valid marker) in
-// `dir` whose owning process is gone; returns how many it removed. A process
+// Removes the staging directories (".NAME.tmp-PID-XXXXXX" with a valid marker)
+// in `dir` whose owning process is gone; returns how many it removed. A process
 // killed before its marker was complete leaves a directory holding nothing
-// else: such a directory is removed once it is a minute old. Never touches a
+// else: such a directory is removed when the pid in its name no longer runs,
+// else once it is a minute old. Never touches a
 // live process's staging directory, a directory holding anything without our
 // marker, or anything that is not a directory. A missing `dir` counts as
 // empty. Errors name the entry that could not be removed.

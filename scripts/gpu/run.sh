@@ -18,6 +18,15 @@ NV_DIRS="$(find "$SITE/nvidia" -name 'libcudart.so*' -o -name 'libnvrtc.so*' 2>/
 export LD_LIBRARY_PATH="$BUNDLE/lib:$TORCH_LIB:${NV_DIRS}${LD_LIBRARY_PATH:-}"
 export AUTOQUANT_BUILD_DIR="$BUNDLE"
 export PYTHONUNBUFFERED=1
+# grpcio, grpcio-tools (stub generation), health checking and reflection for the Python side: from
+# the machine's Python, else from the wheels carried in .gpu-deps/grpc-wheels (one release, CPython
+# 3.12), installed to a private directory so nothing else sees them.
+if ! "$PY" -c 'import grpc, grpc_tools.protoc, grpc_health, grpc_reflection' 2>/dev/null \
+    && ls "$ROOT"/.gpu-deps/grpc-wheels/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/aq-grpc-site \
+    "$ROOT"/.gpu-deps/grpc-wheels/*.whl || echo "installing .gpu-deps/grpc-wheels failed" >&2
+  export PYTHONPATH="/tmp/aq-grpc-site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 LOGDIR="${OUT:-$ROOT/out}"
 mkdir -p "$LOGDIR"
 

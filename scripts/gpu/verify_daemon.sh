@@ -31,22 +31,8 @@ for b in "$AQ" "$AQD"; do [ -x "$b" ] || { echo "missing $b (rebuild the bundle:
 mkdir -p "$W"
 t() { local s=$SECONDS; "$@"; local rc=$?; echo "[$(basename "$1") $2: $((SECONDS - s)) s, rc=$rc]" >&2; return $rc; }
 
-# grpcio-tools (stub generation) and grpcio-health-checking: from the machine's Python, else from the
-# wheels carried in .gpu-deps/grpc-wheels (grpcio, grpcio-tools, grpcio-health-checking, protobuf of
-# one release, typing_extensions), installed to a private directory so nothing else sees them.
-if ! "$PY" -c 'import grpc, grpc_tools.protoc' 2>/dev/null; then
-  if ls "$ROOT"/.gpu-deps/grpc-wheels/*.whl >/dev/null 2>&1; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/aq-grpc-site \
-      "$ROOT"/.gpu-deps/grpc-wheels/*.whl || { echo "installing .gpu-deps/grpc-wheels failed"; exit 2; }
-    export PYTHONPATH="/tmp/aq-grpc-site${PYTHONPATH:+:$PYTHONPATH}"
-  else
-    echo "grpcio-tools is not importable with $PY and no wheels are in .gpu-deps/grpc-wheels:"
-    echo "carry .gpu-deps (see bench/daemon_sweep/README.md)"
-    exit 2
-  fi
-fi
 "$PY" -c 'import grpc, grpc_tools.protoc, google.protobuf as p; print("grpcio", grpc.__version__, "protobuf", p.__version__)' \
-  || { echo "grpcio / grpcio-tools not usable with $PY (above)"; exit 2; }
+  || { echo "grpcio / grpcio-tools not usable with $PY (above): carry .gpu-deps (bench/daemon_sweep/README.md)"; exit 2; }
 
 [ -d "$W/base" ] || t "$AQ" model init --preset qwen2.5-vl-3b --out "$W/base" --dtype bfloat16 --seed 0 2>&1 | tail -2
 [ -f "$W/calib.safetensors" ] || t "$AQ" calib synth --model "$W/base" --out "$W/calib.safetensors" --samples 128 \

@@ -17,3 +17,23 @@ def autoquant_bin() -> pathlib.Path:
     if not path.exists():
         pytest.fail(f"{path} not built: run scripts/build.sh (or set AUTOQUANT_BUILD_DIR)", pytrace=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def daemon_inputs(tmp_path_factory, autoquant_bin):
+    """(base model dir, calibration file): the tiny preset and 16 small samples."""
+    from daemon_helpers import make_tiny_inputs
+    return make_tiny_inputs(autoquant_bin, tmp_path_factory.mktemp("daemon-inputs"))
+
+
+@pytest.fixture(scope="session")
+def slow_calib(tmp_path_factory, autoquant_bin, daemon_inputs):
+    """A calibration set big enough that a job's baseline takes seconds on the CPU,
+    so that a test can act while it runs."""
+    import subprocess
+    base, _ = daemon_inputs
+    path = tmp_path_factory.mktemp("slow") / "calib.safetensors"
+    subprocess.run([str(autoquant_bin), "calib", "synth", "--model", str(base), "--out", str(path), "--samples", "192",
+                    "--seq-len", "256", "--images-per-sample", "1", "--image-size", "112x112", "--seed", "2"],
+                   check=True, capture_output=True)
+    return path

@@ -17,6 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aq_paths import BUILD_DIR, REPO
 
 PROTO_DIR = REPO / "proto"
+# The daemon's --device in tests: cpu (CI), or cuda on the GPU machine (scripts/gpu/run.sh pytest).
+TEST_DEVICE = os.environ.get("AUTOQUANT_TEST_DEVICE", "cpu")
 _STUBS = None
 
 
@@ -52,12 +54,15 @@ def make_tiny_inputs(autoquant_bin, work: pathlib.Path, samples=16, seq_len=96, 
 class Daemon:
     """One autoquantd process on 127.0.0.1 with free ports for gRPC and /metrics."""
 
-    def __init__(self, model, calib, root, *extra, token=None, env=None):
+    def __init__(self, model, calib, root, *extra, token=None, env=None, tls_root=None, tls_client=None):
+        """tls_root: the CA (PEM bytes) to trust, for a daemon started with --tls-cert;
+        tls_client: (key, cert) PEM bytes to present, for --tls-client-ca."""
         self.args = [str(BUILD_DIR / "bin" / "autoquantd"), "--model", str(model), "--calib", str(calib),
                      "--models-root", str(root), "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
-                     "--device", "cpu", *map(str, extra)]
+                     "--device", TEST_DEVICE, *map(str, extra)]
         self.root = pathlib.Path(root)
         self.token = token
+        self.tls_root, self.tls_client = tls_root, tls_client
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
         self.port = None
@@ -73,7 +78,12 @@ class Daemon:
             self.proc.wait(timeout=10)
             raise AssertionError(f"autoquantd did not print its port (rc {self.proc.returncode}): {self.log()}")
         self.port = int(line)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        if self.tls_root:
+            key, cert = self.tls_client or (None, None)
+            creds = grpc.ssl_channel_credentials(self.tls_root, key, cert)
+            self.channel = grpc.secure_channel(f"127.0.0.1:{self.port}", creds)
+        else:
+            self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
         if wait_serving:
             self.wait_serving(timeout)
         return self
@@ -129,6 +139,7 @@ class Daemon:
         if self.proc is None or self.proc.poll() is not None:
             self._close()
             return self.proc.returncode if self.proc else 0
+        self.masks = thread_signal_masks(self.proc.pid)
         self.proc.send_signal(signal.SIGTERM)
         try:
             rc = self.proc.wait(timeout=timeout)
@@ -138,6 +149,11 @@ class Daemon:
             rc = None
         self._close()
         return rc
+
+    def stop_report(self) -> str:
+        """What to show when stop() did not return 0: the log and, from just before the
+        SIGTERM, which threads could take it and whether a handler was installed."""
+        return f"{self.log()}\nthreads before SIGTERM:\n{getattr(self, 'masks', '')}"
 
     def _close(self):
         if self.channel is not None:
@@ -151,3 +167,19 @@ class Daemon:
 
 def staging_leftovers(root: pathlib.Path):
     return sorted(p.name for p in pathlib.Path(root).iterdir() if ".tmp-" in p.name)
+
+
+def thread_signal_masks(pid: int) -> str:
+    """One line per thread: name, whether SIGTERM is blocked, whether it is caught."""
+    bit = 1 << (signal.SIGTERM - 1)
+    lines = []
+    for task in sorted(pathlib.Path(f"/proc/{pid}/task").glob("*")):
+        try:
+            fields = dict(l.split(":\t", 1) for l in (task / "status").read_text().splitlines() if ":\t" in l)
+        except OSError:
+            continue
+        blocked = int(fields.get("SigBlk", "0"), 16) & bit
+        caught = int(fields.get("SigCgt", "0"), 16) & bit
+        lines.append(f"{task.name} {fields.get('Name', '?').strip()}: SIGTERM "
+                     f"{'blocked' if blocked else 'open'}, {'caught' if caught else 'default action'}")
+    return "\n".join(lines)

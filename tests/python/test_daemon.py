@@ -11,7 +11,7 @@ import urllib.request
 import grpc
 import pytest
 
-from daemon_helpers import Daemon, make_tiny_inputs, staging_leftovers, stubs
+from daemon_helpers import TEST_DEVICE, Daemon, staging_leftovers, stubs
 from quant_helpers import diff
 
 pb, _ = stubs()
@@ -23,28 +23,11 @@ def spec(scheme, **kw):
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, autoquant_bin):
-    return make_tiny_inputs(autoquant_bin, tmp_path_factory.mktemp("daemon-inputs"))
-
-
-@pytest.fixture(scope="module")
-def slow_calib(tmp_path_factory, autoquant_bin, inputs):
-    """A calibration set big enough that a job's baseline takes seconds on the CPU,
-    so that a test can act while it runs."""
-    base, _ = inputs
-    path = tmp_path_factory.mktemp("slow") / "calib.safetensors"
-    subprocess.run([str(autoquant_bin), "calib", "synth", "--model", str(base), "--out", str(path), "--samples", "192",
-                    "--seq-len", "256", "--images-per-sample", "1", "--image-size", "112x112", "--seed", "2"],
-                   check=True, capture_output=True)
-    return path
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory, inputs):
-    base, calib = inputs
+def daemon(tmp_path_factory, daemon_inputs):
+    base, calib = daemon_inputs
     d = Daemon(base, calib, tmp_path_factory.mktemp("daemon") / "models").start()
     yield d
-    assert d.stop() == 0, d.log()
+    assert d.stop() == 0, d.stop_report()
 
 
 def test_three_schemes_and_a_sweep_produce_distinct_checkpoints(daemon, autoquant_bin):
@@ -137,8 +120,8 @@ def test_idempotency_key_returns_one_job_even_when_racing(daemon):
     daemon.wait_job(first.id)
 
 
-def test_cancel_a_running_and_a_queued_job_leaves_nothing(tmp_path, inputs, slow_calib):
-    base, _ = inputs
+def test_cancel_a_running_and_a_queued_job_leaves_nothing(tmp_path, daemon_inputs, slow_calib):
+    base, _ = daemon_inputs
     d = Daemon(base, slow_calib, tmp_path / "models").start()
     try:
         running = d.call("SubmitScheme", pb.SubmitSchemeRequest(spec=spec("c-run", coverage=0.5)))
@@ -160,7 +143,7 @@ def test_cancel_a_running_and_a_queued_job_leaves_nothing(tmp_path, inputs, slow
         after = d.call("SubmitScheme", pb.SubmitSchemeRequest(spec=spec("c-after", coverage=0.5)))
         assert d.wait_job(after.id).state == SUCCEEDED
     finally:
-        assert d.stop() == 0, d.log()
+        assert d.stop() == 0, d.stop_report()
 
 
 def test_health_reflection_and_server_info(daemon):
@@ -171,7 +154,8 @@ def test_health_reflection_and_server_info(daemon):
     services = set(ProtoReflectionDescriptorDatabase(daemon.channel).get_services())
     assert {"autoquant.v1.AutoQuant", "grpc.health.v1.Health"} <= services
     info = daemon.call("GetServerInfo", pb.GetServerInfoRequest())
-    assert info.serving and info.device == "cpu" and info.dtype == "float32"
+    assert info.serving and info.device.startswith(TEST_DEVICE)
+    assert info.dtype == ("float32" if TEST_DEVICE == "cpu" else "bfloat16")
     assert len(info.model_fingerprint) == 64 and len(info.calib_fingerprint) == 64
     assert info.calib_samples == 16 and info.models_root == str(daemon.root)
     assert info.metrics_address.startswith("127.0.0.1:")

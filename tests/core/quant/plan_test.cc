@@ -93,7 +93,9 @@ TEST(MakePlanTest, ExactlyOneSelectionIsRequired) {
     EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(p.status().message(), HasSubstr("exactly one of a coverage"));
   }
-  EXPECT_THAT(ValidateSelection({}).message(), HasSubstr("--coverage 1 quantizes every group"));
+  EXPECT_THAT(ValidateSelection({}).message(), HasSubstr("1 quantizes every group"));
+  EXPECT_THAT(ValidateSelection({}).message(), HasSubstr("--coverage"));  // the CLI flag and the gRPC field
+  EXPECT_THAT(ValidateSelection({}).message(), HasSubstr("coverage_manifest"));
 }
 
 TEST(MakePlanTest, RangesAreCheckedWhereverTheSelectionComesFrom) {

@@ -5,6 +5,8 @@
 
 #include <chrono>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "tests/test_util.h"
 
@@ -142,6 +144,27 @@ TEST(RemoveStaleStagingTest, AnOldStagingDirWithAnIncompleteMarkerAndNothingElse
   EXPECT_EQ(removed, 2);
   EXPECT_TRUE(fs::exists(root / ".c.tmp-000003" / "data"));
   EXPECT_EQ(CountEntries(root), 1);
+}
+
+TEST(RemoveStaleStagingTest, AnUnmarkedEmptyStagingDirOfADeadPidGoesAtOnce) {
+  auto root = testing::TempDir();
+  pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ASSERT_GT(child, 0);
+  ASSERT_EQ(::waitpid(child, nullptr, 0), child);  // reaped: the pid runs nothing now
+  const std::string dead = absl::StrCat(".d.tmp-", child, "-00000a");
+  const std::string live = absl::StrCat(".l.tmp-", ::getpid(), "-00000b");
+  fs::create_directories(root / dead);  // killed between mkdir and its marker
+  fs::create_directories(root / live);  // we might be about to write its marker
+  ASSERT_OK_AND_ASSIGN(int removed, RemoveStaleStaging(root));
+  EXPECT_EQ(removed, 1);
+  EXPECT_FALSE(fs::exists(root / dead));
+  EXPECT_TRUE(fs::exists(root / live));
+}
+
+TEST(FileUtilTest, TempSiblingNamesCarryThePid) {
+  const std::string name = TempSiblingPath("/models/top10").filename().string();
+  EXPECT_TRUE(absl::StartsWith(name, absl::StrCat(".top10.tmp-", ::getpid(), "-"))) << name;
 }
 
 TEST(FileUtilTest, ReadMissingFileIsNotFound) {
