@@ -19,6 +19,7 @@
 #include "core/quant/scheme_loader.h"
 #include "core/model/qwen2_5_vl/presets.h"
 #include "core/model/qwen2_5_vl/weights.h"
+#include "client/cli/leftovers.h"
 #include "client/cli/output_recognisers.h"
 #include "core/util/file_util.h"
 #include "core/util/path_guard.h"
@@ -75,11 +76,7 @@ absl::Status RunModelInit(const ModelInitOptions& o) {
                                      return RecogniseCheckpointDir(p, kRandomCheckpointFormat);
                                    }},
                                   {}));
-  // Leftovers of killed runs; failing to remove them must not stop this one.
-  if (auto stale = RemoveStaleStaging(std::filesystem::absolute(o.out).lexically_normal().parent_path());
-      !stale.ok()) {
-    std::cerr << "autoquant: warning: " << stale.status().message() << "\n";
-  }
+  RemoveLeftoversBeside(o.out, std::cerr);
   InitCheckpointOptions init;
   init.preset = o.preset;
   init.out = o.out;
@@ -106,6 +103,7 @@ absl::Status RunModelForward(const ModelForwardOptions& o) {
                                   {{o.model, "the model directory"}, {o.input, "the input file"}}));
   ASSIGN_OR_RETURN(torch::Device device, ParseDevice(o.device));
   ASSIGN_OR_RETURN(torch::ScalarType dtype, ParseDtype(o.dtype, device));
+  RemoveLeftoversBeside(o.output, std::cerr);
   ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(o.input));
   Qwen2_5_VLInputs in;
   for (auto [name, slot] : {std::pair<const char*, torch::Tensor*>{"input_ids", &in.input_ids},

@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_cat.h"
 #include "client/cli/interrupt.h"
+#include "client/cli/leftovers.h"
 #include "core/quant/engine.h"
 #include "core/quant/manifests.h"
 #include "core/util/file_util.h"
@@ -88,16 +89,7 @@ absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostre
                                   {{eo.model_dir, "the base model directory"},
                                    {eo.calib_path, "the calibration file"},
                                    {eo.baseline_cache, "the baseline cache"}}));
-  // Leftovers of exports that were killed before they could clean up.
-  const std::filesystem::path parent = std::filesystem::absolute(req.out_dir).lexically_normal().parent_path();
-  // Cleaning up is a courtesy: failing at it must not stop the scheme.
-  absl::StatusOr<int> stale = RemoveStaleStaging(parent);
-  if (!stale.ok()) {
-    log << "autoquant: warning: " << stale.status().message() << "\n";
-  } else if (*stale > 0) {
-    log << "removed " << *stale << " staging director" << (*stale == 1 ? "y" : "ies")
-        << " left by interrupted exports in " << parent.string() << "\n";
-  }
+  RemoveLeftoversBeside(req.out_dir, log);
 
   ProgressFn progress = StderrProgress(log);
   ASSIGN_OR_RETURN(auto engine, Engine::Create(eo, progress));

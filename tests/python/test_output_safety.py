@@ -14,7 +14,8 @@ and after, and asserts exit code 2, a message naming the problem, and identical 
 - validation before the expensive part: errors that need no baseline leave no baseline in a fresh cache;
   an unwritable baseline cache is a warning and the scheme is still written.
 - integrity: a flipped FP8 byte fails `autoquant diff` naming the tensor.
-- leftovers: the staging directory of a killed export is removed by the next run.
+- leftovers: the staging directory of a killed export, and the temporary file of a killed `calib synth`
+  (named after its dead owner, never the output), are removed by the next command writing there.
 - exit codes: every usage error (CLI11's too) exits 2; --help documents the codes and the defaults.
 """
 import hashlib
@@ -367,9 +368,66 @@ def test_killed_exports_staging_dir_is_removed_by_the_next_run(autoquant_bin, en
 
     proc, _ = qh.quantize(autoquant_bin, env["model"], env["calib"], parent / "next", "--coverage", "0.5",
                           cache=env["cache"])
-    assert "removed 1 staging directory" in proc.stderr, proc.stderr
+    assert "removed 1 leftover of interrupted runs" in proc.stderr, proc.stderr
     assert _staging_dirs(parent, "killed") == []
     assert sorted(p.name for p in parent.iterdir()) == ["next"]
+
+
+BIG_CALIB = ["--samples", "16", "--seq-len", "2048", "--images-per-sample", "4", "--image-size", "448x448",
+             "--seed", "1"]
+
+
+def _temp_files(parent: pathlib.Path, name: str):
+    return [p for p in parent.iterdir() if p.name.startswith(f".{name}.tmp-") and p.is_file()]
+
+
+def _kill_while_writing(autoquant_bin, env, parent: pathlib.Path, name: str) -> pathlib.Path:
+    """SIGKILLs `calib synth --out parent/name` while its data is going to the temporary file (a few hundred
+    MB, so the write takes a while; retried if it finishes first). Returns the temporary file left behind."""
+    out = parent / name
+    args = [str(autoquant_bin), "calib", "synth", "--model", str(env["model"]), "--out", str(out), *BIG_CALIB]
+    for _ in range(20):
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None and not any(p.stat().st_size > 0 for p in _temp_files(parent, name)):
+            time.sleep(0.001)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            left = _temp_files(parent, name)
+            if left:
+                assert f".owner-{proc.pid}-" in left[0].name, left[0].name
+                assert not out.exists()
+                return left[0]
+        out.unlink(missing_ok=True)
+    pytest.fail("could not kill `calib synth` while it was writing")
+
+
+@pytest.mark.parametrize("next_command", ["model forward", "calib synth", "quantize"])
+def test_killed_writers_temporary_file_is_removed_by_the_next_command(autoquant_bin, env, tmp_path, next_command):
+    """A killed atomic write leaves a hidden temporary file named after its (dead) owner, never a file under
+    the output's name; every command that writes into that directory removes it first."""
+    parent = tmp_path / "outputs"
+    parent.mkdir()
+    left = _kill_while_writing(autoquant_bin, env, parent, "big.safetensors")
+    assert left.suffix != ".safetensors"
+    if next_command == "model forward":
+        from safetensors.torch import save_file
+        import torch
+        inp = tmp_path / "in.safetensors"
+        save_file({"input_ids": torch.tensor([[1, 5, 7, 9]], dtype=torch.int64)}, inp)
+        proc = qh.run(autoquant_bin, "model", "forward", "--model", env["model"], "--input", inp, "--output",
+                      parent / "logits.safetensors", "--device", "cpu", check=True)
+        produced = "logits.safetensors"
+    elif next_command == "calib synth":
+        proc = qh.run(autoquant_bin, "calib", "synth", "--model", env["model"], "--out", parent / "c.safetensors",
+                      *CALIB, check=True)
+        produced = "c.safetensors"
+    else:
+        proc, _ = qh.quantize(autoquant_bin, env["model"], env["calib"], parent / "s", "--coverage", "0.5",
+                              cache=env["cache"])
+        produced = "s"
+    assert "removed 1 leftover of interrupted runs" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in parent.iterdir()) == [produced]
 
 
 def test_sigterm_during_export_cleans_up(autoquant_bin, env, tmp_path):
