@@ -14,6 +14,7 @@
 #include "core/io/checkpoint.h"
 #include "core/io/safetensors_file.h"
 #include "core/io/safetensors_writer.h"
+#include "core/model/device.h"
 #include "core/model/qwen2_5_vl/calib_set.h"
 #include "core/model/qwen2_5_vl/model.h"
 #include "core/quant/scheme_loader.h"
@@ -29,22 +30,6 @@
 
 namespace autoquant::cli {
 namespace {
-
-absl::StatusOr<torch::Device> ParseDevice(const std::string& s) {
-  if (s == "cpu") return torch::Device(torch::kCPU);
-  if (s == "cuda" || s.rfind("cuda:", 0) == 0) {
-    if (!torch::cuda::is_available()) return absl::FailedPreconditionError("--device cuda: no CUDA device available");
-    return TorchCall([&] { return torch::Device(s); }, "--device");
-  }
-  return absl::InvalidArgumentError(absl::StrCat("--device must be cpu or cuda, got '", s, "'"));
-}
-
-absl::StatusOr<torch::ScalarType> ParseDtype(const std::string& s, const torch::Device& device) {
-  if (s.empty()) return device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
-  if (s == "float32") return torch::kFloat32;
-  if (s == "bfloat16") return torch::kBFloat16;
-  return absl::InvalidArgumentError(absl::StrCat("--dtype must be float32 or bfloat16, got '", s, "'"));
-}
 
 absl::StatusOr<std::pair<int64_t, int64_t>> ParseHxW(const std::string& s) {
   std::vector<std::string> parts = absl::StrSplit(s, 'x');

@@ -472,6 +472,89 @@ def test_usage_errors_exit_2(autoquant_bin, args):
     assert proc.returncode == 2, f"{args}: rc {proc.returncode}\n{proc.stderr}"
 
 
+# Usage errors that reach each command's own validation (real model and calibration file, fresh output
+# paths): (arguments after the subcommand, a word the message must hold). "{m}", "{c}", "{o}", "{r}": the
+# model, the calibration file, a fresh output path, the fixture's root directory.
+Q = ["quantize", "--model", "{m}", "--calib", "{c}", "--out", "{o}", "--baseline-cache", "{r}/cache"]
+FWD = ["model", "forward", "--model", "{m}", "--input", "{c}", "--output", "{o}"]
+SYNTH = ["calib", "synth", "--model", "{m}", "--out", "{o}", "--samples", "2", "--seq-len", "80"]
+USAGE_ERRORS = [
+    # CLI11: unknown flags, missing values, bad numbers, repeated single options, extra positionals.
+    (Q + ["--coverage", "0.5", "--no-such-flag"], "--no-such-flag"),
+    (Q + ["--coverage"], "--coverage"),
+    (Q + ["--coverage", "0.5", "--batch-size", "abc"], "--batch-size"),
+    (Q + ["--effective-bits", "twelve"], "--effective-bits"),
+    (Q + ["--coverage", "0.5", "--coverage", "0.3"], "--coverage"),
+    (Q + ["--coverage", "0.5", "stray"], "stray"),
+    (Q + ["--coverage", "0.5", "--device", "cpu", "--device", "cpu"], "--device"),
+    (["quantize", "--calib", "{c}", "--out", "{o}", "--coverage", "0.5"], "--model"),
+    (["model"], "subcommand"),
+    (["calib"], "subcommand"),
+    (["model", "init", "--preset", "tiny"], "--out"),
+    (["model", "init", "--preset", "tiny", "--out", "{o}", "--seed", "x"], "--seed"),
+    (FWD[:-2], "--output"),
+    (SYNTH[:-2], "--seq-len"),
+    # Coverage forms, selection, patterns, names.
+    (Q + ["--coverage", "1.5"], "topXX"),
+    (Q + ["--coverage", "-0.5"], "topXX"),
+    (Q + ["--coverage", "inf"], "topXX"),
+    (Q + ["--coverage", "top101"], "topXX"),
+    (Q + ["--coverage", "0%"], "topXX"),
+    (Q + ["--coverage", "abc"], "topXX"),
+    (Q, "exactly one"),
+    (Q + ["--disabled-layers", "*layers.0.*"], "exactly one"),
+    (Q + ["--coverage", "0.5", "--effective-bits", "12"], "exactly one"),
+    (Q + ["--effective-bits", "0"], "(0, 16)"),
+    (Q + ["--effective-bits", "16"], "(0, 16)"),
+    (Q + ["--effective-bits", "nan"], "(0, 16)"),
+    (Q + ["--coverage-manifest", "{r}/no-such.json"], "--coverage-manifest"),
+    (Q + ["--coverage-manifest", "{c}"], "not valid JSON"),
+    (Q + ["--coverage", "0.5", "--disabled-layers", "[abc"], "match no Linear"),
+    (Q + ["--coverage", "0.5", "--disabled-layers", "*"], "no group to quantize"),
+    (Q + ["--coverage", "0.5", "--scheme", "a b"], "scheme name"),
+    # Formats, methods, devices, dtypes, counts.
+    (Q + ["--coverage", "0.5", "--format", "gguf"], "export format"),
+    (Q + ["--coverage", "0.5", "--format", ""], "export format"),
+    (Q + ["--coverage", "0.5", "--method", "magic"], "score method"),
+    (Q + ["--coverage", "0.5", "--device", "tpu"], "auto | cpu | cuda"),
+    (Q + ["--coverage", "0.5", "--device", ""], "auto | cpu | cuda"),
+    (Q + ["--coverage", "0.5", "--device", "cuda:x"], "auto | cpu | cuda"),
+    (Q + ["--coverage", "0.5", "--dtype", "fp16"], "dtype"),
+    (Q + ["--coverage", "0.5", "--batch-size", "0"], "batch size"),
+    (Q + ["--coverage", "0.5", "--calib-steps", "-1"], "step counts"),
+    (FWD + ["--device", "tpu"], "auto | cpu | cuda"),
+    (FWD + ["--device", "cpu", "--dtype", "fp16"], "dtype"),
+    (["model", "bench", "--model", "{m}", "--device", "tpu"], "auto | cpu | cuda"),
+    (["model", "bench", "--model", "{m}", "--device", "cpu", "--image", "12"], "HxW"),
+    (["model", "bench", "--model", "{m}", "--device", "cpu", "--iters", "0"], "--iters"),
+    (["model", "init", "--preset", "nosuchpreset", "--out", "{o}"], "nosuchpreset"),
+    (["model", "init", "--preset", "tiny", "--out", "{o}", "--dtype", "fp16"], "--dtype"),
+    (SYNTH + ["--image-size", "abc"], "--image-size"),
+    (SYNTH + ["--image-size", "5x5"], "multiples"),
+    (["calib", "synth", "--model", "{m}", "--out", "{o}", "--samples", "0", "--seq-len", "80"], "positive"),
+    (["calib", "synth", "--model", "{m}", "--out", "{o}", "--samples", "2", "--seq-len", "2"], "seq_len"),
+    # Inputs that are missing or are not what they claim to be.
+    (["inspect", "{r}/no-such-dir"], "does not exist"),
+    (["diff", "{m}"], "quant_manifest"),
+    (FWD[:5] + ["{m}/config.json", "--output", "{o}", "--device", "cpu"], "config.json"),
+]
+
+
+@pytest.mark.parametrize("args,word", USAGE_ERRORS, ids=[" ".join(a[:2] + a[-2:]) for a, _ in USAGE_ERRORS])
+def test_every_usage_error_exits_2(autoquant_bin, env, tmp_path, args, word):
+    """Each exits 2 (none 1, none a crash), says what is wrong, writes no output and leaves the inputs
+    byte-identical."""
+    out = tmp_path / "out"
+    fill = {"{m}": str(env["model"]), "{c}": str(env["calib"]), "{o}": str(out), "{r}": str(env["root"])}
+    argv = []
+    for a in args:
+        for k, v in fill.items():
+            a = a.replace(k, v)
+        argv.append(a)
+    _refused(autoquant_bin, env, *argv, words=[word])
+    assert not out.exists()
+
+
 def test_help_documents_exit_codes_and_every_default(autoquant_bin):
     top = qh.run(autoquant_bin, "--help")
     assert top.returncode == 0
