@@ -73,7 +73,8 @@ def _refused(autoquant_bin, env, *args, words=()):
 
 
 def _quantize_args(env, out, *extra, cache=None):
-    return ["quantize", "--model", env["model"], "--calib", env["calib"], "--out", out, "--device", "cpu",
+    device = [] if "--device" in extra else ["--device", "cpu"]
+    return ["quantize", "--model", env["model"], "--calib", env["calib"], "--out", out, *device,
             "--baseline-cache", cache or env["cache"], *extra]
 
 
@@ -252,6 +253,19 @@ def test_manifest_disabled_layers_are_honoured_and_recorded(autoquant_bin, env):
     assert m["groups"]["language_model.layers.0.mlp.down_proj.quant_recipe"]["disabled_by"] == ["*layers.0.mlp*"]
     assert not disabled & qh.quantized_groups(m)
     assert qh.quantized_groups(m) == set(seed["selected_layers"]) - disabled
+    # Every layer-sensitivity/ manifest records the patterns: the coverage manifest in the seeds' own field
+    # (so fed back it reproduces the scheme), the search state's Markdown summary in words.
+    cov_out = qh.coverage_manifest(out)
+    assert cov_out["disabled_layers"] == sel["disabled_layers"]
+    assert set(cov_out["selected_layers"]) == qh.quantized_groups(m)
+    md = (qh.layer_sensitivity(out) / "per-layer-sensitivity.md").read_text()
+    assert all(f"`{p}`" in md for p in sel["disabled_layers"]), md[:2000]
+    again = env["root"] / "from_written_manifest"
+    written = next(qh.layer_sensitivity(out).glob("*_coverage_from_baseline.json"))
+    qh.quantize(autoquant_bin, env["model"], env["calib"], again, "--coverage-manifest", written, cache=env["cache"])
+    m2 = qh.quant_manifest(again)
+    assert qh.quantized_groups(m2) == qh.quantized_groups(m)
+    assert {k for k, g in m2["groups"].items() if g["disabled"]} == disabled
 
     # A manifest pattern that matches nothing is an error, not ignored.
     seed["disabled_layers"] = ["*no_such_layer*"]
@@ -263,28 +277,57 @@ def test_manifest_disabled_layers_are_honoured_and_recorded(autoquant_bin, env):
 # ----------------------------------------------------------------------------- validation before the work
 
 def test_request_errors_are_found_before_calibration(autoquant_bin, env, tmp_path):
-    """With a fresh cache, requests that are wrong for this model fail without computing a baseline."""
+    """With a fresh cache, requests that are wrong for this model fail without computing a baseline: no
+    calibrate or score phase starts (stderr), no cache is created, and each is refused in a fraction of
+    the time the baseline takes."""
     cache = tmp_path / "fresh-cache"
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "data.txt").write_text("precious")
     bad_manifest = tmp_path / "bad.json"
     bad_manifest.write_text(json.dumps({"selected_layers": ["bogus.quant_recipe"], "dropped_layers": []}))
+    bad_pattern_manifest = tmp_path / "bad_pattern.json"
+    groups = list(qh.quant_manifest(env["scheme"])["groups"])
+    bad_pattern_manifest.write_text(json.dumps({"selected_layers": groups, "dropped_layers": [],
+                                                "disabled_layers": ["*no_such_layer*"]}))
+    out = tmp_path / "out"
     cases = [
         (["--coverage-manifest", bad_manifest], "extra 1 [bogus.quant_recipe]"),
+        (["--coverage-manifest", bad_pattern_manifest], "*no_such_layer*"),
         (["--coverage", "0.5", "--disabled-layers", "*no_such*"], "*no_such*"),
         (["--effective-bits", "4"], "minimum achievable"),
         (["--coverage", "0.5", "--format", "gguf"], "unknown export format"),
         (["--coverage", "0.5", "--method", "magic"], "magic"),
         (["--coverage", "0.001"], "selects no group"),
+        (["--coverage", "0.5", "--scheme", "a/b"], "scheme name"),
+        (["--coverage", "0.5", "--scheme", "../../evil"], "scheme name"),
+        (["--coverage", "0.5", "--device", "tpu"], "unknown device"),
+        (["--coverage", "0.5", "--dtype", "fp16"], "unknown dtype"),
     ]
-    for extra, word in cases:
+    # (output, extra flags, word): outputs that cannot be written.
+    outputs = [
+        (blocker / "out", ["--coverage", "0.5"], "is not a directory"),  # its parent is a regular file
+        (foreign, ["--coverage", "0.5", "--overwrite"], "not a previous output of autoquant"),
+        (foreign, ["--coverage", "0.5"], "already exists"),
+        (env["model"] / "scheme", ["--coverage", "0.5", "--overwrite"], "lies inside the base model directory"),
+    ]
+    started = time.monotonic()
+    qh.quantize(autoquant_bin, env["model"], env["calib"], tmp_path / "timing", "--coverage", "0.5",
+                cache=tmp_path / "timing-cache")
+    full_run = time.monotonic() - started
+    for o, extra, word in [(out, e, w) for e, w in cases] + outputs:
         t0 = time.monotonic()
-        _refused(autoquant_bin, env, *_quantize_args(env, tmp_path / "out", *extra, cache=cache), words=[word])
+        proc = _refused(autoquant_bin, env, *_quantize_args(env, o, *extra, cache=cache), words=[word])
+        elapsed = time.monotonic() - t0
         assert not cache.exists(), f"{extra}: a baseline was computed before the request was checked"
-    # An output under a regular file cannot be created: refused before anything is computed.
-    _refused(autoquant_bin, env, *_quantize_args(env, blocker / "out", "--coverage", "0.5", cache=cache),
-             words=["is not a directory"])
-    assert not cache.exists()
+        for phase in ("[calibrate]", "[score]", "[search]", "[export]"):
+            assert phase not in proc.stderr, f"{o} {extra}: {phase} started before the request was checked"
+        assert elapsed < 0.5 * full_run + 1.0, f"{o} {extra}: refused after {elapsed:.1f}s (full run {full_run:.1f}s)"
+    assert not out.exists()
+    assert (foreign / "data.txt").read_text() == "precious"
+    assert not (env["model"] / "scheme").exists()
 
 
 def test_unwritable_baseline_cache_is_a_warning(autoquant_bin, env, tmp_path):
@@ -295,7 +338,12 @@ def test_unwritable_baseline_cache_is_a_warning(autoquant_bin, env, tmp_path):
                                 cache=blocker / "cache")
     assert "warning" in proc.stderr and "baseline not cached" in proc.stderr, proc.stderr
     assert summary["baseline_reused"] is False
-    assert qh.quantized_groups(qh.quant_manifest(out))
+    assert blocker.read_text() == "x"
+    # The baseline computed in memory was used: the scheme is the one a cached baseline gives, byte for byte.
+    m = qh.quant_manifest(out)
+    ref = qh.quant_manifest(env["scheme"])
+    assert qh.quantized_groups(m) == qh.quantized_groups(ref) and qh.quantized_groups(m)
+    assert m["integrity"] == ref["integrity"]
 
 
 def test_modelopt_format_warns(autoquant_bin, env, tmp_path):
