@@ -99,6 +99,58 @@ def test_quantize_never_writes_over_or_into_an_input(autoquant_bin, env, overwri
                  words=[word, "whatever --overwrite says"])
 
 
+def test_links_and_dot_dot_do_not_get_around_the_inputs(autoquant_bin, env, tmp_path):
+    """Symlinks (to a directory, to a file, on a parent), ".." and hard links (same inode) reach an input:
+    every command refuses, with and without --overwrite, and the inputs stay byte-identical. A hard link to
+    a file *inside* the base model is a separate name whose replacement (by rename) could never change the
+    base's bytes; it is refused all the same as not an output of ours."""
+    m, c = env["model"], env["calib"]
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "model").symlink_to(m, target_is_directory=True)
+    (links / "calib.safetensors").symlink_to(c)
+    os.link(c, links / "calib-hard.safetensors")
+    os.link(m / "model.safetensors", links / "weights-hard.safetensors")
+    (links / "sub").mkdir()
+    inp = tmp_path / "in.safetensors"
+    from safetensors.torch import save_file
+    import torch
+    save_file({"input_ids": torch.tensor([[1, 5, 7, 9]], dtype=torch.int64)}, inp)
+    os.link(inp, links / "in-hard.safetensors")
+    quantize = lambda out, *extra: _quantize_args(env, out, "--coverage", "0.5", *extra)  # noqa: E731
+    forward = lambda out, *extra, i=inp: ["model", "forward", "--model", m, "--input", i, "--output", out,  # noqa: E731
+                                          "--device", "cpu", *extra]
+    synth = lambda out, *extra: ["calib", "synth", "--model", m, "--out", out, *CALIB, *extra]  # noqa: E731
+    cases = [
+        (quantize(links / "model"), "the base model directory"),
+        (quantize(links / "model" / "top10"), "lies inside the base model directory"),
+        (quantize(links / "sub" / ".." / "model"), "the base model directory"),
+        (quantize(links / "calib.safetensors"), "the calibration file"),
+        (quantize(links / "calib-hard.safetensors"), "is the calibration file"),
+        (_quantize_args(env, tmp_path / "s", "--coverage", "0.5", cache=links / "model" / "cache"),
+         "the base model directory"),
+        (_quantize_args(env, tmp_path / "s", "--coverage", "0.5", cache=links / "calib-hard.safetensors"),
+         "the calibration file"),
+        (forward(links / "model" / "model.safetensors"), "the model directory"),
+        (forward(m / "sub" / ".." / "model.safetensors"), "the model directory"),
+        (forward(links / "in-hard.safetensors"), "is the input file"),
+        (forward(links / "calib-hard.safetensors", i=c), "is the input file"),
+        (synth(links / "model" / "x.safetensors"), "the model directory"),
+        (synth(m / ".." / m.name / "config.json"), "the model directory"),
+    ]
+    digests = {p: _digest(p) for p in (inp, m / "model.safetensors")}
+    for args, word in cases:
+        for ow in ([], ["--overwrite"]):
+            _refused(autoquant_bin, env, *args, *ow, words=[word])
+    # Not an input of these commands, but a hard link to the base weights: never replaced either.
+    for args in (forward(links / "weights-hard.safetensors"), synth(links / "weights-hard.safetensors")):
+        _refused(autoquant_bin, env, *args, "--overwrite", words=["not a previous output of autoquant"])
+    assert {p: _digest(p) for p in digests} == digests
+    assert os.stat(links / "calib-hard.safetensors").st_ino == os.stat(c).st_ino
+    assert os.stat(links / "weights-hard.safetensors").st_ino == os.stat(m / "model.safetensors").st_ino
+    assert not (m / "top10").exists() and not (m / "cache").exists() and not (m / "x.safetensors").exists()
+
+
 def test_baseline_cache_inside_the_model_is_refused(autoquant_bin, env):
     _refused(autoquant_bin, env, *_quantize_args(env, env["root"] / "x", "--coverage", "0.5",
                                                  cache=env["model"] / "cache"),
