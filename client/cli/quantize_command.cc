@@ -148,8 +148,10 @@ void AddQuantizeCommand(CLI::App& app, absl::Status* status) {
   cmd->add_option("--batch-size", o->batch_size, "samples per batch");
   cmd->add_option("--device", o->device, "auto | cpu | cuda");
   cmd->add_option("--dtype", o->dtype, "auto | bfloat16 | float32");
+  // The resolved default, so that --help shows where baselines go.
+  o->baseline_cache = DefaultBaselineCache().string();
   cmd->add_option("--baseline-cache", o->baseline_cache,
-                  "where baselines are cached (empty: $AUTOQUANT_CACHE/baselines, else ~/.cache/autoquant/baselines)");
+                  "where baselines are cached (default: $AUTOQUANT_CACHE/baselines, else ~/.cache/autoquant/baselines)");
   cmd->add_flag("--include-vision", o->include_vision, "also quantize the vision tower's Linears");
   cmd->add_flag("--overwrite", o->overwrite, "replace an existing output directory, if it is a scheme of ours");
   cmd->add_flag("--json", o->json, "print a JSON summary on stdout");

@@ -655,17 +655,59 @@ def test_every_usage_error_exits_2(autoquant_bin, env, tmp_path, args, word):
     assert not out.exists()
 
 
-def test_help_documents_exit_codes_and_every_default(autoquant_bin):
-    top = qh.run(autoquant_bin, "--help")
-    assert top.returncode == 0
-    assert "Exit codes: 0 success, 1 runtime failure, 2 usage or validation error" in top.stdout
-    q = qh.run(autoquant_bin, "quantize", "--help")
-    assert q.returncode == 0
-    text = " ".join(q.stdout.split())
-    for flag, default in [("--method", "gradient"), ("--format", "compressed-tensors"), ("--device", "auto"),
-                          ("--dtype", "auto"), ("--calib-steps", "0"), ("--score-steps", "0"), ("--batch-size", "1")]:
-        line = next(l for l in q.stdout.splitlines() if l.strip().startswith(flag))
-        assert f"[{default}]" in line or f"={default}" in line or default in line.split(flag, 1)[1].split()[0:3], \
-            f"{flag}: default {default} not shown: {line!r}"
-    assert "--disabled-layers" in text and "--disable" in text
-    assert "Exit codes" in q.stdout
+EXIT_CODES_LINE = "Exit codes: 0 success, 1 runtime failure, 2 usage or validation error"
+
+
+def _option_lines(help_text: str) -> dict:
+    """--flag -> its help entry (the option column and the description, which may wrap onto the next line)."""
+    out, current = {}, None
+    for line in help_text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("-"):
+            current = stripped.split()[0].split(",")[-1] if stripped.startswith("-h,") else stripped.split()[0]
+            current = current.split(",")[0].split("=")[0]
+            out[current] = stripped
+        elif current and line.startswith(" " * 20) and stripped:
+            out[current] += " " + stripped
+        elif not stripped:
+            current = None
+    return out
+
+
+@pytest.mark.parametrize("command", [[], ["quantize"], ["model"], ["model", "init"], ["model", "forward"],
+                                     ["model", "bench"], ["calib"], ["calib", "synth"], ["inspect"], ["diff"]])
+def test_every_help_states_the_exit_codes_once(autoquant_bin, command):
+    proc = qh.run(autoquant_bin, *command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count(EXIT_CODES_LINE) == 1, proc.stdout
+
+
+def test_quantize_help_shows_every_default(autoquant_bin, tmp_path):
+    """Every option of `quantize` that has a default shows it as `=VALUE` (the baseline cache as the path it
+    resolves to); the others are required, a selection (exactly one is given), or flags (off)."""
+    env = dict(os.environ, AUTOQUANT_CACHE=str(tmp_path / "aqcache"))
+    proc = subprocess.run([str(autoquant_bin), "quantize", "--help"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0
+    opts = _option_lines(proc.stdout)
+    defaults = {"--method": "gradient", "--format": "compressed-tensors", "--device": "auto", "--dtype": "auto",
+                "--calib-steps": "0", "--score-steps": "0", "--batch-size": "1",
+                "--baseline-cache": str(tmp_path / "aqcache" / "baselines")}
+    for flag, default in defaults.items():
+        assert f"={default}" in opts[flag].split()[1], f"{flag}: default {default} not shown: {opts[flag]!r}"
+    required = {"--model", "--calib", "--out"}
+    selections = {"--coverage", "--coverage-manifest", "--effective-bits", "--disabled-layers"}
+    flags = {"--include-vision", "--overwrite", "--json", "--help"}
+    described = {"--scheme": "default: the output directory's name"}
+    for flag in required:
+        assert "REQUIRED" in opts[flag], opts[flag]
+    for flag, words in described.items():
+        assert words in opts[flag], opts[flag]
+    assert set(opts) == set(defaults) | required | selections | flags | set(described), sorted(opts)
+    assert "--disable " in proc.stdout or "--disabled-layers,--disable" in proc.stdout  # the alias
+    assert "Give exactly one selection" in proc.stdout
+
+
+def test_readme_documents_the_exit_codes():
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "Exit codes (every `autoquant` command): **0** success, **1** runtime failure, **2** usage" in readme
+    assert "--help` lists every option with its default" in readme
