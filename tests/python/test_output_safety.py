@@ -7,16 +7,21 @@ snapshots (SHA-256 of every file) the base checkpoint, the calibration file and 
 and after, and asserts exit code 2, a message naming the problem, and identical snapshots.
 
 - outputs never hit inputs: `quantize --out` / `model forward --output` / `calib synth --out` equal to,
-  inside, around, or reaching an input through a symlink, "..", or a hard link, with and without
+  inside, around, or reaching an input through a symlink (to it or to a parent), "..", or a hard link (same
+  inode; test_links_and_dot_dot_do_not_get_around_the_inputs), with and without
   --overwrite; a regular file is not replaced by a directory; --overwrite replaces only our own outputs.
 - unambiguous selection: coverage forms, exactly one selection, a manifest's disabled_layers honoured,
   --disabled-layers (and its --disable alias) recorded in the scheme's manifest.
-- validation before the expensive part: errors that need no baseline leave no baseline in a fresh cache;
-  an unwritable baseline cache is a warning and the scheme is still written.
+- validation before the expensive part: errors that need no baseline (names, paths, manifest keys and
+  patterns, format, method, device, dtype, bits) start no calibrate/score phase and leave no baseline in a
+  fresh cache; an unwritable baseline cache is a warning and the scheme, from the baseline in memory, is the
+  same bytes as with a cache.
 - integrity: a flipped FP8 byte fails `autoquant diff` naming the tensor.
 - leftovers: the staging directory of a killed export, and the temporary file of a killed `calib synth`
   (named after its dead owner, never the output), are removed by the next command writing there.
-- exit codes: every usage error (CLI11's too) exits 2; --help documents the codes and the defaults.
+- exit codes: every usage error (USAGE_ERRORS: CLI11's, coverage forms, selections, formats, methods,
+  devices, dtypes, counts, across every subcommand) exits 2 with the inputs byte-identical; every --help
+  states the codes once, `quantize --help` every default, and the README documents them.
 """
 import hashlib
 import json
