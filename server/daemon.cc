@@ -103,7 +103,7 @@ int RunDaemon(const DaemonOptions& o) {
   if (ec) return Fail(ErrnoStatus(ec.value(), "cannot create --models-root", o.models_root), "models root");
   auto removed = RemoveStaleStaging(o.models_root);
   if (!removed.ok()) return Fail(removed.status(), "cleaning stale staging directories");
-  if (*removed > 0) spdlog::info("removed {} staging directories left by dead processes", *removed);
+  if (*removed > 0) spdlog::info("removed {} leftovers (staging directories, temporary files) of dead processes", *removed);
 
   auto store = OpenJobStore(o.store);
   if (!store.ok()) return Fail(store.status(), "job store");

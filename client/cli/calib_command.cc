@@ -1,5 +1,6 @@
 #include "client/cli/calib_command.h"
 
+#include <iostream>
 #include <memory>
 #include <vector>
 
@@ -8,6 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "core/io/qwen2_5_vl_config.h"
 #include "core/model/qwen2_5_vl/calib_set.h"
+#include "client/cli/leftovers.h"
 #include "client/cli/output_recognisers.h"
 #include "core/util/file_util.h"
 #include "core/util/path_guard.h"
@@ -41,6 +43,7 @@ absl::Status RunCalibSynth(const CalibSynthOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat("--image-size must be HxW, got '", o.image_size, "'"));
   }
   ASSIGN_OR_RETURN(CalibSet set, SynthesizeCalibSet(config, synth));
+  RemoveLeftoversBeside(o.out, std::cerr);
   return set.Save(o.out);
 }
 

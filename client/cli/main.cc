@@ -27,10 +27,14 @@ int main(int argc, char** argv) {
   AddCalibCommand(app, &status);
   AddQuantizeCommand(app, &status);
   AddDiffCommand(app, &status);
-  // Every subcommand's --help states the exit codes too, after its own footer.
+  // Every subcommand's --help states the exit codes too, after its own footer,
+  // once (a subcommand may have inherited them with its parent's footer).
   std::function<void(CLI::App*)> add_exit_codes = [&](CLI::App* a) {
     for (CLI::App* sub : a->get_subcommands([](CLI::App*) { return true; })) {
-      sub->footer(sub->get_footer().empty() ? kExitCodesHelp : sub->get_footer() + "\n" + kExitCodesHelp);
+      const std::string footer = sub->get_footer();
+      if (footer.find(kExitCodesHelp) == std::string::npos) {
+        sub->footer(footer.empty() ? kExitCodesHelp : footer + "\n" + kExitCodesHelp);
+      }
       add_exit_codes(sub);
     }
   };

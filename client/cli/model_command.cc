@@ -14,11 +14,13 @@
 #include "core/io/checkpoint.h"
 #include "core/io/safetensors_file.h"
 #include "core/io/safetensors_writer.h"
+#include "core/model/device.h"
 #include "core/model/qwen2_5_vl/calib_set.h"
 #include "core/model/qwen2_5_vl/model.h"
 #include "core/quant/scheme_loader.h"
 #include "core/model/qwen2_5_vl/presets.h"
 #include "core/model/qwen2_5_vl/weights.h"
+#include "client/cli/leftovers.h"
 #include "client/cli/output_recognisers.h"
 #include "core/util/file_util.h"
 #include "core/util/path_guard.h"
@@ -28,22 +30,6 @@
 
 namespace autoquant::cli {
 namespace {
-
-absl::StatusOr<torch::Device> ParseDevice(const std::string& s) {
-  if (s == "cpu") return torch::Device(torch::kCPU);
-  if (s == "cuda" || s.rfind("cuda:", 0) == 0) {
-    if (!torch::cuda::is_available()) return absl::FailedPreconditionError("--device cuda: no CUDA device available");
-    return TorchCall([&] { return torch::Device(s); }, "--device");
-  }
-  return absl::InvalidArgumentError(absl::StrCat("--device must be cpu or cuda, got '", s, "'"));
-}
-
-absl::StatusOr<torch::ScalarType> ParseDtype(const std::string& s, const torch::Device& device) {
-  if (s.empty()) return device.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
-  if (s == "float32") return torch::kFloat32;
-  if (s == "bfloat16") return torch::kBFloat16;
-  return absl::InvalidArgumentError(absl::StrCat("--dtype must be float32 or bfloat16, got '", s, "'"));
-}
 
 absl::StatusOr<std::pair<int64_t, int64_t>> ParseHxW(const std::string& s) {
   std::vector<std::string> parts = absl::StrSplit(s, 'x');
@@ -75,11 +61,7 @@ absl::Status RunModelInit(const ModelInitOptions& o) {
                                      return RecogniseCheckpointDir(p, kRandomCheckpointFormat);
                                    }},
                                   {}));
-  // Leftovers of killed runs; failing to remove them must not stop this one.
-  if (auto stale = RemoveStaleStaging(std::filesystem::absolute(o.out).lexically_normal().parent_path());
-      !stale.ok()) {
-    std::cerr << "autoquant: warning: " << stale.status().message() << "\n";
-  }
+  RemoveLeftoversBeside(o.out, std::cerr);
   InitCheckpointOptions init;
   init.preset = o.preset;
   init.out = o.out;
@@ -106,6 +88,7 @@ absl::Status RunModelForward(const ModelForwardOptions& o) {
                                   {{o.model, "the model directory"}, {o.input, "the input file"}}));
   ASSIGN_OR_RETURN(torch::Device device, ParseDevice(o.device));
   ASSIGN_OR_RETURN(torch::ScalarType dtype, ParseDtype(o.dtype, device));
+  RemoveLeftoversBeside(o.output, std::cerr);
   ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(o.input));
   Qwen2_5_VLInputs in;
   for (auto [name, slot] : {std::pair<const char*, torch::Tensor*>{"input_ids", &in.input_ids},

@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_cat.h"
 #include "client/cli/interrupt.h"
+#include "client/cli/leftovers.h"
 #include "core/quant/engine.h"
 #include "core/quant/manifests.h"
 #include "core/util/file_util.h"
@@ -88,16 +89,7 @@ absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostre
                                   {{eo.model_dir, "the base model directory"},
                                    {eo.calib_path, "the calibration file"},
                                    {eo.baseline_cache, "the baseline cache"}}));
-  // Leftovers of exports that were killed before they could clean up.
-  const std::filesystem::path parent = std::filesystem::absolute(req.out_dir).lexically_normal().parent_path();
-  // Cleaning up is a courtesy: failing at it must not stop the scheme.
-  absl::StatusOr<int> stale = RemoveStaleStaging(parent);
-  if (!stale.ok()) {
-    log << "autoquant: warning: " << stale.status().message() << "\n";
-  } else if (*stale > 0) {
-    log << "removed " << *stale << " staging director" << (*stale == 1 ? "y" : "ies")
-        << " left by interrupted exports in " << parent.string() << "\n";
-  }
+  RemoveLeftoversBeside(req.out_dir, log);
 
   ProgressFn progress = StderrProgress(log);
   ASSIGN_OR_RETURN(auto engine, Engine::Create(eo, progress));
@@ -156,8 +148,10 @@ void AddQuantizeCommand(CLI::App& app, absl::Status* status) {
   cmd->add_option("--batch-size", o->batch_size, "samples per batch");
   cmd->add_option("--device", o->device, "auto | cpu | cuda");
   cmd->add_option("--dtype", o->dtype, "auto | bfloat16 | float32");
+  // The resolved default, so that --help shows where baselines go.
+  o->baseline_cache = DefaultBaselineCache().string();
   cmd->add_option("--baseline-cache", o->baseline_cache,
-                  "where baselines are cached (empty: $AUTOQUANT_CACHE/baselines, else ~/.cache/autoquant/baselines)");
+                  "where baselines are cached (default: $AUTOQUANT_CACHE/baselines, else ~/.cache/autoquant/baselines)");
   cmd->add_flag("--include-vision", o->include_vision, "also quantize the vision tower's Linears");
   cmd->add_flag("--overwrite", o->overwrite, "replace an existing output directory, if it is a scheme of ours");
   cmd->add_flag("--json", o->json, "print a JSON summary on stdout");

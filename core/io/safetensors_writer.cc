@@ -51,7 +51,7 @@ absl::StatusOr<SafetensorsWriter> SafetensorsWriter::Create(
   }
   SafetensorsWriter w;
   w.path_ = path;
-  w.tmp_ = TempSiblingPath(path);
+  w.tmp_ = TempFilePath(path);
   w.specs_ = std::move(specs);
   w.fd_ = ::open(w.tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (w.fd_ < 0) return ErrnoStatus(errno, "cannot create", w.tmp_);

@@ -7,9 +7,10 @@
 //   for (...) RETURN_IF_ERROR(w.Write(tensor));   // in the order of `specs`
 //   RETURN_IF_ERROR(w.Finish());
 //
-// Bytes go to a temporary sibling file; Finish() fsyncs it and renames it to
-// `path`. Destroyed without Finish() (error, cancel), the temporary file is
-// removed and `path` is untouched. Not thread-safe.
+// Bytes go to a temporary sibling file (TempFilePath, file_util.h); Finish()
+// fsyncs it and renames it to `path`. Destroyed without Finish() (error,
+// cancel), the temporary file is removed and `path` is untouched; a killed
+// process leaves it for RemoveStaleStaging. Not thread-safe.
 #pragma once
 
 #include <torch/types.h>

@@ -259,6 +259,9 @@ absl::Status SaveBaseline(const Baseline& b, const std::filesystem::path& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return ErrnoStatus(ec.value(), "cannot create baseline cache", dir);
+  // Temporary files of writers that were killed; removing them is a courtesy,
+  // so a failure does not cost the baseline its place in the cache.
+  (void)RemoveStaleStaging(dir);
   return WriteFileAtomic(dir / ("baseline-" + b.key + ".json"), BaselineToJson(b).dump() + "\n");
 }
 

@@ -91,6 +91,8 @@ nlohmann::json BaselineToJson(const Baseline& b);
 // amax; costs or numels that do not follow from the Linears.
 absl::StatusOr<Baseline> BaselineFromJson(const nlohmann::json& j);
 
+// Writes `b` atomically as dir/baseline-KEY.json, creating `dir`; first
+// removes the temporary files that killed writers left in `dir`.
 absl::Status SaveBaseline(const Baseline& b, const std::filesystem::path& dir);
 // NotFound if no baseline with this key is cached in `dir`; DataLoss if the
 // cached file is not valid JSON, fails BaselineFromJson, or its inputs do not

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/io/checkpoint.h"
+#include "core/model/device.h"
 #include "core/model/qwen2_5_vl/calib_set.h"
 #include "core/model/qwen2_5_vl/model.h"
 #include "core/model/qwen2_5_vl/weights.h"
@@ -58,22 +59,6 @@ namespace {
 
 void Report(const ProgressFn& fn, Phase phase, double fraction, std::string message = "") {
   if (fn) fn(ProgressEvent{phase, fraction, std::move(message)});
-}
-
-absl::StatusOr<torch::Device> ResolveDevice(const std::string& name) {
-  if (name == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
-  ASSIGN_OR_RETURN(torch::Device d, TorchCall([&] { return torch::Device(name); }, "--device"));
-  if (d.is_cuda() && !torch::cuda::is_available()) {
-    return absl::FailedPreconditionError("device 'cuda' requested but no CUDA device is visible; use --device cpu");
-  }
-  return d;
-}
-
-absl::StatusOr<torch::ScalarType> ResolveDtype(const std::string& name, const torch::Device& d) {
-  if (name == "auto") return d.is_cuda() ? torch::kBFloat16 : torch::kFloat32;
-  if (name == "bfloat16" || name == "bf16") return torch::kBFloat16;
-  if (name == "float32" || name == "fp32") return torch::kFloat32;
-  return absl::InvalidArgumentError(absl::StrCat("unknown dtype '", name, "' (auto | bfloat16 | float32)"));
 }
 
 absl::StatusOr<std::string> FingerprintCheckpoint(const Checkpoint& ckpt) {
@@ -141,10 +126,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
                                   {{options.model_dir, "the base model directory"},
                                    {options.calib_path, "the calibration file"}}));
   }
+  ASSIGN_OR_RETURN(impl->device, ParseDevice(options.device));
+  ASSIGN_OR_RETURN(impl->dtype, ParseDtype(options.dtype, impl->device));
   Report(progress, Phase::kLoad, 0, "opening " + options.model_dir.string());
   ASSIGN_OR_RETURN(impl->base, Checkpoint::Open(options.model_dir));
-  ASSIGN_OR_RETURN(impl->device, ResolveDevice(options.device));
-  ASSIGN_OR_RETURN(impl->dtype, ResolveDtype(options.dtype, impl->device));
   ASSIGN_OR_RETURN(impl->model, LoadQwen2_5_VL(impl->base, impl->device, impl->dtype));
   Report(progress, Phase::kLoad, 0.5, "loading calibration set " + options.calib_path.string());
   ASSIGN_OR_RETURN(impl->calib, CalibSet::Load(options.calib_path));

@@ -104,6 +104,8 @@ ojson CoverageManifestJson(const Baseline& b, const Plan& p, const std::string& 
   if (p.coverage) j["coverage"] = *p.coverage;
   j["selected_layers"] = m.selected_layers;
   j["dropped_layers"] = m.dropped_layers;
+  // The seeds' field: fed back as --coverage-manifest, the same groups stay disabled.
+  j["disabled_layers"] = p.disabled_layers;
   return j;
 }
 

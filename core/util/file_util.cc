@@ -15,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -88,7 +89,7 @@ absl::Status FsyncDir(const fs::path& dir) {
 }
 
 absl::Status WriteFileAtomic(const fs::path& path, absl::string_view data) {
-  fs::path tmp = TempSiblingPath(path);
+  fs::path tmp = TempFilePath(path);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus(errno, "cannot create", tmp);
   size_t off = 0;
@@ -146,6 +147,12 @@ std::string ProcessStartTime(long pid) {
   return fields.size() > 19 ? fields[19] : "";
 }
 
+// This process, as a marker or a temporary file's name records it.
+StagingOwner Me() { return {static_cast<long>(::getpid()), ProcessStartTime(::getpid()), BootId()}; }
+
+// A temporary file's name holds only a prefix of the boot id.
+constexpr size_t kBootIdInName = 8;
+
 std::string MarkerText(const StagingOwner& o) {
   return absl::StrCat("pid ", o.pid, "\nstart ", o.start_time, "\nboot ", o.boot_id, "\n");
 }
@@ -167,8 +174,7 @@ std::optional<StagingOwner> ParseMarker(const std::string& text) {
 // leaves an empty or partial marker, which RemoveStaleStaging handles like a
 // missing one.
 absl::Status WriteMarker(const fs::path& dir) {
-  StagingOwner me{static_cast<long>(::getpid()), ProcessStartTime(::getpid()), BootId()};
-  const std::string text = MarkerText(me);
+  const std::string text = MarkerText(Me());
   const fs::path path = dir / kStagingMarker;
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus(errno, "cannot create", path);
@@ -205,7 +211,8 @@ bool UnmarkedAndEmpty(const fs::path& dir, long name_pid) {
 
 bool OwnerAlive(const StagingOwner& o) {
   const std::string boot = BootId();
-  if (!boot.empty() && !o.boot_id.empty() && boot != o.boot_id) return false;  // rebooted since
+  // A temporary file's name holds a prefix of the boot id, a marker all of it.
+  if (!boot.empty() && !o.boot_id.empty() && !absl::StartsWith(boot, o.boot_id)) return false;  // rebooted since
   if (boot.empty() && !fs::exists("/proc/self/stat")) return true;  // no /proc: cannot tell, keep it
   return ProcessStartTime(o.pid) == o.start_time;
 }
@@ -221,7 +228,42 @@ bool IsStagingName(const std::string& name, long* pid) {
   return true;
 }
 
+// The owner in a name written by TempFilePath; nullopt for any other name.
+std::optional<StagingOwner> TempFileOwner(const std::string& name) {
+  static const std::regex kName(R"(^\..+\.tmp-(?:[0-9]+-)?[0-9a-f]{6}\.owner-([0-9]+)-([0-9]+)-([0-9a-f]*)$)");
+  std::smatch m;
+  if (!std::regex_match(name, m, kName)) return std::nullopt;
+  StagingOwner o;
+  if (!absl::SimpleAtoi(m[1].str(), &o.pid) || o.pid <= 0) return std::nullopt;
+  o.start_time = m[2].str();
+  o.boot_id = m[3].str();
+  return o;
+}
+
+// Removes `p` if it is a temporary file of a dead process; true if it did.
+absl::StatusOr<bool> RemoveIfStaleTempFile(const fs::path& p) {
+  std::optional<StagingOwner> owner = TempFileOwner(p.filename().string());
+  if (!owner) return false;
+  std::error_code ec;
+  if (!fs::is_regular_file(fs::symlink_status(p, ec))) return false;  // never a symlink or a directory
+  if (OwnerAlive(*owner)) return false;
+  if (!fs::remove(p, ec) && ec) return ErrnoStatus(ec.value(), "cannot remove stale temporary file", p);
+  return !ec;
+}
+
 }  // namespace
+
+fs::path TempFilePath(const fs::path& target) {
+  const fs::path base = TempSiblingPath(target);
+  const StagingOwner me = Me();
+  if (me.start_time.empty()) return base;
+  std::string boot;
+  for (char c : me.boot_id) {
+    if (boot.size() == kBootIdInName) break;
+    if (absl::ascii_isxdigit(c)) boot.push_back(absl::ascii_tolower(c));
+  }
+  return base.parent_path() / absl::StrCat(base.filename().string(), ".owner-", me.pid, "-", me.start_time, "-", boot);
+}
 
 absl::StatusOr<StagedDir> StagedDir::Create(const fs::path& target, bool overwrite) {
   std::error_code ec;
@@ -315,6 +357,11 @@ absl::StatusOr<int> RemoveStaleStaging(const fs::path& dir) {
   if (ec) return ErrnoStatus(ec.value(), "cannot list", dir);
   for (; it != fs::directory_iterator(); it.increment(ec)) {
     const fs::path p = it->path();
+    ASSIGN_OR_RETURN(bool removed_file, RemoveIfStaleTempFile(p));
+    if (removed_file) {
+      ++removed;
+      continue;
+    }
     const std::string name = p.filename().string();
     long name_pid = 0;
     if (!IsStagingName(name, &name_pid)) continue;

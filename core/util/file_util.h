@@ -3,7 +3,8 @@
 // Atomic publication: write to a temporary name in the same directory, fsync
 // the file, rename it into place, fsync the directory. A crash at any point
 // leaves either the old file or the new one, never a half-written file under
-// the final name.
+// the final name. Temporary files name their owning process (TempFilePath),
+// so that RemoveStaleStaging can remove those of processes that were killed.
 #pragma once
 
 #include <filesystem>
@@ -25,7 +26,8 @@ absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path);
 absl::Status ReadFileChunks(const std::filesystem::path& path,
                             const std::function<void(const char* data, size_t n)>& consume);
 
-// Writes `data` to `path` atomically (temp file + fsync + rename + dir fsync).
+// Writes `data` to `path` atomically (temp file + fsync + rename + dir fsync);
+// the temporary file is named by TempFilePath.
 absl::Status WriteFileAtomic(const std::filesystem::path& path, absl::string_view data);
 
 // fsyncs a directory so that a rename inside it is durable.
@@ -35,6 +37,16 @@ absl::Status FsyncDir(const std::filesystem::path& dir);
 // atomic), e.g. "/models/.top10.tmp-12345-4f2a91" (12345: this process's
 // pid, so that a leftover names its creator). Not created.
 std::filesystem::path TempSiblingPath(const std::filesystem::path& target);
+
+// A fresh name for a temporary *file* next to `target`. A file cannot hold a
+// marker the way a staging directory does, so its owner is in its name:
+// ".NAME.tmp-PID-XXXXXX.owner-PID-START-BOOT" (the pid, its start time in clock
+// ticks since boot, the first 8 hex digits of the boot id), e.g.
+// "/out/.logits.safetensors.tmp-4242-4f2a91.owner-4242-918273-3f9a1c2e". Hidden and
+// never ending in the target's extension, so no reader takes it for an output.
+// Where the owner cannot be determined (no /proc), TempSiblingPath's form,
+// which nothing ever removes. Not created.
+std::filesystem::path TempFilePath(const std::filesystem::path& target);
 
 // Creates a temporary directory next to `target`, and on Commit() renames it to
 // `target`. Destroyed without Commit(), it removes the temporary directory, so
@@ -76,14 +88,16 @@ class StagedDir {
 // The marker file inside a staging directory (removed by Commit()).
 inline constexpr char kStagingMarker[] = ".autoquant-staging";
 
-// Removes the staging directories (".NAME.tmp-PID-XXXXXX" with a valid marker)
-// in `dir` whose owning process is gone; returns how many it removed. A process
-// killed before its marker was complete leaves a directory holding nothing
-// else: such a directory is removed when the pid in its name no longer runs,
-// else once it is a minute old. Never touches a
-// live process's staging directory, a directory holding anything without our
-// marker, or anything that is not a directory. A missing `dir` counts as
-// empty. Errors name the entry that could not be removed.
+// Removes the leftovers of killed processes in `dir`: staging directories
+// (".NAME.tmp-PID-XXXXXX" with a valid marker) and temporary files (regular
+// files named by TempFilePath) whose owning process is gone; returns how many
+// it removed. A process killed before its marker was complete leaves a
+// directory holding nothing else: such a directory is removed when the pid in
+// its name no longer runs, else once it is a minute old. Never touches a live
+// process's staging directory or temporary file, a directory holding anything
+// without our marker, a file without an owner in its name, or a symlink. A
+// missing `dir` counts as empty. Errors name the entry that could not be
+// removed.
 absl::StatusOr<int> RemoveStaleStaging(const std::filesystem::path& dir);
 
 // Errno as a Status, naming what failed on which path.

@@ -4,6 +4,7 @@ and resumption, cancel, paging, idempotency (racing submits included), health,
 reflection, /metrics through promtool. Every daemon is stopped by its fixture."""
 import json
 import pathlib
+import shutil
 import subprocess
 import threading
 import urllib.request
@@ -178,6 +179,8 @@ def test_metrics_pass_promtool_and_count_jobs(daemon):
     daemon.wait_job(job.id)
     info = daemon.call("GetServerInfo", pb.GetServerInfoRequest())
     text = urllib.request.urlopen(f"http://{info.metrics_address}/metrics", timeout=10).read().decode()
+    if shutil.which("promtool") is None and TEST_DEVICE != "cpu":
+        pytest.skip("promtool is not on the GPU machine; CI (cpu) installs it and runs this check")
     check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     values = {}

@@ -1,8 +1,11 @@
 #include "core/io/safetensors_writer.h"
 
+#include <sys/wait.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include "core/io/safetensors_file.h"
+#include "core/util/file_util.h"
 #include "gmock/gmock.h"
 #include "tests/test_util.h"
 
@@ -114,6 +117,41 @@ TEST(SafetensorsWriterTest, UnfinishedWriteLeavesNoFile) {
   }
   EXPECT_FALSE(fs::exists(dir / "x.safetensors"));
   EXPECT_TRUE(fs::is_empty(dir));  // the temporary file is gone too
+}
+
+// A process killed mid-write (SIGKILL: no destructor runs) leaves its
+// temporary file, named after it, never the output; the next
+// RemoveStaleStaging in that directory removes it.
+TEST(SafetensorsWriterTest, AKilledWritersTemporaryFileIsNamedForItsOwnerAndRemovedLater) {
+  auto dir = testing::TempDir();
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // No torch calls after fork: Create writes the header only.
+    auto w = SafetensorsWriter::Create(dir / "logits.safetensors", {{"logits", DType::kF32, {4}}}, {});
+    ::_exit(w.ok() ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  ASSERT_EQ(names.size(), 1u);
+  EXPECT_THAT(names[0], ::testing::StartsWith(".logits.safetensors.tmp-"));
+  EXPECT_THAT(names[0], HasSubstr(".owner-" + std::to_string(child) + "-"));
+  EXPECT_FALSE(fs::exists(dir / "logits.safetensors"));
+
+  // A live writer's temporary file is kept.
+  ASSERT_OK_AND_ASSIGN(auto live, SafetensorsWriter::Create(dir / "mine.safetensors", {{"a", DType::kF32, {1}}}, {}));
+  ASSERT_OK_AND_ASSIGN(int removed, RemoveStaleStaging(dir));
+  EXPECT_EQ(removed, 1);
+  names.clear();
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  ASSERT_EQ(names.size(), 1u);
+  EXPECT_THAT(names[0], ::testing::StartsWith(".mine.safetensors.tmp-"));
+  ASSERT_OK(live.Write(torch::ones({1})));
+  ASSERT_OK(live.Finish());
+  EXPECT_TRUE(fs::exists(dir / "mine.safetensors"));
 }
 
 TEST(SafetensorsWriterTest, DuplicateNamesAreRejected) {

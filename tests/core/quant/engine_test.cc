@@ -470,6 +470,8 @@ TEST_F(EngineTest, ManifestRecordsTheSelectionPatternsAndDigests) {
   const auto& g = q["groups"]["language_model.layers.0.mlp.gate_proj.quant_recipe"];
   EXPECT_EQ(g["chosen"], "NONE");
   EXPECT_EQ(g["disabled_by"], nlohmann::json({"*layers.0.mlp*"}));
+  auto cov = nlohmann::json::parse(*ReadFile(dir_ / "m" / "layer-sensitivity" / "m_coverage_from_baseline.json"));
+  EXPECT_EQ(cov["disabled_layers"], sel["disabled_layers"]);  // the seeds' field, so it can be fed back
   EXPECT_EQ(q["format"], "compressed-tensors");
   ASSERT_OK_AND_ASSIGN(Checkpoint out, Checkpoint::Open(dir_ / "m"));
   EXPECT_EQ(q["integrity"]["tensors"].size(), out.TensorNames().size());

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -165,6 +166,72 @@ TEST(RemoveStaleStagingTest, AnUnmarkedEmptyStagingDirOfADeadPidGoesAtOnce) {
 TEST(FileUtilTest, TempSiblingNamesCarryThePid) {
   const std::string name = TempSiblingPath("/models/top10").filename().string();
   EXPECT_TRUE(absl::StartsWith(name, absl::StrCat(".top10.tmp-", ::getpid(), "-"))) << name;
+}
+
+TEST(TempFilePathTest, NamesThisProcessAndStaysHidden) {
+  const fs::path p = TempFilePath(fs::path("/out") / "calib.safetensors");
+  EXPECT_EQ(p.parent_path(), fs::path("/out"));
+  const std::string name = p.filename().string();
+  EXPECT_THAT(name, ::testing::MatchesRegex(R"(\.calib\.safetensors\.tmp-[0-9]+-[0-9a-f]{6}\.owner-[0-9]+-[0-9]+-[0-9a-f]{8})"));
+  EXPECT_THAT(name, HasSubstr(".owner-" + std::to_string(::getpid()) + "-"));
+  EXPECT_NE(p.extension(), ".safetensors");  // never taken for a shard or an output
+  EXPECT_NE(TempFilePath("/out/calib.safetensors"), p);
+}
+
+// WriteFileAtomic's temporary file, left by a writer killed before the
+// rename, is removed; one of a live process is kept.
+TEST(RemoveStaleStagingTest, RemovesADeadProcesssTemporaryFileOnly) {
+  auto root = testing::TempDir();
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // What WriteFileAtomic does up to the rename.
+    const fs::path tmp = TempFilePath(root / "baseline-k.json");
+    FILE* f = std::fopen(tmp.c_str(), "w");
+    ::_exit(f != nullptr && std::fputs("{\"half\":", f) >= 0 && std::fclose(f) == 0 ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(CountEntries(root), 1);
+  const fs::path mine = TempFilePath(root / "other.json");
+  ASSERT_OK(WriteFileAtomic(mine, "live"));  // stands in for a live writer's temporary file
+  ASSERT_OK_AND_ASSIGN(int removed, RemoveStaleStaging(root));
+  EXPECT_EQ(removed, 1);
+  EXPECT_EQ(CountEntries(root), 1);
+  EXPECT_TRUE(fs::exists(mine));
+}
+
+TEST(RemoveStaleStagingTest, ATemporaryFileOfAReusedPidOrAnotherBootGoes) {
+  auto root = testing::TempDir();
+  const std::string me = TempFilePath(root / "x").filename().string();
+  const std::string owner = me.substr(me.find(".owner-"));  // ".owner-PID-START-BOOT"
+  const std::string pid = std::to_string(::getpid());
+  const std::string boot = owner.substr(owner.rfind('-') + 1);
+  ASSERT_OK(WriteFileAtomic(root / (".a.tmp-000001" + owner), "ours, alive"));
+  ASSERT_OK(WriteFileAtomic(root / (".b.tmp-000002.owner-" + pid + "-1-" + boot), "reused pid"));
+  ASSERT_OK(WriteFileAtomic(root / (".c.tmp-000003" + owner.substr(0, owner.size() - boot.size()) +
+                                    (boot == "00000000" ? "11111111" : "00000000")),
+                            "another boot"));
+  ASSERT_OK_AND_ASSIGN(int removed, RemoveStaleStaging(root));
+  EXPECT_EQ(removed, 2);
+  EXPECT_EQ(CountEntries(root), 1);
+  EXPECT_TRUE(fs::exists(root / (".a.tmp-000001" + owner)));
+}
+
+TEST(RemoveStaleStagingTest, LeavesAnythingButARegularTemporaryFileWithItsOwnerInTheNameAlone) {
+  auto root = testing::TempDir();
+  fs::create_directories(root / "elsewhere");
+  const std::string dead = ".owner-999999999-1-00000000";
+  ASSERT_OK(WriteFileAtomic(root / ".z.tmp-cccccc", "no owner in the name"));
+  ASSERT_OK(WriteFileAtomic(root / ("notes" + dead), "not a temporary name"));
+  ASSERT_OK(WriteFileAtomic(root / "elsewhere" / (".t.tmp-aaaaaa" + dead), "behind a symlink"));
+  fs::create_symlink(root / "elsewhere" / (".t.tmp-aaaaaa" + dead), root / (".s.tmp-bbbbbb" + dead));
+  fs::create_directories(root / (".d.tmp-dddddd" + dead) / "data");  // a directory, not a file
+  ASSERT_OK_AND_ASSIGN(int removed, RemoveStaleStaging(root));
+  EXPECT_EQ(removed, 0);
+  EXPECT_EQ(CountEntries(root), 5);
+  EXPECT_TRUE(fs::exists(root / "elsewhere" / (".t.tmp-aaaaaa" + dead)));
 }
 
 TEST(FileUtilTest, ReadMissingFileIsNotFound) {
