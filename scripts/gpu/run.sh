@@ -27,6 +27,13 @@ if ! "$PY" -c 'import grpc, grpc_tools.protoc, grpc_health, grpc_reflection' 2>/
     "$ROOT"/.gpu-deps/grpc-wheels/*.whl || echo "installing .gpu-deps/grpc-wheels failed" >&2
   export PYTHONPATH="/tmp/aq-grpc-site${PYTHONPATH:+:$PYTHONPATH}"
 fi
+# compressed-tensors (for transformers to load our default-format schemes; scripts/gpu/verify_ct_bf16.py),
+# likewise from .gpu-deps/ct-wheels when the machine lacks it.
+if ! "$PY" -c 'import compressed_tensors' 2>/dev/null && ls "$ROOT"/.gpu-deps/ct-wheels/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/aq-ct-site \
+    "$ROOT"/.gpu-deps/ct-wheels/*.whl || echo "installing .gpu-deps/ct-wheels failed" >&2
+  export PYTHONPATH="/tmp/aq-ct-site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 LOGDIR="${OUT:-$ROOT/out}"
 mkdir -p "$LOGDIR"
 
