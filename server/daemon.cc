@@ -129,6 +129,7 @@ int RunDaemon(const DaemonOptions& o) {
   ctx.calib_path = o.calib;
   ctx.models_root = o.models_root;
   ctx.metrics_address = metrics_address;
+  ctx.batch_size = o.batch_size;
   AutoQuantService service(&ctx);
 
   grpc::EnableDefaultHealthCheckService(true);

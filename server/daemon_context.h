@@ -19,6 +19,7 @@ struct DaemonContext {
   DaemonMetrics* metrics = nullptr;
   std::atomic<Engine*> engine{nullptr};
   std::atomic<double> load_seconds{0};
+  int batch_size = 1;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   std::string model_path, calib_path, models_root, metrics_address;
 };

@@ -160,6 +160,8 @@ def test_health_reflection_and_server_info(daemon):
     assert len(info.model_fingerprint) == 64 and len(info.calib_fingerprint) == 64
     assert info.calib_samples == 16 and info.models_root == str(daemon.root)
     assert info.metrics_address.startswith("127.0.0.1:")
+    assert info.batch_size == 1 and info.uptime_seconds > 0 and info.model_load_seconds > 0
+    assert info.version.startswith("autoquant ")
 
 
 def test_sensitivity_after_a_job(daemon):
