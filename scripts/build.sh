@@ -24,11 +24,15 @@ generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 
 mkdir -p "$BUILD_DIR"
-if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
-  cmake -S "$ROOT" -B "$BUILD_DIR" "${generator[@]}" "${launcher[@]}" \
-    -DCMAKE_BUILD_TYPE="$BUILD_TYPE" \
-    -DCMAKE_PREFIX_PATH="${AUTOQUANT_PREFIX:+$AUTOQUANT_PREFIX;}$TORCH_PREFIX" \
-    -DCMAKE_CUDA_ARCHITECTURES=90 \
-    "$@" >"$BUILD_DIR/configure.log" 2>&1 || { cat "$BUILD_DIR/configure.log"; exit 1; }
+config=("${generator[@]}" "${launcher[@]}" -DCMAKE_BUILD_TYPE="$BUILD_TYPE"
+        -DCMAKE_PREFIX_PATH="${AUTOQUANT_PREFIX:+$AUTOQUANT_PREFIX;}$TORCH_PREFIX" -DCMAKE_CUDA_ARCHITECTURES=90 "$@")
+# Configure again whenever the arguments differ from the last configure's (a build type or -D
+# option given now must not be ignored because the directory was configured before).
+STAMP="$BUILD_DIR/.autoquant-configure-args"
+want="$(printf '%s\n' "${config[@]}")"
+if [ ! -f "$BUILD_DIR/CMakeCache.txt" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+  cmake -S "$ROOT" -B "$BUILD_DIR" "${config[@]}" >"$BUILD_DIR/configure.log" 2>&1 \
+    || { cat "$BUILD_DIR/configure.log"; exit 1; }
+  printf '%s' "$want" >"$STAMP"
 fi
 cmake --build "$BUILD_DIR" -j "${AUTOQUANT_JOBS:-$(nproc)}"

@@ -8,8 +8,10 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${1:-$ROOT/demo-out}"
+BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
+export BUILD_DIR
 bash "$ROOT/scripts/setup.sh"
-AQ="$ROOT/build/bin/autoquant"
+AQ="$BUILD_DIR/bin/autoquant"
 AUTOQUANT_CACHE_PY="${AUTOQUANT_CACHE:-$HOME/.cache/autoquant}/venv/bin/python"
 mkdir -p "$WORK"
 [ -d "$WORK/base" ] || "$AQ" model init --preset tiny --out "$WORK/base" --seed 0
@@ -18,7 +20,7 @@ mkdir -p "$WORK"
 # Through the daemon: autoquantd loads the model and calibration set once, one SubmitSweep queues
 # three schemes sharing one baseline, and the driver follows them to SUCCEEDED, scrapes /metrics,
 # stops the daemon (SIGTERM) and runs `autoquant diff` on the three schemes.
-"$AUTOQUANT_CACHE_PY" "$ROOT/bench/daemon_sweep/sweep_bench.py" --autoquantd "$ROOT/build/bin/autoquantd" \
+"$AUTOQUANT_CACHE_PY" "$ROOT/bench/daemon_sweep/sweep_bench.py" --autoquantd "$BUILD_DIR/bin/autoquantd" \
   --autoquant "$AQ" --model "$WORK/base" --calib "$WORK/calib.safetensors" --work "$WORK/daemon" \
   --out "$WORK/daemon-out" --device auto --batch-size 1 --points top10,top50,top100 --skip-disk-check
 echo "schemes in $WORK/daemon/models; summary: $WORK/daemon-out/daemon-sweep.md;" \

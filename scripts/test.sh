@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # The test command: sets up (scripts/setup.sh: packages, venv, build/), then
-# runs every C++ test (ctest: GoogleTest), the C++ tests again under
+# runs every C++ test (ctest: GoogleTest; in $BUILD_DIR, default build/), the C++ tests again under
 # AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/), and every
 # Python test (pytest). Exits non-zero if anything fails.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${AUTOQUANT_CACHE:-$HOME/.cache/autoquant}"
+BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
+export BUILD_DIR
 cd "$ROOT"
 
 bash scripts/setup.sh
 JOBS="${AUTOQUANT_JOBS:-$(nproc)}"
 
-echo "== C++ tests (build/)"
-ctest --test-dir build --output-on-failure -j "$JOBS"
+echo "== C++ tests ($BUILD_DIR)"
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS"
 
 if [ "${AUTOQUANT_SKIP_ASAN:-0}" != "1" ]; then
   echo "== C++ tests under ASan + UBSan (build-asan/)"
@@ -24,5 +26,5 @@ if [ "${AUTOQUANT_SKIP_ASAN:-0}" != "1" ]; then
 fi
 
 echo "== Python tests"
-AUTOQUANT_BUILD_DIR="$ROOT/build" "$CACHE/venv/bin/python" -m pytest tests/python -q
+AUTOQUANT_BUILD_DIR="$BUILD_DIR" "$CACHE/venv/bin/python" -m pytest tests/python -q
 echo "== all tests passed"
