@@ -16,6 +16,7 @@ into the venv.
   --token-file refuses a client without the token (Unauthenticated) and accepts one with it, also
   from AUTOQUANT_TOKEN_FILE / AUTOQUANT_SERVER.
 - cancel, list_jobs paging, server_info, sensitivity, stream_logs resumption, tqdm progress.
+- examples/eval_sweep.py runs against the daemon and prints one row per scheme.
 """
 import io
 import itertools
@@ -311,3 +312,18 @@ def test_cancel_a_queued_and_a_running_job(aq, token_daemon):
             c.cancel(running)
         with pytest.raises(aq.Timeout):  # the slow calibration set keeps it running well past 10 ms
             c.wait(c.submit_scheme("c-after", coverage=0.5), timeout=0.01, progress=False)
+
+
+# ----------------------------------------------------------------------------- examples/
+
+def test_eval_sweep_example_prints_a_row_per_scheme(aq, daemon, daemon_inputs):
+    base, _ = daemon_inputs
+    env = dict(__import__("os").environ, PYTHONPATH=str(pathlib.Path(aq.__file__).parents[1]))
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "eval_sweep.py"), "--server",
+                           f"127.0.0.1:{daemon.port}", "--base", str(base), "--coverages", "top20,top100",
+                           "--prefix", "ex-", "--no-progress"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines()[1:]}
+    assert set(rows) == {"ex-top20", "ex-top100"}, proc.stdout
+    assert 0 < int(rows["ex-top20"][3]) < int(rows["ex-top100"][3])  # FP8 Linears
+    assert float(rows["ex-top20"][4]) > 0 and float(rows["ex-top100"][4]) > 0, proc.stdout
