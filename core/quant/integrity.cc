@@ -13,6 +13,7 @@
 #include "core/quant/manifests.h"
 #include "core/util/file_util.h"
 #include "core/util/hash.h"
+#include "core/util/parallel.h"
 #include "core/util/status_macros.h"
 
 namespace autoquant {
@@ -84,21 +85,35 @@ absl::StatusOr<std::vector<std::string>> ShardFiles(const fs::path& dir) {
 }  // namespace
 
 absl::StatusOr<TensorDigests> ComputeTensorDigests(const fs::path& dir) {
-  TensorDigests out;
   ASSIGN_OR_RETURN(std::vector<std::string> files, ShardFiles(dir));
+  struct Piece {
+    const std::string* file;
+    absl::string_view bytes;
+    std::string name, sha256;
+  };
+  std::vector<std::unique_ptr<MappedFile>> mapped;
+  std::vector<Piece> pieces;
   for (const auto& file : files) {
     const fs::path path = dir / file;
-    ASSIGN_OR_RETURN(auto mapped, MappedFile::Open(path));
-    auto header = ParseSafetensorsHeader(mapped->view(), path.string());
+    ASSIGN_OR_RETURN(auto m, MappedFile::Open(path));
+    auto header = ParseSafetensorsHeader(m->view(), path.string());
     if (!header.ok()) return absl::DataLossError(header.status().message());
     for (const auto& t : header->tensors) {
-      Sha256 h;
-      h.Update(mapped->view().substr(header->data_start + t.begin, t.nbytes()));
-      absl::StatusOr<std::string> hex = h.HexDigest();
-      if (!hex.ok()) return hex.status();
-      if (!out.emplace(t.name, TensorDigest{file, *hex}).second) {
-        return absl::DataLossError(absl::StrCat("tensor '", t.name, "' appears in two shards of ", dir.string()));
-      }
+      pieces.push_back({&file, m->view().substr(header->data_start + t.begin, t.nbytes()), t.name, ""});
+    }
+    mapped.push_back(std::move(m));
+  }
+  // One tensor per task: the largest (the embedding) is under a tenth of a 3B scheme.
+  RETURN_IF_ERROR(ParallelFor(pieces.size(), [&](size_t i) -> absl::Status {
+    Sha256 h;
+    h.Update(pieces[i].bytes);
+    ASSIGN_OR_RETURN(pieces[i].sha256, h.HexDigest());
+    return absl::OkStatus();
+  }));
+  TensorDigests out;
+  for (auto& p : pieces) {
+    if (!out.emplace(p.name, TensorDigest{*p.file, std::move(p.sha256)}).second) {
+      return absl::DataLossError(absl::StrCat("tensor '", p.name, "' appears in two shards of ", dir.string()));
     }
   }
   return out;

@@ -13,7 +13,8 @@
 //   ...
 //   RETURN_IF_ERROR(VerifySchemeIntegrity(scheme_dir));
 //
-// Torch-free (reads files through mmap); thread-safe.
+// Torch-free (reads files through mmap, hashes tensors on several threads:
+// core/util/parallel.h); thread-safe.
 #pragma once
 
 #include <filesystem>
