@@ -22,12 +22,13 @@
 namespace autoquant::cli {
 
 struct ConnectionOptions {
-  std::string server;      // HOST:PORT; else $AUTOQUANT_SERVER; else 127.0.0.1:50051 (autoquantd's default)
+  std::string
+      server;  // HOST:PORT; else $AUTOQUANT_SERVER; else 127.0.0.1:50051 (autoquantd's default)
   std::string token_file;  // else $AUTOQUANT_TOKEN_FILE; none: no token sent
   std::string tls_ca;      // PEM roots; enables TLS
   std::string tls_cert;    // PEM client certificate (mTLS), with tls_key
   std::string tls_key;
-  double timeout_s = 30;   // deadline of each unary call
+  double timeout_s = 30;  // deadline of each unary call
 };
 
 // --server, --token-file, --tls-ca, --tls-cert, --tls-key, --timeout on `cmd`.
@@ -35,7 +36,8 @@ void AddConnectionOptions(CLI::App* cmd, ConnectionOptions* o);
 
 class Connection {
  public:
-  Connection(std::string server, std::shared_ptr<grpc::Channel> channel, std::string token, double timeout_s);
+  Connection(std::string server, std::shared_ptr<grpc::Channel> channel, std::string token,
+             double timeout_s);
   v1::AutoQuant::Stub* stub() const { return stub_.get(); }
   const std::string& server() const { return server_; }
   // A context with the token; with the unary deadline unless `streaming`.

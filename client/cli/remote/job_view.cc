@@ -56,7 +56,8 @@ bool IsTerminal(v1::JobState s) {
 
 std::string JobLine(const v1::Job& j) {
   std::string line = absl::StrCat(j.id(), "  ", j.scheme(), "  ", StateName(j.state()));
-  if (j.state() == v1::JOB_STATE_RUNNING) absl::StrAppend(&line, "  ", PhaseName(j.phase()), " ", Percent(j.progress()));
+  if (j.state() == v1::JOB_STATE_RUNNING)
+    absl::StrAppend(&line, "  ", PhaseName(j.phase()), " ", Percent(j.progress()));
   if (j.state() == v1::JOB_STATE_QUEUED && j.queue_position() > 0) {
     absl::StrAppend(&line, "  position ", j.queue_position());
   }
@@ -76,7 +77,8 @@ std::string ProgressView::Line(const v1::Job& j, Seen& seen) {
     seen.first_time = now;
     seen.first_progress = j.progress();
   }
-  std::string line = absl::StrCat(j.scheme(), "  ", PhaseName(j.phase()), "  ", Percent(j.progress()));
+  std::string line =
+      absl::StrCat(j.scheme(), "  ", PhaseName(j.phase()), "  ", Percent(j.progress()));
   // ETA from what this client watched (no clock shared with the daemon is assumed).
   const double done = j.progress() - seen.first_progress;
   const double elapsed = std::chrono::duration<double>(now - seen.first_time).count();
@@ -97,7 +99,8 @@ void ProgressView::Update(const std::vector<v1::Job>& jobs) {
   }
   for (const v1::Job& j : jobs) {
     Seen& seen = seen_[j.id()];
-    const std::string key = absl::StrCat(j.state(), "/", j.phase(), "/", std::floor(j.progress() * 10));
+    const std::string key =
+        absl::StrCat(j.state(), "/", j.phase(), "/", std::floor(j.progress() * 10));
     if (key == seen.last_key) continue;
     seen.last_key = key;
     out_ << Line(j, seen) << "\n";

@@ -4,7 +4,8 @@
 //   autoquant sweep --coverages 10,50,100 [--only top10] [--dry-run] [--wait]
 //   autoquant sweep --coverage-manifests DIR [--suffix _v2]     (the seeds' layout, sweep_plan.h)
 //   autoquant status JOB...   autoquant wait JOB...   autoquant logs JOB [-f] [--from SEQ]
-//   autoquant list [--state S]   autoquant cancel JOB...   autoquant sensitivity   autoquant server info
+//   autoquant list [--state S]   autoquant cancel JOB...   autoquant sensitivity   autoquant server
+//   info
 //
 // Every command takes --server/--token-file (else $AUTOQUANT_SERVER /
 // $AUTOQUANT_TOKEN_FILE), --tls-ca/--tls-cert/--tls-key and --json. Waiting

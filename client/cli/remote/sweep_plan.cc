@@ -38,7 +38,8 @@ std::string PercentLabel(double fraction) {
   return buf;
 }
 
-absl::StatusOr<SweepPoint> ReadManifest(const std::filesystem::path& path, absl::string_view suffix) {
+absl::StatusOr<SweepPoint> ReadManifest(const std::filesystem::path& path,
+                                        absl::string_view suffix) {
   ASSIGN_OR_RETURN(CoverageManifest m, ReadCoverageManifest(path));
   const std::string name = path.filename().string();
   SweepPoint p;
@@ -59,13 +60,16 @@ absl::StatusOr<CoverageManifest> ReadCoverageManifest(const std::filesystem::pat
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot be read"));
   nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not valid JSON"));
+  if (j.is_discarded())
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not valid JSON"));
   return ParseCoverageManifest(j, path.string());
 }
 
-absl::StatusOr<std::vector<SweepPoint>> CoveragePoints(absl::string_view list, absl::string_view prefix) {
+absl::StatusOr<std::vector<SweepPoint>> CoveragePoints(absl::string_view list,
+                                                       absl::string_view prefix) {
   const std::vector<std::string> items = Items(list);
-  if (items.empty()) return absl::InvalidArgumentError("--coverages is empty: give e.g. 10,20,50 or top10,top50");
+  if (items.empty())
+    return absl::InvalidArgumentError("--coverages is empty: give e.g. 10,20,50 or top10,top50");
   std::vector<SweepPoint> points;
   std::set<std::string> seen;
   for (const std::string& item : items) {
@@ -75,7 +79,8 @@ absl::StatusOr<std::vector<SweepPoint>> CoveragePoints(absl::string_view list, a
     p.coverage = c;
     p.source = item;
     if (!seen.insert(p.scheme).second) {
-      return absl::InvalidArgumentError(absl::StrCat("--coverages names ", PercentLabel(c), " twice"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--coverages names ", PercentLabel(c), " twice"));
     }
     points.push_back(std::move(p));
   }
@@ -86,7 +91,8 @@ absl::StatusOr<std::vector<SweepPoint>> DiscoverCoverageManifests(const std::fil
                                                                   absl::string_view suffix) {
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec)) {
-    return absl::NotFoundError(absl::StrCat("--coverage-manifests ", dir.string(), " is not a directory"));
+    return absl::NotFoundError(
+        absl::StrCat("--coverage-manifests ", dir.string(), " is not a directory"));
   }
   // The seeds' layout (DIR/<scheme>/layer-sensitivity/) and the two shallower places.
   std::vector<std::filesystem::path> folders = {dir, dir / "layer-sensitivity"};
@@ -99,21 +105,23 @@ absl::StatusOr<std::vector<SweepPoint>> DiscoverCoverageManifests(const std::fil
     if (!std::filesystem::is_directory(folder, ec)) continue;
     for (const auto& entry : std::filesystem::directory_iterator(folder, ec)) {
       const std::string name = entry.path().filename().string();
-      if (!entry.is_regular_file(ec) || !absl::EndsWith(name, kManifestSuffix) || name.size() == kManifestSuffix.size()) {
+      if (!entry.is_regular_file(ec) || !absl::EndsWith(name, kManifestSuffix) ||
+          name.size() == kManifestSuffix.size()) {
         continue;
       }
       ASSIGN_OR_RETURN(SweepPoint p, ReadManifest(entry.path(), suffix));
       auto [it, inserted] = where.emplace(p.scheme, p.source);
       if (!inserted) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("two coverage manifests for scheme ", p.scheme, ": ", it->second, " and ", p.source));
+        return absl::InvalidArgumentError(absl::StrCat(
+            "two coverage manifests for scheme ", p.scheme, ": ", it->second, " and ", p.source));
       }
       points.push_back(std::move(p));
     }
   }
   if (points.empty()) {
-    return absl::NotFoundError(absl::StrCat("no *", kManifestSuffix, " under ", dir.string(),
-                                            " (looked in DIR, DIR/layer-sensitivity and DIR/*/layer-sensitivity)"));
+    return absl::NotFoundError(
+        absl::StrCat("no *", kManifestSuffix, " under ", dir.string(),
+                     " (looked in DIR, DIR/layer-sensitivity and DIR/*/layer-sensitivity)"));
   }
   std::sort(points.begin(), points.end(), [](const SweepPoint& a, const SweepPoint& b) {
     const double fa = SelectedFraction(a), fb = SelectedFraction(b);
@@ -122,7 +130,8 @@ absl::StatusOr<std::vector<SweepPoint>> DiscoverCoverageManifests(const std::fil
   return points;
 }
 
-absl::StatusOr<std::vector<SweepPoint>> FilterOnly(std::vector<SweepPoint> points, absl::string_view only) {
+absl::StatusOr<std::vector<SweepPoint>> FilterOnly(std::vector<SweepPoint> points,
+                                                   absl::string_view only) {
   std::vector<std::string> tokens = Items(only);
   if (tokens.empty()) return absl::InvalidArgumentError("--only is empty: give e.g. top10,top50");
   for (std::string& t : tokens) {
@@ -149,7 +158,8 @@ absl::StatusOr<std::vector<SweepPoint>> FilterOnly(std::vector<SweepPoint> point
     if (!used.count(t)) unused.push_back(t);
   }
   if (!unused.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("--only ", absl::StrJoin(unused, ","), " matches no point"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--only ", absl::StrJoin(unused, ","), " matches no point"));
   }
   return kept;
 }
