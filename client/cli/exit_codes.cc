@@ -18,4 +18,16 @@ int ExitCodeFor(const absl::Status& status) {
   }
 }
 
+int RemoteExitCodeFor(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kUnauthenticated:
+    case absl::StatusCode::kPermissionDenied:
+      return kExitUnavailable;
+    default:
+      return ExitCodeFor(status);
+  }
+}
+
 }  // namespace autoquant::cli

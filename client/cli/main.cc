@@ -12,6 +12,7 @@
 #include "client/cli/inspect_command.h"
 #include "client/cli/model_command.h"
 #include "client/cli/quantize_command.h"
+#include "client/cli/remote/remote_commands.h"
 
 int main(int argc, char** argv) {
   using namespace autoquant::cli;
@@ -27,6 +28,8 @@ int main(int argc, char** argv) {
   AddCalibCommand(app, &status);
   AddQuantizeCommand(app, &status);
   AddDiffCommand(app, &status);
+  bool remote = false;
+  AddRemoteCommands(app, &status, &remote);
   // Every subcommand's --help states the exit codes too, after its own footer,
   // once (a subcommand may have inherited them with its parent's footer).
   std::function<void(CLI::App*)> add_exit_codes = [&](CLI::App* a) {
@@ -47,7 +50,7 @@ int main(int argc, char** argv) {
   }
   if (!status.ok()) {
     std::cerr << "autoquant: error: " << status.message() << "\n";
-    return ExitCodeFor(status);
+    return remote ? RemoteExitCodeFor(status) : ExitCodeFor(status);
   }
   return kExitOk;
 }
