@@ -21,6 +21,12 @@ def scheme_dirs(root: pathlib.Path, prefix: str):
     return sorted(p.name for p in root.iterdir() if p.name.startswith(prefix))
 
 
+def leftovers_of(root, pid):
+    """Staging directories and temporary files whose names say `pid` made them. A restarted daemon
+    may already be exporting the re-queued job into a staging directory of its own."""
+    return [n for n in staging_leftovers(root) if f".tmp-{pid}-" in n]
+
+
 def logs(d, job_id):
     return [l.message for l in d.call("StreamLogs", pb.StreamLogsRequest(job_id=job_id))]
 
@@ -37,6 +43,7 @@ def test_kill9_while_running_loses_no_job_and_publishes_nothing_partial(tmp_path
         jobs += list(sweep.jobs)
         d.wait_job(jobs[0].id, states={RUNNING})
         time.sleep(0.3)  # into the baseline, which takes seconds with this calibration set
+        killed = d.proc.pid
         d.kill9()
     finally:
         if d.proc.poll() is None:
@@ -45,7 +52,7 @@ def test_kill9_while_running_loses_no_job_and_publishes_nothing_partial(tmp_path
 
     d2 = Daemon(base, slow_calib, root).start()
     try:
-        assert staging_leftovers(root) == []  # removed before serving
+        assert leftovers_of(root, killed) == []  # removed before serving
         listed = {j.id for j in d2.call("ListJobs", pb.ListJobsRequest(page_size=1000)).jobs}
         assert {j.id for j in jobs} <= listed
         done = [d2.wait_job(j.id, timeout=600) for j in jobs]
@@ -80,11 +87,14 @@ def test_kill9_mid_export_never_leaves_a_partial_checkpoint(tmp_path, daemon_inp
                 if d.call("GetStatus", pb.GetStatusRequest(job_id=job.id)).state == SUCCEEDED:
                     break
             if staging_leftovers(root):
+                killed = d.proc.pid
                 d.kill9()
                 caught += 1
                 assert not (root / f"x-{i}").exists(), "a scheme appeared before its export finished"
+                assert leftovers_of(root, killed)  # what the killed export left, until the restart
                 d = Daemon(base, calib, root).start()
-                assert staging_leftovers(root) == []
+                assert leftovers_of(root, killed) == []
+                d.wait_job(job.id)  # the re-queued export, before the next kill can hit it again
         assert caught >= 1, "never caught an export in progress: the test did not test anything"
         done = [d.wait_job(i) for i in ids]
         assert [j.state for j in done] == [SUCCEEDED] * 4, [j.message for j in done]
