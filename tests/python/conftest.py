@@ -37,3 +37,22 @@ def slow_calib(tmp_path_factory, autoquant_bin, daemon_inputs):
                     "--seq-len", "256", "--images-per-sample", "1", "--image-size", "112x112", "--seed", "2"],
                    check=True, capture_output=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def client_package(tmp_path_factory):
+    """(the autoquant_client package built from client/python into a temporary directory, that
+    directory): the working tree's sources and build hook, whatever the venv has installed. Built
+    once per session, so that every test file imports the same copy."""
+    import subprocess
+    import sys
+    from aq_paths import REPO
+    target = tmp_path_factory.mktemp("autoquant-client")
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                           "--target", str(target), str(REPO / "client" / "python")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (target / "autoquant_client" / "_proto" / "autoquant_pb2_grpc.py").exists()
+    sys.path.insert(0, str(target))
+    import autoquant_client
+    assert pathlib.Path(autoquant_client.__file__).is_relative_to(target), autoquant_client.__file__
+    return autoquant_client, target

@@ -63,16 +63,10 @@ def expected_text(caption, prompt="Describe this image."):
 # ----------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="session")
-def aq_pkg(tmp_path_factory):
+def aq_pkg(client_package):
     """(autoquant_client.calib built from client/python, the --target directory holding it)."""
-    target = tmp_path_factory.mktemp("autoquant-client-calib")
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                           "--target", str(target), str(REPO / "client" / "python")], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    sys.path.insert(0, str(target))
     from autoquant_client import calib
-    assert pathlib.Path(calib.__file__).is_relative_to(target)
-    return calib, target
+    return calib, client_package[1]
 
 
 @pytest.fixture(scope="session")

@@ -38,17 +38,8 @@ SWEEP = ["top10", "top50", "top100"]
 
 
 @pytest.fixture(scope="session")
-def aq(tmp_path_factory):
-    """The autoquant_client package, built from client/python into a temporary directory."""
-    target = tmp_path_factory.mktemp("autoquant-client")
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                           "--target", str(target), str(REPO / "client" / "python")], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert (target / "autoquant_client" / "_proto" / "autoquant_pb2_grpc.py").exists()
-    sys.path.insert(0, str(target))
-    import autoquant_client
-    assert pathlib.Path(autoquant_client.__file__).is_relative_to(target)
-    return autoquant_client
+def aq(client_package):
+    return client_package[0]
 
 
 @pytest.fixture(scope="module")
