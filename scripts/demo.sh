@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The main job on an embedded default, on a fresh machine: sets up and builds
 # (scripts/setup.sh), generates a tiny random Qwen2.5-VL and a synthetic
-# calibration set, starts autoquantd on them, quantizes three coverage schemes
-# (top10, top50, top100) as one sweep sharing one sensitivity baseline, and
-# proves with `autoquant diff` that they really differ. Runs on the GPU when there is one, else on the CPU.
-# Usage: scripts/demo.sh [WORKDIR]   (default: ./demo-out)
+# calibration set, starts autoquantd on them (SQLite store, GPU if there is one,
+# else CPU), sweeps top10/top50/top100 through the `autoquant` CLI with
+# progress (one baseline shared by the three), proves with `autoquant diff`
+# that the schemes really differ, and stops the daemon cleanly (SIGTERM, exit 0).
+# Usage: scripts/demo.sh [WORKDIR]   (default: ./demo-out; a repeat run replaces its schemes)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${1:-$ROOT/demo-out}"
@@ -12,16 +13,49 @@ BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 export BUILD_DIR
 bash "$ROOT/scripts/setup.sh"
 AQ="$BUILD_DIR/bin/autoquant"
-AUTOQUANT_CACHE_PY="${AUTOQUANT_CACHE:-$HOME/.cache/autoquant}/venv/bin/python"
+AQD="$BUILD_DIR/bin/autoquantd"
 mkdir -p "$WORK"
+say() { printf '\n== %s\n' "$*"; }
+
+say "a tiny random Qwen2.5-VL and a synthetic calibration set in $WORK"
 [ -d "$WORK/base" ] || "$AQ" model init --preset tiny --out "$WORK/base" --seed 0
 [ -f "$WORK/calib.safetensors" ] || "$AQ" calib synth --model "$WORK/base" --out "$WORK/calib.safetensors" \
   --samples 16 --seq-len 96 --images-per-sample 1 --image-size 56x56 --seed 1
-# Through the daemon: autoquantd loads the model and calibration set once, one SubmitSweep queues
-# three schemes sharing one baseline, and the driver follows them to SUCCEEDED, scrapes /metrics,
-# stops the daemon (SIGTERM) and runs `autoquant diff` on the three schemes.
-"$AUTOQUANT_CACHE_PY" "$ROOT/bench/daemon_sweep/sweep_bench.py" --autoquantd "$BUILD_DIR/bin/autoquantd" \
-  --autoquant "$AQ" --model "$WORK/base" --calib "$WORK/calib.safetensors" --work "$WORK/daemon" \
-  --out "$WORK/daemon-out" --device auto --batch-size 1 --points top10,top50,top100 --skip-disk-check
-echo "schemes in $WORK/daemon/models; summary: $WORK/daemon-out/daemon-sweep.md;" \
-  "per-layer sensitivity: $WORK/daemon/models/top50/layer-sensitivity/per-layer-sensitivity.md"
+
+say "autoquantd: loads the model and the calibration set once, keeps them on the device"
+"$AQD" --model "$WORK/base" --calib "$WORK/calib.safetensors" --models-root "$WORK/models" \
+  --listen 127.0.0.1:0 --metrics 127.0.0.1:0 --device auto >"$WORK/autoquantd.out" 2>"$WORK/autoquantd.log" &
+DAEMON=$!
+stop_daemon() {
+  if kill -0 "$DAEMON" 2>/dev/null; then
+    kill -TERM "$DAEMON"
+    wait "$DAEMON"
+  fi
+}
+trap 'stop_daemon || true' EXIT
+for _ in $(seq 600); do  # the port is stdout's first line
+  [ -s "$WORK/autoquantd.out" ] && break
+  kill -0 "$DAEMON" 2>/dev/null || { cat "$WORK/autoquantd.log"; exit 1; }
+  sleep 0.1
+done
+export AUTOQUANT_SERVER="127.0.0.1:$(head -n1 "$WORK/autoquantd.out")"
+until "$AQ" server info --json 2>/dev/null | grep -q '"serving": *true'; do
+  kill -0 "$DAEMON" 2>/dev/null || { cat "$WORK/autoquantd.log"; exit 1; }
+  sleep 0.2
+done
+"$AQ" server info
+
+say "one sweep, three schemes: autoquant sweep --coverages top10,top50,top100 --wait"
+"$AQ" sweep --coverages top10,top50,top100 --overwrite --wait
+
+say "do they really differ? autoquant diff"
+"$AQ" diff "$WORK/models/top10" "$WORK/models/top50" "$WORK/models/top100"
+
+say "stopping autoquantd (SIGTERM: drain, exit 0)"
+trap - EXIT
+kill -TERM "$DAEMON"
+rc=0
+wait "$DAEMON" || rc=$?
+[ "$rc" -eq 0 ] || { echo "autoquantd exited with $rc; its log: $WORK/autoquantd.log"; exit 1; }
+echo "schemes: $WORK/models/{top10,top50,top100}; daemon log: $WORK/autoquantd.log;" \
+  "per-layer sensitivity: $WORK/models/top50/layer-sensitivity/per-layer-sensitivity.md"
