@@ -73,6 +73,13 @@ absl::StatusOr<std::vector<SweepPoint>> CoveragePoints(absl::string_view list,
   std::vector<SweepPoint> points;
   std::set<std::string> seen;
   for (const std::string& item : items) {
+    // A bare number in the list is a percentage (the seeds' habit). A bare fraction would be read
+    // as a tiny percentage by mistake ("0.5,1" as 0.5 % and 1 %), so only whole numbers are bare.
+    if (IsBareNumber(item) && item.find_first_not_of("0123456789") != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--coverages item '", item, "': bare numbers in this list are whole percentages (10,20,50); ",
+          "write a fraction as a percentage or topXX (0.5 -> 50 or top50)"));
+    }
     ASSIGN_OR_RETURN(double c, ParseCoverage(IsBareNumber(item) ? item + "%" : item));
     SweepPoint p;
     p.scheme = absl::StrCat(prefix, PercentLabel(c));

@@ -40,7 +40,7 @@ void WriteSeedManifest(const fs::path& dir, const std::string& scheme, int selec
 }
 
 TEST(CoveragePointsTest, BareNumbersArePercentagesAndNamesAreTopXX) {
-  auto points = CoveragePoints("10, top50,100%,12.5", "run-");
+  auto points = CoveragePoints("10, top50,100%,top12.5", "run-");
   ASSERT_TRUE(points.ok()) << points.status();
   EXPECT_EQ(Schemes(*points),
             (std::vector<std::string>{"run-top10", "run-top50", "run-top100", "run-top12.5"}));
@@ -57,6 +57,15 @@ TEST(CoveragePointsTest, RefusesWhatParseCoverageRefusesEmptyListsAndRepeats) {
     EXPECT_EQ(points.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
   EXPECT_NE(CoveragePoints("10,top10", "").status().message().find("twice"), std::string::npos);
+}
+
+// "0.5,1" must not quietly mean 0.5 % and 1 %: bare numbers in the list are whole percentages.
+TEST(CoveragePointsTest, ABareFractionIsRefusedNotReadAsATinyPercentage) {
+  for (const char* bad : {"0.5", "10,0.5", "12.5", "1.0"}) {
+    auto points = CoveragePoints(bad, "");
+    EXPECT_EQ(points.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(points.status().message().find("whole percentages"), std::string::npos) << bad;
+  }
 }
 
 TEST(DiscoverCoverageManifestsTest, FindsTheSeedsLayoutSortedByCoverage) {
