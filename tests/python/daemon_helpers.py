@@ -73,19 +73,26 @@ class Daemon:
         self.root.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self._log, text=True, env=self.env)
-        line = self.proc.stdout.readline().strip()
-        if not line.isdigit():
-            self.proc.wait(timeout=10)
-            raise AssertionError(f"autoquantd did not print its port (rc {self.proc.returncode}): {self.log()}")
-        self.port = int(line)
-        if self.tls_root:
-            key, cert = self.tls_client or (None, None)
-            creds = grpc.ssl_channel_credentials(self.tls_root, key, cert)
-            self.channel = grpc.secure_channel(f"127.0.0.1:{self.port}", creds)
-        else:
-            self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
-        if wait_serving:
-            self.wait_serving(timeout)
+        try:
+            line = self.proc.stdout.readline().strip()
+            if not line.isdigit():
+                raise AssertionError(f"autoquantd's first stdout line is {line!r}, not its port: {self.log()}")
+            self.port = int(line)
+            if self.tls_root:
+                key, cert = self.tls_client or (None, None)
+                creds = grpc.ssl_channel_credentials(self.tls_root, key, cert)
+                self.channel = grpc.secure_channel(f"127.0.0.1:{self.port}", creds)
+            else:
+                self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+            if wait_serving:
+                self.wait_serving(timeout)
+        except BaseException:
+            # Never leave a daemon behind a failed start: the caller has no handle to stop it.
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(timeout=30)
+            self._close()
+            raise
         return self
 
     def log(self) -> str:

@@ -5,6 +5,8 @@ cut off twice is failed with a message, and SIGTERM drains and exits 0."""
 import pathlib
 import time
 
+import pytest
+
 from daemon_helpers import Daemon, staging_leftovers, stubs
 from quant_helpers import diff
 
@@ -169,3 +171,11 @@ def test_sigterm_while_loading_exits_0_and_keeps_jobs(tmp_path, daemon_inputs, s
         assert d.wait_job(job.id, timeout=600).state == SUCCEEDED
     finally:
         assert d.stop() == 0, d.stop_report()
+
+
+def test_a_failed_start_leaves_no_daemon_running(tmp_path, daemon_inputs):
+    base, calib = daemon_inputs
+    d = Daemon(base, calib, tmp_path / "models")
+    with pytest.raises(AssertionError, match="not SERVING"):
+        d.start(timeout=0)  # gives up at once: the helper must kill what it started
+    assert d.proc.poll() is not None
