@@ -231,8 +231,9 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
 
   if (options.cancel != nullptr && options.cancel->load()) return absl::CancelledError("export cancelled");
   RETURN_IF_ERROR(SelfCheck(base, staged.path(), quantized, options.format));
-  // What gets published is exactly what the manifest vouches for.
-  RETURN_IF_ERROR(VerifySchemeIntegrity(staged.path()));
+  // What gets published is exactly what the manifest vouches for: the manifest as written records the
+  // digests of the staged files (hashed once above; nothing writes to the staging directory since).
+  RETURN_IF_ERROR(CheckManifestRecords(staged.path(), record.digests));
   if (options.progress) options.progress(1.0);
   RETURN_IF_ERROR(staged.Commit());
   ExportResult r;

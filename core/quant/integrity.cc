@@ -125,15 +125,21 @@ nlohmann::ordered_json IntegrityJson(const TensorDigests& digests) {
   return {{"algorithm", "sha256"}, {"tensors", tensors}};
 }
 
-absl::Status VerifySchemeIntegrity(const fs::path& scheme_dir) {
+namespace {
+
+// The manifest's digest record; the errors VerifySchemeIntegrity documents when there is none.
+absl::StatusOr<TensorDigests> RecordedDigests(const fs::path& scheme_dir) {
   ASSIGN_OR_RETURN(SchemeManifest m, ReadSchemeManifest(scheme_dir));
   if (!m.integrity) {
     return absl::FailedPreconditionError(absl::StrCat(
         scheme_dir.string(), ": the quant manifest records no tensor digests (written by an older autoquant); "
         "export the scheme again"));
   }
-  ASSIGN_OR_RETURN(TensorDigests found, ComputeTensorDigests(scheme_dir));
-  for (const auto& [name, want] : *m.integrity) {
+  return *std::move(m.integrity);
+}
+
+absl::Status Compare(const fs::path& scheme_dir, const TensorDigests& recorded, const TensorDigests& found) {
+  for (const auto& [name, want] : recorded) {
     auto it = found.find(name);
     if (it == found.end()) {
       return absl::DataLossError(absl::StrCat(scheme_dir.string(), ": tensor '", name, "' (recorded in ", want.file,
@@ -151,12 +157,25 @@ absl::Status VerifySchemeIntegrity(const fs::path& scheme_dir) {
     }
   }
   for (const auto& [name, got] : found) {
-    if (!m.integrity->count(name)) {
+    if (!recorded.count(name)) {
       return absl::DataLossError(absl::StrCat(scheme_dir.string(), ": tensor '", name, "' in ", got.file,
                                               " is not in the manifest's record"));
     }
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status VerifySchemeIntegrity(const fs::path& scheme_dir) {
+  ASSIGN_OR_RETURN(TensorDigests recorded, RecordedDigests(scheme_dir));
+  ASSIGN_OR_RETURN(TensorDigests found, ComputeTensorDigests(scheme_dir));
+  return Compare(scheme_dir, recorded, found);
+}
+
+absl::Status CheckManifestRecords(const fs::path& scheme_dir, const TensorDigests& found) {
+  ASSIGN_OR_RETURN(TensorDigests recorded, RecordedDigests(scheme_dir));
+  return Compare(scheme_dir, recorded, found);
 }
 
 }  // namespace autoquant

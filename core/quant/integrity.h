@@ -46,4 +46,9 @@ nlohmann::ordered_json IntegrityJson(const TensorDigests& digests);
 // NotFound when there is no quant manifest.
 absl::Status VerifySchemeIntegrity(const std::filesystem::path& scheme_dir);
 
+// The comparison half of VerifySchemeIntegrity, for digests already computed
+// from `scheme_dir`'s files (export hashes the staged files once and checks
+// that the manifest it wrote records exactly those).
+absl::Status CheckManifestRecords(const std::filesystem::path& scheme_dir, const TensorDigests& found);
+
 }  // namespace autoquant
