@@ -56,3 +56,14 @@ def client_package(tmp_path_factory):
     import autoquant_client
     assert pathlib.Path(autoquant_client.__file__).is_relative_to(target), autoquant_client.__file__
     return autoquant_client, target
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, daemon_inputs):
+    """An autoquantd on the tiny model, one per test module (a module may define its own), stopped
+    with SIGTERM at the end, which must exit 0."""
+    from daemon_helpers import Daemon
+    base, calib = daemon_inputs
+    d = Daemon(base, calib, tmp_path_factory.mktemp("daemon") / "models").start()
+    yield d
+    assert d.stop() == 0, d.stop_report()

@@ -190,3 +190,11 @@ def thread_signal_masks(pid: int) -> str:
         lines.append(f"{task.name} {fields.get('Name', '?').strip()}: SIGTERM "
                      f"{'blocked' if blocked else 'open'}, {'caught' if caught else 'default action'}")
     return "\n".join(lines)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a process that must be given a fixed one)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

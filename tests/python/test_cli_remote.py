@@ -8,13 +8,12 @@ import json
 import os
 import pathlib
 import pty
-import socket
 import subprocess
 import time
 
 import pytest
 
-from daemon_helpers import Daemon, stubs
+from daemon_helpers import Daemon, free_port, stubs
 
 pb, _ = stubs()
 
@@ -34,20 +33,6 @@ def cli(autoquant_bin, *args, daemon=None, env=None, timeout=300):
 def ok_json(proc):
     assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
     return json.loads(proc.stdout)
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory, daemon_inputs):
-    base, calib = daemon_inputs
-    d = Daemon(base, calib, tmp_path_factory.mktemp("cli-daemon") / "models").start()
-    yield d
-    assert d.stop() == 0, d.stop_report()
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +173,7 @@ def test_dry_run_submits_nothing_and_tokens_are_checked(tmp_path, daemon_inputs,
         assert [l.split()[0] for l in plan.stdout.splitlines()[1:]] == ["top10", "top50", "top100"]
         # No daemon needed for a plan.
         assert cli(autoquant_bin, "sweep", "--coverages", "10", "--dry-run", "--server",
-                   f"127.0.0.1:{closed_port()}").returncode == 0
+                   f"127.0.0.1:{free_port()}").returncode == 0
         assert list(d.call("ListJobs", pb.ListJobsRequest()).jobs) == []
         # Missing and wrong tokens: 3, and nothing submitted.
         for extra in ([], ["--token-file", wrong]):
@@ -258,7 +243,7 @@ def test_progress_in_place_on_a_terminal(daemon, autoquant_bin, first_job):
 
 
 def test_unreachable_server_exits_3(autoquant_bin):
-    port = closed_port()
+    port = free_port()
     for args in (["server", "info"], ["status", "x"], ["list"], ["wait", "x"], ["logs", "x"], ["cancel", "x"],
                  ["sensitivity"], ["submit", "s", "--coverage", "top10"], ["sweep", "--coverages", "10"]):
         p = cli(autoquant_bin, *args, "--server", f"127.0.0.1:{port}", "--timeout", "10")
@@ -289,7 +274,7 @@ def test_unreachable_server_exits_3(autoquant_bin):
     ["list", "--bogus"],
 ])
 def test_usage_errors_exit_2_without_a_server(autoquant_bin, args):
-    p = cli(autoquant_bin, *args, "--server", f"127.0.0.1:{closed_port()}")
+    p = cli(autoquant_bin, *args, "--server", f"127.0.0.1:{free_port()}")
     assert p.returncode == 2, (args, p.returncode, p.stdout, p.stderr)
 
 

@@ -23,14 +23,6 @@ def spec(scheme, **kw):
     return pb.SchemeSpec(scheme=scheme, **kw)
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory, daemon_inputs):
-    base, calib = daemon_inputs
-    d = Daemon(base, calib, tmp_path_factory.mktemp("daemon") / "models").start()
-    yield d
-    assert d.stop() == 0, d.stop_report()
-
-
 def test_three_schemes_and_a_sweep_produce_distinct_checkpoints(daemon, autoquant_bin):
     jobs = [daemon.call("SubmitScheme", pb.SubmitSchemeRequest(spec=spec("s-top10", coverage=0.1))),
             daemon.call("SubmitScheme", pb.SubmitSchemeRequest(spec=spec("s-half", coverage=0.5))),

@@ -43,14 +43,6 @@ def aq(client_package):
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory, daemon_inputs):
-    base, calib = daemon_inputs
-    d = Daemon(base, calib, tmp_path_factory.mktemp("pyclient") / "models").start()
-    yield d
-    assert d.stop() == 0, d.stop_report()
-
-
-@pytest.fixture(scope="module")
 def client(aq, daemon):
     with aq.Client(f"127.0.0.1:{daemon.port}") as c:
         yield c

@@ -4,11 +4,11 @@ holds a Qwen2.5-VL processor made offline, $IMAGES a few captioned images."""
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 
 from aq_paths import BUILD_DIR, REPO
+from daemon_helpers import free_port
 from test_calib_from_images import image_folder, processor_dir, tiny_model  # noqa: F401 (fixtures)
 
 
@@ -18,12 +18,6 @@ def walkthrough_script() -> str:
     blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
     assert len(blocks) >= 4, "the README's walkthrough lost its bash blocks"
     return "\n".join(blocks)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_readme_walkthrough_runs_verbatim(tmp_path, tiny_model, processor_dir, image_folder):  # noqa: F811
