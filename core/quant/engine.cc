@@ -1,4 +1,5 @@
 #include "core/quant/engine.h"
+#include "core/quant/engine_access.h"
 
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <torch/torch.h>
@@ -147,6 +148,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
 }
 
 int Engine::scoring_passes() const { return impl_->scoring_passes; }
+Qwen2_5_VLModel& EngineModel(Engine& engine) { return engine.impl_->model; }
+const CalibSet& EngineCalibSet(const Engine& engine) { return engine.impl_->calib; }
 std::string Engine::device() const { return impl_->device.str(); }
 std::string Engine::dtype() const { return impl_->dtype == torch::kBFloat16 ? "bfloat16" : "float32"; }
 const std::string& Engine::model_fingerprint() const { return impl_->model_fp; }

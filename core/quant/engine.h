@@ -40,6 +40,9 @@
 
 namespace autoquant {
 
+class Qwen2_5_VLModel;
+class CalibSet;
+
 struct EngineOptions {
   std::filesystem::path model_dir;
   std::filesystem::path calib_path;
@@ -152,6 +155,8 @@ class Engine {
   const EngineOptions& options() const;
 
  private:
+  friend Qwen2_5_VLModel& EngineModel(Engine& engine);
+  friend const CalibSet& EngineCalibSet(const Engine& engine);
   struct Impl;
   explicit Engine(std::unique_ptr<Impl> impl);
   // The canonical step counts and key inputs for these settings.

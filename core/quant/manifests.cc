@@ -192,9 +192,12 @@ absl::StatusOr<SchemeManifest> ReadSchemeManifest(const fs::path& scheme_dir) {
     if (j.contains("producer") && j["producer"].is_object()) m.producer = j["producer"].value("name", "");
     m.baseline_key = j.value("baseline_key", "");
     m.effective_bits = j.value("effective_bits", 16.0);
+    if (j.contains("coverage") && j["coverage"].is_number()) m.coverage = j["coverage"].get<double>();
     for (const auto& [key, g] : j.at("groups").items()) {
       m.groups[key] = {g.at("chosen").get<std::string>(), g.at("modules").get<std::vector<std::string>>()};
     }
+    m.num_groups = j.value("num_groups", static_cast<int>(m.groups.size()));
+    m.num_quantized = j.value("num_quantized", 0);
     if (j.contains("integrity")) {
       const auto& in = j.at("integrity");
       if (in.at("algorithm").get<std::string>() != "sha256") {

@@ -57,6 +57,8 @@ struct SchemeManifest {
   std::string producer;  // "autoquant" for ours
   std::string baseline_key;
   double effective_bits = 16;
+  std::optional<double> coverage;  // the requested coverage, when the scheme was made from one
+  int num_groups = 0, num_quantized = 0;
   std::map<std::string, ManifestGroup> groups;
   std::optional<TensorDigests> integrity;  // absent in manifests from before it was recorded
 };

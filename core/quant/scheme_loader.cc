@@ -24,9 +24,7 @@ bool HasFp8Weights(const Checkpoint& ckpt) {
   return false;
 }
 
-namespace {
-
-absl::StatusOr<float> PerTensorScale(const Checkpoint& ckpt, const std::string& key) {
+absl::StatusOr<float> ReadPerTensorScale(const Checkpoint& ckpt, const std::string& key) {
   const TensorInfo* info = ckpt.Find(key);
   if (info == nullptr) return absl::InvalidArgumentError(absl::StrCat("FP8 checkpoint lacks '", key, "'"));
   if (info->numel() != 1) {
@@ -42,8 +40,6 @@ absl::StatusOr<float> PerTensorScale(const Checkpoint& ckpt, const std::string& 
   return v;
 }
 
-}  // namespace
-
 absl::StatusOr<LoadedScheme> LoadScheme(const Checkpoint& ckpt, torch::Device device, torch::ScalarType dtype) {
   // Checkpoint module name -> (weight scale, input scale) for every FP8 weight.
   std::map<std::string, std::pair<float, float>> scales;
@@ -54,8 +50,8 @@ absl::StatusOr<LoadedScheme> LoadScheme(const Checkpoint& ckpt, torch::Device de
       return absl::InvalidArgumentError(absl::StrCat("FP8 tensor '", name, "' is not a Linear weight"));
     }
     std::string m = name.substr(0, name.size() - 7);
-    ASSIGN_OR_RETURN(float ws, PerTensorScale(ckpt, m + ".weight_scale"));
-    ASSIGN_OR_RETURN(float is, PerTensorScale(ckpt, m + ".input_scale"));
+    ASSIGN_OR_RETURN(float ws, ReadPerTensorScale(ckpt, m + ".weight_scale"));
+    ASSIGN_OR_RETURN(float is, ReadPerTensorScale(ckpt, m + ".input_scale"));
     scales[m] = {ws, is};
   }
   LoadHooks hooks;

@@ -19,6 +19,11 @@ namespace autoquant {
 // True if any tensor of the checkpoint is float8_e4m3fn.
 bool HasFp8Weights(const Checkpoint& ckpt);
 
+// A per-tensor scale (`key`: "<module>.weight_scale" / ".input_scale"):
+// InvalidArgument when it is absent, not per tensor (0-d or [1]), negative
+// or not finite.
+absl::StatusOr<float> ReadPerTensorScale(const Checkpoint& ckpt, const std::string& key);
+
 struct LoadedScheme {
   Qwen2_5_VLModel model{nullptr};
   size_t quantized_linears = 0;
