@@ -189,6 +189,21 @@ grpc::ServerUnaryReactor* AutoQuantService::SubmitSweep(grpc::CallbackServerCont
   return Reply(ctx, d_, "SubmitSweep", s);
 }
 
+grpc::ServerUnaryReactor* AutoQuantService::EvaluateScheme(grpc::CallbackServerContext* ctx,
+                                                           const v1::EvaluateSchemeRequest* req, v1::Job* resp) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(d_->auth->Check(*ctx));
+    RETURN_IF_ERROR(CheckKey(req->idempotency_key()));
+    JobSpec spec;
+    spec.kind = kJobKindEvaluate;
+    spec.scheme = req->scheme();
+    spec.priority = req->priority();
+    ASSIGN_OR_RETURN(Job job, d_->jobs->Submit(spec, req->idempotency_key()));
+    return FillJob(d_, job, resp);
+  }();
+  return Reply(ctx, d_, "EvaluateScheme", s);
+}
+
 grpc::ServerUnaryReactor* AutoQuantService::GetStatus(grpc::CallbackServerContext* ctx,
                                                       const v1::GetStatusRequest* req, v1::Job* resp) {
   absl::Status s = [&]() -> absl::Status {
@@ -320,6 +335,11 @@ grpc::ServerUnaryReactor* AutoQuantService::GetServerInfo(grpc::CallbackServerCo
       resp->set_device_memory_reserved_bytes(m.reserved);
       resp->set_device_memory_peak_bytes(m.peak_reserved);
       for (const auto& k : e->cached_baseline_keys()) resp->add_cached_baselines(k);
+    }
+    if (const Evaluator* ev = d_->evaluator.load()) {
+      resp->set_eval_set_path(ev->options().eval_set.string());
+      resp->set_eval_set_fingerprint(ev->fingerprint());
+      resp->set_eval_samples(static_cast<int32_t>(ev->samples()));
     }
     return absl::OkStatus();
   }();

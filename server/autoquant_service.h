@@ -30,6 +30,8 @@ class AutoQuantService final : public v1::AutoQuant::CallbackService {
                                            v1::Sensitivity* resp) override;
   grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* ctx, const v1::GetServerInfoRequest* req,
                                           v1::ServerInfo* resp) override;
+  grpc::ServerUnaryReactor* EvaluateScheme(grpc::CallbackServerContext* ctx, const v1::EvaluateSchemeRequest* req,
+                                           v1::Job* resp) override;
 
  private:
   DaemonContext* d_;

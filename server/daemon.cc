@@ -190,8 +190,27 @@ int RunDaemon(const DaemonOptions& o) {
   if (absl::Status s = InstallStopSignalHandlers(); !s.ok()) spdlog::warn("re-installing signal handlers: {}", std::string(s.message()));
   ctx.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   metrics.SetModelLoadSeconds(ctx.load_seconds);
+  std::unique_ptr<Evaluator> evaluator;
+  if (!o.eval_set.empty()) {
+    EvalOptions ev;
+    ev.eval_set = o.eval_set;
+    ev.batch_size = o.batch_size;
+    ev.generate_tokens = o.eval_generate_tokens;
+    ev.generate_prompts = o.eval_generate_prompts;
+    ev.fp8_matmul = o.eval_fp8_matmul;
+    auto created = Evaluator::Create(engine->get(), ev);
+    if (!created.ok()) {
+      int rc = Fail(created.status(), "loading the evaluation set");
+      server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      std::_Exit(rc);
+    }
+    evaluator = *std::move(created);
+    spdlog::info("evaluation set {}: {} samples ({} with images)", o.eval_set, evaluator->samples(),
+                 evaluator->samples_with_images());
+  }
+  ctx.evaluator = evaluator.get();
   ctx.engine = engine->get();
-  EngineJobRunner runner(engine->get(), o.models_root);
+  EngineJobRunner runner(engine->get(), o.models_root, evaluator.get());
   jobs.Start(&runner);
   serving = true;
   SetHealth(server.get(), true);

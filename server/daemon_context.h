@@ -6,6 +6,7 @@
 #include <chrono>
 #include <string>
 
+#include "core/eval/evaluator.h"
 #include "core/jobs/job_manager.h"
 #include "core/quant/engine.h"
 #include "server/daemon_metrics.h"
@@ -18,6 +19,7 @@ struct DaemonContext {
   const TokenAuth* auth = nullptr;
   DaemonMetrics* metrics = nullptr;
   std::atomic<Engine*> engine{nullptr};
+  std::atomic<const Evaluator*> evaluator{nullptr};  // null: no --eval-set, or still loading
   std::atomic<double> load_seconds{0};
   int batch_size = 1;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();

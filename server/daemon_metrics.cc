@@ -78,7 +78,12 @@ DaemonMetrics::DaemonMetrics(std::shared_ptr<prometheus::Registry> r)
                         .Register(*r)
                         .Add({})),
       rpcs_(BuildCounter().Name("autoquant_rpcs_total").Help("RPCs handled, by method and code").Register(*r)),
-      serving_(BuildGauge().Name("autoquant_serving").Help("1 when the daemon is SERVING").Register(*r).Add({})) {
+      serving_(BuildGauge().Name("autoquant_serving").Help("1 when the daemon is SERVING").Register(*r).Add({})),
+      scheme_eval_(BuildGauge()
+                       .Name("autoquant_scheme_eval")
+                       .Help("A scheme's latest evaluation against the base model, by metric (perplexity, "
+                             "perplexity_delta, logit_kl_last_token, logit_mse_last_token, generation_agreement, ...)")
+                       .Register(*r)) {
   for (JobState s : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
                      JobState::kCancelled}) {
     jobs_.Add({{"state", std::string(JobStateName(s))}});
@@ -105,7 +110,11 @@ void DaemonMetrics::OnStateChange(const Job& job, JobState from) {
           .Observe(double(job.finished_ms - job.started_ms) / 1000.0);
     }
     if (job.state == JobState::kSucceeded && job.result) {
-      (job.result->baseline_reused ? cache_hits_ : cache_misses_).Increment();
+      if (job.spec.kind == kJobKindScheme) (job.result->baseline_reused ? cache_hits_ : cache_misses_).Increment();
+      for (const auto& [name, value] : job.result->metrics) {
+        if (name.rfind("eval_", 0) != 0) continue;
+        scheme_eval_.Add({{"scheme", job.spec.scheme}, {"metric", name.substr(5)}}).Set(value);
+      }
       auto it = job.result->metrics.find("export_bytes");
       if (it != job.result->metrics.end()) export_bytes_.Increment(it->second);
       it = job.result->metrics.find("export_seconds");

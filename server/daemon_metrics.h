@@ -17,6 +17,7 @@
 //   autoquant_baseline_cache_hits_total, autoquant_baseline_cache_misses_total
 //   autoquant_rpcs_total{method,code}
 //   autoquant_serving                          1 when SERVING
+//   autoquant_scheme_eval{scheme,metric}       a scheme's latest evaluation (docs/evaluation.md)
 #pragma once
 
 #include <map>
@@ -75,6 +76,7 @@ class DaemonMetrics : public JobObserver {
   prometheus::Counter& cache_misses_;
   prometheus::Family<prometheus::Counter>& rpcs_;
   prometheus::Gauge& serving_;
+  prometheus::Family<prometheus::Gauge>& scheme_eval_;
 
   std::mutex mu_;  // guards the per-running-job series below
   std::map<std::string, prometheus::Gauge*> progress_by_job_;

@@ -34,6 +34,22 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions* o) {
   app.add_option("--tls-cert", o->tls_cert, "PEM server certificate (enables TLS)");
   app.add_option("--tls-key", o->tls_key, "PEM private key of --tls-cert");
   app.add_option("--tls-client-ca", o->tls_client_ca, "PEM CA bundle; clients must present a certificate it signed (mTLS)");
+  app.add_option("--eval-set", o->eval_set,
+                 "held-out evaluation set (calibration format) for evaluate jobs; none: evaluation refused")
+      ->check(CLI::ExistingFile);
+  app.add_option("--eval-generate-tokens", o->eval_generate_tokens,
+                 "greedy tokens per sanity-generation prompt (0: no generation)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--eval-generate-prompts", o->eval_generate_prompts,
+                 "sanity-generation prompts of each kind (text-only, with images) from the evaluation set")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--eval-fp8-matmul", o->eval_fp8_matmul,
+                 "how evaluation runs FP8 Linears: auto (_scaled_mm on compute capability >= 8.9, else emulated) | "
+                 "scaled_mm | emulated")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "scaled_mm", "emulated"}));
   app.add_option("--log-level", o->log_level, "debug | info | warning | error")->capture_default_str();
 }
 

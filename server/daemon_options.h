@@ -26,6 +26,11 @@ struct DaemonOptions {
   bool insecure = false;    // allow listening off loopback without a token
   std::string tls_cert, tls_key, tls_client_ca;
   std::string log_level = "info";
+  // Evaluation (docs/evaluation.md); empty eval_set: evaluation refused.
+  std::string eval_set;
+  int eval_generate_tokens = 16;
+  int eval_generate_prompts = 2;
+  std::string eval_fp8_matmul = "auto";
 };
 
 void AddDaemonOptions(CLI::App& app, DaemonOptions* o);

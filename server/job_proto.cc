@@ -57,10 +57,7 @@ absl::StatusOr<JobSpec> SpecFromProto(const v1::SchemeSpec& p) {
     case v1::EXPORT_FORMAT_MODELOPT: s.format = "modelopt"; break;
     default: return absl::InvalidArgumentError(absl::StrCat("unknown export format ", p.format()));
   }
-  if (p.evaluate()) {
-    return absl::InvalidArgumentError(
-        "evaluate: evaluation jobs are not available in this version; submit without evaluate");
-  }
+  s.evaluate = p.evaluate();
   s.overwrite = p.overwrite();
   s.include_vision = p.include_vision();
   s.calib_steps = p.calib_steps();
@@ -87,6 +84,7 @@ void SpecToProto(const JobSpec& s, v1::SchemeSpec* p) {
   p->set_calib_steps(s.calib_steps);
   p->set_score_steps(s.score_steps);
   p->set_priority(s.priority);
+  p->set_evaluate(s.evaluate);
 }
 
 v1::Phase PhaseToProto(const std::string& phase) {
@@ -146,6 +144,7 @@ void JobToProto(const Job& j, int queue_position, v1::Job* p) {
   p->set_idempotency_key(j.idempotency_key);
   p->set_sweep_id(j.sweep_id);
   p->set_attempts(j.attempts);
+  p->set_kind(j.spec.kind == kJobKindEvaluate ? v1::JOB_KIND_EVALUATE : v1::JOB_KIND_SCHEME);
 }
 
 void LogToProto(const LogEntry& e, v1::LogLine* p) {

@@ -9,8 +9,36 @@
 namespace autoquant {
 namespace fs = std::filesystem;
 
-EngineJobRunner::EngineJobRunner(Engine* engine, fs::path models_root)
-    : engine_(engine), root_(std::move(models_root)) {}
+EngineJobRunner::EngineJobRunner(Engine* engine, fs::path models_root, Evaluator* evaluator)
+    : engine_(engine), root_(std::move(models_root)), evaluator_(evaluator) {}
+
+namespace {
+
+absl::Status NeedEvaluator(const Evaluator* evaluator) {
+  if (evaluator != nullptr) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      "this daemon has no evaluation set: start autoquantd with --eval-set FILE (held-out samples in the "
+      "calibration format, e.g. from `autoquant calib synth --seed N` or autoquant-calib) to evaluate schemes");
+}
+
+}  // namespace
+
+absl::StatusOr<fs::path> EngineJobRunner::EvaluateTarget(const JobSpec& spec) const {
+  RETURN_IF_ERROR(ValidateSchemeName(spec.scheme));
+  const fs::path dir = root_ / spec.scheme;
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat("no scheme '", spec.scheme, "' under the models root ", root_.string(),
+                                            ": submit it first (with evaluate to do both)"));
+  }
+  if (S_ISLNK(st.st_mode) || !S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(dir.string(), " is not a scheme directory (",
+                                                      S_ISLNK(st.st_mode) ? "a symbolic link" : "not a directory",
+                                                      "); the daemon evaluates only real directories under ",
+                                                      root_.string()));
+  }
+  return dir;
+}
 
 absl::StatusOr<SchemeRequest> EngineJobRunner::ToRequest(const JobSpec& spec) const {
   RETURN_IF_ERROR(ValidateSchemeName(spec.scheme));
@@ -46,6 +74,15 @@ absl::StatusOr<SchemeRequest> EngineJobRunner::ToRequest(const JobSpec& spec) co
 }
 
 absl::Status EngineJobRunner::Validate(const JobSpec& spec) {
+  if (spec.kind == kJobKindEvaluate) {
+    RETURN_IF_ERROR(NeedEvaluator(evaluator_));
+    ASSIGN_OR_RETURN(fs::path dir, EvaluateTarget(spec));
+    return evaluator_->Validate(dir);
+  }
+  if (spec.kind != kJobKindScheme) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown job kind '", spec.kind, "'"));
+  }
+  if (spec.evaluate) RETURN_IF_ERROR(NeedEvaluator(evaluator_));
   if (spec.calib_steps < 0 || spec.score_steps < 0) {
     return absl::InvalidArgumentError("calib_steps and score_steps must be >= 0 (0 = the default)");
   }
@@ -55,7 +92,6 @@ absl::Status EngineJobRunner::Validate(const JobSpec& spec) {
 
 absl::StatusOr<JobResultInfo> EngineJobRunner::Run(const JobSpec& spec, const RunnerEventFn& on_event,
                                                    const std::atomic<bool>* cancel) {
-  ASSIGN_OR_RETURN(SchemeRequest r, ToRequest(spec));
   ProgressFn progress = [&](const ProgressEvent& e) {
     if (!on_event) return;
     RunnerEvent ev;
@@ -65,6 +101,17 @@ absl::StatusOr<JobResultInfo> EngineJobRunner::Run(const JobSpec& spec, const Ru
     ev.warning = e.warning;
     on_event(ev);
   };
+  if (spec.kind == kJobKindEvaluate) {
+    RETURN_IF_ERROR(NeedEvaluator(evaluator_));
+    ASSIGN_OR_RETURN(fs::path dir, EvaluateTarget(spec));
+    ASSIGN_OR_RETURN(EvalSummary e, evaluator_->Evaluate(dir, progress, cancel));
+    JobResultInfo out;
+    out.output_dir = dir.string();
+    out.metrics = e.AsMetrics();
+    return out;
+  }
+  ASSIGN_OR_RETURN(SchemeRequest r, ToRequest(spec));
+  if (spec.evaluate) RETURN_IF_ERROR(NeedEvaluator(evaluator_));
   ASSIGN_OR_RETURN(SchemeResult s, engine_->RunScheme(r, progress, cancel));
   JobResultInfo out;
   out.output_dir = s.out_dir.string();
@@ -77,6 +124,16 @@ absl::StatusOr<JobResultInfo> EngineJobRunner::Run(const JobSpec& spec, const Ru
   out.metrics["export_seconds"] = s.export_seconds;
   out.metrics["export_bytes"] = static_cast<double>(s.export_bytes);
   out.metrics["baseline_peak_device_bytes"] = static_cast<double>(s.baseline_peak_device_bytes);
+  if (spec.evaluate) {
+    auto e = evaluator_->Evaluate(s.out_dir, progress, cancel);
+    if (!e.ok()) {
+      return absl::Status(e.status().code(), absl::StrCat("the scheme was written to ", s.out_dir.string(),
+                                                          " and verified, but its evaluation failed: ",
+                                                          e.status().message(), " (retry with `autoquant eval ",
+                                                          spec.scheme, "`)"));
+    }
+    for (const auto& [k, v] : e->AsMetrics()) out.metrics[k] = v;
+  }
   return out;
 }
 

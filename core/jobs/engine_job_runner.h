@@ -2,6 +2,12 @@
 // whose output is <models_root>/<scheme>, and runs it on the resident engine.
 // Torch-free (reaches the engine through core/quant/engine.h).
 //
+// Evaluation (kind "evaluate", or a scheme with `evaluate`) runs on the
+// daemon's Evaluator, which holds the evaluation set; without one such jobs
+// are refused at submit (FailedPrecondition naming --eval-set). A scheme job
+// whose evaluation fails or is cancelled keeps its published scheme (it is
+// complete and verified) and says so in its message.
+//
 // Confinement: a scheme name is one plain path component, and the resolved
 // output must be a direct child of the models root that is not a symlink, so
 // no request writes outside the root. The engine's own checks (never over the
@@ -11,6 +17,7 @@
 
 #include <filesystem>
 
+#include "core/eval/evaluator.h"
 #include "core/jobs/job_runner.h"
 #include "core/quant/engine.h"
 
@@ -18,8 +25,8 @@ namespace autoquant {
 
 class EngineJobRunner : public JobRunner {
  public:
-  // `engine` is not owned and must outlive the runner.
-  EngineJobRunner(Engine* engine, std::filesystem::path models_root);
+  // `engine` and `evaluator` (may be null: no evaluation) are not owned and must outlive the runner.
+  EngineJobRunner(Engine* engine, std::filesystem::path models_root, Evaluator* evaluator = nullptr);
 
   absl::Status Validate(const JobSpec& spec) override;
   absl::StatusOr<JobResultInfo> Run(const JobSpec& spec, const RunnerEventFn& on_event,
@@ -29,8 +36,12 @@ class EngineJobRunner : public JobRunner {
   absl::StatusOr<SchemeRequest> ToRequest(const JobSpec& spec) const;
 
  private:
+  // The existing scheme directory an evaluate job names (confined like outputs).
+  absl::StatusOr<std::filesystem::path> EvaluateTarget(const JobSpec& spec) const;
+
   Engine* engine_;
   std::filesystem::path root_;
+  Evaluator* evaluator_;
 };
 
 }  // namespace autoquant

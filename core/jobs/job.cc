@@ -46,6 +46,7 @@ absl::Status CheckTransition(JobState from, JobState to) {
 
 json JobSpec::ToJson() const {
   json j;
+  j["kind"] = kind;
   j["scheme"] = scheme;
   j["coverage"] = coverage ? json(*coverage) : json(nullptr);
   if (has_manifest) {
@@ -64,12 +65,14 @@ json JobSpec::ToJson() const {
   j["calib_steps"] = calib_steps;
   j["score_steps"] = score_steps;
   j["priority"] = priority;
+  j["evaluate"] = evaluate;
   return j;
 }
 
 absl::StatusOr<JobSpec> JobSpec::FromJson(const json& j) {
   try {
     JobSpec s;
+    s.kind = j.value("kind", std::string(kJobKindScheme));  // rows from before evaluation jobs have none
     s.scheme = j.at("scheme").get<std::string>();
     if (!j.at("coverage").is_null()) s.coverage = j.at("coverage").get<double>();
     const json& m = j.at("coverage_manifest");
@@ -88,6 +91,7 @@ absl::StatusOr<JobSpec> JobSpec::FromJson(const json& j) {
     s.calib_steps = j.at("calib_steps").get<int>();
     s.score_steps = j.at("score_steps").get<int>();
     s.priority = j.at("priority").get<int>();
+    s.evaluate = j.value("evaluate", false);
     return s;
   } catch (const json::exception& e) {
     return absl::DataLossError(absl::StrCat("stored job spec is malformed: ", e.what()));

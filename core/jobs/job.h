@@ -28,8 +28,13 @@ bool IsTerminal(JobState s);
 // FailedPrecondition naming both states unless from -> to is allowed.
 absl::Status CheckTransition(JobState from, JobState to);
 
-// One scheme to produce: the request, as the daemon stores it.
+// What a job does.
+inline constexpr char kJobKindScheme[] = "scheme";      // produce a scheme (and evaluate it with `evaluate`)
+inline constexpr char kJobKindEvaluate[] = "evaluate";  // evaluate an existing scheme directory
+
+// One job: the request, as the daemon stores it.
 struct JobSpec {
+  std::string kind = kJobKindScheme;
   std::string scheme;
   std::optional<double> coverage;
   bool has_manifest = false;
@@ -45,6 +50,7 @@ struct JobSpec {
   int calib_steps = 0;
   int score_steps = 0;
   int priority = 0;
+  bool evaluate = false;  // kind scheme: evaluate the scheme once written
 
   nlohmann::json ToJson() const;
   static absl::StatusOr<JobSpec> FromJson(const nlohmann::json& j);

@@ -16,16 +16,24 @@ struct PhaseSpan {
   const char* phase;
   double begin, end;
 };
-constexpr PhaseSpan kSpans[] = {
-    {"calibrate", 0.00, 0.30}, {"score", 0.30, 0.65}, {"search", 0.65, 0.67},
-    {"export", 0.67, 0.99},    {"evaluate", 0.99, 1.00},
+constexpr PhaseSpan kSchemeSpans[] = {
+    {"calibrate", 0.00, 0.30}, {"score", 0.30, 0.65}, {"search", 0.65, 0.67}, {"export", 0.67, 1.00},
 };
+constexpr PhaseSpan kEvaluatedSchemeSpans[] = {
+    {"calibrate", 0.00, 0.25}, {"score", 0.25, 0.50}, {"search", 0.50, 0.52},
+    {"export", 0.52, 0.75},    {"evaluate", 0.75, 1.00},
+};
+constexpr PhaseSpan kEvaluateSpans[] = {{"evaluate", 0.00, 1.00}};
 
-double JobProgress(const std::string& phase, double fraction) {
-  for (const auto& s : kSpans) {
-    if (phase == s.phase) return s.begin + (s.end - s.begin) * std::clamp(fraction, 0.0, 1.0);
-  }
-  return 0;
+double JobProgress(const JobSpec& spec, const std::string& phase, double fraction) {
+  auto in = [&](const auto& spans) {
+    for (const auto& s : spans) {
+      if (phase == s.phase) return s.begin + (s.end - s.begin) * std::clamp(fraction, 0.0, 1.0);
+    }
+    return 0.0;
+  };
+  if (spec.kind == kJobKindEvaluate) return in(kEvaluateSpans);
+  return spec.evaluate ? in(kEvaluatedSchemeSpans) : in(kSchemeSpans);
 }
 
 std::string StatusText(const absl::Status& s) {
@@ -286,7 +294,7 @@ void JobManager::RunOne(Job job) {
       decile = -1;
     }
     job.phase = e.phase;
-    job.progress = JobProgress(e.phase, e.fraction);
+    job.progress = JobProgress(job.spec, e.phase, e.fraction);
     if (observer_) observer_->OnProgress(job, e);
     const int d = static_cast<int>(std::floor(e.fraction * 10));
     if (d == decile && e.message.empty()) return;

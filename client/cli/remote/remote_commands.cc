@@ -254,6 +254,7 @@ void AddRemoteCommands(CLI::App& app, absl::Status* status, bool* ran) {
   const CommandResult result{status, ran};
   AddSubmitCommand(app, result);
   AddSweepCommand(app, result);
+  AddEvalCommand(app, result);
 
   auto jobs_command = [&](const char* name, const char* help,
                           absl::Status (*run)(const JobsOptions&)) {

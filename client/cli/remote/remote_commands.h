@@ -4,6 +4,7 @@
 //   autoquant sweep --coverages 10,50,100 [--only top10] [--dry-run] [--wait]
 //   autoquant sweep --coverage-manifests DIR [--suffix _v2]     (the seeds' layout, sweep_plan.h)
 //   autoquant status JOB...   autoquant wait JOB...   autoquant logs JOB [-f] [--from SEQ]
+//   autoquant eval SCHEME... [--wait]   (evaluate existing schemes; submit/sweep take --evaluate)
 //   autoquant list [--state S]   autoquant cancel JOB...   autoquant sensitivity   autoquant server
 //   info
 //

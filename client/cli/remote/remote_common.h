@@ -46,5 +46,6 @@ struct CommandResult {
 
 void AddSubmitCommand(CLI::App& app, CommandResult result);
 void AddSweepCommand(CLI::App& app, CommandResult result);
+void AddEvalCommand(CLI::App& app, CommandResult result);
 
 }  // namespace autoquant::cli

@@ -1,4 +1,5 @@
-// `autoquant submit` (one scheme) and `autoquant sweep` (many, one baseline).
+// `autoquant submit` (one scheme), `autoquant sweep` (many, one baseline) and
+// `autoquant eval` (evaluate an existing scheme).
 #include <iostream>
 #include <memory>
 
@@ -25,6 +26,7 @@ struct SpecOptions {
   int priority = 0;
   std::string idempotency_key;
   bool wait = false;
+  bool evaluate = false;
 };
 
 void AddSpecOptions(CLI::App* cmd, SpecOptions* o) {
@@ -38,6 +40,8 @@ void AddSpecOptions(CLI::App* cmd, SpecOptions* o) {
   cmd->add_flag("--overwrite", o->overwrite,
                 "replace an existing scheme directory written by autoquant");
   cmd->add_flag("--include-vision", o->include_vision, "also quantize the vision tower's Linears");
+  cmd->add_flag("--evaluate", o->evaluate,
+                "evaluate each scheme against the base model once written (the daemon needs --eval-set)");
   cmd->add_option("--calib-steps", o->calib_steps, "calibration batches (0: all)");
   cmd->add_option("--score-steps", o->score_steps, "scoring batches (0: up to 128 samples)");
   cmd->add_option("--priority", o->priority,
@@ -61,6 +65,7 @@ absl::Status FillSpec(const SpecOptions& o, v1::SchemeSpec* spec) {
   spec->set_calib_steps(o.calib_steps);
   spec->set_score_steps(o.score_steps);
   spec->set_priority(o.priority);
+  spec->set_evaluate(o.evaluate);
   return absl::OkStatus();
 }
 
@@ -194,7 +199,44 @@ absl::Status RunSweep(const SweepOptions& o) {
                 {{"sweep_id", resp.sweep_id()}, {"dry_run", false}});
 }
 
+struct EvalCommandOptions {
+  CommonOptions common;
+  std::vector<std::string> schemes;
+  int priority = 0;
+  std::string idempotency_key;
+  bool wait = false;
+};
+
+absl::Status RunEval(const EvalCommandOptions& o) {
+  ASSIGN_OR_RETURN(Connection c, Connect(o.common.connection));
+  std::vector<v1::Job> jobs;
+  for (const auto& scheme : o.schemes) {
+    v1::EvaluateSchemeRequest req;
+    req.set_scheme(scheme);
+    req.set_priority(o.priority);
+    if (!o.idempotency_key.empty()) req.set_idempotency_key(absl::StrCat(o.idempotency_key, "/", scheme));
+    v1::Job job;
+    auto ctx = c.Context();
+    RETURN_IF_ERROR(c.Check(c.stub()->EvaluateScheme(ctx.get(), req, &job), "EvaluateScheme"));
+    jobs.push_back(std::move(job));
+  }
+  return Report(c, jobs, o.common, o.wait, nlohmann::json::object());
+}
+
 }  // namespace
+
+void AddEvalCommand(CLI::App& app, CommandResult result) {
+  auto o = std::make_shared<EvalCommandOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "eval", "Queue the evaluation of existing schemes against the daemon's base model (docs/evaluation.md)");
+  cmd->add_option("schemes", o->schemes, "scheme directory names under the daemon's models root")->required();
+  cmd->add_option("--priority", o->priority, "higher runs first; equal priorities in submission order");
+  cmd->add_option("--idempotency-key", o->idempotency_key,
+                  "makes a retried eval return the same job(s) (per scheme: KEY/SCHEME)");
+  cmd->add_flag("--wait", o->wait, "wait for the job(s) with progress; exit code 1 if one failed or was cancelled");
+  AddCommonOptions(cmd, &o->common);
+  cmd->callback([o, result] { result.Set(RunEval(*o)); });
+}
 
 void AddSubmitCommand(CLI::App& app, CommandResult result) {
   auto o = std::make_shared<SubmitOptions>();

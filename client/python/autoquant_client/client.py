@@ -8,6 +8,7 @@
 
 Every method raises an AutoquantError subclass (errors.py) for a failed RPC. A Client may be shared
 by threads (gRPC channels are thread-safe; the client keeps no other state)."""
+import json
 import time
 from typing import Iterable, Iterator, List, Mapping, Optional, Sequence, TextIO, Union
 
@@ -91,6 +92,21 @@ class Client:
         specs = [_spec(p, common).to_proto() for p in points]
         request = pb.SubmitSweepRequest(points=specs, idempotency_key=idempotency_key)
         return Sweep.from_proto(self._call("SubmitSweep", request))
+
+    def evaluate(self, scheme: str, *, priority: int = 0, idempotency_key: str = "") -> Job:
+        """Queues the evaluation of an existing scheme under the models root against the daemon's base
+        model (docs/evaluation.md). The finished job's result.metrics hold eval_* numbers; the scheme's
+        layer-sensitivity/evaluation.json holds everything."""
+        request = pb.EvaluateSchemeRequest(scheme=scheme, priority=priority, idempotency_key=idempotency_key)
+        return Job.from_proto(self._call("EvaluateScheme", request))
+
+    def report(self, jobs: Iterable[JobRef] = (), schemes: Sequence[str] = (), *,
+               allow_mixed: bool = False) -> dict:
+        """The coverage trade-off report over evaluated schemes (report.json's content, a dict with
+        "points" and "findings"); `autoquant_client.report_plot` draws it."""
+        request = pb.GetReportRequest(job_ids=[_job_id(j) for j in jobs], schemes=list(schemes),
+                                      allow_mixed=allow_mixed)
+        return json.loads(self._call("GetReport", request).report_json)
 
     # ------------------------------------------------------------------ jobs
 

@@ -94,3 +94,17 @@ class ExportFormat(_ProtoEnum):
     @classmethod
     def _dashes(cls):
         return True
+
+
+class JobKind(_ProtoEnum):
+    UNSPECIFIED = "unspecified"
+    SCHEME = "scheme"      # SubmitScheme / SubmitSweep
+    EVALUATE = "evaluate"  # EvaluateScheme
+
+    @staticmethod
+    def _proto_name():
+        return "JobKind"
+
+    @staticmethod
+    def _prefix():
+        return "JOB_KIND_"

@@ -4,7 +4,7 @@ import dataclasses
 import datetime
 from typing import Dict, List, Optional
 
-from .enums import JobState, Phase
+from .enums import JobKind, JobState, Phase
 from .spec import SchemeSpec
 
 
@@ -47,6 +47,7 @@ class Job:
     idempotency_key: str
     sweep_id: str
     attempts: int
+    kind: JobKind = JobKind.SCHEME
 
     @property
     def done(self) -> bool:
@@ -65,7 +66,7 @@ class Job:
                    result=JobResult.from_proto(msg.result) if msg.HasField("result") else None,
                    queue_position=msg.queue_position, baseline_reused=msg.baseline_reused,
                    spec=SchemeSpec.from_proto(msg.spec), idempotency_key=msg.idempotency_key,
-                   sweep_id=msg.sweep_id, attempts=msg.attempts)
+                   sweep_id=msg.sweep_id, attempts=msg.attempts, kind=JobKind.from_proto(msg.kind))
 
 
 @dataclasses.dataclass
@@ -137,6 +138,9 @@ class ServerInfo:
     running_job_id: str
     metrics_address: str
     batch_size: int
+    eval_set_path: str = ""  # empty: the daemon evaluates nothing
+    eval_set_fingerprint: str = ""
+    eval_samples: int = 0
 
     @classmethod
     def from_proto(cls, msg) -> "ServerInfo":

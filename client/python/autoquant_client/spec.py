@@ -64,12 +64,14 @@ class SchemeSpec:
     calib_steps: int = 0
     score_steps: int = 0
     priority: int = 0
+    evaluate: bool = False  # evaluate against the base model once written (the daemon needs --eval-set)
 
     def to_proto(self):
         msg = pb.SchemeSpec(scheme=self.scheme, disabled_layers=list(self.disabled_layers),
                             method=ScoreMethod(self.method).to_proto(), format=ExportFormat(self.format).to_proto(),
                             overwrite=self.overwrite, include_vision=self.include_vision,
-                            calib_steps=self.calib_steps, score_steps=self.score_steps, priority=self.priority)
+                            calib_steps=self.calib_steps, score_steps=self.score_steps, priority=self.priority,
+                            evaluate=self.evaluate)
         if self.coverage is not None:
             msg.coverage = parse_coverage(self.coverage)
         if self.coverage_manifest is not None:
@@ -94,4 +96,4 @@ class SchemeSpec:
                    disabled_layers=list(msg.disabled_layers), method=ScoreMethod.from_proto(msg.method),
                    format=ExportFormat.from_proto(msg.format), overwrite=msg.overwrite,
                    include_vision=msg.include_vision, calib_steps=msg.calib_steps, score_steps=msg.score_steps,
-                   priority=msg.priority)
+                   priority=msg.priority, evaluate=msg.evaluate)

@@ -209,3 +209,29 @@ TEST_F(SqliteJobStoreTest, UnknownStoreSchemeIsInvalidArgument) {
 
 }  // namespace
 }  // namespace autoquant
+
+namespace autoquant {
+namespace {
+
+// Evaluation jobs are stored with their kind; rows written before kinds existed read as scheme jobs.
+TEST(JobSpecJsonTest, KindAndEvaluateRoundTripAndOldRowsAreSchemes) {
+  JobSpec s;
+  s.kind = kJobKindEvaluate;
+  s.scheme = "top50";
+  s.evaluate = true;
+  auto back = JobSpec::FromJson(s.ToJson());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->kind, kJobKindEvaluate);
+  EXPECT_TRUE(back->evaluate);
+  EXPECT_EQ(*back, s);
+  nlohmann::json old = JobSpec{}.ToJson();
+  old.erase("kind");
+  old.erase("evaluate");
+  auto read = JobSpec::FromJson(old);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->kind, kJobKindScheme);
+  EXPECT_FALSE(read->evaluate);
+}
+
+}  // namespace
+}  // namespace autoquant
