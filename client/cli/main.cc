@@ -12,8 +12,8 @@
 #include "client/cli/inspect_command.h"
 #include "client/cli/model_command.h"
 #include "client/cli/quantize_command.h"
-#include "client/cli/report_command.h"
 #include "client/cli/remote/remote_commands.h"
+#include "client/cli/report_command.h"
 
 int main(int argc, char** argv) {
   using namespace autoquant::cli;
