@@ -13,6 +13,7 @@
 #include "client/cli/model_command.h"
 #include "client/cli/quantize_command.h"
 #include "client/cli/remote/remote_commands.h"
+#include "client/cli/report_command.h"
 
 int main(int argc, char** argv) {
   using namespace autoquant::cli;
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
   AddCalibCommand(app, &status);
   AddQuantizeCommand(app, &status);
   AddDiffCommand(app, &status);
+  AddReportCommand(app, &status);
   bool remote = false;
   AddRemoteCommands(app, &status, &remote);
   // Every subcommand's --help states the exit codes too, after its own footer,

@@ -680,7 +680,8 @@ def _option_lines(help_text: str) -> dict:
 
 
 @pytest.mark.parametrize("command", [[], ["quantize"], ["model"], ["model", "init"], ["model", "forward"],
-                                     ["model", "bench"], ["calib"], ["calib", "synth"], ["inspect"], ["diff"]])
+                                     ["model", "bench"], ["calib"], ["calib", "synth"], ["inspect"], ["diff"],
+                                     ["report"]])
 def test_every_help_states_the_exit_codes_once(autoquant_bin, command):
     proc = qh.run(autoquant_bin, *command, "--help")
     assert proc.returncode == 0, proc.stderr
