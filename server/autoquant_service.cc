@@ -5,6 +5,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "core/eval/report.h"
+#include "core/quant/scheme_name.h"
 #include "core/util/build_info.h"
 #include "core/util/status_macros.h"
 #include "server/grpc_status.h"
@@ -202,6 +204,44 @@ grpc::ServerUnaryReactor* AutoQuantService::EvaluateScheme(grpc::CallbackServerC
     return FillJob(d_, job, resp);
   }();
   return Reply(ctx, d_, "EvaluateScheme", s);
+}
+
+grpc::ServerUnaryReactor* AutoQuantService::GetReport(grpc::CallbackServerContext* ctx,
+                                                      const v1::GetReportRequest* req, v1::Report* resp) {
+  absl::Status s = [&]() -> absl::Status {
+    RETURN_IF_ERROR(d_->auth->Check(*ctx));
+    if (req->job_ids_size() + req->schemes_size() == 0) {
+      return absl::InvalidArgumentError("a report needs job_ids or schemes (evaluated schemes under the models root)");
+    }
+    std::vector<ReportPoint> points;
+    auto add = [&](const std::filesystem::path& dir) -> absl::Status {
+      auto p = ReadReportPoint(dir);
+      if (!p.ok()) return p.status();
+      points.push_back(*std::move(p));
+      return absl::OkStatus();
+    };
+    for (const auto& id : req->job_ids()) {
+      ASSIGN_OR_RETURN(Job job, d_->jobs->Get(id));
+      if (job.state != JobState::kSucceeded || !job.result || job.result->output_dir.empty()) {
+        return absl::FailedPreconditionError(absl::StrCat("job ", id, " (scheme ", job.spec.scheme, ") is ",
+                                                          JobStateName(job.state),
+                                                          "; a report needs succeeded, evaluated jobs"));
+      }
+      RETURN_IF_ERROR(add(job.result->output_dir));
+    }
+    for (const auto& scheme : req->schemes()) {
+      RETURN_IF_ERROR(ValidateSchemeName(scheme));
+      RETURN_IF_ERROR(add(std::filesystem::path(d_->models_root) / scheme));
+    }
+    ReportOptions options;
+    options.allow_mixed_inputs = req->allow_mixed();
+    ASSIGN_OR_RETURN(nlohmann::ordered_json report, BuildReport(std::move(points), options));
+    resp->set_report_json(report.dump(2));
+    resp->set_report_markdown(ReportMarkdown(report));
+    for (const auto& line : ReportFindingLines(report)) resp->add_findings(line);
+    return absl::OkStatus();
+  }();
+  return Reply(ctx, d_, "GetReport", s);
 }
 
 grpc::ServerUnaryReactor* AutoQuantService::GetStatus(grpc::CallbackServerContext* ctx,

@@ -32,6 +32,8 @@ class AutoQuantService final : public v1::AutoQuant::CallbackService {
                                           v1::ServerInfo* resp) override;
   grpc::ServerUnaryReactor* EvaluateScheme(grpc::CallbackServerContext* ctx, const v1::EvaluateSchemeRequest* req,
                                            v1::Job* resp) override;
+  grpc::ServerUnaryReactor* GetReport(grpc::CallbackServerContext* ctx, const v1::GetReportRequest* req,
+                                      v1::Report* resp) override;
 
  private:
   DaemonContext* d_;

@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "client/cli/remote/remote_commands.h"
 #include "core/eval/report.h"
 #include "core/util/file_util.h"
 #include "core/util/path_guard.h"
@@ -225,7 +226,13 @@ void AddReportCommand(CLI::App& app, absl::Status* status) {
       "Exit 1 also when two schemes are the same model (equal tensor digests or per-sample "
       "numbers), after writing the report; exit 2 when a scheme has no evaluation.json or the "
       "plot cannot be drawn (report.json and report.md are written by then).");
-  // Job ids: set o->resolve_job here once the report can ask a daemon (see ReportCommandOptions).
+  cmd->add_option("--server", o->server,
+                  "daemon to ask for job ids' output directories (else $AUTOQUANT_SERVER, else "
+                  "127.0.0.1:50051); the directories must be readable here (a shared models volume)");
+  o->resolve_job = [o](const std::string& job_id) -> absl::StatusOr<fs::path> {
+    ASSIGN_OR_RETURN(std::string dir, RemoteJobOutputDir(o->server, job_id));
+    return fs::path(dir);
+  };
   cmd->callback([o, status] { *status = RunReport(*o, std::cout, std::cerr); });
 }
 

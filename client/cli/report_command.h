@@ -39,6 +39,7 @@ struct ReportCommandOptions {
   // saying that job ids need a daemon; the daemon-backed commands set it to look the job's
   // output directory up.
   JobDirResolver resolve_job;
+  std::string server;  // for job ids; empty: $AUTOQUANT_SERVER
   // The interpreter for the plot; empty: $AUTOQUANT_PYTHON, else python3 on PATH.
   std::string python;
 };

@@ -125,4 +125,9 @@ absl::StatusOr<nlohmann::ordered_json> BuildReport(std::vector<ReportPoint> poin
 // linking report.png. `report` is BuildReport's output.
 std::string ReportMarkdown(const nlohmann::ordered_json& report);
 
+// The findings as one line each, loudest first (identical schemes, mixed
+// inputs, non-finite generation, then inversions marked within / beyond
+// noise): what GetReport returns as `findings`.
+std::vector<std::string> ReportFindingLines(const nlohmann::ordered_json& report);
+
 }  // namespace autoquant

@@ -105,4 +105,20 @@ std::string ReportMarkdown(const ojson& report) {
   return md;
 }
 
+std::vector<std::string> ReportFindingLines(const ojson& report) {
+  std::vector<std::string> lines;
+  const ojson& f = report["findings"];
+  for (const char* key : {"identical_schemes", "mixed_inputs", "non_finite_generation"}) {
+    if (!f.contains(key)) continue;
+    for (const ojson& item : f[key]) lines.push_back(item.value("message", ""));
+  }
+  if (f.contains("inversions")) {
+    for (const ojson& item : f["inversions"]) {
+      lines.push_back(absl::StrCat("inversion ", item.value("within_noise", false) ? "(within noise)" : "(beyond noise)",
+                                   ": ", item.value("message", "")));
+    }
+  }
+  return lines;
+}
+
 }  // namespace autoquant

@@ -317,3 +317,24 @@ void AddRemoteCommands(CLI::App& app, absl::Status* status, bool* ran) {
 }
 
 }  // namespace autoquant::cli
+
+namespace autoquant::cli {
+
+absl::StatusOr<std::string> RemoteJobOutputDir(const std::string& server, const std::string& job_id) {
+  ConnectionOptions o;
+  o.server = server;
+  ASSIGN_OR_RETURN(Connection c, Connect(o));
+  v1::GetStatusRequest req;
+  req.set_job_id(job_id);
+  v1::Job job;
+  auto ctx = c.Context();
+  RETURN_IF_ERROR(c.Check(c.stub()->GetStatus(ctx.get(), req, &job), "GetStatus"));
+  if (job.state() != v1::JOB_STATE_SUCCEEDED || job.result().output_dir().empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", job_id, " (scheme ", job.scheme(), ") is ",
+                                                      v1::JobState_Name(job.state()),
+                                                      "; a report needs succeeded, evaluated jobs"));
+  }
+  return job.result().output_dir();
+}
+
+}  // namespace autoquant::cli

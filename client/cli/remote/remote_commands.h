@@ -20,12 +20,22 @@
 #pragma once
 
 #include "CLI/CLI.hpp"
+#include <string>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace autoquant::cli {
 
 // Adds the commands to `app`. When one of them runs, it sets *ran to true and
 // its outcome to *status.
 void AddRemoteCommands(CLI::App& app, absl::Status* status, bool* ran);
+
+// The output directory of a succeeded job, asked of the daemon at `server`
+// (empty: $AUTOQUANT_SERVER, else the default; token and TLS from the
+// environment as for the remote commands). FailedPrecondition for a job that
+// has not succeeded; the daemon's codes otherwise. For `autoquant report JOB`:
+// the directory is read locally, so it must be on a volume shared with the daemon.
+absl::StatusOr<std::string> RemoteJobOutputDir(const std::string& server, const std::string& job_id);
 
 }  // namespace autoquant::cli
