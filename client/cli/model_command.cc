@@ -7,19 +7,22 @@
 #include <chrono>
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "core/io/checkpoint.h"
 #include "core/io/safetensors_file.h"
 #include "core/io/safetensors_writer.h"
 #include "core/model/device.h"
 #include "core/model/qwen2_5_vl/calib_set.h"
+#include "core/model/qwen2_5_vl/generate.h"
 #include "core/model/qwen2_5_vl/model.h"
-#include "core/quant/scheme_loader.h"
 #include "core/model/qwen2_5_vl/presets.h"
 #include "core/model/qwen2_5_vl/weights.h"
+#include "core/quant/scheme_loader.h"
 #include "client/cli/leftovers.h"
 #include "client/cli/output_recognisers.h"
 #include "core/util/file_util.h"
@@ -48,6 +51,58 @@ absl::StatusOr<Qwen2_5_VLModel> Load(const std::string& dir, torch::Device devic
     return scheme.model;
   }
   return LoadQwen2_5_VL(ckpt, device, dtype);
+}
+
+// A JSON token id or list of them (eos_token_id's two forms); nullopt for anything else.
+std::optional<std::vector<int64_t>> TokenIds(const nlohmann::json& j) {
+  if (j.is_number_integer()) return std::vector<int64_t>{j.get<int64_t>()};
+  if (!j.is_array()) return std::nullopt;
+  std::vector<int64_t> ids;
+  for (const auto& e : j) {
+    if (!e.is_number_integer()) return std::nullopt;
+    ids.push_back(e.get<int64_t>());
+  }
+  return ids;
+}
+
+// What transformers' generate stops on by default: generation_config.json's
+// eos_token_id, else config.json's (top level, then text_config). Empty when
+// neither names one.
+absl::StatusOr<std::vector<int64_t>> EosTokenIds(const std::filesystem::path& dir) {
+  for (const char* name : {"generation_config.json", "config.json"}) {
+    const std::filesystem::path path = dir / name;
+    if (!std::filesystem::exists(path)) continue;
+    ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+    nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not a JSON object"));
+    for (const nlohmann::json* scope : {&j, j.contains("text_config") ? &j["text_config"] : nullptr}) {
+      if (scope == nullptr || !scope->is_object() || !scope->contains("eos_token_id")) continue;
+      const nlohmann::json& eos = (*scope)["eos_token_id"];
+      if (eos.is_null()) return std::vector<int64_t>{};
+      std::optional<std::vector<int64_t>> ids = TokenIds(eos);
+      if (!ids) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path.string(), ": eos_token_id must be a token id or a list of them, got ", eos.dump()));
+      }
+      return *ids;
+    }
+  }
+  return std::vector<int64_t>{};
+}
+
+absl::StatusOr<std::vector<int64_t>> StopTokenIds(const std::string& flag, const std::string& model_dir) {
+  if (flag == "eos") return EosTokenIds(model_dir);
+  if (flag == "none") return std::vector<int64_t>{};
+  std::vector<int64_t> ids;
+  for (absl::string_view part : absl::StrSplit(flag, ',')) {
+    int64_t id = 0;
+    if (!absl::SimpleAtoi(part, &id)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--stop-token-ids must be eos, none or comma-separated token ids, got '", flag, "'"));
+    }
+    ids.push_back(id);
+  }
+  return ids;
 }
 
 }  // namespace
@@ -114,6 +169,38 @@ absl::Status RunModelForward(const ModelForwardOptions& o) {
                    SafetensorsWriter::Create(o.output, {spec}, {{"format", "pt"}, {"autoquant.format", kLogitsFormat}}));
   RETURN_IF_ERROR(writer.Write(logits));
   return writer.Finish();
+}
+
+absl::Status RunModelGenerate(const ModelGenerateOptions& o, std::ostream& out) {
+  ASSIGN_OR_RETURN(torch::Device device, ParseDevice(o.device));
+  ASSIGN_OR_RETURN(torch::ScalarType dtype, ParseDtype(o.dtype, device));
+  GenerateOptions gen;
+  gen.max_new_tokens = o.max_new_tokens;
+  ASSIGN_OR_RETURN(gen.stop_token_ids, StopTokenIds(o.stop_token_ids, o.model));
+  ASSIGN_OR_RETURN(CalibSet set, CalibSet::Load(o.inputs));
+  if (o.sample < 0 || o.sample >= set.num_samples()) {
+    return absl::InvalidArgumentError(absl::StrCat("--sample ", o.sample, " is not a sample of ", o.inputs, " (it has ",
+                                                   set.num_samples(), ")"));
+  }
+  ASSIGN_OR_RETURN(Qwen2_5_VLInputs prompt, set.Sample(o.sample));
+  ASSIGN_OR_RETURN(Qwen2_5_VLModel model, Load(o.model, device, dtype));
+  ASSIGN_OR_RETURN(GenerateResult r, GreedyGenerate(model, prompt, gen));
+  const double tokens_per_second = r.decode_steps > 0 ? r.decode_steps / r.decode_seconds : 0.0;
+  if (o.json) {
+    nlohmann::ordered_json j;
+    j["tokens"] = r.tokens;
+    j["finite"] = r.finite;
+    j["prefill_seconds"] = r.prefill_seconds;
+    j["decode_seconds"] = r.decode_seconds;
+    j["tokens_per_second"] = tokens_per_second;
+    out << j.dump() << "\n";
+    return absl::OkStatus();
+  }
+  out << "tokens: " << absl::StrJoin(r.tokens, " ") << "\n";
+  if (!r.finite) out << "non-finite logits after " << r.tokens.size() << " tokens: generation stopped there\n";
+  out << "prefill: " << r.prefill_seconds << " s; decode: " << r.decode_steps << " steps in " << r.decode_seconds
+      << " s (" << tokens_per_second << " tokens/s)\n";
+  return absl::OkStatus();
 }
 
 absl::Status RunModelBench(const ModelBenchOptions& o, std::ostream& out) {
@@ -195,6 +282,22 @@ void AddModelCommand(CLI::App& app, absl::Status* status) {
   c->add_option("--device", fwd->device, "cpu | cuda");
   c->add_option("--dtype", fwd->dtype, "float32 | bfloat16 (default: float32 on cpu, bfloat16 on cuda)");
   c->callback([fwd, status] { *status = RunModelForward(*fwd); });
+
+  auto gen = std::make_shared<ModelGenerateOptions>();
+  c = model->add_subcommand("generate", "Greedy generation from one sample of a calibration-format file");
+  c->add_option("--model", gen->model, "checkpoint or scheme directory")->required()->check(CLI::ExistingDirectory);
+  c->add_option("--inputs", gen->inputs, "calibration-format .safetensors (autoquant.calib.v1)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  c->add_option("--sample", gen->sample, "index of the sample to continue (its padding is stripped)")->required();
+  c->add_option("--max-new-tokens", gen->max_new_tokens, "tokens to generate at most");
+  c->add_option("--stop-token-ids", gen->stop_token_ids,
+                "eos (the model's eos_token_id) | none | comma-separated ids; stops after emitting one");
+  c->add_option("--device", gen->device, "auto | cpu | cuda");
+  c->add_option("--dtype", gen->dtype, "float32 | bfloat16 (default: float32 on cpu, bfloat16 on cuda)");
+  c->add_flag("--json", gen->json,
+              "print {tokens, finite, prefill_seconds, decode_seconds, tokens_per_second (decode steps per second)}");
+  c->callback([gen, status] { *status = RunModelGenerate(*gen, std::cout); });
 
   auto bench = std::make_shared<ModelBenchOptions>();
   c = model->add_subcommand("bench", "Time the forward pass on synthetic inputs; prints JSON");

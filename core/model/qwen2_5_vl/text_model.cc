@@ -17,12 +17,17 @@ TextAttentionImpl::TextAttentionImpl(const Qwen2_5_VLTextConfig& c)
   o_proj = register_module("o_proj", Linear(heads_ * head_dim_, c.hidden_size, false));
 }
 
-torch::Tensor TextAttentionImpl::forward(const torch::Tensor& x, const DecoderInputs& in) {
+torch::Tensor TextAttentionImpl::forward(const torch::Tensor& x, const DecoderInputs& in, LayerKvCache* cache) {
   const int64_t b = x.size(0), s = x.size(1);
   torch::Tensor q = q_proj->forward(x).view({b, s, -1, head_dim_}).transpose(1, 2);
   torch::Tensor k = k_proj->forward(x).view({b, s, -1, head_dim_}).transpose(1, 2);
   torch::Tensor v = v_proj->forward(x).view({b, s, -1, head_dim_}).transpose(1, 2);
   std::tie(q, k) = ApplyRotaryInDtype(q, k, in.cos, in.sin);
+  if (cache != nullptr) {
+    TORCH_CHECK(cache->length() == 0 || (s == 1 && !in.mask.defined()),
+                "a KV cache holding tokens takes one new token without a mask, got ", s, " tokens");
+    std::tie(k, v) = cache->Append(k, v);
+  }
   torch::Tensor a = CausalAttention(q, k, v, in.mask, 1.0 / std::sqrt(double(head_dim_)));
   return o_proj->forward(a.transpose(1, 2).reshape({b, s, -1}).contiguous());
 }
@@ -34,8 +39,8 @@ DecoderLayerImpl::DecoderLayerImpl(const Qwen2_5_VLTextConfig& c) {
   post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
 }
 
-torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& hidden, const DecoderInputs& in) {
-  torch::Tensor h = hidden + self_attn->forward(input_layernorm->forward(hidden), in);
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& hidden, const DecoderInputs& in, LayerKvCache* cache) {
+  torch::Tensor h = hidden + self_attn->forward(input_layernorm->forward(hidden), in, cache);
   return h + mlp->forward(post_attention_layernorm->forward(h));
 }
 

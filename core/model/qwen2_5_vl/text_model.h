@@ -5,7 +5,8 @@
 //
 // Each DecoderLayer is callable on its own with the DecoderInputs that
 // Qwen2_5_VLModel::Prepare builds, so the quantization engine can run the
-// decoder layer by layer.
+// decoder layer by layer. Generation (generate.h) passes each layer its
+// LayerKvCache as well; without one a forward sees only its own tokens.
 #pragma once
 
 #include <torch/nn/module.h>
@@ -18,6 +19,7 @@
 #include "core/io/qwen2_5_vl_config.h"
 #include "core/model/layers/embedding.h"
 #include "core/model/layers/gated_mlp.h"
+#include "core/model/layers/kv_cache.h"
 #include "core/model/layers/linear.h"
 #include "core/model/layers/rms_norm.h"
 
@@ -36,8 +38,12 @@ struct DecoderInputs {
 class TextAttentionImpl : public torch::nn::Module {
  public:
   explicit TextAttentionImpl(const Qwen2_5_VLTextConfig& c);
-  // x: [B, S, hidden] -> [B, S, hidden]
-  torch::Tensor forward(const torch::Tensor& x, const DecoderInputs& in);
+  // x: [B, S, hidden] -> [B, S, hidden]. With a cache, x holds the S tokens
+  // after the cache's length() (in.cos/sin are theirs) and attends to the
+  // cached keys too; the new keys and values are appended. A cache that holds
+  // tokens takes one token at a time (in.mask undefined): SDPA's causal flag
+  // would misalign a longer query against the cached keys.
+  torch::Tensor forward(const torch::Tensor& x, const DecoderInputs& in, LayerKvCache* cache = nullptr);
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
@@ -48,8 +54,8 @@ TORCH_MODULE(TextAttention);
 class DecoderLayerImpl : public torch::nn::Module {
  public:
   explicit DecoderLayerImpl(const Qwen2_5_VLTextConfig& c);
-  // hidden: [B, S, hidden] -> [B, S, hidden]
-  torch::Tensor forward(const torch::Tensor& hidden, const DecoderInputs& in);
+  // hidden: [B, S, hidden] -> [B, S, hidden]; cache: see TextAttentionImpl::forward.
+  torch::Tensor forward(const torch::Tensor& hidden, const DecoderInputs& in, LayerKvCache* cache = nullptr);
   TextAttention self_attn{nullptr};
   GatedMlp mlp{nullptr};
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
