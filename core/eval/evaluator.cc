@@ -180,7 +180,7 @@ absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Create(Engine* engine, con
         if (same_pixels) {
           return absl::InvalidArgumentError(absl::StrCat(
               "evaluation sample ", i, " is calibration sample ", it->second,
-              ": the evaluation set must hold out its samples from calibration"));
+              ": an evaluation set must be held out from calibration (other samples)"));
         }
       }
     }

@@ -26,7 +26,7 @@ def deployed_fp8_model(base_dir, scheme_dir):
                   qh.to_tensor(tensors[n + ".input_scale"]).float().reshape(())) for n in names}
     fused = {}
     for n in names:
-        parent, leaf = n.rsplit(".", 1)
+        parent, _, leaf = n.rpartition(".")
         if leaf in FUSED:
             fused.setdefault((parent, FUSED[leaf]), []).append(n)
     shared = dict(scales)
