@@ -3,8 +3,10 @@
 # (scripts/setup.sh), generates a tiny random Qwen2.5-VL and a synthetic
 # calibration set, starts autoquantd on them (SQLite store, GPU if there is one,
 # else CPU), sweeps top10/top50/top100 through the `autoquant` CLI with
-# progress (one baseline shared by the three), proves with `autoquant diff`
-# that the schemes really differ, and stops the daemon cleanly (SIGTERM, exit 0).
+# progress (one baseline shared by the three), evaluates each against the base
+# model on a held-out evaluation set, proves with `autoquant diff` that the
+# schemes really differ, writes the coverage trade-off report (report.md,
+# report.json, report.png) and stops the daemon cleanly (SIGTERM, exit 0).
 # Usage: scripts/demo.sh [WORKDIR]   (default: ./demo-out; a repeat run replaces its schemes)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,10 +23,12 @@ say "a tiny random Qwen2.5-VL and a synthetic calibration set in $WORK"
 [ -d "$WORK/base" ] || "$AQ" model init --preset tiny --out "$WORK/base" --seed 0
 [ -f "$WORK/calib.safetensors" ] || "$AQ" calib synth --model "$WORK/base" --out "$WORK/calib.safetensors" \
   --samples 16 --seq-len 96 --images-per-sample 1 --image-size 56x56 --seed 1
+[ -f "$WORK/eval.safetensors" ] || "$AQ" calib synth --model "$WORK/base" --out "$WORK/eval.safetensors" \
+  --samples 12 --seq-len 96 --images-per-sample 1 --image-size 56x56 --seed 2   # held out: another seed
 
 say "autoquantd: loads the model and the calibration set once, keeps them on the device"
 "$AQD" --model "$WORK/base" --calib "$WORK/calib.safetensors" --models-root "$WORK/models" \
-  --listen 127.0.0.1:0 --metrics 127.0.0.1:0 --device auto >"$WORK/autoquantd.out" 2>"$WORK/autoquantd.log" &
+  --eval-set "$WORK/eval.safetensors" --listen 127.0.0.1:0 --metrics 127.0.0.1:0 --device auto >"$WORK/autoquantd.out" 2>"$WORK/autoquantd.log" &
 DAEMON=$!
 stop_daemon() {
   if kill -0 "$DAEMON" 2>/dev/null; then
@@ -45,11 +49,16 @@ until "$AQ" server info --json 2>/dev/null | grep -q '"serving": *true'; do
 done
 "$AQ" server info
 
-say "one sweep, three schemes: autoquant sweep --coverages top10,top50,top100 --wait"
-"$AQ" sweep --coverages top10,top50,top100 --overwrite --wait
+say "one sweep, three schemes, each evaluated: autoquant sweep --coverages top10,top50,top100 --evaluate --wait"
+"$AQ" sweep --coverages top10,top50,top100 --overwrite --evaluate --wait
 
 say "do they really differ? autoquant diff"
 "$AQ" diff "$WORK/models/top10" "$WORK/models/top50" "$WORK/models/top100"
+
+say "the coverage trade-off: autoquant report (report.md, report.json, report.png)"
+AUTOQUANT_PYTHON="${AUTOQUANT_PYTHON:-${AUTOQUANT_CACHE:-$HOME/.cache/autoquant}/venv/bin/python}" \
+  "$AQ" report "$WORK/models/top10" "$WORK/models/top50" "$WORK/models/top100" --out "$WORK/report" --overwrite
+sed -n '1,/^## Findings/p' "$WORK/report/report.md"
 
 say "stopping autoquantd (SIGTERM: drain, exit 0)"
 trap - EXIT
@@ -58,4 +67,5 @@ rc=0
 wait "$DAEMON" || rc=$?
 [ "$rc" -eq 0 ] || { echo "autoquantd exited with $rc; its log: $WORK/autoquantd.log"; exit 1; }
 echo "schemes: $WORK/models/{top10,top50,top100}; daemon log: $WORK/autoquantd.log;" \
-  "per-layer sensitivity: $WORK/models/top50/layer-sensitivity/per-layer-sensitivity.md"
+  "per-layer sensitivity: $WORK/models/top50/layer-sensitivity/per-layer-sensitivity.md;" \
+  "report: $WORK/report/report.md"

@@ -2,6 +2,7 @@
 tested one): a daemon on the tiny model, a sweep through the CLI, diff, SIGTERM exit 0; and again in
 the same directory, which replaces its own schemes."""
 import os
+import json
 import subprocess
 
 from aq_paths import BUILD_DIR, REPO
@@ -17,5 +18,10 @@ def test_demo_runs_twice(tmp_path):
         assert "SUCCEEDED" in p.stdout
         for scheme in ("top10", "top50", "top100"):
             assert (tmp_path / "demo" / "models" / scheme / "config.json").exists()
+            assert (tmp_path / "demo" / "models" / scheme / "layer-sensitivity" / "evaluation.json").exists()
+        report = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
+        assert [p["scheme"] for p in report["points"]] == ["top10", "top50", "top100"]
+        assert report["findings"]["identical_schemes"] == []
+        assert (tmp_path / "demo" / "report" / "report.png").stat().st_size > 10_000
     assert "stopped cleanly" in (tmp_path / "demo" / "autoquantd.log").read_text()
     assert subprocess.run(["pgrep", "-f", str(tmp_path / "demo" / "base")], capture_output=True).returncode == 1

@@ -200,3 +200,39 @@ TEST_F(SchemeOverlayTest, RefusesWhatVllmOrTheBaseWouldNotMatch) {
 
 }  // namespace
 }  // namespace autoquant
+
+namespace autoquant {
+namespace {
+
+// _scaled_mm against exact emulation on the GPU (skipped without FP8 matmul):
+// 3B-shaped Linears, bf16 activations. Both compute the same e4m3 products;
+// they differ in accumulation order and in when bf16 rounding happens.
+// Stated tolerance: |Δ| <= 1e-2 * max|y| elementwise (bf16 output has 8 bits of mantissa).
+TEST(Fp8LinearHookTest, ScaledMmAgreesWithEmulationOnTheGpu) {
+  if (!HasFp8Matmul(torch::Device(torch::kCUDA, 0))) GTEST_SKIP() << "no GPU with FP8 matmul";
+  torch::manual_seed(0);
+  const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  for (auto [in, out] : {std::pair<int64_t, int64_t>{2048, 11008}, {11008, 2048}, {2048, 256}}) {
+    Linear lin(in, out, /*bias=*/out == 256);
+    lin->weight = torch::randn({out, in}, opts) * 0.02;
+    if (lin->bias.defined()) lin->bias = torch::randn({out}, opts);
+    torch::Tensor ws = Fp8ScaleFromAmax(Amax(lin->weight));
+    torch::Tensor wq = QuantizeFp8(lin->weight, ws);
+    torch::Tensor x = torch::randn({4, 768, in}, opts);
+    torch::Tensor is = Fp8ScaleFromAmax(Amax(x));
+    Fp8LinearHook fast(wq, ws.reshape({}), is.reshape({}), Fp8Matmul::kScaledMm);
+    Fp8LinearHook exact(wq, ws.reshape({}), is.reshape({}), Fp8Matmul::kEmulated);
+    ASSERT_TRUE(fast.uses_scaled_mm());
+    torch::Tensor a = fast.Forward(*lin, x).to(torch::kFloat32), b = exact.Forward(*lin, x).to(torch::kFloat32);
+    const double scale = b.abs().max().item<double>();
+    const double max_diff = (a - b).abs().max().item<double>();
+    const double mean_rel = ((a - b).abs().mean() / b.abs().mean()).item<double>();
+    std::cout << "[scaled_mm vs emulated] " << in << "x" << out << ": max |diff| " << max_diff << " (max |y| "
+              << scale << "), mean rel " << mean_rel << "\n";
+    EXPECT_LE(max_diff, 1e-2 * scale);
+    EXPECT_LT(mean_rel, 1e-3);
+  }
+}
+
+}  // namespace
+}  // namespace autoquant
