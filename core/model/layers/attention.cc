@@ -110,6 +110,18 @@ torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, co
                                           /*is_causal=*/false, scale);
 }
 
+torch::Tensor DecodeAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                              double scale) {
+  const bool half = q.scalar_type() == torch::kBFloat16 || q.scalar_type() == torch::kFloat16;
+  if (!q.is_cuda() || !half) return CausalAttention(q, k, v, /*mask=*/{}, scale);
+  return internal::FlashOrFallback(
+      [&] {
+        return std::get<0>(at::_scaled_dot_product_flash_attention(q, k, v, 0.0, /*is_causal=*/false,
+                                                                   /*return_debug_mask=*/false, scale));
+      },
+      [&] { return CausalAttention(q, k, v, /*mask=*/{}, scale); });
+}
+
 torch::Tensor PaddedCausalMask(const torch::Tensor& attention_mask) {
   const int64_t s = attention_mask.size(1);
   auto opts = torch::dtype(torch::kBool).device(attention_mask.device());

@@ -28,6 +28,17 @@ torch::Tensor SegmentAttention(const torch::Tensor& q, const torch::Tensor& k, c
 torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                               const torch::Tensor& mask, double scale);
 
+// One new token attending to every cached key (a decode step of generation).
+// q: [B, heads, 1, D]; k, v: [B, kv_heads, L, D], views of a KV cache (last
+// dim contiguous). -> [B, heads, 1, D].
+// CUDA with bf16/fp16: the flash kernel directly (it takes grouped KV heads).
+// SDPA's own dispatch picks cuDNN attention on Hopper, which builds and caches
+// a graph for every new key length: ~40 ms per step on an H200, as the key
+// length grows by one each step. Falls back to CausalAttention where the flash
+// kernel is unavailable (internal::IsFlashUnavailable), and elsewhere.
+torch::Tensor DecodeAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                              double scale);
+
 // k: [B, kv_heads, S, D] -> [B, kv_heads * n_rep, S, D] (transformers' repeat_kv).
 torch::Tensor RepeatKv(const torch::Tensor& k, int64_t n_rep);
 

@@ -23,12 +23,17 @@ torch::Tensor TextAttentionImpl::forward(const torch::Tensor& x, const DecoderIn
   torch::Tensor k = k_proj->forward(x).view({b, s, -1, head_dim_}).transpose(1, 2);
   torch::Tensor v = v_proj->forward(x).view({b, s, -1, head_dim_}).transpose(1, 2);
   std::tie(q, k) = ApplyRotaryInDtype(q, k, in.cos, in.sin);
-  if (cache != nullptr) {
-    TORCH_CHECK(cache->length() == 0 || (s == 1 && !in.mask.defined()),
+  const double scale = 1.0 / std::sqrt(double(head_dim_));
+  torch::Tensor a;
+  if (cache != nullptr && cache->length() > 0) {  // a decode step
+    TORCH_CHECK(s == 1 && !in.mask.defined(),
                 "a KV cache holding tokens takes one new token without a mask, got ", s, " tokens");
     std::tie(k, v) = cache->Append(k, v);
+    a = DecodeAttention(q, k, v, scale);
+  } else {
+    if (cache != nullptr) std::tie(k, v) = cache->Append(k, v);  // the prefill
+    a = CausalAttention(q, k, v, in.mask, scale);
   }
-  torch::Tensor a = CausalAttention(q, k, v, in.mask, 1.0 / std::sqrt(double(head_dim_)));
   return o_proj->forward(a.transpose(1, 2).reshape({b, s, -1}).contiguous());
 }
 

@@ -78,5 +78,35 @@ TEST(SegmentAttentionTest, SegmentsDoNotAttendToEachOther) {
   EXPECT_TRUE(torch::allclose(whole.narrow(0, 0, 2), first));
 }
 
+// q: [1, 16, 1, 64] against keys that are views of a longer cache buffer, with
+// 2 KV heads: what a decode step passes.
+struct DecodeCase {
+  torch::Tensor q, k, v;
+};
+DecodeCase MakeDecodeCase(torch::TensorOptions opts) {
+  torch::manual_seed(0);
+  torch::Tensor buf_k = torch::randn({1, 2, 64, 64}), buf_v = torch::randn({1, 2, 64, 64});
+  return {torch::randn({1, 16, 1, 64}).to(opts), buf_k.to(opts).narrow(2, 0, 37),
+          buf_v.to(opts).narrow(2, 0, 37)};
+}
+
+TEST(DecodeAttentionTest, OnTheCpuIsCausalAttention) {
+  torch::InferenceMode guard;
+  DecodeCase c = MakeDecodeCase(torch::kFloat32);
+  EXPECT_TRUE(torch::equal(DecodeAttention(c.q, c.k, c.v, 0.125),
+                           CausalAttention(c.q, c.k, c.v, /*mask=*/{}, 0.125)));
+}
+
+TEST(DecodeAttentionTest, CudaBf16MatchesFloat32Reference) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device visible";
+  torch::InferenceMode guard;
+  DecodeCase c = MakeDecodeCase(torch::dtype(torch::kBFloat16).device(torch::kCUDA));
+  torch::Tensor out = DecodeAttention(c.q, c.k, c.v, 0.125).to(torch::kCPU, torch::kFloat32);
+  auto f32 = [](const torch::Tensor& t) { return t.to(torch::kCPU, torch::kFloat32); };
+  torch::Tensor ref = CausalAttention(f32(c.q), f32(c.k), f32(c.v), /*mask=*/{}, 0.125);
+  EXPECT_EQ(out.sizes(), ref.sizes());
+  EXPECT_LE((out - ref).abs().max().item<double>(), 2e-2);  // bf16 output rounding
+}
+
 }  // namespace
 }  // namespace autoquant
