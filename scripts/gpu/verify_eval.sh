@@ -6,7 +6,8 @@
 #      --coverages 10,50,100 --evaluate --wait --json`: eval time per scheme, generation tokens/s
 #   3. a second daemon with --eval-fp8-matmul emulated: `autoquant eval` of the same three schemes
 #   4. bench/eval/eval_bench.py compare: _scaled_mm against emulation, per sample and in summary
-# Writes eval-bench.{json,md}, the evaluation.json files, jobs JSON and daemon logs to $OUT.
+# Writes eval-bench.{json,md} and verify-eval.log to $OUT, and eval-results.tgz: the evaluation.json
+# files of both runs, the jobs' JSON, the daemon logs, server info and the report.
 set -uo pipefail
 OUT="${OUT:-/tmp/aq-out}"
 mkdir -p "$OUT"
@@ -32,27 +33,31 @@ t "$AQ" calib synth --model "$W/base" --out "$W/eval-txt.safetensors" --samples 
 "$PY" "$ROOT/bench/eval/eval_bench.py" merge "$W/eval.safetensors" "$W/eval-img.safetensors" "$W/eval-txt.safetensors" \
   || { echo "merging the evaluation set failed"; exit 2; }
 
-start_daemon() {  # $1: log name, rest: extra flags. Sets PID and PORT.
-  local log="$OUT/$1"; shift
+start_daemon() {  # $1: name (logs), rest: extra flags. Sets PID and PORT.
+  local name="$1" log="$OUT/daemon-$1.log"; shift
   "$AQD" --model "$W/base" --calib "$W/calib.safetensors" --models-root "$M" --listen 127.0.0.1:0 \
     --metrics 127.0.0.1:0 --device cuda --batch-size 4 --eval-set "$W/eval.safetensors" \
-    --eval-generate-tokens "$GEN" --eval-generate-prompts 2 "$@" > "$OUT/port.txt" 2> "$log" &
+    --eval-generate-tokens "$GEN" --eval-generate-prompts 2 "$@" > "$OUT/port-$name.txt" 2> "$log" &
   PID=$!
   local s=$SECONDS
-  until [ -s "$OUT/port.txt" ]; do sleep 0.2; [ $((SECONDS - s)) -lt 120 ] || { echo "no port"; return 1; }; done
-  PORT=$(head -1 "$OUT/port.txt")
+  until [ -s "$OUT/port-$name.txt" ]; do sleep 0.2; [ $((SECONDS - s)) -lt 120 ] || { echo "no port"; return 1; }; done
+  PORT=$(head -1 "$OUT/port-$name.txt")
   export AUTOQUANT_SERVER="127.0.0.1:$PORT"
-  until "$AQ" server info --json > "$OUT/server-info-$1.json" 2>/dev/null && grep -q '"serving": true' "$OUT/server-info-$1.json"; do
+  until "$AQ" server info --json > "$OUT/server-info-$name.json" 2>/dev/null && grep -q '"serving": true' "$OUT/server-info-$name.json"; do
     sleep 0.5; kill -0 $PID 2>/dev/null || { echo "daemon died"; tail -20 "$log"; return 1; }
+    [ $((SECONDS - s)) -lt 180 ] || { echo "daemon not serving after 180 s"; tail -20 "$log"; return 1; }
   done
-  echo "daemon ($1) serving after $((SECONDS - s)) s on port $PORT"
+  echo "daemon ($name) serving after $((SECONDS - s)) s on port $PORT"
 }
 stop_daemon() { kill -TERM $PID; wait $PID; echo "daemon exit $?"; }
 
 rc=0
-start_daemon daemon-scaled.log || exit 1
+echo "== _scaled_mm against emulation per Linear (3B shapes, bf16)"
+"$BIN/quant_test" --gtest_filter='*ScaledMm*' 2>&1 | grep -E "scaled_mm vs|OK|FAILED|SKIPPED"
+
+start_daemon scaled || exit 1
 s=$SECONDS
-t "$AQ" sweep --coverages 10,50,100 --evaluate --wait --json > "$OUT/jobs-scaled.json" || rc=1
+timeout 300 "$AQ" sweep --coverages 10,50,100 --evaluate --wait --json > "$OUT/jobs-scaled.json" || rc=1
 echo "sweep with evaluation: $((SECONDS - s)) s"
 mkdir -p "$OUT/scaled" "$OUT/emulated"
 for s in top10 top50 top100; do cp "$M/$s/layer-sensitivity/evaluation.json" "$OUT/scaled/$s.json"; done
@@ -60,8 +65,8 @@ nvidia-smi --query-gpu=name,memory.used --format=csv | tee "$OUT/nvidia-smi.csv"
 "$AQ" server info --json > "$OUT/server-info-end.json"
 stop_daemon
 
-start_daemon daemon-emulated.log --eval-fp8-matmul emulated || exit 1
-t "$AQ" eval top10 top50 top100 --wait --json > "$OUT/jobs-emulated.json" || rc=1
+start_daemon emulated --eval-fp8-matmul emulated || exit 1
+timeout 200 "$AQ" eval top10 top50 top100 --wait --json > "$OUT/jobs-emulated.json" || rc=1
 for s in top10 top50 top100; do cp "$M/$s/layer-sensitivity/evaluation.json" "$OUT/emulated/$s.json"; done
 stop_daemon
 "$AQ" report "$M/top10" "$M/top50" "$M/top100" --out "$OUT/report" --no-plot || rc=1
@@ -69,4 +74,8 @@ stop_daemon
 "$PY" "$ROOT/bench/eval/eval_bench.py" compare --scaled "$OUT/scaled" --emulated "$OUT/emulated" \
   --jobs "$OUT/jobs-scaled.json" --out "$OUT" || rc=1
 rm -rf /dev/shm/aq-eval
+# At most 8 files come back from the device: the summary, the log, and the rest in one archive.
+(cd "$OUT" && tar czf eval-results.tgz --remove-files scaled emulated report jobs-*.json daemon-*.log \
+  server-info-*.json nvidia-smi.csv port-*.txt 2>/dev/null)
+ls "$OUT"
 exit $rc
