@@ -681,7 +681,7 @@ def _option_lines(help_text: str) -> dict:
 
 @pytest.mark.parametrize("command", [[], ["quantize"], ["model"], ["model", "init"], ["model", "forward"],
                                      ["model", "bench"], ["calib"], ["calib", "synth"], ["inspect"], ["diff"],
-                                     ["report"]])
+                                     ["report"], ["model", "generate"]])
 def test_every_help_states_the_exit_codes_once(autoquant_bin, command):
     proc = qh.run(autoquant_bin, *command, "--help")
     assert proc.returncode == 0, proc.stderr
