@@ -180,12 +180,14 @@ int RunDaemon(const DaemonOptions& o) {
   auto engine = Engine::Create(eo, [](const ProgressEvent& e) {
     if (!e.message.empty()) spdlog::info("[load] {}", e.message);
   });
-  absl::Status warm = engine.ok() ? (*engine)->WarmUp() : engine.status();
-  if (!warm.ok()) {
-    int rc = Fail(warm, "loading the model");
+  // A failure while loading ends the process: the signal thread is parked on its pipe, nothing else holds state.
+  auto fail_loading = [&](const absl::Status& s, const char* what) {
+    int rc = Fail(s, what);
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-    std::_Exit(rc);  // the signal thread is parked on its pipe; nothing else holds state
-  }
+    std::_Exit(rc);
+  };
+  absl::Status warm = engine.ok() ? (*engine)->WarmUp() : engine.status();
+  if (!warm.ok()) fail_loading(warm, "loading the model");
   // Loading CUDA and its libraries may have replaced the handlers.
   if (absl::Status s = InstallStopSignalHandlers(); !s.ok()) spdlog::warn("re-installing signal handlers: {}", std::string(s.message()));
   ctx.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -199,11 +201,7 @@ int RunDaemon(const DaemonOptions& o) {
     ev.generate_prompts = o.eval_generate_prompts;
     ev.fp8_matmul = o.eval_fp8_matmul;
     auto created = Evaluator::Create(engine->get(), ev);
-    if (!created.ok()) {
-      int rc = Fail(created.status(), "loading the evaluation set");
-      server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-      std::_Exit(rc);
-    }
+    if (!created.ok()) fail_loading(created.status(), "loading the evaluation set");
     evaluator = *std::move(created);
     spdlog::info("evaluation set {}: {} samples ({} with images)", o.eval_set, evaluator->samples(),
                  evaluator->samples_with_images());

@@ -29,7 +29,8 @@ int main(int argc, char** argv) {
   AddCalibCommand(app, &status);
   AddQuantizeCommand(app, &status);
   AddDiffCommand(app, &status);
-  AddReportCommand(app, &status);
+  bool asked_daemon = false;
+  AddReportCommand(app, &status, &asked_daemon);
   bool remote = false;
   AddRemoteCommands(app, &status, &remote);
   // Every subcommand's --help states the exit codes too, after its own footer,
@@ -52,7 +53,7 @@ int main(int argc, char** argv) {
   }
   if (!status.ok()) {
     std::cerr << "autoquant: error: " << status.message() << "\n";
-    return remote ? RemoteExitCodeFor(status) : ExitCodeFor(status);
+    return remote || asked_daemon ? RemoteExitCodeFor(status) : ExitCodeFor(status);
   }
   return kExitOk;
 }

@@ -45,9 +45,8 @@ absl::StatusOr<fs::path> ResolveInput(const std::string& arg, const JobDirResolv
   if (resolve_job) return resolve_job(arg);
   return absl::InvalidArgumentError(absl::StrCat(
       "'", arg,
-      "' is not a directory. If it is a job id: reading a job's scheme needs a daemon, "
-      "which `autoquant report` does not ask yet; pass the scheme's directory (the job's output "
-      "directory, shown by `autoquant status ",
+      "' is not a directory, and no daemon is set up to look a job id up; pass the scheme's "
+      "directory (the job's output directory, shown by `autoquant status ",
       arg, "`)"));
 }
 
@@ -203,7 +202,7 @@ absl::Status RunReport(const ReportCommandOptions& o, std::ostream& out, std::os
   return absl::OkStatus();
 }
 
-void AddReportCommand(CLI::App& app, absl::Status* status) {
+void AddReportCommand(CLI::App& app, absl::Status* status, bool* asked_daemon) {
   auto o = std::make_shared<ReportCommandOptions>();
   CLI::App* cmd = app.add_subcommand(
       "report",
@@ -229,7 +228,8 @@ void AddReportCommand(CLI::App& app, absl::Status* status) {
   cmd->add_option("--server", o->server,
                   "daemon to ask for job ids' output directories (else $AUTOQUANT_SERVER, else "
                   "127.0.0.1:50051); the directories must be readable here (a shared models volume)");
-  o->resolve_job = [o](const std::string& job_id) -> absl::StatusOr<fs::path> {
+  o->resolve_job = [o, asked_daemon](const std::string& job_id) -> absl::StatusOr<fs::path> {
+    *asked_daemon = true;
     ASSIGN_OR_RETURN(std::string dir, RemoteJobOutputDir(o->server, job_id));
     return fs::path(dir);
   };

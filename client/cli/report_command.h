@@ -46,6 +46,8 @@ struct ReportCommandOptions {
 
 // `out` gets the paths written, `log` the findings as warnings.
 absl::Status RunReport(const ReportCommandOptions& options, std::ostream& out, std::ostream& log);
-void AddReportCommand(CLI::App& app, absl::Status* status);
+// *asked_daemon becomes true once a job id was looked up on a daemon, so that
+// an unreachable one exits 3 as for the remote commands.
+void AddReportCommand(CLI::App& app, absl::Status* status, bool* asked_daemon);
 
 }  // namespace autoquant::cli

@@ -213,7 +213,13 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (running_id_ == id) cancel_running_ = true;
+    if (running_id_ == id) {
+      cancel_running_ = true;
+    } else {
+      // Claimed by the worker (RUNNING in the store) but not yet its running job: the worker
+      // picks this up when it starts the job, so the cancel is not lost.
+      cancel_pending_.insert(id);
+    }
   }
   RETURN_IF_ERROR(Log(id, "info", "cancel requested; stopping at the next batch, group or shard"));
   j.message = "cancelling";
@@ -261,7 +267,8 @@ void JobManager::WorkerLoop() {
       {
         std::lock_guard<std::mutex> lock(mu_);
         running_id_ = job.id;
-        cancel_running_ = false;
+        cancel_running_ = cancel_pending_.erase(job.id) > 0;
+        cancel_pending_.clear();  // any other entry is a job that finished before its cancel arrived
         requeue_running_ = false;
       }
       if (observer_) observer_->OnStateChange(job, JobState::kQueued);

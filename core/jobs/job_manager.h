@@ -21,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -115,6 +116,7 @@ class JobManager {
   std::string running_id_;
   std::atomic<bool> cancel_running_{false};
   bool requeue_running_ = false;  // set by Drain: the running job goes back to the queue
+  std::set<std::string> cancel_pending_;  // cancels of claimed jobs that were not yet running_id_ (guarded by mu_)
 
   std::mutex sub_mu_;
   std::multimap<std::string, std::weak_ptr<std::function<void()>>> subscribers_;

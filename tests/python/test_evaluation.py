@@ -4,13 +4,18 @@ FP8 Linears computed as vLLM deploys them (eval_reference.py)."""
 import json
 import pathlib
 import subprocess
+import sys
 
 import grpc
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import eval_reference as ref
+from aq_paths import REPO
+
+sys.path.insert(0, str(REPO / "bench" / "eval"))
+import eval_bench  # noqa: E402  (the one merge of calibration-format files, shared with the GPU run)
 from daemon_helpers import Daemon, stubs
 
 GEN_TOKENS = 6
@@ -18,22 +23,7 @@ GEN_TOKENS = 6
 
 def merge_sets(parts, out: pathlib.Path):
     """Concatenates calibration-format files of one seq_len (some with images, some without)."""
-    sets = [load_file(p) for p in parts]
-    merged = {"input_ids": torch.cat([s["input_ids"] for s in sets]),
-              "attention_mask": torch.cat([s["attention_mask"] for s in sets])}
-    pixels = [s["pixel_values"] for s in sets if "pixel_values" in s]
-    grids = [s["image_grid_thw"] for s in sets if "image_grid_thw" in s]
-    if pixels:
-        merged["pixel_values"], merged["image_grid_thw"] = torch.cat(pixels), torch.cat(grids)
-    for key in ("sample_image_offsets", "sample_patch_offsets"):
-        offsets, base = [torch.zeros(1, dtype=torch.int64)], 0
-        for s in sets:
-            offsets.append(s[key][1:] + base)
-            base += int(s[key][-1])
-        merged[key] = torch.cat(offsets)
-    n, length = merged["input_ids"].shape
-    save_file(merged, out, metadata={"format": "pt", "autoquant.format": "autoquant.calib.v1",
-                                     "samples": str(n), "seq_len": str(length)})
+    eval_bench.merge(out, parts)
     return out
 
 

@@ -289,9 +289,12 @@ def test_plot_failure_writes_json_and_md_and_says_how_to_fix(autoquant_bin, swee
 
 
 def test_job_ids_need_a_daemon(autoquant_bin, sweep, tmp_path):
-    proc = report(autoquant_bin, sweep[0], "0f3a9c2e", "--out", tmp_path / "report", "--no-plot")
-    assert proc.returncode == 2
-    assert "'0f3a9c2e' is not a directory" in proc.stderr and "needs a daemon" in proc.stderr, proc.stderr
+    # A job id is looked up on the daemon (test_evaluation.py covers a reachable one); none here: exit 3.
+    from daemon_helpers import free_port
+    proc = report(autoquant_bin, sweep[0], "0f3a9c2e", "--out", tmp_path / "report", "--no-plot", "--server",
+                  f"127.0.0.1:{free_port()}")
+    assert proc.returncode == 3, proc.stderr
+    assert "GetStatus" in proc.stderr and not (tmp_path / "report").exists(), proc.stderr
     proc = report(autoquant_bin, tmp_path / "nowhere" / "top10", "--out", tmp_path / "report", "--no-plot")
     assert proc.returncode == 2 and "no scheme directory" in proc.stderr, proc.stderr
 
