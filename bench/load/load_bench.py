@@ -292,18 +292,19 @@ async def drive(args, pb, pbg, target, job_ids, sampler, daemon_pid):
         result["load_window"]["daemon_cpu_by_thread_s"] = subtract(proc1["daemon"], proc0["daemon"])
 
     # Every follower must have what was stored a second ago: a stalled stream shows here.
+    # A follower may move on to the next job meanwhile: its stream record of now is what is checked.
     info_stub = stubs[0]
+    current = [(f.idx, f.streams[-1]) for f in followers if f.streams]
     stored = {}
-    for job_id in {f.streams[-1]["job_id"] for f in followers if f.streams}:
+    for job_id in {rec["job_id"] for _, rec in current}:
         last = 0
         async for line in info_stub.StreamLogs(pb.StreamLogsRequest(job_id=job_id, follow=False),
                                                timeout=args.rpc_timeout):
             last = line.sequence
         stored[job_id] = last
     await asyncio.sleep(1.0)
-    behind = [{"follower": f.idx, "job_id": f.streams[-1]["job_id"], "have": f.streams[-1]["last"],
-               "stored": stored[f.streams[-1]["job_id"]]}
-              for f in followers if f.streams and f.streams[-1]["last"] < stored[f.streams[-1]["job_id"]]]
+    behind = [{"follower": idx, "job_id": rec["job_id"], "have": rec["last"], "stored": stored[rec["job_id"]]}
+              for idx, rec in current if rec["last"] < stored[rec["job_id"]]]
 
     for f in followers:
         f.stop()
@@ -361,17 +362,22 @@ def submit_jobs(args, pb, stub, samples):
     return jobs
 
 
-def cancel_jobs(pb, stub, job_ids):
-    """Cancels what is left of the bench's jobs; returns each job's state."""
+def cancel_jobs(pb, stub, job_ids, timeout=30.0):
+    """Cancels what is left of the bench's jobs, the last queued first, so that the worker has
+    nothing to claim when the running one stops; then waits up to `timeout` s for each to be
+    terminal. Returns [{id, state}] in submission order."""
     import grpc
-    finals = []
-    for j in job_ids:
+    for j in reversed(job_ids):
         try:
-            job = stub.CancelJob(pb.CancelJobRequest(job_id=j), timeout=30)
+            stub.CancelJob(pb.CancelJobRequest(job_id=j), timeout=30)
         except grpc.RpcError:  # already finished: FAILED_PRECONDITION
-            job = stub.GetStatus(pb.GetStatusRequest(job_id=j), timeout=30)
-        finals.append({"id": j, "state": pb.JobState.Name(job.state)})
-    return finals
+            pass
+    deadline = time.monotonic() + timeout
+    while True:
+        states = [pb.JobState.Name(stub.GetStatus(pb.GetStatusRequest(job_id=j), timeout=30).state) for j in job_ids]
+        if all(s in TERMINAL_NAMES for s in states) or time.monotonic() > deadline:
+            return [{"id": j, "state": s} for j, s in zip(job_ids, states)]
+        time.sleep(0.2)
 
 
 def wait_running(pb, stub, job_id, timeout):
@@ -534,14 +540,12 @@ def main(argv=None):
         # stream (at the job's end; a sync client or a dead process closes it at once), so the
         # daemon's descriptors are compared with the start only now that the jobs are over.
         time.sleep(2.0)
-        report["jobs"] = [{"id": j["id"], "state": pb.JobState.Name(
-            stub.GetStatus(pb.GetStatusRequest(job_id=j["id"]), timeout=30).state)} for j in report["jobs"]]
         if pid:
             after = proc_status(pid)
             report["descriptors"]["after_jobs_ended"] = after["fds"]
             report["threads"]["after_jobs_ended"] = after["threads"]
-    except KeyboardInterrupt as e:
-        report["failures"].append(f"interrupted: {e}")
+    except BaseException as e:
+        report["failures"].append(f"bench stopped by {type(e).__name__}: {e}")
         raise
     finally:
         if channel is not None:
@@ -568,6 +572,9 @@ def main(argv=None):
         report["failures"].append(f"follower errors: {f['errors']}")
     if f["ready"] != f["count"]:
         report["failures"].append(f"only {f['ready']} of {f['count']} followers got a first line")
+    left = [j["id"] for j in report.get("jobs", []) if j["state"] not in TERMINAL_NAMES]
+    if left:
+        report["failures"].append(f"jobs not terminal 30 s after CancelJob: {left}")
     d = report.get("descriptors", {})
     if d.get("after_jobs_ended") is not None and d["after_jobs_ended"] > d["before_followers"]:
         report["failures"].append(f"daemon descriptors {d['before_followers']} before the followers, "
