@@ -402,7 +402,8 @@ def summarize(r):
         f"Machine: {r['machine']['nproc']} CPUs ({r['machine']['cpu_model']}), {r['machine']['mem_total']}, "
         f"Linux {r['machine']['kernel']}, Python {r['machine']['python']}, grpcio {r['machine']['grpcio']}; "
         f"load average before: {' '.join(r['machine']['loadavg_before'])}.", "",
-        f"Daemon: {r['daemon'].get('how')}; exit code after SIGTERM: {r['daemon'].get('exit_code')}.", "",
+        f"Daemon: {r['daemon'].get('how')}" + ("" if "exit_code" not in r["daemon"] else
+                                               f"; exit code after SIGTERM: {r['daemon']['exit_code']}") + ".", "",
         f"Result: **{'PASS' if not r['failures'] else 'FAIL'}**" +
         ("" if not r["failures"] else ": " + "; ".join(r["failures"])), "",
         "## GetStatus (open loop)", "",
