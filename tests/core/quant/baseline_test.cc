@@ -134,6 +134,23 @@ TEST(BaselineJsonTest, MistypedFieldIsRejected) {
   ExpectRejected(j, "malformed");
 }
 
+// Found by fuzzing (tests/fuzz/baseline_fuzz.cc): integers read with a plain conversion, so
+// a float out of range was undefined behaviour and -1 became a huge size_t.
+TEST(BaselineJsonTest, NonIntegerOrOutOfRangeIntegersAreRejected) {
+  json j = BaselineToJson(TwoGroups());
+  j["formats"][0]["bits"] = 1e30;
+  ExpectRejected(j, "malformed");
+  j = BaselineToJson(TwoGroups());
+  j["linears"][0]["numel"] = 2.5;
+  ExpectRejected(j, "malformed");
+  j = BaselineToJson(TwoGroups());
+  j["ranking"][0] = -1;
+  ExpectRejected(j, "malformed");
+  j = BaselineToJson(TwoGroups());
+  j["inputs"]["calib_steps"] = int64_t{1} << 40;
+  ExpectRejected(j, "malformed");
+}
+
 TEST(LoadBaselineTest, MissingEntryIsNotFound) {
   auto dir = testing::TempDir();
   EXPECT_EQ(LoadBaseline(dir, TwoGroups().key).status().code(), absl::StatusCode::kNotFound);
