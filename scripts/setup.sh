@@ -22,6 +22,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev libsqlite3-dev libcli11-dev libspdlog-dev libfmt-dev
   libssl-dev zlib1g-dev
   prometheus  # promtool: tests check autoquantd's /metrics with `promtool check metrics`
+  clang libclang-rt-dev  # scripts/fuzz.sh: libFuzzer (-fsanitize=fuzzer) ships in clang's runtime package
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: sets up (scripts/setup.sh: packages, venv, build/), then
 # runs every C++ test (ctest: GoogleTest; in $BUILD_DIR, default build/), the C++ tests again under
-# AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/), and every
-# Python test (pytest). Exits non-zero if anything fails.
+# AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/), a short libFuzzer run of
+# every parser target (scripts/fuzz.sh, build-fuzz/), and every Python test (pytest). Exits non-zero if anything fails.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${AUTOQUANT_CACHE:-$HOME/.cache/autoquant}"
@@ -23,6 +23,11 @@ if [ "${AUTOQUANT_SKIP_ASAN:-0}" != "1" ]; then
   export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:detect_odr_violation=0"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
   ctest --test-dir build-asan --output-on-failure -j "$JOBS"
+fi
+
+if [ "${AUTOQUANT_SKIP_FUZZ:-0}" != "1" ]; then
+  echo "== fuzzing: libFuzzer targets over their corpora (build-fuzz/, scripts/fuzz.sh)"
+  bash scripts/fuzz.sh
 fi
 
 echo "== Python tests"

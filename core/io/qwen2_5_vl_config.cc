@@ -1,9 +1,12 @@
 #include "core/io/qwen2_5_vl_config.h"
 
 #include <numeric>
+#include <type_traits>
+#include <vector>
 
 #include "absl/strings/string_view.h"
 #include "absl/strings/str_cat.h"
+#include "core/util/json_int.h"
 #include "core/util/status_macros.h"
 
 namespace autoquant {
@@ -16,7 +19,13 @@ absl::Status Get(const json& j, const char* key, T* out, absl::string_view sourc
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return absl::OkStatus();
   try {
-    *out = it->get<T>();
+    if constexpr (std::is_same_v<T, int64_t>) {
+      *out = JsonInt<int64_t>(*it);
+    } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+      *out = JsonInts<int64_t>(*it);
+    } else {
+      *out = it->get<T>();
+    }
   } catch (const json::exception&) {
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": config key '", key, "' has the wrong type (", it->type_name(), ")"));
@@ -97,6 +106,10 @@ absl::Status Validate(const Qwen2_5_VLConfig& c, absl::string_view source) {
   }
   if (t.num_attention_heads % t.num_key_value_heads != 0) {
     return bad("num_attention_heads is not divisible by num_key_value_heads");
+  }
+  for (int64_t x : t.mrope_section) {
+    // Bounded before the sum below, which must not overflow.
+    if (x < 0 || x > t.head_dim()) return bad("mrope_section entries must be in [0, head_dim]");
   }
   if (t.mrope_section.size() != 3 ||
       std::accumulate(t.mrope_section.begin(), t.mrope_section.end(), int64_t{0}) * 2 != t.head_dim()) {

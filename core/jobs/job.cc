@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/util/json_int.h"
 
 namespace autoquant {
 using json = nlohmann::json;
@@ -88,9 +89,9 @@ absl::StatusOr<JobSpec> JobSpec::FromJson(const json& j) {
     s.format = j.at("format").get<std::string>();
     s.overwrite = j.at("overwrite").get<bool>();
     s.include_vision = j.at("include_vision").get<bool>();
-    s.calib_steps = j.at("calib_steps").get<int>();
-    s.score_steps = j.at("score_steps").get<int>();
-    s.priority = j.at("priority").get<int>();
+    s.calib_steps = JsonInt<int>(j.at("calib_steps"));
+    s.score_steps = JsonInt<int>(j.at("score_steps"));
+    s.priority = JsonInt<int>(j.at("priority"));
     s.evaluate = j.value("evaluate", false);
     return s;
   } catch (const json::exception& e) {

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "core/util/file_util.h"
 #include "core/util/hash.h"
+#include "core/util/json_int.h"
 #include "core/util/status_macros.h"
 
 namespace autoquant {
@@ -213,36 +214,37 @@ absl::StatusOr<Baseline> BaselineFromJson(const json& j) {
     b.inputs.model_fingerprint = in.at("model_fingerprint");
     b.inputs.calib_fingerprint = in.at("calib_fingerprint");
     ASSIGN_OR_RETURN(b.inputs.method, ParseScoreMethod(in.at("method").get<std::string>()));
-    b.inputs.calib_steps = in.at("calib_steps");
-    b.inputs.score_steps = in.at("score_steps");
+    b.inputs.calib_steps = JsonInt<int>(in.at("calib_steps"));
+    b.inputs.score_steps = JsonInt<int>(in.at("score_steps"));
     b.inputs.include_vision = in.at("include_vision");
     b.inputs.compute_dtype = in.at("compute_dtype");
     for (const auto& f : j.at("formats")) {
-      b.formats.push_back({f.at("name"), f.at("recipe"), f.at("bits")});
+      b.formats.push_back({f.at("name"), f.at("recipe"), JsonInt<int>(f.at("bits"))});
       if (f.at("name") != "NONE") b.inputs.formats.push_back(b.formats.back());
     }
     for (const auto& l : j.at("linears")) {
-      b.linears.push_back({l.at("name"), l.at("numel"), l.at("out"), l.at("in")});
+      b.linears.push_back({l.at("name"), JsonInt<int64_t>(l.at("numel")), JsonInt<int64_t>(l.at("out")),
+                           JsonInt<int64_t>(l.at("in"))});
     }
     for (const auto& g : j.at("groups")) {
       QuantGroup qg;
       qg.key = g.at("key");
-      qg.linear_index = g.at("linears").get<std::vector<size_t>>();
+      qg.linear_index = JsonInts<size_t>(g.at("linears"));
       for (size_t i : qg.linear_index) {
         if (i >= b.linears.size()) {
           return Corrupt(absl::StrCat("group '", qg.key, "' names Linear ", i, " of ", b.linears.size()));
         }
         qg.modules.push_back(b.linears[i].name);
       }
-      qg.weight_numel = g.at("numel");
+      qg.weight_numel = JsonInt<int64_t>(g.at("numel"));
       b.groups.push_back(std::move(qg));
       b.scores.push_back(g.at("scores").get<std::vector<double>>());
       b.costs.push_back(g.at("costs").get<std::vector<double>>());
     }
     b.input_amax = j.at("input_amax").get<std::vector<std::vector<float>>>();
     b.weight_amax = j.at("weight_amax").get<std::vector<std::vector<float>>>();
-    b.ranking = j.at("ranking").get<std::vector<size_t>>();
-    b.total_weight_numel = j.at("total_weight_numel");
+    b.ranking = JsonInts<size_t>(j.at("ranking"));
+    b.total_weight_numel = JsonInt<int64_t>(j.at("total_weight_numel"));
     b.score_seconds = j.value("score_seconds", 0.0);
     b.calib_seconds = j.value("calib_seconds", 0.0);
     RETURN_IF_ERROR(Validate(b));

@@ -98,5 +98,26 @@ TEST(Qwen2_5_VLConfigTest, RejectsWrongModelTypeAndBadSizes) {
   EXPECT_THAT(ParseQwen2_5_VLConfig(j, "c.json").status().message(), HasSubstr("'hidden_size' has the wrong type"));
 }
 
+// Found by fuzzing (tests/fuzz/qwen2_5_vl_config_fuzz.cc): a float too large for int64 went
+// through nlohmann's get<int64_t> (undefined behaviour), and a huge mrope_section entry
+// overflowed the sum; both are now InvalidArgument.
+TEST(Qwen2_5_VLConfigTest, NonIntegerOrHugeSizesAreErrorsNotUndefinedBehaviour) {
+  for (json bad : {json(1e30), json(2.5), json(-1e300)}) {
+    json j = json::parse(kTinyNested);
+    j["text_config"]["hidden_size"] = bad;
+    auto c = ParseQwen2_5_VLConfig(j, "c.json");
+    ASSERT_FALSE(c.ok()) << bad;
+    EXPECT_THAT(c.status().message(), HasSubstr("'hidden_size' has the wrong type")) << bad;
+  }
+  json j = json::parse(kTinyNested);
+  j["vision_config"]["fullatt_block_indexes"] = {1.0e30};
+  EXPECT_THAT(ParseQwen2_5_VLConfig(j, "c.json").status().message(), HasSubstr("'fullatt_block_indexes'"));
+  j = json::parse(kTinyNested);
+  j["text_config"]["rope_parameters"]["mrope_section"] = {int64_t{9223372036854775807}, 3, 3};
+  EXPECT_THAT(ParseQwen2_5_VLConfig(j, "c.json").status().message(), HasSubstr("mrope_section"));
+  j["text_config"]["rope_parameters"]["mrope_section"] = {-2, 3, 7};  // sums right, still wrong
+  EXPECT_THAT(ParseQwen2_5_VLConfig(j, "c.json").status().message(), HasSubstr("mrope_section"));
+}
+
 }  // namespace
 }  // namespace autoquant

@@ -233,5 +233,17 @@ TEST(JobSpecJsonTest, KindAndEvaluateRoundTripAndOldRowsAreSchemes) {
   EXPECT_FALSE(read->evaluate);
 }
 
+// Found by fuzzing (tests/fuzz/job_spec_fuzz.cc): get<int>() on 1e30 was undefined
+// behaviour; a stored spec with a non-integer or out-of-range count is DataLoss.
+TEST(JobSpecJsonTest, NonIntegerOrOutOfRangeCountsAreDataLoss) {
+  for (nlohmann::json bad : {nlohmann::json(1e30), nlohmann::json(2.5), nlohmann::json(int64_t{1} << 40)}) {
+    nlohmann::json j = JobSpec{}.ToJson();
+    j["calib_steps"] = bad;
+    auto s = JobSpec::FromJson(j);
+    ASSERT_FALSE(s.ok()) << bad;
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss);
+  }
+}
+
 }  // namespace
 }  // namespace autoquant
