@@ -9,6 +9,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${FUZZ_BUILD_DIR:-$ROOT/build-fuzz}"
 SECONDS_PER_TARGET="${FUZZ_SECONDS:-10}"
+# The test command must not fail on a new random find: a fixed seed and a fixed number of runs per
+# target make a run repeatable (the time limit only bounds a slow machine). FUZZ_RUNS=-1 and another
+# FUZZ_SEED explore further (longer runs find more; a find becomes a fix, a regression test and a
+# corpus entry).
+FUZZ_SEED="${FUZZ_SEED:-1}"
 TARGETS=("$@")
 ((${#TARGETS[@]})) || TARGETS=(safetensors_header qwen2_5_vl_config coverage_manifest baseline job_spec
                                scheme_spec_proto calib_set)
@@ -29,6 +34,7 @@ for t in "${TARGETS[@]}"; do
   log="$BUILD/$t.log"
   if ! ASAN_OPTIONS="detect_leaks=$leaks:abort_on_error=1:detect_odr_violation=0" \
       "$BUILD/fuzz/${t}_fuzz" "$work" "$corpus" -max_total_time="$SECONDS_PER_TARGET" \
+      -seed="$FUZZ_SEED" -runs="${FUZZ_RUNS:-$([ "$t" = calib_set ] && echo 2000 || echo 50000)}" \
       -rss_limit_mb=4096 -max_len=65536 -timeout=20 -print_final_stats=1 \
       -artifact_prefix="$artifacts" >"$log" 2>&1; then
     tail -n 60 "$log"

@@ -64,9 +64,22 @@ absl::StatusOr<CalibSet> CalibSet::FromTensors(torch::Tensor input_ids, torch::T
       return Bad(absl::StrCat("image_grid_thw must be [", images, ", 3]"));
     }
     std::vector<int64_t> g = Offsets(image_grid_thw);
+    // Every grid entry is at least 1 and at most the patch count, and products and sums are
+    // checked, so a corrupt grid is an error instead of an overflow.
+    for (size_t k = 0; k < g.size(); ++k) {
+      if (g[k] < 1 || g[k] > patches) {
+        return Bad(absl::StrCat("image_grid_thw[", k / 3, "] = ", g[k], " is outside 1..", patches, " (the patch count)"));
+      }
+    }
     for (int64_t i = 0; i < n; ++i) {
       int64_t p = 0;
-      for (int64_t k = s.image_offsets_[i]; k < s.image_offsets_[i + 1]; ++k) p += g[3 * k] * g[3 * k + 1] * g[3 * k + 2];
+      for (int64_t k = s.image_offsets_[i]; k < s.image_offsets_[i + 1]; ++k) {
+        int64_t thw = 0;
+        if (__builtin_mul_overflow(g[3 * k], g[3 * k + 1], &thw) || __builtin_mul_overflow(thw, g[3 * k + 2], &thw) ||
+            __builtin_add_overflow(p, thw, &p)) {
+          return Bad(absl::StrCat("sample ", i, ": its image grids describe more patches than fit in 64 bits"));
+        }
+      }
       if (p != s.patch_offsets_[i + 1] - s.patch_offsets_[i]) {
         return Bad(absl::StrCat("sample ", i, ": its grids describe ", p, " patches, its offsets ",
                                 s.patch_offsets_[i + 1] - s.patch_offsets_[i]));

@@ -302,5 +302,22 @@ TEST_F(TinyModelTest, CalibSetRoundTripsAndBatchesSliceImages) {
   EXPECT_TRUE(torch::equal(b->input_ids, set->input_ids().narrow(0, 2, 1)));
 }
 
+// Found by the calib_set fuzz target: a grid whose t*h*w overflows int64 was undefined behaviour.
+TEST(CalibSetTest, CorruptImageGridsAreInvalidArgumentNotOverflow) {
+  auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+  torch::Tensor ids = torch::zeros({1, 4}, i64), mask = torch::ones({1, 4}, i64);
+  torch::Tensor pixels = torch::zeros({4, 1176});
+  for (std::vector<int64_t> grid : {std::vector<int64_t>{7454231306853138352, 2021624182105490108, 1},
+                                    std::vector<int64_t>{1, -4, -1}, std::vector<int64_t>{1, 0, 4}}) {
+    auto r = CalibSet::FromTensors(ids, mask, pixels, torch::tensor(grid, i64).reshape({1, 3}),
+                                   torch::tensor({0, 1}, i64), torch::tensor({0, 4}, i64));
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  }
+  auto ok = CalibSet::FromTensors(ids, mask, pixels, torch::tensor({1, 2, 2}, i64).reshape({1, 3}),
+                                  torch::tensor({0, 1}, i64), torch::tensor({0, 4}, i64));
+  EXPECT_TRUE(ok.ok()) << ok.status();
+}
+
 }  // namespace
 }  // namespace autoquant
