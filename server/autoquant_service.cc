@@ -6,7 +6,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/eval/report.h"
-#include "core/quant/scheme_name.h"
+#include "core/jobs/engine_job_runner.h"
 #include "core/util/build_info.h"
 #include "core/util/status_macros.h"
 #include "server/grpc_status.h"
@@ -230,8 +230,8 @@ grpc::ServerUnaryReactor* AutoQuantService::GetReport(grpc::CallbackServerContex
       RETURN_IF_ERROR(add(job.result->output_dir));
     }
     for (const auto& scheme : req->schemes()) {
-      RETURN_IF_ERROR(ValidateSchemeName(scheme));
-      RETURN_IF_ERROR(add(std::filesystem::path(d_->models_root) / scheme));
+      ASSIGN_OR_RETURN(std::filesystem::path dir, ExistingSchemeDir(d_->models_root, scheme));
+      RETURN_IF_ERROR(add(dir));
     }
     ReportOptions options;
     options.allow_mixed_inputs = req->allow_mixed();

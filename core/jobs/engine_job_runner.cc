@@ -23,19 +23,19 @@ absl::Status NeedEvaluator(const Evaluator* evaluator) {
 
 }  // namespace
 
-absl::StatusOr<fs::path> EngineJobRunner::EvaluateTarget(const JobSpec& spec) const {
-  RETURN_IF_ERROR(ValidateSchemeName(spec.scheme));
-  const fs::path dir = root_ / spec.scheme;
+absl::StatusOr<fs::path> ExistingSchemeDir(const fs::path& models_root, const std::string& scheme) {
+  RETURN_IF_ERROR(ValidateSchemeName(scheme));
+  const fs::path dir = models_root / scheme;
   struct stat st;
   if (::lstat(dir.c_str(), &st) != 0) {
-    return absl::NotFoundError(absl::StrCat("no scheme '", spec.scheme, "' under the models root ", root_.string(),
+    return absl::NotFoundError(absl::StrCat("no scheme '", scheme, "' under the models root ", models_root.string(),
                                             ": submit it first (with evaluate to do both)"));
   }
   if (S_ISLNK(st.st_mode) || !S_ISDIR(st.st_mode)) {
     return absl::FailedPreconditionError(absl::StrCat(dir.string(), " is not a scheme directory (",
                                                       S_ISLNK(st.st_mode) ? "a symbolic link" : "not a directory",
-                                                      "); the daemon evaluates only real directories under ",
-                                                      root_.string()));
+                                                      "); the daemon reads only real directories under ",
+                                                      models_root.string()));
   }
   return dir;
 }
@@ -76,7 +76,7 @@ absl::StatusOr<SchemeRequest> EngineJobRunner::ToRequest(const JobSpec& spec) co
 absl::Status EngineJobRunner::Validate(const JobSpec& spec) {
   if (spec.kind == kJobKindEvaluate) {
     RETURN_IF_ERROR(NeedEvaluator(evaluator_));
-    ASSIGN_OR_RETURN(fs::path dir, EvaluateTarget(spec));
+    ASSIGN_OR_RETURN(fs::path dir, ExistingSchemeDir(root_, spec.scheme));
     return evaluator_->Validate(dir);
   }
   if (spec.kind != kJobKindScheme) {
@@ -103,7 +103,7 @@ absl::StatusOr<JobResultInfo> EngineJobRunner::Run(const JobSpec& spec, const Ru
   };
   if (spec.kind == kJobKindEvaluate) {
     RETURN_IF_ERROR(NeedEvaluator(evaluator_));
-    ASSIGN_OR_RETURN(fs::path dir, EvaluateTarget(spec));
+    ASSIGN_OR_RETURN(fs::path dir, ExistingSchemeDir(root_, spec.scheme));
     ASSIGN_OR_RETURN(EvalSummary e, evaluator_->Evaluate(dir, progress, cancel));
     JobResultInfo out;
     out.output_dir = dir.string();

@@ -23,6 +23,13 @@
 
 namespace autoquant {
 
+// The existing scheme directory `scheme` names under `models_root`, for
+// reading it (evaluation, reports): InvalidArgument for a name that is not one
+// plain path component, NotFound when absent, FailedPrecondition for a symbolic
+// link or a non-directory (never followed out of the root).
+absl::StatusOr<std::filesystem::path> ExistingSchemeDir(const std::filesystem::path& models_root,
+                                                        const std::string& scheme);
+
 class EngineJobRunner : public JobRunner {
  public:
   // `engine` and `evaluator` (may be null: no evaluation) are not owned and must outlive the runner.
@@ -36,9 +43,6 @@ class EngineJobRunner : public JobRunner {
   absl::StatusOr<SchemeRequest> ToRequest(const JobSpec& spec) const;
 
  private:
-  // The existing scheme directory an evaluate job names (confined like outputs).
-  absl::StatusOr<std::filesystem::path> EvaluateTarget(const JobSpec& spec) const;
-
   Engine* engine_;
   std::filesystem::path root_;
   Evaluator* evaluator_;

@@ -190,6 +190,11 @@ def test_eval_errors(eval_daemon, daemon):
     with pytest.raises(grpc.RpcError) as e:
         eval_daemon.call("EvaluateScheme", pb.EvaluateSchemeRequest(scheme="../x"))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # A link planted in the models root is not followed out of it.
+    (eval_daemon.root / "planted").symlink_to(eval_daemon.root / "top30", target_is_directory=True)
+    with pytest.raises(grpc.RpcError) as e:
+        eval_daemon.call("EvaluateScheme", pb.EvaluateSchemeRequest(scheme="planted"))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "symbolic link" in e.value.details()
     # A daemon without --eval-set refuses evaluation, before queueing anything.
     for call, req in (("EvaluateScheme", pb.EvaluateSchemeRequest(scheme="top50")),
                       ("SubmitScheme", pb.SubmitSchemeRequest(spec=pb.SchemeSpec(scheme="e1", coverage=0.5,
