@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: sets up (scripts/setup.sh: packages, venv, build/), then
 # runs every C++ test (ctest: GoogleTest; in $BUILD_DIR, default build/), the C++ tests again under
-# AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/), a short libFuzzer run of
+# AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/), the job queue and store tests under
+# ThreadSanitizer (build-tsan/), a short libFuzzer run of
 # every parser target (scripts/fuzz.sh, build-fuzz/), and every Python test (pytest). Exits non-zero if anything fails.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,6 +24,14 @@ if [ "${AUTOQUANT_SKIP_ASAN:-0}" != "1" ]; then
   export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:detect_odr_violation=0"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
   ctest --test-dir build-asan --output-on-failure -j "$JOBS"
+fi
+
+if [ "${AUTOQUANT_SKIP_TSAN:-0}" != "1" ]; then
+  # The job queue and store are the code with threads of its own (worker, RPC threads, subscribers);
+  # they are torch-free, so ThreadSanitizer sees all of it (build-tsan/, jobs_test only).
+  echo "== queue and store tests under ThreadSanitizer (build-tsan/, jobs_test)"
+  AUTOQUANT_BUILD_TARGET=jobs_test bash scripts/build.sh "$ROOT/build-tsan" RelWithDebInfo -DAUTOQUANT_TSAN=ON
+  TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1" "$ROOT/build-tsan/bin/jobs_test"
 fi
 
 if [ "${AUTOQUANT_SKIP_FUZZ:-0}" != "1" ]; then
