@@ -69,8 +69,10 @@ struct Evaluator::Impl {
   EvalOptions options;
   CalibSet set;
   std::string fingerprint;
+  Fp8Matmul matmul = Fp8Matmul::kAuto;  // options.fp8_matmul, parsed
   std::vector<bool> has_images;
-  std::vector<int64_t> prompts;  // sample indices used for sanity generation
+  std::vector<int64_t> prompts;        // sample indices used for sanity generation
+  std::vector<int64_t> prompt_tokens;  // their real (unpadded) token counts
   std::vector<int64_t> skip_ids;
   bool base_done = false;
   Pass base;
@@ -130,8 +132,8 @@ absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Create(Engine* engine, con
   if (options.generate_tokens < 0 || options.generate_prompts < 0) {
     return absl::InvalidArgumentError("generation tokens and prompts must be >= 0");
   }
-  RETURN_IF_ERROR(ParseFp8Matmul(options.fp8_matmul).status());
   auto impl = std::make_unique<Impl>();
+  ASSIGN_OR_RETURN(impl->matmul, ParseFp8Matmul(options.fp8_matmul));
   impl->engine = engine;
   impl->options = options;
   Sha256 h;
@@ -152,8 +154,7 @@ absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Create(Engine* engine, con
 
   // Held out: no sample (tokens and pixels) may also be a calibration sample.
   RETURN_IF_ERROR(TorchCall([&]() -> absl::Status {
-    auto row_hashes = [](const CalibSet& s) {
-      torch::Tensor ids = s.input_ids().to(torch::kCPU, torch::kLong).contiguous();
+    auto row_hashes = [](const torch::Tensor& ids) {
       std::vector<size_t> out;
       for (int64_t i = 0; i < ids.size(0); ++i) {
         const char* p = reinterpret_cast<const char*>(ids[i].data_ptr<int64_t>());
@@ -162,11 +163,12 @@ absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Create(Engine* engine, con
       return out;
     };
     if (impl->set.seq_len() != calib.seq_len()) return absl::OkStatus();
+    const torch::Tensor calib_ids = calib.input_ids().to(torch::kCPU, torch::kLong).contiguous();
+    const torch::Tensor eval_ids = impl->set.input_ids().to(torch::kCPU, torch::kLong).contiguous();
     std::unordered_multimap<size_t, int64_t> calib_rows;
-    const auto ch = row_hashes(calib);
+    const auto ch = row_hashes(calib_ids);
     for (size_t j = 0; j < ch.size(); ++j) calib_rows.emplace(ch[j], j);
-    const auto eh = row_hashes(impl->set);
-    torch::Tensor calib_ids = calib.input_ids().to(torch::kCPU), eval_ids = impl->set.input_ids().to(torch::kCPU);
+    const auto eh = row_hashes(eval_ids);
     for (size_t i = 0; i < eh.size(); ++i) {
       auto [lo, hi] = calib_rows.equal_range(eh[i]);
       for (auto it = lo; it != hi; ++it) {
@@ -187,7 +189,6 @@ absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Create(Engine* engine, con
     return absl::OkStatus();
   }, "evaluation set"));
 
-  RETURN_IF_ERROR(impl->set.To(model->device()));
   const auto& cfg = model->config();
   impl->skip_ids = {cfg.image_token_id, cfg.video_token_id};
   int text_prompts = 0, image_prompts = 0;
@@ -197,18 +198,22 @@ absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Create(Engine* engine, con
     impl->has_images.push_back(img);
     int& n = img ? image_prompts : text_prompts;
     if (n < options.generate_prompts) {
+      ASSIGN_OR_RETURN(int64_t tokens, TorchCall([&] {
+                         return in.attention_mask.defined() ? (in.attention_mask != 0).sum().item<int64_t>()
+                                                            : in.input_ids.size(1);
+                       }, "evaluation set"));
       impl->prompts.push_back(i);
+      impl->prompt_tokens.push_back(tokens);
       ++n;
     }
   }
+  RETURN_IF_ERROR(impl->set.To(model->device()));
   return std::unique_ptr<Evaluator>(new Evaluator(std::move(impl)));
 }
 
 absl::Status Evaluator::Validate(const fs::path& scheme_dir) const {
   RETURN_IF_ERROR(ReadSchemeManifest(scheme_dir).status());
-  ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::Open(scheme_dir));
-  (void)ckpt;
-  return absl::OkStatus();
+  return Checkpoint::Open(scheme_dir).status();
 }
 
 std::map<std::string, double> EvalSummary::AsMetrics() const {
@@ -230,7 +235,6 @@ absl::StatusOr<EvalSummary> Evaluator::Evaluate(const fs::path& scheme_dir, cons
   ASSIGN_OR_RETURN(SchemeManifest manifest, ReadSchemeManifest(scheme_dir));
   ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::Open(scheme_dir));
   Qwen2_5_VLModel& model = EngineModel(*s.engine);
-  ASSIGN_OR_RETURN(Fp8Matmul matmul, ParseFp8Matmul(s.options.fp8_matmul));
 
   // Base numbers once per evaluator: the base model does not change.
   if (!s.base_done) {
@@ -240,7 +244,7 @@ absl::StatusOr<EvalSummary> Evaluator::Evaluate(const fs::path& scheme_dir, cons
     s.base_done = true;
   }
   Report(progress, 0.4, "laying the scheme over the base model");
-  ASSIGN_OR_RETURN(SchemeOverlay overlay, BuildSchemeOverlay(ckpt, model, matmul));
+  ASSIGN_OR_RETURN(SchemeOverlay overlay, BuildSchemeOverlay(ckpt, model, s.matmul));
   Pass q;
   std::vector<Generation> gen;
   double metrics_seconds = 0, generation_seconds = 0;
@@ -309,12 +313,9 @@ absl::StatusOr<EvalSummary> Evaluator::Evaluate(const fs::path& scheme_dir, cons
     base_tokens += b.decode_steps, base_s += b.decode_seconds;
     scheme_tokens += g.decode_steps, scheme_s += g.decode_seconds;
     out.generation_finite = out.generation_finite && g.finite && b.finite;
-    ASSIGN_OR_RETURN(Qwen2_5_VLInputs in, s.set.Sample(s.prompts[i]));
-    const int64_t prompt_tokens =
-        in.attention_mask.defined() ? (in.attention_mask != 0).sum().item<int64_t>() : in.input_ids.size(1);
     prompts.push_back({{"index", s.prompts[i]},
                        {"has_images", static_cast<bool>(s.has_images[s.prompts[i]])},
-                       {"prompt_tokens", prompt_tokens},
+                       {"prompt_tokens", s.prompt_tokens[i]},
                        {"base_tokens", b.tokens},
                        {"scheme_tokens", g.tokens},
                        {"agreement", agree},
