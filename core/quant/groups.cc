@@ -12,16 +12,15 @@
 namespace autoquant {
 namespace {
 
-// Returns the grouping key (without ".quant_recipe") ModelOpt's rules give.
+// Returns the grouping key (without ".quant_recipe") ModelOpt's rules give, in their order:
+// q/k/v, then all experts of a layer, then gate/up. "#" keeps keys apart from module names.
 std::string GroupName(const std::string& rel) {
-  static const std::regex kQkv(R"(^(.*?)\.(q_proj|k_proj|v_proj)$)");
   static const std::regex kExperts(R"(^(.*?\.mlp\.experts)\.\d+\.(gate_proj|up_proj|down_proj)$)");
-  static const std::regex kGateUp(R"(^(.*?)\.(gate_proj|up_proj)$)");
+  const std::string fused = FusedGemmName(rel);
+  if (absl::EndsWith(fused, ".qkv_proj")) return fused + "#";
   std::smatch m;
-  for (const std::regex* r : {&kQkv, &kExperts, &kGateUp}) {
-    if (std::regex_match(rel, m, *r)) return m[1].str() + "#" + std::to_string(r == &kQkv ? 0 : r == &kExperts ? 1 : 2);
-  }
-  return rel;
+  if (std::regex_match(rel, m, kExperts)) return m[1].str() + "#experts";
+  return fused.empty() ? rel : fused + "#";
 }
 
 bool Matches(const std::string& pattern, const std::string& name) {
@@ -31,6 +30,15 @@ bool Matches(const std::string& pattern, const std::string& name) {
 bool IsVision(const std::string& rel) { return absl::StartsWith(rel, "visual."); }
 
 }  // namespace
+
+std::string FusedGemmName(const std::string& module) {
+  const size_t dot = module.rfind('.');
+  if (dot == std::string::npos) return "";
+  const std::string leaf = module.substr(dot + 1), parent = module.substr(0, dot);
+  if (leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj") return parent + ".qkv_proj";
+  if (leaf == "gate_proj" || leaf == "up_proj") return parent + ".gate_up_proj";
+  return "";
+}
 
 std::string RelativeModuleName(const std::string& full_name) {
   if (absl::StartsWith(full_name, "model.")) return full_name.substr(6);

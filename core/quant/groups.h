@@ -52,6 +52,11 @@ struct GroupingOptions {
   std::vector<std::string> disabled_layers;  // fnmatch patterns
 };
 
+// The GEMM an engine fuses a Linear into (vLLM's packed modules): "<parent>.qkv_proj" for
+// q_proj/k_proj/v_proj, "<parent>.gate_up_proj" for gate_proj/up_proj; "" for a Linear that is its own
+// GEMM. The q/k/v and gate/up grouping rules above are this one.
+std::string FusedGemmName(const std::string& module);
+
 // Name relative to the inner model: strips a leading "model."; "lm_head" stays.
 std::string RelativeModuleName(const std::string& full_name);
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/model/qwen2_5_vl/weights.h"
 #include "core/quant/fp8.h"
+#include "core/quant/groups.h"
 #include "core/quant/scheme_loader.h"
 #include "core/util/status_macros.h"
 #include "core/util/torch_status.h"
@@ -17,17 +18,6 @@ namespace autoquant {
 namespace {
 
 constexpr absl::string_view kWeight = ".weight";
-
-// The fused GEMM a Linear is a shard of in vLLM ("<parent>.qkv_proj" /
-// "<parent>.gate_up_proj"), or "" for a Linear that is its own GEMM.
-std::string FusedGemm(const std::string& module) {
-  const size_t dot = module.rfind('.');
-  if (dot == std::string::npos) return "";
-  const std::string leaf = module.substr(dot + 1), parent = module.substr(0, dot);
-  if (leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj") return parent + ".qkv_proj";
-  if (leaf == "gate_proj" || leaf == "up_proj") return parent + ".gate_up_proj";
-  return "";
-}
 
 struct Fp8Weight {
   std::string key;  // checkpoint key of the weight
@@ -69,7 +59,7 @@ absl::StatusOr<SchemeOverlay> BuildSchemeOverlay(const Checkpoint& scheme, Qwen2
   // vLLM's fused shards: all FP8 or none; max scales shared.
   std::map<std::string, std::vector<std::string>> fused;  // fused GEMM -> its shards, model order
   for (const auto& [name, lin] : linears) {
-    const std::string g = FusedGemm(name);
+    const std::string g = FusedGemmName(name);
     if (!g.empty()) fused[g].push_back(name);
   }
   std::map<std::string, std::pair<float, float>> shared_scales;  // module -> (weight, input) scale used
