@@ -10,6 +10,7 @@
 #include "core/jobs/engine_job_runner.h"
 #include "core/jobs/job_manager.h"
 #include "core/jobs/job_store.h"
+#include "core/util/crash_point.h"
 #include "core/util/file_util.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -109,7 +110,7 @@ int RunDaemon(const DaemonOptions& o) {
   if (!store.ok()) return Fail(store.status(), "job store");
 
   DaemonMetrics metrics(registry);
-  JobManager jobs(store->get(), &metrics, {.max_queued = o.max_queued});
+  JobManager jobs(store->get(), &metrics, {.max_attempts = o.max_attempts, .max_queued = o.max_queued});
   auto recovered = jobs.Recover();
   if (!recovered.ok()) return Fail(recovered.status(), "recovering jobs");
   for (const Job& j : *recovered) {
@@ -178,6 +179,7 @@ int RunDaemon(const DaemonOptions& o) {
   eo.dtype = o.dtype;
   eo.batch_size = o.batch_size;
   auto engine = Engine::Create(eo, [](const ProgressEvent& e) {
+    CrashPoint("load");
     if (!e.message.empty()) spdlog::info("[load] {}", e.message);
   });
   // A failure while loading ends the process: the signal thread is parked on its pipe, nothing else holds state.

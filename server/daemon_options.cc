@@ -27,6 +27,10 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions* o) {
   app.add_option("--max-queued", o->max_queued, "submits beyond this many queued jobs get RESOURCE_EXHAUSTED")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--max-attempts", o->max_attempts,
+                 "times a job is started before a crash mid-run fails it instead of re-queueing it")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--token-file", o->token_file,
                  "file holding the bearer token every RPC must send (else $AUTOQUANT_TOKEN); "
                  "required when listening off loopback");

@@ -22,6 +22,7 @@ struct DaemonOptions {
   std::string dtype = "auto";
   int batch_size = 1;
   int64_t max_queued = 10000;
+  int max_attempts = 2;  // a job cut off mid-run (crash, kill -9) is re-queued until started this often
   std::string token_file;   // or AUTOQUANT_TOKEN
   bool insecure = false;    // allow listening off loopback without a token
   std::string tls_cert, tls_key, tls_client_ca;

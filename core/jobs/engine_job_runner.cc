@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 
 #include "absl/strings/str_cat.h"
+#include "core/quant/integrity.h"
+#include "core/quant/manifests.h"
 #include "core/quant/scheme_name.h"
 #include "core/util/status_macros.h"
 
@@ -90,8 +92,31 @@ absl::Status EngineJobRunner::Validate(const JobSpec& spec) {
   return engine_->ValidateScheme(r);
 }
 
-absl::StatusOr<JobResultInfo> EngineJobRunner::Run(const JobSpec& spec, const RunnerEventFn& on_event,
+namespace {
+
+// A scheme job cut off between publishing its directory and recording SUCCEEDED (kill -9, a lost
+// lease) finds, on its next attempt, a complete scheme whose manifest names this very job. Such a
+// directory is the job's own result: it is verified and kept rather than written a second time
+// (or refused as "already exists"). Returns nullopt when there is nothing of this job's to adopt;
+// a directory of this job whose digests do not verify is replaced (`*replace` set).
+std::optional<SchemeManifest> PublishedByThisJob(const fs::path& dir, const std::string& job_id, bool* replace) {
+  *replace = false;
+  struct stat st;
+  if (job_id.empty() || ::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return std::nullopt;
+  auto m = ReadSchemeManifest(dir);
+  if (!m.ok() || m->job_id != job_id) return std::nullopt;
+  if (!VerifySchemeIntegrity(dir).ok()) {
+    *replace = true;
+    return std::nullopt;
+  }
+  return *std::move(m);
+}
+
+}  // namespace
+
+absl::StatusOr<JobResultInfo> EngineJobRunner::Run(const Job& job, const RunnerEventFn& on_event,
                                                    const std::atomic<bool>* cancel) {
+  const JobSpec& spec = job.spec;
   ProgressFn progress = [&](const ProgressEvent& e) {
     if (!on_event) return;
     RunnerEvent ev;
@@ -111,8 +136,30 @@ absl::StatusOr<JobResultInfo> EngineJobRunner::Run(const JobSpec& spec, const Ru
     return out;
   }
   ASSIGN_OR_RETURN(SchemeRequest r, ToRequest(spec));
+  r.job_id = job.id;
   if (spec.evaluate) RETURN_IF_ERROR(NeedEvaluator(evaluator_));
-  ASSIGN_OR_RETURN(SchemeResult s, engine_->RunScheme(r, progress, cancel));
+  SchemeResult s;
+  bool replace = false;
+  if (auto adopted = PublishedByThisJob(r.out_dir, job.id, &replace)) {
+    progress({Phase::kExport, 1.0,
+              absl::StrCat("kept ", r.out_dir.string(), ": an earlier attempt of this job published it before it was "
+                           "cut off; its tensor digests verify")});
+    s.out_dir = r.out_dir;
+    s.effective_bits = adopted->effective_bits;
+    s.groups_quantized = static_cast<size_t>(adopted->num_quantized);
+    s.groups_total = static_cast<size_t>(adopted->num_groups);
+    s.baseline_key = adopted->baseline_key;
+    s.baseline_reused = true;
+  } else {
+    if (replace) {
+      progress({Phase::kLoad, 0,
+                absl::StrCat(r.out_dir.string(), " was published by an earlier attempt of this job but its digests "
+                             "do not verify: writing it again"),
+                /*warning=*/true});
+      r.overwrite = true;
+    }
+    ASSIGN_OR_RETURN(s, engine_->RunScheme(r, progress, cancel));
+  }
   JobResultInfo out;
   out.output_dir = s.out_dir.string();
   out.effective_bits = s.effective_bits;

@@ -36,7 +36,7 @@ class EngineJobRunner : public JobRunner {
   EngineJobRunner(Engine* engine, std::filesystem::path models_root, Evaluator* evaluator = nullptr);
 
   absl::Status Validate(const JobSpec& spec) override;
-  absl::StatusOr<JobResultInfo> Run(const JobSpec& spec, const RunnerEventFn& on_event,
+  absl::StatusOr<JobResultInfo> Run(const Job& job, const RunnerEventFn& on_event,
                                     const std::atomic<bool>* cancel) override;
 
   // The engine request a spec stands for (output under the models root).

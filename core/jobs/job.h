@@ -85,6 +85,9 @@ struct Job {
   int64_t finished_ms = 0;
   int attempts = 0;
   std::optional<JobResultInfo> result;
+  // A cancel was asked for while the job ran; kept in the store so that a
+  // restart does not run the job to completion after acknowledging it.
+  bool cancel_requested = false;
 };
 
 struct LogEntry {

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/util/crash_point.h"
 #include "core/util/status_macros.h"
 
 namespace autoquant {
@@ -171,6 +172,7 @@ absl::StatusOr<std::pair<std::string, std::vector<Job>>> JobManager::SubmitSweep
   std::vector<bool> created;
   ASSIGN_OR_RETURN(std::vector<Job> stored,
                    store_->Insert(jobs, sweep ? absl::StrCat("queued (sweep ", sweep_id, ")") : "queued", &created));
+  CrashPoint("submitted");
   std::string returned_sweep = sweep_id;
   for (size_t i = 0; i < stored.size(); ++i) {
     if (created[i] && observer_) observer_->OnSubmitted(stored[i]);
@@ -211,6 +213,7 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
     ASSIGN_OR_RETURN(j, store_->Get(id));
     if (IsTerminal(j.state)) return j;
   }
+  RETURN_IF_ERROR(store_->RequestCancel(id));
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (running_id_ == id) {
@@ -264,10 +267,11 @@ void JobManager::WorkerLoop() {
       auto next = store_->ClaimNext();
       if (!next.ok() || !next->has_value()) break;
       Job job = std::move(**next);
+      CrashPoint("claimed");
       {
         std::lock_guard<std::mutex> lock(mu_);
         running_id_ = job.id;
-        cancel_running_ = cancel_pending_.erase(job.id) > 0;
+        cancel_running_ = cancel_pending_.erase(job.id) > 0 || job.cancel_requested;
         cancel_pending_.clear();  // any other entry is a job that finished before its cancel arrived
         requeue_running_ = false;
       }
@@ -294,6 +298,7 @@ void JobManager::RunOne(Job job) {
     Log(job.id, "info", absl::StrFormat("%s done in %.2f s", phase, secs), phase, job.progress).IgnoreError();
   };
   RunnerEventFn on_event = [&](const RunnerEvent& e) {
+    CrashPoint(e.phase);
     if (e.phase != phase) {
       end_phase();
       phase = e.phase;
@@ -311,7 +316,7 @@ void JobManager::RunOne(Job job) {
     if (!e.message.empty()) absl::StrAppend(&msg, "  ", e.message);
     Log(job.id, e.warning ? "warning" : "info", msg, e.phase, job.progress).IgnoreError();
   };
-  absl::StatusOr<JobResultInfo> result = runner_->Run(job.spec, on_event, &cancel_running_);
+  absl::StatusOr<JobResultInfo> result = runner_->Run(job, on_event, &cancel_running_);
   end_phase();
   const double secs = std::chrono::duration<double>(Clock::now() - job_start).count();
 

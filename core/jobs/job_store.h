@@ -57,6 +57,10 @@ class JobStore {
                                          const std::function<void(Job&)>& mutate,
                                          const std::optional<LogEntry>& log) = 0;
 
+  // Records that a RUNNING job's cancel was requested (no-op otherwise), so
+  // that a job cut off before it stopped is cancelled after a restart.
+  virtual absl::Status RequestCancel(const std::string& id) = 0;
+
   // Phase and progress of a RUNNING job (no-op otherwise).
   virtual absl::Status UpdateProgress(const std::string& id, const std::string& phase, double progress) = 0;
 

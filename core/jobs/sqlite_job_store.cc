@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS jobs(
   started_ms INTEGER NOT NULL DEFAULT 0,
   finished_ms INTEGER NOT NULL DEFAULT 0,
   attempts INTEGER NOT NULL DEFAULT 0,
-  result TEXT
+  result TEXT,
+  cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_run_order ON jobs(state, priority DESC, seq);
 CREATE TABLE IF NOT EXISTS logs(
@@ -47,7 +48,7 @@ CREATE TABLE IF NOT EXISTS logs(
 
 constexpr const char* kJobColumns =
     "seq, id, idempotency_key, sweep_id, spec, state, phase, progress, message, created_ms, started_ms, "
-    "finished_ms, attempts, result";
+    "finished_ms, attempts, result, cancel_requested";
 
 // One prepared statement; finalized on destruction.
 class Stmt {
@@ -141,6 +142,8 @@ class SqliteJobStore : public JobStore {
     RETURN_IF_ERROR(Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
     RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     absl::Status s = Exec(kSchema);
+    // Version 1 stores lack the persisted cancel request (version 2).
+    if (s.ok() && version_ == 1) s = Exec("ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0");
     if (s.ok()) s = Exec(absl::StrCat("PRAGMA user_version=", kJobStoreSchemaVersion));
     if (!s.ok()) {
       Exec("ROLLBACK").IgnoreError();
@@ -205,6 +208,14 @@ class SqliteJobStore : public JobStore {
     Stmt s(db_, "UPDATE jobs SET phase = ?1, progress = ?2 WHERE id = ?3 AND state = 'running'");
     RETURN_IF_ERROR(s.prepared());
     s.Bind(1, phase).BindDouble(2, progress).Bind(3, id);
+    return s.Run();
+  }
+
+  absl::Status RequestCancel(const std::string& id) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'");
+    RETURN_IF_ERROR(s.prepared());
+    s.Bind(1, id);
     return s.Run();
   }
 
@@ -316,6 +327,7 @@ class SqliteJobStore : public JobStore {
       json r = json::parse(s.Text(13), nullptr, false);
       if (!r.is_discarded()) j.result = JobResultInfo::FromJson(r);
     }
+    j.cancel_requested = s.Int(14) != 0;
     return j;
   }
 
@@ -341,7 +353,7 @@ class SqliteJobStore : public JobStore {
   absl::Status WriteLocked(const Job& j) {
     Stmt s(db_,
            "UPDATE jobs SET state = ?1, phase = ?2, progress = ?3, message = ?4, started_ms = ?5, "
-           "finished_ms = ?6, attempts = ?7, result = ?8 WHERE id = ?9");
+           "finished_ms = ?6, attempts = ?7, result = ?8, cancel_requested = ?10 WHERE id = ?9");
     RETURN_IF_ERROR(s.prepared());
     s.Bind(1, std::string(JobStateName(j.state))).Bind(2, j.phase).BindDouble(3, j.progress).Bind(4, j.message);
     s.Bind(5, j.started_ms).Bind(6, j.finished_ms).Bind(7, static_cast<int64_t>(j.attempts));
@@ -350,7 +362,7 @@ class SqliteJobStore : public JobStore {
     } else {
       s.BindNull(8);
     }
-    s.Bind(9, j.id);
+    s.Bind(9, j.id).Bind(10, static_cast<int64_t>(j.cancel_requested));
     return s.Run();
   }
 
@@ -477,10 +489,14 @@ class SqliteJobStore : public JobStore {
     for (const auto& id : ids) {
       ASSIGN_OR_RETURN(Job j, GetLocked(id));
       LogEntry e;
-      if (j.attempts < max_attempts) {
+      // A job whose cancel was requested goes back too: its next run ends at once, cancelled, or keeps
+      // the scheme the interrupted run had already published (as a live cancel that came too late would).
+      if (j.attempts < max_attempts || j.cancel_requested) {
         e.level = "warning";
-        e.message = absl::StrCat("the daemon stopped while this job ran (attempt ", j.attempts,
-                                 "); re-queued, nothing of the interrupted run was published");
+        e.message = absl::StrCat("the daemon stopped while this job ran (attempt ", j.attempts, "); re-queued",
+                                 j.cancel_requested ? " to finish its requested cancel" : "",
+                                 " (its unpublished output was discarded; a scheme it had already published is "
+                                 "verified and kept)");
         ASSIGN_OR_RETURN(Job r, TransitionLocked(id, JobState::kQueued,
                                                  [](Job& j) {
                                                    j.phase = "";

@@ -13,7 +13,7 @@
 
 namespace autoquant {
 
-inline constexpr int kJobStoreSchemaVersion = 1;
+inline constexpr int kJobStoreSchemaVersion = 2;  // 2: jobs.cancel_requested
 
 absl::StatusOr<std::unique_ptr<JobStore>> OpenSqliteJobStore(const std::filesystem::path& path);
 

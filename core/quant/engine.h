@@ -64,6 +64,7 @@ struct SchemeRequest {
   int score_steps = 0;  // batches; 0 = min(set, 128 samples)
   bool include_vision = false;
   bool overwrite = false;
+  std::string job_id;  // the daemon job asking; recorded in the quant manifest
 };
 
 enum class Phase { kLoad, kCalibrate, kScore, kSearch, kExport, kEvaluate };

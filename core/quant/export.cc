@@ -12,6 +12,7 @@
 #include "core/quant/fp8_storage.h"
 #include "core/quant/integrity.h"
 #include "core/quant/manifests.h"
+#include "core/util/crash_point.h"
 #include "core/util/file_util.h"
 #include "core/util/status_macros.h"
 #include "core/util/torch_status.h"
@@ -226,6 +227,7 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
   record.scheme = options.scheme;
   record.format = std::string(ExportFormatName(options.format));
   record.disabled_by_flag = options.disabled_by_request;
+  record.job_id = options.job_id;
   ASSIGN_OR_RETURN(record.digests, ComputeTensorDigests(staged.path()));
   RETURN_IF_ERROR(WriteLayerSensitivity(staged.path() / "layer-sensitivity", b, plan, record));
 
@@ -236,6 +238,7 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
   RETURN_IF_ERROR(CheckManifestRecords(staged.path(), record.digests));
   if (options.progress) options.progress(1.0);
   RETURN_IF_ERROR(staged.Commit());
+  CrashPoint("published");
   ExportResult r;
   r.out_dir = options.out_dir;
   r.tensors_written = tensors.size();

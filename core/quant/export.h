@@ -44,6 +44,7 @@ struct ExportOptions {
   ExportFormat format = ExportFormat::kCompressedTensors;
   bool overwrite = false;
   std::vector<std::string> disabled_by_request;  // recorded in the manifest next to the plan's merged patterns
+  std::string job_id;                            // recorded in the manifest (the daemon's job)
   uint64_t max_shard_bytes = 5ull << 30;
   const std::atomic<bool>* cancel = nullptr;
   std::function<void(double)> progress;  // fraction of the export done

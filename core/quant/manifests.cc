@@ -62,6 +62,8 @@ ojson QuantManifestJson(const Baseline& b, const Plan& p, const SchemeRecord& r)
   j["scheme"] = r.scheme;
   j["producer"] = {{"name", "autoquant"}, {"version", AUTOQUANT_VERSION}};
   j["format"] = r.format;
+  // Lets a re-attempt of the same job recognise a scheme its cut-off predecessor already published.
+  if (!r.job_id.empty()) j["job_id"] = r.job_id;
   j["baseline_key"] = b.key;
   j["method"] = ScoreMethodName(b.inputs.method);
   j["formats"] = ojson::array();
@@ -191,6 +193,7 @@ absl::StatusOr<SchemeManifest> ReadSchemeManifest(const fs::path& scheme_dir) {
     m.scheme = j.value("scheme", "");
     if (j.contains("producer") && j["producer"].is_object()) m.producer = j["producer"].value("name", "");
     m.baseline_key = j.value("baseline_key", "");
+    m.job_id = j.value("job_id", "");
     m.effective_bits = j.value("effective_bits", 16.0);
     if (j.contains("coverage") && j["coverage"].is_number()) m.coverage = j["coverage"].get<double>();
     for (const auto& [key, g] : j.at("groups").items()) {

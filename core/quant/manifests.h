@@ -35,6 +35,7 @@ struct SchemeRecord {
   std::string scheme;
   std::string format;                         // export format name ("compressed-tensors")
   std::vector<std::string> disabled_by_flag;  // the request's own disabled_layers patterns
+  std::string job_id;                         // the daemon job that wrote it ("" outside the daemon)
   TensorDigests digests;                      // of the written checkpoint
 };
 
@@ -61,6 +62,7 @@ struct SchemeManifest {
   int num_groups = 0, num_quantized = 0;
   std::map<std::string, ManifestGroup> groups;
   std::optional<TensorDigests> integrity;  // absent in manifests from before it was recorded
+  std::string job_id;  // the daemon job that wrote it; "" when written outside the daemon
 };
 // NotFound if the directory has no layer-sensitivity/*_quant_manifest.json;
 // InvalidArgument if there are several or one is malformed.

@@ -20,8 +20,9 @@ class ScriptedRunner : public JobRunner {
     if (spec.scheme == "bad") return absl::InvalidArgumentError("scheme 'bad' is rejected by the test runner");
     return absl::OkStatus();
   }
-  absl::StatusOr<JobResultInfo> Run(const JobSpec& spec, const RunnerEventFn& on_event,
+  absl::StatusOr<JobResultInfo> Run(const Job& job, const RunnerEventFn& on_event,
                                     const std::atomic<bool>* cancel) override {
+    const JobSpec& spec = job.spec;
     ran.push_back(spec.scheme);
     for (const char* phase : {"calibrate", "score", "search", "export"}) {
       for (int step = 0; step < 4; ++step) {
@@ -163,6 +164,28 @@ TEST_F(JobManagerTest, CancelQueuedAndRunningJobs) {
   EXPECT_EQ(WaitTerminal(running->id).state, JobState::kCancelled);
   EXPECT_EQ(manager_->Cancel(running->id).status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(runner_.ran, std::vector<std::string>{"running"});  // the cancelled queued job never ran
+}
+
+TEST_F(JobManagerTest, AcknowledgedCancelOfARunningJobIsKeptAcrossACrash) {
+  // A previous process claimed the job (RUNNING in the store) and dies after this cancel is answered.
+  Job j;
+  j.id = NewJobId();
+  j.spec = Spec("cut-off");
+  std::vector<bool> created;
+  ASSERT_TRUE(store_->Insert({j}, "queued", &created).ok());
+  ASSERT_TRUE(store_->ClaimNext().ok());
+  auto c = manager_->Cancel(j.id);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->state, JobState::kRunning);
+  manager_.reset();
+  store_.reset();
+  auto reopened = OpenJobStore("sqlite:" + (dir_ / "jobs.db").string());
+  ASSERT_TRUE(reopened.ok());
+  store_ = std::move(*reopened);
+  manager_ = std::make_unique<JobManager>(store_.get(), &observer_);
+  ASSERT_TRUE(manager_->Recover().ok());
+  manager_->Start(&runner_);
+  EXPECT_EQ(WaitTerminal(j.id).state, JobState::kCancelled);  // not run to completion
 }
 
 TEST_F(JobManagerTest, DrainRequeuesTheRunningJobWithoutCountingTheAttempt) {

@@ -5,6 +5,10 @@
 #include <fstream>
 #include <thread>
 
+#include <sqlite3.h>
+
+#include "absl/strings/str_cat.h"
+
 #include "tests/test_util.h"
 
 namespace autoquant {
@@ -161,6 +165,69 @@ TEST_F(SqliteJobStoreTest, SurvivesReopenAndRecoversInterruptedJobsOnceThenFails
   ASSERT_EQ(changed->size(), 1u);
   EXPECT_EQ(changed->front().state, JobState::kFailed);
   EXPECT_NE(changed->front().message.find("resubmit"), std::string::npos);
+}
+
+TEST_F(SqliteJobStoreTest, CancelRequestOfARunningJobSurvivesReopenAndIsFinishedNotFailed) {
+  std::vector<bool> created;
+  auto jobs = store_->Insert({MakeJob("a"), MakeJob("b")}, "queued", &created);
+  ASSERT_TRUE(jobs.ok());
+  const std::string a = (*jobs)[0].id, b = (*jobs)[1].id;
+  ASSERT_TRUE(store_->ClaimNext().ok());
+  ASSERT_TRUE(store_->RequestCancel(a).ok());
+  ASSERT_TRUE(store_->RequestCancel(b).ok());  // queued: not a running job's request, ignored
+  EXPECT_FALSE(store_->Get(b)->cancel_requested);
+  store_.reset();
+  auto reopened = OpenJobStore("sqlite:" + (dir_ / "jobs.db").string());
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_TRUE((*reopened)->Get(a)->cancel_requested);
+  // Attempts exhausted (max 1), yet the job goes back to the queue: its next run only finishes the cancel.
+  auto changed = (*reopened)->RecoverInterrupted(1);
+  ASSERT_TRUE(changed.ok());
+  ASSERT_EQ(changed->size(), 1u);
+  EXPECT_EQ(changed->front().state, JobState::kQueued);
+  EXPECT_TRUE(changed->front().cancel_requested);
+  auto again = (*reopened)->ClaimNext();
+  ASSERT_TRUE(again.ok() && again->has_value());
+  EXPECT_EQ((*again)->id, a);
+  EXPECT_TRUE((*again)->cancel_requested);
+}
+
+TEST_F(SqliteJobStoreTest, Version1StoreIsMigratedKeepingItsJobs) {
+  const std::filesystem::path path = dir_ / "v1.db";
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    // The version-1 layout: jobs without cancel_requested.
+    const char* v1 =
+        "CREATE TABLE jobs(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, idempotency_key TEXT "
+        "UNIQUE, sweep_id TEXT NOT NULL DEFAULT '', spec TEXT NOT NULL, priority INTEGER NOT NULL DEFAULT 0, state "
+        "TEXT NOT NULL, phase TEXT NOT NULL DEFAULT '', progress REAL NOT NULL DEFAULT 0, message TEXT NOT NULL "
+        "DEFAULT '', created_ms INTEGER NOT NULL DEFAULT 0, started_ms INTEGER NOT NULL DEFAULT 0, finished_ms "
+        "INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0, result TEXT);"
+        "PRAGMA user_version=1;";
+    ASSERT_EQ(sqlite3_exec(db, v1, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+    const std::string insert = absl::StrCat("INSERT INTO jobs(id, spec, state) VALUES('j-old', '",
+                                            MakeJob("old").spec.ToJson().dump(), "', 'running');");
+    ASSERT_EQ(sqlite3_exec(db, insert.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  }
+  auto store = OpenJobStore("sqlite:" + path.string());
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto old = (*store)->Get("j-old");
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->spec.scheme, "old");
+  EXPECT_FALSE(old->cancel_requested);
+  ASSERT_TRUE((*store)->RequestCancel("j-old").ok());
+  EXPECT_TRUE((*store)->Get("j-old")->cancel_requested);
+  store->reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(st, 0), kJobStoreSchemaVersion);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
 }
 
 TEST_F(SqliteJobStoreTest, ListPagesInSubmissionOrderAndFilters) {
