@@ -138,6 +138,17 @@ absl::StatusOr<std::pair<std::string, std::vector<Job>>> JobManager::SubmitSweep
     if (draining_) return absl::UnavailableError("the daemon is shutting down; submit to it after it restarts");
   }
   const bool sweep = specs.size() > 1;
+  // A retried submit returns what the first one stored, even where validating it again would now fail
+  // (the job already ran, so its scheme directory exists).
+  if (!key.empty()) {
+    std::vector<Job> replay;
+    for (const JobSpec& spec : specs) {
+      ASSIGN_OR_RETURN(std::optional<Job> j, store_->FindByKey(sweep ? absl::StrCat(key, "/", spec.scheme) : key));
+      if (!j || !(j->spec == spec)) break;
+      replay.push_back(*std::move(j));
+    }
+    if (replay.size() == specs.size()) return std::make_pair(replay.front().sweep_id, std::move(replay));
+  }
   std::map<std::string, size_t> names;
   for (size_t i = 0; i < specs.size(); ++i) {
     absl::Status s = runner_->Validate(specs[i]);

@@ -48,6 +48,8 @@ class JobStore {
 
   // NotFound for an unknown id.
   virtual absl::StatusOr<Job> Get(const std::string& id) = 0;
+  // The job stored under an idempotency key, if any.
+  virtual absl::StatusOr<std::optional<Job>> FindByKey(const std::string& idempotency_key) = 0;
   virtual absl::StatusOr<JobPage> List(const JobListFilter& filter) = 0;
 
   // Moves a job to `to` (CheckTransition: FailedPrecondition if not

@@ -172,6 +172,11 @@ class SqliteJobStore : public JobStore {
     return GetLocked(id);
   }
 
+  absl::StatusOr<std::optional<Job>> FindByKey(const std::string& key) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return FindByKeyLocked(key);
+  }
+
   absl::StatusOr<JobPage> List(const JobListFilter& f) override {
     std::lock_guard<std::mutex> lock(mu_);
     std::string where = "seq > ?1";

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -18,6 +19,7 @@ class ScriptedRunner : public JobRunner {
  public:
   absl::Status Validate(const JobSpec& spec) override {
     if (spec.scheme == "bad") return absl::InvalidArgumentError("scheme 'bad' is rejected by the test runner");
+    if (exists.count(spec.scheme)) return absl::AlreadyExistsError("output directory exists (test)");
     return absl::OkStatus();
   }
   absl::StatusOr<JobResultInfo> Run(const Job& job, const RunnerEventFn& on_event,
@@ -40,6 +42,7 @@ class ScriptedRunner : public JobRunner {
   }
   std::vector<std::string> ran;
   std::atomic<bool> hold{false};
+  std::set<std::string> exists;  // schemes whose output "exists": Validate refuses them
 };
 
 class CountingObserver : public JobObserver {
@@ -186,6 +189,25 @@ TEST_F(JobManagerTest, AcknowledgedCancelOfARunningJobIsKeptAcrossACrash) {
   ASSERT_TRUE(manager_->Recover().ok());
   manager_->Start(&runner_);
   EXPECT_EQ(WaitTerminal(j.id).state, JobState::kCancelled);  // not run to completion
+}
+
+TEST_F(JobManagerTest, RetriedSubmitReturnsTheStoredJobEvenAfterItRan) {
+  manager_->Start(&runner_);
+  auto first = manager_->Submit(Spec("once"), "key-once");
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(WaitTerminal(first->id).state, JobState::kSucceeded);
+  runner_.exists.insert("once");  // its output now exists: a fresh submit would be refused
+  auto retry = manager_->Submit(Spec("once"), "key-once");
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(retry->id, first->id);
+  EXPECT_EQ(retry->state, JobState::kSucceeded);
+  EXPECT_EQ(manager_->Submit(Spec("once"), "").status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(manager_->Submit(Spec("once"), "other-key").status().code(), absl::StatusCode::kAlreadyExists);
+  // The same key with another spec is still refused.
+  JobSpec changed = Spec("once");
+  changed.coverage = 0.9;
+  EXPECT_FALSE(manager_->Submit(changed, "key-once").ok());
+  EXPECT_EQ(runner_.ran, std::vector<std::string>{"once"});
 }
 
 TEST_F(JobManagerTest, DrainRequeuesTheRunningJobWithoutCountingTheAttempt) {
