@@ -139,6 +139,21 @@ class SqliteJobStore : public JobStore {
                                                         ", newer than this autoquantd's ", kJobStoreSchemaVersion,
                                                         "; run a newer autoquantd"));
     }
+    // A damaged file fails here, not on the first RPC, and before anything below writes to it: a
+    // store that does not check out is reported and left exactly as it was.
+    {
+      Stmt check(db_, "PRAGMA quick_check");
+      if (!check.prepared().ok()) {
+        return absl::DataLossError(absl::StrCat("job store failed its integrity check: ", sqlite3_errmsg(db_),
+                                                "; move it aside or point --store elsewhere"));
+      }
+      auto row = check.Step();
+      if (!row.ok() || !*row || check.Text(0) != "ok") {
+        return absl::DataLossError(absl::StrCat("job store failed its integrity check: ",
+                                                row.ok() && *row ? check.Text(0) : std::string(row.status().message()),
+                                                "; move it aside or point --store elsewhere"));
+      }
+    }
     RETURN_IF_ERROR(Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
     RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     absl::Status s = Exec(kSchema);
@@ -150,15 +165,6 @@ class SqliteJobStore : public JobStore {
       return s;
     }
     RETURN_IF_ERROR(Exec("COMMIT"));
-    // A quick check that the tables are readable: a damaged file fails here, not on the first RPC.
-    Stmt check(db_, "PRAGMA quick_check");
-    if (!check.prepared().ok()) return absl::DataLossError("job store failed its integrity check");
-    auto row = check.Step();
-    if (!row.ok() || !*row || check.Text(0) != "ok") {
-      return absl::DataLossError(absl::StrCat("job store failed its integrity check: ",
-                                              row.ok() && *row ? check.Text(0) : std::string(row.status().message()),
-                                              "; move it aside or point --store elsewhere"));
-    }
     return absl::OkStatus();
   }
 

@@ -1,13 +1,15 @@
-// Crash points for the fault suite (tests/python/test_faults.py): with
+// Fault points for the fault suite (tests/python/test_faults.py). With
 // AUTOQUANT_CRASH_AT="NAME[:N]" in its environment, a process SIGKILLs itself
-// the N-th time (default 1) it passes CrashPoint("NAME"). Lets a test stop the
-// daemon exactly where a crash is most dangerous (after a scheme is published
-// but before its job is recorded, mid-calibration, ...) as `kill -9` would,
-// and reproducibly from a seed. Without the variable a call is one relaxed
-// atomic load.
+// the N-th time (default 1) it passes CrashPoint("NAME"): the daemon stops
+// exactly where a crash is most dangerous (after a scheme is published but
+// before its job is recorded, mid-calibration, ...) as `kill -9` would, and
+// reproducibly from a seed. With AUTOQUANT_OOM_AT="NAME[:N]", the next torch
+// CPU allocation after the N-th pass throws c10::OutOfMemoryError, as a full
+// GPU does (cpu_alloc_fault.h): the job must fail with ResourceExhausted and
+// the process go on. Without the variables a call costs a string compare.
 //
 //   CrashPoint("published");    // AUTOQUANT_CRASH_AT=published   -> killed here
-//   CrashPoint(event.phase);    // AUTOQUANT_CRASH_AT=score:3     -> killed at the third scoring event
+//   CrashPoint(event.phase);    // AUTOQUANT_OOM_AT=score:3       -> out of memory after the third scoring event
 //
 // Names in use: "submitted" (a job stored, its RPC not yet answered), "claimed"
 // (a job taken from the queue, not yet run), "load" (model loading),

@@ -39,7 +39,9 @@ absl::Status ErrnoStatus(int err, absl::string_view what, const fs::path& path) 
       return absl::AlreadyExistsError(msg);
     case ENOSPC:
     case EDQUOT:
-      return absl::ResourceExhaustedError(msg);
+      return absl::ResourceExhaustedError(absl::StrCat(
+          msg, " (the disk is full", err == EDQUOT ? " for this user's quota" : "",
+          "; free space on that filesystem and retry)"));
     default:
       return absl::InternalError(msg);
   }
