@@ -35,5 +35,5 @@ if [ ! -f "$BUILD_DIR/CMakeCache.txt" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$
     || { cat "$BUILD_DIR/configure.log"; exit 1; }
   printf '%s' "$want" >"$STAMP"
 fi
-# AUTOQUANT_BUILD_TARGET: build only that target (and what it needs) instead of everything.
-cmake --build "$BUILD_DIR" -j "${AUTOQUANT_JOBS:-$(nproc)}" ${AUTOQUANT_BUILD_TARGET:+--target "$AUTOQUANT_BUILD_TARGET"}
+# AUTOQUANT_BUILD_TARGET: build only these targets (space-separated; and what they need) instead of everything.
+cmake --build "$BUILD_DIR" -j "${AUTOQUANT_JOBS:-$(nproc)}" ${AUTOQUANT_BUILD_TARGET:+--target $AUTOQUANT_BUILD_TARGET}

@@ -7,43 +7,13 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "tests/scripted_runner.h"
 #include "tests/test_util.h"
 
 namespace autoquant {
 namespace {
 using namespace std::chrono_literals;
-
-// A runner scripted by the test: reports a few phases, checks the cancel
-// flag between steps, and can be made to fail or to wait for a go signal.
-class ScriptedRunner : public JobRunner {
- public:
-  absl::Status Validate(const JobSpec& spec) override {
-    if (spec.scheme == "bad") return absl::InvalidArgumentError("scheme 'bad' is rejected by the test runner");
-    if (exists.count(spec.scheme)) return absl::AlreadyExistsError("output directory exists (test)");
-    return absl::OkStatus();
-  }
-  absl::StatusOr<JobResultInfo> Run(const Job& job, const RunnerEventFn& on_event,
-                                    const std::atomic<bool>* cancel) override {
-    const JobSpec& spec = job.spec;
-    ran.push_back(spec.scheme);
-    for (const char* phase : {"calibrate", "score", "search", "export"}) {
-      for (int step = 0; step < 4; ++step) {
-        while (hold.load() && !cancel->load()) std::this_thread::sleep_for(1ms);
-        if (cancel->load()) return absl::CancelledError("cancelled");
-        on_event({phase, (step + 1) / 4.0, "", false});
-      }
-    }
-    if (spec.scheme == "fails") return absl::ResourceExhaustedError("CUDA out of memory (test)");
-    JobResultInfo r;
-    r.output_dir = "/models/" + spec.scheme;
-    r.groups_quantized = 3;
-    r.groups_total = 6;
-    return r;
-  }
-  std::vector<std::string> ran;
-  std::atomic<bool> hold{false};
-  std::set<std::string> exists;  // schemes whose output "exists": Validate refuses them
-};
+using testing::ScriptedRunner;
 
 class CountingObserver : public JobObserver {
  public:
