@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from aq_paths import BUILD_DIR, REPO
-from daemon_helpers import Daemon, free_port, stubs
+from daemon_helpers import TEST_DEVICE, Daemon, free_port, stubs
 
 pb, _ = stubs()
 DEPLOY = REPO / "deploy"
@@ -141,7 +141,7 @@ def test_flags_come_from_the_environment_and_the_command_line_wins(env_daemon):
     assert pathlib.Path(info.model_path).resolve() == pathlib.Path(env_daemon.env["AUTOQUANTD_MODEL"]).resolve()
     assert info.batch_size == 3
     # The command line's --device and --listen won; the environment's cuda:7 / 0.0.0.0:1 were not used.
-    assert info.device == env_daemon.args[env_daemon.args.index("--device") + 1]
+    assert info.device.startswith(env_daemon.args[env_daemon.args.index("--device") + 1]), info.device  # cuda -> cuda:0
     assert env_daemon.port != 1
 
 
@@ -189,6 +189,13 @@ def test_dashboard_and_alerts_query_only_metrics_the_daemon_exports(env_daemon):
     assert state == pb.JOB_STATE_SUCCEEDED, env_daemon.wait_job(job.id)
     scrape()
     assert "autoquant_job_progress_ratio" in families, "no scrape saw the running job's progress"
+    # What the alerts rely on: the failed-jobs counter is there at 0 before any failure (else increase()
+    # misses the first), and the device's total memory is known on a GPU (0 on the CPU: no alert).
+    samples = dict(l.rsplit(" ", 1) for l in urllib.request.urlopen(url, timeout=10).read().decode().splitlines()
+                   if l and not l.startswith("#"))
+    assert float(samples['autoquant_jobs_finished_total{state="failed"}']) == 0
+    total = float(samples["autoquant_device_memory_total_bytes"])
+    assert total == 0 if TEST_DEVICE == "cpu" else total > 2**30, total
 
     used = {}
     for source, exprs in (("dashboard", dashboard_exprs()), ("rules", rule_exprs())):
