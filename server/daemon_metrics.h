@@ -13,7 +13,7 @@
 //   autoquant_calibration_batches_total, autoquant_scoring_batches_total
 //   autoquant_export_bytes_total, autoquant_export_seconds (histogram)
 //   autoquant_device_memory_bytes{kind=allocated|reserved}, autoquant_device_memory_peak_bytes
-//   autoquant_device_memory_total_bytes        the device's memory (0 on the CPU); alerts divide by it
+//   autoquant_device_memory_total_bytes        the device's memory (0 on the CPU)
 //   autoquant_model_load_seconds
 //   autoquant_baseline_cache_hits_total, autoquant_baseline_cache_misses_total
 //   autoquant_rpcs_total{method,code}

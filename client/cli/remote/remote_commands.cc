@@ -216,7 +216,8 @@ absl::Status RunServerHealth(const HealthOptions& o) {
   grpc::health::v1::HealthCheckResponse resp;
   auto ctx = c.Context();
   RETURN_IF_ERROR(c.Check(stub->Check(ctx.get(), req, &resp), "Health.Check"));
-  const std::string status = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status());
+  const std::string status =
+      grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status());
   if (o.common.json) {
     std::cout << nlohmann::json({{"service", o.service}, {"status", status}}).dump(2) << "\n";
   } else {
@@ -342,9 +343,11 @@ void AddRemoteCommands(CLI::App& app, absl::Status* status, bool* ran) {
     info->callback([o, result] { result.Set(RunServerInfo(*o)); });
     auto h = std::make_shared<HealthOptions>();
     CLI::App* health = server->add_subcommand(
-        "health", "grpc.health.v1 check: prints SERVING and exits 0, else exits 3 (for container probes)");
-    health->add_option("--service", h->service,
-                       "service to ask about (default: the whole server; autoquant.v1.AutoQuant works too)");
+        "health",
+        "grpc.health.v1 check: prints SERVING and exits 0, else exits 3 (for container probes)");
+    health->add_option(
+        "--service", h->service,
+        "service to ask about (default: the whole server; autoquant.v1.AutoQuant works too)");
     AddCommonOptions(health, &h->common);
     health->callback([h, result] { result.Set(RunServerHealth(*h)); });
   }
