@@ -21,7 +21,8 @@ APT_PACKAGES=(
   libabsl-dev nlohmann-json3-dev prometheus-cpp-dev libcivetweb-dev
   libgtest-dev libgmock-dev libsqlite3-dev libcli11-dev libspdlog-dev libfmt-dev
   libssl-dev zlib1g-dev
-  prometheus  # promtool: tests check autoquantd's /metrics with `promtool check metrics`
+  prometheus  # promtool: tests check autoquantd's /metrics with `promtool check metrics`; deploy/prometheus with check/test rules
+  docker-compose  # tests/python/test_deploy.py: `docker-compose config` on docker-compose.yml (no engine needed)
   clang libclang-rt-dev  # scripts/fuzz.sh: libFuzzer (-fsanitize=fuzzer) ships in clang's runtime package
 )
 missing=()

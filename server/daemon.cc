@@ -222,7 +222,7 @@ int RunDaemon(const DaemonOptions& o) {
     std::unique_lock<std::mutex> lock(stop_mu);
     while (!stop) {
       DeviceMemory m = (*engine)->device_memory();
-      metrics.SetDeviceMemory(m.allocated, m.reserved, m.peak_reserved);
+      metrics.SetDeviceMemory(m.allocated, m.reserved, m.peak_reserved, m.total);
       stop_cv.wait_for(lock, std::chrono::seconds(1));
     }
   });

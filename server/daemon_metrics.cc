@@ -62,6 +62,11 @@ DaemonMetrics::DaemonMetrics(std::shared_ptr<prometheus::Registry> r)
                        .Help("Highest device memory reserved since start")
                        .Register(*r)
                        .Add({})),
+      device_total_(BuildGauge()
+                        .Name("autoquant_device_memory_total_bytes")
+                        .Help("The device's memory (0 on the CPU)")
+                        .Register(*r)
+                        .Add({})),
       load_seconds_(BuildGauge()
                         .Name("autoquant_model_load_seconds")
                         .Help("Time to load the model and calibration set and warm up")
@@ -87,6 +92,9 @@ DaemonMetrics::DaemonMetrics(std::shared_ptr<prometheus::Registry> r)
   for (JobState s : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
                      JobState::kCancelled}) {
     jobs_.Add({{"state", std::string(JobStateName(s))}});
+    // Present from the start at 0, so that increase() sees the first failure (a series born at 1 has no
+    // increase to show, and the "job failed" alert in deploy/prometheus/rules.yml would miss it).
+    if (IsTerminal(s)) finished_.Add({{"state", std::string(JobStateName(s))}});
   }
   for (const char* kind : {"allocated", "reserved"}) device_memory_.Add({{"kind", kind}});
 }
@@ -161,10 +169,11 @@ void DaemonMetrics::CountRpc(const std::string& method, const std::string& code)
   rpcs_.Add({{"method", method}, {"code", code}}).Increment();
 }
 
-void DaemonMetrics::SetDeviceMemory(int64_t allocated, int64_t reserved, int64_t peak) {
+void DaemonMetrics::SetDeviceMemory(int64_t allocated, int64_t reserved, int64_t peak, int64_t total) {
   device_memory_.Add({{"kind", "allocated"}}).Set(double(allocated));
   device_memory_.Add({{"kind", "reserved"}}).Set(double(reserved));
   device_peak_.Set(double(peak));
+  device_total_.Set(double(total));
 }
 
 void DaemonMetrics::SetModelLoadSeconds(double s) { load_seconds_.Set(s); }

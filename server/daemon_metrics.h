@@ -13,6 +13,7 @@
 //   autoquant_calibration_batches_total, autoquant_scoring_batches_total
 //   autoquant_export_bytes_total, autoquant_export_seconds (histogram)
 //   autoquant_device_memory_bytes{kind=allocated|reserved}, autoquant_device_memory_peak_bytes
+//   autoquant_device_memory_total_bytes        the device's memory (0 on the CPU)
 //   autoquant_model_load_seconds
 //   autoquant_baseline_cache_hits_total, autoquant_baseline_cache_misses_total
 //   autoquant_rpcs_total{method,code}
@@ -47,7 +48,7 @@ class DaemonMetrics : public JobObserver {
   // Initial per-state counts (from the store at start).
   void SetJobCounts(const std::map<JobState, int64_t>& counts);
   void CountRpc(const std::string& method, const std::string& code);
-  void SetDeviceMemory(int64_t allocated, int64_t reserved, int64_t peak);
+  void SetDeviceMemory(int64_t allocated, int64_t reserved, int64_t peak, int64_t total);
   void SetModelLoadSeconds(double s);
   void SetServing(bool serving);
 
@@ -71,6 +72,7 @@ class DaemonMetrics : public JobObserver {
   prometheus::Histogram& export_seconds_;
   prometheus::Family<prometheus::Gauge>& device_memory_;
   prometheus::Gauge& device_peak_;
+  prometheus::Gauge& device_total_;
   prometheus::Gauge& load_seconds_;
   prometheus::Counter& cache_hits_;
   prometheus::Counter& cache_misses_;

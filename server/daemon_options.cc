@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
@@ -55,6 +56,24 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions* o) {
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "scaled_mm", "emulated"}));
   app.add_option("--log-level", o->log_level, "debug | info | warning | error")->capture_default_str();
+}
+
+void AddDaemonEnvNames(CLI::App& app) {
+  // Containers configure through the environment (Dockerfile, docker-compose.yml, deploy/k8s), so every
+  // flag gets one derived name instead of a hand-kept list that a new flag could miss. --config is left
+  // out: CLI11 reads the config file before the environment, so an env name for it would be ignored.
+  for (CLI::Option* opt : app.get_options()) {
+    if (opt->get_lnames().empty()) continue;
+    const std::string& name = opt->get_lnames().front();
+    if (name == "help" || name == "version" || name == "config" || !opt->get_envname().empty()) continue;
+    opt->envname(DaemonEnvName(name));
+  }
+}
+
+std::string DaemonEnvName(const std::string& long_flag) {
+  std::string env = "AUTOQUANTD_";
+  for (char c : long_flag) env += c == '-' ? '_' : absl::ascii_toupper(static_cast<unsigned char>(c));
+  return env;
 }
 
 bool IsLoopbackAddress(const std::string& hp) {

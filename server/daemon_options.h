@@ -36,6 +36,14 @@ struct DaemonOptions {
 
 void AddDaemonOptions(CLI::App& app, DaemonOptions* o);
 
+// Gives every long flag already on `app` (but --help, --version and --config) an environment
+// variable, AUTOQUANTD_ plus the flag's name in upper case with '-' as '_' (--batch-size:
+// AUTOQUANTD_BATCH_SIZE), shown in --help. Call it after the last flag is added. Precedence
+// (CLI11): the command line, then the --config file, then the environment; an empty variable
+// counts as unset.
+void AddDaemonEnvNames(CLI::App& app);
+std::string DaemonEnvName(const std::string& long_flag);
+
 // Fills defaults that depend on other flags and checks combinations:
 // InvalidArgument with a message naming the flag to fix.
 absl::Status FinishDaemonOptions(DaemonOptions* o);

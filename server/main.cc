@@ -10,11 +10,14 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"autoquantd: GPU-resident AutoQuant daemon (gRPC service autoquant.v1.AutoQuant)"};
-  app.footer("Exit codes: 0 clean shutdown (SIGTERM/SIGINT), 1 failure to start, 2 bad flags.");
+  app.footer(
+      "Every flag can also be set in the environment (Env: above); the command line wins, then --config.\n"
+      "Exit codes: 0 clean shutdown (SIGTERM/SIGINT), 1 failure to start, 2 bad flags.");
   app.set_version_flag("--version", autoquant::BuildInfoString(autoquant::GetBuildInfo()) + " [api " +
                                         autoquant::v1::Job::descriptor()->file()->package() + "]");
   autoquant::DaemonOptions options;
   autoquant::AddDaemonOptions(app, &options);
+  autoquant::AddDaemonEnvNames(app);  // after every flag, so none is missed
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

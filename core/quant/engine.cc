@@ -1,6 +1,7 @@
 #include "core/quant/engine.h"
 #include "core/quant/engine_access.h"
 
+#include <ATen/cuda/CUDAContextLight.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <torch/torch.h>
 
@@ -285,7 +286,10 @@ DeviceMemory Engine::device_memory() const {
   const torch::Device& d = impl_->device;
   if (!d.is_cuda()) return m;
   const auto agg = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
-  auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(d.index() < 0 ? 0 : d.index());
+  const c10::DeviceIndex index = d.index() < 0 ? 0 : d.index();
+  auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
+  // The denominator of the "device memory near its limit" alert (deploy/prometheus/rules.yml).
+  m.total = static_cast<int64_t>(at::cuda::getDeviceProperties(index)->totalGlobalMem);
   m.allocated = stats.allocated_bytes[agg].current;
   m.reserved = stats.reserved_bytes[agg].current;
   m.peak_reserved = std::max<int64_t>(impl_->peak_seen.load(), stats.reserved_bytes[agg].peak);

@@ -100,6 +100,7 @@ struct DeviceMemory {
   int64_t allocated = 0;      // in use by tensors now
   int64_t reserved = 0;       // held by the allocator now
   int64_t peak_reserved = 0;  // highest reserved since the engine was created
+  int64_t total = 0;          // the device's memory (a MIG slice's own); 0 on the CPU
 };
 
 class Engine {

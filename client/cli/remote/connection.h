@@ -39,6 +39,8 @@ class Connection {
   Connection(std::string server, std::shared_ptr<grpc::Channel> channel, std::string token,
              double timeout_s);
   v1::AutoQuant::Stub* stub() const { return stub_.get(); }
+  // For the other services on the same address (grpc.health.v1).
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
   const std::string& server() const { return server_; }
   // A context with the token; with the unary deadline unless `streaming`.
   std::unique_ptr<grpc::ClientContext> Context(bool streaming = false) const;

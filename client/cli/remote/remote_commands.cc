@@ -1,4 +1,4 @@
-// status, wait, logs, list, cancel, sensitivity, server info; the shared
+// status, wait, logs, list, cancel, sensitivity, server info, server health; the shared
 // helpers of remote_common.h. submit and sweep are in submit_commands.cc.
 #include "client/cli/remote/remote_commands.h"
 
@@ -20,6 +20,7 @@
 #include "core/quant/baseline.h"
 #include "core/util/status_macros.h"
 #include "google/protobuf/util/time_util.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 
 namespace autoquant::cli {
 namespace {
@@ -200,6 +201,33 @@ absl::Status RunServerInfo(const CommonOptions& o) {
   return absl::OkStatus();
 }
 
+struct HealthOptions {
+  CommonOptions common;
+  std::string service;
+};
+
+// grpc.health.v1 Check: OK when SERVING; UNAVAILABLE (exit 3) otherwise, so a container
+// HEALTHCHECK can run it. Health is not behind the token, so probes need no secret.
+absl::Status RunServerHealth(const HealthOptions& o) {
+  ASSIGN_OR_RETURN(Connection c, Connect(o.common.connection));
+  auto stub = grpc::health::v1::Health::NewStub(c.channel());
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service(o.service);
+  grpc::health::v1::HealthCheckResponse resp;
+  auto ctx = c.Context();
+  RETURN_IF_ERROR(c.Check(stub->Check(ctx.get(), req, &resp), "Health.Check"));
+  const std::string status =
+      grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status());
+  if (o.common.json) {
+    std::cout << nlohmann::json({{"service", o.service}, {"status", status}}).dump(2) << "\n";
+  } else {
+    std::cout << status << "\n";
+  }
+  if (resp.status() == grpc::health::v1::HealthCheckResponse::SERVING) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat("daemon at ", c.server(), " is ", status,
+                                             " (loading the model, or draining to stop)"));
+}
+
 }  // namespace
 
 void AddCommonOptions(CLI::App* cmd, CommonOptions* o) {
@@ -313,6 +341,15 @@ void AddRemoteCommands(CLI::App& app, absl::Status* status, bool* ran) {
         "info", "What the daemon holds: model, calibration set, device, queue");
     AddCommonOptions(info, o.get());
     info->callback([o, result] { result.Set(RunServerInfo(*o)); });
+    auto h = std::make_shared<HealthOptions>();
+    CLI::App* health = server->add_subcommand(
+        "health",
+        "grpc.health.v1 check: prints SERVING and exits 0, else exits 3 (for container probes)");
+    health->add_option(
+        "--service", h->service,
+        "service to ask about (default: the whole server; autoquant.v1.AutoQuant works too)");
+    AddCommonOptions(health, &h->common);
+    health->callback([h, result] { result.Set(RunServerHealth(*h)); });
   }
 }
 
