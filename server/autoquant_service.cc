@@ -320,14 +320,14 @@ grpc::ServerUnaryReactor* AutoQuantService::GetSensitivity(grpc::CallbackServerC
                                                            v1::Sensitivity* resp) {
   absl::Status s = [&]() -> absl::Status {
     RETURN_IF_ERROR(d_->auth->Check(*ctx));
-    Engine* engine = d_->engine.load();
+    const EngineFacts* engine = d_->engine.load();
     if (!engine) return absl::UnavailableError("the model is still loading; retry when health is SERVING");
     ScoreMethod method = req->method() == v1::SCORE_METHOD_KL_DIV ? ScoreMethod::kKlDiv : ScoreMethod::kGradient;
     if (req->calib_steps() < 0 || req->score_steps() < 0) {
       return absl::InvalidArgumentError("calib_steps and score_steps must be >= 0");
     }
-    ASSIGN_OR_RETURN(Baseline b, engine->CachedBaseline(method, req->calib_steps(), req->score_steps(),
-                                                        req->include_vision()));
+    ASSIGN_OR_RETURN(Baseline b, engine->cached_baseline(method, req->calib_steps(), req->score_steps(),
+                                                         req->include_vision()));
     resp->set_baseline_key(b.key);
     std::vector<int> rank(b.groups.size());
     for (size_t r = 0; r < b.ranking.size(); ++r) rank[b.ranking[r]] = static_cast<int>(r);
@@ -364,22 +364,22 @@ grpc::ServerUnaryReactor* AutoQuantService::GetServerInfo(grpc::CallbackServerCo
     resp->set_running_job_id(d_->jobs->running_job_id());
     ASSIGN_OR_RETURN(int64_t queued, d_->jobs->queued_count());
     resp->set_queued_jobs(static_cast<int32_t>(queued));
-    if (Engine* e = d_->engine.load()) {
-      resp->set_model_fingerprint(e->model_fingerprint());
-      resp->set_calib_fingerprint(e->calib_fingerprint());
-      resp->set_calib_samples(static_cast<int32_t>(e->calib_samples()));
-      resp->set_device(e->device());
-      resp->set_dtype(e->dtype());
+    if (const EngineFacts* e = d_->engine.load()) {
+      resp->set_model_fingerprint(e->model_fingerprint);
+      resp->set_calib_fingerprint(e->calib_fingerprint);
+      resp->set_calib_samples(static_cast<int32_t>(e->calib_samples));
+      resp->set_device(e->device);
+      resp->set_dtype(e->dtype);
       DeviceMemory m = e->device_memory();
       resp->set_device_memory_allocated_bytes(m.allocated);
       resp->set_device_memory_reserved_bytes(m.reserved);
       resp->set_device_memory_peak_bytes(m.peak_reserved);
       for (const auto& k : e->cached_baseline_keys()) resp->add_cached_baselines(k);
     }
-    if (const Evaluator* ev = d_->evaluator.load()) {
-      resp->set_eval_set_path(ev->options().eval_set.string());
-      resp->set_eval_set_fingerprint(ev->fingerprint());
-      resp->set_eval_samples(static_cast<int32_t>(ev->samples()));
+    if (const EvalSetFacts* ev = d_->eval_set.load()) {
+      resp->set_eval_set_path(ev->path);
+      resp->set_eval_set_fingerprint(ev->fingerprint);
+      resp->set_eval_samples(static_cast<int32_t>(ev->samples));
     }
     return absl::OkStatus();
   }();

@@ -208,8 +208,24 @@ int RunDaemon(const DaemonOptions& o) {
     spdlog::info("evaluation set {}: {} samples ({} with images)", o.eval_set, evaluator->samples(),
                  evaluator->samples_with_images());
   }
-  ctx.evaluator = evaluator.get();
-  ctx.engine = engine->get();
+  Engine* e = engine->get();
+  EngineFacts facts{.model_fingerprint = e->model_fingerprint(),
+                    .calib_fingerprint = e->calib_fingerprint(),
+                    .device = e->device(),
+                    .dtype = e->dtype(),
+                    .calib_samples = static_cast<int64_t>(e->calib_samples()),
+                    .device_memory = [e] { return e->device_memory(); },
+                    .cached_baseline_keys = [e] { return e->cached_baseline_keys(); },
+                    .cached_baseline = [e](ScoreMethod m, int calib_steps, int score_steps, bool vision) {
+                      return e->CachedBaseline(m, calib_steps, score_steps, vision);
+                    }};
+  EvalSetFacts eval_facts;
+  if (evaluator) {
+    eval_facts = {evaluator->options().eval_set.string(), evaluator->fingerprint(),
+                  static_cast<int64_t>(evaluator->samples())};
+    ctx.eval_set = &eval_facts;
+  }
+  ctx.engine = &facts;
   EngineJobRunner runner(engine->get(), o.models_root, evaluator.get());
   jobs.Start(&runner);
   serving = true;

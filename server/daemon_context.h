@@ -1,25 +1,49 @@
 // What autoquantd's RPC handlers share: the job manager, auth, metrics, and
-// the engine once it is loaded (null while loading). Owned by main.
+// what they read of the engine and the evaluation set once loaded (null while
+// loading). Owned by main.
+//
+// The handlers reach the engine only through EngineFacts (plain values and
+// callables filled by daemon.cc), so the service library neither links nor
+// builds the engine: its tests, ThreadSanitizer's included, run it with a
+// scripted runner and no model.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <string>
+#include <vector>
 
-#include "core/eval/evaluator.h"
+#include "absl/status/statusor.h"
 #include "core/jobs/job_manager.h"
-#include "core/quant/engine.h"
+#include "core/quant/baseline.h"
+#include "core/quant/engine.h"  // DeviceMemory (the header is torch-free; nothing of Engine is called here)
 #include "server/daemon_metrics.h"
 #include "server/token_auth.h"
 
 namespace autoquant {
 
+struct EngineFacts {
+  std::string model_fingerprint, calib_fingerprint, device, dtype;
+  int64_t calib_samples = 0;
+  std::function<DeviceMemory()> device_memory;
+  std::function<std::vector<std::string>()> cached_baseline_keys;
+  // A baseline the engine already holds (or has cached on disk); NotFound otherwise.
+  std::function<absl::StatusOr<Baseline>(ScoreMethod, int calib_steps, int score_steps, bool include_vision)>
+      cached_baseline;
+};
+
+struct EvalSetFacts {
+  std::string path, fingerprint;
+  int64_t samples = 0;
+};
+
 struct DaemonContext {
   JobManager* jobs = nullptr;
   const TokenAuth* auth = nullptr;
   DaemonMetrics* metrics = nullptr;
-  std::atomic<Engine*> engine{nullptr};
-  std::atomic<const Evaluator*> evaluator{nullptr};  // null: no --eval-set, or still loading
+  std::atomic<const EngineFacts*> engine{nullptr};    // null while loading
+  std::atomic<const EvalSetFacts*> eval_set{nullptr};  // null: no --eval-set, or still loading
   std::atomic<double> load_seconds{0};
   int batch_size = 1;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();

@@ -25,23 +25,6 @@ absl::Status NeedEvaluator(const Evaluator* evaluator) {
 
 }  // namespace
 
-absl::StatusOr<fs::path> ExistingSchemeDir(const fs::path& models_root, const std::string& scheme) {
-  RETURN_IF_ERROR(ValidateSchemeName(scheme));
-  const fs::path dir = models_root / scheme;
-  struct stat st;
-  if (::lstat(dir.c_str(), &st) != 0) {
-    return absl::NotFoundError(absl::StrCat("no scheme '", scheme, "' under the models root ", models_root.string(),
-                                            ": submit it first (with evaluate to do both)"));
-  }
-  if (S_ISLNK(st.st_mode) || !S_ISDIR(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat(dir.string(), " is not a scheme directory (",
-                                                      S_ISLNK(st.st_mode) ? "a symbolic link" : "not a directory",
-                                                      "); the daemon reads only real directories under ",
-                                                      models_root.string()));
-  }
-  return dir;
-}
-
 absl::StatusOr<SchemeRequest> EngineJobRunner::ToRequest(const JobSpec& spec) const {
   RETURN_IF_ERROR(ValidateSchemeName(spec.scheme));
   SchemeRequest r;

@@ -19,16 +19,10 @@
 
 #include "core/eval/evaluator.h"
 #include "core/jobs/job_runner.h"
+#include "core/jobs/scheme_dir.h"
 #include "core/quant/engine.h"
 
 namespace autoquant {
-
-// The existing scheme directory `scheme` names under `models_root`, for
-// reading it (evaluation, reports): InvalidArgument for a name that is not one
-// plain path component, NotFound when absent, FailedPrecondition for a symbolic
-// link or a non-directory (never followed out of the root).
-absl::StatusOr<std::filesystem::path> ExistingSchemeDir(const std::filesystem::path& models_root,
-                                                        const std::string& scheme);
 
 class EngineJobRunner : public JobRunner {
  public:
