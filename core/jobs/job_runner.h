@@ -26,8 +26,8 @@ class JobRunner {
   // Everything that can be checked before the job is queued. Thread-safe
   // (called from RPC threads while Run is busy on the worker).
   virtual absl::Status Validate(const JobSpec& spec) = 0;
-  // Does the job (its id and attempt count let a re-attempt find what a
-  // cut-off attempt already finished). Called on the worker thread only, one
+  // Does the job (its id lets a re-attempt recognise what a cut-off attempt
+  // already published). Called on the worker thread only, one
   // job at a time. Returns Cancelled (leaving no output) once `cancel` is set.
   virtual absl::StatusOr<JobResultInfo> Run(const Job& job, const RunnerEventFn& on_event,
                                             const std::atomic<bool>* cancel) = 0;

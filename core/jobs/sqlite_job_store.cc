@@ -120,18 +120,16 @@ class SqliteJobStore : public JobStore {
   absl::Status Init() {
     std::lock_guard<std::mutex> lock(mu_);
     sqlite3_busy_timeout(db_, 10000);
+    // A store that cannot be used is reported as data loss, with what to do; the file is left alone.
+    auto damaged = [](absl::string_view what, absl::string_view detail) {
+      return absl::DataLossError(absl::StrCat("job store ", what, ": ", detail, "; move it aside or point --store elsewhere"));
+    };
     // Fails on a file that is not a database: report it as such.
     {
       Stmt s(db_, "PRAGMA user_version");
-      if (!s.prepared().ok()) {
-        return absl::DataLossError(absl::StrCat("job store is not a readable SQLite database: ", sqlite3_errmsg(db_),
-                                                "; move it aside or point --store elsewhere"));
-      }
+      if (!s.prepared().ok()) return damaged("is not a readable SQLite database", sqlite3_errmsg(db_));
       auto row = s.Step();
-      if (!row.ok()) {
-        return absl::DataLossError(absl::StrCat("job store is not a readable SQLite database: ",
-                                                row.status().message(), "; move it aside or point --store elsewhere"));
-      }
+      if (!row.ok()) return damaged("is not a readable SQLite database", row.status().message());
       version_ = *row ? static_cast<int>(s.Int(0)) : 0;
     }
     if (version_ > kJobStoreSchemaVersion) {
@@ -143,16 +141,10 @@ class SqliteJobStore : public JobStore {
     // store that does not check out is reported and left exactly as it was.
     {
       Stmt check(db_, "PRAGMA quick_check");
-      if (!check.prepared().ok()) {
-        return absl::DataLossError(absl::StrCat("job store failed its integrity check: ", sqlite3_errmsg(db_),
-                                                "; move it aside or point --store elsewhere"));
-      }
+      if (!check.prepared().ok()) return damaged("failed its integrity check", sqlite3_errmsg(db_));
       auto row = check.Step();
-      if (!row.ok() || !*row || check.Text(0) != "ok") {
-        return absl::DataLossError(absl::StrCat("job store failed its integrity check: ",
-                                                row.ok() && *row ? check.Text(0) : std::string(row.status().message()),
-                                                "; move it aside or point --store elsewhere"));
-      }
+      if (!row.ok()) return damaged("failed its integrity check", row.status().message());
+      if (!*row || check.Text(0) != "ok") return damaged("failed its integrity check", *row ? check.Text(0) : "no result");
     }
     RETURN_IF_ERROR(Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
     RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));

@@ -117,7 +117,7 @@ class Suite:
         self.unanswered = {}  # idempotency key -> spec of a submit that got no answer
         self.fresh_baselines = itertools.product(range(2, 6), range(2, 6))  # (calib_steps, score_steps)
         self.published = {}  # scheme -> inode, every complete scheme directory seen after a kill
-        self.verified = set()
+        self.partial = []  # scheme directories seen incomplete or damaged right after a kill
         self.kills = []
         self.n = 0
 
@@ -234,7 +234,9 @@ class Suite:
                 assert self.published[p.name] == inode, f"{p.name} was replaced after it was published"
                 continue
             proc, report = diff(self.bin, p)
-            assert proc.returncode == 0, f"partial or damaged scheme visible after a kill: {p}\n{proc.stderr}"
+            if proc.returncode != 0:
+                self.partial.append(f"{p}: {proc.stderr}")  # checked at the end, with every other figure
+                continue
             self.published[p.name] = inode
 
 
@@ -290,6 +292,7 @@ def test_kill9_at_seeded_points_in_every_phase_loses_nothing(tmp_path, daemon_in
 
 def check(s, final, listed, logs, root, autoquant_bin):
     h = s.h
+    assert not s.partial, f"partial or damaged schemes visible after a kill: {s.partial}"
     # Every acknowledged job is known, and a key made at most one job.
     acked = {o["job"] for o in h.of("submit-ok")}
     assert acked <= set(listed), f"acknowledged jobs lost: {acked - set(listed)}"
@@ -373,7 +376,7 @@ def check(s, final, listed, logs, root, autoquant_bin):
         "cancelled": sum(1 for j in final.values() if j.state == pb.JOB_STATE_CANCELLED),
         "jobs_lost": len(acked - set(listed)),
         "jobs_run_twice": rewritten,
-        "partial_checkpoints": 0,  # check_visible_schemes asserts it after every kill
+        "partial_checkpoints": len(s.partial),
         "schemes_kept_after_publish_kill": len(kept),
         "max_attempts_of_a_job": max(j.attempts for j in final.values()),
         "status_reads": len(h.of("read")),
