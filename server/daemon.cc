@@ -226,7 +226,9 @@ int RunDaemon(const DaemonOptions& o) {
     ctx.eval_set = &eval_facts;
   }
   ctx.engine = &facts;
-  EngineJobRunner runner(engine->get(), o.models_root, evaluator.get());
+  // --layout is checked by its flag's validator.
+  const ExportLayout layout = o.layout == "standalone" ? ExportLayout::kStandalone : ExportLayout::kShared;
+  EngineJobRunner runner(engine->get(), o.models_root, evaluator.get(), layout);
   jobs.Start(&runner);
   serving = true;
   SetHealth(server.get(), true);

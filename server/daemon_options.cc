@@ -25,6 +25,11 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions* o) {
   app.add_option("--batch-size", o->batch_size, "samples per calibration / scoring batch")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--layout", o->layout,
+                 "how schemes store their weights unless a job says: shared (each group's BF16 and FP8 versions "
+                 "written once under <models-root>/.autoquant/blobs and hard-linked into every scheme) | standalone")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"shared", "standalone"}));
   app.add_option("--max-queued", o->max_queued, "submits beyond this many queued jobs get RESOURCE_EXHAUSTED")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

@@ -57,6 +57,12 @@ absl::StatusOr<JobSpec> SpecFromProto(const v1::SchemeSpec& p) {
     case v1::EXPORT_FORMAT_MODELOPT: s.format = "modelopt"; break;
     default: return absl::InvalidArgumentError(absl::StrCat("unknown export format ", p.format()));
   }
+  switch (p.layout()) {
+    case v1::OUTPUT_LAYOUT_UNSPECIFIED: s.layout = ""; break;
+    case v1::OUTPUT_LAYOUT_SHARED: s.layout = "shared"; break;
+    case v1::OUTPUT_LAYOUT_STANDALONE: s.layout = "standalone"; break;
+    default: return absl::InvalidArgumentError(absl::StrCat("unknown output layout ", p.layout()));
+  }
   s.evaluate = p.evaluate();
   s.overwrite = p.overwrite();
   s.include_vision = p.include_vision();
@@ -79,6 +85,8 @@ void SpecToProto(const JobSpec& s, v1::SchemeSpec* p) {
   if (s.effective_bits) p->set_effective_bits(*s.effective_bits);
   p->set_method(s.method == "kl_div" ? v1::SCORE_METHOD_KL_DIV : v1::SCORE_METHOD_GRADIENT);
   p->set_format(s.format == "modelopt" ? v1::EXPORT_FORMAT_MODELOPT : v1::EXPORT_FORMAT_COMPRESSED_TENSORS);
+  if (s.layout == "shared") p->set_layout(v1::OUTPUT_LAYOUT_SHARED);
+  if (s.layout == "standalone") p->set_layout(v1::OUTPUT_LAYOUT_STANDALONE);
   p->set_overwrite(s.overwrite);
   p->set_include_vision(s.include_vision);
   p->set_calib_steps(s.calib_steps);

@@ -55,6 +55,10 @@ absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostre
   req.score_steps = o.score_steps;
   req.include_vision = o.include_vision;
   req.overwrite = o.overwrite;
+  ASSIGN_OR_RETURN(req.layout, ParseExportLayout(o.layout));
+  // Beside the output by default: links need the scheme's filesystem.
+  req.blob_store = o.blob_store.empty() ? std::filesystem::path(o.out).parent_path() / ".autoquant" / "blobs"
+                                        : std::filesystem::path(o.blob_store);
   req.selection.disabled_layers = o.disabled_layers;
   req.selection.effective_bits = o.effective_bits;
   if (o.coverage_given) {
@@ -111,6 +115,16 @@ absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostre
     j["scoring_passes"] = engine->scoring_passes();
     j["baseline_seconds"] = r.baseline_seconds;
     j["export_seconds"] = r.export_seconds;
+    j["export_write_seconds"] = r.export_write_seconds;
+    j["export_check_seconds"] = r.export_check_seconds;
+    j["export_bytes"] = r.export_bytes;
+    j["export_tensor_bytes"] = r.export_tensor_bytes;
+    j["layout"] = std::string(ExportLayoutName(r.layout));
+    if (r.layout == ExportLayout::kShared) {
+      j["blobs_reused"] = r.blobs_reused;
+      j["blobs_written"] = r.blobs_written;
+      j["blobs_copied"] = r.blobs_copied;
+    }
     j["baseline_peak_device_bytes"] = r.baseline_peak_device_bytes;
     j["device"] = engine->device();
     j["dtype"] = engine->dtype();
@@ -143,6 +157,14 @@ void AddQuantizeCommand(CLI::App& app, absl::Status* status) {
   cmd->add_option("--method", o->method, "sensitivity method: gradient | kl_div");
   cmd->add_option("--format", o->format,
                   "export format: compressed-tensors (transformers, vLLM) | modelopt (vLLM, TensorRT-LLM only)");
+  cmd->add_option("--layout", o->layout,
+                  "standalone (the scheme's own shards) | shared (each group's BF16 and FP8 versions and the rest "
+                  "stored once as read-only blobs and hard-linked into the scheme; see --blob-store)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"standalone", "shared"}));
+  cmd->add_option("--blob-store", o->blob_store,
+                  "the shared layout's blob directory (default: .autoquant/blobs beside --out; on another "
+                  "filesystem blobs are copied, not linked)");
   cmd->add_option("--calib-steps", o->calib_steps, "calibration batches (0 = all)");
   cmd->add_option("--score-steps", o->score_steps, "scoring batches (0 = up to 128 samples)");
   cmd->add_option("--batch-size", o->batch_size, "samples per batch");

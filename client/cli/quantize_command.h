@@ -5,6 +5,7 @@
 //     [--method gradient|kl_div] [--format compressed-tensors|modelopt]
 //     [--calib-steps N] [--score-steps N] [--batch-size N] [--device auto|cpu|cuda]
 //     [--dtype auto|bfloat16|float32] [--baseline-cache DIR] [--include-vision] [--overwrite] [--json]
+//     [--layout standalone|shared] [--blob-store DIR]
 // Progress goes to stderr; with --json a summary object goes to stdout.
 #pragma once
 
@@ -20,7 +21,7 @@ namespace autoquant::cli {
 
 struct QuantizeOptions {
   std::string model, calib, out, scheme, coverage_manifest, method = "gradient", format = "compressed-tensors",
-      device = "auto", dtype = "auto", baseline_cache;
+      device = "auto", dtype = "auto", baseline_cache, layout = "standalone", blob_store;
   std::string coverage;
   bool coverage_given = false;  // also for --coverage "", which is an error, not "no coverage"
   std::vector<std::string> disabled_layers;

@@ -25,6 +25,14 @@ std::vector<std::vector<size_t>> PlanShards(const std::vector<PlannedTensor>& pl
   return shards;
 }
 
+absl::Status WriteSafetensorsIndex(const std::filesystem::path& dir,
+                                   const std::map<std::string, std::string>& weight_map, uint64_t total_bytes) {
+  nlohmann::ordered_json index;
+  index["metadata"] = {{"total_size", total_bytes}};
+  index["weight_map"] = nlohmann::ordered_json(weight_map);
+  return WriteFileAtomic(dir / "model.safetensors.index.json", index.dump(2) + "\n");
+}
+
 absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::path& dir,
                                                        const std::vector<PlannedTensor>& plan,
                                                        const ShardingOptions& options) {
@@ -52,12 +60,7 @@ absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::pa
     RETURN_IF_ERROR(writer.Finish());
     result.files.push_back(file);
   }
-  if (indexed) {
-    nlohmann::ordered_json index;
-    index["metadata"] = {{"total_size", result.total_bytes}};
-    index["weight_map"] = nlohmann::ordered_json(result.weight_map);
-    RETURN_IF_ERROR(WriteFileAtomic(dir / "model.safetensors.index.json", index.dump(2) + "\n"));
-  }
+  if (indexed) RETURN_IF_ERROR(WriteSafetensorsIndex(dir, result.weight_map, result.total_bytes));
   return result;
 }
 

@@ -56,6 +56,11 @@ struct ShardingResult {
 std::vector<std::vector<size_t>> PlanShards(const std::vector<PlannedTensor>& plan,
                                             uint64_t max_shard_bytes);
 
+// Writes model.safetensors.index.json (metadata.total_size and weight_map,
+// tensor -> shard file) atomically into `dir`.
+absl::Status WriteSafetensorsIndex(const std::filesystem::path& dir,
+                                   const std::map<std::string, std::string>& weight_map, uint64_t total_bytes);
+
 absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::path& dir,
                                                        const std::vector<PlannedTensor>& plan,
                                                        const ShardingOptions& options);

@@ -11,8 +11,9 @@
 namespace autoquant {
 namespace fs = std::filesystem;
 
-EngineJobRunner::EngineJobRunner(Engine* engine, fs::path models_root, Evaluator* evaluator)
-    : engine_(engine), root_(std::move(models_root)), evaluator_(evaluator) {}
+EngineJobRunner::EngineJobRunner(Engine* engine, fs::path models_root, Evaluator* evaluator,
+                                 ExportLayout default_layout)
+    : engine_(engine), root_(std::move(models_root)), evaluator_(evaluator), default_layout_(default_layout) {}
 
 namespace {
 
@@ -55,6 +56,11 @@ absl::StatusOr<SchemeRequest> EngineJobRunner::ToRequest(const JobSpec& spec) co
   r.score_steps = spec.score_steps;
   r.include_vision = spec.include_vision;
   r.overwrite = spec.overwrite;
+  r.layout = default_layout_;
+  if (!spec.layout.empty()) {
+    ASSIGN_OR_RETURN(r.layout, ParseExportLayout(spec.layout));
+  }
+  r.blob_store = root_ / ".autoquant" / "blobs";
   return r;
 }
 
@@ -153,6 +159,14 @@ absl::StatusOr<JobResultInfo> EngineJobRunner::Run(const Job& job, const RunnerE
   out.metrics["baseline_seconds"] = s.baseline_seconds;
   out.metrics["export_seconds"] = s.export_seconds;
   out.metrics["export_bytes"] = static_cast<double>(s.export_bytes);
+  out.metrics["export_tensor_bytes"] = static_cast<double>(s.export_tensor_bytes);
+  out.metrics["export_write_seconds"] = s.export_write_seconds;
+  out.metrics["export_check_seconds"] = s.export_check_seconds;
+  if (s.layout == ExportLayout::kShared) {
+    out.metrics["blobs_reused"] = static_cast<double>(s.blobs_reused);
+    out.metrics["blobs_written"] = static_cast<double>(s.blobs_written);
+    out.metrics["blobs_copied"] = static_cast<double>(s.blobs_copied);
+  }
   out.metrics["baseline_peak_device_bytes"] = static_cast<double>(s.baseline_peak_device_bytes);
   if (spec.evaluate) {
     auto e = evaluator_->Evaluate(s.out_dir, progress, cancel);

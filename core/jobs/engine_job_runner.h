@@ -27,7 +27,10 @@ namespace autoquant {
 class EngineJobRunner : public JobRunner {
  public:
   // `engine` and `evaluator` (may be null: no evaluation) are not owned and must outlive the runner.
-  EngineJobRunner(Engine* engine, std::filesystem::path models_root, Evaluator* evaluator = nullptr);
+  // Jobs that name no layout get `default_layout`; shared blobs live in
+  // <models_root>/.autoquant/blobs (on the schemes' filesystem, so they link).
+  EngineJobRunner(Engine* engine, std::filesystem::path models_root, Evaluator* evaluator = nullptr,
+                  ExportLayout default_layout = ExportLayout::kShared);
 
   absl::Status Validate(const JobSpec& spec) override;
   absl::StatusOr<JobResultInfo> Run(const Job& job, const RunnerEventFn& on_event,
@@ -40,6 +43,7 @@ class EngineJobRunner : public JobRunner {
   Engine* engine_;
   std::filesystem::path root_;
   Evaluator* evaluator_;
+  ExportLayout default_layout_;
 };
 
 }  // namespace autoquant

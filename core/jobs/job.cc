@@ -61,6 +61,8 @@ json JobSpec::ToJson() const {
   j["effective_bits"] = effective_bits ? json(*effective_bits) : json(nullptr);
   j["method"] = method;
   j["format"] = format;
+  // Only when set, so that the JSON of specs stored before layouts existed is unchanged.
+  if (!layout.empty()) j["layout"] = layout;
   j["overwrite"] = overwrite;
   j["include_vision"] = include_vision;
   j["calib_steps"] = calib_steps;
@@ -87,6 +89,7 @@ absl::StatusOr<JobSpec> JobSpec::FromJson(const json& j) {
     if (!j.at("effective_bits").is_null()) s.effective_bits = j.at("effective_bits").get<double>();
     s.method = j.at("method").get<std::string>();
     s.format = j.at("format").get<std::string>();
+    s.layout = j.value("layout", std::string());
     s.overwrite = j.at("overwrite").get<bool>();
     s.include_vision = j.at("include_vision").get<bool>();
     s.calib_steps = JsonInt<int>(j.at("calib_steps"));

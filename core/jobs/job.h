@@ -45,6 +45,7 @@ struct JobSpec {
   std::optional<double> effective_bits;
   std::string method = "gradient";            // gradient | kl_div
   std::string format = "compressed-tensors";  // compressed-tensors | modelopt
+  std::string layout;                         // shared | standalone | "" (the daemon's --layout)
   bool overwrite = false;
   bool include_vision = false;
   int calib_steps = 0;

@@ -330,6 +330,9 @@ absl::Status Engine::ValidateScheme(const SchemeRequest& request) const {
                                   {{s.options.model_dir, "the base model directory"},
                                    {s.options.calib_path, "the calibration file"},
                                    {s.options.baseline_cache, "the baseline cache"}}));
+  if (request.layout == ExportLayout::kShared && request.blob_store.empty()) {
+    return absl::InvalidArgumentError("the shared layout needs a blob store directory (or choose standalone)");
+  }
   if (request.format != ExportFormat::kModelOpt && request.format != ExportFormat::kCompressedTensors) {
     return absl::InvalidArgumentError("unknown export format (modelopt | compressed-tensors)");
   }
@@ -379,11 +382,20 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
   eo.overwrite = request.overwrite;
   eo.job_id = request.job_id;
   eo.disabled_by_request = request.selection.disabled_layers;
+  eo.layout = request.layout;
+  eo.blob_store = request.blob_store;
   eo.cancel = cancel;
   eo.progress = [&](double f) { Report(progress, Phase::kExport, f); };
   ASSIGN_OR_RETURN(ExportResult exported, ExportScheme(impl_->base, b, plan, eo));
   r.export_seconds = Seconds(t1);
   r.export_bytes = exported.bytes_written;
+  r.export_tensor_bytes = exported.tensor_bytes;
+  r.layout = exported.layout;
+  r.blobs_reused = exported.blobs_reused;
+  r.blobs_written = exported.blobs_written;
+  r.blobs_copied = exported.blobs_copied;
+  r.export_write_seconds = exported.write_seconds;
+  r.export_check_seconds = exported.check_seconds;
   r.effective_bits = plan.effective_bits;
   r.groups_quantized = plan.num_quantized(b);
   r.groups_total = b.groups.size();

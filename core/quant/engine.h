@@ -35,6 +35,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/quant/baseline.h"
+#include "core/quant/export_layout.h"
 #include "core/quant/hf_quant_config.h"
 #include "core/quant/plan.h"
 
@@ -65,6 +66,9 @@ struct SchemeRequest {
   bool include_vision = false;
   bool overwrite = false;
   std::string job_id;  // the daemon job asking; recorded in the quant manifest
+  // export.h: standalone, or shared blobs in blob_store (required for shared).
+  ExportLayout layout = ExportLayout::kStandalone;
+  std::filesystem::path blob_store;
 };
 
 enum class Phase { kLoad, kCalibrate, kScore, kSearch, kExport, kEvaluate };
@@ -92,7 +96,11 @@ struct SchemeResult {
   double baseline_seconds = 0;   // calibration + scoring time spent by this call
   int64_t baseline_peak_device_bytes = 0;  // CUDA allocator's peak reserved bytes while computing it
   double export_seconds = 0;
-  uint64_t export_bytes = 0;  // bytes of safetensors written
+  uint64_t export_bytes = 0;  // tensor bytes written to disk (shared: new blobs and copies only)
+  uint64_t export_tensor_bytes = 0;  // the scheme's tensors
+  ExportLayout layout = ExportLayout::kStandalone;
+  size_t blobs_reused = 0, blobs_written = 0, blobs_copied = 0;
+  double export_write_seconds = 0, export_check_seconds = 0;
 };
 
 // Device memory as the CUDA caching allocator sees it (all 0 on CPU).

@@ -2,16 +2,20 @@
 
 #include <torch/torch.h>
 
+#include <chrono>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "core/io/checkpoint_writer.h"
 #include "core/quant/fp8_storage.h"
 #include "core/quant/integrity.h"
 #include "core/quant/manifests.h"
+#include "core/quant/shared_export.h"
 #include "core/util/crash_point.h"
 #include "core/util/file_util.h"
 #include "core/util/status_macros.h"
@@ -37,6 +41,10 @@ absl::StatusOr<std::string> CheckpointModuleName(const Checkpoint& base, const s
 
 namespace {
 
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
 // The module names a quantization config lists. transformers (and
 // llm-compressor) match compressed-tensors' `ignore` against the in-memory
 // module names, which are transformers 5.x names whatever the checkpoint's key
@@ -57,63 +65,81 @@ absl::StatusOr<StoredFp8Weight> QuantizedWeight(const Checkpoint& base, const st
   return QuantizeForExport(w, format);
 }
 
-absl::StatusOr<bool> BitEqual(const torch::Tensor& a, const torch::Tensor& b) {
-  return TorchCall([&] {
-    if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
-    if (a.numel() == 0) return true;
-    return torch::equal(a.contiguous().reshape({-1}).view(torch::kByte),
-                        b.contiguous().reshape({-1}).view(torch::kByte));
-  }, "self-check comparison");
-}
-
-// Compares the written checkpoint with the plan; returns the first disagreement.
-absl::Status SelfCheck(const Checkpoint& base, const fs::path& dir,
-                       const std::map<std::string, QuantizedModule>& quantized, ExportFormat format) {
+// Compares the written checkpoint's tensors with the plan: the same names,
+// and each with its planned dtype (FP8 exactly where the plan quantizes) and
+// shape. Reads headers only; the bytes are checked through their digests.
+absl::Status CheckPlannedTensors(const fs::path& dir, const std::vector<PlannedTensor>& tensors) {
   ASSIGN_OR_RETURN(Checkpoint out, Checkpoint::Open(dir));
-  std::set<std::string> expected;
-  for (const auto& name : base.TensorNames()) expected.insert(name);
-  for (const auto& [_, q] : quantized) {
-    expected.insert(q.ckpt_name + ".weight_scale");
-    expected.insert(q.ckpt_name + ".input_scale");
+  std::set<std::string> planned;
+  for (const auto& t : tensors) {
+    planned.insert(t.spec.name);
+    const TensorInfo* got = out.Find(t.spec.name);
+    if (got == nullptr) return absl::InternalError(absl::StrCat("self-check: tensor '", t.spec.name, "' missing"));
+    if (got->dtype != t.spec.dtype || got->shape != t.spec.shape) {
+      return absl::InternalError(absl::StrCat("self-check: '", t.spec.name, "' is ", DTypeName(got->dtype),
+                                              " where the plan writes ", DTypeName(t.spec.dtype)));
+    }
   }
   for (const auto& name : out.TensorNames()) {
-    if (!expected.count(name)) return absl::InternalError(absl::StrCat("self-check: unexpected tensor '", name, "'"));
-  }
-  for (const auto& name : expected) {
-    if (out.Find(name) == nullptr) return absl::InternalError(absl::StrCat("self-check: tensor '", name, "' missing"));
-  }
-  std::map<std::string, const QuantizedModule*> by_weight;
-  for (const auto& [_, q] : quantized) by_weight[q.ckpt_name + ".weight"] = &q;
-  for (const auto& name : base.TensorNames()) {
-    ASSIGN_OR_RETURN(torch::Tensor got, out.Get(name));
-    auto it = by_weight.find(name);
-    if (it == by_weight.end()) {
-      ASSIGN_OR_RETURN(torch::Tensor want, base.Get(name));
-      ASSIGN_OR_RETURN(bool same, BitEqual(got, want));
-      if (!same) {
-        return absl::InternalError(absl::StrCat("self-check: '", name, "' differs from the base but the plan keeps it"));
-      }
-      continue;
-    }
-    const QuantizedModule& q = *it->second;
-    ASSIGN_OR_RETURN(StoredFp8Weight want, QuantizedWeight(base, q.ckpt_name, format));
-    ASSIGN_OR_RETURN(bool same_w, BitEqual(got, want.weight));
-    if (got.scalar_type() != torch::kFloat8_e4m3fn || !same_w) {
-      return absl::InternalError(absl::StrCat("self-check: '", name, "' is not the FP8 weight the plan requires"));
-    }
-    ASSIGN_OR_RETURN(torch::Tensor ws, out.Get(q.ckpt_name + ".weight_scale"));
-    ASSIGN_OR_RETURN(bool same_ws, BitEqual(ws, want.weight_scale));
-    if (!same_ws) {
-      return absl::InternalError(absl::StrCat("self-check: weight_scale of '", q.ckpt_name, "' is wrong"));
-    }
-    ASSIGN_OR_RETURN(torch::Tensor is, out.Get(q.ckpt_name + ".input_scale"));
-    ASSIGN_OR_RETURN(torch::Tensor want_is, StoredInputScale(q.input_amax, q.base_dtype, format));
-    ASSIGN_OR_RETURN(bool same_is, BitEqual(is, want_is));
-    if (!same_is) {
-      return absl::InternalError(absl::StrCat("self-check: input_scale of '", q.ckpt_name, "' is wrong"));
-    }
+    if (!planned.count(name)) return absl::InternalError(absl::StrCat("self-check: unexpected tensor '", name, "'"));
   }
   return absl::OkStatus();
+}
+
+// The shared layout's pieces: one per layer group (its Linears' tensors, in
+// the version the plan gives the group), then the rest of the model in shards.
+// Descriptions name everything the bytes depend on.
+absl::StatusOr<std::vector<SharedPiece>> SharedPieces(const Baseline& b, const std::vector<PlannedTensor>& tensors,
+                                                      const std::map<std::string, size_t>& module_group,
+                                                      const std::map<std::string, QuantizedModule>& quantized,
+                                                      const ExportOptions& options) {
+  if (b.inputs.model_fingerprint.empty()) {
+    return absl::FailedPreconditionError("the shared layout needs the base model's fingerprint; export standalone");
+  }
+  const std::string head = absl::StrCat("model ", b.inputs.model_fingerprint, "\n");
+  std::map<size_t, SharedPiece> groups;
+  std::vector<PlannedTensor> rest;
+  std::vector<size_t> rest_index;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const std::string& name = tensors[i].spec.name;
+    const std::string module = name.substr(0, name.rfind('.'));
+    auto g = module_group.find(module);
+    if (g == module_group.end()) {
+      rest.push_back(tensors[i]);
+      rest_index.push_back(i);
+      continue;
+    }
+    SharedPiece& piece = groups[g->second];
+    piece.tensors.push_back(i);
+    absl::StrAppend(&piece.description, "tensor ", name, " ", DTypeName(tensors[i].spec.dtype), " [",
+                    absl::StrJoin(tensors[i].spec.shape, ","), "]\n");
+    auto q = quantized.find(module);
+    if (q != quantized.end() && absl::EndsWith(name, ".input_scale")) {
+      absl::StrAppend(&piece.description, "input_amax ", absl::StrFormat("%a", q->second.input_amax), "\n");
+    }
+  }
+  std::vector<SharedPiece> out;
+  for (auto& [g, piece] : groups) {
+    bool fp8 = false;
+    for (size_t i : piece.tensors) fp8 |= tensors[i].spec.dtype == DType::kF8E4M3;
+    // The quantizer's identity is part of an FP8 piece: fp8_storage.h's per-tensor rule and the format's scales.
+    const std::string quant = fp8 ? absl::StrCat("quantizer fp8-e4m3 per-tensor v1 format ",
+                                                 ExportFormatName(options.format), "\n")
+                                  : "";
+    piece.description = absl::StrCat(head, "group ", b.groups[g].key, "\n", quant, piece.description);
+    out.push_back(std::move(piece));
+  }
+  for (const auto& shard : PlanShards(rest, options.max_shard_bytes)) {
+    SharedPiece piece;
+    piece.description = absl::StrCat(head, "rest\n");
+    for (size_t k : shard) {
+      piece.tensors.push_back(rest_index[k]);
+      absl::StrAppend(&piece.description, "tensor ", rest[k].spec.name, " ", DTypeName(rest[k].spec.dtype), " [",
+                      absl::StrJoin(rest[k].spec.shape, ","), "]\n");
+    }
+    if (!piece.tensors.empty()) out.push_back(std::move(piece));
+  }
+  return out;
 }
 
 // The scheme's README.md: what it is and what loads it. A modelopt scheme
@@ -153,6 +179,7 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
   const size_t fp8 = b.format_index("FP8");
   // Quantized modules, keyed by checkpoint weight name.
   std::map<std::string, QuantizedModule> quantized;
+  std::map<std::string, size_t> module_group;  // checkpoint module -> group
   std::vector<LayerQuant> layers;
   for (size_t g = 0; g < b.groups.size(); ++g) {
     const auto& fmt = b.formats[plan.format[g]];
@@ -161,6 +188,7 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     }
     for (size_t li : b.groups[g].linear_index) {
       ASSIGN_OR_RETURN(std::string ckpt, CheckpointModuleName(base, b.linears[li].name));
+      module_group[ckpt] = g;
       layers.push_back({ConfigModuleName(options.format, ckpt, b.linears[li].name), fmt.name});
       if (fmt.name == "NONE") continue;
       quantized[ckpt] = {ckpt, b.input_amax[fp8][li], base.Find(ckpt + ".weight")->dtype};
@@ -206,15 +234,39 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
   }
 
   ASSIGN_OR_RETURN(StagedDir staged, StagedDir::Create(options.out_dir, options.overwrite));
-  ShardingOptions so;
-  so.max_shard_bytes = options.max_shard_bytes;
-  so.always_index = true;
-  so.cancel = options.cancel;
-  so.progress = [&](size_t done, size_t total) {
-    if (options.progress) options.progress(0.8 * double(done) / double(total));
-  };
-  ASSIGN_OR_RETURN(ShardingResult written, WriteShardedSafetensors(staged.path(), tensors, so));
-
+  ExportResult r;
+  r.layout = options.layout;
+  auto t0 = std::chrono::steady_clock::now();
+  std::optional<TensorDigests> digests;  // known without reading the staged files back
+  if (options.layout == ExportLayout::kShared) {
+    ASSIGN_OR_RETURN(std::vector<SharedPiece> pieces, SharedPieces(b, tensors, module_group, quantized, options));
+    ASSIGN_OR_RETURN(BlobStore store, BlobStore::Open(options.blob_store));
+    SharedWriteOptions wo;
+    wo.allow_links = options.allow_links;
+    wo.cancel = options.cancel;
+    wo.progress = [&](size_t done, size_t total) {
+      if (options.progress) options.progress(0.8 * double(done) / double(total));
+    };
+    ASSIGN_OR_RETURN(SharedWriteResult written, WriteSharedShards(store, tensors, pieces, staged.path(), wo));
+    r.tensor_bytes = written.tensor_bytes;
+    r.bytes_written = written.bytes_written;
+    r.blobs_reused = written.blobs_reused;
+    r.blobs_written = written.blobs_written;
+    r.blobs_copied = written.blobs_copied;
+    // Linked files are the verified blobs themselves; copies are hashed again below.
+    if (written.blobs_copied == 0) digests = std::move(written.digests);
+  } else {
+    ShardingOptions so;
+    so.max_shard_bytes = options.max_shard_bytes;
+    so.always_index = true;
+    so.cancel = options.cancel;
+    so.progress = [&](size_t done, size_t total) {
+      if (options.progress) options.progress(0.8 * double(done) / double(total));
+    };
+    ASSIGN_OR_RETURN(ShardingResult written, WriteShardedSafetensors(staged.path(), tensors, so));
+    r.tensor_bytes = r.bytes_written = written.total_bytes;
+  }
+  r.write_seconds = Seconds(t0);
   json config = *base.config();
   config["quantization_config"] = qc.quantization_config;
   RETURN_IF_ERROR(WriteFileAtomic(staged.path() / "config.json", config.dump(2) + "\n"));
@@ -228,22 +280,27 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
   record.format = std::string(ExportFormatName(options.format));
   record.disabled_by_flag = options.disabled_by_request;
   record.job_id = options.job_id;
-  ASSIGN_OR_RETURN(record.digests, ComputeTensorDigests(staged.path()));
+  auto t1 = std::chrono::steady_clock::now();
+  if (digests) {
+    record.digests = *std::move(digests);
+  } else {
+    ASSIGN_OR_RETURN(record.digests, ComputeTensorDigests(staged.path()));
+  }
   RETURN_IF_ERROR(WriteLayerSensitivity(staged.path() / "layer-sensitivity", b, plan, record));
 
   if (options.cancel != nullptr && options.cancel->load()) return absl::CancelledError("export cancelled");
-  RETURN_IF_ERROR(SelfCheck(base, staged.path(), quantized, options.format));
+  RETURN_IF_ERROR(CheckPlannedTensors(staged.path(), tensors));
   // What gets published is exactly what the manifest vouches for: the manifest as written records the
-  // digests of the staged files (hashed once above; nothing writes to the staging directory since).
+  // digests of the staged files (hashed once above, or the verified blobs they link; nothing writes to
+  // the staging directory since).
   RETURN_IF_ERROR(CheckManifestRecords(staged.path(), record.digests));
+  r.check_seconds = Seconds(t1);
   if (options.progress) options.progress(1.0);
   RETURN_IF_ERROR(staged.Commit());
   CrashPoint("published");
-  ExportResult r;
   r.out_dir = options.out_dir;
   r.tensors_written = tensors.size();
   r.quantized_modules = quantized.size();
-  r.bytes_written = written.total_bytes;
   return r;
 }
 

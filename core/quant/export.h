@@ -16,12 +16,23 @@
 // manifest with the tensors' SHA-256, coverage manifest, search state,
 // per-layer-sensitivity.md).
 //
-// Before publishing: the written directory is reopened and every tensor
-// compared with the plan — FP8 (bytes equal to a fresh quantization of the
-// base weight) exactly where the plan quantizes, base bytes elsewhere, no
-// tensor missing or extra — and the digests are verified against the
-// manifest. A mismatch fails the export and nothing appears under the output
-// name. The caller checks the output path (path_guard.h) before calling.
+// Layouts: standalone writes every tensor into the scheme's own shards;
+// shared (shared_export.h) stores each layer group's BF16 and FP8 versions
+// and the rest of the model once, as content-addressed blobs under
+// options.blob_store, and hard-links them into the scheme directory (a copy
+// where links are impossible). Either way the directory is an ordinary
+// Hugging Face checkpoint.
+//
+// Before publishing: the written directory is reopened and its tensors
+// compared with the plan — FP8 exactly where the plan quantizes, the base's
+// dtype and shape elsewhere, no tensor missing or extra — and the manifest's
+// digests with those of the bytes on disk (standalone: hashed from the staged
+// files; shared: the blobs', each verified in full the first time this
+// process uses it). The FP8 bytes themselves are QuantizeForExport's of the
+// base weight by construction (export_test compares them with ModelOpt's
+// quantization). A mismatch fails the export and nothing appears under the
+// output name. The caller checks the output path (path_guard.h) before
+// calling.
 #pragma once
 
 #include <atomic>
@@ -33,6 +44,7 @@
 #include "absl/status/statusor.h"
 #include "core/io/checkpoint.h"
 #include "core/quant/baseline.h"
+#include "core/quant/export_layout.h"
 #include "core/quant/hf_quant_config.h"
 #include "core/quant/plan.h"
 
@@ -46,6 +58,10 @@ struct ExportOptions {
   std::vector<std::string> disabled_by_request;  // recorded in the manifest next to the plan's merged patterns
   std::string job_id;                            // recorded in the manifest (the daemon's job)
   uint64_t max_shard_bytes = 5ull << 30;
+  ExportLayout layout = ExportLayout::kStandalone;
+  // kShared: the blob store's directory (blob_store.h); on out_dir's filesystem, or blobs are copied.
+  std::filesystem::path blob_store;
+  bool allow_links = true;  // kShared: false copies the blobs (for tests of the fallback)
   const std::atomic<bool>* cancel = nullptr;
   std::function<void(double)> progress;  // fraction of the export done
 };
@@ -54,7 +70,12 @@ struct ExportResult {
   std::filesystem::path out_dir;
   size_t tensors_written = 0;
   size_t quantized_modules = 0;
-  uint64_t bytes_written = 0;
+  uint64_t tensor_bytes = 0;   // the scheme's tensors
+  uint64_t bytes_written = 0;  // tensor bytes this export wrote to disk (shared: new blobs and copies only)
+  ExportLayout layout = ExportLayout::kStandalone;
+  size_t blobs_reused = 0, blobs_written = 0, blobs_copied = 0;  // kShared
+  double write_seconds = 0;   // tensors produced and written (or linked)
+  double check_seconds = 0;   // digests and the self-check
 };
 
 // The base checkpoint's name for a model module: legacy checkpoints store

@@ -1,11 +1,5 @@
 #include "core/quant/integrity.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -13,7 +7,7 @@
 #include "core/quant/manifests.h"
 #include "core/util/file_util.h"
 #include "core/util/hash.h"
-#include "core/util/parallel.h"
+#include "core/util/mapped_file.h"
 #include "core/util/status_macros.h"
 
 namespace autoquant {
@@ -21,43 +15,6 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
-
-// A read-only mapping of a whole file, unmapped on destruction.
-class MappedFile {
- public:
-  static absl::StatusOr<std::unique_ptr<MappedFile>> Open(const fs::path& path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return ErrnoStatus(errno, "cannot open", path);
-    struct stat st;
-    if (::fstat(fd, &st) != 0) {
-      int err = errno;
-      ::close(fd);
-      return ErrnoStatus(err, "cannot stat", path);
-    }
-    auto m = std::unique_ptr<MappedFile>(new MappedFile());
-    m->size_ = static_cast<size_t>(st.st_size);
-    if (m->size_ > 0) {
-      void* p = ::mmap(nullptr, m->size_, PROT_READ, MAP_PRIVATE, fd, 0);
-      if (p == MAP_FAILED) {
-        int err = errno;
-        ::close(fd);
-        return ErrnoStatus(err, "cannot map", path);
-      }
-      m->data_ = static_cast<const char*>(p);
-    }
-    ::close(fd);
-    return m;
-  }
-  ~MappedFile() {
-    if (data_ != nullptr) ::munmap(const_cast<char*>(data_), size_);
-  }
-  absl::string_view view() const { return absl::string_view(data_, size_); }
-
- private:
-  MappedFile() = default;
-  const char* data_ = nullptr;
-  size_t size_ = 0;
-};
 
 // The safetensors files of a checkpoint directory, as loaders find them.
 absl::StatusOr<std::vector<std::string>> ShardFiles(const fs::path& dir) {
@@ -104,12 +61,10 @@ absl::StatusOr<TensorDigests> ComputeTensorDigests(const fs::path& dir) {
     mapped.push_back(std::move(m));
   }
   // One tensor per task: the largest (the embedding) is under a tenth of a 3B scheme.
-  RETURN_IF_ERROR(ParallelFor(pieces.size(), [&](size_t i) -> absl::Status {
-    Sha256 h;
-    h.Update(pieces[i].bytes);
-    ASSIGN_OR_RETURN(pieces[i].sha256, h.HexDigest());
-    return absl::OkStatus();
-  }));
+  std::vector<absl::string_view> bytes;
+  for (const auto& p : pieces) bytes.push_back(p.bytes);
+  ASSIGN_OR_RETURN(std::vector<std::string> hex, Sha256HexEach(bytes));
+  for (size_t i = 0; i < pieces.size(); ++i) pieces[i].sha256 = std::move(hex[i]);
   TensorDigests out;
   for (auto& p : pieces) {
     if (!out.emplace(p.name, TensorDigest{*p.file, std::move(p.sha256)}).second) {

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/util/file_util.h"
+#include "core/util/parallel.h"
 #include "core/util/status_macros.h"
 
 namespace autoquant {
@@ -76,6 +77,17 @@ absl::Status HashFile(const std::filesystem::path& path, Sha256* h) {
     return absl::Status(h->status().code(), absl::StrCat("hashing ", path.string(), ": ", h->status().message()));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> Sha256HexEach(const std::vector<absl::string_view>& pieces, int threads) {
+  std::vector<std::string> out(pieces.size());
+  RETURN_IF_ERROR(ParallelFor(pieces.size(), [&](size_t i) -> absl::Status {
+    Sha256 h;
+    h.Update(pieces[i]);
+    ASSIGN_OR_RETURN(out[i], h.HexDigest());
+    return absl::OkStatus();
+  }, threads));
+  return out;
 }
 
 }  // namespace autoquant

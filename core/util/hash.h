@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -54,5 +55,11 @@ class Sha256 {
 // Streams the file through SHA-256 in 1 MiB reads. Filesystem errors as
 // ErrnoStatus; a hashing failure as Internal.
 absl::Status HashFile(const std::filesystem::path& path, Sha256* h);
+
+// The hex SHA-256 of each piece, hashed on up to `threads` threads (0 = the
+// default of parallel.h): a scheme's tensors hash in parallel. Internal if
+// OpenSSL fails.
+absl::StatusOr<std::vector<std::string>> Sha256HexEach(const std::vector<absl::string_view>& pieces,
+                                                       int threads = 0);
 
 }  // namespace autoquant

@@ -55,13 +55,27 @@ def load_calib(path: str) -> list:
     return samples
 
 
-def make_batches(samples: list, n: int, image_token_id: int, device, dtype) -> list:
-    """The first n samples as model kwargs (labels = input_ids, padding -> -100)."""
-    if n > len(samples):
-        raise ValueError(f"asked for {n} steps but the calibration set has {len(samples)} samples")
+def make_batches(samples: list, n: int, image_token_id: int, device, dtype, batch_size: int = 1) -> list:
+    """The first n * batch_size samples, in file order, as n batches of model kwargs (labels = input_ids,
+    padding -> -100). A batch of several samples concatenates them: input_ids / attention_mask along
+    the batch dimension (every sample of a calibration file has the same padded length), pixel_values
+    and image_grid_thw along their first dimension, in sample order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if n * batch_size > len(samples):
+        raise ValueError(f"asked for {n} steps of batch size {batch_size} but the calibration set has "
+                         f"{len(samples)} samples")
     out = []
-    for s in samples[:n]:
-        b = {k: v.to(device) for k, v in s.items()}
+    for i in range(n):
+        group = samples[i * batch_size:(i + 1) * batch_size]
+        if len({tuple(s["input_ids"].shape) for s in group}) != 1:
+            raise ValueError(f"batch {i}: samples of different lengths cannot be concatenated")
+        b = {k: torch.cat([s[k] for s in group]) for k in ("input_ids", "attention_mask")}
+        with_images = [s for s in group if "pixel_values" in s]
+        if with_images:
+            b["pixel_values"] = torch.cat([s["pixel_values"] for s in with_images])
+            b["image_grid_thw"] = torch.cat([s["image_grid_thw"] for s in with_images])
+        b = {k: v.to(device) for k, v in b.items()}
         if "pixel_values" in b:
             b["pixel_values"] = b["pixel_values"].to(dtype)
         labels = b["input_ids"].clone()
@@ -73,17 +87,22 @@ def make_batches(samples: list, n: int, image_token_id: int, device, dtype) -> l
     return out
 
 
-
-def load_model_and_batches(model_dir, calib, steps, device, dtype):
-    """The transformers model (sdpa) and the first `steps` calibration samples as batches of one."""
+def load_model(model_dir, device, dtype):
+    """The transformers Qwen2.5-VL model (sdpa, eval mode) in `dtype` (a name: float32, bfloat16) on `device`."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    torch_dtype = getattr(torch, dtype)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        str(model_dir), dtype=torch_dtype, attn_implementation="sdpa").to(device).eval()
+    return Qwen2_5_VLForConditionalGeneration.from_pretrained(
+        str(model_dir), dtype=getattr(torch, dtype), attn_implementation="sdpa").to(device).eval()
+
+
+def load_model_and_batches(model_dir, calib, steps, device, dtype, batch_size=1):
+    """The transformers model (sdpa) and the first `steps` batches of `batch_size` calibration samples."""
+    model = load_model(model_dir, device, dtype)
     samples = load_calib(calib)
-    steps = steps or len(samples)
-    return model, samples, steps, make_batches(samples, steps, model.config.image_token_id, device, torch_dtype)
+    steps = steps or len(samples) // batch_size
+    return model, samples, steps, make_batches(samples, steps, model.config.image_token_id, device,
+                                               getattr(torch, dtype), batch_size)
+
 
 def _weight_numel(model, disabled) -> tuple:
     """(all quantizable-weight numel, numel of disabled ones): Linear and Conv weights."""
