@@ -732,6 +732,9 @@ class Bench:
         self.stop_all()
 
         # diff of the schemes
+        if a.skip_diff:
+            log("diff skipped (--skip-diff)")
+            return
         dirs = [(self.jobs[j.id].get("result") or {}).get("output_dir") or str(root / j.scheme) for j in resp.jobs]
         dcmd = [a.autoquant, "diff", *dirs, "--json"]
         log("+", " ".join(dcmd))
@@ -968,6 +971,8 @@ def main():
     ap.add_argument("--stop-timeout", type=float, default=120, help="seconds after SIGTERM before SIGKILL")
     ap.add_argument("--diff-timeout", type=float, default=1800)
     ap.add_argument("--skip-disk-check", action="store_true", help="run even if the schemes may not fit")
+    ap.add_argument("--skip-diff", action="store_true",
+                    help="do not run `autoquant diff` on the schemes (it re-hashes every scheme: minutes at 3B)")
     ap.add_argument("--daemon-arg", action="append", default=[], help="extra autoquantd argument (repeatable)")
     args = ap.parse_args()
 

@@ -263,12 +263,25 @@ void AddModelCommand(CLI::App& app, absl::Status* status) {
 
   auto init = std::make_shared<ModelInitOptions>();
   CLI::App* c = model->add_subcommand("init", "Write a random-weight checkpoint (HF layout) from a preset");
-  c->add_option("--preset", init->preset, "tiny | qwen2.5-vl-3b")->required();
+  c->add_option("--preset", init->preset, "tiny | qwen2.5-vl-3b | qwen2.5-vl-7b")->required();
   c->add_option("--out", init->out, "output checkpoint directory")->required();
   c->add_option("--seed", init->seed, "random seed");
   c->add_option("--dtype", init->dtype, "bfloat16 | float32");
   c->add_flag("--overwrite", init->overwrite, "replace an existing output directory, if `model init` wrote it");
   c->callback([init, status] { *status = RunModelInit(*init); });
+
+  auto cfg = std::make_shared<std::pair<std::string, std::string>>("", "bfloat16");  // preset, dtype
+  c = model->add_subcommand("config", "Print a preset's config.json (what `model init` writes), no weights");
+  c->add_option("--preset", cfg->first, "tiny | qwen2.5-vl-3b | qwen2.5-vl-7b")->required();
+  c->add_option("--dtype", cfg->second, "bfloat16 | float32")->check(CLI::IsMember({"bfloat16", "float32"}));
+  c->callback([cfg, status] {
+    auto j = PresetConfig(cfg->first, cfg->second == "float32" ? torch::kFloat32 : torch::kBFloat16);
+    if (!j.ok()) {
+      *status = j.status();
+      return;
+    }
+    std::cout << j->dump(2) << "\n";
+  });
 
   auto fwd = std::make_shared<ModelForwardOptions>();
   c = model->add_subcommand("forward", "Run the forward pass on inputs from a .safetensors file");

@@ -1,5 +1,7 @@
 #include "core/io/checkpoint_writer.h"
 
+#include <future>
+
 #include "absl/strings/str_format.h"
 #include "core/util/file_util.h"
 #include "core/util/status_macros.h"
@@ -40,6 +42,23 @@ absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::pa
   const bool indexed = shards.size() > 1 || options.always_index;
   ShardingResult result;
   size_t done = 0;
+  // The next tensor is produced (an FP8 quantization, a device-to-host copy) on a second thread while
+  // this one writes the current: the export then costs about the larger of the two, not their sum.
+  auto produce = [&](size_t i) {
+    return std::async(std::launch::async, [&plan, i] { return TorchCall(plan[i].produce, plan[i].spec.name); });
+  };
+  std::vector<size_t> order;
+  for (const auto& shard : shards) order.insert(order.end(), shard.begin(), shard.end());
+  std::future<absl::StatusOr<torch::Tensor>> next;
+  if (!order.empty()) next = produce(order[0]);
+  // Whatever happens, the producer in flight finishes before `plan` goes out of scope.
+  struct Drain {
+    std::future<absl::StatusOr<torch::Tensor>>* f;
+    ~Drain() {
+      if (f->valid()) f->wait();
+    }
+  } drain{&next};
+  size_t k = 0;
   for (size_t s = 0; s < shards.size(); ++s) {
     std::string file = indexed ? absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, shards.size())
                                : std::string("model.safetensors");
@@ -51,8 +70,10 @@ absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::pa
         return absl::CancelledError("checkpoint write cancelled");
       }
       // Producers quantize on the device: OOM there must end this write, not the process.
-      ASSIGN_OR_RETURN(torch::Tensor t, TorchCall(plan[i].produce, plan[i].spec.name));
-      RETURN_IF_ERROR(writer.Write(t));
+      absl::StatusOr<torch::Tensor> t = next.get();
+      if (++k < order.size() && t.ok()) next = produce(order[k]);
+      if (!t.ok()) return t.status();
+      RETURN_IF_ERROR(writer.Write(*t));
       result.weight_map[plan[i].spec.name] = file;
       result.total_bytes += plan[i].spec.nbytes();
       if (options.progress) options.progress(++done, plan.size());

@@ -30,8 +30,10 @@ namespace autoquant {
 
 struct PlannedTensor {
   TensorSpec spec;
-  // Called once, in plan order; must return a tensor matching `spec`. A torch
-  // exception it lets escape is turned into a Status (TorchCall).
+  // Called once, in plan order, one at a time, each after the previous one
+  // returned: on a helper thread, while the previous tensor is written. Must
+  // return a tensor matching `spec`. A torch exception it lets escape is
+  // turned into a Status (TorchCall).
   std::function<absl::StatusOr<torch::Tensor>()> produce;
 };
 

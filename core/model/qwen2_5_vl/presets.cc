@@ -61,6 +61,22 @@ ojson Qwen3BConfig() {
 })");
 }
 
+ojson Qwen7BConfig() {
+  // Qwen/Qwen2.5-VL-7B-Instruct's config.json: the 3B's layout with hidden 3584, 28 layers of 28 heads
+  // (4 KV heads), MLP 18944, an untied lm_head and vocab 152064; the same vision tower, projecting to 3584.
+  ojson c = Qwen3BConfig();
+  c["hidden_size"] = 3584;
+  c["intermediate_size"] = 18944;
+  c["max_window_layers"] = 28;
+  c["num_attention_heads"] = 28;
+  c["num_hidden_layers"] = 28;
+  c["num_key_value_heads"] = 4;
+  c["tie_word_embeddings"] = false;
+  c["vision_config"]["out_hidden_size"] = 3584;
+  c["vocab_size"] = 152064;
+  return c;
+}
+
 ojson TinyConfig() {
   return ojson::parse(R"({
   "architectures": ["Qwen2_5_VLForConditionalGeneration"],
@@ -102,7 +118,7 @@ ojson TinyConfig() {
 }  // namespace
 
 const std::vector<std::string>& PresetNames() {
-  static const std::vector<std::string> names = {"tiny", "qwen2.5-vl-3b"};
+  static const std::vector<std::string> names = {"tiny", "qwen2.5-vl-3b", "qwen2.5-vl-7b"};
   return names;
 }
 
@@ -112,6 +128,8 @@ absl::StatusOr<ojson> PresetConfig(absl::string_view name, c10::ScalarType dtype
     c = TinyConfig();
   } else if (name == "qwen2.5-vl-3b") {
     c = Qwen3BConfig();
+  } else if (name == "qwen2.5-vl-7b") {
+    c = Qwen7BConfig();
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown preset '", name, "' (known: ", absl::StrJoin(PresetNames(), ", "), ")"));
@@ -125,7 +143,7 @@ absl::StatusOr<ojson> PresetConfig(absl::string_view name, c10::ScalarType dtype
 
 ojson PresetGenerationConfig(absl::string_view name) {
   if (name == "tiny") return ojson{{"bos_token_id", 1}, {"eos_token_id", 2}, {"pad_token_id", 2}};
-  // Qwen2.5-VL-3B-Instruct's sampling defaults.
+  // Qwen2.5-VL-3B-Instruct's sampling defaults (7B-Instruct's are the same).
   return ojson::parse(R"({"bos_token_id": 151643, "pad_token_id": 151643, "do_sample": true,
     "eos_token_id": [151645, 151643], "repetition_penalty": 1.05, "temperature": 0.1, "top_p": 0.001, "top_k": 1})");
 }

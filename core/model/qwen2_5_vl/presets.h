@@ -4,6 +4,10 @@
 // Presets:
 //   "qwen2.5-vl-3b"  the published Qwen/Qwen2.5-VL-3B-Instruct config.json
 //                    (tied embeddings: no lm_head.weight is written).
+//   "qwen2.5-vl-7b"  Qwen/Qwen2.5-VL-7B-Instruct's config.json: hidden 3584,
+//                    28 layers, 28 heads / 4 KV heads, MLP 18944, vocab
+//                    152064, untied lm_head; the same vision tower (8.3 B
+//                    parameters, 16.6 GB in bf16).
 //   "tiny"           every feature at toy size: text hidden 64, 3 layers, 4
 //                    heads / 2 KV heads (head_dim 16, mrope_section [2,3,3]),
 //                    vocab 512, untied lm_head; vision hidden 32, 2 heads,

@@ -1,0 +1,156 @@
+"""Summarizes a bench/perf/perf.sh results directory into perf.json and perf.md: the figures of each
+part that ran, the ratios the issue's targets name, and whether each target was met.
+
+    python3 bench/perf/summarize.py OUT_DIR [MORE_DIRS ...]
+
+Several directories (parts run in separate calls) are merged, the first one wins for a part found
+twice. FLOP floor of calibration + scoring: the Linear FLOPs of the algorithm (attention score
+FLOPs left out: under 5 % at 768 tokens), 2 * params * tokens per forward:
+calibration = one forward of the language model over every token and of the vision tower over every
+patch; gradient scoring = a no-grad forward, the per-layer recompute forward, the backward (2x) and
+each Linear once more with FP8 inputs and weights (1x): 5 language-model forwards and one of the
+vision tower. Divided by the measured bf16 GEMM ceiling (limits part)."""
+import json
+import pathlib
+import statistics
+import sys
+
+
+def load(dirs, rel):
+    for d in dirs:
+        p = d / rel
+        if p.exists():
+            try:
+                return json.loads(p.read_text())
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
+def linear_params(cfg: dict) -> tuple:
+    """(language-model Linear params incl. lm_head, vision Linear params incl. the merger)."""
+    h, inter, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    heads, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    hd = h // heads
+    text = L * (h * h + 2 * h * kv * hd + h * h + 3 * h * inter) + h * cfg["vocab_size"]
+    v = cfg["vision_config"]
+    vh, vi, depth = v["hidden_size"], v["intermediate_size"], v["depth"]
+    m = v.get("spatial_merge_size", 2) ** 2 * vh
+    vision = depth * (3 * vh * vh + vh * vh + 3 * vh * vi) + m * m + m * v["out_hidden_size"]
+    return text, vision
+
+
+def job_rows(sweep: dict) -> list:
+    rows = []
+    for j in (sweep or {}).get("jobs", []):
+        m = (j.get("result") or {}).get("metrics") or {}
+        rows.append({"scheme": j.get("scheme"), "state": j.get("state"), "metrics": m,
+                     "phases": j.get("phases", []), "baseline_reused": j.get("baseline_reused")})
+    return rows
+
+
+def main():
+    dirs = [pathlib.Path(a) for a in sys.argv[1:]]
+    if not dirs:
+        print(__doc__)
+        return 2
+    R = {"sources": [str(d) for d in dirs]}
+    for d in dirs:
+        for f in ("gpu.txt", "versions.txt"):
+            if (d / f).exists() and f not in R:
+                R[f.split(".")[0]] = (d / f).read_text().strip()
+    limits = load(dirs, "limits.json")
+    R["limits"] = limits
+    checks = []
+
+    def check(name, value, target, ok, note=""):
+        checks.append({"target": name, "value": value, "goal": target, "met": ok, "note": note})
+
+    shared = load(dirs, "shared/daemon-sweep.json")
+    if shared:
+        rows = job_rows(shared)
+        S = shared.get("sweep", {})
+        D = shared.get("daemon") or {}
+        warm = [r["metrics"].get("export_seconds") for r in rows if r["baseline_reused"]]
+        R["shared"] = {
+            "serving_seconds": D.get("seconds_to_serving"),
+            "model_load_seconds": D.get("model_load_seconds"),
+            "raw_read_seconds": round(sum(v.get("seconds", 0) for v in (shared.get("raw_read") or {}).values()), 3),
+            "sweep_seconds": S.get("wall_seconds_to_last_succeeded"),
+            "baseline_seconds": S.get("baseline_seconds"),
+            "phase_seconds": S.get("sum_phase_seconds"),
+            "export_seconds": {r["scheme"]: r["metrics"].get("export_seconds") for r in rows},
+            "export_bytes_written": {r["scheme"]: r["metrics"].get("export_bytes") for r in rows},
+            "blobs_written": {r["scheme"]: r["metrics"].get("blobs_written") for r in rows},
+            "warm_export_median_seconds": statistics.median(warm) if warm else None,
+            "device_memory": shared.get("device_memory"),
+            "states": S.get("states"),
+        }
+        if warm:
+            check("one scheme, shared layout, warm daemon, 3B", round(max(warm), 2), "<= 2 s", max(warm) <= 2.0,
+                  "largest warm export of the sweep")
+    standalone = load(dirs, "standalone/daemon-sweep.json")
+    if standalone:
+        rows = job_rows(standalone)
+        disk = (limits or {}).get("disk", {}).get("gb_per_s")
+        per = {}
+        for r in rows:
+            m = r["metrics"]
+            floor = m.get("export_bytes", 0) / 1e9 / disk if disk else None
+            per[r["scheme"]] = {"export_seconds": m.get("export_seconds"), "write_seconds": m.get("export_write_seconds"),
+                                "check_seconds": m.get("export_check_seconds"), "bytes": m.get("export_bytes"),
+                                "disk_floor_seconds": round(floor, 3) if floor else None,
+                                "ratio_to_floor": round(m["export_seconds"] / floor, 3) if floor and m.get("export_seconds") else None}
+        R["standalone"] = {"per_scheme": per,
+                           "sweep_seconds": standalone.get("sweep", {}).get("wall_seconds_to_last_succeeded")}
+        ratios = [v["ratio_to_floor"] for v in per.values() if v["ratio_to_floor"]]
+        if ratios:
+            check("one scheme, standalone, vs disk-write floor", max(ratios), "<= 1.3x", max(ratios) <= 1.3,
+                  "worst of the schemes; floor = export bytes / measured fsync'd write throughput")
+    b7 = load(dirs, "7b-top50.json")
+    if b7:
+        peak = b7.get("baseline_peak_device_bytes", 0) / 1e9
+        R["7b"] = {k: b7.get(k) for k in ("baseline_seconds", "export_seconds", "baseline_peak_device_bytes",
+                                          "groups_quantized", "groups_total", "device")}
+        check("7B preset peak device memory (calibration + scoring)", round(peak, 2), "<= 30 GB", peak <= 30)
+    if shared and limits and limits.get("bf16_gemm_tflops"):
+        base_cfg = None
+        for d in dirs:
+            for p in (d / "config3b.json",):
+                if p.exists():
+                    base_cfg = json.loads(p.read_text())
+        if base_cfg:
+            text, vision = linear_params(base_cfg)
+            tokens, patches = 128 * 768, 128 * 1024
+            flops = 6 * 2 * text * tokens + 2 * 2 * vision * patches
+            floor = flops / (limits["bf16_gemm_tflops"] * 1e12)
+            ours = R["shared"]["baseline_seconds"]
+            R["flop_floor"] = {"linear_params_text": text, "linear_params_vision": vision, "flops": flops,
+                               "floor_seconds": round(floor, 2), "ours_seconds": ours,
+                               "ratio": round(ours / floor, 2) if ours else None}
+            if ours:
+                check("calibration + scoring vs FLOP floor", round(ours / floor, 2), "<= 3x", ours / floor <= 3)
+    for b in (4, 1):
+        mo = load(dirs, f"modelopt-b{b}.json")
+        if mo:
+            R[f"modelopt_b{b}"] = mo
+    R["checks"] = checks
+    out = dirs[0]
+    (out / "perf.json").write_text(json.dumps(R, indent=2) + "\n")
+    lines = ["# autoquant performance (bench/perf/perf.sh)", "", f"- GPU: {R.get('gpu')}", f"- {R.get('versions')}"]
+    if limits:
+        lines.append(f"- limits: disk {limits['disk']['gb_per_s']} GB/s (fsync, {limits['disk']['dir']}), "
+                     f"HBM copy {limits.get('hbm_copy_gb_per_s')} GB/s, bf16 GEMM {limits.get('bf16_gemm_tflops')} TFLOP/s")
+    for k in ("shared", "standalone", "7b", "flop_floor"):
+        if k in R:
+            lines.append(f"- {k}: `{json.dumps(R[k])}`")
+    lines += ["", "| target | value | goal | met | note |", "|---|---|---|---|---|"]
+    for c in checks:
+        lines.append(f"| {c['target']} | {c['value']} | {c['goal']} | {'yes' if c['met'] else 'NO'} | {c['note']} |")
+    (out / "perf.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
