@@ -51,12 +51,19 @@ absl::StatusOr<FileStamp> Stamp(const fs::path& path) {
 
 }  // namespace
 
+// Blobs this process has verified, by path: process-wide, so that every export of a daemon (each
+// opens the store anew) hashes a blob once, not once per scheme.
 struct BlobStore::Verified {
   std::mutex mu;
-  std::map<std::string, std::pair<FileStamp, Blob>> by_id;
+  std::map<std::string, std::pair<FileStamp, Blob>> by_path;
+
+  static Verified& Get() {
+    static Verified* v = new Verified();
+    return *v;
+  }
 };
 
-BlobStore::BlobStore(fs::path root) : root_(std::move(root)), verified_(std::make_shared<Verified>()) {}
+BlobStore::BlobStore(fs::path root) : root_(std::move(root)) {}
 
 absl::StatusOr<std::string> BlobKey(absl::string_view description) {
   return Sha256Hex(absl::StrCat("autoquant.blob.v1\n", description));
@@ -115,16 +122,17 @@ absl::StatusOr<Blob> BlobStore::VerifyFile(const fs::path& path) {
 absl::StatusOr<Blob> BlobStore::Load(const std::string& id) const {
   const fs::path path = root_ / "sha256" / (id + ".safetensors");
   ASSIGN_OR_RETURN(FileStamp stamp, Stamp(path));
+  Verified& verified = Verified::Get();
   {
-    std::lock_guard<std::mutex> lock(verified_->mu);
-    auto it = verified_->by_id.find(id);
-    if (it != verified_->by_id.end() && it->second.first == stamp) return it->second.second;
+    std::lock_guard<std::mutex> lock(verified.mu);
+    auto it = verified.by_path.find(path.string());
+    if (it != verified.by_path.end() && it->second.first == stamp) return it->second.second;
   }
   ASSIGN_OR_RETURN(Blob b, VerifyFile(path));
   ASSIGN_OR_RETURN(FileStamp after, Stamp(path));
   if (after == stamp) {
-    std::lock_guard<std::mutex> lock(verified_->mu);
-    verified_->by_id[id] = {stamp, b};
+    std::lock_guard<std::mutex> lock(verified.mu);
+    verified.by_path[path.string()] = {stamp, b};
   }
   return b;
 }
@@ -194,8 +202,9 @@ absl::StatusOr<Blob> BlobStore::Put(const std::string& key, const std::vector<Bl
     for (size_t i = 0; i < specs.size(); ++i) b.sha256[specs[i].name] = hex[i];
     b.data_bytes = offset;
     ASSIGN_OR_RETURN(FileStamp stamp, Stamp(path));
-    std::lock_guard<std::mutex> lock(verified_->mu);
-    verified_->by_id[id] = {stamp, b};
+    Verified& verified = Verified::Get();
+    std::lock_guard<std::mutex> lock(verified.mu);
+    verified.by_path[path.string()] = {stamp, b};
   }
   RETURN_IF_ERROR(WriteFileAtomic(root_ / "refs" / key, id + "\n"));
   return Load(id);

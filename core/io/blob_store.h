@@ -24,8 +24,8 @@
 //   ASSIGN_OR_RETURN(BlobPlacement how, store.Place(*blob, staged_dir));
 //
 // Verification: a blob is hashed in full (header id and every tensor) the
-// first time this process uses it, then trusted while its inode, size and
-// mtime are unchanged (blobs are read-only; `autoquant diff` re-hashes every
+// first time this process uses it (through any BlobStore object), then
+// trusted while its inode, size and mtime are unchanged (blobs are read-only; `autoquant diff` re-hashes every
 // scheme's tensors whenever asked). Writes are atomic (temporary file,
 // fsync, rename), so two processes storing the same blob at once both end
 // with one complete file. Thread-safe.
@@ -96,7 +96,6 @@ class BlobStore {
   explicit BlobStore(std::filesystem::path root);
   absl::StatusOr<Blob> Load(const std::string& id) const;
   std::filesystem::path root_;
-  std::shared_ptr<Verified> verified_;  // shared by copies of the store
 };
 
 // A blob key: the hex SHA-256 of `description` (what the blob holds, written

@@ -383,6 +383,7 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
   eo.job_id = request.job_id;
   eo.disabled_by_request = request.selection.disabled_layers;
   eo.layout = request.layout;
+  eo.quantize_device = impl_->device;
   eo.blob_store = request.blob_store;
   eo.cancel = cancel;
   eo.progress = [&](double f) { Report(progress, Phase::kExport, f); };

@@ -60,9 +60,15 @@ struct QuantizedModule {
 };
 
 absl::StatusOr<StoredFp8Weight> QuantizedWeight(const Checkpoint& base, const std::string& ckpt_name,
-                                                ExportFormat format) {
+                                                ExportFormat format, const torch::Device& device) {
   ASSIGN_OR_RETURN(torch::Tensor w, base.Get(ckpt_name + ".weight"));
-  return QuantizeForExport(w, format);
+  ASSIGN_OR_RETURN(w, TorchCall([&] { return w.to(device); }, "copy of a weight to the quantizing device"));
+  ASSIGN_OR_RETURN(StoredFp8Weight q, QuantizeForExport(w, format));
+  return TorchCall(
+      [&] {
+        return StoredFp8Weight{q.weight.to(torch::kCPU), q.weight_scale.to(torch::kCPU)};
+      },
+      "copy of an FP8 weight to the host");
 }
 
 // Compares the written checkpoint's tensors with the plan: the same names,
@@ -219,9 +225,13 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     // The weight's producer leaves its scale here for the next tensor's.
     auto stored = std::make_shared<StoredFp8Weight>();
     const ExportFormat f = options.format;
+    const torch::Device device = options.quantize_device;
     tensors.push_back({{name, DType::kF8E4M3, info->shape},
-                       [&base, module, stored, f]() -> absl::StatusOr<torch::Tensor> {
-                         ASSIGN_OR_RETURN(*stored, QuantizedWeight(base, module, f));
+                       [&base, module, stored, f, device]() -> absl::StatusOr<torch::Tensor> {
+                         // Producers run on helper threads: make the quantizing device theirs.
+                         c10::OptionalDeviceGuard guard(device.is_cuda() ? std::optional<c10::Device>(device)
+                                                                         : std::nullopt);
+                         ASSIGN_OR_RETURN(*stored, QuantizedWeight(base, module, f, device));
                          return stored->weight;
                        }});
     const DType sdtype = ScaleDType(f, info->dtype);

@@ -62,6 +62,8 @@ struct ExportOptions {
   // kShared: the blob store's directory (blob_store.h); on out_dir's filesystem, or blobs are copied.
   std::filesystem::path blob_store;
   bool allow_links = true;  // kShared: false copies the blobs (for tests of the fallback)
+  // Where FP8 weights are quantized: the daemon's GPU, so that the CPU only copies bytes.
+  torch::Device quantize_device = torch::kCPU;
   const std::atomic<bool>* cancel = nullptr;
   std::function<void(double)> progress;  // fraction of the export done
 };

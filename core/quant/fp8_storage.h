@@ -30,7 +30,7 @@
 namespace autoquant {
 
 struct StoredFp8Weight {
-  torch::Tensor weight;        // float8_e4m3fn, w's shape, on the CPU
+  torch::Tensor weight;        // float8_e4m3fn, w's shape, on w's device
   torch::Tensor weight_scale;  // ScaleDType / ScaleShape, on the CPU
 };
 

@@ -1,6 +1,10 @@
 #include "core/quant/shared_export.h"
 
+#include <algorithm>
+#include <mutex>
+
 #include "absl/strings/str_cat.h"
+#include "core/util/parallel.h"
 #include "core/util/status_macros.h"
 #include "core/util/torch_status.h"
 
@@ -10,54 +14,74 @@ absl::StatusOr<SharedWriteResult> WriteSharedShards(const BlobStore& store, cons
                                                     const std::vector<SharedPiece>& pieces,
                                                     const std::filesystem::path& dir,
                                                     const SharedWriteOptions& options) {
-  SharedWriteResult r;
-  std::vector<bool> placed(plan.size(), false);
-  for (size_t p = 0; p < pieces.size(); ++p) {
+  struct Outcome {
+    Blob blob;
+    bool written = false, copied = false;
+  };
+  std::vector<Outcome> outcomes(pieces.size());
+  std::mutex progress_mu;
+  size_t done = 0;
+  // Pieces are independent files: several at once keep the disk busy while others hash or quantize.
+  // A piece's tensors are produced in order on one thread (a weight's scale comes from its producer).
+  RETURN_IF_ERROR(ParallelFor(pieces.size(), [&](size_t p) -> absl::Status {
     if (options.cancel != nullptr && options.cancel->load()) return absl::CancelledError("export cancelled");
     const SharedPiece& piece = pieces[p];
+    Outcome& o = outcomes[p];
     ASSIGN_OR_RETURN(std::string key, BlobKey(piece.description));
     absl::StatusOr<Blob> blob = store.Find(key);
-    if (blob.ok()) {
-      ++r.blobs_reused;
-    } else if (absl::IsNotFound(blob.status()) || absl::IsDataLoss(blob.status())) {
+    if (!blob.ok() && (absl::IsNotFound(blob.status()) || absl::IsDataLoss(blob.status()))) {
       std::vector<BlobTensor> tensors;
       for (size_t i : piece.tensors) {
         ASSIGN_OR_RETURN(torch::Tensor t, TorchCall(plan[i].produce, plan[i].spec.name));
         tensors.push_back({plan[i].spec, std::move(t)});
       }
-      ASSIGN_OR_RETURN(blob, store.Put(key, tensors));
-      ++r.blobs_written;
-      r.bytes_written += blob->data_bytes;
-    } else {
-      return blob.status();
+      blob = store.Put(key, tensors);
+      o.written = true;
     }
+    if (!blob.ok()) return blob.status();
+    o.blob = *std::move(blob);
     // The blob must hold exactly the piece's tensors as planned: a key that
     // collided with other content would otherwise slip a wrong tensor in.
-    if (blob->tensors.size() != piece.tensors.size()) {
-      return absl::InternalError(absl::StrCat("blob ", blob->path.string(), " holds ", blob->tensors.size(),
+    if (o.blob.tensors.size() != piece.tensors.size()) {
+      return absl::InternalError(absl::StrCat("blob ", o.blob.path.string(), " holds ", o.blob.tensors.size(),
                                               " tensors, the piece plans ", piece.tensors.size()));
     }
     for (size_t k = 0; k < piece.tensors.size(); ++k) {
       const TensorSpec& want = plan[piece.tensors[k]].spec;
-      const TensorInfo& got = blob->tensors[k];
+      const TensorInfo& got = o.blob.tensors[k];
       if (got.name != want.name || got.dtype != want.dtype || got.shape != want.shape) {
-        return absl::InternalError(absl::StrCat("blob ", blob->path.string(), " holds '", got.name,
+        return absl::InternalError(absl::StrCat("blob ", o.blob.path.string(), " holds '", got.name,
                                                 "' where the piece plans '", want.name, "' as planned"));
       }
-      if (placed[piece.tensors[k]]) {
-        return absl::InternalError(absl::StrCat("tensor '", want.name, "' is in two pieces"));
-      }
-      placed[piece.tensors[k]] = true;
-      r.weight_map[want.name] = blob->FileName();
-      r.digests[want.name] = TensorDigest{blob->FileName(), blob->sha256.at(want.name)};
     }
-    ASSIGN_OR_RETURN(BlobPlacement how, store.Place(*blob, dir, options.allow_links));
-    if (how == BlobPlacement::kCopied) {
+    ASSIGN_OR_RETURN(BlobPlacement how, store.Place(o.blob, dir, options.allow_links));
+    o.copied = how == BlobPlacement::kCopied;
+    std::lock_guard<std::mutex> lock(progress_mu);
+    if (options.progress) options.progress(++done, pieces.size());
+    return absl::OkStatus();
+  }, std::min(DefaultParallelism(), 8)));
+
+  SharedWriteResult r;
+  std::vector<bool> placed(plan.size(), false);
+  for (size_t p = 0; p < pieces.size(); ++p) {
+    const Outcome& o = outcomes[p];
+    for (size_t i : pieces[p].tensors) {
+      if (placed[i]) return absl::InternalError(absl::StrCat("tensor '", plan[i].spec.name, "' is in two pieces"));
+      placed[i] = true;
+      r.weight_map[plan[i].spec.name] = o.blob.FileName();
+      r.digests[plan[i].spec.name] = TensorDigest{o.blob.FileName(), o.blob.sha256.at(plan[i].spec.name)};
+    }
+    r.tensor_bytes += o.blob.data_bytes;
+    if (o.written) {
+      ++r.blobs_written;
+      r.bytes_written += o.blob.data_bytes;
+    } else {
+      ++r.blobs_reused;
+    }
+    if (o.copied) {
       ++r.blobs_copied;
-      r.bytes_written += blob->data_bytes;
+      r.bytes_written += o.blob.data_bytes;
     }
-    r.tensor_bytes += blob->data_bytes;
-    if (options.progress) options.progress(p + 1, pieces.size());
   }
   for (size_t i = 0; i < plan.size(); ++i) {
     if (!placed[i]) return absl::InternalError(absl::StrCat("tensor '", plan[i].spec.name, "' is in no piece"));
