@@ -378,6 +378,7 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
   eo.format = request.format;
   eo.overwrite = request.overwrite;
   eo.job_id = request.job_id;
+  eo.publish_gate = request.publish_gate;
   eo.disabled_by_request = request.selection.disabled_layers;
   eo.cancel = cancel;
   eo.progress = [&](double f) { Report(progress, Phase::kExport, f); };

@@ -37,6 +37,7 @@
 #include "core/quant/baseline.h"
 #include "core/quant/hf_quant_config.h"
 #include "core/quant/plan.h"
+#include "core/util/publish_gate.h"
 
 namespace autoquant {
 
@@ -65,6 +66,7 @@ struct SchemeRequest {
   bool include_vision = false;
   bool overwrite = false;
   std::string job_id;  // the daemon job asking; recorded in the quant manifest
+  PublishGate publish_gate;  // see ExportOptions::publish_gate; none: always publish
 };
 
 enum class Phase { kLoad, kCalibrate, kScore, kSearch, kExport, kEvaluate };

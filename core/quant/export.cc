@@ -237,7 +237,8 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
   // digests of the staged files (hashed once above; nothing writes to the staging directory since).
   RETURN_IF_ERROR(CheckManifestRecords(staged.path(), record.digests));
   if (options.progress) options.progress(1.0);
-  RETURN_IF_ERROR(staged.Commit());
+  CrashPoint("publish");
+  RETURN_IF_ERROR(PublishThrough(options.publish_gate, [&] { return staged.Commit(); }));
   CrashPoint("published");
   ExportResult r;
   r.out_dir = options.out_dir;

@@ -35,6 +35,7 @@
 #include "core/quant/baseline.h"
 #include "core/quant/hf_quant_config.h"
 #include "core/quant/plan.h"
+#include "core/util/publish_gate.h"
 
 namespace autoquant {
 
@@ -48,6 +49,9 @@ struct ExportOptions {
   uint64_t max_shard_bytes = 5ull << 30;
   const std::atomic<bool>* cancel = nullptr;
   std::function<void(double)> progress;  // fraction of the export done
+  // Decides, at the moment of the rename into place, whether publishing may
+  // happen (the daemon's job lease); none: always.
+  PublishGate publish_gate;
 };
 
 struct ExportResult {
