@@ -192,9 +192,10 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
   // Another process sharing the cache (a daemon of the same fleet, the CLI) may be computing this very
   // baseline right now: wait for it and use what it cached rather than compute it a second time.
   std::optional<FileLock> file_lock;
-  if (!s.options.baseline_cache.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(s.options.baseline_cache, ec);
+  std::error_code no_cache;
+  if (!s.options.baseline_cache.empty()) std::filesystem::create_directories(s.options.baseline_cache, no_cache);
+  // (A cache directory that cannot be created is reported once, by the save below.)
+  if (!s.options.baseline_cache.empty() && !no_cache) {
     auto locked = FileLock::Acquire(s.options.baseline_cache / (".baseline-" + key + ".lock"), cancel, [&] {
       if (progress) {
         progress(ProgressEvent{Phase::kCalibrate, 0,

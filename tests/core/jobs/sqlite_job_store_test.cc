@@ -312,5 +312,33 @@ TEST(JobSpecJsonTest, NonIntegerOrOutOfRangeCountsAreDataLoss) {
   }
 }
 
+TEST_F(SqliteJobStoreTest, OneDaemonsStoreKeepsNoLeasesAndPublishesFreely) {
+  std::vector<bool> created;
+  auto jobs = store_->Insert({MakeJob("solo")}, "queued", &created);
+  ASSERT_TRUE(jobs.ok());
+  const std::string id = jobs->front().id;
+  EXPECT_EQ(store_->lease_seconds(), 0);
+  auto claimed = store_->ClaimNext("some-other-model:calib");  // affinity is a fleet notion
+  ASSERT_TRUE(claimed.ok() && claimed->has_value());
+  const Lease none{};
+  auto beat = store_->Heartbeat(id, none);
+  ASSERT_TRUE(beat.ok());
+  EXPECT_FALSE(*beat);
+  ASSERT_TRUE(store_->RequestCancel(id).ok());
+  EXPECT_TRUE(*store_->Heartbeat(id, none));
+  bool published = false;
+  EXPECT_TRUE(store_->WhileLeaseHeld(id, none, [&] {
+                      published = true;
+                      return absl::OkStatus();
+                    }).ok());
+  EXPECT_TRUE(published);
+  EXPECT_EQ(store_->WhileLeaseHeld(id, none, [] { return absl::AlreadyExistsError("x"); }).code(),
+            absl::StatusCode::kAlreadyExists);
+  auto swept = store_->RequeueExpired(2);
+  ASSERT_TRUE(swept.ok());
+  EXPECT_TRUE(swept->empty());  // a running job is this daemon's own: only a restart re-queues it
+  EXPECT_EQ(store_->Get(id)->state, JobState::kRunning);
+}
+
 }  // namespace
 }  // namespace autoquant
