@@ -181,6 +181,17 @@ class PostgresJobStore : public JobStore {
     });
   }
 
+  absl::StatusOr<std::optional<Job>> FindByKey(const std::string& key) override {
+    return Call<std::optional<Job>>("reading a job by idempotency key", true,
+                                    [&](pqxx::connection& c) -> absl::StatusOr<std::optional<Job>> {
+      pqxx::read_transaction t(c);
+      absl::StatusOr<Job> j = GetWhere(t, "idempotency_key", key);
+      if (absl::IsNotFound(j.status())) return std::optional<Job>();
+      if (!j.ok()) return j.status();
+      return std::optional<Job>(*std::move(j));
+    });
+  }
+
   absl::StatusOr<JobPage> List(const JobListFilter& f) override {
     std::string where = "seq > $1";
     if (!f.states.empty()) {

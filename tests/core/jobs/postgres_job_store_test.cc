@@ -167,6 +167,12 @@ TEST_F(PostgresJobStoreTest, IdempotencyKeysAreUniqueAcrossDaemons) {
   ASSERT_TRUE(b.ok()) << b.status();
   EXPECT_EQ(created, std::vector<bool>{false});
   EXPECT_EQ(a->front().id, b->front().id);
+  auto found = b_->FindByKey("k1");
+  ASSERT_TRUE(found.ok() && found->has_value()) << found.status();
+  EXPECT_EQ((*found)->id, a->front().id);
+  auto missing = b_->FindByKey("nope");
+  ASSERT_TRUE(missing.ok());
+  EXPECT_FALSE(missing->has_value());
   auto c = b_->Insert({MakeJob("top20", "k1")}, "queued", &created);
   EXPECT_EQ(c.status().code(), absl::StatusCode::kAlreadyExists);
   EXPECT_NE(c.status().message().find("different request"), std::string::npos);
