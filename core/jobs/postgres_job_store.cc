@@ -1,5 +1,6 @@
 #include "core/jobs/postgres_job_store.h"
 
+#include <algorithm>
 #include <mutex>
 #include <pqxx/pqxx>
 #include <regex>
@@ -380,6 +381,11 @@ class PostgresJobStore : public JobStore {
     absl::StatusOr<bool> r =
         Call<bool>("publishing under the job's lease", /*retry=*/false, [&](pqxx::connection& c) -> absl::StatusOr<bool> {
           pqxx::work w(c);
+          // This transaction must not be ended by the server while the daemon is between its check and
+          // its rename (however long it is paused there): that would free the row for a take-over and
+          // let the rename land after the new owner's publish. A daemon paused exactly here keeps its
+          // job until it resumes or dies; correctness over liveness, for a window of microseconds.
+          w.exec("SET LOCAL idle_in_transaction_session_timeout = 0");
           // The row lock is what a re-queue needs too, so it waits until the rename is done; the
           // lease must still run, by the database's clock.
           pqxx::result r = w.exec_params(absl::StrCat("SELECT id FROM autoquant_jobs WHERE id = $1 AND ", kFence,
@@ -453,9 +459,14 @@ class PostgresJobStore : public JobStore {
     pqxx::nontransaction n(*c);
     // lock_timeout: an RPC never hangs behind a lock held by a stopped daemon. Keepalives: the
     // server notices a dead host (and frees its locks) within about 25 s instead of hours.
+    // idle_in_transaction_session_timeout: a daemon paused in the middle of one of its short
+    // transactions (a heartbeat, a log line) would otherwise keep its job's row locked for as long as
+    // it stays paused, and the row lock is what a take-over needs; after one lease term the server
+    // ends that session instead. (The publish gate alone lifts it: see WhileLeaseHeld.)
+    const int64_t idle_ms = std::max<int64_t>(1000, static_cast<int64_t>(options_.lease_seconds * 1000));
     n.exec(absl::StrCat("SET lock_timeout = '5s'; SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; "
-                        "SET tcp_keepalives_count = 3; SET application_name = ",
-                        n.quote(absl::StrCat("autoquantd ", options_.owner))));
+                        "SET tcp_keepalives_count = 3; SET idle_in_transaction_session_timeout = ", idle_ms,
+                        "; SET application_name = ", n.quote(absl::StrCat("autoquantd ", options_.owner))));
     return c;
   }
 
