@@ -20,6 +20,8 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev nlohmann-json3-dev prometheus-cpp-dev libcivetweb-dev
   libgtest-dev libgmock-dev libsqlite3-dev libcli11-dev libspdlog-dev libfmt-dev
+  libpqxx-dev  # fleet mode: the PostgreSQL job store (libpqxx 6.4 on bookworm)
+  postgresql   # the fleet tests start a throwaway server of their own (initdb + pg_ctl, no root needed)
   libssl-dev zlib1g-dev
   prometheus  # promtool: tests check autoquantd's /metrics with `promtool check metrics`; deploy/prometheus with check/test rules
   docker-compose  # tests/python/test_deploy.py: `docker-compose config` on docker-compose.yml (no engine needed)

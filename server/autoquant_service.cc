@@ -360,6 +360,8 @@ grpc::ServerUnaryReactor* AutoQuantService::GetServerInfo(grpc::CallbackServerCo
         std::chrono::duration<double>(std::chrono::steady_clock::now() - d_->started).count());
     resp->set_model_load_seconds(d_->load_seconds.load());
     resp->set_batch_size(d_->batch_size);
+    resp->set_daemon_id(d_->daemon_id);
+    resp->set_job_store(d_->job_store);
     resp->set_serving(d_->jobs->serving());
     resp->set_running_job_id(d_->jobs->running_job_id());
     ASSIGN_OR_RETURN(int64_t queued, d_->jobs->queued_count());

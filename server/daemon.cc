@@ -10,6 +10,7 @@
 #include "core/jobs/engine_job_runner.h"
 #include "core/jobs/job_manager.h"
 #include "core/jobs/job_store.h"
+#include "core/jobs/postgres_job_store.h"
 #include "core/util/crash_point.h"
 #include "core/util/file_util.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -106,15 +107,23 @@ int RunDaemon(const DaemonOptions& o) {
   if (!removed.ok()) return Fail(removed.status(), "cleaning stale staging directories");
   if (*removed > 0) spdlog::info("removed {} leftovers (staging directories, temporary files) of dead processes", *removed);
 
-  auto store = OpenJobStore(o.store);
+  const std::string daemon_id = NewDaemonId();
+  auto store = OpenJobStore(o.store, {.owner = daemon_id, .lease_seconds = o.lease_seconds,
+                                      .max_attempts = o.max_attempts});
   if (!store.ok()) return Fail(store.status(), "job store");
+  const bool fleet = (*store)->lease_seconds() > 0;
+  if (fleet) {
+    spdlog::info("fleet mode: job store {}, daemon id {}, leases of {:.1f} s", RedactedStoreUrl(o.store), daemon_id,
+                 o.lease_seconds);
+  }
 
   DaemonMetrics metrics(registry);
   JobManager jobs(store->get(), &metrics, {.max_attempts = o.max_attempts, .max_queued = o.max_queued});
   auto recovered = jobs.Recover();
   if (!recovered.ok()) return Fail(recovered.status(), "recovering jobs");
   for (const Job& j : *recovered) {
-    spdlog::warn("job {} ({}) was running when the daemon stopped: now {}", j.id, j.spec.scheme,
+    spdlog::warn("job {} ({}) {}: now {}", j.id, j.spec.scheme,
+                 fleet ? "was running on a daemon whose lease expired" : "was running when the daemon stopped",
                  std::string(JobStateName(j.state)));
   }
   auto counts = (*store)->CountByState();
@@ -131,6 +140,8 @@ int RunDaemon(const DaemonOptions& o) {
   ctx.models_root = o.models_root;
   ctx.metrics_address = metrics_address;
   ctx.batch_size = o.batch_size;
+  ctx.daemon_id = daemon_id;
+  ctx.job_store = RedactedStoreUrl(o.store);
   AutoQuantService service(&ctx);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -241,6 +252,15 @@ int RunDaemon(const DaemonOptions& o) {
     while (!stop) {
       DeviceMemory m = (*engine)->device_memory();
       metrics.SetDeviceMemory(m.allocated, m.reserved, m.peak_reserved, m.total);
+      if (fleet) {
+        // Other daemons change the shared table too: follow it, not only this daemon's own changes.
+        lock.unlock();
+        if (auto counts = (*store)->CountByState(); counts.ok()) {
+          metrics.SetJobCounts(*counts);
+          metrics.OnQueueDepth((*counts)[JobState::kQueued]);
+        }
+        lock.lock();
+      }
       stop_cv.wait_for(lock, std::chrono::seconds(1));
     }
   });

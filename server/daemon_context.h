@@ -48,6 +48,8 @@ struct DaemonContext {
   int batch_size = 1;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   std::string model_path, calib_path, models_root, metrics_address;
+  std::string daemon_id;  // this daemon's owner id in the job store (leases, logs)
+  std::string job_store;  // --store, any password redacted
 };
 
 }  // namespace autoquant

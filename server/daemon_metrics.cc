@@ -1,5 +1,7 @@
 #include "server/daemon_metrics.h"
 
+#include "spdlog/spdlog.h"
+
 namespace autoquant {
 using prometheus::BuildCounter;
 using prometheus::BuildGauge;
@@ -88,7 +90,12 @@ DaemonMetrics::DaemonMetrics(std::shared_ptr<prometheus::Registry> r)
                        .Name("autoquant_scheme_eval")
                        .Help("A scheme's latest evaluation against the base model, by metric (perplexity, "
                              "perplexity_delta, logit_kl_last_token, logit_mse_last_token, generation_agreement, ...)")
-                       .Register(*r)) {
+                       .Register(*r)),
+      leases_lost_(BuildCounter()
+                       .Name("autoquant_leases_lost_total")
+                       .Help("Jobs this daemon ran until another daemon took them over after its lease expired")
+                       .Register(*r)
+                       .Add({})) {
   for (JobState s : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
                      JobState::kCancelled}) {
     jobs_.Add({{"state", std::string(JobStateName(s))}});
@@ -152,6 +159,13 @@ void DaemonMetrics::OnPhaseDone(const Job& job, const std::string& phase, double
 }
 
 void DaemonMetrics::OnQueueDepth(int64_t queued) { queue_depth_.Set(double(queued)); }
+
+void DaemonMetrics::OnLeaseLost(const Job& job, const absl::Status& why) {
+  leases_lost_.Increment();
+  ClearRunning(job.id);
+  spdlog::warn("job {} ({}): stopped without publishing or recording anything: {}", job.id, job.spec.scheme,
+               std::string(why.message()));
+}
 
 void DaemonMetrics::ClearRunning(const std::string& job_id) {
   std::lock_guard<std::mutex> lock(mu_);

@@ -19,6 +19,11 @@
 //   autoquant_rpcs_total{method,code}
 //   autoquant_serving                          1 when SERVING
 //   autoquant_scheme_eval{scheme,metric}       a scheme's latest evaluation (docs/evaluation.md)
+//   autoquant_leases_lost_total                fleet mode: jobs this daemon was running when another
+//                                              took them over (its lease expired); also logged
+//
+// In fleet mode autoquant_jobs and autoquant_queue_depth count the whole
+// fleet's table (re-read every second), not only this daemon's changes.
 #pragma once
 
 #include <map>
@@ -44,6 +49,8 @@ class DaemonMetrics : public JobObserver {
   void OnProgress(const Job& job, const RunnerEvent& event) override;
   void OnPhaseDone(const Job& job, const std::string& phase, double seconds) override;
   void OnQueueDepth(int64_t queued) override;
+  // Logged as a warning (the job's own log cannot be written any more).
+  void OnLeaseLost(const Job& job, const absl::Status& why) override;
 
   // Initial per-state counts (from the store at start).
   void SetJobCounts(const std::map<JobState, int64_t>& counts);
@@ -79,6 +86,7 @@ class DaemonMetrics : public JobObserver {
   prometheus::Family<prometheus::Counter>& rpcs_;
   prometheus::Gauge& serving_;
   prometheus::Family<prometheus::Gauge>& scheme_eval_;
+  prometheus::Counter& leases_lost_;
 
   std::mutex mu_;  // guards the per-running-job series below
   std::map<std::string, prometheus::Gauge*> progress_by_job_;

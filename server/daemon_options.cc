@@ -17,7 +17,9 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions* o) {
       ->capture_default_str();
   app.add_option("--metrics", o->metrics, "Prometheus /metrics address HOST:PORT (port 0: any free port); empty: off")
       ->capture_default_str();
-  app.add_option("--store", o->store, "job store: sqlite:PATH (default sqlite:<models-root>/.autoquant/jobs.db)");
+  app.add_option("--store", o->store,
+                 "job store: sqlite:PATH (one daemon; default sqlite:<models-root>/.autoquant/jobs.db) or "
+                 "postgresql://USER[:PASSWORD]@HOST:PORT/DB (fleet mode: daemons sharing one job table, docs/fleet.md)");
   app.add_option("--baseline-cache", o->baseline_cache,
                  "sensitivity baseline cache directory (default <models-root>/.autoquant/baselines)");
   app.add_option("--device", o->device, "auto | cpu | cuda | cuda:N")->capture_default_str();
@@ -35,6 +37,11 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions* o) {
       ->check(CLI::PositiveNumber);
   app.add_option("--max-attempts", o->max_attempts,
                  "times a job is started before a crash mid-run fails it instead of re-queueing it")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--lease-seconds", o->lease_seconds,
+                 "fleet mode: how long a claimed job stays this daemon's without a heartbeat (renewed every third of "
+                 "it, at most every 2 s); a dead daemon's job is re-queued this long after its last heartbeat")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--token-file", o->token_file,

@@ -16,7 +16,7 @@ struct DaemonOptions {
   std::string models_root;  // where schemes are written
   std::string listen = "127.0.0.1:50051";
   std::string metrics;      // HOST:PORT for /metrics; empty = off
-  std::string store;        // sqlite:PATH; default under the models root
+  std::string store;        // sqlite:PATH (default under the models root) | postgresql://... (fleet mode)
   std::string baseline_cache;  // default under the models root
   std::string device = "auto";
   std::string dtype = "auto";
@@ -24,6 +24,7 @@ struct DaemonOptions {
   std::string layout = "shared";  // export_layout.h: the default for jobs that name none
   int64_t max_queued = 10000;
   int max_attempts = 2;  // a job cut off mid-run (crash, kill -9) is re-queued until started this often
+  double lease_seconds = 30;  // fleet mode: a claimed job is this daemon's for this long without a heartbeat
   std::string token_file;   // or AUTOQUANT_TOKEN
   bool insecure = false;    // allow listening off loopback without a token
   std::string tls_cert, tls_key, tls_client_ca;

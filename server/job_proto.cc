@@ -152,6 +152,7 @@ void JobToProto(const Job& j, int queue_position, v1::Job* p) {
   p->set_idempotency_key(j.idempotency_key);
   p->set_sweep_id(j.sweep_id);
   p->set_attempts(j.attempts);
+  p->set_daemon_id(j.owner);
   p->set_kind(j.spec.kind == kJobKindEvaluate ? v1::JOB_KIND_EVALUATE : v1::JOB_KIND_SCHEME);
 }
 

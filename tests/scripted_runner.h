@@ -23,8 +23,8 @@ class ScriptedRunner : public JobRunner {
     if (exists.count(spec.scheme)) return absl::AlreadyExistsError("output directory exists (test)");
     return absl::OkStatus();
   }
-  absl::StatusOr<JobResultInfo> Run(const Job& job, const RunnerEventFn& on_event,
-                                    const std::atomic<bool>* cancel) override {
+  absl::StatusOr<JobResultInfo> Run(const Job& job, const RunnerEventFn& on_event, const std::atomic<bool>* cancel,
+                                    const PublishGate& /*publish_gate*/) override {
     const JobSpec& spec = job.spec;
     {
       std::lock_guard<std::mutex> lock(mu);

@@ -6,6 +6,7 @@
 #include "core/quant/integrity.h"
 #include "core/quant/manifests.h"
 #include "core/quant/scheme_name.h"
+#include "core/util/file_util.h"
 #include "core/util/status_macros.h"
 
 namespace autoquant {
@@ -103,8 +104,12 @@ std::optional<SchemeManifest> PublishedByThisJob(const fs::path& dir, const std:
 
 }  // namespace
 
+std::string EngineJobRunner::Affinity() const {
+  return absl::StrCat(engine_->model_fingerprint(), ":", engine_->calib_fingerprint());
+}
+
 absl::StatusOr<JobResultInfo> EngineJobRunner::Run(const Job& job, const RunnerEventFn& on_event,
-                                                   const std::atomic<bool>* cancel) {
+                                                   const std::atomic<bool>* cancel, const PublishGate& publish_gate) {
   const JobSpec& spec = job.spec;
   ProgressFn progress = [&](const ProgressEvent& e) {
     if (!on_event) return;
@@ -126,6 +131,17 @@ absl::StatusOr<JobResultInfo> EngineJobRunner::Run(const Job& job, const RunnerE
   }
   ASSIGN_OR_RETURN(SchemeRequest r, ToRequest(spec));
   r.job_id = job.id;
+  r.publish_gate = publish_gate;
+  if (job.attempts > 1) {
+    // A re-attempt: the attempt that was cut off (here or, in a fleet, on a daemon that died) may have
+    // left a staging directory. The daemon removes dead processes' leftovers at start, but a fleet's
+    // survivor does not restart, so it looks again when it takes the job over.
+    auto removed = RemoveStaleStaging(root_);
+    if (removed.ok() && *removed > 0) {
+      progress({Phase::kLoad, 0,
+                absl::StrCat("removed ", *removed, " staging leftovers of dead processes under ", root_.string())});
+    }
+  }
   if (spec.evaluate) RETURN_IF_ERROR(NeedEvaluator(evaluator_));
   SchemeResult s;
   bool replace = false;

@@ -33,8 +33,10 @@ class EngineJobRunner : public JobRunner {
                   ExportLayout default_layout = ExportLayout::kShared);
 
   absl::Status Validate(const JobSpec& spec) override;
-  absl::StatusOr<JobResultInfo> Run(const Job& job, const RunnerEventFn& on_event,
-                                    const std::atomic<bool>* cancel) override;
+  absl::StatusOr<JobResultInfo> Run(const Job& job, const RunnerEventFn& on_event, const std::atomic<bool>* cancel,
+                                    const PublishGate& publish_gate) override;
+  // "MODEL_SHA256:CALIB_SHA256" of the engine's resident model and calibration set.
+  std::string Affinity() const override;
 
   // The engine request a spec stands for (output under the models root).
   absl::StatusOr<SchemeRequest> ToRequest(const JobSpec& spec) const;

@@ -1,6 +1,9 @@
 #include "core/jobs/job.h"
 
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdio>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -133,6 +136,13 @@ int64_t NowMs() {
 std::string NewJobId(absl::string_view prefix) {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   return absl::StrCat(prefix, absl::StrFormat("%016x", rng()));
+}
+
+std::string NewDaemonId() {
+  char host[256] = {0};
+  if (::gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof(host), "host");
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  return absl::StrFormat("%s-%d-%04x", host, static_cast<int>(::getpid()), rng() & 0xffff);
 }
 
 }  // namespace autoquant

@@ -89,6 +89,20 @@ struct Job {
   // A cancel was asked for while the job ran; kept in the store so that a
   // restart does not run the job to completion after acknowledging it.
   bool cancel_requested = false;
+  // Fleet mode (a store shared by several daemons, job_store.h):
+  std::string affinity;  // the model + calibration set the job was submitted against ("" = any daemon)
+  std::string owner;     // the daemon that runs (or last ran) it; "" in a single-daemon store
+  int64_t lease_epoch = 0;       // fencing token: + 1 at every claim
+  int64_t lease_expires_ms = 0;  // while RUNNING: when the owner's lease runs out (the database's clock)
+};
+
+// Proof that a daemon holds a RUNNING job: its owner id and the claim's
+// fencing token. A store shared by several daemons refuses the owner's writes
+// (progress, log lines, state changes, publishing) once either no longer
+// matches the job, i.e. after its lease expired and the job was re-queued.
+struct Lease {
+  std::string owner;
+  int64_t epoch = 0;
 };
 
 struct LogEntry {
@@ -104,5 +118,8 @@ struct LogEntry {
 int64_t NowMs();
 // A fresh random job id, e.g. "j-5f0c3a9e21b47d68".
 std::string NewJobId(absl::string_view prefix = "j-");
+// A daemon's owner id in a fleet, unique across hosts and restarts:
+// "HOSTNAME-PID-RANDOM", e.g. "gpu-node-3-4242-9f1c".
+std::string NewDaemonId();
 
 }  // namespace autoquant

@@ -1,5 +1,6 @@
 #include "core/jobs/job_manager.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -71,10 +72,7 @@ void JobManager::PublishQueueDepth() {
 
 absl::StatusOr<std::vector<Job>> JobManager::Recover() {
   ASSIGN_OR_RETURN(std::vector<Job> changed, store_->RecoverInterrupted(options_.max_attempts));
-  for (const Job& j : changed) {
-    if (observer_) observer_->OnStateChange(j, JobState::kRunning);
-    Notify(j.id);
-  }
+  ReportRequeued(changed);
   PublishQueueDepth();
   return changed;
 }
@@ -83,15 +81,17 @@ void JobManager::Start(JobRunner* runner) {
   std::lock_guard<std::mutex> lock(mu_);
   if (started_) return;
   runner_ = runner;
+  affinity_ = runner->Affinity();
   started_ = true;
   wake_ = true;
   worker_ = std::thread([this] { WorkerLoop(); });
+  if (store_->lease_seconds() > 0) lease_thread_ = std::thread([this] { LeaseLoop(); });
 }
 
 void JobManager::Drain() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (draining_ && !worker_.joinable()) return;
+    if (draining_ && !worker_.joinable() && !lease_thread_.joinable()) return;
     draining_ = true;
     if (!running_id_.empty()) {
       requeue_running_ = true;
@@ -100,12 +100,19 @@ void JobManager::Drain() {
   }
   cv_.notify_all();
   if (worker_.joinable()) worker_.join();
+  // Only now: the running job's lease must hold until the worker has re-queued it.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    lease_stop_ = true;
+  }
+  lease_cv_.notify_all();
+  if (lease_thread_.joinable()) lease_thread_.join();
 }
 
 absl::StatusOr<Job> JobManager::SetState(const std::string& id, JobState to, const std::function<void(Job&)>& mutate,
-                                         const std::optional<LogEntry>& log) {
+                                         const std::optional<LogEntry>& log, const Lease* lease) {
   ASSIGN_OR_RETURN(Job before, store_->Get(id));
-  ASSIGN_OR_RETURN(Job after, store_->Transition(id, to, mutate, log));
+  ASSIGN_OR_RETURN(Job after, store_->Transition(id, to, mutate, log, lease));
   if (observer_) observer_->OnStateChange(after, before.state);
   PublishQueueDepth();
   Notify(id);
@@ -113,15 +120,69 @@ absl::StatusOr<Job> JobManager::SetState(const std::string& id, JobState to, con
 }
 
 absl::Status JobManager::Log(const std::string& id, const std::string& level, const std::string& message,
-                             const std::string& phase, double progress) {
+                             const std::string& phase, double progress, const Lease* lease) {
   LogEntry e;
   e.level = level;
   e.message = message;
   e.phase = phase;
   e.progress = progress;
-  RETURN_IF_ERROR(store_->AppendLog(id, e).status());
+  RETURN_IF_ERROR(store_->AppendLog(id, e, lease).status());
   Notify(id);
   return absl::OkStatus();
+}
+
+void JobManager::LoseLease(const absl::Status& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!lease_lost_) lease_lost_ = why;
+  cancel_running_ = true;
+}
+
+void JobManager::ReportRequeued(const std::vector<Job>& jobs) {
+  for (const Job& j : jobs) {
+    if (observer_) observer_->OnStateChange(j, JobState::kRunning);
+    Notify(j.id);
+  }
+  if (!jobs.empty()) {
+    PublishQueueDepth();
+    std::lock_guard<std::mutex> lock(mu_);
+    wake_ = true;
+  }
+  if (!jobs.empty()) cv_.notify_all();
+}
+
+void JobManager::LeaseLoop() {
+  using namespace std::chrono;
+  const auto beat = duration_cast<milliseconds>(
+      duration<double>(std::clamp(store_->lease_seconds() / 3.0, 0.05, 2.0)));
+  // Followers of a job another daemon runs learn of its new lines only by looking.
+  const auto poll = std::min(beat, milliseconds(500));
+  auto next_beat = steady_clock::now();
+  while (true) {
+    std::string id;
+    Lease lease;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      lease_cv_.wait_until(lock, std::min(next_beat, steady_clock::now() + poll), [this] { return lease_stop_; });
+      if (lease_stop_) return;
+      id = running_id_;
+      lease = running_lease_;
+    }
+    NotifyAll();
+    if (steady_clock::now() < next_beat) continue;
+    next_beat = steady_clock::now() + beat;
+    if (!id.empty()) {
+      absl::StatusOr<bool> cancel = store_->Heartbeat(id, lease);
+      if (cancel.ok() && *cancel) {
+        cancel_running_ = true;
+      } else if (absl::IsAborted(cancel.status())) {
+        LoseLease(cancel.status());
+      }
+      // Unavailable (the database is down): keep trying; if it stays down past the lease, another
+      // daemon takes the job over and this one's writes are refused from then on.
+    }
+    auto requeued = store_->RequeueExpired(options_.max_attempts);
+    if (requeued.ok()) ReportRequeued(*requeued);
+  }
 }
 
 absl::StatusOr<Job> JobManager::Submit(const JobSpec& spec, const std::string& idempotency_key) {
@@ -177,6 +238,7 @@ absl::StatusOr<std::pair<std::string, std::vector<Job>>> JobManager::SubmitSweep
     j.sweep_id = sweep_id;
     j.spec = spec;
     j.created_ms = now;
+    j.affinity = affinity_;
     if (!key.empty()) j.idempotency_key = sweep ? absl::StrCat(key, "/", spec.scheme) : key;
     jobs.push_back(std::move(j));
   }
@@ -235,7 +297,11 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
       cancel_pending_.insert(id);
     }
   }
-  RETURN_IF_ERROR(Log(id, "info", "cancel requested; stopping at the next batch, group or shard"));
+  RETURN_IF_ERROR(Log(id, "info",
+                      store_->lease_seconds() > 0 && running_job_id() != id
+                          ? "cancel requested; the daemon running it stops at its next heartbeat, then at the next "
+                            "batch, group or shard"
+                          : "cancel requested; stopping at the next batch, group or shard"));
   j.message = "cancelling";
   return j;
 }
@@ -248,6 +314,17 @@ std::shared_ptr<void> JobManager::Subscribe(const std::string& id, std::function
   }
   subscribers_.emplace(id, fn);
   return fn;
+}
+
+void JobManager::NotifyAll() {
+  std::vector<std::shared_ptr<std::function<void()>>> fns;
+  {
+    std::lock_guard<std::mutex> lock(sub_mu_);
+    for (auto& [id, weak] : subscribers_) {
+      if (auto fn = weak.lock()) fns.push_back(std::move(fn));
+    }
+  }
+  for (auto& fn : fns) (*fn)();
 }
 
 void JobManager::Notify(const std::string& id) {
@@ -275,13 +352,15 @@ void JobManager::WorkerLoop() {
         std::lock_guard<std::mutex> lock(mu_);
         if (draining_) return;
       }
-      auto next = store_->ClaimNext();
+      auto next = store_->ClaimNext(affinity_);
       if (!next.ok() || !next->has_value()) break;
       Job job = std::move(**next);
       CrashPoint("claimed");
       {
         std::lock_guard<std::mutex> lock(mu_);
         running_id_ = job.id;
+        running_lease_ = Lease{job.owner, job.lease_epoch};
+        lease_lost_.reset();
         cancel_running_ = cancel_pending_.erase(job.id) > 0 || job.cancel_requested;
         cancel_pending_.clear();  // any other entry is a job that finished before its cancel arrived
         requeue_running_ = false;
@@ -299,6 +378,12 @@ void JobManager::WorkerLoop() {
 void JobManager::RunOne(Job job) {
   using Clock = std::chrono::steady_clock;
   const auto job_start = Clock::now();
+  // Every write for this job carries the claim's lease (ignored by a single-daemon store).
+  const Lease lease{job.owner, job.lease_epoch};
+  // A refused write means the job was taken over: stop, and write nothing more for it.
+  auto fenced = [&](const absl::Status& s) {
+    if (absl::IsAborted(s)) LoseLease(s);
+  };
   std::string phase;
   auto phase_start = Clock::now();
   int decile = -1;
@@ -306,7 +391,7 @@ void JobManager::RunOne(Job job) {
     if (phase.empty()) return;
     double secs = std::chrono::duration<double>(Clock::now() - phase_start).count();
     if (observer_) observer_->OnPhaseDone(job, phase, secs);
-    Log(job.id, "info", absl::StrFormat("%s done in %.2f s", phase, secs), phase, job.progress).IgnoreError();
+    fenced(Log(job.id, "info", absl::StrFormat("%s done in %.2f s", phase, secs), phase, job.progress, &lease));
   };
   RunnerEventFn on_event = [&](const RunnerEvent& e) {
     CrashPoint(e.phase);
@@ -322,19 +407,31 @@ void JobManager::RunOne(Job job) {
     const int d = static_cast<int>(std::floor(e.fraction * 10));
     if (d == decile && e.message.empty()) return;
     decile = d;
-    store_->UpdateProgress(job.id, job.phase, job.progress).IgnoreError();
+    fenced(store_->UpdateProgress(job.id, job.phase, job.progress, &lease));
     std::string msg = absl::StrFormat("[%s] %3.0f%%", e.phase, e.fraction * 100);
     if (!e.message.empty()) absl::StrAppend(&msg, "  ", e.message);
-    Log(job.id, e.warning ? "warning" : "info", msg, e.phase, job.progress).IgnoreError();
+    fenced(Log(job.id, e.warning ? "warning" : "info", msg, e.phase, job.progress, &lease));
   };
-  absl::StatusOr<JobResultInfo> result = runner_->Run(job, on_event, &cancel_running_);
+  PublishGate gate = [&](const std::function<absl::Status()>& publish) {
+    absl::Status s = store_->WhileLeaseHeld(job.id, lease, publish);
+    fenced(s);
+    return s;
+  };
+  absl::StatusOr<JobResultInfo> result = runner_->Run(job, on_event, &cancel_running_, gate);
   end_phase();
   const double secs = std::chrono::duration<double>(Clock::now() - job_start).count();
 
   bool requeue = false;
+  std::optional<absl::Status> lost;
   {
     std::lock_guard<std::mutex> lock(mu_);
     requeue = requeue_running_;
+    lost = lease_lost_;
+  }
+  if (lost) {
+    // Another daemon owns the job now; whatever this attempt did is not recorded (and was not published).
+    if (observer_) observer_->OnLeaseLost(job, *lost);
+    return;
   }
   LogEntry e;
   absl::StatusOr<Job> done;
@@ -351,7 +448,7 @@ void JobManager::RunOne(Job job) {
                       j.phase = "";
                       j.message = "";
                     },
-                    e);
+                    e, &lease);
   } else if (result.status().code() == absl::StatusCode::kCancelled && requeue) {
     e.level = "warning";
     e.message = "the daemon is shutting down: stopped at a safe point and re-queued (nothing was published)";
@@ -362,7 +459,7 @@ void JobManager::RunOne(Job job) {
                       j.progress = 0;
                       j.message = "re-queued at shutdown";
                     },
-                    e);
+                    e, &lease);
   } else if (result.status().code() == absl::StatusCode::kCancelled) {
     e.level = "info";
     e.message = "cancelled; nothing was published";
@@ -371,17 +468,20 @@ void JobManager::RunOne(Job job) {
                       j.phase = "";
                       j.message = "cancelled by request";
                     },
-                    e);
+                    e, &lease);
   } else {
     e.level = "error";
     e.message = absl::StrCat("failed: ", StatusText(result.status()));
     done = SetState(job.id, JobState::kFailed,
-                    [&](Job& j) { j.message = StatusText(result.status()); }, e);
+                    [&](Job& j) { j.message = StatusText(result.status()); }, e, &lease);
   }
-  if (!done.ok()) {
+  if (absl::IsAborted(done.status())) {
+    // Taken over between the run's end and this write (the lease expired meanwhile).
+    if (observer_) observer_->OnLeaseLost(job, done.status());
+  } else if (!done.ok()) {
     // The store refused the final state (e.g. disk full): leave the job RUNNING, so the next
-    // start re-queues it, rather than pretending it finished.
-    Log(job.id, "error", absl::StrCat("could not record the job's end: ", StatusText(done.status())))
+    // start (or, in a fleet, the lease's expiry) re-queues it, rather than pretending it finished.
+    Log(job.id, "error", absl::StrCat("could not record the job's end: ", StatusText(done.status())), "", 0, &lease)
         .IgnoreError();
   }
 }

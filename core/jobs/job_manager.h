@@ -12,6 +12,15 @@
 // Thread-safe: RPC threads call Submit/Get/List/Cancel/Subscribe while the
 // worker runs. Every state change goes through SetState (store transition +
 // observer), so gauges kept by the observer cannot drift from the store.
+//
+// With a shared store (a fleet, store->lease_seconds() > 0) a lease thread
+// also runs: it renews the running job's lease (every third of its term, at
+// most every 2 s), picks up a cancel requested through another daemon, gives
+// back jobs whose daemon's lease expired, and wakes log followers of jobs
+// that other daemons run (their lines arrive through the store only). Every
+// write for the running job carries its lease; once one is refused (Aborted:
+// the job was taken over) the job is stopped, nothing more is written or
+// published for it, and the observer hears OnLeaseLost.
 #pragma once
 
 #include <atomic>
@@ -43,6 +52,10 @@ class JobObserver {
   virtual void OnProgress(const Job& job, const RunnerEvent& event) {}
   virtual void OnPhaseDone(const Job& job, const std::string& phase, double seconds) {}
   virtual void OnQueueDepth(int64_t queued) {}
+  // This daemon lost the lease of a job it ran (fleet mode): `why` says who
+  // holds the job now; the job's own log cannot be written by this daemon any
+  // more, so this is where the daemon says so.
+  virtual void OnLeaseLost(const Job& job, const absl::Status& why) {}
 };
 
 struct JobManagerOptions {
@@ -94,13 +107,18 @@ class JobManager {
  private:
   struct Running;
   absl::StatusOr<Job> SetState(const std::string& id, JobState to, const std::function<void(Job&)>& mutate,
-                               const std::optional<LogEntry>& log);
+                               const std::optional<LogEntry>& log, const Lease* lease = nullptr);
   absl::Status Log(const std::string& id, const std::string& level, const std::string& message,
-                   const std::string& phase = "", double progress = 0);
+                   const std::string& phase = "", double progress = 0, const Lease* lease = nullptr);
   void Notify(const std::string& id);
+  void NotifyAll();
   void PublishQueueDepth();
   void WorkerLoop();
   void RunOne(Job job);
+  void LeaseLoop();
+  // The running job's lease was refused: stop the job, remember why (first reason wins).
+  void LoseLease(const absl::Status& why);
+  void ReportRequeued(const std::vector<Job>& jobs);
 
   JobStore* store_;
   JobObserver* observer_;
@@ -113,7 +131,13 @@ class JobManager {
   bool draining_ = false;
   bool wake_ = false;
   std::thread worker_;
+  std::string affinity_;  // the runner's, recorded in submitted jobs and required of claimed ones
   std::string running_id_;
+  Lease running_lease_;             // guarded by mu_
+  std::optional<absl::Status> lease_lost_;  // the running job's lease was refused (guarded by mu_)
+  std::thread lease_thread_;
+  std::condition_variable lease_cv_;
+  bool lease_stop_ = false;  // guarded by mu_
   std::atomic<bool> cancel_running_{false};
   bool requeue_running_ = false;  // set by Drain: the running job goes back to the queue
   std::set<std::string> cancel_pending_;  // cancels of claimed jobs that were not yet running_id_ (guarded by mu_)

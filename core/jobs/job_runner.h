@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/jobs/job.h"
+#include "core/util/publish_gate.h"
 
 namespace autoquant {
 
@@ -29,8 +30,14 @@ class JobRunner {
   // Does the job (its id lets a re-attempt recognise what a cut-off attempt
   // already published). Called on the worker thread only, one
   // job at a time. Returns Cancelled (leaving no output) once `cancel` is set.
+  // Publishes its output only through `publish_gate` (the job's lease in a
+  // fleet; may be empty: publish freely).
   virtual absl::StatusOr<JobResultInfo> Run(const Job& job, const RunnerEventFn& on_event,
-                                            const std::atomic<bool>* cancel) = 0;
+                                            const std::atomic<bool>* cancel, const PublishGate& publish_gate) = 0;
+  // What a job needs this runner to hold to run it (the model and the
+  // calibration set), recorded in each job at submit; in a fleet a daemon
+  // claims only jobs whose affinity is its own. "" (the default): any.
+  virtual std::string Affinity() const { return ""; }
 };
 
 }  // namespace autoquant

@@ -3,12 +3,23 @@
 //
 //   ASSIGN_OR_RETURN(auto store, OpenJobStore("sqlite:/models/.autoquant/jobs.db"));
 //   ASSIGN_OR_RETURN(auto jobs, store->Insert({job}, &created));
-//   ASSIGN_OR_RETURN(std::optional<Job> next, store->ClaimNext());
+//   ASSIGN_OR_RETURN(std::optional<Job> next, store->ClaimNext(affinity));
 //
 // Every method is thread-safe and atomic: Insert with idempotency keys, a
 // claim, and a state change together with its log line are each one
 // transaction. State changes go through CheckTransition, so a terminal state
 // never changes whoever asks.
+//
+// Two kinds of store. SQLite ("sqlite:PATH") serves one daemon: a RUNNING job
+// is that daemon's, leases are not kept (lease_seconds() == 0), and
+// RecoverInterrupted re-queues every RUNNING job at start. PostgreSQL
+// ("postgresql://...", postgres_job_store.h) is shared by a fleet of daemons:
+// a claim gives the daemon a lease (owner id + fencing token, Job::owner and
+// Job::lease_epoch) that its Heartbeat renews; a job whose lease expired is
+// re-queued by whichever daemon notices (RequeueExpired, also run at every
+// claim), and from then on the old owner's fenced writes (those given its
+// Lease) fail with Aborted, so a daemon that was only paused cannot finish a
+// job twice.
 #pragma once
 
 #include <functional>
@@ -55,23 +66,34 @@ class JobStore {
   // Moves a job to `to` (CheckTransition: FailedPrecondition if not
   // allowed), lets `mutate` fill other fields, and appends `log` (if any;
   // its state is set to `to` when `to` is terminal), all in one transaction.
+  // `lease` (may be null): the owner's write of a RUNNING job, fenced
+  // (Aborted, nothing changed, if the lease is no longer the job's).
   virtual absl::StatusOr<Job> Transition(const std::string& id, JobState to,
                                          const std::function<void(Job&)>& mutate,
-                                         const std::optional<LogEntry>& log) = 0;
+                                         const std::optional<LogEntry>& log, const Lease* lease) = 0;
 
   // Records that a RUNNING job's cancel was requested (no-op otherwise), so
-  // that a job cut off before it stopped is cancelled after a restart.
+  // that a job cut off before it stopped is cancelled after a restart, and
+  // so that the daemon running it (perhaps another one) sees it at its next
+  // Heartbeat.
   virtual absl::Status RequestCancel(const std::string& id) = 0;
 
-  // Phase and progress of a RUNNING job (no-op otherwise).
-  virtual absl::Status UpdateProgress(const std::string& id, const std::string& phase, double progress) = 0;
+  // Phase and progress of a RUNNING job (no-op otherwise). `lease` as for
+  // Transition.
+  virtual absl::Status UpdateProgress(const std::string& id, const std::string& phase, double progress,
+                                      const Lease* lease) = 0;
 
   // The next queued job by priority (higher first), then submission order,
-  // moved to RUNNING with attempts + 1; nullopt when none is queued.
-  virtual absl::StatusOr<std::optional<Job>> ClaimNext() = 0;
+  // moved to RUNNING with attempts + 1; nullopt when none is queued. A
+  // shared store first re-queues expired leases (RequeueExpired), claims
+  // only jobs whose affinity is `affinity` or empty, skips rows another
+  // daemon is claiming (FOR UPDATE SKIP LOCKED), and returns the job with its
+  // new lease (owner, lease_epoch). A single-daemon store ignores `affinity`.
+  virtual absl::StatusOr<std::optional<Job>> ClaimNext(const std::string& affinity) = 0;
 
-  // Appends a line with the job's next sequence number; returns it.
-  virtual absl::StatusOr<int64_t> AppendLog(const std::string& id, const LogEntry& entry) = 0;
+  // Appends a line with the job's next sequence number; returns it. `lease`
+  // as for Transition (null: a line from anyone, e.g. "cancel requested").
+  virtual absl::StatusOr<int64_t> AppendLog(const std::string& id, const LogEntry& entry, const Lease* lease) = 0;
   // Lines with sequence > after, at most `limit`, in order.
   virtual absl::StatusOr<std::vector<LogEntry>> ReadLogs(const std::string& id, int64_t after, int limit) = 0;
 
@@ -79,15 +101,47 @@ class JobStore {
   virtual absl::StatusOr<int> QueuePosition(const std::string& id) = 0;
   virtual absl::StatusOr<std::map<JobState, int64_t>> CountByState() = 0;
 
-  // After a restart: each RUNNING job (cut off mid-run) goes back to QUEUED
-  // if it has been started fewer than `max_attempts` times, else to FAILED,
-  // each with a log line saying so. Returns the jobs it changed.
+  // At a daemon's start: each job cut off mid-run goes back to QUEUED if it
+  // has been started fewer than `max_attempts` times, else to FAILED, each
+  // with a log line saying so. Returns the jobs it changed. Cut off means
+  // RUNNING in a single-daemon store; in a shared store only a RUNNING job
+  // whose lease expired (other daemons' live jobs are left alone), i.e.
+  // RequeueExpired.
   virtual absl::StatusOr<std::vector<Job>> RecoverInterrupted(int max_attempts) = 0;
+
+  // --- Leases (shared stores; a single-daemon store has none) ---
+
+  // How long a claim holds a job without a Heartbeat; 0: no leases (one daemon).
+  virtual double lease_seconds() const = 0;
+  // Renews the lease of a job this daemon runs; returns whether a cancel was
+  // requested (by any daemon). Aborted when the lease is lost (the job was
+  // re-queued, re-claimed or finished by someone else): stop the job and
+  // write nothing more for it.
+  virtual absl::StatusOr<bool> Heartbeat(const std::string& id, const Lease& lease) = 0;
+  // Runs `publish` (renaming a finished scheme into place) only while the
+  // lease is held: the job's row stays locked for the duration, so no other
+  // daemon can re-queue the job meanwhile. Aborted, without running
+  // `publish`, when the lease is lost or expired; otherwise what `publish`
+  // returns. A single-daemon store just runs `publish`.
+  virtual absl::Status WhileLeaseHeld(const std::string& id, const Lease& lease,
+                                      const std::function<absl::Status()>& publish) = 0;
+  // RUNNING jobs whose lease expired go back to QUEUED (or to FAILED after
+  // `max_attempts` starts), each with a log line naming the daemon that lost
+  // it. Returns the jobs it changed; none in a single-daemon store.
+  virtual absl::StatusOr<std::vector<Job>> RequeueExpired(int max_attempts) = 0;
 };
 
-// "sqlite:PATH" (created if missing; WAL mode). InvalidArgument for an
-// unknown scheme, FailedPrecondition for a store written by a newer schema,
-// DataLoss for a file that is not a readable database.
-absl::StatusOr<std::unique_ptr<JobStore>> OpenJobStore(const std::string& url);
+struct JobStoreOptions {
+  std::string owner;          // this daemon's id in a fleet (NewDaemonId() if empty)
+  double lease_seconds = 30;  // shared stores: how long a claim lasts without a heartbeat
+  int max_attempts = 2;       // shared stores: for the re-queue a claim runs first
+};
+
+// "sqlite:PATH" (created if missing; WAL mode) or "postgresql://..." /
+// "postgres://..." (a libpq URI; the schema is created or migrated). InvalidArgument
+// for an unknown scheme, FailedPrecondition for a store written by a newer
+// schema, DataLoss for a file that is not a readable database, Unavailable
+// for a database server that cannot be reached.
+absl::StatusOr<std::unique_ptr<JobStore>> OpenJobStore(const std::string& url, const JobStoreOptions& options = {});
 
 }  // namespace autoquant

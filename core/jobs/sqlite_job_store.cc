@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/jobs/postgres_job_store.h"
 #include "core/util/status_macros.h"
 
 namespace autoquant {
@@ -201,12 +202,14 @@ class SqliteJobStore : public JobStore {
     return page;
   }
 
+  // One daemon owns this store: every RUNNING job is its own, so leases are not checked.
   absl::StatusOr<Job> Transition(const std::string& id, JobState to, const std::function<void(Job&)>& mutate,
-                                 const std::optional<LogEntry>& log) override {
+                                 const std::optional<LogEntry>& log, const Lease* /*lease*/) override {
     return InTransaction<Job>([&] { return TransitionLocked(id, to, mutate, log); });
   }
 
-  absl::Status UpdateProgress(const std::string& id, const std::string& phase, double progress) override {
+  absl::Status UpdateProgress(const std::string& id, const std::string& phase, double progress,
+                              const Lease* /*lease*/) override {
     std::lock_guard<std::mutex> lock(mu_);
     Stmt s(db_, "UPDATE jobs SET phase = ?1, progress = ?2 WHERE id = ?3 AND state = 'running'");
     RETURN_IF_ERROR(s.prepared());
@@ -222,11 +225,11 @@ class SqliteJobStore : public JobStore {
     return s.Run();
   }
 
-  absl::StatusOr<std::optional<Job>> ClaimNext() override {
+  absl::StatusOr<std::optional<Job>> ClaimNext(const std::string& /*affinity*/) override {
     return InTransaction<std::optional<Job>>([&] { return ClaimLocked(); });
   }
 
-  absl::StatusOr<int64_t> AppendLog(const std::string& id, const LogEntry& e) override {
+  absl::StatusOr<int64_t> AppendLog(const std::string& id, const LogEntry& e, const Lease* /*lease*/) override {
     std::lock_guard<std::mutex> lock(mu_);
     return AppendLogLocked(id, e);
   }
@@ -292,6 +295,21 @@ class SqliteJobStore : public JobStore {
   absl::StatusOr<std::vector<Job>> RecoverInterrupted(int max_attempts) override {
     return InTransaction<std::vector<Job>>([&] { return RecoverLocked(max_attempts); });
   }
+
+  double lease_seconds() const override { return 0; }
+
+  absl::StatusOr<bool> Heartbeat(const std::string& id, const Lease& /*lease*/) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ASSIGN_OR_RETURN(Job j, GetLocked(id));
+    return j.cancel_requested;
+  }
+
+  absl::Status WhileLeaseHeld(const std::string& /*id*/, const Lease& /*lease*/,
+                              const std::function<absl::Status()>& publish) override {
+    return publish();
+  }
+
+  absl::StatusOr<std::vector<Job>> RequeueExpired(int /*max_attempts*/) override { return std::vector<Job>(); }
 
  private:
   // Runs `body` as one write transaction under the connection's lock:
@@ -544,14 +562,18 @@ absl::StatusOr<std::unique_ptr<JobStore>> OpenSqliteJobStore(const std::filesyst
   return std::unique_ptr<JobStore>(std::move(store));
 }
 
-absl::StatusOr<std::unique_ptr<JobStore>> OpenJobStore(const std::string& url) {
+absl::StatusOr<std::unique_ptr<JobStore>> OpenJobStore(const std::string& url, const JobStoreOptions& options) {
   if (absl::StartsWith(url, "sqlite:")) {
     std::string path = url.substr(7);
     if (path.empty()) return absl::InvalidArgumentError("--store sqlite: needs a path, e.g. sqlite:/models/jobs.db");
     return OpenSqliteJobStore(path);
   }
+  if (absl::StartsWith(url, "postgresql://") || absl::StartsWith(url, "postgres://")) {
+    return OpenPostgresJobStore(url, options);
+  }
   return absl::InvalidArgumentError(absl::StrCat("unsupported --store '", url,
-                                                 "': use sqlite:PATH (PostgreSQL fleet mode is not built yet)"));
+                                                 "': use sqlite:PATH (one daemon) or postgresql://USER@HOST:PORT/DB "
+                                                 "(a fleet of daemons sharing one job table)"));
 }
 
 }  // namespace autoquant

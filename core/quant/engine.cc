@@ -8,6 +8,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "core/io/checkpoint.h"
@@ -19,6 +20,7 @@
 #include "core/quant/manifests.h"
 #include "core/quant/scheme_name.h"
 #include "core/quant/sensitivity.h"
+#include "core/util/file_lock.h"
 #include "core/util/hash.h"
 #include "core/util/path_guard.h"
 #include "core/util/status_macros.h"
@@ -184,6 +186,36 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
       progress(ProgressEvent{Phase::kCalibrate, 0,
                              absl::StrCat("ignoring the cached baseline (", loaded.status().ToString(),
                                           "); recomputing it"),
+                             /*warning=*/true});
+    }
+  }
+  // Another process sharing the cache (a daemon of the same fleet, the CLI) may be computing this very
+  // baseline right now: wait for it and use what it cached rather than compute it a second time.
+  std::optional<FileLock> file_lock;
+  std::error_code no_cache;
+  if (!s.options.baseline_cache.empty()) std::filesystem::create_directories(s.options.baseline_cache, no_cache);
+  // (A cache directory that cannot be created is reported once, by the save below.)
+  if (!s.options.baseline_cache.empty() && !no_cache) {
+    auto locked = FileLock::Acquire(s.options.baseline_cache / (".baseline-" + key + ".lock"), cancel, [&] {
+      if (progress) {
+        progress(ProgressEvent{Phase::kCalibrate, 0,
+                               absl::StrCat("another process is computing baseline ", key.substr(0, 12),
+                                            " in the shared cache; waiting to use it")});
+      }
+    });
+    if (locked.ok()) {
+      file_lock.emplace(*std::move(locked));
+      if (auto loaded = LoadBaseline(s.options.baseline_cache, key); loaded.ok()) {
+        std::lock_guard<std::mutex> l(s.cache_mu);
+        s.cache[key] = *loaded;
+        return *loaded;
+      }
+    } else if (absl::IsCancelled(locked.status())) {
+      return locked.status();
+    } else if (progress) {
+      progress(ProgressEvent{Phase::kCalibrate, 0,
+                             absl::StrCat("cannot lock the baseline cache (", locked.status().message(),
+                                          "); computing without it, so another daemon may compute it too"),
                              /*warning=*/true});
     }
   }
@@ -381,6 +413,7 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
   eo.format = request.format;
   eo.overwrite = request.overwrite;
   eo.job_id = request.job_id;
+  eo.publish_gate = request.publish_gate;
   eo.disabled_by_request = request.selection.disabled_layers;
   eo.layout = request.layout;
   eo.quantize_device = impl_->device;

@@ -38,6 +38,7 @@
 #include "core/quant/export_layout.h"
 #include "core/quant/hf_quant_config.h"
 #include "core/quant/plan.h"
+#include "core/util/publish_gate.h"
 
 namespace autoquant {
 
@@ -69,6 +70,7 @@ struct SchemeRequest {
   // export.h: standalone, or shared blobs in blob_store (required for shared).
   ExportLayout layout = ExportLayout::kStandalone;
   std::filesystem::path blob_store;
+  PublishGate publish_gate;  // see ExportOptions::publish_gate; none: always publish
 };
 
 enum class Phase { kLoad, kCalibrate, kScore, kSearch, kExport, kEvaluate };

@@ -306,7 +306,8 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
   RETURN_IF_ERROR(CheckManifestRecords(staged.path(), record.digests));
   r.check_seconds = Seconds(t1);
   if (options.progress) options.progress(1.0);
-  RETURN_IF_ERROR(staged.Commit());
+  CrashPoint("publish");
+  RETURN_IF_ERROR(PublishThrough(options.publish_gate, [&] { return staged.Commit(); }));
   CrashPoint("published");
   r.out_dir = options.out_dir;
   r.tensors_written = tensors.size();

@@ -47,6 +47,7 @@
 #include "core/quant/export_layout.h"
 #include "core/quant/hf_quant_config.h"
 #include "core/quant/plan.h"
+#include "core/util/publish_gate.h"
 
 namespace autoquant {
 
@@ -66,6 +67,9 @@ struct ExportOptions {
   torch::Device quantize_device = torch::kCPU;
   const std::atomic<bool>* cancel = nullptr;
   std::function<void(double)> progress;  // fraction of the export done
+  // Decides, at the moment of the rename into place, whether publishing may
+  // happen (the daemon's job lease); none: always.
+  PublishGate publish_gate;
 };
 
 struct ExportResult {

@@ -38,6 +38,11 @@ struct Target {
 
 struct Points {
   Target crash{"AUTOQUANT_CRASH_AT"};
+  // SIGSTOP pauses the process instead (docs in crash_point.h).
+  int crash_signal = [] {
+    const char* sig = std::getenv("AUTOQUANT_CRASH_SIGNAL");
+    return sig != nullptr && (std::string(sig) == "SIGSTOP" || std::string(sig) == "STOP") ? SIGSTOP : SIGKILL;
+  }();
   Target oom{"AUTOQUANT_OOM_AT"};
   // Installed only when an out-of-memory is armed, and never removed: tensors allocated through it
   // may outlive any scope.
@@ -53,7 +58,7 @@ Points& Armed() {
 
 void CrashPoint(std::string_view name) {
   Points& p = Armed();
-  if (p.crash.Hit(name)) ::kill(::getpid(), SIGKILL);
+  if (p.crash.Hit(name)) ::kill(::getpid(), p.crash_signal);
   if (p.oom.Hit(name)) p.allocator->FailAt(1);
 }
 

@@ -14,8 +14,14 @@
 // Names in use: "submitted" (a job stored, its RPC not yet answered), "claimed"
 // (a job taken from the queue, not yet run), "load" (model loading),
 // "calibrate" / "score" / "search" / "export" / "evaluate" (a job's progress
-// events), "published" (a scheme renamed into place, its job not yet marked
-// SUCCEEDED). Thread-safe.
+// events), "publish" (a scheme complete and verified in its staging
+// directory, about to be renamed into place), "published" (a scheme renamed
+// into place, its job not yet marked SUCCEEDED). Thread-safe.
+//
+// AUTOQUANT_CRASH_SIGNAL=SIGSTOP stops the process there instead of killing
+// it (every thread, as a hung host or a paused VM would), until a SIGCONT:
+// the fleet tests use it to let a daemon's lease expire mid-job and then
+// resume it as a late writer.
 #pragma once
 
 #include <string_view>

@@ -129,6 +129,11 @@ struct StagingOwner {
   long pid = 0;
   std::string start_time;  // /proc/<pid>/stat field 22, clock ticks since boot
   std::string boot_id;
+  // Directory markers only (empty in older markers and in temporary files' names): the machine and
+  // the pid namespace the pid belongs to. Daemons of a fleet share a models volume from several
+  // machines or containers, where a pid (and a boot id) of another one means nothing here.
+  std::string host;
+  std::string pid_ns;
 };
 
 std::string BootId() {
@@ -149,14 +154,30 @@ std::string ProcessStartTime(long pid) {
   return fields.size() > 19 ? fields[19] : "";
 }
 
+std::string HostName() {
+  char host[256] = {0};
+  if (::gethostname(host, sizeof(host) - 1) != 0) return "";
+  return host;
+}
+
+// "pid:[4026531836]": which pid namespace this process's pids are numbered in.
+std::string PidNamespace() {
+  std::error_code ec;
+  fs::path ns = fs::read_symlink("/proc/self/ns/pid", ec);
+  return ec ? "" : ns.string();
+}
+
 // This process, as a marker or a temporary file's name records it.
-StagingOwner Me() { return {static_cast<long>(::getpid()), ProcessStartTime(::getpid()), BootId()}; }
+StagingOwner Me() {
+  return {static_cast<long>(::getpid()), ProcessStartTime(::getpid()), BootId(), HostName(), PidNamespace()};
+}
 
 // A temporary file's name holds only a prefix of the boot id.
 constexpr size_t kBootIdInName = 8;
 
 std::string MarkerText(const StagingOwner& o) {
-  return absl::StrCat("pid ", o.pid, "\nstart ", o.start_time, "\nboot ", o.boot_id, "\n");
+  return absl::StrCat("pid ", o.pid, "\nstart ", o.start_time, "\nboot ", o.boot_id, "\nhost ", o.host, "\npidns ",
+                      o.pid_ns, "\n");
 }
 
 std::optional<StagingOwner> ParseMarker(const std::string& text) {
@@ -167,6 +188,8 @@ std::optional<StagingOwner> ParseMarker(const std::string& text) {
     if (kv.first == "pid") has_pid = absl::SimpleAtoi(kv.second, &o.pid);
     if (kv.first == "start") o.start_time = kv.second;
     if (kv.first == "boot") o.boot_id = kv.second;
+    if (kv.first == "host") o.host = kv.second;
+    if (kv.first == "pidns") o.pid_ns = kv.second;
   }
   if (!has_pid || o.pid <= 0 || o.start_time.empty()) return std::nullopt;
   return o;
@@ -212,6 +235,10 @@ bool UnmarkedAndEmpty(const fs::path& dir, long name_pid) {
 }
 
 bool OwnerAlive(const StagingOwner& o) {
+  // Another machine's or container's process (a fleet daemon on a shared volume) cannot be looked up
+  // here: keep what it owns rather than delete a live export from under it.
+  if (!o.host.empty() && o.host != HostName()) return true;
+  if (!o.pid_ns.empty() && o.pid_ns != PidNamespace()) return true;
   const std::string boot = BootId();
   // A temporary file's name holds a prefix of the boot id, a marker all of it.
   if (!boot.empty() && !o.boot_id.empty() && !absl::StartsWith(boot, o.boot_id)) return false;  // rebooted since

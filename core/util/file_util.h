@@ -55,7 +55,9 @@ std::filesystem::path TempFilePath(const std::filesystem::path& target);
 // A process killed mid-export (SIGKILL, a crash, power loss) cannot run the
 // destructor, so the staging directory carries a marker naming its owner
 // (pid, the process's start time and the boot id: a reused pid is not
-// mistaken for the owner); RemoveStaleStaging later removes it.
+// mistaken for the owner; the host name and pid namespace: a process of
+// another machine or container sharing the volume is not judged by this
+// one's pids); RemoveStaleStaging later removes it.
 //
 // Commit() fails with AlreadyExists if `target` exists and overwrite is false.
 // With overwrite, the old directory is moved aside first (marked like a
@@ -94,8 +96,10 @@ inline constexpr char kStagingMarker[] = ".autoquant-staging";
 // it removed. A process killed before its marker was complete leaves a
 // directory holding nothing else: such a directory is removed when the pid in
 // its name no longer runs, else once it is a minute old. Never touches a live
-// process's staging directory or temporary file, a directory holding anything
-// without our marker, a file without an owner in its name, or a symlink. A
+// process's staging directory or temporary file, a staging directory whose
+// marker names another host or pid namespace (it cannot tell whether that
+// process runs), a directory holding anything without our marker, a file
+// without an owner in its name, or a symlink. A
 // missing `dir` counts as empty. Errors name the entry that could not be
 // removed.
 absl::StatusOr<int> RemoveStaleStaging(const std::filesystem::path& dir);

@@ -146,7 +146,7 @@ TEST_F(JobManagerTest, AcknowledgedCancelOfARunningJobIsKeptAcrossACrash) {
   j.spec = Spec("cut-off");
   std::vector<bool> created;
   ASSERT_TRUE(store_->Insert({j}, "queued", &created).ok());
-  ASSERT_TRUE(store_->ClaimNext().ok());
+  ASSERT_TRUE(store_->ClaimNext("").ok());
   auto c = manager_->Cancel(j.id);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->state, JobState::kRunning);

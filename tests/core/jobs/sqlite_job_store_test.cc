@@ -109,7 +109,7 @@ TEST_F(SqliteJobStoreTest, ClaimOrderIsPriorityThenSubmission) {
   EXPECT_EQ(*store_->QueuePosition((*jobs)[1].id), 3);
   std::vector<std::string> order;
   while (true) {
-    auto next = store_->ClaimNext();
+    auto next = store_->ClaimNext("");
     ASSERT_TRUE(next.ok());
     if (!next->has_value()) break;
     EXPECT_EQ((*next)->state, JobState::kRunning);
@@ -125,15 +125,15 @@ TEST_F(SqliteJobStoreTest, TerminalStatesNeverChange) {
   auto jobs = store_->Insert({MakeJob("a")}, "", &created);
   ASSERT_TRUE(jobs.ok());
   const std::string id = jobs->front().id;
-  ASSERT_TRUE(store_->ClaimNext().ok());
+  ASSERT_TRUE(store_->ClaimNext("").ok());
   LogEntry done;
   done.message = "finished";
-  auto j = store_->Transition(id, JobState::kSucceeded, nullptr, done);
+  auto j = store_->Transition(id, JobState::kSucceeded, nullptr, done, nullptr);
   ASSERT_TRUE(j.ok()) << j.status();
   EXPECT_GT(j->finished_ms, 0);
   for (JobState to : {JobState::kQueued, JobState::kRunning, JobState::kFailed, JobState::kCancelled,
                       JobState::kSucceeded}) {
-    EXPECT_EQ(store_->Transition(id, to, nullptr, std::nullopt).status().code(),
+    EXPECT_EQ(store_->Transition(id, to, nullptr, std::nullopt, nullptr).status().code(),
               absl::StatusCode::kFailedPrecondition);
   }
   auto logs = store_->ReadLogs(id, 0, 100);
@@ -147,7 +147,7 @@ TEST_F(SqliteJobStoreTest, SurvivesReopenAndRecoversInterruptedJobsOnceThenFails
   std::vector<bool> created;
   auto jobs = store_->Insert({MakeJob("a"), MakeJob("b")}, "queued", &created);
   ASSERT_TRUE(jobs.ok());
-  ASSERT_TRUE(store_->ClaimNext().ok());  // "a" running when the process dies
+  ASSERT_TRUE(store_->ClaimNext("").ok());  // "a" running when the process dies
   store_.reset();
   auto reopened = OpenJobStore("sqlite:" + (dir_ / "jobs.db").string());
   ASSERT_TRUE(reopened.ok());
@@ -157,7 +157,7 @@ TEST_F(SqliteJobStoreTest, SurvivesReopenAndRecoversInterruptedJobsOnceThenFails
   EXPECT_EQ(changed->front().state, JobState::kQueued);
   EXPECT_EQ((*reopened)->Get((*jobs)[1].id)->state, JobState::kQueued);
   // Claimed again (attempt 2) and cut off again: now it fails instead.
-  auto again = (*reopened)->ClaimNext();
+  auto again = (*reopened)->ClaimNext("");
   ASSERT_TRUE(again.ok() && again->has_value());
   EXPECT_EQ((*again)->attempts, 2);
   changed = (*reopened)->RecoverInterrupted(2);
@@ -172,7 +172,7 @@ TEST_F(SqliteJobStoreTest, CancelRequestOfARunningJobSurvivesReopenAndIsFinished
   auto jobs = store_->Insert({MakeJob("a"), MakeJob("b")}, "queued", &created);
   ASSERT_TRUE(jobs.ok());
   const std::string a = (*jobs)[0].id, b = (*jobs)[1].id;
-  ASSERT_TRUE(store_->ClaimNext().ok());
+  ASSERT_TRUE(store_->ClaimNext("").ok());
   ASSERT_TRUE(store_->RequestCancel(a).ok());
   ASSERT_TRUE(store_->RequestCancel(b).ok());  // queued: not a running job's request, ignored
   EXPECT_FALSE(store_->Get(b)->cancel_requested);
@@ -186,7 +186,7 @@ TEST_F(SqliteJobStoreTest, CancelRequestOfARunningJobSurvivesReopenAndIsFinished
   ASSERT_EQ(changed->size(), 1u);
   EXPECT_EQ(changed->front().state, JobState::kQueued);
   EXPECT_TRUE(changed->front().cancel_requested);
-  auto again = (*reopened)->ClaimNext();
+  auto again = (*reopened)->ClaimNext("");
   ASSERT_TRUE(again.ok() && again->has_value());
   EXPECT_EQ((*again)->id, a);
   EXPECT_TRUE((*again)->cancel_requested);
@@ -235,7 +235,7 @@ TEST_F(SqliteJobStoreTest, ListPagesInSubmissionOrderAndFilters) {
   std::vector<Job> in;
   for (int i = 0; i < 5; ++i) in.push_back(MakeJob("s" + std::to_string(i)));
   ASSERT_TRUE(store_->Insert(in, "", &created).ok());
-  ASSERT_TRUE(store_->ClaimNext().ok());
+  ASSERT_TRUE(store_->ClaimNext("").ok());
   JobListFilter f;
   f.page_size = 2;
   std::vector<std::string> seen;
@@ -310,6 +310,34 @@ TEST(JobSpecJsonTest, NonIntegerOrOutOfRangeCountsAreDataLoss) {
     ASSERT_FALSE(s.ok()) << bad;
     EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss);
   }
+}
+
+TEST_F(SqliteJobStoreTest, OneDaemonsStoreKeepsNoLeasesAndPublishesFreely) {
+  std::vector<bool> created;
+  auto jobs = store_->Insert({MakeJob("solo")}, "queued", &created);
+  ASSERT_TRUE(jobs.ok());
+  const std::string id = jobs->front().id;
+  EXPECT_EQ(store_->lease_seconds(), 0);
+  auto claimed = store_->ClaimNext("some-other-model:calib");  // affinity is a fleet notion
+  ASSERT_TRUE(claimed.ok() && claimed->has_value());
+  const Lease none{};
+  auto beat = store_->Heartbeat(id, none);
+  ASSERT_TRUE(beat.ok());
+  EXPECT_FALSE(*beat);
+  ASSERT_TRUE(store_->RequestCancel(id).ok());
+  EXPECT_TRUE(*store_->Heartbeat(id, none));
+  bool published = false;
+  EXPECT_TRUE(store_->WhileLeaseHeld(id, none, [&] {
+                      published = true;
+                      return absl::OkStatus();
+                    }).ok());
+  EXPECT_TRUE(published);
+  EXPECT_EQ(store_->WhileLeaseHeld(id, none, [] { return absl::AlreadyExistsError("x"); }).code(),
+            absl::StatusCode::kAlreadyExists);
+  auto swept = store_->RequeueExpired(2);
+  ASSERT_TRUE(swept.ok());
+  EXPECT_TRUE(swept->empty());  // a running job is this daemon's own: only a restart re-queues it
+  EXPECT_EQ(store_->Get(id)->state, JobState::kRunning);
 }
 
 }  // namespace

@@ -108,6 +108,27 @@ TEST(RemoveStaleStagingTest, AReusedPidIsNotTakenForTheOwner) {
   EXPECT_FALSE(fs::exists(fake));
 }
 
+TEST(RemoveStaleStagingTest, KeepsAStagingDirOfAnotherHostOrPidNamespace) {
+  // Fleet daemons share a models volume across machines and containers: a pid recorded there says
+  // nothing about this machine's processes, so such a directory is never judged dead.
+  fs::path root = testing::TempDir();
+  const std::string dead = "pid 999999\nstart 1\nboot \n";
+  fs::create_directories(root / ".a.tmp-000001");
+  ASSERT_OK(WriteFileAtomic(root / ".a.tmp-000001" / kStagingMarker, dead + "host some-other-host\n"));
+  fs::create_directories(root / ".b.tmp-000002");
+  ASSERT_OK(WriteFileAtomic(root / ".b.tmp-000002" / kStagingMarker, dead + "pidns pid:[1]\n"));
+  fs::create_directories(root / ".c.tmp-000003");  // this host and namespace, dead pid: goes
+  char host[256] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  ASSERT_OK(WriteFileAtomic(root / ".c.tmp-000003" / kStagingMarker,
+                            dead + "host " + host + "\npidns " + fs::read_symlink("/proc/self/ns/pid").string() + "\n"));
+  ASSERT_OK_AND_ASSIGN(int removed, RemoveStaleStaging(root));
+  EXPECT_EQ(removed, 1);
+  EXPECT_TRUE(fs::exists(root / ".a.tmp-000001"));
+  EXPECT_TRUE(fs::exists(root / ".b.tmp-000002"));
+  EXPECT_FALSE(fs::exists(root / ".c.tmp-000003"));
+}
+
 TEST(RemoveStaleStagingTest, LeavesEverythingThatIsNotOurStagingAlone) {
   auto root = testing::TempDir();
   // Right name, no marker (someone else's); a marker but a normal name; a symlink to a marked dir.
