@@ -3,6 +3,7 @@
 # device tool's `carry`): the built binaries (debug info stripped) and every
 # shared library they load except LibTorch/CUDA/NVIDIA (the GPU machine has
 # torch 2.11.0+cu130) and the C runtime. Usage: scripts/gpu/bundle.sh [BUILD_DIR]
+# BINS="autoquant autoquantd" packs only those binaries (the device tool carries at most 64 MiB).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD="${1:-$ROOT/build}"
@@ -12,6 +13,7 @@ mkdir -p "$OUTDIR/bin" "$OUTDIR/lib"
 
 for exe in "$BUILD"/bin/*; do
   [ -x "$exe" ] && [ -f "$exe" ] || continue
+  if [ -n "${BINS:-}" ] && [[ " $BINS " != *" $(basename "$exe") "* ]]; then continue; fi
   objcopy --strip-debug "$exe" "$OUTDIR/bin/$(basename "$exe")"
 done
 
