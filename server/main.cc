@@ -4,11 +4,13 @@
 
 #include "CLI/CLI.hpp"
 #include "autoquant/v1/autoquant.pb.h"
+#include "core/util/allocator_env.h"
 #include "core/util/build_info.h"
 #include "server/daemon.h"
 #include "server/daemon_options.h"
 
 int main(int argc, char** argv) {
+  autoquant::PreferExpandableCudaSegments();
   CLI::App app{"autoquantd: GPU-resident AutoQuant daemon (gRPC service autoquant.v1.AutoQuant)"};
   app.footer(
       "Every flag can also be set in the environment (Env: above); the command line wins, then --config.\n"

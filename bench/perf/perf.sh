@@ -93,6 +93,10 @@ for part in "${PARTS[@]}"; do
       ;;
     shared)
       make3b
+      # A plain forward at the calibration's batch shape (512 text + 256 image tokens, one 448x448 image per
+      # sample): what a calibration batch costs without its amax hooks.
+      "$AQ" model bench --model "$WORK/base3b" --device cuda --batch "$BATCH" --text-tokens 510 --image 448x448 \
+        --iters 10 > "$OUT/forward-b$BATCH.json" 2> "$OUT/forward-b$BATCH.log" && cat "$OUT/forward-b$BATCH.json" | cut -c1-300
       if sweep shared shared top10,top20,top30,top40,top50,top60,top70,top80,top90,top100; then
         s=$SECONDS
         "$AQ" diff "$WORK/shared/models/top10" "$WORK/shared/models/top50" "$WORK/shared/models/top100" --json \

@@ -14,8 +14,10 @@
 #include "client/cli/quantize_command.h"
 #include "client/cli/remote/remote_commands.h"
 #include "client/cli/report_command.h"
+#include "core/util/allocator_env.h"
 
 int main(int argc, char** argv) {
+  autoquant::PreferExpandableCudaSegments();
   using namespace autoquant::cli;
   CLI::App app{"autoquant: FP8 AutoQuant schemes for Qwen2.5-VL"};
   app.set_version_flag("--version", std::string("autoquant ") + AUTOQUANT_VERSION);
