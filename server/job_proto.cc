@@ -67,6 +67,7 @@ absl::StatusOr<JobSpec> SpecFromProto(const v1::SchemeSpec& p) {
   s.overwrite = p.overwrite();
   s.include_vision = p.include_vision();
   s.calib_steps = p.calib_steps();
+  s.batch_size = p.batch_size();
   s.score_steps = p.score_steps();
   s.priority = p.priority();
   return s;
@@ -90,6 +91,7 @@ void SpecToProto(const JobSpec& s, v1::SchemeSpec* p) {
   p->set_overwrite(s.overwrite);
   p->set_include_vision(s.include_vision);
   p->set_calib_steps(s.calib_steps);
+  p->set_batch_size(s.batch_size);
   p->set_score_steps(s.score_steps);
   p->set_priority(s.priority);
   p->set_evaluate(s.evaluate);

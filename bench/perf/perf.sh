@@ -152,7 +152,10 @@ for part in "${PARTS[@]}"; do
   esac
 done
 "$PY" "$ROOT/bench/perf/summarize.py" "$OUT" || rc=1
-# The device tool returns a limited number of files: everything also as one archive.
-tar -C "$OUT" -czf /tmp/perf-results.tgz . && mv /tmp/perf-results.tgz "$OUT/perf-results.tgz"
+# The device tool returns a few files only: everything goes into one archive, and only the summary stays beside it.
+if tar -C "$OUT" -czf /tmp/perf-results.tgz . ; then
+  find "$OUT" -mindepth 1 -maxdepth 1 ! -name perf.md ! -name perf.json -exec rm -rf {} +
+  mv /tmp/perf-results.tgz "$OUT/perf-results.tgz"
+fi
 if pgrep -x autoquantd >/dev/null; then echo "autoquantd still running:"; pgrep -a -x autoquantd; rc=1; fi
 exit $rc

@@ -55,6 +55,7 @@ absl::StatusOr<SchemeRequest> EngineJobRunner::ToRequest(const JobSpec& spec) co
   ASSIGN_OR_RETURN(r.format, ParseExportFormat(spec.format));
   r.calib_steps = spec.calib_steps;
   r.score_steps = spec.score_steps;
+  r.batch_size = spec.batch_size;
   r.include_vision = spec.include_vision;
   r.overwrite = spec.overwrite;
   r.layout = default_layout_;
@@ -77,6 +78,9 @@ absl::Status EngineJobRunner::Validate(const JobSpec& spec) {
   if (spec.evaluate) RETURN_IF_ERROR(NeedEvaluator(evaluator_));
   if (spec.calib_steps < 0 || spec.score_steps < 0) {
     return absl::InvalidArgumentError("calib_steps and score_steps must be >= 0 (0 = the default)");
+  }
+  if (spec.batch_size < 0) {
+    return absl::InvalidArgumentError("batch_size must be >= 0 (0 = the daemon's --batch-size)");
   }
   ASSIGN_OR_RETURN(SchemeRequest r, ToRequest(spec));
   return engine_->ValidateScheme(r);

@@ -66,6 +66,7 @@ json JobSpec::ToJson() const {
   j["format"] = format;
   // Only when set, so that the JSON of specs stored before layouts existed is unchanged.
   if (!layout.empty()) j["layout"] = layout;
+  if (batch_size != 0) j["batch_size"] = batch_size;
   j["overwrite"] = overwrite;
   j["include_vision"] = include_vision;
   j["calib_steps"] = calib_steps;
@@ -93,6 +94,7 @@ absl::StatusOr<JobSpec> JobSpec::FromJson(const json& j) {
     s.method = j.at("method").get<std::string>();
     s.format = j.at("format").get<std::string>();
     s.layout = j.value("layout", std::string());
+    s.batch_size = j.contains("batch_size") ? JsonInt<int>(j.at("batch_size")) : 0;
     s.overwrite = j.at("overwrite").get<bool>();
     s.include_vision = j.at("include_vision").get<bool>();
     s.calib_steps = JsonInt<int>(j.at("calib_steps"));

@@ -50,6 +50,7 @@ struct JobSpec {
   bool include_vision = false;
   int calib_steps = 0;
   int score_steps = 0;
+  int batch_size = 0;  // 0: the daemon's --batch-size
   int priority = 0;
   bool evaluate = false;  // kind scheme: evaluate the scheme once written
 

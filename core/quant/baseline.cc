@@ -41,7 +41,7 @@ absl::StatusOr<ScoreMethod> ParseScoreMethod(absl::string_view name) {
 
 absl::StatusOr<std::string> BaselineKey(const BaselineInputs& in) {
   json j;
-  j["v"] = 1;  // bump when the scoring algorithm changes meaning
+  j["v"] = 2;  // bump when the scoring algorithm changes meaning (2: the batch size is part of the key)
   j["model"] = in.model_fingerprint;
   j["calib"] = in.calib_fingerprint;
   j["method"] = ScoreMethodName(in.method);
@@ -49,6 +49,7 @@ absl::StatusOr<std::string> BaselineKey(const BaselineInputs& in) {
   for (const auto& f : in.formats) j["formats"].push_back({f.name, f.bits});
   j["calib_steps"] = in.calib_steps;
   j["score_steps"] = in.score_steps;
+  j["batch_size"] = in.batch_size;
   j["include_vision"] = in.include_vision;
   j["dtype"] = in.compute_dtype;
   return Sha256Hex(j.dump());
@@ -76,6 +77,7 @@ json BaselineToJson(const Baseline& b) {
                  {"method", ScoreMethodName(b.inputs.method)},
                  {"calib_steps", b.inputs.calib_steps},
                  {"score_steps", b.inputs.score_steps},
+                 {"batch_size", b.inputs.batch_size},
                  {"include_vision", b.inputs.include_vision},
                  {"compute_dtype", b.inputs.compute_dtype}};
   j["formats"] = json::array();
@@ -216,6 +218,7 @@ absl::StatusOr<Baseline> BaselineFromJson(const json& j) {
     ASSIGN_OR_RETURN(b.inputs.method, ParseScoreMethod(in.at("method").get<std::string>()));
     b.inputs.calib_steps = JsonInt<int>(in.at("calib_steps"));
     b.inputs.score_steps = JsonInt<int>(in.at("score_steps"));
+    b.inputs.batch_size = JsonInt<int>(in.at("batch_size"));
     b.inputs.include_vision = in.at("include_vision");
     b.inputs.compute_dtype = in.at("compute_dtype");
     for (const auto& f : j.at("formats")) {

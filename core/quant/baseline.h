@@ -48,8 +48,9 @@ struct BaselineInputs {
   std::string calib_fingerprint;  // hex SHA-256 of the calibration file
   ScoreMethod method = ScoreMethod::kGradient;
   std::vector<QuantFormat> formats;  // non-NONE candidates
-  int calib_steps = 0;
-  int score_steps = 0;
+  int calib_steps = 0;  // batches
+  int score_steps = 0;  // batches
+  int batch_size = 1;   // samples per batch: with the steps, which samples were used
   bool include_vision = false;
   std::string compute_dtype;  // "bfloat16" / "float32": scores depend on it
 };

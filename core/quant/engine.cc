@@ -162,9 +162,9 @@ const EngineOptions& Engine::options() const { return impl_->options; }
 
 absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps, int score_steps,
                                              bool include_vision, const ProgressFn& progress,
-                                             const std::atomic<bool>* cancel, bool* reused) {
+                                             const std::atomic<bool>* cancel, bool* reused, int batch_size) {
   Impl& s = *impl_;
-  ASSIGN_OR_RETURN(BaselineInputs in, InputsFor(method, calib_steps, score_steps, include_vision));
+  ASSIGN_OR_RETURN(BaselineInputs in, InputsFor(method, calib_steps, score_steps, include_vision, batch_size));
   calib_steps = in.calib_steps;
   score_steps = in.score_steps;
   ASSIGN_OR_RETURN(const std::string key, BaselineKey(in));
@@ -231,12 +231,12 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
   RaiseTo(s.peak_seen, PeakReserved(s.device));
   ResetPeak(s.device);
   auto t0 = std::chrono::steady_clock::now();
-  PassOptions calib_opts{calib_steps, s.options.batch_size, cancel,
+  PassOptions calib_opts{calib_steps, in.batch_size, cancel,
                          [&](double f) { Report(progress, Phase::kCalibrate, f); }};
   ASSIGN_OR_RETURN(CalibrationResult amax, Calibrate(s.model, s.calib, calib_opts));
   b.calib_seconds = Seconds(t0);
   auto t1 = std::chrono::steady_clock::now();
-  PassOptions score_opts{score_steps, s.options.batch_size, cancel,
+  PassOptions score_opts{score_steps, in.batch_size, cancel,
                          [&](double f) { Report(progress, Phase::kScore, f); }};
   ++s.scoring_passes;
   ASSIGN_OR_RETURN(std::vector<std::vector<double>> scores,
@@ -272,26 +272,29 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
 }
 
 absl::StatusOr<BaselineInputs> Engine::InputsFor(ScoreMethod method, int calib_steps, int score_steps,
-                                                 bool include_vision) const {
+                                                 bool include_vision, int batch_size) const {
   const Impl& s = *impl_;
-  const int batches = static_cast<int>(s.calib.BatchRanges(s.options.batch_size).size());
   if (calib_steps < 0 || score_steps < 0) return absl::InvalidArgumentError("step counts must be >= 0");
+  if (batch_size < 0) return absl::InvalidArgumentError("the batch size must be >= 0 (0 = the default)");
+  if (batch_size == 0) batch_size = s.options.batch_size;
+  const int batches = static_cast<int>(s.calib.BatchRanges(batch_size).size());
   BaselineInputs in;
   in.model_fingerprint = s.model_fp;
   in.calib_fingerprint = s.calib_fp;
   in.method = method;
   in.formats = {Fp8Format()};
   in.calib_steps = calib_steps == 0 ? batches : std::min(calib_steps, batches);
-  in.score_steps = score_steps == 0 ? std::min(batches, std::max(1, 128 / s.options.batch_size))
+  in.score_steps = score_steps == 0 ? std::min(batches, std::max(1, 128 / batch_size))
                                     : std::min(score_steps, batches);
+  in.batch_size = batch_size;
   in.include_vision = include_vision;
   in.compute_dtype = dtype();
   return in;
 }
 
 absl::StatusOr<Baseline> Engine::CachedBaseline(ScoreMethod method, int calib_steps, int score_steps,
-                                                bool include_vision) const {
-  ASSIGN_OR_RETURN(BaselineInputs in, InputsFor(method, calib_steps, score_steps, include_vision));
+                                                bool include_vision, int batch_size) const {
+  ASSIGN_OR_RETURN(BaselineInputs in, InputsFor(method, calib_steps, score_steps, include_vision, batch_size));
   ASSIGN_OR_RETURN(const std::string key, BaselineKey(in));
   {
     std::lock_guard<std::mutex> lock(impl_->cache_mu);
@@ -374,6 +377,9 @@ absl::Status Engine::ValidateScheme(const SchemeRequest& request) const {
   if (request.calib_steps < 0 || request.score_steps < 0) {
     return absl::InvalidArgumentError("calibration and scoring step counts must be >= 0 (0 = the default)");
   }
+  if (request.batch_size < 0) {
+    return absl::InvalidArgumentError("the batch size must be >= 0 (0 = the engine's default)");
+  }
   ASSIGN_OR_RETURN(std::vector<QuantGroup> groups,
                    QuantizableGroups(s.linears, request.include_vision, s.tied_head));
   return SelectCandidates(request.selection, s.linears, groups, request.include_vision,
@@ -396,7 +402,7 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
   auto t0 = std::chrono::steady_clock::now();
   bool reused = false;
   ASSIGN_OR_RETURN(Baseline b, GetBaseline(request.method, request.calib_steps, request.score_steps,
-                                           request.include_vision, progress, cancel, &reused));
+                                           request.include_vision, progress, cancel, &reused, request.batch_size));
   r.baseline_seconds = reused ? 0 : Seconds(t0);
   r.baseline_peak_device_bytes = reused ? 0 : impl_->last_baseline_peak_bytes;
   r.baseline_reused = reused;

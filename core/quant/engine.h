@@ -67,6 +67,8 @@ struct SchemeRequest {
   bool include_vision = false;
   bool overwrite = false;
   std::string job_id;  // the daemon job asking; recorded in the quant manifest
+  // Samples per calibration / scoring batch; 0 = EngineOptions::batch_size. Part of the baseline's key.
+  int batch_size = 0;
   // export.h: standalone, or shared blobs in blob_store (required for shared).
   ExportLayout layout = ExportLayout::kStandalone;
   std::filesystem::path blob_store;
@@ -141,7 +143,7 @@ class Engine {
   // warning event, recomputed and replaced.
   absl::StatusOr<Baseline> GetBaseline(ScoreMethod method, int calib_steps, int score_steps, bool include_vision,
                                        const ProgressFn& progress = nullptr, const std::atomic<bool>* cancel = nullptr,
-                                       bool* reused = nullptr);
+                                       bool* reused = nullptr, int batch_size = 0);
 
   // One forward pass over the first calibration sample: proves the model
   // runs on the device before a daemon reports SERVING.
@@ -151,7 +153,7 @@ class Engine {
   // cache; FailedPrecondition if it has not been computed. Thread-safe
   // (the daemon's RPC threads call it while the worker runs a scheme).
   absl::StatusOr<Baseline> CachedBaseline(ScoreMethod method, int calib_steps, int score_steps,
-                                          bool include_vision) const;
+                                          bool include_vision, int batch_size = 0) const;
   // Keys of the baselines held in memory. Thread-safe.
   std::vector<std::string> cached_baseline_keys() const;
   // Thread-safe.
@@ -173,7 +175,7 @@ class Engine {
   explicit Engine(std::unique_ptr<Impl> impl);
   // The canonical step counts and key inputs for these settings.
   absl::StatusOr<BaselineInputs> InputsFor(ScoreMethod method, int calib_steps, int score_steps,
-                                           bool include_vision) const;
+                                           bool include_vision, int batch_size) const;
   std::unique_ptr<Impl> impl_;
 };
 
