@@ -17,6 +17,9 @@
 #             top100: ten standalone 3B schemes need ~64 GB): each export against the disk floor
 #   7b        the qwen2.5-vl-7b preset: `autoquant quantize --coverage 0.5 --batch-size $BATCH`:
 #             calibration + scoring time and peak device memory (target <= 30 GB)
+#   oom       issue 12: autoquantd with a 1024-sample calibration set, one job at batch 1024 (a real
+#             CUDA out-of-memory: FAILED, RESOURCE_EXHAUSTED) then one at the default batch (SUCCEEDED)
+#             (bench/perf/oom_check.py)
 #   modelopt  ModelOpt 0.47 on the same 3B model and data at batch $BATCH (and $MO_BATCH1=1 adds
 #             batch 1): flow a (Option A: auto_quantize + export per scheme) and flow b (score once
 #             with checkpoint=, then per scheme the saved search state + export), $MO_SCHEMES schemes
@@ -148,7 +151,16 @@ for part in "${PARTS[@]}"; do
         rm -rf "$WORK/modelopt"
       done
       ;;
-    *) echo "unknown part '$part' (limits shared standalone 7b modelopt)"; exit 2 ;;
+    oom)
+      # issue 12: a real device out-of-memory in one job; the daemon serves the next (bench/perf/oom_check.py).
+      make3b
+      [ -f "$WORK/calib3b-1024.safetensors" ] || t "$AQ" calib synth --model "$WORK/base3b" \
+        --out "$WORK/calib3b-1024.safetensors" --samples 1024 --seq-len 768 --images-per-sample 1 --image-size 448x448 --seed 3
+      timeout -s TERM -k 15 $(( $(left) - 10 )) "$PY" "$ROOT/bench/perf/oom_check.py" --model "$WORK/base3b" \
+        --calib "$WORK/calib3b-1024.safetensors" --root "$WORK/oom/models" --out "$OUT/oom.json" || rc=1
+      rm -rf "$WORK/oom" "$WORK/calib3b-1024.safetensors"
+      ;;
+    *) echo "unknown part '$part' (limits shared standalone 7b modelopt oom)"; exit 2 ;;
   esac
 done
 "$PY" "$ROOT/bench/perf/summarize.py" "$OUT" || rc=1
