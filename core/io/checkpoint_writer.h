@@ -30,11 +30,14 @@ namespace autoquant {
 
 struct PlannedTensor {
   TensorSpec spec;
-  // Called once, in plan order, one at a time, each after the previous one
-  // returned: on a helper thread, while the previous tensor is written. Must
-  // return a tensor matching `spec`. A torch exception it lets escape is
-  // turned into a Status (TorchCall).
+  // Called once, on a helper thread, while earlier tensors are written;
+  // several producers run at once (ShardingOptions::producers). Must return
+  // a tensor matching `spec`. A torch exception it lets escape is turned into
+  // a Status (TorchCall).
   std::function<absl::StatusOr<torch::Tensor>()> produce;
+  // Produced right after the previous tensor, by the same task: for a
+  // producer that reads what the previous one left (a weight's scale).
+  bool after_previous = false;
 };
 
 struct ShardingOptions {
@@ -45,11 +48,15 @@ struct ShardingOptions {
   const std::atomic<bool>* cancel = nullptr;
   // Called after each tensor with (tensors written, total).
   std::function<void(size_t, size_t)> progress;
+  // Tasks (a tensor and those produced after_previous) in flight ahead of
+  // the writer; each also hashes its tensors' bytes.
+  int producers = 4;
 };
 
 struct ShardingResult {
   std::vector<std::string> files;                // shard file names, in order
   std::map<std::string, std::string> weight_map;  // tensor -> file
+  std::map<std::string, std::string> sha256;      // tensor -> hex SHA-256 of the bytes written
   uint64_t total_bytes = 0;
 };
 

@@ -236,11 +236,13 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
                        }});
     const DType sdtype = ScaleDType(f, info->dtype);
     tensors.push_back({{module + ".weight_scale", sdtype, ScaleShape(f)},
-                       [stored]() -> absl::StatusOr<torch::Tensor> { return stored->weight_scale; }});
+                       [stored]() -> absl::StatusOr<torch::Tensor> { return stored->weight_scale; },
+                       /*after_previous=*/true});
     tensors.push_back({{module + ".input_scale", sdtype, ScaleShape(f)},
                        [in_amax = q->second.input_amax, base_dtype = info->dtype, f] {
                          return StoredInputScale(in_amax, base_dtype, f);
-                       }});
+                       },
+                       /*after_previous=*/true});
   }
 
   ASSIGN_OR_RETURN(StagedDir staged, StagedDir::Create(options.out_dir, options.overwrite));
@@ -275,6 +277,12 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     };
     ASSIGN_OR_RETURN(ShardingResult written, WriteShardedSafetensors(staged.path(), tensors, so));
     r.tensor_bytes = r.bytes_written = written.total_bytes;
+    // Hashed from the very bytes handed to write() while the next tensors were produced: reading the files
+    // back would re-read the page cache, not the disk (write and fsync errors already fail the export;
+    // `autoquant diff` re-hashes from disk).
+    TensorDigests d;
+    for (const auto& [name, hex] : written.sha256) d[name] = TensorDigest{written.weight_map.at(name), hex};
+    digests = std::move(d);
   }
   r.write_seconds = Seconds(t0);
   json config = *base.config();

@@ -43,13 +43,14 @@ def small_fs(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
+@pytest.mark.parametrize("layout", ["standalone", "shared"])
 def test_full_disk_during_export_fails_that_job_cleanly_and_the_next_runs(tmp_path, small_fs, daemon_inputs,
-                                                                          autoquant_bin):
+                                                                          autoquant_bin, layout):
     base, calib = daemon_inputs
     root = small_fs / "models"
     # The job store and baseline cache live elsewhere: only the export meets the full disk.
     d = Daemon(base, calib, root, "--store", f"sqlite:{tmp_path / 'jobs.db'}", "--baseline-cache",
-               tmp_path / "baselines").start()
+               tmp_path / "baselines", "--layout", layout).start()
     try:
         first = d.wait_job(submit(d, "disk-a", 0.5).id)
         assert first.state == SUCCEEDED, first.message
@@ -58,14 +59,18 @@ def test_full_disk_during_export_fails_that_job_cleanly_and_the_next_runs(tmp_pa
         free = st.f_bavail * st.f_frsize
         assert free > size, "the test's filesystem is too small for even one scheme"
         filler = small_fs / "filler"
-        with open(filler, "wb") as f:  # leave about half a scheme of room
-            f.write(b"\0" * (free - size // 2))
+        # Standalone: leave about half a scheme of room. Shared: the next scheme (another coverage) needs
+        # only the blobs of the groups that change version, so leave almost none.
+        with open(filler, "wb") as f:
+            f.write(b"\0" * (free - (size // 2 if layout == "standalone" else 4096)))
 
-        full = d.wait_job(submit(d, "disk-b", 0.5).id)
+        full = d.wait_job(submit(d, "disk-b", 0.5 if layout == "standalone" else 0.1).id)
         assert full.state == FAILED
         assert "RESOURCE_EXHAUSTED" in full.message and "disk is full" in full.message, full.message
         assert schemes(root) == ["disk-a"], "a partial scheme was left on the full disk"
         assert staging_leftovers(root) == []
+        blobs = root / ".autoquant" / "blobs"
+        assert [p.name for p in blobs.rglob("*") if ".tmp-" in p.name] == [], "a half-written blob was left"
 
         filler.unlink()
         again = d.wait_job(submit(d, "disk-c", 0.5).id)
