@@ -9,6 +9,7 @@
 #include "client/cli/calib_command.h"
 #include "client/cli/diff_command.h"
 #include "client/cli/exit_codes.h"
+#include "client/cli/gc_command.h"
 #include "client/cli/inspect_command.h"
 #include "client/cli/model_command.h"
 #include "client/cli/quantize_command.h"
@@ -31,6 +32,7 @@ int main(int argc, char** argv) {
   AddCalibCommand(app, &status);
   AddQuantizeCommand(app, &status);
   AddDiffCommand(app, &status);
+  AddGcCommand(app, &status);
   bool asked_daemon = false;
   AddReportCommand(app, &status, &asked_daemon);
   bool remote = false;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <mutex>
 
@@ -231,6 +232,40 @@ absl::StatusOr<BlobPlacement> BlobStore::Place(const Blob& blob, const fs::path&
   if (sync != 0) return ErrnoStatus(err, "cannot fsync", dst);
   if (::chmod(dst.c_str(), 0444) != 0) return ErrnoStatus(errno, "cannot make read-only", dst);
   return BlobPlacement::kCopied;
+}
+
+absl::StatusOr<BlobGcResult> BlobStore::CollectGarbage(int64_t min_age_seconds, bool dry_run) const {
+  BlobGcResult r;
+  const auto now = fs::file_time_type::clock::now();
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root_ / "sha256", ec)) {
+    const fs::path& path = e.path();
+    if (path.extension() != ".safetensors" || !IsHexId(path.stem().string())) continue;
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    const auto age = now - fs::last_write_time(path, ec);
+    if (ec || st.st_nlink > 1 || age < std::chrono::seconds(min_age_seconds)) {
+      ++r.blobs_kept;
+      continue;
+    }
+    if (!dry_run && ::unlink(path.c_str()) != 0) return ErrnoStatus(errno, "cannot remove blob", path);
+    ++r.blobs_removed;
+    r.bytes_freed += static_cast<uint64_t>(st.st_size);
+  }
+  if (ec) return ErrnoStatus(ec.value(), "cannot list the blob store", root_ / "sha256");
+  for (const auto& e : fs::directory_iterator(root_ / "refs", ec)) {
+    if (!IsHexId(e.path().filename().string())) continue;
+    auto text = ReadFile(e.path());
+    if (!text.ok()) continue;
+    const std::string id(absl::StripAsciiWhitespace(*text));
+    std::error_code exists_ec;
+    if (IsHexId(id) && fs::exists(root_ / "sha256" / (id + ".safetensors"), exists_ec)) continue;
+    if (!dry_run && ::unlink(e.path().c_str()) != 0) return ErrnoStatus(errno, "cannot remove blob reference", e.path());
+    ++r.refs_removed;
+  }
+  if (ec) return ErrnoStatus(ec.value(), "cannot list the blob store", root_ / "refs");
+  if (!dry_run) RETURN_IF_ERROR(FsyncDir(root_ / "sha256"));
+  return r;
 }
 
 }  // namespace autoquant

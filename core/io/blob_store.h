@@ -63,6 +63,13 @@ struct BlobTensor {
 
 enum class BlobPlacement { kLinked, kCopied };
 
+struct BlobGcResult {
+  size_t blobs_removed = 0;
+  uint64_t bytes_freed = 0;
+  size_t refs_removed = 0;
+  size_t blobs_kept = 0;  // linked into a scheme, or younger than min_age
+};
+
 class BlobStore {
  public:
   // Creates <root>/sha256 and <root>/refs if missing and removes leftovers of
@@ -90,6 +97,13 @@ class BlobStore {
 
   // Verifies the blob file `path` in full (id and every tensor digest).
   static absl::StatusOr<Blob> VerifyFile(const std::filesystem::path& path);
+
+  // Removes the blobs no scheme links any more (link count 1: only the
+  // store's name) whose file is older than `min_age_seconds` (an export
+  // links its blobs seconds after storing them; the age keeps a running one
+  // safe), and the refs whose blob is gone. dry_run counts without removing.
+  // A scheme holding a copy (not a link) never depends on the store.
+  absl::StatusOr<BlobGcResult> CollectGarbage(int64_t min_age_seconds, bool dry_run) const;
 
  private:
   struct Verified;

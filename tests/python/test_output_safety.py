@@ -696,14 +696,15 @@ def test_quantize_help_shows_every_default(autoquant_bin, tmp_path):
     assert proc.returncode == 0
     opts = _option_lines(proc.stdout)
     defaults = {"--method": "gradient", "--format": "compressed-tensors", "--device": "auto", "--dtype": "auto",
-                "--calib-steps": "0", "--score-steps": "0", "--batch-size": "1",
+                "--calib-steps": "0", "--score-steps": "0", "--batch-size": "1", "--layout": "standalone",
                 "--baseline-cache": str(tmp_path / "aqcache" / "baselines")}
     for flag, default in defaults.items():
         assert f"={default}" in opts[flag].split()[1], f"{flag}: default {default} not shown: {opts[flag]!r}"
     required = {"--model", "--calib", "--out"}
     selections = {"--coverage", "--coverage-manifest", "--effective-bits", "--disabled-layers"}
     flags = {"--include-vision", "--overwrite", "--json", "--help"}
-    described = {"--scheme": "default: the output directory's name"}
+    described = {"--scheme": "default: the output directory's name",
+                 "--blob-store": "default: .autoquant/blobs beside --out"}
     for flag in required:
         assert "REQUIRED" in opts[flag], opts[flag]
     for flag, words in described.items():

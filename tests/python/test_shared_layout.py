@@ -22,6 +22,9 @@ One tiny random model, one calibration set and one baseline cache; schemes at co
 - test_damaged_blob_is_rewritten: a byte flipped in a stored blob makes the next export (a new
   process) store it again and publish a scheme that verifies; the scheme that linked the damaged
   file fails `autoquant diff` naming the tensor.
+- test_gc_frees_only_what_no_scheme_links: `autoquant gc` after one of two schemes is deleted frees
+  the blobs only it linked (its bytes, not the other's), keeps every blob the other links, and the
+  other still passes `autoquant diff`; a second gc removes nothing.
 - test_daemon_default_is_shared: autoquantd writes shared schemes unless the job asks for
   standalone (OUTPUT_LAYOUT_STANDALONE), and reports blobs_reused / blobs_written in the job result.
 """
@@ -196,6 +199,29 @@ def test_damaged_blob_is_rewritten(autoquant_bin, base, tmp_path):
     proc, _ = qh.diff(autoquant_bin, a)
     assert proc.returncode != 0
     assert "does not match its recorded SHA-256" in proc.stdout + proc.stderr
+
+
+def test_gc_frees_only_what_no_scheme_links(autoquant_bin, base, tmp_path):
+    root = tmp_path / "models"
+    for cov in (0.1, 1.0):
+        qh.quantize(autoquant_bin, base["model"], base["calib"], root / name(cov), "--coverage", str(cov),
+                    "--layout", "shared", cache=base["cache"])
+    keep = {f.stat().st_ino for f in (root / "top100").glob("*.safetensors")}
+    only_top10 = [f for f in (root / "top10").glob("*.safetensors") if f.stat().st_ino not in keep]
+    assert only_top10, "top10 and top100 should not share every blob"
+    freed = sum(f.stat().st_size for f in only_top10)
+    shutil.rmtree(root / "top10")
+    proc = qh.run(autoquant_bin, "gc", "--models-root", root, "--min-age-seconds", "0", "--json", check=True)
+    r = json.loads(proc.stdout)
+    assert r["blobs_removed"] == len(only_top10) and r["bytes_freed"] == freed, r
+    assert {p.stat().st_ino for p in store_files(root)} == keep
+    proc, _ = qh.diff(autoquant_bin, root / "top100")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    again = json.loads(qh.run(autoquant_bin, "gc", "--models-root", root, "--min-age-seconds", "0", "--json",
+                              check=True).stdout)
+    assert again["blobs_removed"] == 0 and again["refs_removed"] == 0, again
+    missing = qh.run(autoquant_bin, "gc", "--models-root", tmp_path / "nothing-here")
+    assert missing.returncode != 0 and "holds no shared-layout schemes" in missing.stderr
 
 
 def test_daemon_default_is_shared(daemon):

@@ -195,5 +195,30 @@ TEST(BlobStoreTest, MismatchedSpecIsInvalidArgument) {
   EXPECT_THAT(r.status().message(), HasSubstr("a.weight"));
 }
 
+TEST(BlobStoreTest, GarbageCollectionRemovesOnlyUnlinkedOldBlobsAndStaleRefs) {
+  fs::path root = testing::TempDir() / "blobs";
+  ASSERT_OK_AND_ASSIGN(BlobStore store, BlobStore::Open(root));
+  ASSERT_OK_AND_ASSIGN(Blob kept, store.Put(Key("kept"), Tensors(0)));
+  ASSERT_OK_AND_ASSIGN(Blob orphan, store.Put(Key("orphan"), Tensors(1)));
+  fs::path scheme = testing::TempDir() / "scheme";
+  fs::create_directories(scheme);
+  ASSERT_OK(store.Place(kept, scheme).status());
+  // Young blobs are kept whatever their links: an export may be about to link them.
+  ASSERT_OK_AND_ASSIGN(BlobGcResult young, store.CollectGarbage(3600, false));
+  EXPECT_EQ(young.blobs_removed, 0u);
+  EXPECT_EQ(young.blobs_kept, 2u);
+  ASSERT_OK_AND_ASSIGN(BlobGcResult dry, store.CollectGarbage(0, /*dry_run=*/true));
+  EXPECT_EQ(dry.blobs_removed, 1u);
+  EXPECT_TRUE(fs::exists(orphan.path));
+  ASSERT_OK_AND_ASSIGN(BlobGcResult r, store.CollectGarbage(0, false));
+  EXPECT_EQ(r.blobs_removed, 1u);
+  EXPECT_GT(r.bytes_freed, 0u);
+  EXPECT_EQ(r.refs_removed, 1u);
+  EXPECT_FALSE(fs::exists(orphan.path));
+  EXPECT_TRUE(absl::IsNotFound(store.Find(Key("orphan")).status()));
+  ASSERT_OK(store.Find(Key("kept")).status());
+  ASSERT_OK(BlobStore::VerifyFile(kept.path).status());
+}
+
 }  // namespace
 }  // namespace autoquant
