@@ -61,7 +61,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 "$AQD" --version | tee -a "$OUT/versions.txt"
 
 left() { echo $((LIMIT - SECONDS)); }
-t() { local s=$SECONDS; "$@"; local rc=$?; echo "[$(basename "$1") ${2:-}: $((SECONDS - s)) s, rc=$rc]"; return $rc; }
+t() { local s=$SECONDS; "$@"; local rc=$?; echo "[$(basename "$1") ${2:-}: $((SECONDS - s)) s, rc=$rc]" >&2; return $rc; }
 
 # The 3B model and calibration set (shared by the parts), as scripts/gpu/verify_daemon.sh makes them.
 make3b() {
