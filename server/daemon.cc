@@ -237,9 +237,9 @@ int RunDaemon(const DaemonOptions& o) {
     ctx.eval_set = &eval_facts;
   }
   ctx.engine = &facts;
-  // --layout is checked by its flag's validator.
-  const ExportLayout layout = o.layout == "standalone" ? ExportLayout::kStandalone : ExportLayout::kShared;
-  EngineJobRunner runner(engine->get(), o.models_root, evaluator.get(), layout);
+  // --layout is checked by its flag's validator; the fallback never applies.
+  EngineJobRunner runner(engine->get(), o.models_root, evaluator.get(),
+                         ParseExportLayout(o.layout).value_or(ExportLayout::kShared));
   jobs.Start(&runner);
   serving = true;
   SetHealth(server.get(), true);

@@ -65,7 +65,6 @@ t() { local s=$SECONDS; "$@"; local rc=$?; echo "[$(basename "$1") ${2:-}: $((SE
 
 # The 3B model and calibration set (shared by the parts), as scripts/gpu/verify_daemon.sh makes them.
 make3b() {
-  mkdir -p "$OUT"
   [ -d "$WORK/base3b" ] || t "$AQ" model init --preset qwen2.5-vl-3b --out "$WORK/base3b" --dtype bfloat16 --seed 0
   [ -f "$WORK/calib3b.safetensors" ] || t "$AQ" calib synth --model "$WORK/base3b" --out "$WORK/calib3b.safetensors" \
     --samples 128 --seq-len 768 --images-per-sample 1 --image-size 448x448 --seed 1

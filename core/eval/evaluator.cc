@@ -15,6 +15,7 @@
 #include "core/quant/engine_access.h"
 #include "core/quant/manifests.h"
 #include "core/quant/scheme_overlay.h"
+#include "core/util/elapsed.h"
 #include "core/util/file_util.h"
 #include "core/util/hash.h"
 #include "core/util/status_macros.h"
@@ -26,10 +27,6 @@ namespace fs = std::filesystem;
 using ojson = nlohmann::ordered_json;
 
 namespace {
-
-double Seconds(std::chrono::steady_clock::time_point since) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
-}
 
 void Report(const ProgressFn& fn, double fraction, std::string message = "") {
   if (fn) fn(ProgressEvent{Phase::kEvaluate, fraction, std::move(message)});

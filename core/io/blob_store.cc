@@ -50,6 +50,22 @@ absl::StatusOr<FileStamp> Stamp(const fs::path& path) {
                    int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec};
 }
 
+// The id a blob file's header hashes to, with the header parsed.
+absl::StatusOr<std::pair<SafetensorsHeader, std::string>> HeaderAndId(const MappedFile& m, const fs::path& path) {
+  auto header = ParseSafetensorsHeader(m.view(), path.string());
+  if (!header.ok()) return absl::DataLossError(header.status().message());
+  ASSIGN_OR_RETURN(std::string id, Sha256Hex(m.view().substr(0, header->data_start)));
+  return std::make_pair(*std::move(header), std::move(id));
+}
+
+// The blob id a ref file holds. DataLoss when it holds anything else.
+absl::StatusOr<std::string> ReadRef(const fs::path& ref) {
+  ASSIGN_OR_RETURN(std::string text, ReadFile(ref));
+  std::string id(absl::StripAsciiWhitespace(text));
+  if (!IsHexId(id)) return absl::DataLossError(absl::StrCat("blob reference ", ref.string(), " does not hold a blob id"));
+  return id;
+}
+
 }  // namespace
 
 // Blobs this process has verified, by path: process-wide, so that every export of a daemon (each
@@ -62,7 +78,14 @@ struct BlobStore::Verified {
     static Verified* v = new Verified();
     return *v;
   }
+  static void Remember(const fs::path& path, const FileStamp& stamp, const Blob& b) {
+    Verified& v = Get();
+    std::lock_guard<std::mutex> lock(v.mu);
+    v.by_path[path.string()] = {stamp, b};
+  }
 };
+
+fs::path BlobStore::BlobPath(const std::string& id) const { return root_ / "sha256" / (id + ".safetensors"); }
 
 BlobStore::BlobStore(fs::path root) : root_(std::move(root)) {}
 
@@ -86,9 +109,8 @@ absl::StatusOr<Blob> BlobStore::VerifyFile(const fs::path& path) {
     return absl::InvalidArgumentError(absl::StrCat(path.string(), " is not named <sha256>.safetensors"));
   }
   ASSIGN_OR_RETURN(auto m, MappedFile::Open(path));
-  auto header = ParseSafetensorsHeader(m->view(), path.string());
-  if (!header.ok()) return absl::DataLossError(header.status().message());
-  ASSIGN_OR_RETURN(std::string id, Sha256Hex(m->view().substr(0, header->data_start)));
+  ASSIGN_OR_RETURN(auto header_id, HeaderAndId(*m, path));
+  const auto& [header, id] = header_id;
   if (id != stem) {
     return absl::DataLossError(absl::StrCat("blob ", path.string(), ": its header hashes to ", id,
                                             ", not to its name; the file was changed after it was written"));
@@ -96,16 +118,16 @@ absl::StatusOr<Blob> BlobStore::VerifyFile(const fs::path& path) {
   Blob b;
   b.id = id;
   b.path = path;
-  b.tensors = header->tensors;
+  b.tensors = header.tensors;
   std::vector<absl::string_view> bytes;
-  for (const auto& t : header->tensors) {
-    auto it = header->metadata.find(kDigestPrefix + t.name);
-    if (it == header->metadata.end()) {
+  for (const auto& t : header.tensors) {
+    auto it = header.metadata.find(kDigestPrefix + t.name);
+    if (it == header.metadata.end()) {
       return absl::DataLossError(
           absl::StrCat("blob ", path.string(), ": no recorded digest for tensor '", t.name, "'"));
     }
     b.sha256[t.name] = it->second;
-    bytes.push_back(m->view().substr(header->data_start + t.begin, t.nbytes()));
+    bytes.push_back(m->view().substr(header.data_start + t.begin, t.nbytes()));
     b.data_bytes += t.nbytes();
   }
   ASSIGN_OR_RETURN(std::vector<std::string> hex, Sha256HexEach(bytes));
@@ -121,32 +143,23 @@ absl::StatusOr<Blob> BlobStore::VerifyFile(const fs::path& path) {
 }
 
 absl::StatusOr<Blob> BlobStore::Load(const std::string& id) const {
-  const fs::path path = root_ / "sha256" / (id + ".safetensors");
+  const fs::path path = BlobPath(id);
   ASSIGN_OR_RETURN(FileStamp stamp, Stamp(path));
-  Verified& verified = Verified::Get();
   {
+    Verified& verified = Verified::Get();
     std::lock_guard<std::mutex> lock(verified.mu);
     auto it = verified.by_path.find(path.string());
     if (it != verified.by_path.end() && it->second.first == stamp) return it->second.second;
   }
   ASSIGN_OR_RETURN(Blob b, VerifyFile(path));
   ASSIGN_OR_RETURN(FileStamp after, Stamp(path));
-  if (after == stamp) {
-    std::lock_guard<std::mutex> lock(verified.mu);
-    verified.by_path[path.string()] = {stamp, b};
-  }
+  if (after == stamp) Verified::Remember(path, stamp, b);
   return b;
 }
 
 absl::StatusOr<Blob> BlobStore::Find(const std::string& key) const {
   if (!IsHexId(key)) return absl::InvalidArgumentError(absl::StrCat("blob key '", key, "' is not a hex SHA-256"));
-  auto text = ReadFile(root_ / "refs" / key);
-  if (!text.ok()) return text.status();
-  const std::string id(absl::StripAsciiWhitespace(*text));
-  if (!IsHexId(id)) {
-    return absl::DataLossError(absl::StrCat("blob reference ", (root_ / "refs" / key).string(),
-                                            " does not hold a blob id"));
-  }
+  ASSIGN_OR_RETURN(std::string id, ReadRef(root_ / "refs" / key));
   return Load(id);
 }
 
@@ -177,7 +190,7 @@ absl::StatusOr<Blob> BlobStore::Put(const std::string& key, const std::vector<Bl
     offset += specs[i].nbytes();
   }
   ASSIGN_OR_RETURN(std::string id, Sha256Hex(SerializeSafetensorsHeader(infos, metadata)));
-  const fs::path path = root_ / "sha256" / (id + ".safetensors");
+  const fs::path path = BlobPath(id);
 
   std::error_code ec;
   bool stored = false;
@@ -189,9 +202,8 @@ absl::StatusOr<Blob> BlobStore::Put(const std::string& key, const std::vector<Bl
     if (::chmod(path.c_str(), 0444) != 0) return ErrnoStatus(errno, "cannot make read-only", path);
     // The writer serializes the same header: check that the file is named by what it holds.
     ASSIGN_OR_RETURN(auto m, MappedFile::Open(path));
-    auto header = ParseSafetensorsHeader(m->view(), path.string());
-    if (!header.ok()) return absl::DataLossError(header.status().message());
-    ASSIGN_OR_RETURN(std::string written, Sha256Hex(m->view().substr(0, header->data_start)));
+    ASSIGN_OR_RETURN(auto header_written, HeaderAndId(*m, path));
+    const auto& [header, written] = header_written;
     if (written != id) {
       return absl::InternalError(absl::StrCat("blob ", path.string(), " was written with a header that hashes to ",
                                               written, ", not to its name"));
@@ -199,13 +211,11 @@ absl::StatusOr<Blob> BlobStore::Put(const std::string& key, const std::vector<Bl
     Blob b;
     b.id = id;
     b.path = path;
-    b.tensors = header->tensors;
+    b.tensors = header.tensors;
     for (size_t i = 0; i < specs.size(); ++i) b.sha256[specs[i].name] = hex[i];
     b.data_bytes = offset;
     ASSIGN_OR_RETURN(FileStamp stamp, Stamp(path));
-    Verified& verified = Verified::Get();
-    std::lock_guard<std::mutex> lock(verified.mu);
-    verified.by_path[path.string()] = {stamp, b};
+    Verified::Remember(path, stamp, b);
   }
   RETURN_IF_ERROR(WriteFileAtomic(root_ / "refs" / key, id + "\n"));
   return Load(id);
@@ -255,11 +265,10 @@ absl::StatusOr<BlobGcResult> BlobStore::CollectGarbage(int64_t min_age_seconds, 
   if (ec) return ErrnoStatus(ec.value(), "cannot list the blob store", root_ / "sha256");
   for (const auto& e : fs::directory_iterator(root_ / "refs", ec)) {
     if (!IsHexId(e.path().filename().string())) continue;
-    auto text = ReadFile(e.path());
-    if (!text.ok()) continue;
-    const std::string id(absl::StripAsciiWhitespace(*text));
+    auto id = ReadRef(e.path());
+    if (!id.ok() && !absl::IsDataLoss(id.status())) continue;  // unreadable: leave it
     std::error_code exists_ec;
-    if (IsHexId(id) && fs::exists(root_ / "sha256" / (id + ".safetensors"), exists_ec)) continue;
+    if (id.ok() && fs::exists(BlobPath(*id), exists_ec)) continue;
     if (!dry_run && ::unlink(e.path().c_str()) != 0) return ErrnoStatus(errno, "cannot remove blob reference", e.path());
     ++r.refs_removed;
   }

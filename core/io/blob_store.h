@@ -109,6 +109,7 @@ class BlobStore {
   struct Verified;
   explicit BlobStore(std::filesystem::path root);
   absl::StatusOr<Blob> Load(const std::string& id) const;
+  std::filesystem::path BlobPath(const std::string& id) const;  // <root>/sha256/<id>.safetensors
   std::filesystem::path root_;
 };
 

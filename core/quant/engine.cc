@@ -20,6 +20,7 @@
 #include "core/quant/manifests.h"
 #include "core/quant/scheme_name.h"
 #include "core/quant/sensitivity.h"
+#include "core/util/elapsed.h"
 #include "core/util/file_lock.h"
 #include "core/util/hash.h"
 #include "core/util/path_guard.h"
@@ -109,10 +110,6 @@ std::string SchemeNameFor(const SchemeRequest& r) {
   if (!r.scheme.empty()) return r.scheme;
   fs::path p = r.out_dir.lexically_normal();
   return p.has_filename() ? p.filename().string() : p.parent_path().filename().string();
-}
-
-double Seconds(std::chrono::steady_clock::time_point since) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
 }
 
 }  // namespace

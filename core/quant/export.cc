@@ -17,6 +17,7 @@
 #include "core/quant/manifests.h"
 #include "core/quant/shared_export.h"
 #include "core/util/crash_point.h"
+#include "core/util/elapsed.h"
 #include "core/util/file_util.h"
 #include "core/util/status_macros.h"
 #include "core/util/torch_status.h"
@@ -40,10 +41,6 @@ absl::StatusOr<std::string> CheckpointModuleName(const Checkpoint& base, const s
 }
 
 namespace {
-
-double Seconds(std::chrono::steady_clock::time_point since) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
-}
 
 // The module names a quantization config lists. transformers (and
 // llm-compressor) match compressed-tensors' `ignore` against the in-memory
@@ -92,6 +89,11 @@ absl::Status CheckPlannedTensors(const fs::path& dir, const std::vector<PlannedT
   return absl::OkStatus();
 }
 
+// A piece description's line for one tensor: name, dtype and shape.
+std::string TensorLine(const TensorSpec& spec) {
+  return absl::StrCat("tensor ", spec.name, " ", DTypeName(spec.dtype), " [", absl::StrJoin(spec.shape, ","), "]\n");
+}
+
 // The shared layout's pieces: one per layer group (its Linears' tensors, in
 // the version the plan gives the group), then the rest of the model in shards.
 // Descriptions name everything the bytes depend on.
@@ -117,8 +119,7 @@ absl::StatusOr<std::vector<SharedPiece>> SharedPieces(const Baseline& b, const s
     }
     SharedPiece& piece = groups[g->second];
     piece.tensors.push_back(i);
-    absl::StrAppend(&piece.description, "tensor ", name, " ", DTypeName(tensors[i].spec.dtype), " [",
-                    absl::StrJoin(tensors[i].spec.shape, ","), "]\n");
+    absl::StrAppend(&piece.description, TensorLine(tensors[i].spec));
     auto q = quantized.find(module);
     if (q != quantized.end() && absl::EndsWith(name, ".input_scale")) {
       absl::StrAppend(&piece.description, "input_amax ", absl::StrFormat("%a", q->second.input_amax), "\n");
@@ -140,8 +141,7 @@ absl::StatusOr<std::vector<SharedPiece>> SharedPieces(const Baseline& b, const s
     piece.description = absl::StrCat(head, "rest\n");
     for (size_t k : shard) {
       piece.tensors.push_back(rest_index[k]);
-      absl::StrAppend(&piece.description, "tensor ", rest[k].spec.name, " ", DTypeName(rest[k].spec.dtype), " [",
-                      absl::StrJoin(rest[k].spec.shape, ","), "]\n");
+      absl::StrAppend(&piece.description, TensorLine(rest[k].spec));
     }
     if (!piece.tensors.empty()) out.push_back(std::move(piece));
   }
