@@ -17,6 +17,9 @@
 #             top100: ten standalone 3B schemes need ~64 GB): each export against the disk floor
 #   7b        the qwen2.5-vl-7b preset: `autoquant quantize --coverage 0.5 --batch-size $BATCH`:
 #             calibration + scoring time and peak device memory (target <= 30 GB)
+#   kernels   the custom CUDA kernels: cuda_test (each kernel against its torch reference), then
+#             aq_baseline_bench on the 3B: forward, calibration and scoring per batch with the kernels
+#             on and off in one process, result agreement, and a Kineto profile of one batch of each
 #   oom       issue 12: autoquantd with a 1024-sample calibration set, one job at batch 1024 (a real
 #             CUDA out-of-memory: FAILED, RESOURCE_EXHAUSTED) then one at the default batch (SUCCEEDED)
 #             (bench/perf/oom_check.py)
@@ -150,6 +153,15 @@ for part in "${PARTS[@]}"; do
         rm -rf "$WORK/modelopt"
       done
       ;;
+    kernels)
+      make3b
+      "$BIN/cuda_test" --gtest_brief=1 > "$OUT/cuda_test.log" 2>&1 || rc=1
+      tail -n 12 "$OUT/cuda_test.log"
+      mkdir -p "$OUT/profile"
+      "$BIN/aq_baseline_bench" --model "$WORK/base3b" --calib "$WORK/calib3b.safetensors" --device cuda \
+        --batch "$BATCH" --steps 8 --profile-dir "$OUT/profile" > "$OUT/baseline-bench.json" || rc=1
+      "$PY" "$ROOT/bench/perf/summarize.py" --kernels "$OUT/baseline-bench.json" || rc=1
+      ;;
     oom)
       # issue 12: a real device out-of-memory in one job; the daemon serves the next (bench/perf/oom_check.py).
       make3b
@@ -159,7 +171,7 @@ for part in "${PARTS[@]}"; do
         --calib "$WORK/calib3b-1024.safetensors" --root "$WORK/oom/models" --out "$OUT/oom.json" || rc=1
       rm -rf "$WORK/oom" "$WORK/calib3b-1024.safetensors"
       ;;
-    *) echo "unknown part '$part' (limits shared standalone 7b modelopt oom)"; exit 2 ;;
+    *) echo "unknown part '$part' (limits shared standalone 7b modelopt oom kernels)"; exit 2 ;;
   esac
 done
 "$PY" "$ROOT/bench/perf/summarize.py" "$OUT" || rc=1

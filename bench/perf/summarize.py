@@ -51,7 +51,35 @@ def job_rows(sweep: dict) -> list:
     return rows
 
 
+def print_kernels(path: pathlib.Path) -> int:
+    """The kernels part: aq_baseline_bench's JSON as a few lines (on vs off, top device kernels)."""
+    b = json.loads(path.read_text())
+    for v in ("kernels_on", "kernels_off"):
+        r = b.get(v)
+        if not r:
+            continue
+        print(f"{v}: forward {r['forward_ms']:.1f} ms, calibrate {r['calibrate_ms_per_batch']:.1f} ms/batch, "
+              f"score {r['score_ms_per_batch']:.1f} ms/batch, peak {r.get('peak_reserved_gb', 0):.1f} GB")
+        for p in ("profile_forward", "profile_calibrate", "profile_score"):
+            q = r.get(p)
+            if not q:
+                continue
+            cls = ", ".join(f"{k} {c['ms']:.1f}/{c['count']}" for k, c in
+                            sorted(q["classes"].items(), key=lambda kv: -kv[1]["ms"]))
+            print(f"  {p}: wall {q['wall_ms']:.1f} ms, device busy {q['device_busy_ms']:.1f} ms, "
+                  f"{q['device_activities']} device activities, {q['cpu_events']} cpu events; {cls}")
+            for t in q["top"][:8]:
+                print(f"    {t['ms']:8.2f} ms {t['count']:6d}x  {t['name'][:110]}")
+    for k in ("speedup_forward", "speedup_calibrate", "speedup_score", "input_amax_equal", "input_amax_count",
+              "input_amax_max_rel_diff", "weight_amax_equal", "score_spearman_on_vs_off", "score_max_rel_diff"):
+        if k in b:
+            print(f"{k}: {b[k]}")
+    return 0
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--kernels":
+        return print_kernels(pathlib.Path(sys.argv[2]))
     dirs = [pathlib.Path(a) for a in sys.argv[1:]]
     if not dirs:
         print(__doc__)

@@ -1,15 +1,39 @@
 #include "core/quant/linear_hooks.h"
 
+#include "core/model/layers/fused_kernels.h"
 #include "core/quant/fp8.h"
 
 namespace autoquant {
+namespace {
+
+// *acc = max(*acc, max |x|); acc: 0-d float32 on x's device, created on first use.
+void AccumulateAmax(const torch::Tensor& x, torch::Tensor* acc) {
+  torch::NoGradGuard no_grad;
+  if (FusedKernelApplies({&x})) {
+    if (!acc->defined()) *acc = torch::zeros({}, x.options().dtype(torch::kFloat32));
+    CheckKernelLaunch(kernels::AccumulateAbsMax(x.data_ptr(), x.numel(), KernelDType(x), acc->data_ptr<float>(),
+                                                KernelStream(x)));
+    return;
+  }
+  torch::Tensor a = Amax(x);
+  *acc = acc->defined() ? torch::maximum(*acc, a) : a;
+}
+
+// scores[f] += Σ clamp(g·d, ±1e10)² (float32 products, float64 sum); scores: float64 on g's device.
+void AccumulateSquaredProduct(const torch::Tensor& g, const torch::Tensor& d, const torch::Tensor& scores, size_t f) {
+  if (FusedKernelApplies({&g, &d}) && g.sizes() == d.sizes()) {
+    CheckKernelLaunch(kernels::AccumulateSquaredProduct(g.data_ptr(), d.data_ptr(), g.numel(), KernelDType(g),
+                                                        scores.data_ptr<double>() + f, KernelStream(g)));
+    return;
+  }
+  torch::Tensor prod = (g.to(torch::kFloat32) * d.to(torch::kFloat32)).clamp(-1e10, 1e10);
+  scores[f] += prod.square().sum(torch::kFloat64);
+}
+
+}  // namespace
 
 torch::Tensor CalibrationHook::Forward(LinearImpl& layer, const torch::Tensor& x) {
-  {
-    torch::NoGradGuard no_grad;
-    torch::Tensor a = Amax(x);
-    amax_ = amax_.defined() ? torch::maximum(amax_, a) : a;
-  }
+  AccumulateAmax(x, &amax_);
   return layer.Dense(x);
 }
 
@@ -50,11 +74,7 @@ torch::Tensor ScoreHook::Forward(LinearImpl& layer, const torch::Tensor& x) {
   torch::Tensor scores = scores_;
   y.register_hook([deltas, scores](const torch::Tensor& grad) {
     torch::NoGradGuard no_grad;
-    torch::Tensor g = grad.to(torch::kFloat32);
-    for (size_t f = 0; f < deltas->size(); ++f) {
-      torch::Tensor prod = (g * (*deltas)[f].to(torch::kFloat32)).clamp(-1e10, 1e10);
-      scores[f] += prod.square().sum(torch::kFloat64);
-    }
+    for (size_t f = 0; f < deltas->size(); ++f) AccumulateSquaredProduct(grad, (*deltas)[f], scores, f);
     deltas->clear();  // ΔY is needed once; free it as soon as the gradient has used it
   });
   return y;

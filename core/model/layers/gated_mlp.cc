@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include "core/model/layers/fused_kernels.h"
+
 namespace autoquant {
 
 GatedMlpImpl::GatedMlpImpl(int64_t hidden, int64_t intermediate, bool bias) {
@@ -11,7 +13,14 @@ GatedMlpImpl::GatedMlpImpl(int64_t hidden, int64_t intermediate, bool bias) {
 }
 
 torch::Tensor GatedMlpImpl::forward(const torch::Tensor& x) {
-  return down_proj->forward(at::silu(gate_proj->forward(x)) * up_proj->forward(x));
+  torch::Tensor gate = gate_proj->forward(x), up = up_proj->forward(x);
+  if (FusedKernelApplies({&gate, &up})) {
+    torch::Tensor h = torch::empty_like(gate);
+    CheckKernelLaunch(kernels::SiluMul(gate.data_ptr(), up.data_ptr(), h.data_ptr(), h.numel(), KernelDType(h),
+                                       KernelStream(h)));
+    return down_proj->forward(h);
+  }
+  return down_proj->forward(at::silu(gate) * up);
 }
 
 }  // namespace autoquant

@@ -1,0 +1,91 @@
+// FP8 fake quantization and the two reductions the quantization hooks need
+// (calibration's running max |x|, gradient scoring's Σ (g·ΔY)²), each one
+// pass over its inputs instead of the reference's chain of torch ops.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include "core/kernels/kernels.h"
+#include "core/kernels/launch.cuh"
+
+namespace autoquant::kernels {
+namespace {
+
+constexpr float kFp8Max = 448.0f;
+
+// NaN stays NaN, as torch's clamp.
+__device__ __forceinline__ float ClampKeepNan(float v, float lo, float hi) {
+  return v != v ? v : fminf(fmaxf(v, lo), hi);
+}
+
+template <typename T>
+__global__ void FakeQuantKernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, const float* amax) {
+  float a = *amax;
+  // amax <= 2^-24 or not finite counts as 1 (fp8.h).
+  if (!(isfinite(a) && a > 5.9604644775390625e-08f)) a = 1.0f;
+  const float s = kFp8Max / a;
+  const float r = 1.0f / s;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float v = ClampKeepNan(ToFloat(x[i]) * s, -kFp8Max, kFp8Max);
+    const __nv_fp8_e4m3 q(v);  // round to nearest even; |v| <= 448 cannot saturate
+    y[i] = FromFloat<T>(static_cast<float>(q) * r);
+  }
+}
+
+template <typename T>
+__global__ void AbsMaxKernel(const T* __restrict__ x, int64_t n, float* acc) {
+  // |x| as float bits: non-negative floats (and NaN, above +inf) order as ints.
+  int m = 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    m = max(m, __float_as_int(fabsf(ToFloat(x[i]))));
+  }
+  m = BlockReduceMax(m);
+  if (threadIdx.x == 0) atomicMax(reinterpret_cast<int*>(acc), m);
+}
+
+template <typename T>
+__global__ void SquaredProductKernel(const T* __restrict__ g, const T* __restrict__ d, int64_t n, double* acc) {
+  double sum = 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float p = ClampKeepNan(ToFloat(g[i]) * ToFloat(d[i]), -1e10f, 1e10f);
+    sum += static_cast<double>(p * p);
+  }
+  sum = BlockReduceSum(sum);
+  if (threadIdx.x == 0) atomicAdd(acc, sum);
+}
+
+}  // namespace
+
+std::string FakeQuantFp8(const void* x, void* y, int64_t n, DType dtype, const float* amax, void* stream) {
+  if (n == 0) return "";
+  const Grid grid = GridFor(n);
+  auto s = static_cast<cudaStream_t>(stream);
+  return ForDType(dtype, "FakeQuantFp8", [&](auto tag) {
+    using T = decltype(tag);
+    FakeQuantKernel<<<grid.blocks, grid.threads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(y), n, amax);
+  });
+}
+
+std::string AccumulateAbsMax(const void* x, int64_t n, DType dtype, float* acc, void* stream) {
+  if (n == 0) return "";
+  const Grid grid = GridFor(n, kReduceBlocks);
+  auto s = static_cast<cudaStream_t>(stream);
+  return ForDType(dtype, "AccumulateAbsMax", [&](auto tag) {
+    using T = decltype(tag);
+    AbsMaxKernel<<<grid.blocks, grid.threads, 0, s>>>(static_cast<const T*>(x), n, acc);
+  });
+}
+
+std::string AccumulateSquaredProduct(const void* g, const void* d, int64_t n, DType dtype, double* acc, void* stream) {
+  if (n == 0) return "";
+  const Grid grid = GridFor(n, kReduceBlocks);
+  auto s = static_cast<cudaStream_t>(stream);
+  return ForDType(dtype, "AccumulateSquaredProduct", [&](auto tag) {
+    using T = decltype(tag);
+    SquaredProductKernel<<<grid.blocks, grid.threads, 0, s>>>(static_cast<const T*>(g), static_cast<const T*>(d), n,
+                                                              acc);
+  });
+}
+
+}  // namespace autoquant::kernels

@@ -1,0 +1,202 @@
+// The custom CUDA kernels (core/kernels) against their torch-op references,
+// through the torch-side callers that choose between them: each test runs
+// the same call with the kernels off (the reference) and on, on fresh random
+// data, and compares. The GPU cases skip, saying why, without a CUDA device or
+// without kernels in this build; the switch and the CPU cases run everywhere.
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <limits>
+
+#include "core/kernels/kernels.h"
+#include "core/model/layers/fused_kernels.h"
+#include "core/model/layers/gated_mlp.h"
+#include "core/model/layers/linear.h"
+#include "core/model/layers/rms_norm.h"
+#include "core/model/layers/rotary.h"
+#include "core/quant/fp8.h"
+#include "core/quant/linear_hooks.h"
+#include "gtest/gtest.h"
+
+namespace autoquant {
+namespace {
+
+// Restores the environment's choice after each test.
+class KernelsTest : public ::testing::Test {
+ protected:
+  void TearDown() override { kernels::SetEnabledForTesting(kernels::Compiled()); }
+
+  template <typename Fn>
+  static auto Both(Fn&& fn) {
+    kernels::SetEnabledForTesting(false);
+    auto ref = fn();
+    kernels::SetEnabledForTesting(true);
+    auto fused = fn();
+    return std::make_pair(ref, fused);
+  }
+
+  static torch::Device Cuda() { return torch::Device(torch::kCUDA, 0); }
+};
+
+#define SKIP_WITHOUT_GPU_KERNELS()                                                                         \
+  do {                                                                                                     \
+    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device: run on the GPU machine (cuda_test)"; \
+    if (!kernels::Compiled()) GTEST_SKIP() << "this build has no CUDA kernels (nvcc not found)";          \
+  } while (0)
+
+TEST_F(KernelsTest, SwitchFollowsTheOverride) {
+  kernels::SetEnabledForTesting(false);
+  EXPECT_FALSE(kernels::Enabled());
+  kernels::SetEnabledForTesting(true);
+  EXPECT_EQ(kernels::Enabled(), kernels::Compiled());
+}
+
+TEST_F(KernelsTest, NeverAppliesToCpuTensors) {
+  kernels::SetEnabledForTesting(true);
+  torch::Tensor x = torch::randn({4, 8});
+  EXPECT_FALSE(FusedKernelApplies({&x}));
+  // The CPU path is the reference: the same values with the switch either way.
+  torch::Tensor amax = torch::tensor(2.5f);
+  torch::Tensor on = FakeQuantFp8(x, amax);
+  kernels::SetEnabledForTesting(false);
+  EXPECT_TRUE(torch::equal(on, FakeQuantFp8(x, amax)));
+}
+
+TEST_F(KernelsTest, FakeQuantIsBitExactInEveryDtype) {
+  SKIP_WITHOUT_GPU_KERNELS();
+  for (auto dtype : {torch::kBFloat16, torch::kFloat16, torch::kFloat32}) {
+    torch::Tensor x = (torch::randn({1000, 77}, torch::dtype(torch::kFloat32).device(Cuda())) * 3).to(dtype);
+    // Beyond amax (saturates), exact zeros, and the non-finite values torch propagates.
+    x[0][0] = 1000;
+    x[0][1] = -1000;
+    x[0][2] = 0;
+    x[0][3] = std::numeric_limits<float>::quiet_NaN();
+    x[0][4] = std::numeric_limits<float>::infinity();
+    for (float a : {2.0f, 0.37f, 0.0f, 1e-30f, std::numeric_limits<float>::infinity()}) {
+      torch::Tensor amax = torch::tensor(a, torch::device(Cuda()));
+      auto [ref, fused] = Both([&] { return FakeQuantFp8(x, amax); });
+      ASSERT_EQ(fused.scalar_type(), dtype);
+      // Bitwise, NaN included: compare the raw bits.
+      EXPECT_TRUE(torch::equal(ref.view(dtype == torch::kFloat32 ? torch::kInt32 : torch::kInt16),
+                               fused.view(dtype == torch::kFloat32 ? torch::kInt32 : torch::kInt16)))
+          << c10::toString(dtype) << " amax " << a;
+    }
+  }
+}
+
+TEST_F(KernelsTest, CalibrationAmaxMatchesAndPropagatesNan) {
+  SKIP_WITHOUT_GPU_KERNELS();
+  auto run = [&](const std::vector<torch::Tensor>& inputs) {
+    LinearImpl layer(64, 16, true);
+    layer.to(Cuda(), torch::kBFloat16);
+    CalibrationHook hook;
+    torch::InferenceMode guard;
+    for (const auto& x : inputs) hook.Forward(layer, x);
+    return hook.amax().cpu();
+  };
+  std::vector<torch::Tensor> xs;
+  for (int i = 0; i < 3; ++i) xs.push_back(torch::randn({5, 37, 64}, torch::dtype(torch::kBFloat16).device(Cuda())) * (i + 1));
+  auto [ref, fused] = Both([&] { return run(xs); });
+  EXPECT_EQ(ref.item<float>(), fused.item<float>());
+  EXPECT_GT(fused.item<float>(), 0.0f);
+  xs[1][2][3][4] = std::numeric_limits<float>::quiet_NaN();
+  auto [ref_nan, fused_nan] = Both([&] { return run(xs); });
+  EXPECT_TRUE(std::isnan(ref_nan.item<float>()));
+  EXPECT_TRUE(std::isnan(fused_nan.item<float>()));
+}
+
+TEST_F(KernelsTest, GradientScoresAgreeToDoubleRounding) {
+  SKIP_WITHOUT_GPU_KERNELS();
+  torch::manual_seed(3);
+  LinearImpl layer(256, 96, true);
+  layer.to(Cuda(), torch::kBFloat16);
+  torch::nn::init::normal_(layer.weight, 0, 0.05);
+  torch::Tensor x = torch::randn({4, 50, 256}, torch::dtype(torch::kBFloat16).device(Cuda()));
+  torch::Tensor up = torch::randn({4, 50, 96}, torch::dtype(torch::kBFloat16).device(Cuda())) * 1e3;
+  auto run = [&] {
+    ScoreHook hook({torch::tensor(4.0f, torch::device(Cuda())), torch::tensor(1.5f, torch::device(Cuda()))},
+                   {Amax(layer.weight), Amax(layer.weight) * 0.5});
+    torch::Tensor xi = x.detach().requires_grad_(true);
+    torch::Tensor y = hook.Forward(layer, xi);
+    torch::autograd::backward({y}, {up});
+    return hook.scores().cpu();
+  };
+  auto [ref, fused] = Both(run);
+  ASSERT_EQ(ref.numel(), 2);
+  for (int f = 0; f < 2; ++f) {
+    const double r = ref[f].item<double>(), g = fused[f].item<double>();
+    EXPECT_GT(r, 0);
+    EXPECT_NEAR(g, r, 1e-12 * r) << "format " << f;
+  }
+}
+
+TEST_F(KernelsTest, RmsNormMatchesUpToTheSumOrder) {
+  SKIP_WITHOUT_GPU_KERNELS();
+  for (int64_t cols : {2048, 1280, 40}) {
+    RMSNorm norm(cols, 1e-6);
+    norm->to(Cuda(), torch::kBFloat16);
+    torch::nn::init::normal_(norm->weight, 1, 0.1);
+    torch::Tensor x = torch::randn({3, 333, cols}, torch::dtype(torch::kBFloat16).device(Cuda())) * 4;
+    torch::NoGradGuard no_grad;
+    auto [ref, fused] = Both([&] { return norm->forward(x); });
+    torch::Tensor diff = (ref.to(torch::kFloat32) - fused.to(torch::kFloat32)).abs();
+    // Only the float32 sum of squares is ordered differently: a rounding flip changes an element by one
+    // bf16 step (2^-8 relative) at most, and rarely.
+    torch::Tensor tol = ref.to(torch::kFloat32).abs() * (1.0 / 128) + 1e-30;
+    EXPECT_TRUE((diff <= tol).all().item<bool>()) << "cols " << cols << " max diff " << diff.max().item<float>();
+    EXPECT_LT((diff > 0).to(torch::kFloat32).mean().item<float>(), 0.01f) << "cols " << cols;
+  }
+  // float32: within float32 rounding of the sum.
+  RMSNorm norm(512, 1e-6);
+  norm->to(Cuda(), torch::kFloat32);
+  torch::nn::init::normal_(norm->weight, 1, 0.1);
+  torch::Tensor x = torch::randn({64, 512}, torch::device(Cuda()));
+  torch::NoGradGuard no_grad;
+  auto [ref, fused] = Both([&] { return norm->forward(x); });
+  EXPECT_TRUE(torch::allclose(ref, fused, 1e-6, 1e-7));
+}
+
+TEST_F(KernelsTest, RmsNormLeavesGradientsToTheReference) {
+  SKIP_WITHOUT_GPU_KERNELS();
+  kernels::SetEnabledForTesting(true);
+  RMSNorm norm(64, 1e-6);
+  norm->to(Cuda(), torch::kBFloat16);
+  torch::nn::init::ones_(norm->weight);
+  torch::Tensor x = torch::randn({8, 64}, torch::dtype(torch::kBFloat16).device(Cuda())).requires_grad_(true);
+  EXPECT_FALSE(FusedKernelApplies({&x}));
+  torch::Tensor y = norm->forward(x);
+  ASSERT_TRUE(y.requires_grad());
+  y.sum().backward();
+  EXPECT_TRUE(x.grad().defined());
+}
+
+TEST_F(KernelsTest, GatedMlpIsBitExact) {
+  SKIP_WITHOUT_GPU_KERNELS();
+  GatedMlp mlp(128, 344, false);
+  mlp->to(Cuda(), torch::kBFloat16);
+  for (auto* l : {&mlp->gate_proj, &mlp->up_proj, &mlp->down_proj}) torch::nn::init::normal_((*l)->weight, 0, 0.2);
+  torch::Tensor x = torch::randn({2, 99, 128}, torch::dtype(torch::kBFloat16).device(Cuda())) * 3;
+  torch::NoGradGuard no_grad;
+  auto [ref, fused] = Both([&] { return mlp->forward(x); });
+  EXPECT_TRUE(torch::equal(ref, fused)) << "max diff " << (ref - fused).abs().max().item<float>();
+}
+
+TEST_F(KernelsTest, RotaryIsBitExact) {
+  SKIP_WITHOUT_GPU_KERNELS();
+  const int64_t b = 2, s = 57, h = 16, kv = 2, d = 128;
+  auto opts = torch::dtype(torch::kBFloat16).device(Cuda());
+  // As the text attention lays them out: the projections' [B, S, H, D] output seen as [B, H, S, D].
+  torch::Tensor q = torch::randn({b, s, h, d}, opts).transpose(1, 2);
+  torch::Tensor k = torch::randn({b, s, kv, d}, opts).transpose(1, 2);
+  torch::Tensor angle = torch::rand({b, 1, s, d}, torch::device(Cuda())) * 100;
+  torch::Tensor cos = angle.cos().to(torch::kBFloat16), sin = angle.sin().to(torch::kBFloat16);
+  torch::NoGradGuard no_grad;
+  auto [ref, fused] = Both([&] { return ApplyRotaryInDtype(q, k, cos, sin); });
+  EXPECT_TRUE(torch::equal(ref.first, fused.first));
+  EXPECT_TRUE(torch::equal(ref.second, fused.second));
+  EXPECT_EQ(fused.first.sizes(), q.sizes());
+}
+
+}  // namespace
+}  // namespace autoquant
