@@ -1,6 +1,8 @@
 """The hardware limits a scheme sweep is measured against, on the machine it runs on:
   disk:  sequential write throughput with fsync (what a standalone export cannot beat), writing
-         --disk-bytes of incompressible data in 16 MiB writes to --dir, then fsync;
+         --disk-bytes of incompressible data in 16 MiB writes to --dir, then fsync; also the same bytes
+         written by 4 and by 8 threads at once (pwrite to disjoint 16 MiB blocks of one file), since
+         the exporter writes from several threads and some filesystems (tmpfs, NVMe) take more that way;
   hbm:   device-to-device copy bandwidth (torch, bf16, 2 GiB, read + write bytes counted);
   gemm:  bf16 matmul throughput (8192 x 8192 x 8192, torch.matmul), the FLOP ceiling.
 Prints one JSON object (also to --out)."""
@@ -26,6 +28,32 @@ def disk(dir_: pathlib.Path, nbytes: int) -> dict:
     s = time.perf_counter() - t
     path.unlink()
     return {"dir": str(dir_), "bytes": nbytes, "seconds": round(s, 3), "gb_per_s": round(nbytes / s / 1e9, 3)}
+
+
+def disk_parallel(dir_: pathlib.Path, nbytes: int, threads: int) -> dict:
+    import concurrent.futures
+    path = dir_ / f".aq-disk-floor-par-{os.getpid()}"
+    block = os.urandom(16 << 20)
+    blocks = (nbytes + len(block) - 1) // len(block)
+    t = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        def run(first):
+            for b in range(first, blocks, threads):
+                n = min(len(block), nbytes - b * len(block))
+                view = memoryview(block)[:n]
+                off = b * len(block)
+                while view:
+                    k = os.pwrite(fd, view, off)
+                    view, off = view[k:], off + k
+        with concurrent.futures.ThreadPoolExecutor(threads) as ex:
+            list(ex.map(run, range(threads)))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    s = time.perf_counter() - t
+    path.unlink()
+    return {"threads": threads, "bytes": nbytes, "seconds": round(s, 3), "gb_per_s": round(nbytes / s / 1e9, 3)}
 
 
 def device(name: str) -> dict:
@@ -70,7 +98,10 @@ def main():
     ap.add_argument("--device", default="cuda:0")
     ap.add_argument("--out")
     a = ap.parse_args()
-    r = {"disk": disk(pathlib.Path(a.dir), a.disk_bytes), **device(a.device)}
+    d = pathlib.Path(a.dir)
+    r = {"disk": disk(d, a.disk_bytes),
+         "disk_parallel": [disk_parallel(d, a.disk_bytes, n) for n in (4, 8)],
+         **device(a.device)}
     text = json.dumps(r, indent=2)
     print(text)
     if a.out:

@@ -20,11 +20,12 @@
 #   kernels   the custom CUDA kernels: cuda_test (each kernel against its torch reference), then
 #             aq_baseline_bench on the 3B: forward, calibration and scoring per batch with the kernels
 #             on and off in one process, result agreement, and a Kineto profile of one batch of each
+#   b1        ours at batch 1: `autoquant quantize --batch-size 1` on the 3B (calibration + scoring time)
 #   oom       issue 12: autoquantd with a 1024-sample calibration set, one job at batch 1024 (a real
 #             CUDA out-of-memory: FAILED, RESOURCE_EXHAUSTED) then one at the default batch (SUCCEEDED)
 #             (bench/perf/oom_check.py)
 #   modelopt  ModelOpt 0.47 on the same 3B model and data at batch $BATCH (and $MO_BATCH1=1 adds
-#             batch 1): flow a (Option A: auto_quantize + export per scheme) and flow b (score once
+#             batch 1, flow b with one scheme: its scoring pass is what batch 1 compares): flow a (Option A: auto_quantize + export per scheme) and flow b (score once
 #             with checkpoint=, then per scheme the saved search state + export), $MO_SCHEMES schemes
 #             each (default 2; the ten-scheme cost is extrapolated and marked so)
 #             (bench/modelopt/modelopt_flows.py; wheels in .whl, bench/modelopt/requirements.txt)
@@ -145,10 +146,13 @@ for part in "${PARTS[@]}"; do
       for b in $BATCH ${MO_BATCH1:+1}; do
         budget=$(( $(left) - 15 ))
         [ "$budget" -gt 60 ] || { echo "SKIPPED modelopt batch $b: $budget s left"; rc=1; continue; }
+        # Batch 1 scores four times as many batches: there, flow b's one scoring pass and one export.
+        flows="--flows a,b --max-schemes $MO_SCHEMES"
+        [ "$b" = 1 ] && [ "$BATCH" != 1 ] && flows="--flows b --max-schemes 1"
         PYTHONPATH="/tmp/mo-site${PYTHONPATH:+:$PYTHONPATH}" timeout -s TERM -k 15 "$budget" "$PY" \
           "$ROOT/bench/modelopt/modelopt_flows.py" --model "$WORK/base3b" --calib "$WORK/calib3b.safetensors" \
-          --steps $((128 / b)) --batch-size "$b" --device cuda --dtype bfloat16 --flows a,b \
-          --max-schemes "$MO_SCHEMES" --work "$WORK/modelopt" --out "$OUT/modelopt-b$b.json" \
+          --steps $((128 / b)) --batch-size "$b" --device cuda --dtype bfloat16 $flows \
+          --work "$WORK/modelopt" --out "$OUT/modelopt-b$b.json" \
           --time-budget $((budget - 30)) || rc=1
         rm -rf "$WORK/modelopt"
       done
@@ -162,6 +166,15 @@ for part in "${PARTS[@]}"; do
         --batch "$BATCH" --steps 8 --profile-dir "$OUT/profile" > "$OUT/baseline-bench.json" || rc=1
       "$PY" "$ROOT/bench/perf/summarize.py" --kernels "$OUT/baseline-bench.json" || rc=1
       ;;
+    b1)
+      # Ours at batch 1 (ModelOpt's default), for the batch-1 comparison with `modelopt` under MO_BATCH1=1.
+      make3b
+      t "$AQ" quantize --model "$WORK/base3b" --calib "$WORK/calib3b.safetensors" --out "$WORK/b1-top50" \
+        --coverage 0.5 --device cuda --batch-size 1 --layout shared --json --overwrite \
+        > "$OUT/b1-top50.json" 2> "$OUT/b1-top50.log" || rc=1
+      cat "$OUT/b1-top50.json"; tail -3 "$OUT/b1-top50.log"
+      rm -rf "$WORK/b1-top50" "$WORK/.autoquant"
+      ;;
     oom)
       # issue 12: a real device out-of-memory in one job; the daemon serves the next (bench/perf/oom_check.py).
       make3b
@@ -171,7 +184,7 @@ for part in "${PARTS[@]}"; do
         --calib "$WORK/calib3b-1024.safetensors" --root "$WORK/oom/models" --out "$OUT/oom.json" || rc=1
       rm -rf "$WORK/oom" "$WORK/calib3b-1024.safetensors"
       ;;
-    *) echo "unknown part '$part' (limits shared standalone 7b modelopt oom kernels)"; exit 2 ;;
+    *) echo "unknown part '$part' (limits shared standalone 7b modelopt oom kernels b1)"; exit 2 ;;
   esac
 done
 "$PY" "$ROOT/bench/perf/summarize.py" "$OUT" || rc=1

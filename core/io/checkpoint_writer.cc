@@ -1,8 +1,10 @@
 #include "core/io/checkpoint_writer.h"
 
 #include <algorithm>
-#include <deque>
-#include <future>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -45,7 +47,24 @@ absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::pa
   auto shards = PlanShards(plan, options.max_shard_bytes);
   const bool indexed = shards.size() > 1 || options.always_index;
   ShardingResult result;
-  // Tensors in write order, and the producing tasks over them: a tensor and the ones after_previous.
+  // Every shard's file and header first: each tensor's place is then known, and the workers below write
+  // tensors where they belong, several at once (one writing thread left the disk idle while it waited
+  // for the next tensor to be produced and hashed).
+  std::vector<SafetensorsWriter> writers;
+  std::vector<std::pair<size_t, size_t>> place(plan.size());  // plan index -> (shard, index in shard)
+  for (size_t s = 0; s < shards.size(); ++s) {
+    std::string file = indexed ? absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, shards.size())
+                               : std::string("model.safetensors");
+    std::vector<TensorSpec> specs;
+    for (size_t j = 0; j < shards[s].size(); ++j) {
+      specs.push_back(plan[shards[s][j]].spec);
+      place[shards[s][j]] = {s, j};
+    }
+    ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(dir / file, specs, options.metadata));
+    writers.push_back(std::move(writer));
+    result.files.push_back(std::move(file));
+  }
+  // Tasks over the plan in shard order: a tensor and the ones produced after_previous.
   std::vector<size_t> order;
   for (const auto& shard : shards) order.insert(order.end(), shard.begin(), shard.end());
   std::vector<std::pair<size_t, size_t>> tasks;  // [begin, end) positions in `order`
@@ -53,84 +72,93 @@ absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::pa
     if (k == 0 || !plan[order[k]].after_previous) tasks.emplace_back(k, k);
     tasks.back().second = k + 1;
   }
-  // Producing (an FP8 quantization, a device-to-host copy) and hashing run on helper threads, several
-  // tensors ahead, while this thread writes: the export then costs about the disk's time.
-  struct Produced {
-    torch::Tensor host;
-    std::string sha256;
-  };
-  using TaskResult = absl::StatusOr<std::vector<Produced>>;
-  auto launch = [&](size_t t) {
-    return std::async(std::launch::async, [&plan, &order, range = tasks[t]]() -> TaskResult {
-      std::vector<Produced> out;
-      for (size_t k = range.first; k < range.second; ++k) {
-        const PlannedTensor& p = plan[order[k]];
-        ASSIGN_OR_RETURN(torch::Tensor t, TorchCall(p.produce, p.spec.name));
-        ASSIGN_OR_RETURN(torch::Tensor host, TorchCall(
-                                                 [&] {
-                                                   torch::Tensor d = t.layout() == torch::kStrided ? t : t.to_dense();
-                                                   return d.to(torch::kCPU).contiguous();
-                                                 },
-                                                 absl::StrCat("cannot write tensor '", p.spec.name, "'")));
-        Sha256 h;
-        h.Update(host.const_data_ptr(), static_cast<size_t>(host.nbytes()));
-        ASSIGN_OR_RETURN(std::string hex, h.HexDigest());
-        out.push_back({std::move(host), std::move(hex)});
-      }
-      return out;
-    });
-  };
-  std::deque<std::future<TaskResult>> inflight;
-  // Whatever happens, the producers in flight finish before `plan` goes out of scope.
-  struct Drain {
-    std::deque<std::future<TaskResult>>* q;
-    ~Drain() {
-      for (auto& f : *q) {
-        if (f.valid()) f.wait();
-      }
-    }
-  } drain{&inflight};
-  size_t next_task = 0;
-  auto top_up = [&] {
-    while (next_task < tasks.size() && inflight.size() < static_cast<size_t>(std::max(1, options.producers))) {
-      inflight.push_back(launch(next_task++));
-    }
-  };
-  top_up();
 
-  std::vector<Produced> ready;  // the current task's tensors, consumed front to back
-  size_t ready_pos = 0;
-  size_t k = 0;
-  for (size_t s = 0; s < shards.size(); ++s) {
-    std::string file = indexed ? absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, shards.size())
-                               : std::string("model.safetensors");
-    std::vector<TensorSpec> specs;
-    for (size_t i : shards[s]) specs.push_back(plan[i].spec);
-    ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(dir / file, specs, options.metadata));
-    for (size_t i : shards[s]) {
+  std::vector<std::string> sha256(plan.size());
+  std::mutex mu;
+  std::condition_variable progressed;
+  size_t done = 0, workers_left = 0;
+  absl::Status error;  // the first one; the workers stop taking tasks once it is set
+  std::atomic<size_t> next_task{0};
+  std::atomic<bool> stop{false};
+  auto fail = [&](absl::Status st) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (error.ok()) error = std::move(st);
+    stop = true;
+  };
+  // Each worker produces a task's tensors (an FP8 quantization, a device-to-host copy), hashes their bytes
+  // and writes them at their offsets, then takes the next task.
+  auto work = [&] {
+    while (!stop.load()) {
+      const size_t t = next_task.fetch_add(1);
+      if (t >= tasks.size()) break;
       if (options.cancel != nullptr && options.cancel->load()) {
-        return absl::CancelledError("checkpoint write cancelled");
+        fail(absl::CancelledError("checkpoint write cancelled"));
+        break;
       }
-      if (ready_pos == ready.size()) {
-        // Producers quantize on the device: OOM there must end this write, not the process.
-        TaskResult r = inflight.front().get();
-        inflight.pop_front();
-        if (!r.ok()) return r.status();
-        ready = *std::move(r);
-        ready_pos = 0;
-        top_up();
+      for (size_t k = tasks[t].first; k < tasks[t].second && !stop.load(); ++k) {
+        const size_t i = order[k];
+        const PlannedTensor& p = plan[i];
+        absl::StatusOr<torch::Tensor> host = TorchCall(p.produce, p.spec.name);
+        if (host.ok()) {
+          host = TorchCall(
+              [&] {
+                torch::Tensor d = host->layout() == torch::kStrided ? *host : host->to_dense();
+                return d.to(torch::kCPU).contiguous();
+              },
+              absl::StrCat("cannot write tensor '", p.spec.name, "'"));
+        }
+        if (!host.ok()) {
+          fail(host.status());
+          break;
+        }
+        Sha256 h;
+        h.Update(host->const_data_ptr(), static_cast<size_t>(host->nbytes()));
+        absl::StatusOr<std::string> hex = h.HexDigest();
+        absl::Status st = hex.ok() ? writers[place[i].first].WriteAt(place[i].second, *host) : hex.status();
+        if (!st.ok()) {
+          fail(std::move(st));
+          break;
+        }
+        sha256[i] = *std::move(hex);
+        std::lock_guard<std::mutex> lock(mu);
+        ++done;
+        progressed.notify_one();
       }
-      Produced& p = ready[ready_pos++];
-      RETURN_IF_ERROR(writer.Write(p.host));
-      p.host = torch::Tensor();  // written: release it now, not with the whole task
-      result.weight_map[plan[i].spec.name] = file;
-      result.sha256[plan[i].spec.name] = std::move(p.sha256);
-      result.total_bytes += plan[i].spec.nbytes();
-      ++k;
-      if (options.progress) options.progress(k, plan.size());
     }
-    RETURN_IF_ERROR(writer.Finish());
-    result.files.push_back(file);
+    std::lock_guard<std::mutex> lock(mu);
+    --workers_left;
+    progressed.notify_one();
+  };
+  const size_t n_workers = std::min<size_t>(tasks.size(), static_cast<size_t>(std::max(1, options.producers)));
+  workers_left = n_workers;
+  std::vector<std::thread> threads;
+  for (size_t w = 0; w < n_workers; ++w) threads.emplace_back(work);
+  {
+    // Progress from this thread only (callers' callbacks need not be thread-safe).
+    std::unique_lock<std::mutex> lock(mu);
+    size_t reported = 0;
+    while (workers_left > 0) {
+      progressed.wait(lock, [&] { return workers_left == 0 || done != reported; });
+      if (done != reported && options.progress && error.ok()) {
+        reported = done;
+        lock.unlock();
+        options.progress(reported, plan.size());
+        lock.lock();
+      }
+      reported = done;
+    }
+  }
+  for (auto& t : threads) t.join();
+  RETURN_IF_ERROR(error);
+  // Set after the last task was taken: still a cancel (the temporary files go with the writers).
+  if (options.cancel != nullptr && options.cancel->load()) return absl::CancelledError("checkpoint write cancelled");
+  for (size_t s = 0; s < shards.size(); ++s) {
+    RETURN_IF_ERROR(writers[s].Finish());
+    for (size_t i : shards[s]) {
+      result.weight_map[plan[i].spec.name] = result.files[s];
+      result.sha256[plan[i].spec.name] = std::move(sha256[i]);
+      result.total_bytes += plan[i].spec.nbytes();
+    }
   }
   if (indexed) RETURN_IF_ERROR(WriteSafetensorsIndex(dir, result.weight_map, result.total_bytes));
   return result;

@@ -1,8 +1,10 @@
 // Streaming, sharded writer for a checkpoint's weights.
 //
-// Tensors are described up front (name, dtype, shape) and produced lazily, one
-// at a time, by a callback: the exporter quantizes a group only when its shard
-// is being written, so peak memory is one tensor, not one model.
+// Tensors are described up front (name, dtype, shape) and produced lazily by a
+// callback, on `producers` worker threads that each produce a tensor, hash it
+// and write it at its place in its shard (every shard's header is written
+// first): peak memory is a few tensors, not one model, and the disk is kept
+// busy while tensors are quantized and hashed.
 //
 //   std::vector<PlannedTensor> plan = ...;
 //   RETURN_IF_ERROR(WriteShardedSafetensors(staged.path(), plan, {.max_shard_bytes = 5 << 30}));
@@ -30,9 +32,8 @@ namespace autoquant {
 
 struct PlannedTensor {
   TensorSpec spec;
-  // Called once, on a helper thread, while earlier tensors are written;
-  // several producers run at once (ShardingOptions::producers). Must return
-  // a tensor matching `spec`. A torch exception it lets escape is turned into
+  // Called once, on a worker thread; several run at once
+  // (ShardingOptions::producers). Must return a tensor matching `spec`. A torch exception it lets escape is turned into
   // a Status (TorchCall).
   std::function<absl::StatusOr<torch::Tensor>()> produce;
   // Produced right after the previous tensor, by the same task: for a
@@ -46,11 +47,11 @@ struct ShardingOptions {
   std::map<std::string, std::string> metadata = {{"format", "pt"}};
   // Checked between tensors; when set, writing stops with Cancelled.
   const std::atomic<bool>* cancel = nullptr;
-  // Called after each tensor with (tensors written, total).
+  // Called on the calling thread as tensors are written, with (tensors written, total).
   std::function<void(size_t, size_t)> progress;
-  // Tasks (a tensor and those produced after_previous) in flight ahead of
-  // the writer; each also hashes its tensors' bytes.
-  int producers = 4;
+  // Worker threads, each producing, hashing and writing a task (a tensor and
+  // those produced after_previous) at a time.
+  int producers = 8;
 };
 
 struct ShardingResult {

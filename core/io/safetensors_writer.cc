@@ -57,6 +57,9 @@ absl::StatusOr<SafetensorsWriter> SafetensorsWriter::Create(
   if (w.fd_ < 0) return ErrnoStatus(errno, "cannot create", w.tmp_);
   std::string header = SerializeSafetensorsHeader(infos, metadata);
   RETURN_IF_ERROR(w.WriteBytes(header.data(), header.size()));
+  for (const auto& info : infos) w.offsets_.push_back(header.size() + info.begin);
+  w.done_.assign(w.specs_.size(), false);
+  w.mu_ = std::make_unique<std::mutex>();
   return w;
 }
 
@@ -65,8 +68,12 @@ SafetensorsWriter::SafetensorsWriter(SafetensorsWriter&& o) noexcept
       tmp_(std::move(o.tmp_)),
       fd_(o.fd_),
       specs_(std::move(o.specs_)),
+      offsets_(std::move(o.offsets_)),
       next_(o.next_),
-      finished_(o.finished_) {
+      finished_(o.finished_),
+      mu_(std::move(o.mu_)),
+      done_(std::move(o.done_)),
+      written_(o.written_) {
   o.fd_ = -1;
   o.finished_ = true;
 }
@@ -90,13 +97,44 @@ absl::Status SafetensorsWriter::WriteBytes(const void* data, size_t n) {
   return absl::OkStatus();
 }
 
+absl::Status SafetensorsWriter::PwriteBytes(const void* data, size_t n, uint64_t offset) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t k = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus(errno, "cannot write", tmp_);
+    }
+    p += k;
+    n -= static_cast<size_t>(k);
+    offset += static_cast<uint64_t>(k);
+  }
+  return absl::OkStatus();
+}
+
+size_t SafetensorsWriter::written() const {
+  if (!mu_) return 0;
+  std::lock_guard<std::mutex> lock(*mu_);
+  return written_;
+}
+
 absl::Status SafetensorsWriter::Write(const torch::Tensor& t) {
-  if (finished_ || fd_ < 0) return absl::FailedPreconditionError("writer already finished");
   if (next_ >= specs_.size()) {
     return absl::FailedPreconditionError(
         absl::StrCat("more tensors written to ", path_.string(), " than planned (", specs_.size(), ")"));
   }
-  const TensorSpec& spec = specs_[next_];
+  RETURN_IF_ERROR(WriteAt(next_, t));
+  ++next_;
+  return absl::OkStatus();
+}
+
+absl::Status SafetensorsWriter::WriteAt(size_t index, const torch::Tensor& t) {
+  if (finished_ || fd_ < 0) return absl::FailedPreconditionError("writer already finished");
+  if (index >= specs_.size()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("tensor ", index, " written to ", path_.string(), ", which plans ", specs_.size()));
+  }
+  const TensorSpec& spec = specs_[index];
   ASSIGN_OR_RETURN(TensorSpec got, SpecOf(spec.name, t));
   if (got.dtype != spec.dtype || got.shape != spec.shape) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -112,16 +150,30 @@ absl::Status SafetensorsWriter::Write(const torch::Tensor& t) {
                                                return d.to(torch::kCPU).contiguous();
                                              },
                                              absl::StrCat("cannot write tensor '", spec.name, "'")));
-    RETURN_IF_ERROR(WriteBytes(host.const_data_ptr(), spec.nbytes()));
+    RETURN_IF_ERROR(Claim(index));
+    RETURN_IF_ERROR(PwriteBytes(host.const_data_ptr(), spec.nbytes(), offsets_[index]));
+  } else {
+    RETURN_IF_ERROR(Claim(index));
   }
-  ++next_;
+  std::lock_guard<std::mutex> lock(*mu_);
+  ++written_;
+  return absl::OkStatus();
+}
+
+absl::Status SafetensorsWriter::Claim(size_t index) {
+  std::lock_guard<std::mutex> lock(*mu_);
+  if (done_[index]) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("tensor '", specs_[index].name, "' written twice to ", path_.string()));
+  }
+  done_[index] = true;  // a write that fails after this fails the whole file (Finish sees it missing)
   return absl::OkStatus();
 }
 
 absl::Status SafetensorsWriter::Finish() {
   if (finished_) return absl::FailedPreconditionError("writer already finished");
-  if (next_ != specs_.size()) {
-    return absl::FailedPreconditionError(absl::StrCat("only ", next_, " of ", specs_.size(),
+  if (written() != specs_.size()) {
+    return absl::FailedPreconditionError(absl::StrCat("only ", written(), " of ", specs_.size(),
                                                       " tensors written to ", path_.string()));
   }
   if (::fsync(fd_) != 0) return ErrnoStatus(errno, "cannot fsync", tmp_);

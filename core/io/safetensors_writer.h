@@ -7,16 +7,23 @@
 //   for (...) RETURN_IF_ERROR(w.Write(tensor));   // in the order of `specs`
 //   RETURN_IF_ERROR(w.Finish());
 //
+// Tensors may also be written by position, in any order and from several
+// threads at once (WriteAt: each at its own offset, with pwrite), which is how
+// the sharded writer keeps several producers writing in parallel.
+//
 // Bytes go to a temporary sibling file (TempFilePath, file_util.h); Finish()
 // fsyncs it and renames it to `path`. Destroyed without Finish() (error,
 // cancel), the temporary file is removed and `path` is untouched; a killed
-// process leaves it for RemoveStaleStaging. Not thread-safe.
+// process leaves it for RemoveStaleStaging. Only WriteAt is thread-safe (with
+// itself); Create, Write, Finish and destruction are not.
 #pragma once
 
 #include <torch/types.h>
 
 #include <filesystem>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -51,21 +58,31 @@ class SafetensorsWriter {
   // data cannot be copied to the host (e.g. on the meta device) is Internal,
   // out of memory for that copy ResourceExhausted. Never throws.
   absl::Status Write(const torch::Tensor& t);
+  // Writes tensor `index` of the specs (same checks as Write); FailedPrecondition
+  // for an index out of range or written before. Thread-safe.
+  absl::Status WriteAt(size_t index, const torch::Tensor& t);
   // FailedPrecondition if tensors are missing.
   absl::Status Finish();
 
   const std::vector<TensorSpec>& specs() const { return specs_; }
-  size_t written() const { return next_; }
+  size_t written() const;
 
  private:
   SafetensorsWriter() = default;
   absl::Status WriteBytes(const void* data, size_t n);
+  absl::Status PwriteBytes(const void* data, size_t n, uint64_t offset);
+  // Marks tensor `index` as written; FailedPrecondition if it was already.
+  absl::Status Claim(size_t index);
   std::filesystem::path path_;
   std::filesystem::path tmp_;
   int fd_ = -1;
   std::vector<TensorSpec> specs_;
-  size_t next_ = 0;
+  std::vector<uint64_t> offsets_;  // of each tensor's bytes in the file
+  size_t next_ = 0;                // Write's position
   bool finished_ = false;
+  std::unique_ptr<std::mutex> mu_;  // guards done_ and written_ (a pointer: the writer is movable)
+  std::vector<bool> done_;
+  size_t written_ = 0;
 };
 
 }  // namespace autoquant

@@ -1,5 +1,6 @@
 #include "core/quant/export.h"
 
+#include <c10/cuda/CUDAGuard.h>
 #include <torch/torch.h>
 
 #include <chrono>
@@ -59,6 +60,10 @@ struct QuantizedModule {
 absl::StatusOr<StoredFp8Weight> QuantizedWeight(const Checkpoint& base, const std::string& ckpt_name,
                                                 ExportFormat format, const torch::Device& device) {
   ASSIGN_OR_RETURN(torch::Tensor w, base.Get(ckpt_name + ".weight"));
+  // The writer's workers quantize at once: each on a stream of its own, so that their copies and kernels
+  // overlap instead of queueing on the default stream. Every use of the result is inside this scope.
+  std::optional<c10::cuda::CUDAStreamGuard> own_stream;
+  if (device.is_cuda()) own_stream.emplace(c10::cuda::getStreamFromPool(false, device.index()));
   ASSIGN_OR_RETURN(w, TorchCall([&] { return w.to(device); }, "copy of a weight to the quantizing device"));
   ASSIGN_OR_RETURN(StoredFp8Weight q, QuantizeForExport(w, format));
   return TorchCall(

@@ -2,10 +2,14 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <chrono>
 #include <fstream>
+#include <thread>
 
 #include "core/io/checkpoint_writer.h"
 #include "core/util/file_util.h"
+#include "core/util/hash.h"
 #include "gmock/gmock.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
@@ -57,6 +61,53 @@ TEST(CheckpointWriterTest, ShardedWriteProducesIndexAndReadsBack) {
   EXPECT_EQ(ckpt.total_bytes(), 2000u);
   ASSERT_OK_AND_ASSIGN(torch::Tensor t3, ckpt.Get("layers.3.weight"));
   EXPECT_TRUE(torch::equal(t3, torch::full({100}, 3.0f)));
+}
+
+// Eight workers produce, hash and write out of order; the files, digests and progress are what one
+// thread writing in order gives.
+TEST(CheckpointWriterTest, ParallelWorkersWriteEveryTensorInPlace) {
+  auto dir = testing::TempDir();
+  constexpr int kTensors = 40;
+  auto plan = Plan(kTensors, 1000);
+  for (int i = 0; i < kTensors; ++i) {
+    auto inner = plan[i].produce;
+    // Later tensors finish first: the writes land out of order.
+    plan[i].produce = [inner, i] {
+      std::this_thread::sleep_for(std::chrono::microseconds(200 * ((kTensors - i) % 7)));
+      return inner();
+    };
+  }
+  const auto caller = std::this_thread::get_id();
+  std::vector<size_t> seen;
+  bool other_thread = false;
+  ShardingOptions o{.max_shard_bytes = 30000, .producers = 8};
+  o.progress = [&](size_t done, size_t total) {
+    seen.push_back(done);
+    other_thread = other_thread || std::this_thread::get_id() != caller;
+    EXPECT_EQ(total, static_cast<size_t>(kTensors));
+  };
+  ASSERT_OK_AND_ASSIGN(auto result, WriteShardedSafetensors(dir, plan, o));
+  EXPECT_FALSE(other_thread);
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.back(), static_cast<size_t>(kTensors));
+  EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+  EXPECT_EQ(result.files.size(), 6u);  // 7 tensors of 4000 bytes per 30000-byte shard
+
+  auto serial_dir = testing::TempDir() / "serial";
+  fs::create_directories(serial_dir);
+  ASSERT_OK_AND_ASSIGN(auto serial, WriteShardedSafetensors(serial_dir, Plan(kTensors, 1000),
+                                                            {.max_shard_bytes = 30000, .producers = 1}));
+  for (const auto& f : result.files) EXPECT_EQ(*ReadFile(dir / f), *ReadFile(serial_dir / f)) << f;
+  EXPECT_EQ(result.sha256, serial.sha256);
+  ASSERT_OK_AND_ASSIGN(Checkpoint ckpt, Checkpoint::Open(dir));
+  for (int i = 0; i < kTensors; ++i) {
+    const std::string name = "layers." + std::to_string(i) + ".weight";
+    ASSERT_OK_AND_ASSIGN(torch::Tensor t, ckpt.Get(name));
+    EXPECT_TRUE(torch::equal(t, torch::full({1000}, float(i)))) << name;
+    Sha256 h;
+    h.Update(t.const_data_ptr(), t.nbytes());
+    EXPECT_EQ(*h.HexDigest(), result.sha256.at(name)) << name;
+  }
 }
 
 TEST(CheckpointWriterTest, OneShardIsWrittenAsModelSafetensors) {
