@@ -33,23 +33,6 @@ bool IsHexId(absl::string_view s) {
   return true;
 }
 
-// What identifies a file's current contents well enough to skip re-hashing a
-// read-only blob: a rewrite changes the inode (rename) or the mtime.
-struct FileStamp {
-  dev_t dev = 0;
-  ino_t ino = 0;
-  off_t size = 0;
-  int64_t mtime_ns = 0;
-  bool operator==(const FileStamp&) const = default;
-};
-
-absl::StatusOr<FileStamp> Stamp(const fs::path& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return ErrnoStatus(errno, "cannot stat", path);
-  return FileStamp{st.st_dev, st.st_ino, st.st_size,
-                   int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec};
-}
-
 // The id a blob file's header hashes to, with the header parsed.
 absl::StatusOr<std::pair<SafetensorsHeader, std::string>> HeaderAndId(const MappedFile& m, const fs::path& path) {
   auto header = ParseSafetensorsHeader(m.view(), path.string());
@@ -144,7 +127,7 @@ absl::StatusOr<Blob> BlobStore::VerifyFile(const fs::path& path) {
 
 absl::StatusOr<Blob> BlobStore::Load(const std::string& id) const {
   const fs::path path = BlobPath(id);
-  ASSIGN_OR_RETURN(FileStamp stamp, Stamp(path));
+  ASSIGN_OR_RETURN(FileStamp stamp, FileStampOf(path));
   {
     Verified& verified = Verified::Get();
     std::lock_guard<std::mutex> lock(verified.mu);
@@ -152,7 +135,7 @@ absl::StatusOr<Blob> BlobStore::Load(const std::string& id) const {
     if (it != verified.by_path.end() && it->second.first == stamp) return it->second.second;
   }
   ASSIGN_OR_RETURN(Blob b, VerifyFile(path));
-  ASSIGN_OR_RETURN(FileStamp after, Stamp(path));
+  ASSIGN_OR_RETURN(FileStamp after, FileStampOf(path));
   if (after == stamp) Verified::Remember(path, stamp, b);
   return b;
 }
@@ -214,7 +197,7 @@ absl::StatusOr<Blob> BlobStore::Put(const std::string& key, const std::vector<Bl
     b.tensors = header.tensors;
     for (size_t i = 0; i < specs.size(); ++i) b.sha256[specs[i].name] = hex[i];
     b.data_bytes = offset;
-    ASSIGN_OR_RETURN(FileStamp stamp, Stamp(path));
+    ASSIGN_OR_RETURN(FileStamp stamp, FileStampOf(path));
     Verified::Remember(path, stamp, b);
   }
   RETURN_IF_ERROR(WriteFileAtomic(root_ / "refs" / key, id + "\n"));

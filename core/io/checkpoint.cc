@@ -95,6 +95,11 @@ std::vector<std::string> Checkpoint::TensorNames() const {
   return out;
 }
 
+const SafetensorsFile* Checkpoint::FileOf(const std::string& name) const {
+  auto it = where_.find(name);
+  return it == where_.end() ? nullptr : files_[it->second.first].get();
+}
+
 const TensorInfo* Checkpoint::Find(const std::string& name) const {
   auto it = where_.find(name);
   return it == where_.end() ? nullptr : it->second.second;

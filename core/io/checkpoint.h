@@ -44,6 +44,8 @@ class Checkpoint {
   const TensorInfo* Find(const std::string& name) const;
   // NotFound naming the tensor if absent.
   absl::StatusOr<torch::Tensor> Get(const std::string& name) const;
+  // The file holding `name`; nullptr if absent.
+  const SafetensorsFile* FileOf(const std::string& name) const;
   // Sum of tensor bytes (what an index's metadata.total_size records).
   uint64_t total_bytes() const;
 

@@ -111,9 +111,12 @@ absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::pa
           fail(host.status());
           break;
         }
-        Sha256 h;
-        h.Update(host->const_data_ptr(), static_cast<size_t>(host->nbytes()));
-        absl::StatusOr<std::string> hex = h.HexDigest();
+        absl::StatusOr<std::string> hex = p.sha256;
+        if (p.sha256.empty()) {
+          Sha256 h;
+          h.Update(host->const_data_ptr(), static_cast<size_t>(host->nbytes()));
+          hex = h.HexDigest();
+        }
         absl::Status st = hex.ok() ? writers[place[i].first].WriteAt(place[i].second, *host) : hex.status();
         if (!st.ok()) {
           fail(std::move(st));

@@ -39,6 +39,9 @@ struct PlannedTensor {
   // Produced right after the previous tensor, by the same task: for a
   // producer that reads what the previous one left (a weight's scale).
   bool after_previous = false;
+  // The hex SHA-256 of the bytes `produce` returns, when the caller already
+  // knows it (tensor_digests.h): taken as is, not hashed again.
+  std::string sha256;
 };
 
 struct ShardingOptions {

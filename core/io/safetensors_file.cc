@@ -76,6 +76,14 @@ absl::StatusOr<torch::Tensor> SafetensorsFile::Get(absl::string_view name) const
   return Get(*info);
 }
 
+absl::string_view SafetensorsFile::HeaderBytes() const {
+  return absl::string_view(mapping_->data(), header_.data_start);
+}
+
+absl::string_view SafetensorsFile::Bytes(const TensorInfo& info) const {
+  return absl::string_view(mapping_->data() + header_.data_start + info.begin, info.nbytes());
+}
+
 torch::Tensor SafetensorsFile::Get(const TensorInfo& info) const {
   auto options = torch::TensorOptions().dtype(ToTorch(info.dtype)).device(torch::kCPU);
   if (info.nbytes() == 0) return torch::empty(info.shape, options);

@@ -43,6 +43,9 @@ class SafetensorsFile {
   // NotFound naming the tensor and the file if absent.
   absl::StatusOr<torch::Tensor> Get(absl::string_view name) const;
   torch::Tensor Get(const TensorInfo& info) const;
+  // The raw bytes of the header (length prefix included) and of one tensor, in the mapping.
+  absl::string_view HeaderBytes() const;
+  absl::string_view Bytes(const TensorInfo& info) const;
 
  private:
   struct Mapping;

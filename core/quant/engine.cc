@@ -1,4 +1,6 @@
 #include "core/quant/engine.h"
+
+#include "core/io/tensor_digests.h"
 #include "core/quant/engine_access.h"
 
 #include <ATen/cuda/CUDAContextLight.h>
@@ -66,12 +68,18 @@ void Report(const ProgressFn& fn, Phase phase, double fraction, std::string mess
   if (fn) fn(ProgressEvent{phase, fraction, std::move(message)});
 }
 
+// The config, and per file its name, its header bytes and its tensors' digests: the same bytes as
+// hashing the files whole, but the tensors hash in parallel, and exports reuse their digests
+// (tensor_digests.h) instead of hashing the base's unchanged tensors again.
 absl::StatusOr<std::string> FingerprintCheckpoint(const Checkpoint& ckpt) {
   Sha256 h;
+  h.Update("autoquant.model-fingerprint.v2\n");
   if (ckpt.config()) h.Update(ckpt.config()->dump());
   for (const auto& f : ckpt.files()) {
     h.Update(f->path().filename().string());
-    RETURN_IF_ERROR(HashFile(f->path(), &h));
+    h.Update(f->HeaderBytes());
+    ASSIGN_OR_RETURN(std::vector<std::string> digests, TensorDigestsOf(*f));
+    for (const auto& d : digests) h.Update(d);
   }
   return h.HexDigest();
 }

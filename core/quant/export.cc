@@ -4,7 +4,9 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <atomic>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 
@@ -13,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/io/checkpoint_writer.h"
+#include "core/io/tensor_digests.h"
 #include "core/quant/fp8_storage.h"
 #include "core/quant/integrity.h"
 #include "core/quant/manifests.h"
@@ -57,13 +60,29 @@ struct QuantizedModule {
   DType base_dtype = DType::kF32;  // the base weight's dtype: compressed-tensors stores scales in it
 };
 
+// One of a fixed few streams of `device`, the same for a thread's every call: the caching allocator keeps
+// freed blocks per stream, so a stream per call (or per short-lived writer thread) would leave gigabytes
+// cached on streams nothing uses again.
+c10::cuda::CUDAStream QuantizeStream(const torch::Device& device) {
+  constexpr unsigned kStreams = 4;
+  static std::mutex mu;
+  static std::map<int, std::vector<c10::cuda::CUDAStream>> streams;
+  static std::atomic<unsigned> next_slot{0};
+  thread_local const unsigned slot = next_slot++ % kStreams;
+  const int index = device.has_index() ? device.index() : c10::cuda::current_device();
+  std::lock_guard<std::mutex> lock(mu);
+  auto& v = streams[index];
+  while (v.size() < kStreams) v.push_back(c10::cuda::getStreamFromPool(false, index));
+  return v[slot];
+}
+
 absl::StatusOr<StoredFp8Weight> QuantizedWeight(const Checkpoint& base, const std::string& ckpt_name,
                                                 ExportFormat format, const torch::Device& device) {
   ASSIGN_OR_RETURN(torch::Tensor w, base.Get(ckpt_name + ".weight"));
   // The writer's workers quantize at once: each on a stream of its own, so that their copies and kernels
   // overlap instead of queueing on the default stream. Every use of the result is inside this scope.
   std::optional<c10::cuda::CUDAStreamGuard> own_stream;
-  if (device.is_cuda()) own_stream.emplace(c10::cuda::getStreamFromPool(false, device.index()));
+  if (device.is_cuda()) own_stream.emplace(QuantizeStream(device));
   ASSIGN_OR_RETURN(w, TorchCall([&] { return w.to(device); }, "copy of a weight to the quantizing device"));
   ASSIGN_OR_RETURN(StoredFp8Weight q, QuantizeForExport(w, format));
   return TorchCall(
@@ -219,12 +238,22 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
 
   // The tensor plan: base order, each quantized weight followed by its scales.
   std::vector<PlannedTensor> tensors;
+  // Digest keys (tensor_digests.h) of the tensors that are a function of one base tensor: the base's own
+  // bytes, and FP8 weights ("<name>#fp8-<format>"); "" for the rest. Known digests are not hashed again.
+  std::vector<std::pair<const SafetensorsFile*, std::string>> digest_keys;
+  auto known_digest = [&](const std::string& base_name, std::string key) {
+    const SafetensorsFile* file = base.FileOf(base_name);
+    std::optional<std::string> hex = file ? RememberedDigest(*file, key) : std::nullopt;
+    digest_keys.emplace_back(file, std::move(key));
+    return hex.value_or("");
+  };
   for (const auto& name : base.TensorNames()) {
     const TensorInfo* info = base.Find(name);
     std::string module = absl::EndsWith(name, ".weight") ? name.substr(0, name.size() - 7) : "";
     auto q = quantized.find(module);
     if (q == quantized.end()) {
       tensors.push_back({{name, info->dtype, info->shape}, [&base, name] { return base.Get(name); }});
+      tensors.back().sha256 = known_digest(name, name);
       continue;
     }
     // The weight's producer leaves its scale here for the next tensor's.
@@ -239,6 +268,7 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
                          ASSIGN_OR_RETURN(*stored, QuantizedWeight(base, module, f, device));
                          return stored->weight;
                        }});
+    tensors.back().sha256 = known_digest(name, absl::StrCat(name, "#fp8-", ExportFormatName(f)));
     const DType sdtype = ScaleDType(f, info->dtype);
     tensors.push_back({{module + ".weight_scale", sdtype, ScaleShape(f)},
                        [stored]() -> absl::StatusOr<torch::Tensor> { return stored->weight_scale; },
@@ -248,6 +278,8 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
                          return StoredInputScale(in_amax, base_dtype, f);
                        },
                        /*after_previous=*/true});
+    digest_keys.emplace_back(nullptr, "");
+    digest_keys.emplace_back(nullptr, "");
   }
 
   ASSIGN_OR_RETURN(StagedDir staged, StagedDir::Create(options.out_dir, options.overwrite));
@@ -288,6 +320,10 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     TensorDigests d;
     for (const auto& [name, hex] : written.sha256) d[name] = TensorDigest{written.weight_map.at(name), hex};
     digests = std::move(d);
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const auto& [file, key] = digest_keys[i];
+      if (file != nullptr && tensors[i].sha256.empty()) RememberDigest(*file, key, written.sha256.at(tensors[i].spec.name));
+    }
   }
   r.write_seconds = Seconds(t0);
   json config = *base.config();

@@ -66,6 +66,12 @@ absl::Status ReadFileChunks(const fs::path& path, const std::function<void(const
   return absl::OkStatus();
 }
 
+absl::StatusOr<FileStamp> FileStampOf(const std::filesystem::path& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return ErrnoStatus(errno, "cannot stat", path);
+  return FileStamp{st.st_dev, st.st_ino, st.st_size, int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec};
+}
+
 absl::StatusOr<std::string> ReadFile(const fs::path& path) {
   std::string out;
   RETURN_IF_ERROR(ReadFileChunks(path, [&out](const char* data, size_t n) { out.append(data, n); }));

@@ -7,6 +7,8 @@
 // so that RemoveStaleStaging can remove those of processes that were killed.
 #pragma once
 
+#include <sys/types.h>
+
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -17,6 +19,18 @@
 #include "absl/status/statusor.h"
 
 namespace autoquant {
+
+// What identifies a file's current contents well enough to reuse what was
+// computed from them (a digest) instead of reading them again: a rewrite
+// changes the inode (rename) or the mtime.
+struct FileStamp {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  off_t size = 0;
+  int64_t mtime_ns = 0;
+  bool operator==(const FileStamp&) const = default;
+};
+absl::StatusOr<FileStamp> FileStampOf(const std::filesystem::path& path);
 
 // Reads a whole file. NotFound if it does not exist.
 absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path);

@@ -110,6 +110,19 @@ TEST(CheckpointWriterTest, ParallelWorkersWriteEveryTensorInPlace) {
   }
 }
 
+// A digest the caller already knows is recorded as given, not computed again.
+TEST(CheckpointWriterTest, KnownDigestsAreTakenAsGiven) {
+  auto dir = testing::TempDir();
+  auto plan = Plan(3, 10);
+  plan[1].sha256 = "given";
+  ASSERT_OK_AND_ASSIGN(auto result, WriteShardedSafetensors(dir, plan, {}));
+  EXPECT_EQ(result.sha256.at("layers.1.weight"), "given");
+  Sha256 h;
+  torch::Tensor t0 = torch::full({10}, 0.0f);
+  h.Update(t0.const_data_ptr(), t0.nbytes());
+  EXPECT_EQ(result.sha256.at("layers.0.weight"), *h.HexDigest());
+}
+
 TEST(CheckpointWriterTest, OneShardIsWrittenAsModelSafetensors) {
   auto dir = testing::TempDir();
   ASSERT_OK_AND_ASSIGN(auto result, WriteShardedSafetensors(dir, Plan(2, 4), {}));

@@ -73,6 +73,19 @@ TEST_F(EngineTest, SecondSchemeReusesTheBaselineWithoutScoring) {
   EXPECT_TRUE(report.ok()) << report.ToText();
 }
 
+// Exports after the first reuse the digests of the base's tensors and of FP8 weights (tensor_digests.h)
+// instead of hashing again: what they record must still be the bytes on disk.
+TEST_F(EngineTest, ReusedDigestsMatchTheWrittenBytes) {
+  ASSERT_OK_AND_ASSIGN(auto engine, Make(1));
+  for (const char* name : {"d1", "d2", "d3"}) {
+    ASSERT_OK(engine->RunScheme(Coverage(name, name[1] == '3' ? 1.0 : 0.5)).status());
+    EXPECT_TRUE(VerifySchemeIntegrity(dir_ / name).ok()) << name;
+  }
+  ASSERT_OK_AND_ASSIGN(TensorDigests d1, ComputeTensorDigests(dir_ / "d1"));
+  ASSERT_OK_AND_ASSIGN(TensorDigests d2, ComputeTensorDigests(dir_ / "d2"));
+  for (const auto& [name, d] : d1) EXPECT_EQ(d.sha256, d2.at(name).sha256) << name;
+}
+
 TEST_F(EngineTest, ChangedCalibrationSetOrMethodDoesNotReuse) {
   ASSERT_OK_AND_ASSIGN(auto e1, Make(1));
   ASSERT_OK_AND_ASSIGN(SchemeResult a, e1->RunScheme(Coverage("a", 0.5)));
