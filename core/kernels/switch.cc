@@ -1,6 +1,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "core/kernels/kernels.h"
 
@@ -37,3 +38,26 @@ bool Enabled() {
 void SetEnabledForTesting(bool enabled) { g_override.store(enabled ? 1 : 0, std::memory_order_relaxed); }
 
 }  // namespace autoquant::kernels
+
+#ifndef AUTOQUANT_HAVE_CUDA_KERNELS
+// Built without nvcc: Enabled() is false, so no caller reaches these; should one, it gets an error, not
+// a wrong result.
+namespace autoquant::kernels {
+namespace {
+std::string NotBuilt(const char* what) { return std::string(what) + ": this build has no CUDA kernels"; }
+}  // namespace
+
+std::string FakeQuantFp8(const void*, void*, int64_t, DType, const float*, void*) { return NotBuilt("FakeQuantFp8"); }
+std::string AccumulateAbsMax(const void*, int64_t, DType, float*, void*) { return NotBuilt("AccumulateAbsMax"); }
+std::string AccumulateSquaredProduct(const void*, const void*, int64_t, DType, double*, void*) {
+  return NotBuilt("AccumulateSquaredProduct");
+}
+std::string RmsNorm(const void*, const void*, void*, int64_t, int64_t, float, DType, void*) {
+  return NotBuilt("RmsNorm");
+}
+std::string SiluMul(const void*, const void*, void*, int64_t, DType, void*) { return NotBuilt("SiluMul"); }
+std::string Rotary(const void*, const void*, const void*, void*, int64_t, int64_t, int64_t, int64_t, DType, void*) {
+  return NotBuilt("Rotary");
+}
+}  // namespace autoquant::kernels
+#endif
