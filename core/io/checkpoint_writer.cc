@@ -140,15 +140,18 @@ absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::pa
     // Progress from this thread only (callers' callbacks need not be thread-safe).
     std::unique_lock<std::mutex> lock(mu);
     size_t reported = 0;
-    while (workers_left > 0) {
+    // Every count in turn, as the callback's contract says (after each tensor), however many tensors
+    // finished while it ran.
+    while (workers_left > 0 || reported != done) {
       progressed.wait(lock, [&] { return workers_left == 0 || done != reported; });
-      if (done != reported && options.progress && error.ok()) {
-        reported = done;
-        lock.unlock();
-        options.progress(reported, plan.size());
-        lock.lock();
+      while (reported != done) {
+        ++reported;
+        if (options.progress && error.ok()) {
+          lock.unlock();
+          options.progress(reported, plan.size());
+          lock.lock();
+        }
       }
-      reported = done;
     }
   }
   for (auto& t : threads) t.join();

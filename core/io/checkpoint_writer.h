@@ -50,7 +50,7 @@ struct ShardingOptions {
   std::map<std::string, std::string> metadata = {{"format", "pt"}};
   // Checked between tensors; when set, writing stops with Cancelled.
   const std::atomic<bool>* cancel = nullptr;
-  // Called on the calling thread as tensors are written, with (tensors written, total).
+  // Called on the calling thread once per tensor written, with (tensors written so far, total), in order.
   std::function<void(size_t, size_t)> progress;
   // Worker threads, each producing, hashing and writing a task (a tensor and
   // those produced after_previous) at a time.
