@@ -182,11 +182,9 @@ absl::Status Run(const Options& o) {
   for (auto& [name, lin] : model->Linears()) {
     descs.push_back({name, lin->weight.numel(), lin->out_features(), lin->in_features()});
   }
-  // The engine's groups (language model; a tied head stays in the base dtype).
-  ASSIGN_OR_RETURN(std::vector<QuantGroup> groups, BuildGroups(descs, {.include_vision = false}));
-  if (model->config().tie_word_embeddings) {
-    std::erase_if(groups, [](const QuantGroup& g) { return g.key == "lm_head.quant_recipe"; });
-  }
+  // The engine's groups for a default (language-model) baseline.
+  ASSIGN_OR_RETURN(std::vector<QuantGroup> groups,
+                   QuantizableGroups(descs, /*include_vision=*/false, model->config().tie_word_embeddings));
   const std::vector<QuantFormat> formats = {Fp8Format(), NoneFormat()};
 
   nlohmann::ordered_json out;

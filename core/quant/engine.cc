@@ -101,19 +101,6 @@ void RaiseTo(std::atomic<int64_t>& v, int64_t x) {
   }
 }
 
-// The groups a baseline scores: ModelOpt's grouping, minus a tied head (it
-// shares its weight with the embedding, which stays in the base dtype).
-absl::StatusOr<std::vector<QuantGroup>> QuantizableGroups(const std::vector<LinearDesc>& linears,
-                                                          bool include_vision, bool tied_head) {
-  ASSIGN_OR_RETURN(std::vector<QuantGroup> groups, BuildGroups(linears, {.include_vision = include_vision}));
-  std::vector<QuantGroup> out;
-  for (auto& g : groups) {
-    if (tied_head && g.key == "lm_head.quant_recipe") continue;
-    out.push_back(std::move(g));
-  }
-  return out;
-}
-
 std::string SchemeNameFor(const SchemeRequest& r) {
   if (!r.scheme.empty()) return r.scheme;
   fs::path p = r.out_dir.lexically_normal();

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/util/status_macros.h"
 
 namespace autoquant {
 namespace {
@@ -92,6 +93,17 @@ absl::StatusOr<std::vector<QuantGroup>> BuildGroups(const std::vector<LinearDesc
   }
   if (groups.empty()) return absl::InvalidArgumentError("the model has no quantizable Linear layers");
   return groups;
+}
+
+absl::StatusOr<std::vector<QuantGroup>> QuantizableGroups(const std::vector<LinearDesc>& linears,
+                                                          bool include_vision, bool tied_head) {
+  ASSIGN_OR_RETURN(std::vector<QuantGroup> groups, BuildGroups(linears, {.include_vision = include_vision}));
+  std::vector<QuantGroup> out;
+  for (auto& g : groups) {
+    if (tied_head && g.key == "lm_head.quant_recipe") continue;
+    out.push_back(std::move(g));
+  }
+  return out;
 }
 
 }  // namespace autoquant
