@@ -136,7 +136,10 @@ def main():
                                 "disk_floor_seconds": round(floor, 3) if floor else None,
                                 "ratio_to_floor": round(secs / floor, 3) if floor and secs else None,
                                 "parallel_disk_floor_seconds": round(strict, 3) if strict else None,
-                                "ratio_to_parallel_floor": round(secs / strict, 3) if strict and secs else None}
+                                "ratio_to_parallel_floor": round(secs / strict, 3) if strict and secs else None,
+                                # Summed over the writer threads: what the writes waited for.
+                                "worker_seconds": {k: m.get(f"export_{k}_seconds") for k in ("produce", "hash", "pwrite")},
+                                "resident_weights": m.get("export_resident_weights")}
         R["standalone"] = {"per_scheme": per,
                            "sweep_seconds": standalone.get("sweep", {}).get("wall_seconds_to_last_succeeded")}
         ratios = [v["ratio_to_floor"] for v in per.values() if v["ratio_to_floor"]]

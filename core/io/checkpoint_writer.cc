@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/util/elapsed.h"
 #include "core/util/file_util.h"
 #include "core/util/hash.h"
 #include "core/util/status_macros.h"
@@ -88,6 +90,7 @@ absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::pa
   // Each worker produces a task's tensors (an FP8 quantization, a device-to-host copy), hashes their bytes
   // and writes them at their offsets, then takes the next task.
   auto work = [&] {
+    WriterSeconds mine;
     while (!stop.load()) {
       const size_t t = next_task.fetch_add(1);
       if (t >= tasks.size()) break;
@@ -98,6 +101,7 @@ absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::pa
       for (size_t k = tasks[t].first; k < tasks[t].second && !stop.load(); ++k) {
         const size_t i = order[k];
         const PlannedTensor& p = plan[i];
+        auto t0 = std::chrono::steady_clock::now();
         absl::StatusOr<torch::Tensor> host = TorchCall(p.produce, p.spec.name);
         if (host.ok()) {
           host = TorchCall(
@@ -111,13 +115,18 @@ absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::pa
           fail(host.status());
           break;
         }
+        auto t1 = std::chrono::steady_clock::now();
+        mine.produce += SecondsBetween(t0, t1);
         absl::StatusOr<std::string> hex = p.sha256;
         if (p.sha256.empty()) {
           Sha256 h;
           h.Update(host->const_data_ptr(), static_cast<size_t>(host->nbytes()));
           hex = h.HexDigest();
         }
+        auto t2 = std::chrono::steady_clock::now();
+        mine.hash += SecondsBetween(t1, t2);
         absl::Status st = hex.ok() ? writers[place[i].first].WriteAt(place[i].second, *host) : hex.status();
+        mine.write += Seconds(t2);
         if (!st.ok()) {
           fail(std::move(st));
           break;
@@ -129,6 +138,9 @@ absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::pa
       }
     }
     std::lock_guard<std::mutex> lock(mu);
+    result.seconds.produce += mine.produce;
+    result.seconds.hash += mine.hash;
+    result.seconds.write += mine.write;
     --workers_left;
     progressed.notify_one();
   };

@@ -57,11 +57,20 @@ struct ShardingOptions {
   int producers = 8;
 };
 
+// Where the workers' time went, summed over the worker threads (so up to
+// `producers` times the wall time): what a slow write is waiting for.
+struct WriterSeconds {
+  double produce = 0;  // the producers (quantizing, device-to-host copies) and the copy to dense host memory
+  double hash = 0;     // SHA-256 of bytes whose digest was not known
+  double write = 0;    // pwrite into the shards
+};
+
 struct ShardingResult {
   std::vector<std::string> files;                // shard file names, in order
   std::map<std::string, std::string> weight_map;  // tensor -> file
   std::map<std::string, std::string> sha256;      // tensor -> hex SHA-256 of the bytes written
   uint64_t total_bytes = 0;
+  WriterSeconds seconds;
 };
 
 // Splits `plan` (in order) into shards of at most max_shard_bytes (a tensor

@@ -182,10 +182,15 @@ absl::StatusOr<JobResultInfo> EngineJobRunner::Run(const Job& job, const RunnerE
   out.metrics["export_tensor_bytes"] = static_cast<double>(s.export_tensor_bytes);
   out.metrics["export_write_seconds"] = s.export_write_seconds;
   out.metrics["export_check_seconds"] = s.export_check_seconds;
+  out.metrics["export_resident_weights"] = static_cast<double>(s.export_resident_weights);
   if (s.layout == ExportLayout::kShared) {
     out.metrics["blobs_reused"] = static_cast<double>(s.blobs_reused);
     out.metrics["blobs_written"] = static_cast<double>(s.blobs_written);
     out.metrics["blobs_copied"] = static_cast<double>(s.blobs_copied);
+  } else {
+    out.metrics["export_produce_seconds"] = s.export_produce_seconds;
+    out.metrics["export_hash_seconds"] = s.export_hash_seconds;
+    out.metrics["export_pwrite_seconds"] = s.export_pwrite_seconds;
   }
   out.metrics["baseline_peak_device_bytes"] = static_cast<double>(s.baseline_peak_device_bytes);
   if (spec.evaluate) {

@@ -415,6 +415,7 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
   eo.disabled_by_request = request.selection.disabled_layers;
   eo.layout = request.layout;
   eo.quantize_device = impl_->device;
+  for (const auto& [name, lin] : impl_->model->Linears()) eo.resident_weights[name] = lin->weight;
   eo.blob_store = request.blob_store;
   eo.cancel = cancel;
   eo.progress = [&](double f) { Report(progress, Phase::kExport, f); };
@@ -428,6 +429,10 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
   r.blobs_copied = exported.blobs_copied;
   r.export_write_seconds = exported.write_seconds;
   r.export_check_seconds = exported.check_seconds;
+  r.export_produce_seconds = exported.writer.produce;
+  r.export_hash_seconds = exported.writer.hash;
+  r.export_pwrite_seconds = exported.writer.write;
+  r.export_resident_weights = exported.resident_weights;
   r.effective_bits = plan.effective_bits;
   r.groups_quantized = plan.num_quantized(b);
   r.groups_total = b.groups.size();

@@ -105,6 +105,9 @@ struct SchemeResult {
   ExportLayout layout = ExportLayout::kStandalone;
   size_t blobs_reused = 0, blobs_written = 0, blobs_copied = 0;
   double export_write_seconds = 0, export_check_seconds = 0;
+  // Standalone: the writer threads' time, summed over them, by step (checkpoint_writer.h's WriterSeconds).
+  double export_produce_seconds = 0, export_hash_seconds = 0, export_pwrite_seconds = 0;
+  size_t export_resident_weights = 0;  // FP8 weights quantized from the resident model's copy
 };
 
 // Device memory as the CUDA caching allocator sees it (all 0 on CPU).

@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "core/io/checkpoint_writer.h"
 #include "core/io/tensor_digests.h"
+#include "core/io/torch_dtype.h"
 #include "core/quant/fp8_storage.h"
 #include "core/quant/integrity.h"
 #include "core/quant/manifests.h"
@@ -58,7 +59,21 @@ struct QuantizedModule {
   std::string ckpt_name;  // checkpoint module name
   float input_amax = 0;
   DType base_dtype = DType::kF32;  // the base weight's dtype: compressed-tensors stores scales in it
+  torch::Tensor resident;          // the same bytes in the resident model, if it holds them
 };
+
+// The resident copy of checkpoint weight `info`, when it is the checkpoint's bytes: same dtype and shape
+// (the loader then copied it verbatim; a model loaded in another dtype holds converted values).
+torch::Tensor ResidentCopy(const ExportOptions& options, const std::string& linear, const TensorInfo& info) {
+  auto it = options.resident_weights.find(linear);
+  if (it == options.resident_weights.end() || !it->second.defined()) return {};
+  const torch::Tensor& t = it->second;
+  if (t.scalar_type() != ToTorch(info.dtype) || t.sizes() != c10::IntArrayRef(info.shape) ||
+      t.layout() != torch::kStrided) {
+    return {};
+  }
+  return t.detach();
+}
 
 // One of a fixed few streams of `device`, the same for a thread's every call: the caching allocator keeps
 // freed blocks per stream, so a stream per call (or per short-lived writer thread) would leave gigabytes
@@ -76,20 +91,40 @@ c10::cuda::CUDAStream QuantizeStream(const torch::Device& device) {
   return v[slot];
 }
 
-absl::StatusOr<StoredFp8Weight> QuantizedWeight(const Checkpoint& base, const std::string& ckpt_name,
-                                                ExportFormat format, const torch::Device& device) {
-  ASSIGN_OR_RETURN(torch::Tensor w, base.Get(ckpt_name + ".weight"));
+// Page-locked host memory shaped like `t`: device copies into and out of it run asynchronously on the
+// quantizing stream (pageable ones go through the driver's staging buffers, one copy at a time, which
+// left the writer's threads waiting on each other). The caching host allocator keeps the blocks.
+torch::Tensor PinnedLike(const torch::Tensor& t) {
+  return torch::empty(t.sizes(), t.options().device(torch::kCPU).pinned_memory(true));
+}
+
+// `w` (the base weight: resident, or mapped from the checkpoint) quantized on `device`, on the host.
+absl::StatusOr<StoredFp8Weight> QuantizedWeight(torch::Tensor w, ExportFormat format, const torch::Device& device) {
+  if (!device.is_cuda()) {
+    ASSIGN_OR_RETURN(w, TorchCall([&] { return w.to(device); }, "copy of a weight to the quantizing device"));
+    return QuantizeForExport(w, format);
+  }
   // The writer's workers quantize at once: each on a stream of its own, so that their copies and kernels
   // overlap instead of queueing on the default stream. Every use of the result is inside this scope.
-  std::optional<c10::cuda::CUDAStreamGuard> own_stream;
-  if (device.is_cuda()) own_stream.emplace(QuantizeStream(device));
-  ASSIGN_OR_RETURN(w, TorchCall([&] { return w.to(device); }, "copy of a weight to the quantizing device"));
-  ASSIGN_OR_RETURN(StoredFp8Weight q, QuantizeForExport(w, format));
+  c10::cuda::CUDAStreamGuard own_stream(QuantizeStream(device));
   return TorchCall(
-      [&] {
-        return StoredFp8Weight{q.weight.to(torch::kCPU), q.weight_scale.to(torch::kCPU)};
+      [&]() -> absl::StatusOr<StoredFp8Weight> {
+        torch::Tensor d = w;
+        if (!w.is_cuda()) {
+          torch::Tensor staged = PinnedLike(w);
+          staged.copy_(w);  // the mapped file's pages, copied by this worker while the others do theirs
+          d = staged.to(device, /*non_blocking=*/true);
+        } else if (w.device() != device) {
+          d = w.to(device);
+        }
+        ASSIGN_OR_RETURN(StoredFp8Weight q, QuantizeForExport(d, format));
+        StoredFp8Weight host{PinnedLike(q.weight), PinnedLike(q.weight_scale)};
+        host.weight.copy_(q.weight, /*non_blocking=*/true);
+        host.weight_scale.copy_(q.weight_scale, /*non_blocking=*/true);
+        c10::cuda::getCurrentCUDAStream().synchronize();
+        return host;
       },
-      "copy of an FP8 weight to the host");
+      "FP8 quantization of a weight on the GPU");
 }
 
 // Compares the written checkpoint's tensors with the plan: the same names,
@@ -221,7 +256,8 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
       module_group[ckpt] = g;
       layers.push_back({ConfigModuleName(options.format, ckpt, b.linears[li].name), fmt.name});
       if (fmt.name == "NONE") continue;
-      quantized[ckpt] = {ckpt, b.input_amax[fp8][li], base.Find(ckpt + ".weight")->dtype};
+      const TensorInfo* info = base.Find(ckpt + ".weight");
+      quantized[ckpt] = {ckpt, b.input_amax[fp8][li], info->dtype, ResidentCopy(options, b.linears[li].name, *info)};
     }
   }
   // Linears outside every group (the vision tower when excluded) are unquantized layers too.
@@ -260,12 +296,17 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     auto stored = std::make_shared<StoredFp8Weight>();
     const ExportFormat f = options.format;
     const torch::Device device = options.quantize_device;
+    torch::Tensor resident = q->second.resident;
     tensors.push_back({{name, DType::kF8E4M3, info->shape},
-                       [&base, module, stored, f, device]() -> absl::StatusOr<torch::Tensor> {
+                       [&base, name, resident, stored, f, device]() -> absl::StatusOr<torch::Tensor> {
                          // Producers run on helper threads: make the quantizing device theirs.
                          c10::OptionalDeviceGuard guard(device.is_cuda() ? std::optional<c10::Device>(device)
                                                                          : std::nullopt);
-                         ASSIGN_OR_RETURN(*stored, QuantizedWeight(base, module, f, device));
+                         torch::Tensor w = resident;
+                         if (!w.defined()) {
+                           ASSIGN_OR_RETURN(w, base.Get(name));
+                         }
+                         ASSIGN_OR_RETURN(*stored, QuantizedWeight(std::move(w), f, device));
                          return stored->weight;
                        }});
     tensors.back().sha256 = known_digest(name, absl::StrCat(name, "#fp8-", ExportFormatName(f)));
@@ -314,6 +355,7 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     };
     ASSIGN_OR_RETURN(ShardingResult written, WriteShardedSafetensors(staged.path(), tensors, so));
     r.tensor_bytes = r.bytes_written = written.total_bytes;
+    r.writer = written.seconds;
     // Hashed from the very bytes handed to write() while the next tensors were produced: reading the files
     // back would re-read the page cache, not the disk (write and fsync errors already fail the export;
     // `autoquant diff` re-hashes from disk).
@@ -361,6 +403,7 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
   r.out_dir = options.out_dir;
   r.tensors_written = tensors.size();
   r.quantized_modules = quantized.size();
+  for (const auto& [_, q] : quantized) r.resident_weights += q.resident.defined() ? 1 : 0;
   return r;
 }
 

@@ -38,11 +38,13 @@
 #include <atomic>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/io/checkpoint.h"
+#include "core/io/checkpoint_writer.h"
 #include "core/quant/baseline.h"
 #include "core/quant/export_layout.h"
 #include "core/quant/hf_quant_config.h"
@@ -65,6 +67,11 @@ struct ExportOptions {
   bool allow_links = true;  // kShared: false copies the blobs (for tests of the fallback)
   // Where FP8 weights are quantized: the daemon's GPU, so that the CPU only copies bytes.
   torch::Device quantize_device = torch::kCPU;
+  // The resident model's Linear weights, by model Linear name (the baseline's names). A quantized weight
+  // is read from here instead of from the base checkpoint when it has the checkpoint tensor's dtype and
+  // shape (the loader copies such tensors verbatim): on the GPU that skips copying the base weight to
+  // the device. Others are read from the checkpoint.
+  std::map<std::string, torch::Tensor> resident_weights;
   const std::atomic<bool>* cancel = nullptr;
   std::function<void(double)> progress;  // fraction of the export done
   // Decides, at the moment of the rename into place, whether publishing may
@@ -82,6 +89,8 @@ struct ExportResult {
   size_t blobs_reused = 0, blobs_written = 0, blobs_copied = 0;  // kShared
   double write_seconds = 0;   // tensors produced and written (or linked)
   double check_seconds = 0;   // digests and the self-check
+  WriterSeconds writer;       // kStandalone: the writer threads' time, by step
+  size_t resident_weights = 0;  // quantized weights read from ExportOptions::resident_weights
 };
 
 // The base checkpoint's name for a model module: legacy checkpoints store

@@ -5,8 +5,12 @@
 
 namespace autoquant {
 
+inline double SecondsBetween(std::chrono::steady_clock::time_point from, std::chrono::steady_clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
 inline double Seconds(std::chrono::steady_clock::time_point since) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+  return SecondsBetween(since, std::chrono::steady_clock::now());
 }
 
 }  // namespace autoquant

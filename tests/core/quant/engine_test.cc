@@ -5,6 +5,7 @@
 #include <map>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "core/io/checkpoint.h"
 #include "core/io/checkpoint_writer.h"
 #include "core/util/file_util.h"
@@ -84,6 +85,39 @@ TEST_F(EngineTest, ReusedDigestsMatchTheWrittenBytes) {
   ASSERT_OK_AND_ASSIGN(TensorDigests d1, ComputeTensorDigests(dir_ / "d1"));
   ASSERT_OK_AND_ASSIGN(TensorDigests d2, ComputeTensorDigests(dir_ / "d2"));
   for (const auto& [name, d] : d1) EXPECT_EQ(d.sha256, d2.at(name).sha256) << name;
+}
+
+// FP8 weights are quantized from the resident model's copy only where it holds the checkpoint's bytes:
+// a float32 model of a float32 checkpoint does; a bfloat16 one holds rounded values, so its export reads
+// the checkpoint, and both write the same FP8 weights and weight scales (hashed from disk here).
+TEST_F(EngineTest, Fp8WeightsComeFromTheResidentModelOnlyWhenItHoldsTheCheckpointBytes) {
+  ASSERT_OK_AND_ASSIGN(auto same, Make(1));
+  ASSERT_OK_AND_ASSIGN(SchemeResult a, same->RunScheme(Coverage("resident", 1.0)));
+  ASSERT_GT(a.groups_quantized, 0u);
+  ASSERT_OK_AND_ASSIGN(Checkpoint written, Checkpoint::Open(dir_ / "resident"));
+  size_t fp8 = 0;
+  for (const auto& name : written.TensorNames()) fp8 += written.Find(name)->dtype == DType::kF8E4M3 ? 1 : 0;
+  EXPECT_EQ(a.export_resident_weights, fp8);
+  EXPECT_GT(a.export_produce_seconds + a.export_pwrite_seconds, 0);
+
+  ASSERT_OK_AND_ASSIGN(auto rounded, Engine::Create({.model_dir = dir_ / "base",
+                                                      .calib_path = dir_ / "calib1.safetensors",
+                                                      .baseline_cache = dir_ / "cache",
+                                                      .device = "cpu",
+                                                      .dtype = "bfloat16"}));
+  ASSERT_OK_AND_ASSIGN(SchemeResult b, rounded->RunScheme(Coverage("from-checkpoint", 1.0)));
+  EXPECT_EQ(b.export_resident_weights, 0u);
+  EXPECT_EQ(b.groups_quantized, a.groups_quantized);
+  ASSERT_OK_AND_ASSIGN(TensorDigests da, ComputeTensorDigests(dir_ / "resident"));
+  ASSERT_OK_AND_ASSIGN(TensorDigests db, ComputeTensorDigests(dir_ / "from-checkpoint"));
+  ASSERT_EQ(da.size(), db.size());
+  size_t compared = 0;
+  for (const auto& [name, d] : da) {
+    if (absl::EndsWith(name, ".input_scale")) continue;  // calibrated in each model's dtype
+    EXPECT_EQ(d.sha256, db.at(name).sha256) << name;
+    ++compared;
+  }
+  EXPECT_GT(compared, fp8);
 }
 
 TEST_F(EngineTest, ChangedCalibrationSetOrMethodDoesNotReuse) {
