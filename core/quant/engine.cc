@@ -416,6 +416,7 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
   eo.layout = request.layout;
   eo.quantize_device = impl_->device;
   for (const auto& [name, lin] : impl_->model->Linears()) eo.resident_weights[name] = lin->weight;
+  if (impl_->device.is_cuda()) eo.fp8_prefetch_bytes = 512ull << 20;
   eo.blob_store = request.blob_store;
   eo.cancel = cancel;
   eo.progress = [&](double f) { Report(progress, Phase::kExport, f); };

@@ -17,6 +17,7 @@
 #include "core/io/checkpoint_writer.h"
 #include "core/io/tensor_digests.h"
 #include "core/io/torch_dtype.h"
+#include "core/quant/fp8_prefetch.h"
 #include "core/quant/fp8_storage.h"
 #include "core/quant/integrity.h"
 #include "core/quant/manifests.h"
@@ -283,6 +284,10 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     digest_keys.emplace_back(file, std::move(key));
     return hex.value_or("");
   };
+  // The FP8 weights' producers, in plan order. A standalone export on the GPU runs them ahead of the writer
+  // (fp8_prefetch.h) and the tensors' producers take the results; otherwise each runs in its tensor's.
+  std::vector<Fp8Prefetcher::Producer> fp8_sources;
+  auto prefetcher = std::make_shared<std::unique_ptr<Fp8Prefetcher>>();
   for (const auto& name : base.TensorNames()) {
     const TensorInfo* info = base.Find(name);
     std::string module = absl::EndsWith(name, ".weight") ? name.substr(0, name.size() - 7) : "";
@@ -296,17 +301,24 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     auto stored = std::make_shared<StoredFp8Weight>();
     const ExportFormat f = options.format;
     const torch::Device device = options.quantize_device;
-    torch::Tensor resident = q->second.resident;
+    const size_t k = fp8_sources.size();
+    fp8_sources.push_back([&base, name, resident = q->second.resident, f,
+                           device]() -> absl::StatusOr<StoredFp8Weight> {
+      // Producers run on helper threads: make the quantizing device theirs.
+      c10::OptionalDeviceGuard guard(device.is_cuda() ? std::optional<c10::Device>(device) : std::nullopt);
+      torch::Tensor w = resident;
+      if (!w.defined()) {
+        ASSIGN_OR_RETURN(w, base.Get(name));
+      }
+      return QuantizedWeight(std::move(w), f, device);
+    });
     tensors.push_back({{name, DType::kF8E4M3, info->shape},
-                       [&base, name, resident, stored, f, device]() -> absl::StatusOr<torch::Tensor> {
-                         // Producers run on helper threads: make the quantizing device theirs.
-                         c10::OptionalDeviceGuard guard(device.is_cuda() ? std::optional<c10::Device>(device)
-                                                                         : std::nullopt);
-                         torch::Tensor w = resident;
-                         if (!w.defined()) {
-                           ASSIGN_OR_RETURN(w, base.Get(name));
+                       [source = fp8_sources.back(), prefetcher, k, stored]() -> absl::StatusOr<torch::Tensor> {
+                         if (*prefetcher) {
+                           ASSIGN_OR_RETURN(*stored, (*prefetcher)->Take(k));
+                         } else {
+                           ASSIGN_OR_RETURN(*stored, source());
                          }
-                         ASSIGN_OR_RETURN(*stored, QuantizedWeight(std::move(w), f, device));
                          return stored->weight;
                        }});
     tensors.back().sha256 = known_digest(name, absl::StrCat(name, "#fp8-", ExportFormatName(f)));
@@ -353,7 +365,12 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     so.progress = [&](size_t done, size_t total) {
       if (options.progress) options.progress(0.8 * double(done) / double(total));
     };
+    if (options.fp8_prefetch_bytes > 0 && !fp8_sources.empty()) {
+      *prefetcher = std::make_unique<Fp8Prefetcher>(std::move(fp8_sources), options.fp8_prefetch_bytes);
+    }
     ASSIGN_OR_RETURN(ShardingResult written, WriteShardedSafetensors(staged.path(), tensors, so));
+    r.fp8_prefetched = *prefetcher != nullptr;
+    prefetcher->reset();
     r.tensor_bytes = r.bytes_written = written.total_bytes;
     r.writer = written.seconds;
     // Hashed from the very bytes handed to write() while the next tensors were produced: reading the files

@@ -72,6 +72,10 @@ struct ExportOptions {
   // shape (the loader copies such tensors verbatim): on the GPU that skips copying the base weight to
   // the device. Others are read from the checkpoint.
   std::map<std::string, torch::Tensor> resident_weights;
+  // kStandalone: > 0 quantizes the FP8 weights on one thread ahead of the writer's (fp8_prefetch.h), holding
+  // at most about this many bytes of them in host memory; 0 quantizes each on the writer thread that
+  // writes it (the better choice on a CPU, where quantizing is the work).
+  uint64_t fp8_prefetch_bytes = 0;
   const std::atomic<bool>* cancel = nullptr;
   std::function<void(double)> progress;  // fraction of the export done
   // Decides, at the moment of the rename into place, whether publishing may
@@ -91,6 +95,7 @@ struct ExportResult {
   double check_seconds = 0;   // digests and the self-check
   WriterSeconds writer;       // kStandalone: the writer threads' time, by step
   size_t resident_weights = 0;  // quantized weights read from ExportOptions::resident_weights
+  bool fp8_prefetched = false;  // the FP8 weights were produced ahead of the writer (fp8_prefetch_bytes)
 };
 
 // The base checkpoint's name for a model module: legacy checkpoints store
