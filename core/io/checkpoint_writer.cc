@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -43,10 +44,18 @@ absl::Status WriteSafetensorsIndex(const std::filesystem::path& dir,
   return WriteFileAtomic(dir / "model.safetensors.index.json", index.dump(2) + "\n");
 }
 
+uint64_t ShardLimit(const std::vector<PlannedTensor>& plan, const ShardingOptions& options) {
+  if (options.min_shard_bytes == 0 || options.producers <= 1) return options.max_shard_bytes;
+  uint64_t total = 0;
+  for (const auto& p : plan) total += p.spec.nbytes();
+  const uint64_t even = (total + options.producers - 1) / static_cast<uint64_t>(options.producers);
+  return std::clamp(even, std::min(options.min_shard_bytes, options.max_shard_bytes), options.max_shard_bytes);
+}
+
 absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::path& dir,
                                                        const std::vector<PlannedTensor>& plan,
                                                        const ShardingOptions& options) {
-  auto shards = PlanShards(plan, options.max_shard_bytes);
+  auto shards = PlanShards(plan, ShardLimit(plan, options));
   const bool indexed = shards.size() > 1 || options.always_index;
   ShardingResult result;
   // Every shard's file and header first: each tensor's place is then known, and the workers below write
@@ -66,22 +75,41 @@ absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::pa
     writers.push_back(std::move(writer));
     result.files.push_back(std::move(file));
   }
-  // Tasks over the plan in shard order: a tensor and the ones produced after_previous.
+  // Tasks over the plan in shard order: a tensor and the ones produced after_previous. Each belongs to the
+  // shard of its first tensor; workers take the next task of the shard fewest of them are writing, so that
+  // they write different files (writes to one file serialize on its inode lock).
   std::vector<size_t> order;
   for (const auto& shard : shards) order.insert(order.end(), shard.begin(), shard.end());
   std::vector<std::pair<size_t, size_t>> tasks;  // [begin, end) positions in `order`
+  std::vector<std::vector<size_t>> shard_tasks(shards.size());
   for (size_t k = 0; k < order.size(); ++k) {
-    if (k == 0 || !plan[order[k]].after_previous) tasks.emplace_back(k, k);
+    if (k == 0 || !plan[order[k]].after_previous) {
+      shard_tasks[place[order[k]].first].push_back(tasks.size());
+      tasks.emplace_back(k, k);
+    }
     tasks.back().second = k + 1;
   }
+  std::vector<size_t> shard_next(shards.size(), 0), shard_active(shards.size(), 0);
 
   std::vector<std::string> sha256(plan.size());
   std::mutex mu;
   std::condition_variable progressed;
   size_t done = 0, workers_left = 0;
   absl::Status error;  // the first one; the workers stop taking tasks once it is set
-  std::atomic<size_t> next_task{0};
   std::atomic<bool> stop{false};
+  // The next task, from the shard with the fewest workers on it (the first such); none when all are taken.
+  auto take_task = [&](size_t* shard) -> std::optional<size_t> {
+    std::lock_guard<std::mutex> lock(mu);
+    std::optional<size_t> best;
+    for (size_t sh = 0; sh < shards.size(); ++sh) {
+      if (shard_next[sh] == shard_tasks[sh].size()) continue;
+      if (!best || shard_active[sh] < shard_active[*best]) best = sh;
+    }
+    if (!best) return std::nullopt;
+    *shard = *best;
+    ++shard_active[*best];
+    return shard_tasks[*best][shard_next[*best]++];
+  };
   auto fail = [&](absl::Status st) {
     std::lock_guard<std::mutex> lock(mu);
     if (error.ok()) error = std::move(st);
@@ -92,8 +120,10 @@ absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::pa
   auto work = [&] {
     WriterSeconds mine;
     while (!stop.load()) {
-      const size_t t = next_task.fetch_add(1);
-      if (t >= tasks.size()) break;
+      size_t shard = 0;
+      const std::optional<size_t> next = take_task(&shard);
+      if (!next) break;
+      const size_t t = *next;
       if (options.cancel != nullptr && options.cancel->load()) {
         fail(absl::CancelledError("checkpoint write cancelled"));
         break;
@@ -136,6 +166,8 @@ absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::pa
         ++done;
         progressed.notify_one();
       }
+      std::lock_guard<std::mutex> lock(mu);
+      --shard_active[shard];
     }
     std::lock_guard<std::mutex> lock(mu);
     result.seconds.produce += mine.produce;

@@ -55,6 +55,10 @@ struct ShardingOptions {
   // Worker threads, each producing, hashing and writing a task (a tensor and
   // those produced after_previous) at a time.
   int producers = 8;
+  // > 0: shards are made smaller than max_shard_bytes, down to this size, so that there are about as many
+  // as workers: writes into one file serialize (the inode's lock), writes into several run in parallel
+  // (tmpfs took 3 GB/s into one file from 8 threads, 22 GB/s into 8 files). 0: max_shard_bytes only.
+  uint64_t min_shard_bytes = 0;
 };
 
 // Where the workers' time went, summed over the worker threads (so up to
@@ -72,6 +76,11 @@ struct ShardingResult {
   uint64_t total_bytes = 0;
   WriterSeconds seconds;
 };
+
+// The shard size WriteShardedSafetensors uses: max_shard_bytes, or with
+// min_shard_bytes set, the plan's bytes over the workers, clamped to
+// [min_shard_bytes, max_shard_bytes].
+uint64_t ShardLimit(const std::vector<PlannedTensor>& plan, const ShardingOptions& options);
 
 // Splits `plan` (in order) into shards of at most max_shard_bytes (a tensor
 // larger than that gets a shard of its own).

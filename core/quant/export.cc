@@ -360,6 +360,7 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
   } else {
     ShardingOptions so;
     so.max_shard_bytes = options.max_shard_bytes;
+    so.min_shard_bytes = options.min_shard_bytes;
     so.always_index = true;
     so.cancel = options.cancel;
     so.progress = [&](size_t done, size_t total) {

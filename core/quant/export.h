@@ -61,6 +61,9 @@ struct ExportOptions {
   std::vector<std::string> disabled_by_request;  // recorded in the manifest next to the plan's merged patterns
   std::string job_id;                            // recorded in the manifest (the daemon's job)
   uint64_t max_shard_bytes = 5ull << 30;
+  // kStandalone: shards as small as this, about one per writer thread, so that the threads write different
+  // files (ShardingOptions::min_shard_bytes); 0 fills each shard to max_shard_bytes.
+  uint64_t min_shard_bytes = 512ull << 20;
   ExportLayout layout = ExportLayout::kStandalone;
   // kShared: the blob store's directory (blob_store.h); on out_dir's filesystem, or blobs are copied.
   std::filesystem::path blob_store;

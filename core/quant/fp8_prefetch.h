@@ -1,24 +1,27 @@
-// FP8 weights of a standalone export produced ahead of the writer's threads,
-// in the plan's order, on one background thread.
+// FP8 weights of a standalone export, produced on one background thread for
+// the writer's threads.
 //
 // On a GPU, quantizing a weight and copying its FP8 bytes back takes well under
-// a millisecond alone; from the writer's eight threads it waited behind their
-// pwrite calls (each thread produced, then hashed, then wrote), and producing
-// became a third of the threads' time. One thread running ahead keeps the
-// writers writing. Production pauses while the weights produced and not yet
-// taken hold `budget_bytes` of host memory or more.
+// a millisecond alone; done by each of the writer's eight threads between its
+// writes, it waited behind the others' CUDA calls and writes, and producing
+// took a third of the threads' time. Here one thread produces: first the
+// weights a writer asked for and waits on (Take), in the order asked; between
+// requests it runs ahead from the last weight asked for, while the weights
+// produced and not yet taken hold less than `budget_bytes` of host memory.
+// Requested weights are produced whatever the budget, so writers working on
+// different parts of the plan never wait on each other's weights.
 //
 //   Fp8Prefetcher p(std::move(producers), 512 << 20);  // starts at once
 //   ASSIGN_OR_RETURN(StoredFp8Weight w, p.Take(k));     // waits for weight k
 //
-// Items are produced in index order and stop at the first error, which Take
-// returns for that item (later items say that an earlier one failed).
-// Destruction stops the thread after the item it is producing. Take is
-// thread-safe.
+// After a producer fails, Take returns that error for its weight and names it
+// for every weight not produced yet. Destruction stops the thread after the
+// weight it is producing. Take is thread-safe.
 #pragma once
 
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -44,17 +47,21 @@ class Fp8Prefetcher {
   absl::StatusOr<StoredFp8Weight> Take(size_t index);
 
  private:
+  enum class State { kWaiting, kProducing, kReady, kTaken };
   void Run();
+  // The next weight to produce, or none for now. Requires mu_.
+  std::optional<size_t> NextLocked();
 
   std::vector<Producer> producers_;
   const uint64_t budget_;
   std::mutex mu_;
   std::condition_variable changed_;
-  std::vector<std::optional<absl::StatusOr<StoredFp8Weight>>> ready_;  // produced, not yet taken
-  std::vector<bool> taken_;
-  size_t produced_ = 0;     // items [0, produced_) are done (or failed)
-  uint64_t holding_ = 0;    // bytes of produced items not yet taken
-  absl::Status failed_;     // the first error
+  std::vector<State> state_;
+  std::vector<std::optional<absl::StatusOr<StoredFp8Weight>>> ready_;
+  std::deque<size_t> requested_;  // asked for by Take before being produced, in that order
+  size_t ahead_ = 0;              // where running ahead continues: after the last weight asked for
+  uint64_t holding_ = 0;          // bytes of weights produced and not yet taken
+  absl::Status failed_;           // the first error
   bool stop_ = false;
   std::thread thread_;
 };

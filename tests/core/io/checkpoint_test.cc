@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 #include "core/io/checkpoint_writer.h"
@@ -127,6 +128,47 @@ TEST(CheckpointWriterTest, WorkerSecondsAreSummedOverTheWorkers) {
   EXPECT_GE(result.seconds.produce, 0.08);
   EXPECT_GT(result.seconds.hash, 0);
   EXPECT_GT(result.seconds.write, 0);
+}
+
+// With min_shard_bytes, shards are sized for one per worker (within the bounds), and the workers spread
+// over them: several files are being written at once.
+TEST(CheckpointWriterTest, SmallerShardsSpreadTheWorkersOverFiles) {
+  auto plan = Plan(64, 1000);  // 64 tensors of 4000 bytes
+  ShardingOptions o{.max_shard_bytes = 1 << 20, .producers = 8, .min_shard_bytes = 1};
+  EXPECT_EQ(ShardLimit(plan, o), 64u * 4000 / 8);
+  EXPECT_EQ(ShardLimit(plan, {.max_shard_bytes = 1 << 20, .producers = 8, .min_shard_bytes = 1 << 19}), 1u << 19);
+  EXPECT_EQ(ShardLimit(plan, {.max_shard_bytes = 1000, .producers = 8, .min_shard_bytes = 1 << 19}), 1000u);
+  EXPECT_EQ(ShardLimit(plan, {.max_shard_bytes = 1 << 20, .producers = 8}), 1u << 20);
+
+  std::mutex mu;
+  std::map<std::string, int> writing;  // shard of the tensor being produced -> workers on it
+  int most_files = 0;
+  auto dir = testing::TempDir();
+  for (int i = 0; i < 64; ++i) {
+    auto inner = plan[i].produce;
+    const std::string shard = std::to_string(i / 8);  // 8 tensors of 4000 bytes per 32000-byte shard
+    plan[i].produce = [&, inner, shard] {
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        ++writing[shard];
+        int files = 0;
+        for (const auto& [_, n] : writing) files += n > 0 ? 1 : 0;
+        most_files = std::max(most_files, files);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      std::lock_guard<std::mutex> lock(mu);
+      --writing[shard];
+      return inner();
+    };
+  }
+  ASSERT_OK_AND_ASSIGN(auto result, WriteShardedSafetensors(dir, plan, o));
+  EXPECT_EQ(result.files.size(), 8u);
+  EXPECT_GE(most_files, 4);  // all eight workers on one file before
+  ASSERT_OK_AND_ASSIGN(Checkpoint ckpt, Checkpoint::Open(dir));
+  for (int i = 0; i < 64; ++i) {
+    ASSERT_OK_AND_ASSIGN(torch::Tensor t, ckpt.Get("layers." + std::to_string(i) + ".weight"));
+    EXPECT_TRUE(torch::equal(t, torch::full({1000}, float(i))));
+  }
 }
 
 // A digest the caller already knows is recorded as given, not computed again.
