@@ -118,11 +118,21 @@ absl::StatusOr<StoredFp8Weight> QuantizedWeight(torch::Tensor w, ExportFormat fo
         } else if (w.device() != device) {
           d = w.to(device);
         }
+        static const bool trace = std::getenv("AUTOQUANT_TRACE_EXPORT") != nullptr;
+        auto t0 = std::chrono::steady_clock::now();
         ASSIGN_OR_RETURN(StoredFp8Weight q, QuantizeForExport(d, format));
+        auto t1 = std::chrono::steady_clock::now();
         StoredFp8Weight host{PinnedLike(q.weight), PinnedLike(q.weight_scale)};
+        auto t2 = std::chrono::steady_clock::now();
         host.weight.copy_(q.weight, /*non_blocking=*/true);
         host.weight_scale.copy_(q.weight_scale, /*non_blocking=*/true);
+        auto t3 = std::chrono::steady_clock::now();
         c10::cuda::getCurrentCUDAStream().synchronize();
+        if (trace) {
+          fprintf(stderr, "[export-trace] %lld quant %.3f pin %.3f copy %.3f sync %.3f ms\n",
+                  static_cast<long long>(w.numel()), 1e3 * SecondsBetween(t0, t1), 1e3 * SecondsBetween(t1, t2),
+                  1e3 * SecondsBetween(t2, t3), 1e3 * Seconds(t3));
+        }
         return host;
       },
       "FP8 quantization of a weight on the GPU");
@@ -367,7 +377,8 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
       if (options.progress) options.progress(0.8 * double(done) / double(total));
     };
     if (options.fp8_prefetch_bytes > 0 && !fp8_sources.empty()) {
-      *prefetcher = std::make_unique<Fp8Prefetcher>(std::move(fp8_sources), options.fp8_prefetch_bytes);
+      *prefetcher = std::make_unique<Fp8Prefetcher>(std::move(fp8_sources), options.fp8_prefetch_bytes,
+                                                    options.fp8_prefetch_threads);
     }
     ASSIGN_OR_RETURN(ShardingResult written, WriteShardedSafetensors(staged.path(), tensors, so));
     r.fp8_prefetched = *prefetcher != nullptr;

@@ -1,5 +1,6 @@
 #include "core/quant/fp8_prefetch.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -15,12 +16,12 @@ uint64_t HostBytes(const StoredFp8Weight& w) {
 
 }  // namespace
 
-Fp8Prefetcher::Fp8Prefetcher(std::vector<Producer> producers, uint64_t budget_bytes)
+Fp8Prefetcher::Fp8Prefetcher(std::vector<Producer> producers, uint64_t budget_bytes, int threads)
     : producers_(std::move(producers)),
       budget_(budget_bytes),
       state_(producers_.size(), State::kWaiting),
       ready_(producers_.size()) {
-  thread_ = std::thread([this] { Run(); });
+  for (int t = 0; t < std::max(1, threads); ++t) threads_.emplace_back([this] { Run(); });
 }
 
 Fp8Prefetcher::~Fp8Prefetcher() {
@@ -29,7 +30,7 @@ Fp8Prefetcher::~Fp8Prefetcher() {
     stop_ = true;
   }
   changed_.notify_all();
-  thread_.join();
+  for (auto& t : threads_) t.join();
 }
 
 std::optional<size_t> Fp8Prefetcher::NextLocked() {

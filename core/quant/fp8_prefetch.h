@@ -1,22 +1,23 @@
-// FP8 weights of a standalone export, produced on one background thread for
-// the writer's threads.
+// FP8 weights of a standalone export, produced on a few background threads
+// for the writer's threads.
 //
 // On a GPU, quantizing a weight and copying its FP8 bytes back takes well under
 // a millisecond alone; done by each of the writer's eight threads between its
 // writes, it waited behind the others' CUDA calls and writes, and producing
-// took a third of the threads' time. Here one thread produces: first the
-// weights a writer asked for and waits on (Take), in the order asked; between
+// took a third of the threads' time. Here `threads` threads produce (each on
+// a quantizing stream of its own): first the weights a writer asked for and
+// waits on (Take), in the order asked; between
 // requests it runs ahead from the last weight asked for, while the weights
 // produced and not yet taken hold less than `budget_bytes` of host memory.
 // Requested weights are produced whatever the budget, so writers working on
 // different parts of the plan never wait on each other's weights.
 //
-//   Fp8Prefetcher p(std::move(producers), 512 << 20);  // starts at once
+//   Fp8Prefetcher p(std::move(producers), 512 << 20, 4);  // starts at once
 //   ASSIGN_OR_RETURN(StoredFp8Weight w, p.Take(k));     // waits for weight k
 //
 // After a producer fails, Take returns that error for its weight and names it
-// for every weight not produced yet. Destruction stops the thread after the
-// weight it is producing. Take is thread-safe.
+// for every weight not produced yet. Destruction stops the threads after the
+// weights they are producing. Take is thread-safe.
 #pragma once
 
 #include <condition_variable>
@@ -37,7 +38,7 @@ class Fp8Prefetcher {
  public:
   using Producer = std::function<absl::StatusOr<StoredFp8Weight>()>;
 
-  Fp8Prefetcher(std::vector<Producer> producers, uint64_t budget_bytes);
+  Fp8Prefetcher(std::vector<Producer> producers, uint64_t budget_bytes, int threads = 1);
   ~Fp8Prefetcher();
   Fp8Prefetcher(const Fp8Prefetcher&) = delete;
   Fp8Prefetcher& operator=(const Fp8Prefetcher&) = delete;
@@ -63,7 +64,7 @@ class Fp8Prefetcher {
   uint64_t holding_ = 0;          // bytes of weights produced and not yet taken
   absl::Status failed_;           // the first error
   bool stop_ = false;
-  std::thread thread_;
+  std::vector<std::thread> threads_;
 };
 
 }  // namespace autoquant

@@ -28,7 +28,7 @@ std::vector<Fp8Prefetcher::Producer> Items(int n, std::atomic<int>* produced, in
 
 TEST(Fp8PrefetcherTest, ItemsComeBackInAnyTakeOrder) {
   std::atomic<int> produced{0};
-  Fp8Prefetcher p(Items(6, &produced), 1 << 20);
+  Fp8Prefetcher p(Items(6, &produced), 1 << 20, /*threads=*/4);
   for (size_t k : {2, 0, 5, 1, 4, 3}) {
     ASSERT_OK_AND_ASSIGN(StoredFp8Weight w, p.Take(k));
     EXPECT_EQ(w.weight_scale.item<float>(), float(k));
@@ -56,7 +56,7 @@ TEST(Fp8PrefetcherTest, ProductionPausesAtTheBudget) {
 TEST(Fp8PrefetcherTest, WritersOnDifferentPartsNeverWaitOnEachOther) {
   std::atomic<int> produced{0};
   constexpr int kWriters = 4, kEach = 25;
-  Fp8Prefetcher p(Items(kWriters * kEach, &produced), 1004);
+  Fp8Prefetcher p(Items(kWriters * kEach, &produced), 1004, /*threads=*/3);
   std::vector<std::thread> writers;
   std::atomic<int> good{0};
   for (int w = kWriters - 1; w >= 0; --w) {
