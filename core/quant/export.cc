@@ -118,21 +118,11 @@ absl::StatusOr<StoredFp8Weight> QuantizedWeight(torch::Tensor w, ExportFormat fo
         } else if (w.device() != device) {
           d = w.to(device);
         }
-        static const bool trace = std::getenv("AUTOQUANT_TRACE_EXPORT") != nullptr;
-        auto t0 = std::chrono::steady_clock::now();
         ASSIGN_OR_RETURN(StoredFp8Weight q, QuantizeForExport(d, format));
-        auto t1 = std::chrono::steady_clock::now();
         StoredFp8Weight host{PinnedLike(q.weight), PinnedLike(q.weight_scale)};
-        auto t2 = std::chrono::steady_clock::now();
         host.weight.copy_(q.weight, /*non_blocking=*/true);
         host.weight_scale.copy_(q.weight_scale, /*non_blocking=*/true);
-        auto t3 = std::chrono::steady_clock::now();
         c10::cuda::getCurrentCUDAStream().synchronize();
-        if (trace) {
-          fprintf(stderr, "[export-trace] %lld quant %.3f pin %.3f copy %.3f sync %.3f ms\n",
-                  static_cast<long long>(w.numel()), 1e3 * SecondsBetween(t0, t1), 1e3 * SecondsBetween(t1, t2),
-                  1e3 * SecondsBetween(t2, t3), 1e3 * Seconds(t3));
-        }
         return host;
       },
       "FP8 quantization of a weight on the GPU");
