@@ -21,7 +21,6 @@
 #include "core/quant/fp8_storage.h"
 #include "core/quant/integrity.h"
 #include "core/quant/manifests.h"
-#include "core/quant/pinned_pool.h"
 #include "core/quant/shared_export.h"
 #include "core/util/crash_point.h"
 #include "core/util/elapsed.h"
@@ -93,6 +92,13 @@ c10::cuda::CUDAStream QuantizeStream(const torch::Device& device) {
   return v[slot];
 }
 
+// Page-locked host memory shaped like `t`: device copies into and out of it run asynchronously on the
+// quantizing stream (pageable ones go through the driver's staging buffers, one copy at a time, which
+// left the writer's threads waiting on each other). The caching host allocator keeps the blocks.
+torch::Tensor PinnedLike(const torch::Tensor& t) {
+  return torch::empty(t.sizes(), t.options().device(torch::kCPU).pinned_memory(true));
+}
+
 // `w` (the base weight: resident, or mapped from the checkpoint) quantized on `device`, on the host.
 absl::StatusOr<StoredFp8Weight> QuantizedWeight(torch::Tensor w, ExportFormat format, const torch::Device& device) {
   if (!device.is_cuda()) {
@@ -104,24 +110,20 @@ absl::StatusOr<StoredFp8Weight> QuantizedWeight(torch::Tensor w, ExportFormat fo
   c10::cuda::CUDAStreamGuard own_stream(QuantizeStream(device));
   return TorchCall(
       [&]() -> absl::StatusOr<StoredFp8Weight> {
-        // Device copies into and out of page-locked memory run asynchronously on this stream (pageable ones
-        // go through the driver's staging buffers, one copy at a time).
-        PinnedPool& pool = PinnedPool::Shared();
         torch::Tensor d = w;
-        torch::Tensor staged;  // kept until the stream is synchronized: the device reads it
         if (!w.is_cuda()) {
-          ASSIGN_OR_RETURN(staged, pool.Empty(w.sizes(), w.scalar_type()));
-          staged.copy_(w);  // the mapped file's pages, copied by this thread while the others do theirs
+          torch::Tensor staged = PinnedLike(w);
+          staged.copy_(w);  // the mapped file's pages, copied by this worker while the others do theirs
           d = staged.to(device, /*non_blocking=*/true);
         } else if (w.device() != device) {
           d = w.to(device);
         }
         ASSIGN_OR_RETURN(StoredFp8Weight q, QuantizeForExport(d, format));
-        ASSIGN_OR_RETURN(torch::Tensor weight, pool.Empty(q.weight.sizes(), q.weight.scalar_type()));
-        weight.copy_(q.weight, /*non_blocking=*/true);
-        torch::Tensor scale = q.weight_scale.to(torch::kCPU);  // computed on the host (fp8_storage.h)
+        StoredFp8Weight host{PinnedLike(q.weight), PinnedLike(q.weight_scale)};
+        host.weight.copy_(q.weight, /*non_blocking=*/true);
+        host.weight_scale.copy_(q.weight_scale, /*non_blocking=*/true);
         c10::cuda::getCurrentCUDAStream().synchronize();
-        return StoredFp8Weight{weight, scale};
+        return host;
       },
       "FP8 quantization of a weight on the GPU");
 }
