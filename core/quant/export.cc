@@ -361,6 +361,7 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     ShardingOptions so;
     so.max_shard_bytes = options.max_shard_bytes;
     so.min_shard_bytes = options.min_shard_bytes;
+    so.producers = options.writer_threads;
     so.always_index = true;
     so.cancel = options.cancel;
     so.progress = [&](size_t done, size_t total) {

@@ -80,6 +80,7 @@ struct ExportOptions {
   // writes it (the better choice on a CPU, where quantizing is the work).
   uint64_t fp8_prefetch_bytes = 0;
   int fp8_prefetch_threads = 4;  // each quantizes on a stream of its own
+  int writer_threads = 8;        // kStandalone: threads that produce, hash and write the tensors
   const std::atomic<bool>* cancel = nullptr;
   std::function<void(double)> progress;  // fraction of the export done
   // Decides, at the moment of the rename into place, whether publishing may
