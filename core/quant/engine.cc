@@ -1,6 +1,4 @@
 #include "core/quant/engine.h"
-
-#include "core/io/tensor_digests.h"
 #include "core/quant/engine_access.h"
 
 #include <ATen/cuda/CUDAContextLight.h>
@@ -16,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/io/checkpoint.h"
+#include "core/io/tensor_digests.h"
 #include "core/model/device.h"
 #include "core/model/qwen2_5_vl/calib_set.h"
 #include "core/model/qwen2_5_vl/model.h"

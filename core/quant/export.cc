@@ -3,8 +3,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/torch.h>
 
-#include <chrono>
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -56,11 +56,10 @@ std::string ConfigModuleName(ExportFormat format, const std::string& ckpt_name, 
   return format == ExportFormat::kCompressedTensors ? model_name : ckpt_name;
 }
 
+// A quantized Linear, by checkpoint module name.
 struct QuantizedModule {
-  std::string ckpt_name;  // checkpoint module name
   float input_amax = 0;
-  DType base_dtype = DType::kF32;  // the base weight's dtype: compressed-tensors stores scales in it
-  torch::Tensor resident;          // the same bytes in the resident model, if it holds them
+  torch::Tensor resident;  // the same bytes in the resident model, if it holds them
 };
 
 // The resident copy of checkpoint weight `info`, when it is the checkpoint's bytes: same dtype and shape
@@ -119,9 +118,9 @@ absl::StatusOr<StoredFp8Weight> QuantizedWeight(torch::Tensor w, ExportFormat fo
           d = w.to(device);
         }
         ASSIGN_OR_RETURN(StoredFp8Weight q, QuantizeForExport(d, format));
-        StoredFp8Weight host{PinnedLike(q.weight), PinnedLike(q.weight_scale)};
+        // The scale is computed on the host (fp8_storage.h): only the FP8 codes come back from the device.
+        StoredFp8Weight host{PinnedLike(q.weight), q.weight_scale.to(torch::kCPU)};
         host.weight.copy_(q.weight, /*non_blocking=*/true);
-        host.weight_scale.copy_(q.weight_scale, /*non_blocking=*/true);
         c10::cuda::getCurrentCUDAStream().synchronize();
         return host;
       },
@@ -258,7 +257,7 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
       layers.push_back({ConfigModuleName(options.format, ckpt, b.linears[li].name), fmt.name});
       if (fmt.name == "NONE") continue;
       const TensorInfo* info = base.Find(ckpt + ".weight");
-      quantized[ckpt] = {ckpt, b.input_amax[fp8][li], info->dtype, ResidentCopy(options, b.linears[li].name, *info)};
+      quantized[ckpt] = {b.input_amax[fp8][li], ResidentCopy(options, b.linears[li].name, *info)};
     }
   }
   // Linears outside every group (the vision tower when excluded) are unquantized layers too.
@@ -384,7 +383,9 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     digests = std::move(d);
     for (size_t i = 0; i < tensors.size(); ++i) {
       const auto& [file, key] = digest_keys[i];
-      if (file != nullptr && tensors[i].sha256.empty()) RememberDigest(*file, key, written.sha256.at(tensors[i].spec.name));
+      if (file != nullptr && tensors[i].sha256.empty()) {
+        RememberDigest(*file, key, written.sha256.at(tensors[i].spec.name));
+      }
     }
   }
   r.write_seconds = Seconds(t0);
