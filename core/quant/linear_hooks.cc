@@ -4,20 +4,19 @@
 #include "core/quant/fp8.h"
 
 namespace autoquant {
-namespace {
 
-// *acc = max(*acc, max |x|); acc: 0-d float32 on x's device, created on first use.
 void AccumulateAmax(const torch::Tensor& x, torch::Tensor* acc) {
   torch::NoGradGuard no_grad;
-  if (FusedKernelApplies({&x})) {
-    if (!acc->defined()) *acc = torch::zeros({}, x.options().dtype(torch::kFloat32));
+  if (!acc->defined()) *acc = torch::zeros({}, x.options().dtype(torch::kFloat32));
+  if (FusedKernelApplies({&x}) && acc->device() == x.device() && acc->is_contiguous()) {
     CheckKernelLaunch(kernels::AccumulateAbsMax(x.data_ptr(), x.numel(), KernelDType(x), acc->data_ptr<float>(),
                                                 KernelStream(x)));
     return;
   }
-  torch::Tensor a = Amax(x);
-  *acc = acc->defined() ? torch::maximum(*acc, a) : a;
+  acc->copy_(torch::maximum(*acc, Amax(x)));
 }
+
+namespace {
 
 // scores[f] += Σ clamp(g·d, ±1e10)² (float32 products, float64 sum); scores: float64 on g's device.
 void AccumulateSquaredProduct(const torch::Tensor& g, const torch::Tensor& d, const torch::Tensor& scores, size_t f) {

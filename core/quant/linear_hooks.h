@@ -22,6 +22,10 @@ namespace autoquant {
 
 class CalibrationHook : public LinearHook {
  public:
+  // slot: a zeroed 0-d float32 tensor on the layer's device to accumulate into
+  // (e.g. one element of a buffer that holds every layer's amax, read back in
+  // one copy); undefined = a tensor of its own, made on first use.
+  explicit CalibrationHook(torch::Tensor slot = {}) : amax_(std::move(slot)) {}
   torch::Tensor Forward(LinearImpl& layer, const torch::Tensor& x) override;
   // 0-d float32; zeros until the layer ran.
   torch::Tensor amax() const { return amax_.defined() ? amax_ : torch::zeros({}); }
@@ -29,6 +33,10 @@ class CalibrationHook : public LinearHook {
  private:
   torch::Tensor amax_;
 };
+
+// *acc = max(*acc, max |x|) in place; acc: 0-d float32 on x's device, made
+// (zeroed) when undefined.
+void AccumulateAmax(const torch::Tensor& x, torch::Tensor* acc);
 
 class FakeQuantHook : public LinearHook {
  public:
