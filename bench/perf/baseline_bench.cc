@@ -5,8 +5,7 @@
 // and a per-kernel table). Prints one JSON object.
 //
 //   aq_baseline_bench --model DIR --calib FILE [--device cuda] [--batch 4] [--steps 8]
-//                     [--profile-dir DIR] [--variants on,off]
-#include <c10/cuda/CUDACachingAllocator.h>
+//                     [--profile-dir DIR] [--variants on,off] [--graph-layers 0,12,24,36]
 #include <torch/cuda.h>
 #include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/torch.h>
@@ -25,9 +24,11 @@
 #include "core/io/checkpoint.h"
 #include "core/kernels/kernels.h"
 #include "core/model/device.h"
+#include "core/model/device_memory.h"
 #include "core/model/qwen2_5_vl/calib_set.h"
 #include "core/model/qwen2_5_vl/weights.h"
 #include "core/quant/baseline.h"
+#include "core/quant/engine.h"
 #include "core/quant/groups.h"
 #include "core/quant/sensitivity.h"
 #include "core/util/allocator_env.h"
@@ -41,7 +42,7 @@ namespace {
 namespace prof = torch::autograd::profiler;
 
 struct Options {
-  std::string model, calib, device = "cuda", profile_dir, variants = "on,off";
+  std::string model, calib, device = "cuda", profile_dir, variants = "on,off", graph_layers = "0";
   int batch = 4, steps = 8;
 };
 
@@ -222,22 +223,38 @@ absl::Status Run(const Options& o) {
     v["forward_ms"] = Median(fwd);
 
     PassOptions timed{o.steps, o.batch, nullptr, nullptr};
+    timed.graph_bytes = EngineOptions{}.score_graph_bytes;  // what the engine keeps by default
     if (device.is_cuda()) torch::cuda::synchronize();
     auto t0 = std::chrono::steady_clock::now();
     ASSIGN_OR_RETURN(amax, Calibrate(model, calib, timed));
     Sync(device);
     v["calibrate_ms_per_batch"] = Ms(t0) / o.steps;
+    ResetPeakReserved(device);
     t0 = std::chrono::steady_clock::now();
     ASSIGN_OR_RETURN(auto scores, ScoreGroups(model, calib, ScoreMethod::kGradient, groups, formats, amax, timed));
     Sync(device);
     v["score_ms_per_batch"] = Ms(t0) / o.steps;
-    if (device.is_cuda()) {
-      auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
-      v["peak_reserved_gb"] =
-          stats.reserved_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak / 1e9;
-    }
+    v["peak_reserved_gb"] = DeviceMemoryNow(device).peak_reserved / 1e9;
     std::vector<double> flat;
     for (const auto& s : scores) flat.push_back(s[0]);
+    if (variant == "on") {
+      // The same pass keeping exactly K layers' graphs (0: recompute every layer): time, peak, scores.
+      nlohmann::ordered_json by_k = nlohmann::ordered_json::object();
+      for (const std::string& k : std::vector<std::string>(absl::StrSplit(o.graph_layers, ',', absl::SkipEmpty()))) {
+        PassOptions fixed = timed;
+        fixed.graph_layers = std::stoi(k);
+        ResetPeakReserved(device);
+        t0 = std::chrono::steady_clock::now();
+        ASSIGN_OR_RETURN(auto kscores, ScoreGroups(model, calib, ScoreMethod::kGradient, groups, formats, amax, fixed));
+        Sync(device);
+        std::vector<double> kflat;
+        for (const auto& s : kscores) kflat.push_back(s[0]);
+        by_k[k] = {{"score_ms_per_batch", Ms(t0) / o.steps},
+                   {"peak_reserved_gb", DeviceMemoryNow(device).peak_reserved / 1e9},
+                   {"spearman_vs_default", Spearman(flat, kflat)}};
+      }
+      v["score_by_graph_layers"] = by_k;
+    }
     amax_by[variant] = amax;
     scores_by[variant] = flat;
 
@@ -308,6 +325,9 @@ int main(int argc, char** argv) {
   app.add_option("--steps", o.steps, "timed batches per pass");
   app.add_option("--profile-dir", o.profile_dir, "write Kineto traces here and add per-kernel tables");
   app.add_option("--variants", o.variants, "on,off | on | off");
+  app.add_option("--graph-layers", o.graph_layers,
+                 "with the kernels on, also score keeping exactly these numbers of layers' graphs (comma-separated; "
+                 "the default pass keeps as many as fit the engine's budget)");
   CLI11_PARSE(app, argc, argv);
   absl::Status st = autoquant::Run(o);
   if (!st.ok()) {

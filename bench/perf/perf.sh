@@ -19,7 +19,8 @@
 #             calibration + scoring time and peak device memory (target <= 30 GB)
 #   kernels   the custom CUDA kernels: cuda_test (each kernel against its torch reference), then
 #             aq_baseline_bench on the 3B: forward, calibration and scoring per batch with the kernels
-#             on and off in one process, result agreement, and a Kineto profile of one batch of each
+#             on and off ($KERNEL_VARIANTS, default on,off) in one process, result agreement, a Kineto
+#             profile of one batch of each, and scoring keeping 0/12/24/36 layers' graphs
 #   b1        ours at batch 1: `autoquant quantize --batch-size 1` on the 3B (calibration + scoring time)
 #   oom       issue 12: autoquantd with a 1024-sample calibration set, one job at batch 1024 (a real
 #             CUDA out-of-memory: FAILED, RESOURCE_EXHAUSTED) then one at the default batch (SUCCEEDED)
@@ -163,7 +164,8 @@ for part in "${PARTS[@]}"; do
       tail -n 12 "$OUT/cuda_test.log"
       mkdir -p "$OUT/profile"
       "$BIN/aq_baseline_bench" --model "$WORK/base3b" --calib "$WORK/calib3b.safetensors" --device cuda \
-        --batch "$BATCH" --steps 8 --profile-dir "$OUT/profile" > "$OUT/baseline-bench.json" || rc=1
+        --batch "$BATCH" --steps 8 --profile-dir "$OUT/profile" --variants "${KERNEL_VARIANTS:-on,off}" \
+        --graph-layers 0,12,24,36 > "$OUT/baseline-bench.json" || rc=1
       "$PY" "$ROOT/bench/perf/summarize.py" --kernels "$OUT/baseline-bench.json" || rc=1
       ;;
     b1)

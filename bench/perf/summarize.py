@@ -70,6 +70,9 @@ def print_kernels(path: pathlib.Path) -> int:
                   f"{q['device_activities']} device activities, {q['cpu_events']} cpu events; {cls}")
             for t in q["top"][:8]:
                 print(f"    {t['ms']:8.2f} ms {t['count']:6d}x  {t['name'][:110]}")
+        for k, g in r.get("score_by_graph_layers", {}).items():
+            print(f"  score keeping {k} layers' graphs: {g['score_ms_per_batch']:.1f} ms/batch, "
+                  f"peak {g['peak_reserved_gb']:.1f} GB, Spearman vs the default pass {g['spearman_vs_default']:.6f}")
     for k in ("speedup_forward", "speedup_calibrate", "speedup_score", "input_amax_equal", "input_amax_count",
               "input_amax_max_rel_diff", "weight_amax_equal", "score_spearman_on_vs_off", "score_max_rel_diff"):
         if k in b:

@@ -20,37 +20,62 @@ __device__ __forceinline__ float ClampKeepNan(float v, float lo, float hi) {
 }
 
 template <typename T>
-__global__ void FakeQuantKernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, const float* amax) {
+__global__ void FakeQuantKernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, const float* amax,
+                                bool packed) {
   float a = *amax;
   // amax <= 2^-24 or not finite counts as 1 (fp8.h).
   if (!(isfinite(a) && a > 5.9604644775390625e-08f)) a = 1.0f;
   const float s = kFp8Max / a;
   const float r = 1.0f / s;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const float v = ClampKeepNan(ToFloat(x[i]) * s, -kFp8Max, kFp8Max);
+  auto fq = [&](T in) {
+    const float v = ClampKeepNan(ToFloat(in) * s, -kFp8Max, kFp8Max);
     const __nv_fp8_e4m3 q(v);  // round to nearest even; |v| <= 448 cannot saturate
-    y[i] = FromFloat<T>(static_cast<float>(q) * r);
-  }
+    return FromFloat<T>(static_cast<float>(q) * r);
+  };
+  ForEachPacked<T>(
+      n, packed,
+      [&](int64_t p) {
+        Pack<T> v = reinterpret_cast<const Pack<T>*>(x)[p];
+#pragma unroll
+        for (int k = 0; k < kPack<T>; ++k) v.v[k] = fq(v.v[k]);
+        reinterpret_cast<Pack<T>*>(y)[p] = v;
+      },
+      [&](int64_t i) { y[i] = fq(x[i]); });
 }
 
 template <typename T>
-__global__ void AbsMaxKernel(const T* __restrict__ x, int64_t n, float* acc) {
+__global__ void AbsMaxKernel(const T* __restrict__ x, int64_t n, float* acc, bool packed) {
   // |x| as float bits: non-negative floats (and NaN, above +inf) order as ints.
   int m = 0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    m = max(m, __float_as_int(fabsf(ToFloat(x[i]))));
-  }
+  ForEachPacked<T>(
+      n, packed,
+      [&](int64_t p) {
+        const Pack<T> v = reinterpret_cast<const Pack<T>*>(x)[p];
+#pragma unroll
+        for (int k = 0; k < kPack<T>; ++k) m = max(m, __float_as_int(fabsf(ToFloat(v.v[k]))));
+      },
+      [&](int64_t i) { m = max(m, __float_as_int(fabsf(ToFloat(x[i])))); });
   m = BlockReduceMax(m);
   if (threadIdx.x == 0) atomicMax(reinterpret_cast<int*>(acc), m);
 }
 
 template <typename T>
-__global__ void SquaredProductKernel(const T* __restrict__ g, const T* __restrict__ d, int64_t n, double* acc) {
+__global__ void SquaredProductKernel(const T* __restrict__ g, const T* __restrict__ d, int64_t n, double* acc,
+                                     bool packed) {
   double sum = 0;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const float p = ClampKeepNan(ToFloat(g[i]) * ToFloat(d[i]), -1e10f, 1e10f);
+  auto add = [&](T gi, T di) {
+    const float p = ClampKeepNan(ToFloat(gi) * ToFloat(di), -1e10f, 1e10f);
     sum += static_cast<double>(p * p);
-  }
+  };
+  ForEachPacked<T>(
+      n, packed,
+      [&](int64_t p) {
+        const Pack<T> gv = reinterpret_cast<const Pack<T>*>(g)[p];
+        const Pack<T> dv = reinterpret_cast<const Pack<T>*>(d)[p];
+#pragma unroll
+        for (int k = 0; k < kPack<T>; ++k) add(gv.v[k], dv.v[k]);
+      },
+      [&](int64_t i) { add(g[i], d[i]); });
   sum = BlockReduceSum(sum);
   if (threadIdx.x == 0) atomicAdd(acc, sum);
 }
@@ -59,32 +84,36 @@ __global__ void SquaredProductKernel(const T* __restrict__ g, const T* __restric
 
 std::string FakeQuantFp8(const void* x, void* y, int64_t n, DType dtype, const float* amax, void* stream) {
   if (n == 0) return "";
-  const Grid grid = GridFor(n);
   auto s = static_cast<cudaStream_t>(stream);
+  const bool packed = Aligned16(x) && Aligned16(y);
   return ForDType(dtype, "FakeQuantFp8", [&](auto tag) {
     using T = decltype(tag);
-    FakeQuantKernel<<<grid.blocks, grid.threads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(y), n, amax);
+    const Grid grid = PackedGridFor<T>(n, packed);
+    FakeQuantKernel<<<grid.blocks, grid.threads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(y), n, amax,
+                                                         packed);
   });
 }
 
 std::string AccumulateAbsMax(const void* x, int64_t n, DType dtype, float* acc, void* stream) {
   if (n == 0) return "";
-  const Grid grid = GridFor(n, kReduceBlocks);
   auto s = static_cast<cudaStream_t>(stream);
+  const bool packed = Aligned16(x);
   return ForDType(dtype, "AccumulateAbsMax", [&](auto tag) {
     using T = decltype(tag);
-    AbsMaxKernel<<<grid.blocks, grid.threads, 0, s>>>(static_cast<const T*>(x), n, acc);
+    const Grid grid = PackedGridFor<T>(n, packed, kReduceBlocks);
+    AbsMaxKernel<<<grid.blocks, grid.threads, 0, s>>>(static_cast<const T*>(x), n, acc, packed);
   });
 }
 
 std::string AccumulateSquaredProduct(const void* g, const void* d, int64_t n, DType dtype, double* acc, void* stream) {
   if (n == 0) return "";
-  const Grid grid = GridFor(n, kReduceBlocks);
   auto s = static_cast<cudaStream_t>(stream);
+  const bool packed = Aligned16(g) && Aligned16(d);
   return ForDType(dtype, "AccumulateSquaredProduct", [&](auto tag) {
     using T = decltype(tag);
+    const Grid grid = PackedGridFor<T>(n, packed, kReduceBlocks);
     SquaredProductKernel<<<grid.blocks, grid.threads, 0, s>>>(static_cast<const T*>(g), static_cast<const T*>(d), n,
-                                                              acc);
+                                                              acc, packed);
   });
 }
 

@@ -48,6 +48,39 @@ inline Grid GridFor(int64_t n, int64_t max_blocks = 65535) {
   return Grid{static_cast<unsigned>(blocks), static_cast<unsigned>(kThreads)};
 }
 
+// 16-byte packs for element-wise kernels: one vector load or store moves 8
+// bf16/fp16 or 4 float32 elements instead of one.
+template <typename T>
+constexpr int kPack = 16 / sizeof(T);
+template <typename T>
+struct alignas(16) Pack {
+  T v[kPack<T>];
+};
+
+inline bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Launch shape of an element-wise kernel over n elements, packed when `packed`.
+template <typename T>
+Grid PackedGridFor(int64_t n, bool packed, int64_t max_blocks = 65535) {
+  return GridFor(packed ? (n + kPack<T> - 1) / kPack<T> : n, max_blocks);
+}
+
+// Calls f(i) for every index i < n of this thread's grid-stride share:
+// with `packed`, whole packs first through fp(pack index) (f's index i =
+// pack * kPack<T> + k for each of its elements), then the ragged tail by f.
+template <typename T, typename FPack, typename F>
+__device__ __forceinline__ void ForEachPacked(int64_t n, bool packed, FPack&& fp, F&& f) {
+  const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  int64_t done = 0;
+  if (packed) {
+    const int64_t packs = n / kPack<T>;
+    for (int64_t p = tid; p < packs; p += stride) fp(p);
+    done = packs * kPack<T>;
+  }
+  for (int64_t i = done + tid; i < n; i += stride) f(i);
+}
+
 template <typename T>
 __device__ __forceinline__ T WarpReduceMax(T v) {
   for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));

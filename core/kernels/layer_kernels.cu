@@ -30,11 +30,22 @@ __global__ void RmsNormKernel(const T* __restrict__ x, const T* __restrict__ w, 
 }
 
 template <typename T>
-__global__ void SiluMulKernel(const T* __restrict__ gate, const T* __restrict__ up, T* __restrict__ y, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const float g = ToFloat(gate[i]);
-    y[i] = FromFloat<T>(Round<T>(g / (1.0f + expf(-g))) * ToFloat(up[i]));
-  }
+__global__ void SiluMulKernel(const T* __restrict__ gate, const T* __restrict__ up, T* __restrict__ y, int64_t n,
+                              bool packed) {
+  auto silu_mul = [](T gi, T ui) {
+    const float g = ToFloat(gi);
+    return FromFloat<T>(Round<T>(g / (1.0f + expf(-g))) * ToFloat(ui));
+  };
+  ForEachPacked<T>(
+      n, packed,
+      [&](int64_t p) {
+        Pack<T> g = reinterpret_cast<const Pack<T>*>(gate)[p];
+        const Pack<T> u = reinterpret_cast<const Pack<T>*>(up)[p];
+#pragma unroll
+        for (int k = 0; k < kPack<T>; ++k) g.v[k] = silu_mul(g.v[k], u.v[k]);
+        reinterpret_cast<Pack<T>*>(y)[p] = g;
+      },
+      [&](int64_t i) { y[i] = silu_mul(gate[i], up[i]); });
 }
 
 template <typename T>
@@ -67,12 +78,13 @@ std::string RmsNorm(const void* x, const void* w, void* y, int64_t rows, int64_t
 
 std::string SiluMul(const void* gate, const void* up, void* y, int64_t n, DType dtype, void* stream) {
   if (n == 0) return "";
-  const Grid grid = GridFor(n);
   auto s = static_cast<cudaStream_t>(stream);
+  const bool packed = Aligned16(gate) && Aligned16(up) && Aligned16(y);
   return ForDType(dtype, "SiluMul", [&](auto tag) {
     using T = decltype(tag);
+    const Grid grid = PackedGridFor<T>(n, packed);
     SiluMulKernel<<<grid.blocks, grid.threads, 0, s>>>(static_cast<const T*>(gate), static_cast<const T*>(up),
-                                                       static_cast<T*>(y), n);
+                                                       static_cast<T*>(y), n, packed);
   });
 }
 

@@ -1,8 +1,6 @@
 #include "core/quant/engine.h"
 #include "core/quant/engine_access.h"
 
-#include <ATen/cuda/CUDAContextLight.h>
-#include <c10/cuda/CUDACachingAllocator.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -16,6 +14,7 @@
 #include "core/io/checkpoint.h"
 #include "core/io/tensor_digests.h"
 #include "core/model/device.h"
+#include "core/model/device_memory.h"
 #include "core/model/qwen2_5_vl/calib_set.h"
 #include "core/model/qwen2_5_vl/model.h"
 #include "core/model/qwen2_5_vl/weights.h"
@@ -86,15 +85,7 @@ absl::StatusOr<std::string> FingerprintCheckpoint(const Checkpoint& ckpt) {
 }
 
 // Peak bytes the CUDA caching allocator reserved since the last reset (0 on CPU).
-int64_t PeakReserved(const torch::Device& d) {
-  if (!d.is_cuda()) return 0;
-  auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(d.index() < 0 ? 0 : d.index());
-  return stats.reserved_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
-}
-
-void ResetPeak(const torch::Device& d) {
-  if (d.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(d.index() < 0 ? 0 : d.index());
-}
+int64_t PeakReserved(const torch::Device& d) { return DeviceMemoryNow(d).peak_reserved; }
 
 void RaiseTo(std::atomic<int64_t>& v, int64_t x) {
   int64_t cur = v.load();
@@ -222,7 +213,7 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
   ASSIGN_OR_RETURN(b.groups, QuantizableGroups(b.linears, include_vision, s.tied_head));
 
   RaiseTo(s.peak_seen, PeakReserved(s.device));
-  ResetPeak(s.device);
+  ResetPeakReserved(s.device);
   auto t0 = std::chrono::steady_clock::now();
   PassOptions calib_opts{calib_steps, in.batch_size, cancel,
                          [&](double f) { Report(progress, Phase::kCalibrate, f); }};
@@ -231,6 +222,7 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
   auto t1 = std::chrono::steady_clock::now();
   PassOptions score_opts{score_steps, in.batch_size, cancel,
                          [&](double f) { Report(progress, Phase::kScore, f); }};
+  score_opts.graph_bytes = s.options.score_graph_bytes;
   ++s.scoring_passes;
   ASSIGN_OR_RETURN(std::vector<std::vector<double>> scores,
                    ScoreGroups(s.model, s.calib, method, b.groups, b.formats, amax, score_opts));
@@ -311,16 +303,13 @@ std::vector<std::string> Engine::cached_baseline_keys() const {
 
 DeviceMemory Engine::device_memory() const {
   DeviceMemory m;
-  const torch::Device& d = impl_->device;
-  if (!d.is_cuda()) return m;
-  const auto agg = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
-  const c10::DeviceIndex index = d.index() < 0 ? 0 : d.index();
-  auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
-  // The denominator of the "device memory near its limit" alert (deploy/prometheus/rules.yml).
-  m.total = static_cast<int64_t>(at::cuda::getDeviceProperties(index)->totalGlobalMem);
-  m.allocated = stats.allocated_bytes[agg].current;
-  m.reserved = stats.reserved_bytes[agg].current;
-  m.peak_reserved = std::max<int64_t>(impl_->peak_seen.load(), stats.reserved_bytes[agg].peak);
+  if (!impl_->device.is_cuda()) return m;
+  const DeviceMemoryStats now = DeviceMemoryNow(impl_->device);
+  // total: the denominator of the "device memory near its limit" alert (deploy/prometheus/rules.yml).
+  m.total = now.total;
+  m.allocated = now.allocated;
+  m.reserved = now.reserved;
+  m.peak_reserved = std::max<int64_t>(impl_->peak_seen.load(), now.peak_reserved);
   return m;
 }
 

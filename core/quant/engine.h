@@ -52,6 +52,10 @@ struct EngineOptions {
   std::string device = "auto";           // auto | cpu | cuda | cuda:N
   std::string dtype = "auto";            // auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32
   int batch_size = 1;                    // samples per calibration / score batch
+  // Device memory gradient scoring may spend on keeping autograd graphs instead of
+  // recomputing layers (PassOptions::graph_bytes; CUDA only). The default keeps the
+  // 7B preset's baseline within 30 GB at batch 4.
+  int64_t score_graph_bytes = int64_t{6} << 30;
 };
 
 struct SchemeRequest {

@@ -2,11 +2,13 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <map>
 #include <regex>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/model/device_memory.h"
 #include "core/quant/fp8.h"
 #include "core/quant/linear_hooks.h"
 #include "core/util/status_macros.h"
@@ -165,22 +167,56 @@ absl::Status BackwardNextTokenLoss(Qwen2_5_VLModel& model, const torch::Tensor& 
   return absl::OkStatus();
 }
 
-absl::Status ScoreGradientBatch(Qwen2_5_VLModel& model, const Qwen2_5_VLInputs& in, bool vision) {
+// Decoder layers whose graph a gradient batch keeps (PassOptions::graph_layers).
+int GraphLayers(const PassOptions& o, int num_layers, int64_t layer_bytes, const torch::Device& device) {
+  if (o.graph_layers >= 0) return std::min(o.graph_layers, num_layers);
+  if (o.graph_bytes <= 0 || layer_bytes <= 0 || !device.is_cuda()) return 0;
+  // Headroom for what the backward allocates besides the kept graph (gradients, the head's slices).
+  constexpr int64_t kHeadroom = int64_t{1} << 30;
+  const int64_t budget = std::min(o.graph_bytes, AvailableDeviceBytes(device) - kHeadroom);
+  return static_cast<int>(std::clamp<int64_t>(budget / layer_bytes, 0, num_layers));
+}
+
+// One batch's gradient pass: no-graph forward up to the kept layers, the kept
+// layers with their graph, the head's gradient, backward through the kept
+// layers, then the remaining layers top-down, each run again with its graph
+// and differentiated. *layer_bytes: set, when still 0 on a CUDA device, to
+// the bytes one recomputed layer's graph (activations and ScoreHook deltas) holds.
+absl::Status ScoreGradientBatch(Qwen2_5_VLModel& model, const Qwen2_5_VLInputs& in, bool vision, int keep,
+                                int64_t* layer_bytes) {
+  const int num_layers = static_cast<int>(model->layers().size());
+  const int first_kept = num_layers - keep;
   DecoderInputs prep;
-  std::vector<torch::Tensor> hs;
+  std::vector<torch::Tensor> hs;  // hs[i]: the input of layer i
   {
     torch::NoGradGuard no_grad;
     ASSIGN_OR_RETURN(prep, model->Prepare(in));
     hs.push_back(prep.hidden);
-    for (auto& layer : model->layers()) hs.push_back(layer->forward(hs.back(), prep));
+    for (int i = 0; i < first_kept; ++i) hs.push_back(model->layers()[i]->forward(hs.back(), prep));
   }
-  torch::Tensor x = hs.back().detach().requires_grad_(true);
-  RETURN_IF_ERROR(BackwardNextTokenLoss(model, x, in));
-  torch::Tensor g = x.grad();
-  hs.pop_back();
-  for (int i = static_cast<int>(model->layers().size()) - 1; i >= 0; --i) {
+  torch::Tensor g;
+  {
+    torch::Tensor kept_in = hs.back().detach().requires_grad_(true);
+    hs.pop_back();
+    torch::Tensor h = kept_in;
+    for (int i = first_kept; i < num_layers; ++i) h = model->layers()[i]->forward(h, prep);
+    // The head's gradient goes to a leaf first: it runs in slices, each its own backward.
+    torch::Tensor top = h.detach().requires_grad_(true);
+    RETURN_IF_ERROR(BackwardNextTokenLoss(model, top, in));
+    g = top.grad();
+    if (!g.defined()) return absl::OkStatus();  // nothing to predict in this batch: no gradient anywhere
+    if (keep > 0) {
+      torch::autograd::backward({h}, {g});
+      g = kept_in.grad();
+    }
+  }
+  const torch::Device device = prep.hidden.device();
+  for (int i = first_kept - 1; i >= 0; --i) {
     torch::Tensor xi = hs[i].detach().requires_grad_(true);
+    const bool measure = *layer_bytes == 0 && device.is_cuda();
+    const int64_t before = measure ? DeviceMemoryNow(device).allocated : 0;
     torch::Tensor out = model->layers()[i]->forward(xi, prep);
+    if (measure) *layer_bytes = std::max<int64_t>(1, DeviceMemoryNow(device).allocated - before);
     torch::autograd::backward({out}, {g});
     g = xi.grad();
     hs.pop_back();
@@ -300,10 +336,18 @@ absl::StatusOr<std::vector<std::vector<double>>> ScoreGroups(
         }
       },
       "gradient scoring setup"));
+  const int num_layers = static_cast<int>(model->layers().size());
+  const torch::Device device = linears.empty() ? torch::Device(torch::kCPU) : linears[0].second->weight.device();
+  int64_t layer_bytes = 0;
   for (size_t b = 0; b < batches.size(); ++b) {
     RETURN_IF_ERROR(CheckCancel(options));
     ASSIGN_OR_RETURN(Qwen2_5_VLInputs in, calib.Batch(batches[b].first, batches[b].second));
-    RETURN_IF_ERROR(TorchCall([&] { return ScoreGradientBatch(model, in, vision); }, "gradient scoring"));
+    RETURN_IF_ERROR(TorchCall(
+        [&] {
+          const int keep = GraphLayers(options, num_layers, layer_bytes, device);
+          return ScoreGradientBatch(model, in, vision, keep, &layer_bytes);
+        },
+        "gradient scoring"));
     if (options.progress) options.progress(double(b + 1) / double(batches.size()));
   }
   RETURN_IF_ERROR(TorchCall(

@@ -41,6 +41,16 @@ struct PassOptions {
   int batch_size = 1;
   const std::atomic<bool>* cancel = nullptr;
   std::function<void(double)> progress;  // fraction of this pass
+  // Gradient scoring runs each batch forward without a graph, then layer by
+  // layer from the top again with one (per-layer recompute), so that only one
+  // layer's activations live at a time. The last `graph_layers` decoder layers
+  // instead keep the graph of a single forward, which saves their second
+  // forward: >= 0 that many; < 0 as many as fit in `graph_bytes` of device
+  // memory (the bytes one layer's graph takes are measured on the first batch;
+  // capped by what the device has available; none on the CPU). The scores do
+  // not depend on it.
+  int graph_layers = -1;
+  int64_t graph_bytes = 0;
 };
 
 struct CalibrationResult {

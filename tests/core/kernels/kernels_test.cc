@@ -131,6 +131,48 @@ TEST_F(KernelsTest, GradientScoresAgreeToDoubleRounding) {
   }
 }
 
+// The element-wise kernels move 16-byte packs where every pointer is 16-byte
+// aligned and finish a ragged tail element by element; views at odd offsets
+// take the element path throughout. Each against its torch reference.
+TEST_F(KernelsTest, PackedAndElementPathsAgreeOnAlignedUnalignedAndRaggedTensors) {
+  SKIP_WITHOUT_GPU_KERNELS();
+  torch::manual_seed(5);
+  for (auto dtype : {torch::kBFloat16, torch::kFloat32}) {
+    const auto opts = torch::dtype(dtype).device(Cuda());
+    torch::Tensor base = (torch::randn({4099}, opts.dtype(torch::kFloat32)) * 3).to(dtype);
+    torch::Tensor other = (torch::randn({4099}, opts.dtype(torch::kFloat32)) * 3).to(dtype);
+    for (int64_t offset : {0, 1, 3, 8}) {
+      for (int64_t len : {int64_t{4096}, int64_t{4091} - offset, int64_t{5}}) {
+        SCOPED_TRACE(testing::Message() << c10::toString(dtype) << " offset " << offset << " len " << len);
+        torch::Tensor x = base.narrow(0, offset, len);
+        torch::Tensor u = other.narrow(0, 8 - offset % 8, len);
+        ASSERT_TRUE(x.is_contiguous());
+        torch::Tensor amax = torch::tensor(2.5f, torch::device(Cuda()));
+        auto [fq_ref, fq] = Both([&] { return FakeQuantFp8(x, amax); });
+        EXPECT_TRUE(torch::equal(fq_ref, fq));
+        auto [max_ref, max] = Both([&] {
+          torch::Tensor acc;
+          AccumulateAmax(x, &acc);
+          return acc.cpu();
+        });
+        EXPECT_EQ(max_ref.item<float>(), max.item<float>());
+        EXPECT_EQ(max.item<float>(), x.abs().max().item<float>());
+
+        torch::Tensor y = torch::empty_like(x);
+        ASSERT_EQ(kernels::SiluMul(x.data_ptr(), u.data_ptr(), y.data_ptr(), len, KernelDType(x), KernelStream(x)), "");
+        EXPECT_TRUE(torch::equal(y, torch::silu(x) * u));
+
+        torch::Tensor acc = torch::zeros({1}, torch::dtype(torch::kFloat64).device(Cuda()));
+        ASSERT_EQ(kernels::AccumulateSquaredProduct(x.data_ptr(), u.data_ptr(), len, KernelDType(x),
+                                                    acc.data_ptr<double>(), KernelStream(x)),
+                  "");
+        const double want = (x.to(torch::kFloat32) * u.to(torch::kFloat32)).square().sum(torch::kFloat64).item<double>();
+        EXPECT_NEAR(acc.item<double>(), want, 1e-12 * want);
+      }
+    }
+  }
+}
+
 TEST_F(KernelsTest, RmsNormMatchesUpToTheSumOrder) {
   SKIP_WITHOUT_GPU_KERNELS();
   for (int64_t cols : {2048, 1280, 40}) {

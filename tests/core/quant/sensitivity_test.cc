@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include "absl/strings/match.h"
 #include "core/io/checkpoint.h"
 #include "core/model/qwen2_5_vl/presets.h"
 #include "core/model/qwen2_5_vl/weights.h"
@@ -74,6 +75,56 @@ TEST_F(SensitivityTest, GroupNamingAMissingLinearIsRejected) {
   auto scores = ScoreGroups(model_, calib_, ScoreMethod::kGradient, groups_, formats_, amax, {.steps = 1});
   EXPECT_EQ(scores.status().code(), absl::StatusCode::kInvalidArgument) << scores.status();
   EXPECT_THAT(scores.status().message(), HasSubstr("names Linear"));
+}
+
+// Keeping the last layers' autograd graph instead of recomputing them is a
+// matter of memory and time only: none, one, all and more than all of the
+// tiny model's 3 layers give the per-layer recompute's scores, vision groups
+// (their gradient crosses every kept layer) included.
+TEST_F(SensitivityTest, KeepingLayerGraphsGivesTheRecomputedScores) {
+  ASSERT_OK_AND_ASSIGN(CalibrationResult amax, Calibrate(model_, calib_, {.steps = 1}));
+  const int layers = static_cast<int>(model_->layers().size());
+  ASSERT_GE(layers, 2);
+  std::vector<LinearDesc> linears;
+  for (const auto& [name, lin] : model_->Linears()) {
+    linears.push_back({name, lin->weight.numel(), lin->out_features(), lin->in_features()});
+  }
+  ASSERT_OK_AND_ASSIGN(groups_, QuantizableGroups(linears, /*include_vision=*/true, false));
+  bool vision = false;
+  for (const auto& g : groups_) vision = vision || absl::StrContains(g.key, "visual");
+  ASSERT_TRUE(vision) << "the groups should include the vision tower's";
+  ASSERT_OK_AND_ASSIGN(auto recomputed, ScoreGroups(model_, calib_, ScoreMethod::kGradient, groups_, formats_, amax,
+                                                    {.steps = 1, .graph_layers = 0}));
+  double total = 0;
+  for (const auto& g : recomputed) total += g[0];
+  ASSERT_GT(total, 0);
+  for (int keep : {1, layers, layers + 4}) {
+    ASSERT_OK_AND_ASSIGN(auto kept, ScoreGroups(model_, calib_, ScoreMethod::kGradient, groups_, formats_, amax,
+                                                {.steps = 1, .graph_layers = keep}));
+    ASSERT_EQ(kept.size(), recomputed.size());
+    for (size_t g = 0; g < kept.size(); ++g) {
+      EXPECT_NEAR(kept[g][0], recomputed[g][0], 1e-9 * std::abs(recomputed[g][0]) + 1e-30)
+          << "keep " << keep << " group " << groups_[g].key;
+    }
+  }
+}
+
+// A batch whose samples leave no token to predict has no gradient: it adds
+// nothing to any score (and is no error), so two batches score as the other alone.
+TEST_F(SensitivityTest, ABatchWithNothingToPredictAddsNothing) {
+  torch::Tensor ids = torch::randint(3, 400, {2, 16}, torch::kInt64);  // below the tiny vocabulary's special tokens
+  torch::Tensor mask = torch::ones({2, 16}, torch::kInt64);
+  mask[1].narrow(0, 1, 15).zero_();  // sample 1: one token, so no next token to predict
+  ASSERT_OK_AND_ASSIGN(CalibSet both, CalibSet::FromTensors(ids, mask, {}, {}, {}, {}));
+  ASSERT_OK_AND_ASSIGN(CalibSet first, CalibSet::FromTensors(ids.narrow(0, 0, 1), mask.narrow(0, 0, 1), {}, {}, {}, {}));
+  ASSERT_OK_AND_ASSIGN(CalibrationResult amax, Calibrate(model_, first, {.steps = 1}));
+  for (int keep : {0, 2}) {
+    ASSERT_OK_AND_ASSIGN(auto two, ScoreGroups(model_, both, ScoreMethod::kGradient, groups_, formats_, amax,
+                                               {.steps = 2, .batch_size = 1, .graph_layers = keep}));
+    ASSERT_OK_AND_ASSIGN(auto one, ScoreGroups(model_, first, ScoreMethod::kGradient, groups_, formats_, amax,
+                                               {.steps = 1, .batch_size = 1, .graph_layers = keep}));
+    for (size_t g = 0; g < one.size(); ++g) EXPECT_EQ(two[g][0], one[g][0]) << "keep " << keep << " " << groups_[g].key;
+  }
 }
 
 // Out of memory at any allocation of a pass (the score hooks' set-up before
