@@ -43,6 +43,35 @@ __global__ void FakeQuantKernel(const T* __restrict__ x, T* __restrict__ y, int6
       [&](int64_t i) { y[i] = fq(x[i]); });
 }
 
+// One FP8 code with torch's cast: NaN -> 0x7F with the input's sign
+// (c10::Float8_e4m3fn), everything else (|v| <= 448 here) rounded to nearest even.
+__device__ __forceinline__ uint8_t Fp8Code(float v) {
+  if (v != v) return static_cast<uint8_t>(0x7F | (signbit(v) ? 0x80 : 0));
+  return __nv_fp8_e4m3(v).__x;
+}
+
+template <typename T>
+struct alignas(kPack<T>) CodePack {
+  uint8_t v[kPack<T>];
+};
+
+template <typename T>
+__global__ void QuantizeKernel(const T* __restrict__ x, uint8_t* __restrict__ q, int64_t n, const float* scale,
+                               bool packed) {
+  const float s = *scale;
+  auto code = [&](T in) { return Fp8Code(ClampKeepNan(ToFloat(in) / s, -kFp8Max, kFp8Max)); };
+  ForEachPacked<T>(
+      n, packed,
+      [&](int64_t p) {
+        const Pack<T> v = reinterpret_cast<const Pack<T>*>(x)[p];
+        CodePack<T> c;
+#pragma unroll
+        for (int k = 0; k < kPack<T>; ++k) c.v[k] = code(v.v[k]);
+        reinterpret_cast<CodePack<T>*>(q)[p] = c;
+      },
+      [&](int64_t i) { q[i] = code(x[i]); });
+}
+
 template <typename T>
 __global__ void AbsMaxKernel(const T* __restrict__ x, int64_t n, float* acc, bool packed) {
   // |x| as float bits: non-negative floats (and NaN, above +inf) order as ints.
@@ -91,6 +120,18 @@ std::string FakeQuantFp8(const void* x, void* y, int64_t n, DType dtype, const f
     const Grid grid = PackedGridFor<T>(n, packed);
     FakeQuantKernel<<<grid.blocks, grid.threads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(y), n, amax,
                                                          packed);
+  });
+}
+
+std::string QuantizeFp8(const void* x, void* q, int64_t n, DType dtype, const float* scale, void* stream) {
+  if (n == 0) return "";
+  auto s = static_cast<cudaStream_t>(stream);
+  return ForDType(dtype, "QuantizeFp8", [&](auto tag) {
+    using T = decltype(tag);
+    const bool packed = Aligned16(x) && reinterpret_cast<uintptr_t>(q) % kPack<T> == 0;
+    const Grid grid = PackedGridFor<T>(n, packed);
+    QuantizeKernel<<<grid.blocks, grid.threads, 0, s>>>(static_cast<const T*>(x), static_cast<uint8_t*>(q), n, scale,
+                                                        packed);
   });
 }
 

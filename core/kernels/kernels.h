@@ -34,6 +34,12 @@ void SetEnabledForTesting(bool enabled);
 // elements of `dtype` (y may be x).
 std::string FakeQuantFp8(const void* x, void* y, int64_t n, DType dtype, const float* amax, void* stream);
 
+// q = float8_e4m3fn(clamp(float(x) / *scale, ±448)), as core/quant/fp8.h
+// QuantizeFp8 computes it (IEEE division; NaN stays NaN with its sign, as
+// torch's cast). x: n contiguous elements of `dtype`; q: n bytes; *scale:
+// float32 on the device.
+std::string QuantizeFp8(const void* x, void* q, int64_t n, DType dtype, const float* scale, void* stream);
+
 // *acc = max(*acc, max |x|) (float32 on the device, >= 0 or NaN). NaN in x
 // makes *acc NaN, as torch's amax propagates it. Order-independent.
 std::string AccumulateAbsMax(const void* x, int64_t n, DType dtype, float* acc, void* stream);

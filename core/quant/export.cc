@@ -118,9 +118,10 @@ absl::StatusOr<StoredFp8Weight> QuantizedWeight(torch::Tensor w, ExportFormat fo
           d = w.to(device);
         }
         ASSIGN_OR_RETURN(StoredFp8Weight q, QuantizeForExport(d, format));
-        // The scale is computed on the host (fp8_storage.h): only the FP8 codes come back from the device.
-        StoredFp8Weight host{PinnedLike(q.weight), q.weight_scale.to(torch::kCPU)};
+        // Codes and scale come back in one synchronization.
+        StoredFp8Weight host{PinnedLike(q.weight), PinnedLike(q.weight_scale)};
         host.weight.copy_(q.weight, /*non_blocking=*/true);
+        host.weight_scale.copy_(q.weight_scale, /*non_blocking=*/true);
         c10::cuda::getCurrentCUDAStream().synchronize();
         return host;
       },

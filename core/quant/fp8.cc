@@ -11,6 +11,17 @@ torch::Tensor Amax(const torch::Tensor& x) {
   return x.detach().abs().amax().to(torch::kFloat32);
 }
 
+void AccumulateAmax(const torch::Tensor& x, torch::Tensor* acc) {
+  torch::NoGradGuard no_grad;
+  if (!acc->defined()) *acc = torch::zeros({}, x.options().dtype(torch::kFloat32));
+  if (FusedKernelApplies({&x}) && acc->device() == x.device() && acc->is_contiguous()) {
+    CheckKernelLaunch(kernels::AccumulateAbsMax(x.data_ptr(), x.numel(), KernelDType(x), acc->data_ptr<float>(),
+                                                KernelStream(x)));
+    return;
+  }
+  acc->copy_(torch::maximum(*acc, Amax(x)));
+}
+
 torch::Tensor Fp8ScaleFromAmax(const torch::Tensor& amax) {
   torch::Tensor a = amax.to(torch::kFloat32);
   torch::Tensor ok = torch::isfinite(a) & (a > 0);
@@ -19,6 +30,14 @@ torch::Tensor Fp8ScaleFromAmax(const torch::Tensor& amax) {
 
 torch::Tensor QuantizeFp8(const torch::Tensor& x, const torch::Tensor& scale) {
   torch::Tensor s = scale.to(x.device(), torch::kFloat32);
+  if (s.numel() == 1 && FusedKernelApplies({&x})) {
+    // One pass instead of four, without the float32 copy of x.
+    s = s.contiguous();
+    torch::Tensor q = torch::empty(x.sizes(), x.options().dtype(torch::kFloat8_e4m3fn));
+    CheckKernelLaunch(kernels::QuantizeFp8(x.data_ptr(), q.data_ptr(), x.numel(), KernelDType(x), s.data_ptr<float>(),
+                                           KernelStream(x)));
+    return q;
+  }
   return (x.to(torch::kFloat32) / s).clamp(-kFp8E4M3Max, kFp8E4M3Max).to(torch::kFloat8_e4m3fn);
 }
 

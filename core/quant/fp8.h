@@ -18,6 +18,9 @@ inline constexpr float kFp8E4M3Max = 448.0f;
 
 // max |x| as a 0-d float32 tensor on x's device.
 torch::Tensor Amax(const torch::Tensor& x);
+// *acc = max(*acc, max |x|) in place, without a temporary of x's size on a
+// GPU; acc: 0-d float32 on x's device, made (zeroed) when undefined.
+void AccumulateAmax(const torch::Tensor& x, torch::Tensor* acc);
 // amax / 448 as a 0-d float32 tensor (1 where amax is 0 or not finite).
 torch::Tensor Fp8ScaleFromAmax(const torch::Tensor& amax);
 // x: any float tensor, scale: 0-d float32 -> float8_e4m3fn tensor of x's shape.

@@ -10,13 +10,15 @@
 namespace autoquant {
 namespace {
 
-// amax / 448 in the stored dtype and shape. A scale that would underflow to 0
-// in a narrow dtype (float16) becomes its smallest normal value instead, so
-// that no division by zero reaches the weights.
+// amax / 448 in the stored dtype and shape, on amax's device (IEEE float32
+// arithmetic and round-to-nearest casts: the same value on the CPU and on
+// CUDA). A scale that would underflow to 0 in a narrow dtype (float16)
+// becomes its smallest normal value instead, so that no division by zero
+// reaches the weights.
 torch::Tensor StoredScale(const torch::Tensor& amax, DType base, ExportFormat f) {
   const c10::ScalarType dtype = ToTorch(ScaleDType(f, base));
   const float tiny = dtype == torch::kHalf ? 6.103515625e-05f : 1.17549435e-38f;
-  torch::Tensor s = Fp8ScaleFromAmax(amax.to(torch::kCPU)).clamp_min(tiny).to(dtype);
+  torch::Tensor s = Fp8ScaleFromAmax(amax).clamp_min(tiny).to(dtype);
   return s.reshape(ScaleShape(f));
 }
 
@@ -36,9 +38,12 @@ absl::StatusOr<StoredFp8Weight> QuantizeForExport(const torch::Tensor& w, Export
       [&]() -> absl::StatusOr<StoredFp8Weight> {
         ASSIGN_OR_RETURN(DType base, FromTorch(w.scalar_type()));
         StoredFp8Weight out;
-        out.weight_scale = StoredScale(Amax(w), base, f);
-        // On w's device: IEEE float32 division and the same saturating cast give the same bytes on
-        // the CPU and on CUDA (bench/perf checks a GPU export against a CPU re-quantization).
+        // All on w's device, without a sync: IEEE float32 division and the same saturating cast give
+        // the same bytes on the CPU and on CUDA (bench/perf checks a GPU export against a CPU
+        // re-quantization).
+        torch::Tensor amax;
+        AccumulateAmax(w.detach(), &amax);
+        out.weight_scale = StoredScale(amax, base, f);
         out.weight = QuantizeFp8(w, out.weight_scale.to(torch::kFloat32).reshape({}));
         return out;
       },

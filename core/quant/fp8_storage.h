@@ -31,7 +31,7 @@ namespace autoquant {
 
 struct StoredFp8Weight {
   torch::Tensor weight;        // float8_e4m3fn, w's shape, on w's device
-  torch::Tensor weight_scale;  // ScaleDType / ScaleShape, on the CPU
+  torch::Tensor weight_scale;  // ScaleDType / ScaleShape, on w's device too
 };
 
 // The dtype and shape a format stores scales in, for a base weight of `base`.

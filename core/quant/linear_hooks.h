@@ -34,10 +34,6 @@ class CalibrationHook : public LinearHook {
   torch::Tensor amax_;
 };
 
-// *acc = max(*acc, max |x|) in place; acc: 0-d float32 on x's device, made
-// (zeroed) when undefined.
-void AccumulateAmax(const torch::Tensor& x, torch::Tensor* acc);
-
 class FakeQuantHook : public LinearHook {
  public:
   // amax values are 0-d float32. The fake-quantized weight is computed once.

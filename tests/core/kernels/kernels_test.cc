@@ -85,6 +85,28 @@ TEST_F(KernelsTest, FakeQuantIsBitExactInEveryDtype) {
   }
 }
 
+// The export's quantization: the same FP8 bytes as torch's division, clamp
+// and cast, NaN's sign, signed zeros, saturation and subnormal codes included.
+TEST_F(KernelsTest, QuantizeIsBitExactInEveryDtype) {
+  SKIP_WITHOUT_GPU_KERNELS();
+  for (auto dtype : {torch::kBFloat16, torch::kFloat16, torch::kFloat32}) {
+    torch::Tensor x = (torch::randn({999, 37}, torch::dtype(torch::kFloat32).device(Cuda())) * 3).to(dtype);
+    const float specials[] = {1000.0f, -1000.0f, 0.0f, -0.0f, std::numeric_limits<float>::quiet_NaN(),
+                              -std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                              -std::numeric_limits<float>::infinity(), 1e-3f, -2e-4f};
+    for (int i = 0; i < 10; ++i) x[0][i] = specials[i];
+    for (float s : {2.0f / 448, 0.37f / 448, 1.0f, 1e-30f, 3e3f}) {
+      torch::Tensor scale = torch::tensor(s, torch::device(Cuda()));
+      auto [ref, fused] = Both([&] { return QuantizeFp8(x, scale).view(torch::kUInt8).cpu(); });
+      EXPECT_TRUE(torch::equal(ref, fused)) << c10::toString(dtype) << " scale " << s;
+      // Views at odd offsets take the element path.
+      torch::Tensor odd = x.flatten().narrow(0, 3, 5000);
+      auto [oref, ofused] = Both([&] { return QuantizeFp8(odd, scale).view(torch::kUInt8).cpu(); });
+      EXPECT_TRUE(torch::equal(oref, ofused)) << c10::toString(dtype) << " scale " << s << " (unaligned)";
+    }
+  }
+}
+
 TEST_F(KernelsTest, CalibrationAmaxMatchesAndPropagatesNan) {
   SKIP_WITHOUT_GPU_KERNELS();
   auto run = [&](const std::vector<torch::Tensor>& inputs) {
@@ -139,8 +161,8 @@ TEST_F(KernelsTest, PackedAndElementPathsAgreeOnAlignedUnalignedAndRaggedTensors
   torch::manual_seed(5);
   for (auto dtype : {torch::kBFloat16, torch::kFloat32}) {
     const auto opts = torch::dtype(dtype).device(Cuda());
-    torch::Tensor base = (torch::randn({4099}, opts.dtype(torch::kFloat32)) * 3).to(dtype);
-    torch::Tensor other = (torch::randn({4099}, opts.dtype(torch::kFloat32)) * 3).to(dtype);
+    torch::Tensor base = (torch::randn({4200}, opts.dtype(torch::kFloat32)) * 3).to(dtype);
+    torch::Tensor other = (torch::randn({4200}, opts.dtype(torch::kFloat32)) * 3).to(dtype);
     for (int64_t offset : {0, 1, 3, 8}) {
       for (int64_t len : {int64_t{4096}, int64_t{4091} - offset, int64_t{5}}) {
         SCOPED_TRACE(testing::Message() << c10::toString(dtype) << " offset " << offset << " len " << len);
