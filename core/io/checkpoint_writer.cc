@@ -148,7 +148,8 @@ absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::pa
         auto t1 = std::chrono::steady_clock::now();
         mine.produce += SecondsBetween(t0, t1);
         absl::StatusOr<std::string> hex = p.sha256;
-        if (p.sha256.empty()) {
+        if (hex->empty() && p.produced_sha256) hex = p.produced_sha256();
+        if (hex->empty()) {
           Sha256 h;
           h.Update(host->const_data_ptr(), static_cast<size_t>(host->nbytes()));
           hex = h.HexDigest();

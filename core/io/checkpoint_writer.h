@@ -42,6 +42,10 @@ struct PlannedTensor {
   // The hex SHA-256 of the bytes `produce` returns, when the caller already
   // knows it (tensor_digests.h): taken as is, not hashed again.
   std::string sha256;
+  // When the digest is not known up front but `produce` may have learned it
+  // (a helper thread hashed the bytes while the writers were busy): called on
+  // the worker right after `produce` returned; "" = the worker hashes them.
+  std::function<std::string()> produced_sha256;
 };
 
 struct ShardingOptions {

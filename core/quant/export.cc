@@ -25,6 +25,7 @@
 #include "core/util/crash_point.h"
 #include "core/util/elapsed.h"
 #include "core/util/file_util.h"
+#include "core/util/hash.h"
 #include "core/util/status_macros.h"
 #include "core/util/torch_status.h"
 
@@ -302,15 +303,25 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     const ExportFormat f = options.format;
     const torch::Device device = options.quantize_device;
     const size_t k = fp8_sources.size();
-    fp8_sources.push_back([&base, name, resident = q->second.resident, f,
-                           device]() -> absl::StatusOr<StoredFp8Weight> {
+    std::string known = known_digest(name, absl::StrCat(name, "#fp8-", ExportFormatName(f)));
+    // A standalone writer needs the digest of bytes it does not know: hashed by the producer, which on
+    // the GPU runs on a prefetch thread while the writer threads write.
+    const bool hash = known.empty() && options.layout == ExportLayout::kStandalone;
+    fp8_sources.push_back([&base, name, resident = q->second.resident, f, device,
+                           hash]() -> absl::StatusOr<StoredFp8Weight> {
       // Producers run on helper threads: make the quantizing device theirs.
       c10::OptionalDeviceGuard guard(device.is_cuda() ? std::optional<c10::Device>(device) : std::nullopt);
       torch::Tensor w = resident;
       if (!w.defined()) {
         ASSIGN_OR_RETURN(w, base.Get(name));
       }
-      return QuantizedWeight(std::move(w), f, device);
+      ASSIGN_OR_RETURN(StoredFp8Weight q, QuantizedWeight(std::move(w), f, device));
+      if (hash && q.weight.device().is_cpu() && q.weight.is_contiguous()) {
+        Sha256 h;
+        h.Update(q.weight.const_data_ptr(), static_cast<size_t>(q.weight.nbytes()));
+        ASSIGN_OR_RETURN(q.weight_sha256, h.HexDigest());
+      }
+      return q;
     });
     tensors.push_back({{name, DType::kF8E4M3, info->shape},
                        [source = fp8_sources.back(), prefetcher, k, stored]() -> absl::StatusOr<torch::Tensor> {
@@ -321,7 +332,8 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
                          }
                          return stored->weight;
                        }});
-    tensors.back().sha256 = known_digest(name, absl::StrCat(name, "#fp8-", ExportFormatName(f)));
+    tensors.back().sha256 = std::move(known);
+    tensors.back().produced_sha256 = [stored] { return stored->weight_sha256; };
     const DType sdtype = ScaleDType(f, info->dtype);
     tensors.push_back({{module + ".weight_scale", sdtype, ScaleShape(f)},
                        [stored]() -> absl::StatusOr<torch::Tensor> { return stored->weight_scale; },

@@ -32,6 +32,7 @@ namespace autoquant {
 struct StoredFp8Weight {
   torch::Tensor weight;        // float8_e4m3fn, w's shape, on w's device
   torch::Tensor weight_scale;  // ScaleDType / ScaleShape, on w's device too
+  std::string weight_sha256;   // hex SHA-256 of weight's bytes, when its producer hashed them
 };
 
 // The dtype and shape a format stores scales in, for a base weight of `base`.

@@ -64,6 +64,24 @@ TEST(CheckpointWriterTest, ShardedWriteProducesIndexAndReadsBack) {
   EXPECT_TRUE(torch::equal(t3, torch::full({100}, 3.0f)));
 }
 
+// A digest the producer learned is taken as is (these are deliberately not
+// the bytes' digests, which shows the worker did not hash them); an empty one
+// leaves the hashing to the worker.
+TEST(CheckpointWriterTest, DigestsTheProducerLearnedAreTakenAsIs) {
+  auto dir = testing::TempDir();
+  auto plan = Plan(3, 100);
+  plan[0].produced_sha256 = [] { return std::string(64, 'a'); };
+  plan[1].produced_sha256 = [] { return std::string(); };
+  ASSERT_OK_AND_ASSIGN(auto result, WriteShardedSafetensors(dir, plan, {.producers = 2}));
+  EXPECT_EQ(result.sha256.at("layers.0.weight"), std::string(64, 'a'));
+  for (const char* name : {"layers.1.weight", "layers.2.weight"}) {
+    torch::Tensor t = torch::full({100}, float(name[7] - '0'));
+    ASSERT_OK_AND_ASSIGN(std::string want, Sha256Hex(absl::string_view(static_cast<const char*>(t.const_data_ptr()),
+                                                                       static_cast<size_t>(t.nbytes()))));
+    EXPECT_EQ(result.sha256.at(name), want) << name;
+  }
+}
+
 // Eight workers produce, hash and write out of order; the files, digests and progress are what one
 // thread writing in order gives.
 TEST(CheckpointWriterTest, ParallelWorkersWriteEveryTensorInPlace) {

@@ -59,6 +59,8 @@ TEST_F(ExportTest, PrefetchedFp8WeightsWriteTheSameBytes) {
   ASSERT_OK_AND_ASSIGN(ExportResult inline_result, ExportScheme(*base_, baseline_, plan_, Options("inline")));
   ASSERT_GT(inline_result.quantized_modules, 0u);
   EXPECT_FALSE(inline_result.fp8_prefetched);
+  // The FP8 weights' digests, hashed by their producers, are those of the bytes on disk.
+  EXPECT_TRUE(VerifySchemeIntegrity(dir_ / "inline").ok());
   for (uint64_t budget : {uint64_t{1}, uint64_t{64} << 20}) {
     const std::string name = "prefetch-" + std::to_string(budget);
     ExportOptions o = Options(name);
