@@ -189,6 +189,7 @@ int RunDaemon(const DaemonOptions& o) {
   eo.device = o.device;
   eo.dtype = o.dtype;
   eo.batch_size = o.batch_size;
+  eo.export_threads = o.export_threads;
   auto engine = Engine::Create(eo, [](const ProgressEvent& e) {
     CrashPoint("load");
     if (!e.message.empty()) spdlog::info("[load] {}", e.message);

@@ -27,6 +27,11 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions* o) {
   app.add_option("--batch-size", o->batch_size, "samples per calibration / scoring batch")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--export-threads", o->export_threads,
+                 "threads that hash and write a standalone export's tensors; 0: half the logical CPUs less the "
+                 "FP8-producing threads on a GPU (2 to 8), 8 on the CPU")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--layout", o->layout,
                  "how schemes store their weights unless a job says: shared (each group's BF16 and FP8 versions "
                  "written once under <models-root>/.autoquant/blobs and hard-linked into every scheme) | standalone")

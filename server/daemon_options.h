@@ -21,6 +21,7 @@ struct DaemonOptions {
   std::string device = "auto";
   std::string dtype = "auto";
   int batch_size = 1;
+  int export_threads = 0;  // standalone exports' writer threads; 0: the engine's rule (EngineOptions)
   std::string layout = "shared";  // export_layout.h: the default for jobs that name none
   int64_t max_queued = 10000;
   int max_attempts = 2;  // a job cut off mid-run (crash, kill -9) is re-queued until started this often

@@ -15,6 +15,7 @@
 #             (bench/daemon_sweep/sweep_bench.py); then `autoquant diff` of top10/top50/top100
 #   standalone the same daemon flow with --layout standalone on four points (top10, top40, top70,
 #             top100: ten standalone 3B schemes need ~64 GB): each export against the disk floor
+#             ($EXPORT_THREADS, when set, is the daemon's --export-threads)
 #   7b        the qwen2.5-vl-7b preset: `autoquant quantize --coverage 0.5 --batch-size $BATCH`:
 #             calibration + scoring time and peak device memory (target <= 30 GB)
 #   kernels   the custom CUDA kernels: cuda_test (each kernel against its torch reference), then
@@ -117,7 +118,8 @@ for part in "${PARTS[@]}"; do
       ;;
     standalone)
       make3b
-      if sweep standalone standalone top10,top40,top70,top100; then
+      if sweep standalone standalone top10,top40,top70,top100 \
+          ${EXPORT_THREADS:+--daemon-arg=--export-threads --daemon-arg=$EXPORT_THREADS}; then
         # The exporter quantizes on the GPU: every FP8 weight of top100 against a CPU re-quantization.
         "$PY" "$ROOT/bench/perf/check_fp8.py" "$WORK/standalone/models/top100" "$WORK/base3b" \
           --out "$OUT/standalone/check-fp8.json" | tail -4 || rc=1

@@ -142,7 +142,8 @@ def main():
                                 "ratio_to_parallel_floor": round(secs / strict, 3) if strict and secs else None,
                                 # Summed over the writer threads: what the writes waited for.
                                 "worker_seconds": {k: m.get(f"export_{k}_seconds") for k in ("produce", "hash", "pwrite")},
-                                "resident_weights": m.get("export_resident_weights")}
+                                "resident_weights": m.get("export_resident_weights"),
+                                "writer_threads": m.get("export_writer_threads")}
         R["standalone"] = {"per_scheme": per,
                            "sweep_seconds": standalone.get("sweep", {}).get("wall_seconds_to_last_succeeded")}
         ratios = [v["ratio_to_floor"] for v in per.values() if v["ratio_to_floor"]]

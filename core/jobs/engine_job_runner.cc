@@ -191,6 +191,7 @@ absl::StatusOr<JobResultInfo> EngineJobRunner::Run(const Job& job, const RunnerE
     out.metrics["export_produce_seconds"] = s.export_produce_seconds;
     out.metrics["export_hash_seconds"] = s.export_hash_seconds;
     out.metrics["export_pwrite_seconds"] = s.export_pwrite_seconds;
+    out.metrics["export_writer_threads"] = static_cast<double>(s.export_writer_threads);
   }
   out.metrics["baseline_peak_device_bytes"] = static_cast<double>(s.baseline_peak_device_bytes);
   if (spec.evaluate) {

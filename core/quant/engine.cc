@@ -415,6 +415,7 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
     const int cores = static_cast<int>(std::max(4u, std::thread::hardware_concurrency()) / 2);
     eo.writer_threads = std::clamp(cores - eo.fp8_prefetch_threads, 2, 8);
   }
+  if (impl_->options.export_threads > 0) eo.writer_threads = impl_->options.export_threads;
   eo.blob_store = request.blob_store;
   eo.cancel = cancel;
   eo.progress = [&](double f) { Report(progress, Phase::kExport, f); };
@@ -431,6 +432,7 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
   r.export_produce_seconds = exported.writer.produce;
   r.export_hash_seconds = exported.writer.hash;
   r.export_pwrite_seconds = exported.writer.write;
+  r.export_writer_threads = exported.writer_threads;
   r.export_resident_weights = exported.resident_weights;
   r.effective_bits = plan.effective_bits;
   r.groups_quantized = plan.num_quantized(b);

@@ -56,6 +56,9 @@ struct EngineOptions {
   // recomputing layers (PassOptions::graph_bytes; CUDA only). The default keeps the
   // 7B preset's baseline within 30 GB at batch 4.
   int64_t score_graph_bytes = int64_t{6} << 30;
+  // Threads that hash and write a standalone export's tensors; 0: on a GPU half the logical CPUs less
+  // the FP8-producing threads (2 to 8), on the CPU ExportOptions' default.
+  int export_threads = 0;
 };
 
 struct SchemeRequest {
@@ -111,6 +114,7 @@ struct SchemeResult {
   double export_write_seconds = 0, export_check_seconds = 0;
   // Standalone: the writer threads' time, summed over them, by step (checkpoint_writer.h's WriterSeconds).
   double export_produce_seconds = 0, export_hash_seconds = 0, export_pwrite_seconds = 0;
+  int export_writer_threads = 0;  // standalone: the threads that wrote (EngineOptions::export_threads)
   size_t export_resident_weights = 0;  // FP8 weights quantized from the resident model's copy
 };
 

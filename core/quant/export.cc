@@ -388,6 +388,7 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     prefetcher->reset();
     r.tensor_bytes = r.bytes_written = written.total_bytes;
     r.writer = written.seconds;
+    r.writer_threads = options.writer_threads;
     // Hashed from the very bytes handed to write() while the next tensors were produced: reading the files
     // back would re-read the page cache, not the disk (write and fsync errors already fail the export;
     // `autoquant diff` re-hashes from disk).

@@ -99,6 +99,7 @@ struct ExportResult {
   double write_seconds = 0;   // tensors produced and written (or linked)
   double check_seconds = 0;   // digests and the self-check
   WriterSeconds writer;       // kStandalone: the writer threads' time, by step
+  int writer_threads = 0;     // kStandalone: how many wrote
   size_t resident_weights = 0;  // quantized weights read from ExportOptions::resident_weights
   bool fp8_prefetched = false;  // the FP8 weights were produced ahead of the writer (fp8_prefetch_bytes)
 };

@@ -14,6 +14,7 @@
 #include "core/model/qwen2_5_vl/presets.h"
 #include "core/model/qwen2_5_vl/weights.h"
 #include "core/quant/diversity.h"
+#include "core/quant/export.h"
 #include "core/quant/integrity.h"
 #include "gmock/gmock.h"
 #include "tests/test_util.h"
@@ -85,6 +86,21 @@ TEST_F(EngineTest, ReusedDigestsMatchTheWrittenBytes) {
   ASSERT_OK_AND_ASSIGN(TensorDigests d1, ComputeTensorDigests(dir_ / "d1"));
   ASSERT_OK_AND_ASSIGN(TensorDigests d2, ComputeTensorDigests(dir_ / "d2"));
   for (const auto& [name, d] : d1) EXPECT_EQ(d.sha256, d2.at(name).sha256) << name;
+}
+
+// --export-threads sets how many threads write a standalone export; 0 keeps the rule (on the CPU,
+// ExportOptions' default), and the job reports the count it used.
+TEST_F(EngineTest, ExportThreadsOptionSetsTheWriterThreads) {
+  ASSERT_OK_AND_ASSIGN(auto by_rule, Make(1));
+  ASSERT_OK_AND_ASSIGN(SchemeResult a, by_rule->RunScheme(Coverage("rule", 0.5)));
+  EXPECT_EQ(a.export_writer_threads, ExportOptions{}.writer_threads);
+  ASSERT_OK_AND_ASSIGN(auto three, Engine::Create({.model_dir = dir_ / "base",
+                                                    .calib_path = dir_ / "calib1.safetensors",
+                                                    .baseline_cache = dir_ / "cache",
+                                                    .device = "cpu",
+                                                    .export_threads = 3}));
+  ASSERT_OK_AND_ASSIGN(SchemeResult b, three->RunScheme(Coverage("three", 0.5)));
+  EXPECT_EQ(b.export_writer_threads, 3);
 }
 
 // FP8 weights are quantized from the resident model's copy only where it holds the checkpoint's bytes:
