@@ -28,8 +28,8 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions* o) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--export-threads", o->export_threads,
-                 "threads that hash and write a standalone export's tensors; 0: half the logical CPUs less the "
-                 "FP8-producing threads on a GPU (2 to 8), 8 on the CPU")
+                 "threads that write a standalone export's tensors; 0: on a GPU half the logical CPUs less 2 "
+                 "(from 2 to 8), on the CPU 8")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   app.add_option("--layout", o->layout,

@@ -407,13 +407,13 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
   eo.quantize_device = impl_->device;
   for (const auto& [name, lin] : impl_->model->Linears()) eo.resident_weights[name] = lin->weight;
   if (impl_->device.is_cuda()) {
-    // The producing threads and the writers share the CPU: half the logical CPUs (the cores, under SMT)
-    // for the export, producing threads first. With 8 writers beside 4 producers on 16 logical CPUs the
-    // writers waited 14.7 s in all for top100's FP8 weights, with 4 writers 2.5 s
-    // (bench/results/2026-11-24-h200-export).
+    // The producing threads and the writers share the CPU. On 16 logical CPUs beside the 4 producing
+    // threads (which quantize with fused kernels, synchronize once per weight and hash what they made),
+    // top100 took 1.71 / 1.24 / 1.27 s with 4 / 6 / 8 writer threads and top10 1.21 / 0.63 / 0.49 s
+    // (bench/results/2026-11-25-h200-baseline): half the logical CPUs less 2, from 2 to 8.
     eo.fp8_prefetch_bytes = 512ull << 20;
-    const int cores = static_cast<int>(std::max(4u, std::thread::hardware_concurrency()) / 2);
-    eo.writer_threads = std::clamp(cores - eo.fp8_prefetch_threads, 2, 8);
+    const int half = static_cast<int>(std::max(4u, std::thread::hardware_concurrency()) / 2);
+    eo.writer_threads = std::clamp(half - 2, 2, 8);
   }
   if (impl_->options.export_threads > 0) eo.writer_threads = impl_->options.export_threads;
   eo.blob_store = request.blob_store;

@@ -56,8 +56,8 @@ struct EngineOptions {
   // recomputing layers (PassOptions::graph_bytes; CUDA only). The default keeps the
   // 7B preset's baseline within 30 GB at batch 4.
   int64_t score_graph_bytes = int64_t{6} << 30;
-  // Threads that hash and write a standalone export's tensors; 0: on a GPU half the logical CPUs less
-  // the FP8-producing threads (2 to 8), on the CPU ExportOptions' default.
+  // Threads that write a standalone export's tensors; 0: on a GPU half the logical CPUs less 2 (from 2
+  // to 8), on the CPU ExportOptions' default.
   int export_threads = 0;
 };
 
