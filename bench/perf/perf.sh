@@ -27,7 +27,8 @@
 #             CUDA out-of-memory: FAILED, RESOURCE_EXHAUSTED) then one at the default batch (SUCCEEDED)
 #             (bench/perf/oom_check.py)
 #   modelopt  ModelOpt 0.47 on the same 3B model and data at batch $BATCH (and $MO_BATCH1=1 adds
-#             batch 1, flow b with one scheme: its scoring pass is what batch 1 compares): flow a (Option A: auto_quantize + export per scheme) and flow b (score once
+#             batch 1, flow b with one scheme: its scoring pass is what batch 1 compares; MO_BATCHES="1" runs
+#             only that, e.g. in a second call beside `b1`): flow a (Option A: auto_quantize + export per scheme) and flow b (score once
 #             with checkpoint=, then per scheme the saved search state + export), $MO_SCHEMES schemes
 #             each (default 2; the ten-scheme cost is extrapolated and marked so)
 #             (bench/modelopt/modelopt_flows.py; wheels in .whl, bench/modelopt/requirements.txt)
@@ -146,7 +147,7 @@ for part in "${PARTS[@]}"; do
       make3b
       "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/mo-site \
         "$ROOT"/.whl/*.whl || { echo "installing .whl failed (bench/modelopt/README.md)"; rc=1; continue; }
-      for b in $BATCH ${MO_BATCH1:+1}; do
+      for b in ${MO_BATCHES:-$BATCH ${MO_BATCH1:+1}}; do
         budget=$(( $(left) - 15 ))
         [ "$budget" -gt 60 ] || { echo "SKIPPED modelopt batch $b: $budget s left"; rc=1; continue; }
         # Batch 1 scores four times as many batches: there, flow b's one scoring pass and one export.
