@@ -410,7 +410,7 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
     // The producing threads and the writers share the CPU. On 16 logical CPUs beside the 4 producing
     // threads (which quantize with fused kernels, synchronize once per weight and hash what they made),
     // top100 took 1.71 / 1.24 / 1.27 s with 4 / 6 / 8 writer threads and top10 1.21 / 0.63 / 0.49 s
-    // (bench/results/2026-11-25-h200-baseline): half the logical CPUs less 2, from 2 to 8.
+    // (bench/results/2026-11-24-h200-baseline): half the logical CPUs less 2, from 2 to 8.
     eo.fp8_prefetch_bytes = 512ull << 20;
     const int half = static_cast<int>(std::max(4u, std::thread::hardware_concurrency()) / 2);
     eo.writer_threads = std::clamp(half - 2, 2, 8);
