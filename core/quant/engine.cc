@@ -302,8 +302,7 @@ std::vector<std::string> Engine::cached_baseline_keys() const {
 }
 
 DeviceMemory Engine::device_memory() const {
-  DeviceMemory m;
-  if (!impl_->device.is_cuda()) return m;
+  DeviceMemory m;  // all 0 on the CPU, as DeviceMemoryNow's
   const DeviceMemoryStats now = DeviceMemoryNow(impl_->device);
   // total: the denominator of the "device memory near its limit" alert (deploy/prometheus/rules.yml).
   m.total = now.total;
