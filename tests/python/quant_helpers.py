@@ -4,6 +4,7 @@ reference quantization, and vLLM's ModelOpt exclusion rules restated in Python."
 import fnmatch
 import json
 import pathlib
+import re
 import shutil
 import subprocess
 
@@ -238,6 +239,20 @@ def vllm_is_layer_excluded(prefix: str, exclude: list) -> bool:
                                             and e in prefix.removeprefix("language_model."))):
             return True
     return any(fnmatch.fnmatch(prefix, e) for e in exclude)
+
+
+def vllm_ct_should_ignore(prefix: str, ignore: list) -> bool:
+    """compressed_tensors/utils.should_ignore_layer (vLLM 0.26 and 0.33; `ignore` already passed through
+    the mapper): a fused layer is ignored when its shards are, and its shards must agree."""
+    def match(name):
+        return any(name == t or (t.startswith("re:") and re.match(t[3:], name)) for t in ignore)
+    proj = prefix.split(".")[-1]
+    if proj in VLLM_PACKED and prefix not in ignore:
+        states = [match(prefix[: -len(proj)] + shard) for shard in VLLM_PACKED[proj]]
+        if any(states) and not all(states):
+            raise VllmFusedShardMismatch(f"Found a different quantization schemes for {VLLM_PACKED[proj]} in {prefix}")
+        return states[0]
+    return match(prefix)
 
 
 def vllm_linear_layers(checkpoint_modules) -> dict:

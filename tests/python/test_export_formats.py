@@ -205,6 +205,33 @@ def test_ct_quantization_config(env, schemes):
     assert len(qc["ignore"]) == len(set(qc["ignore"]))
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_ct_config_vllm_rules(env, schemes, layout):
+    """vLLM's compressed-tensors rules (0.26 as 0.33): ignore names pass through the model's
+    hf_to_vllm_mapper, a fused layer's shards must agree, and every Linear vLLM builds is quantized
+    exactly where the checkpoint holds FP8 (vision and lm_head included), under one plainly named
+    config group."""
+    d = schemes[(layout, "compressed-tensors")]
+    qc = json.loads((d / "config.json").read_text())["quantization_config"]
+    assert list(qc["config_groups"]) == ["group_0"]  # llm-compressor #3028: suffixed names mis-match in vLLM
+    ignore = [qh.vllm_map_name(e) if "." in e and not e.startswith("re:") else e for e in qc["ignore"]]
+    tensors = qh.read_checkpoint(d)
+    quantized = qh.fp8_modules(tensors)
+    layers = qh.vllm_linear_layers(qh.linear_modules(env["tensors"][layout]))
+    assert quantized and any("visual" in p for p in layers)
+    for prefix, shards in sorted(layers.items()):
+        states = {s in quantized for s in shards}
+        assert len(states) == 1, f"{prefix}: fused shards {shards} differ in precision"
+        if prefix == "language_model.lm_head":  # a ParallelLMHead: target "Linear" matches *Linear class names
+            assert not states.pop(), "lm_head quantized: vLLM would load it unquantized"
+            continue
+        try:
+            ignored = qh.vllm_ct_should_ignore(prefix, ignore)
+        except qh.VllmFusedShardMismatch as e:
+            pytest.fail(f"vLLM would raise: {e}")
+        assert ignored == (not states.pop()), f"{prefix}: shards {shards}, vLLM ignores it: {ignored}"
+
+
 def _hf_skeleton(model_dir):
     from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
     with torch.device("meta"):

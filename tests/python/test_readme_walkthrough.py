@@ -1,6 +1,7 @@
 """The README's walkthrough (between <!-- walkthrough:begin --> and <!-- walkthrough:end -->), its
-bash blocks run verbatim, with the tiny model standing in for a real checkpoint: its directory also
-holds a Qwen2.5-VL processor made offline, $IMAGES a few captioned images."""
+bash blocks run verbatim, with the tiny model standing in for a real checkpoint: like one, its directory
+holds Qwen2.5-VL's tokenizer and processor files (`autoquant model init` writes them), $IMAGES a few
+captioned images."""
 import os
 import re
 import shutil
@@ -9,7 +10,7 @@ import sys
 
 from aq_paths import BUILD_DIR, REPO
 from daemon_helpers import free_port
-from test_calib_from_images import image_folder, processor_dir, tiny_model  # noqa: F401 (fixtures)
+from test_calib_from_images import image_folder, tiny_model  # noqa: F401 (fixtures)
 
 
 def walkthrough_script() -> str:
@@ -20,12 +21,9 @@ def walkthrough_script() -> str:
     return "\n".join(blocks)
 
 
-def test_readme_walkthrough_runs_verbatim(tmp_path, tiny_model, processor_dir, image_folder):  # noqa: F811
+def test_readme_walkthrough_runs_verbatim(tmp_path, tiny_model, image_folder):  # noqa: F811
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
-    for f in processor_dir.iterdir():  # a real checkpoint directory carries its processor files
-        if not (model / f.name).exists():
-            shutil.copy(f, model / f.name)
     work = tmp_path / "work"
     venv_bin = os.path.dirname(sys.executable)  # where setup.sh installed autoquant-calib
     env = dict(os.environ, MODEL=str(model), IMAGES=str(image_folder), WORK=str(work), PORT=str(free_port()),

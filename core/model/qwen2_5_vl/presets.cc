@@ -12,6 +12,7 @@
 #include "core/io/torch_dtype.h"
 #include "core/model/layers/rms_norm.h"
 #include "core/model/qwen2_5_vl/model.h"
+#include "core/model/qwen2_5_vl/processor_files.h"
 #include "core/model/qwen2_5_vl/weights.h"
 #include "core/util/file_util.h"
 #include "core/util/status_macros.h"
@@ -81,8 +82,8 @@ ojson TinyConfig() {
   return ojson::parse(R"({
   "architectures": ["Qwen2_5_VLForConditionalGeneration"],
   "attention_dropout": 0.0,
-  "bos_token_id": 1,
-  "eos_token_id": 2,
+  "bos_token_id": 491,
+  "eos_token_id": 493,
   "vision_start_token_id": 500,
   "vision_end_token_id": 501,
   "vision_token_id": 502,
@@ -142,7 +143,8 @@ absl::StatusOr<ojson> PresetConfig(absl::string_view name, c10::ScalarType dtype
 }
 
 ojson PresetGenerationConfig(absl::string_view name) {
-  if (name == "tiny") return ojson{{"bos_token_id", 1}, {"eos_token_id", 2}, {"pad_token_id", 2}};
+  // The tiny preset's special tokens start at 491, where the 3B's start at 151643.
+  if (name == "tiny") return ojson{{"bos_token_id", 491}, {"eos_token_id", {493, 491}}, {"pad_token_id", 491}};
   // Qwen2.5-VL-3B-Instruct's sampling defaults (7B-Instruct's are the same).
   return ojson::parse(R"({"bos_token_id": 151643, "pad_token_id": 151643, "do_sample": true,
     "eos_token_id": [151645, 151643], "repetition_penalty": 1.05, "temperature": 0.1, "top_p": 0.001, "top_k": 1})");
@@ -191,6 +193,10 @@ absl::Status InitRandomCheckpoint(const InitCheckpointOptions& options) {
   RETURN_IF_ERROR(WriteFileAtomic(staged.path() / "config.json", config_json.dump(2) + "\n"));
   RETURN_IF_ERROR(WriteFileAtomic(staged.path() / "generation_config.json",
                                   PresetGenerationConfig(options.preset).dump(2) + "\n"));
+  ASSIGN_OR_RETURN(auto processor_files, Qwen2_5_VLProcessorFiles(config_json));
+  for (const auto& [name, text] : processor_files) {
+    RETURN_IF_ERROR(WriteFileAtomic(staged.path() / name, text));
+  }
   ShardingOptions sharding;
   sharding.max_shard_bytes = options.max_shard_bytes;
   sharding.metadata["autoquant.format"] = kRandomCheckpointFormat;

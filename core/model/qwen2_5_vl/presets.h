@@ -14,8 +14,10 @@
 //                    depth 3 with block 1 full attention, patch 14, merge 2,
 //                    window_size 56 (2x2 merged tokens per window), so a
 //                    112x112 image already has several windows.
-//                    Token ids: bos 1, eos 2, vision_start 500, vision_end 501,
-//                    vision_pad 502, image 503, video 504; text ids are < 500.
+//                    Token ids: Qwen2.5-VL's special tokens from 491
+//                    (bos <|endoftext|> 491, eos <|im_end|> 493,
+//                    vision_start 500, vision_end 501, vision_pad 502,
+//                    image 503, video 504); text ids are < 491.
 //
 // Weights are initialised like transformers (normal(0, 0.02) for Linear,
 // Embedding and Conv weights, zeros for biases, ones for RMSNorm weights)
@@ -61,8 +63,9 @@ struct InitCheckpointOptions {
 // how `model init --overwrite` recognises a checkpoint it may replace.
 inline constexpr char kRandomCheckpointFormat[] = "autoquant.random-checkpoint.v1";
 
-// Writes config.json, generation_config.json and the weights (legacy Hub key
-// layout) to options.out. AlreadyExists when out exists without overwrite.
+// Writes config.json, generation_config.json, the tokenizer and processor
+// files (processor_files.h) and the weights (legacy Hub key layout) to
+// options.out. AlreadyExists when out exists without overwrite.
 absl::Status InitRandomCheckpoint(const InitCheckpointOptions& options);
 
 }  // namespace autoquant
