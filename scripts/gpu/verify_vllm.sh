@@ -25,6 +25,9 @@ VW="${VW:-/tmp/aqv}"
 M="$VW/models"
 R="$VW/results"
 mkdir -p "$VW" "$M" "$R" "$VW/ours"
+# Python (vLLM, transformers) runs without the bundle's libraries (its libssl/libprotobuf are Debian's).
+PY_LD="$(printf '%s' "${LD_LIBRARY_PATH:-}" | tr ':' '\n' | grep -v gpu-bundle | paste -sd: -)"
+py() { LD_LIBRARY_PATH="$PY_LD" "$PY" "$@"; }
 t() { local s=$SECONDS; "$@"; local rc=$?; echo "[$*: $((SECONDS - s)) s, rc=$rc]" >&2; return $rc; }
 PRESET="${PRESET:-qwen2.5-vl-3b}"
 DEVICE="${DEVICE:-cuda}"
@@ -50,7 +53,7 @@ prepare() {
   [ -f "$VW/eval-text.safetensors" ] || t "$AQ" calib synth --model "$VW/base" --out "$VW/eval-text.safetensors" \
     --samples 6 --seq-len 128 --images-per-sample 0 --seed 7 || return 1
   # Image samples and the generation prompts, through the model's own processor files.
-  t "$PY" "$ROOT/bench/vllm/make_prompts.py" --model "$VW/base" --work "$VW" || return 1
+  t py "$ROOT/bench/vllm/make_prompts.py" --model "$VW/base" --work "$VW" || return 1
 
   start_daemon || return 1
   t "$AQ" sweep --coverages 10,50,100 --prefix ct- --wait --json > "$R/jobs-ct.json" || return 1
@@ -61,7 +64,7 @@ prepare() {
   stop_daemon
   rm -rf "$VW/damaged-sa-top50"
   cp -r "$M/sa-top50" "$VW/damaged-sa-top50" && chmod -R u+w "$VW/damaged-sa-top50"
-  t "$PY" "$ROOT/bench/vllm/damage.py" "$VW/damaged-sa-top50" > "$R/damaged.json" || return 1
+  t py "$ROOT/bench/vllm/damage.py" "$VW/damaged-sa-top50" > "$R/damaged.json" || return 1
 
   for name in base $SCHEMES; do
     dir="$M/$name"; [ "$name" = base ] && dir="$VW/base"
@@ -76,7 +79,7 @@ prepare() {
 
 check_one() {  # NAME DIR
   [ -f "$R/vllm-$1.json" ] && return 0
-  timeout 600 "$PY" "$ROOT/scripts/gpu/vllm_check.py" --model "$2" --eval-text "$VW/eval-text.safetensors" \
+  timeout 600 env LD_LIBRARY_PATH="$PY_LD" "$PY" "$ROOT/scripts/gpu/vllm_check.py" --model "$2" --eval-text "$VW/eval-text.safetensors" \
     --eval-image "$VW/eval-image.safetensors" --prompts "$VW/prompts.json" --out "$R/vllm-$1.json" \
     > "$R/vllm-$1.log" 2>&1
   echo "vllm $1: rc=$? $(tail -1 "$R/vllm-$1.log")"
@@ -97,14 +100,14 @@ vllm() {
 }
 
 compare() {
-  "$PY" "$ROOT/bench/vllm/compare.py" --work "$VW" --models "$M" --results "$R" \
+  py "$ROOT/bench/vllm/compare.py" --work "$VW" --models "$M" --results "$R" \
     --schemes "base $SCHEMES" --damaged damaged-sa-top50:sa-top50 --out "$R"
 }
 
 example() {  # the user-facing example, as a user would run it
   # shellcheck disable=SC1091
   source /tmp/vllm-stage/env.sh
-  timeout 400 "$PY" "$ROOT/examples/vllm_eval.py" --base "$VW/base" --eval "$VW/eval-text.safetensors" \
+  timeout 400 env LD_LIBRARY_PATH="$PY_LD" "$PY" "$ROOT/examples/vllm_eval.py" --base "$VW/base" --eval "$VW/eval-text.safetensors" \
     "$M/ct-top50" "$M/mo-top100" > "$R/example.txt" 2> "$R/example.log"
   echo "example: rc=$?"; cat "$R/example.txt"
 }

@@ -54,7 +54,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--topk", type=int, default=20)
     ap.add_argument("--gen-tokens", type=int, default=16)
-    ap.add_argument("--gpu-memory-utilization", type=float, default=0.45)
+    ap.add_argument("--gpu-memory-utilization", type=float, default=0.4)  # two engines at once
     a = ap.parse_args()
     result = {"model": a.model, "loaded": False}
     t0 = time.time()
