@@ -56,11 +56,11 @@ prepare() {
   t py "$ROOT/bench/vllm/make_prompts.py" --model "$VW/base" --work "$VW" || return 1
 
   start_daemon || return 1
-  t "$AQ" sweep --coverages 10,50,100 --prefix ct- --wait --json > "$R/jobs-ct.json" || return 1
-  t "$AQ" sweep --coverages 10,50,100 --prefix mo- --format modelopt --wait --json > "$R/jobs-mo.json" || return 1
+  t "$AQ" sweep --coverages 10,50,100 --prefix ct- --overwrite --wait --json > "$R/jobs-ct.json" || return 1
+  t "$AQ" sweep --coverages 10,50,100 --prefix mo- --format modelopt --overwrite --wait --json > "$R/jobs-mo.json" || return 1
   stop_daemon
   start_daemon --layout standalone || return 1
-  t "$AQ" sweep --coverages 10,50,100 --prefix sa- --wait --json > "$R/jobs-sa.json" || return 1
+  t "$AQ" sweep --coverages 10,50,100 --prefix sa- --overwrite --wait --json > "$R/jobs-sa.json" || return 1
   stop_daemon
   rm -rf "$VW/damaged-sa-top50"
   cp -r "$M/sa-top50" "$VW/damaged-sa-top50" && chmod -R u+w "$VW/damaged-sa-top50"
