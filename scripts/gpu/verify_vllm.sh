@@ -9,7 +9,7 @@
 #                            and modelopt (shared: mo-*); a damaged copy of sa-top50 (one FP8 weight scale
 #                            doubled); and autoquant's own logits ("as deployed": `autoquant model forward`)
 #                            of every checkpoint on the evaluation set
-#   verify_vllm.sh vllm      scripts/gpu/vllm_check.py on every checkpoint, two at a time (one engine per process)
+#   verify_vllm.sh vllm      scripts/gpu/vllm_check.py on every checkpoint, three at a time (one engine per process)
 #   verify_vllm.sh compare   bench/vllm/compare.py: the results table
 #   verify_vllm.sh example   examples/vllm_eval.py on two schemes, as a user runs it
 #   verify_vllm.sh all       the four in order
@@ -94,7 +94,7 @@ vllm() {
     dir="$M/$name"; [ "$name" = base ] && dir="$VW/base"; [ "$name" = damaged-sa-top50 ] && dir="$VW/$name"
     check_one "$name" "$dir" &
     i=$((i + 1))
-    (( i % 2 == 0 )) && wait
+    (( i % 3 == 0 )) && wait
   done
   wait
 }
