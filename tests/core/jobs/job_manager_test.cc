@@ -363,7 +363,7 @@ TEST_F(JobManagerTest, HealthReturnsWhenTheStoreTakesWritesAgainWithNothingQueue
   disk_->full = true;
   EXPECT_EQ(manager_->Submit(Spec("a"), "").status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_FALSE(manager_->serving());
-  EXPECT_EQ(observer_.store_errors.load(), 1);
+  EXPECT_GE(observer_.store_errors.load(), 1);  // the refused submit (and perhaps a claim at that moment)
   disk_->full = false;
   // Nothing else writes: the worker's probe sees the store back.
   EXPECT_TRUE(Eventually([&] { return manager_->serving(); }));
@@ -440,7 +440,7 @@ TEST_F(JobManagerTest, LogFollowersAreWokenOffTheWorkerThread) {
   EXPECT_EQ(WaitTerminal(j->id).state, JobState::kSucceeded);
   EXPECT_TRUE(Eventually([&] { return calls >= 2000; }));  // every follower hears of the lines
   EXPECT_EQ(on_worker.load(), 0);  // none of them at the worker's expense
-  followers.clear();
+  manager_.reset();  // joins the notifier: no call still in flight reaches the counters below after they are gone
 }
 
 }  // namespace
