@@ -616,8 +616,8 @@ absl::Status CheckIsDatabase(const std::filesystem::path& path) {
         absl::StrCat("job store ", path.string(), " is an empty file (0 bytes), not a job store", fix));
   }
   if (n < static_cast<ssize_t>(sizeof(header)) || std::memcmp(header, kMagic, sizeof(kMagic)) != 0) {
-    return absl::DataLossError(
-        absl::StrCat("job store ", path.string(), " is not an SQLite database (it lacks SQLite's header)", fix));
+    return absl::DataLossError(absl::StrCat("job store ", path.string(),
+                                            " is not a readable SQLite database (it lacks SQLite's header)", fix));
   }
   return absl::OkStatus();
 }

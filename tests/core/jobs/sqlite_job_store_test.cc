@@ -281,7 +281,7 @@ TEST_F(SqliteJobStoreTest, EmptyOrForeignFileIsRefusedNotTakenForANewStore) {
     ASSERT_FALSE(s.ok()) << "a file of " << content.size() << " bytes was taken for a job store";
     EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss) << s.status();
     EXPECT_NE(s.status().message().find(path.string()), std::string::npos) << s.status();
-    EXPECT_NE(s.status().message().find(content.empty() ? "empty file" : "not an SQLite database"),
+    EXPECT_NE(s.status().message().find(content.empty() ? "empty file" : "not a readable SQLite database"),
               std::string::npos)
         << s.status();
     EXPECT_NE(s.status().message().find("move it aside"), std::string::npos) << s.status();
