@@ -250,7 +250,14 @@ int RunDaemon(const DaemonOptions& o) {
 
   std::thread sampler([&] {
     std::unique_lock<std::mutex> lock(stop_mu);
+    bool healthy = true;
     while (!stop) {
+      // NOT_SERVING while the job store cannot record jobs (a full disk), SERVING again once it can.
+      if (const bool up = jobs.serving(); up != healthy) {
+        healthy = up;
+        SetHealth(server.get(), up);
+        metrics.SetServing(up);
+      }
       DeviceMemory m = (*engine)->device_memory();
       metrics.SetDeviceMemory(m.allocated, m.reserved, m.peak_reserved, m.total);
       if (fleet) {

@@ -95,7 +95,12 @@ DaemonMetrics::DaemonMetrics(std::shared_ptr<prometheus::Registry> r)
                        .Name("autoquant_leases_lost_total")
                        .Help("Jobs this daemon ran until another daemon took them over after its lease expired")
                        .Register(*r)
-                       .Add({})) {
+                       .Add({})),
+      store_errors_(BuildCounter()
+                        .Name("autoquant_store_errors_total")
+                        .Help("Writes the job store failed (a full disk, a database server that is down)")
+                        .Register(*r)
+                        .Add({})) {
   for (JobState s : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
                      JobState::kCancelled}) {
     jobs_.Add({{"state", std::string(JobStateName(s))}});
@@ -166,6 +171,14 @@ void DaemonMetrics::OnLeaseLost(const Job& job, const absl::Status& why) {
   spdlog::warn("job {} ({}): stopped without publishing or recording anything: {}", job.id, job.spec.scheme,
                std::string(why.message()));
 }
+
+void DaemonMetrics::OnStoreError(const std::string& what, const absl::Status& why) {
+  store_errors_.Increment();
+  spdlog::error("job store: {} failed ({}): {}; retrying, health NOT_SERVING until it takes writes again", what,
+                absl::StatusCodeToString(why.code()), std::string(why.message()));
+}
+
+void DaemonMetrics::OnStoreRecovered() { spdlog::info("job store: takes writes again; health SERVING"); }
 
 void DaemonMetrics::ClearRunning(const std::string& job_id) {
   std::lock_guard<std::mutex> lock(mu_);

@@ -21,6 +21,8 @@
 //   autoquant_scheme_eval{scheme,metric}       a scheme's latest evaluation (docs/evaluation.md)
 //   autoquant_leases_lost_total                fleet mode: jobs this daemon was running when another
 //                                              took them over (its lease expired); also logged
+//   autoquant_store_errors_total               writes the job store failed (full disk, database down); also
+//                                              logged, and health is NOT_SERVING until it takes writes again
 //
 // In fleet mode autoquant_jobs and autoquant_queue_depth count the whole
 // fleet's table (re-read every second), not only this daemon's changes.
@@ -51,6 +53,9 @@ class DaemonMetrics : public JobObserver {
   void OnQueueDepth(int64_t queued) override;
   // Logged as a warning (the job's own log cannot be written any more).
   void OnLeaseLost(const Job& job, const absl::Status& why) override;
+  // Counted and logged as an error.
+  void OnStoreError(const std::string& what, const absl::Status& why) override;
+  void OnStoreRecovered() override;
 
   // Initial per-state counts (from the store at start).
   void SetJobCounts(const std::map<JobState, int64_t>& counts);
@@ -87,6 +92,7 @@ class DaemonMetrics : public JobObserver {
   prometheus::Gauge& serving_;
   prometheus::Family<prometheus::Gauge>& scheme_eval_;
   prometheus::Counter& leases_lost_;
+  prometheus::Counter& store_errors_;
 
   std::mutex mu_;  // guards the per-running-job series below
   std::map<std::string, prometheus::Gauge*> progress_by_job_;

@@ -26,6 +26,7 @@ class ScriptedRunner : public JobRunner {
   absl::StatusOr<JobResultInfo> Run(const Job& job, const RunnerEventFn& on_event, const std::atomic<bool>* cancel,
                                     const PublishGate& /*publish_gate*/) override {
     const JobSpec& spec = job.spec;
+    run_thread = std::this_thread::get_id();
     {
       std::lock_guard<std::mutex> lock(mu);
       ran.push_back(spec.scheme);
@@ -45,11 +46,15 @@ class ScriptedRunner : public JobRunner {
     r.groups_total = 6;
     return r;
   }
+  std::string Affinity() const override { return affinity; }
+
   std::mutex mu;
   std::vector<std::string> ran;  // guarded by mu
   std::atomic<bool> hold{false};
   std::set<std::string> exists;  // schemes whose output "exists": Validate refuses them (set before use)
   std::chrono::milliseconds step_delay{0};  // per progress step, so that followers see lines arrive
+  std::string affinity;                     // the "model:calibration" this runner serves (set before Start)
+  std::atomic<std::thread::id> run_thread{};  // the thread Run was last called on (the manager's worker)
 };
 
 }  // namespace autoquant::testing

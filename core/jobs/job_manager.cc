@@ -42,16 +42,74 @@ std::string StatusText(const absl::Status& s) {
   return absl::StrCat(absl::StatusCodeToString(s.code()), ": ", s.message());
 }
 
+// A store that cannot do what it is asked (a full disk, a server that is down,
+// an I/O error), as opposed to one that refuses the request (NotFound,
+// FailedPrecondition, AlreadyExists, Aborted: a fenced write).
+bool IsStoreFailure(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kDeadlineExceeded:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Waits between attempts to record a job's end in a failing store.
+constexpr std::chrono::milliseconds kFirstStoreRetry{100};
+constexpr std::chrono::milliseconds kLastStoreRetry{5000};
+
+// "model M... with calibration set C..." for an affinity "MODEL_SHA256:CALIB_SHA256".
+std::string DescribeAffinity(const std::string& affinity) {
+  auto brief = [](const std::string& fp) { return fp.size() > 12 ? fp.substr(0, 12) + "..." : fp; };
+  const size_t colon = affinity.find(':');
+  if (colon == std::string::npos) return absl::StrCat("model ", brief(affinity));
+  return absl::StrCat("model ", brief(affinity.substr(0, colon)), " with calibration set ",
+                      brief(affinity.substr(colon + 1)));
+}
+
+// A job stored by a daemon that served another model or calibration set (one
+// restarted since with another --model or --calib) is not run by this one.
+absl::Status CheckSameModel(const Job& job, const std::string& ours) {
+  if (job.affinity.empty() || ours.empty() || job.affinity == ours) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("this job was submitted against ", DescribeAffinity(job.affinity), ", but this daemon serves ",
+                   DescribeAffinity(ours), " (GetServerInfo shows its fingerprints); not run: resubmit it to run it "
+                   "on this model"));
+}
+
 }  // namespace
 
 JobManager::JobManager(JobStore* store, JobObserver* observer, JobManagerOptions options)
-    : store_(store), observer_(observer), options_(options) {}
+    : store_(store), observer_(observer), options_(options), notifier_([this] { NotifierLoop(); }) {}
 
-JobManager::~JobManager() { Drain(); }
+JobManager::~JobManager() {
+  Drain();
+  {
+    std::lock_guard<std::mutex> lock(notify_mu_);
+    notify_stop_ = true;
+  }
+  notify_cv_.notify_all();
+  notifier_.join();
+}
 
 bool JobManager::serving() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return started_ && !draining_;
+  return started_ && !draining_ && !store_failing_;
+}
+
+void JobManager::NoteStore(const absl::Status& s, const char* what, bool wrote) {
+  if (s.ok()) {
+    if (wrote && store_failing_.exchange(false) && observer_) observer_->OnStoreRecovered();
+    return;
+  }
+  if (!IsStoreFailure(s)) return;
+  store_failing_ = true;
+  if (what && observer_) observer_->OnStoreError(what, s);
 }
 
 std::string JobManager::running_job_id() const {
@@ -111,9 +169,13 @@ void JobManager::Drain() {
 
 absl::StatusOr<Job> JobManager::SetState(const std::string& id, JobState to, const std::function<void(Job&)>& mutate,
                                          const std::optional<LogEntry>& log, const Lease* lease) {
-  ASSIGN_OR_RETURN(Job before, store_->Get(id));
-  ASSIGN_OR_RETURN(Job after, store_->Transition(id, to, mutate, log, lease));
-  if (observer_) observer_->OnStateChange(after, before.state);
+  absl::StatusOr<Job> before = store_->Get(id);
+  NoteStore(before.status(), "reading a job to change its state", false);
+  if (!before.ok()) return before.status();
+  absl::StatusOr<Job> after = store_->Transition(id, to, mutate, log, lease);
+  NoteStore(after.status(), "recording a job's state");
+  if (!after.ok()) return after.status();
+  if (observer_) observer_->OnStateChange(*after, before->state);
   PublishQueueDepth();
   Notify(id);
   return after;
@@ -126,7 +188,9 @@ absl::Status JobManager::Log(const std::string& id, const std::string& level, co
   e.message = message;
   e.phase = phase;
   e.progress = progress;
-  RETURN_IF_ERROR(store_->AppendLog(id, e, lease).status());
+  absl::Status s = store_->AppendLog(id, e, lease).status();
+  NoteStore(s, "appending a line to a job's log");
+  RETURN_IF_ERROR(s);
   Notify(id);
   return absl::OkStatus();
 }
@@ -243,8 +307,11 @@ absl::StatusOr<std::pair<std::string, std::vector<Job>>> JobManager::SubmitSweep
     jobs.push_back(std::move(j));
   }
   std::vector<bool> created;
-  ASSIGN_OR_RETURN(std::vector<Job> stored,
-                   store_->Insert(jobs, sweep ? absl::StrCat("queued (sweep ", sweep_id, ")") : "queued", &created));
+  absl::StatusOr<std::vector<Job>> inserted =
+      store_->Insert(jobs, sweep ? absl::StrCat("queued (sweep ", sweep_id, ")") : "queued", &created);
+  NoteStore(inserted.status(), "storing a submitted job",
+            std::find(created.begin(), created.end(), true) != created.end());
+  ASSIGN_OR_RETURN(std::vector<Job> stored, std::move(inserted));
   CrashPoint("submitted");
   std::string returned_sweep = sweep_id;
   for (size_t i = 0; i < stored.size(); ++i) {
@@ -317,26 +384,45 @@ std::shared_ptr<void> JobManager::Subscribe(const std::string& id, std::function
 }
 
 void JobManager::NotifyAll() {
-  std::vector<std::shared_ptr<std::function<void()>>> fns;
   {
-    std::lock_guard<std::mutex> lock(sub_mu_);
-    for (auto& [id, weak] : subscribers_) {
-      if (auto fn = weak.lock()) fns.push_back(std::move(fn));
-    }
+    std::lock_guard<std::mutex> lock(notify_mu_);
+    notify_all_ = true;
   }
-  for (auto& fn : fns) (*fn)();
+  notify_cv_.notify_one();
 }
 
+// The worker calls this for every line: it only marks the job. A follower
+// reads the store when woken, so waking a thousand followers on the worker
+// would cost every line a thousand reads there.
 void JobManager::Notify(const std::string& id) {
-  std::vector<std::shared_ptr<std::function<void()>>> fns;
   {
-    std::lock_guard<std::mutex> lock(sub_mu_);
-    auto [b, e] = subscribers_.equal_range(id);
-    for (auto it = b; it != e; ++it) {
-      if (auto fn = it->second.lock()) fns.push_back(std::move(fn));
-    }
+    std::lock_guard<std::mutex> lock(notify_mu_);
+    notify_pending_.insert(id);
   }
-  for (auto& fn : fns) (*fn)();
+  notify_cv_.notify_one();
+}
+
+void JobManager::NotifierLoop() {
+  while (true) {
+    std::set<std::string> ids;
+    bool all = false;
+    {
+      std::unique_lock<std::mutex> lock(notify_mu_);
+      notify_cv_.wait(lock, [this] { return notify_stop_ || notify_all_ || !notify_pending_.empty(); });
+      if (notify_stop_ && !notify_all_ && notify_pending_.empty()) return;
+      ids.swap(notify_pending_);
+      std::swap(all, notify_all_);
+    }
+    std::vector<std::shared_ptr<std::function<void()>>> fns;
+    {
+      std::lock_guard<std::mutex> lock(sub_mu_);
+      for (auto& [id, weak] : subscribers_) {
+        if (!all && !ids.count(id)) continue;
+        if (auto fn = weak.lock()) fns.push_back(std::move(fn));
+      }
+    }
+    for (auto& fn : fns) (*fn)();
+  }
 }
 
 void JobManager::WorkerLoop() {
@@ -352,7 +438,14 @@ void JobManager::WorkerLoop() {
         std::lock_guard<std::mutex> lock(mu_);
         if (draining_) return;
       }
+      if (store_failing_) {
+        // With nothing else writing (an empty queue), this is how the store is seen to be back.
+        absl::Status writable = store_->CheckWritable();
+        NoteStore(writable, nullptr);
+        if (!writable.ok()) break;
+      }
       auto next = store_->ClaimNext(affinity_);
+      NoteStore(next.status(), "claiming the next job", next.ok() && next->has_value());
       if (!next.ok() || !next->has_value()) break;
       Job job = std::move(**next);
       CrashPoint("claimed");
@@ -407,7 +500,9 @@ void JobManager::RunOne(Job job) {
     const int d = static_cast<int>(std::floor(e.fraction * 10));
     if (d == decile && e.message.empty()) return;
     decile = d;
-    fenced(store_->UpdateProgress(job.id, job.phase, job.progress, &lease));
+    absl::Status progressed = store_->UpdateProgress(job.id, job.phase, job.progress, &lease);
+    NoteStore(progressed, "recording a job's progress");
+    fenced(progressed);
     std::string msg = absl::StrFormat("[%s] %3.0f%%", e.phase, e.fraction * 100);
     if (!e.message.empty()) absl::StrAppend(&msg, "  ", e.message);
     fenced(Log(job.id, e.warning ? "warning" : "info", msg, e.phase, job.progress, &lease));
@@ -417,7 +512,9 @@ void JobManager::RunOne(Job job) {
     fenced(s);
     return s;
   };
-  absl::StatusOr<JobResultInfo> result = runner_->Run(job, on_event, &cancel_running_, gate);
+  absl::Status same_model = CheckSameModel(job, affinity_);
+  absl::StatusOr<JobResultInfo> result =
+      same_model.ok() ? runner_->Run(job, on_event, &cancel_running_, gate) : same_model;
   end_phase();
   const double secs = std::chrono::duration<double>(Clock::now() - job_start).count();
 
@@ -433,54 +530,69 @@ void JobManager::RunOne(Job job) {
     if (observer_) observer_->OnLeaseLost(job, *lost);
     return;
   }
-  LogEntry e;
-  absl::StatusOr<Job> done;
-  if (result.ok()) {
-    result->metrics["job_seconds"] = secs;
-    e.level = "info";
-    e.message = absl::StrFormat("succeeded: %s (%d of %d groups in FP8, effective bits %.4f, baseline %s)",
-                                result->output_dir, result->groups_quantized, result->groups_total,
-                                result->effective_bits, result->baseline_reused ? "reused" : "computed");
-    done = SetState(job.id, JobState::kSucceeded,
-                    [&](Job& j) {
-                      j.result = *result;
-                      j.progress = 1;
-                      j.phase = "";
-                      j.message = "";
-                    },
-                    e, &lease);
-  } else if (result.status().code() == absl::StatusCode::kCancelled && requeue) {
-    e.level = "warning";
-    e.message = "the daemon is shutting down: stopped at a safe point and re-queued (nothing was published)";
-    done = SetState(job.id, JobState::kQueued,
-                    [](Job& j) {
-                      j.attempts = std::max(0, j.attempts - 1);
-                      j.phase = "";
-                      j.progress = 0;
-                      j.message = "re-queued at shutdown";
-                    },
-                    e, &lease);
-  } else if (result.status().code() == absl::StatusCode::kCancelled) {
-    e.level = "info";
-    e.message = "cancelled; nothing was published";
-    done = SetState(job.id, JobState::kCancelled,
-                    [](Job& j) {
-                      j.phase = "";
-                      j.message = "cancelled by request";
-                    },
-                    e, &lease);
-  } else {
-    e.level = "error";
-    e.message = absl::StrCat("failed: ", StatusText(result.status()));
-    done = SetState(job.id, JobState::kFailed,
-                    [&](Job& j) { j.message = StatusText(result.status()); }, e, &lease);
+  // A store that cannot record the end (a full disk, a database that is down) is waited out: the job
+  // stays this worker's, and the queue behind it waits, until the end is stored or the daemon drains.
+  auto record_end = [&]() -> absl::StatusOr<Job> {
+    LogEntry e;
+    absl::StatusOr<Job> done;
+    if (result.ok()) {
+      result->metrics["job_seconds"] = secs;
+      e.level = "info";
+      e.message = absl::StrFormat("succeeded: %s (%d of %d groups in FP8, effective bits %.4f, baseline %s)",
+                                  result->output_dir, result->groups_quantized, result->groups_total,
+                                  result->effective_bits, result->baseline_reused ? "reused" : "computed");
+      done = SetState(job.id, JobState::kSucceeded,
+                      [&](Job& j) {
+                        j.result = *result;
+                        j.progress = 1;
+                        j.phase = "";
+                        j.message = "";
+                      },
+                      e, &lease);
+    } else if (result.status().code() == absl::StatusCode::kCancelled && requeue) {
+      e.level = "warning";
+      e.message = "the daemon is shutting down: stopped at a safe point and re-queued (nothing was published)";
+      done = SetState(job.id, JobState::kQueued,
+                      [](Job& j) {
+                        j.attempts = std::max(0, j.attempts - 1);
+                        j.phase = "";
+                        j.progress = 0;
+                        j.message = "re-queued at shutdown";
+                      },
+                      e, &lease);
+    } else if (result.status().code() == absl::StatusCode::kCancelled) {
+      e.level = "info";
+      e.message = "cancelled; nothing was published";
+      done = SetState(job.id, JobState::kCancelled,
+                      [](Job& j) {
+                        j.phase = "";
+                        j.message = "cancelled by request";
+                      },
+                      e, &lease);
+    } else {
+      e.level = "error";
+      e.message = absl::StrCat("failed: ", StatusText(result.status()));
+      done = SetState(job.id, JobState::kFailed,
+                      [&](Job& j) { j.message = StatusText(result.status()); }, e, &lease);
+    }
+    return done;
+  };
+  absl::StatusOr<Job> done = record_end();
+  for (auto wait = kFirstStoreRetry; !done.ok() && IsStoreFailure(done.status());
+       wait = std::min(2 * wait, kLastStoreRetry)) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (cv_.wait_for(lock, wait, [this] { return draining_; })) break;
+    }
+    done = record_end();
   }
   if (absl::IsAborted(done.status())) {
     // Taken over between the run's end and this write (the lease expired meanwhile).
     if (observer_) observer_->OnLeaseLost(job, done.status());
   } else if (!done.ok()) {
-    // The store refused the final state (e.g. disk full): leave the job RUNNING, so the next
-    // start (or, in a fleet, the lease's expiry) re-queues it, rather than pretending it finished.
+    // The store still refused the final state when the daemon was told to stop: leave the job RUNNING,
+    // so the next start (or, in a fleet, the lease's expiry) re-queues it, rather than pretending it
+    // finished.
     Log(job.id, "error", absl::StrCat("could not record the job's end: ", StatusText(done.status())), "", 0, &lease)
         .IgnoreError();
   }

@@ -21,6 +21,19 @@
 // write for the running job carries its lease; once one is refused (Aborted:
 // the job was taken over) the job is stopped, nothing more is written or
 // published for it, and the observer hears OnLeaseLost.
+//
+// A store that fails (a full disk, a database server that is down) is loud,
+// and nothing is stranded: each failed write is reported (OnStoreError), a
+// job's final state is retried with backoff until it is stored or the daemon
+// drains, serving() is false until the store takes writes again (the worker
+// probes it), and the queue then goes on by itself.
+//
+// A job records the model and calibration set it was submitted against (the
+// runner's Affinity); one claimed by a daemon that now serves another (a
+// restart with another --model) fails with a message saying so, unrun.
+//
+// Log followers (Subscribe) are woken on the manager's own notifier thread:
+// a new log line costs the worker one set insertion, however many follow.
 #pragma once
 
 #include <atomic>
@@ -56,6 +69,12 @@ class JobObserver {
   // holds the job now; the job's own log cannot be written by this daemon any
   // more, so this is where the daemon says so.
   virtual void OnLeaseLost(const Job& job, const absl::Status& why) {}
+  // A write to the job store failed: `what` says which, `why` the store's
+  // error. Every failure is reported; the manager retries what must not be
+  // lost (a job's final state).
+  virtual void OnStoreError(const std::string& what, const absl::Status& why) {}
+  // The store took a write again after failing.
+  virtual void OnStoreRecovered() {}
 };
 
 struct JobManagerOptions {
@@ -77,6 +96,7 @@ class JobManager {
   // Stops taking jobs; a running job is cancelled and re-queued (its attempt
   // not counted); returns when the worker has stopped. Idempotent.
   void Drain();
+  // Started, not draining, and the store takes writes.
   bool serving() const;
 
   // Validates, then stores. Unavailable before Start and while draining;
@@ -94,9 +114,10 @@ class JobManager {
   absl::StatusOr<Job> Cancel(const std::string& id);
   absl::StatusOr<std::vector<LogEntry>> ReadLogs(const std::string& id, int64_t after, int limit);
 
-  // Calls `notify` (on any thread, without locks held) after each new log
-  // line of job `id`. Returns a handle; the subscription ends when the
-  // handle is destroyed.
+  // Calls `notify` (on the manager's notifier thread, never the worker's,
+  // without locks held) after new log lines of job `id`; lines that arrive
+  // while a call is pending share it. Returns a handle; the subscription ends
+  // when the handle is destroyed.
   std::shared_ptr<void> Subscribe(const std::string& id, std::function<void()> notify);
 
   // 1-based place in the run order; 0 when not queued.
@@ -112,6 +133,11 @@ class JobManager {
                    const std::string& phase = "", double progress = 0, const Lease* lease = nullptr);
   void Notify(const std::string& id);
   void NotifyAll();
+  void NotifierLoop();
+  // Reports a store call's outcome: a failure (when `what` is set) to the
+  // observer, and whether the store is failing (`wrote`: the call wrote, so
+  // its success proves the store takes writes again).
+  void NoteStore(const absl::Status& s, const char* what, bool wrote = true);
   void PublishQueueDepth();
   void WorkerLoop();
   void RunOne(Job job);
@@ -142,8 +168,16 @@ class JobManager {
   bool requeue_running_ = false;  // set by Drain: the running job goes back to the queue
   std::set<std::string> cancel_pending_;  // cancels of claimed jobs that were not yet running_id_ (guarded by mu_)
 
+  std::atomic<bool> store_failing_{false};
+
   std::mutex sub_mu_;
   std::multimap<std::string, std::weak_ptr<std::function<void()>>> subscribers_;
+  std::mutex notify_mu_;
+  std::condition_variable notify_cv_;
+  std::set<std::string> notify_pending_;  // jobs with new lines not yet told (guarded by notify_mu_)
+  bool notify_all_ = false;               // guarded by notify_mu_
+  bool notify_stop_ = false;              // guarded by notify_mu_
+  std::thread notifier_;  // last: started by the constructor, once the members above exist
 };
 
 }  // namespace autoquant

@@ -5,6 +5,9 @@
 //   ASSIGN_OR_RETURN(auto jobs, store->Insert({job}, &created));
 //   ASSIGN_OR_RETURN(std::optional<Job> next, store->ClaimNext(affinity));
 //
+// Writes refused by a full disk fail ResourceExhausted ("the disk holding ...
+// is full"), once, in the store; the caller retries once space returns.
+//
 // Every method is thread-safe and atomic: Insert with idempotency keys, a
 // claim, and a state change together with its log line are each one
 // transaction. State changes go through CheckTransition, so a terminal state
@@ -109,6 +112,11 @@ class JobStore {
   // RequeueExpired.
   virtual absl::StatusOr<std::vector<Job>> RecoverInterrupted(int max_attempts) = 0;
 
+  // A small real write, to tell when a store that failed (a full disk, a
+  // database server that is down) takes writes again. ResourceExhausted for
+  // a full disk, Unavailable for a server that cannot be reached.
+  virtual absl::Status CheckWritable() = 0;
+
   // --- Leases (shared stores; a single-daemon store has none) ---
 
   // How long a claim holds a job without a Heartbeat; 0: no leases (one daemon).
@@ -140,7 +148,8 @@ struct JobStoreOptions {
 // "sqlite:PATH" (created if missing; WAL mode) or "postgresql://..." /
 // "postgres://..." (a libpq URI; the schema is created or migrated). InvalidArgument
 // for an unknown scheme, FailedPrecondition for a store written by a newer
-// schema, DataLoss for a file that is not a readable database, Unavailable
+// schema, DataLoss for a file that is not a readable database (an empty file
+// included: only a missing one is created), Unavailable
 // for a database server that cannot be reached.
 absl::StatusOr<std::unique_ptr<JobStore>> OpenJobStore(const std::string& url, const JobStoreOptions& options = {});
 

@@ -239,6 +239,17 @@ class PostgresJobStore : public JobStore {
         .status();
   }
 
+  // Rewrites the schema row unchanged: a real write, refused while the server is down or its disk full.
+  absl::Status CheckWritable() override {
+    return Call<bool>("checking that it takes writes", true, [&](pqxx::connection& c) -> absl::StatusOr<bool> {
+             pqxx::work w(c);
+             w.exec("UPDATE autoquant_schema SET version = version");
+             w.commit();
+             return true;
+           })
+        .status();
+  }
+
   absl::Status UpdateProgress(const std::string& id, const std::string& phase, double progress,
                               const Lease* lease) override {
     return Call<bool>("recording progress", true, [&](pqxx::connection& c) -> absl::StatusOr<bool> {
@@ -514,6 +525,11 @@ class PostgresJobStore : public JobStore {
         const std::string state = e.sqlstate();
         // Keep the connection: a failed statement leaves it usable once its transaction is gone.
         if (c && c->is_open()) GiveBack(std::move(c));
+        if (state == "53100") {  // disk_full: retried once space returns, as with SQLite
+          return absl::ResourceExhaustedError(absl::StrCat("job store ", redacted_, ": ", what,
+                                                           ": the disk holding the database is full: free space "
+                                                           "and retry (", Trim(e.what()), ")"));
+        }
         if (state == "55P03") {  // lock_not_available: lock_timeout passed
           return absl::UnavailableError(absl::StrCat("job store ", redacted_, ": ", what,
                                                      ": the job is locked by another daemon (publishing, or "

@@ -1,13 +1,18 @@
 #include "core/jobs/sqlite_job_store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <mutex>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/jobs/postgres_job_store.h"
+#include "core/util/file_util.h"
 #include "core/util/status_macros.h"
 
 namespace autoquant {
@@ -31,7 +36,8 @@ CREATE TABLE IF NOT EXISTS jobs(
   finished_ms INTEGER NOT NULL DEFAULT 0,
   attempts INTEGER NOT NULL DEFAULT 0,
   result TEXT,
-  cancel_requested INTEGER NOT NULL DEFAULT 0
+  cancel_requested INTEGER NOT NULL DEFAULT 0,
+  affinity TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_run_order ON jobs(state, priority DESC, seq);
 CREATE TABLE IF NOT EXISTS logs(
@@ -49,7 +55,20 @@ CREATE TABLE IF NOT EXISTS logs(
 
 constexpr const char* kJobColumns =
     "seq, id, idempotency_key, sweep_id, spec, state, phase, progress, message, created_ms, started_ms, "
-    "finished_ms, attempts, result, cancel_requested";
+    "finished_ms, attempts, result, cancel_requested, affinity";
+
+// The one place an SQLite failure becomes a Status. A full disk (SQLITE_FULL,
+// or an I/O error whose errno is ENOSPC) is ResourceExhausted with what to do,
+// so that callers can tell it from a bug and retry once space returns.
+absl::Status SqliteError(sqlite3* db, int rc, absl::string_view what) {
+  const int primary = rc & 0xff;
+  if (primary == SQLITE_FULL || (primary == SQLITE_IOERR && sqlite3_system_errno(db) == ENOSPC)) {
+    const char* file = sqlite3_db_filename(db, "main");
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the disk holding the job store ", file ? file : "", " is full: free space and retry"));
+  }
+  return absl::InternalError(absl::StrCat("job store: ", what, sqlite3_errmsg(db)));
+}
 
 // One prepared statement; finalized on destruction.
 class Stmt {
@@ -63,7 +82,7 @@ class Stmt {
 
   absl::Status prepared() const {
     if (rc_ == SQLITE_OK) return absl::OkStatus();
-    return absl::InternalError(absl::StrCat("job store: cannot prepare statement: ", sqlite3_errmsg(db_)));
+    return SqliteError(db_, rc_, "cannot prepare statement: ");
   }
   Stmt& Bind(int i, const std::string& v) {
     sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
@@ -86,7 +105,7 @@ class Stmt {
     int rc = sqlite3_step(stmt_);
     if (rc == SQLITE_ROW) return true;
     if (rc == SQLITE_DONE) return false;
-    return absl::InternalError(absl::StrCat("job store: ", sqlite3_errmsg(db_)));
+    return SqliteError(db_, rc, "");
   }
   absl::Status Run() { return Step().status(); }
   std::string Text(int col) const {
@@ -109,13 +128,8 @@ class SqliteJobStore : public JobStore {
   ~SqliteJobStore() override { sqlite3_close_v2(db_); }
 
   absl::Status Exec(const std::string& sql) {
-    char* err = nullptr;
-    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
-      std::string msg = err ? err : sqlite3_errmsg(db_);
-      sqlite3_free(err);
-      return absl::InternalError(absl::StrCat("job store: ", msg));
-    }
-    return absl::OkStatus();
+    const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr);
+    return rc == SQLITE_OK ? absl::OkStatus() : SqliteError(db_, rc, "");
   }
 
   absl::Status Init() {
@@ -150,8 +164,12 @@ class SqliteJobStore : public JobStore {
     RETURN_IF_ERROR(Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
     RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     absl::Status s = Exec(kSchema);
-    // Version 1 stores lack the persisted cancel request (version 2).
+    // Version 1 stores lack the persisted cancel request (version 2), versions 1 and 2 the model a job was
+    // submitted against (version 3; their jobs run on whatever model the daemon serves, as before).
     if (s.ok() && version_ == 1) s = Exec("ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0");
+    if (s.ok() && version_ >= 1 && version_ < 3) {
+      s = Exec("ALTER TABLE jobs ADD COLUMN affinity TEXT NOT NULL DEFAULT ''");
+    }
     if (s.ok()) s = Exec(absl::StrCat("PRAGMA user_version=", kJobStoreSchemaVersion));
     if (!s.ok()) {
       Exec("ROLLBACK").IgnoreError();
@@ -311,6 +329,21 @@ class SqliteJobStore : public JobStore {
 
   absl::StatusOr<std::vector<Job>> RequeueExpired(int /*max_attempts*/) override { return std::vector<Job>(); }
 
+  // Rewrites the schema version (unchanged): a real page write, which a full disk refuses.
+  absl::Status CheckWritable() override {
+    return InTransaction<bool>([&]() -> absl::StatusOr<bool> {
+             RETURN_IF_ERROR(Exec(absl::StrCat("PRAGMA user_version=", kJobStoreSchemaVersion)));
+             return true;
+           })
+        .status();
+  }
+
+  // Test-only: SQLite answers SQLITE_FULL once the file would grow past `pages`, as a full disk does.
+  absl::Status LimitPages(int64_t pages) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return Exec(absl::StrCat("PRAGMA max_page_count=", pages));
+  }
+
  private:
   // Runs `body` as one write transaction under the connection's lock:
   // committed if it succeeds, rolled back otherwise.
@@ -319,11 +352,12 @@ class SqliteJobStore : public JobStore {
     std::lock_guard<std::mutex> lock(mu_);
     RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     absl::StatusOr<T> r = body();
-    if (!r.ok()) {
-      Exec("ROLLBACK").IgnoreError();
-      return r.status();
+    if (r.ok()) {
+      absl::Status committed = Exec("COMMIT");
+      if (!committed.ok()) r = committed;
     }
-    RETURN_IF_ERROR(Exec("COMMIT"));
+    // A COMMIT that failed (a full disk) leaves the transaction open: end it, or every later BEGIN fails too.
+    if (!r.ok() && !sqlite3_get_autocommit(db_)) Exec("ROLLBACK").IgnoreError();
     return r;
   }
 
@@ -349,6 +383,7 @@ class SqliteJobStore : public JobStore {
       if (!r.is_discarded()) j.result = JobResultInfo::FromJson(r);
     }
     j.cancel_requested = s.Int(14) != 0;
+    j.affinity = s.Text(15);
     return j;
   }
 
@@ -406,8 +441,8 @@ class SqliteJobStore : public JobStore {
         }
       }
       Stmt s(db_,
-             "INSERT INTO jobs(id, idempotency_key, sweep_id, spec, priority, state, created_ms) "
-             "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+             "INSERT INTO jobs(id, idempotency_key, sweep_id, spec, priority, state, created_ms, affinity) "
+             "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
       RETURN_IF_ERROR(s.prepared());
       s.Bind(1, in.id);
       if (in.idempotency_key.empty()) {
@@ -416,7 +451,7 @@ class SqliteJobStore : public JobStore {
         s.Bind(2, in.idempotency_key);
       }
       s.Bind(3, in.sweep_id).Bind(4, in.spec.ToJson().dump()).Bind(5, static_cast<int64_t>(in.spec.priority));
-      s.Bind(6, std::string(JobStateName(JobState::kQueued))).Bind(7, in.created_ms);
+      s.Bind(6, std::string(JobStateName(JobState::kQueued))).Bind(7, in.created_ms).Bind(8, in.affinity);
       RETURN_IF_ERROR(s.Run());
       if (!first_log.empty()) {
         LogEntry e;
@@ -545,12 +580,11 @@ class SqliteJobStore : public JobStore {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<JobStore>> OpenSqliteJobStore(const std::filesystem::path& path) {
-  std::error_code ec;
-  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
+namespace {
+
+absl::StatusOr<std::unique_ptr<SqliteJobStore>> OpenAndInit(const std::filesystem::path& path, int flags) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                           nullptr);
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close_v2(db);
@@ -559,6 +593,61 @@ absl::StatusOr<std::unique_ptr<JobStore>> OpenSqliteJobStore(const std::filesyst
   auto store = std::make_unique<SqliteJobStore>(db);
   absl::Status s = store->Init();
   if (!s.ok()) return absl::Status(s.code(), absl::StrCat(path.string(), ": ", s.message()));
+  return store;
+}
+
+// SQLite takes an empty file for an empty database, so a store truncated to
+// nothing (or any file that is not a database) would silently become a fresh
+// store and every job in it be forgotten. An existing file must start with
+// SQLite's header; a store this process makes appears whole (below), so an
+// empty file at the path is never ours.
+absl::Status CheckIsDatabase(const std::filesystem::path& path) {
+  static constexpr char kMagic[] = "SQLite format 3";  // 16 bytes with its NUL
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return ErrnoStatus(errno, "cannot open the job store", path);
+  char header[sizeof(kMagic)] = {};
+  const ssize_t n = ::pread(fd, header, sizeof(header), 0);
+  const int err = errno;
+  ::close(fd);
+  if (n < 0) return ErrnoStatus(err, "cannot read the job store", path);
+  const std::string fix = "; move it aside (a missing file is created as a new store) or point --store elsewhere";
+  if (n == 0) {
+    return absl::DataLossError(
+        absl::StrCat("job store ", path.string(), " is an empty file (0 bytes), not a job store", fix));
+  }
+  if (n < static_cast<ssize_t>(sizeof(header)) || std::memcmp(header, kMagic, sizeof(kMagic)) != 0) {
+    return absl::DataLossError(absl::StrCat("job store ", path.string(),
+                                            " is not a readable SQLite database (it lacks SQLite's header)", fix));
+  }
+  return absl::OkStatus();
+}
+
+// Makes a new store under a temporary name, then links it into place, so that
+// a crash while creating it leaves no empty or schema-less file at `path`.
+// Another process that created it first wins; its store is used.
+absl::Status CreateStore(const std::filesystem::path& path) {
+  const std::filesystem::path tmp = TempFilePath(path);
+  {
+    ASSIGN_OR_RETURN(auto store, OpenAndInit(tmp, SQLITE_OPEN_CREATE));
+  }  // closed: checkpointed into the main file, its WAL removed
+  const int rc = ::link(tmp.c_str(), path.c_str());
+  const int err = errno;
+  std::error_code ec;
+  std::filesystem::remove(tmp, ec);
+  if (rc != 0 && err != EEXIST) return ErrnoStatus(err, "cannot create the job store", path);
+  return FsyncDir(path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path());
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<JobStore>> OpenSqliteJobStore(const std::filesystem::path& path,
+                                                             int64_t max_pages_for_test) {
+  std::error_code ec;
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path(), ec);
+  if (!std::filesystem::exists(path, ec)) RETURN_IF_ERROR(CreateStore(path));
+  RETURN_IF_ERROR(CheckIsDatabase(path));
+  ASSIGN_OR_RETURN(auto store, OpenAndInit(path, 0));
+  if (max_pages_for_test > 0) RETURN_IF_ERROR(store->LimitPages(max_pages_for_test));
   return std::unique_ptr<JobStore>(std::move(store));
 }
 

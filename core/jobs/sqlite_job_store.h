@@ -3,6 +3,12 @@
 // Schema versioned through PRAGMA user_version. One connection behind a
 // mutex: the daemon's load (one worker plus RPCs) is far below what that
 // serves, and it makes every method a plain transaction.
+//
+// A missing file is created whole (under a temporary name, then linked into
+// place); an existing file that is not an SQLite database, an empty one
+// included, is refused (DataLoss), never taken for a new store. A full disk
+// is ResourceExhausted ("the disk holding the job store ... is full"), and a
+// failed COMMIT is rolled back, so the store works again once space returns.
 #pragma once
 
 #include <filesystem>
@@ -13,8 +19,11 @@
 
 namespace autoquant {
 
-inline constexpr int kJobStoreSchemaVersion = 2;  // 2: jobs.cancel_requested
+inline constexpr int kJobStoreSchemaVersion = 3;  // 2: jobs.cancel_requested, 3: jobs.affinity
 
-absl::StatusOr<std::unique_ptr<JobStore>> OpenSqliteJobStore(const std::filesystem::path& path);
+// `max_pages_for_test` > 0: SQLite refuses to grow the file past that many
+// pages (SQLITE_FULL), as a full disk would; for tests only.
+absl::StatusOr<std::unique_ptr<JobStore>> OpenSqliteJobStore(const std::filesystem::path& path,
+                                                             int64_t max_pages_for_test = 0);
 
 }  // namespace autoquant

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "core/util/status_macros.h"
 #include "tests/scripted_runner.h"
 #include "tests/test_util.h"
 
@@ -21,8 +22,89 @@ class CountingObserver : public JobObserver {
     std::lock_guard<std::mutex> lock(mu);
     ++changes[{from, job.state}];
   }
+  void OnStoreError(const std::string& what, const absl::Status& why) override {
+    EXPECT_EQ(why.code(), absl::StatusCode::kResourceExhausted) << what << ": " << why;
+    ++store_errors;
+  }
+  void OnStoreRecovered() override { ++store_recovered; }
   std::mutex mu;
   std::map<std::pair<JobState, JobState>, int> changes;
+  std::atomic<int> store_errors{0};
+  std::atomic<int> store_recovered{0};
+};
+
+// A store whose disk fills on demand: while `full`, every write fails as the
+// SQLite store's does on a full disk; reads still work.
+class FullDiskStore : public JobStore {
+ public:
+  explicit FullDiskStore(JobStore* inner) : inner_(inner) {}
+  std::atomic<bool> full{false};
+  std::atomic<int> refused{0};
+  std::atomic<int> transitions_refused{0};  // state changes refused (a job's end among them)
+
+  absl::StatusOr<std::vector<Job>> Insert(const std::vector<Job>& jobs, const std::string& first_log,
+                                          std::vector<bool>* created) override {
+    RETURN_IF_ERROR(Write());
+    return inner_->Insert(jobs, first_log, created);
+  }
+  absl::StatusOr<Job> Get(const std::string& id) override { return inner_->Get(id); }
+  absl::StatusOr<std::optional<Job>> FindByKey(const std::string& key) override { return inner_->FindByKey(key); }
+  absl::StatusOr<JobPage> List(const JobListFilter& f) override { return inner_->List(f); }
+  absl::StatusOr<Job> Transition(const std::string& id, JobState to, const std::function<void(Job&)>& mutate,
+                                 const std::optional<LogEntry>& log, const Lease* lease) override {
+    if (full) ++transitions_refused;
+    RETURN_IF_ERROR(Write());
+    return inner_->Transition(id, to, mutate, log, lease);
+  }
+  absl::Status RequestCancel(const std::string& id) override {
+    RETURN_IF_ERROR(Write());
+    return inner_->RequestCancel(id);
+  }
+  absl::Status UpdateProgress(const std::string& id, const std::string& phase, double progress,
+                              const Lease* lease) override {
+    RETURN_IF_ERROR(Write());
+    return inner_->UpdateProgress(id, phase, progress, lease);
+  }
+  absl::StatusOr<std::optional<Job>> ClaimNext(const std::string& affinity) override {
+    RETURN_IF_ERROR(Write());
+    return inner_->ClaimNext(affinity);
+  }
+  absl::StatusOr<int64_t> AppendLog(const std::string& id, const LogEntry& e, const Lease* lease) override {
+    RETURN_IF_ERROR(Write());
+    return inner_->AppendLog(id, e, lease);
+  }
+  absl::StatusOr<std::vector<LogEntry>> ReadLogs(const std::string& id, int64_t after, int limit) override {
+    return inner_->ReadLogs(id, after, limit);
+  }
+  absl::StatusOr<int> QueuePosition(const std::string& id) override { return inner_->QueuePosition(id); }
+  absl::StatusOr<std::map<JobState, int64_t>> CountByState() override { return inner_->CountByState(); }
+  absl::StatusOr<std::vector<Job>> RecoverInterrupted(int max_attempts) override {
+    RETURN_IF_ERROR(Write());
+    return inner_->RecoverInterrupted(max_attempts);
+  }
+  absl::Status CheckWritable() override {
+    RETURN_IF_ERROR(Write());
+    return inner_->CheckWritable();
+  }
+  double lease_seconds() const override { return inner_->lease_seconds(); }
+  absl::StatusOr<bool> Heartbeat(const std::string& id, const Lease& lease) override {
+    return inner_->Heartbeat(id, lease);
+  }
+  absl::Status WhileLeaseHeld(const std::string& id, const Lease& lease,
+                              const std::function<absl::Status()>& publish) override {
+    return inner_->WhileLeaseHeld(id, lease, publish);
+  }
+  absl::StatusOr<std::vector<Job>> RequeueExpired(int max_attempts) override {
+    return inner_->RequeueExpired(max_attempts);
+  }
+
+ private:
+  absl::Status Write() {
+    if (!full) return absl::OkStatus();
+    ++refused;
+    return absl::ResourceExhaustedError("the disk holding the job store /test/jobs.db is full: free space and retry");
+  }
+  JobStore* inner_;
 };
 
 class JobManagerTest : public ::testing::Test {
@@ -32,7 +114,20 @@ class JobManagerTest : public ::testing::Test {
     auto s = OpenJobStore("sqlite:" + (dir_ / "jobs.db").string());
     ASSERT_TRUE(s.ok()) << s.status();
     store_ = std::move(*s);
+    disk_ = std::make_unique<FullDiskStore>(store_.get());
     manager_ = std::make_unique<JobManager>(store_.get(), &observer_);
+  }
+
+  // The manager works on a store whose disk the test fills (disk_->full).
+  void UseFullableDisk() { manager_ = std::make_unique<JobManager>(disk_.get(), &observer_); }
+
+  template <typename F>
+  bool Eventually(F condition) {
+    for (int i = 0; i < 2000; ++i) {
+      if (condition()) return true;
+      std::this_thread::sleep_for(5ms);
+    }
+    return condition();
   }
 
   JobSpec Spec(const std::string& scheme, int priority = 0) {
@@ -55,6 +150,7 @@ class JobManagerTest : public ::testing::Test {
 
   std::filesystem::path dir_;
   std::unique_ptr<JobStore> store_;
+  std::unique_ptr<FullDiskStore> disk_;
   CountingObserver observer_;
   ScriptedRunner runner_;
   std::unique_ptr<JobManager> manager_;
@@ -227,6 +323,124 @@ TEST_F(JobManagerTest, ObserverSeesEveryTransition) {
   }
   EXPECT_EQ(count(JobState::kQueued, JobState::kRunning), 1);
   EXPECT_EQ(count(JobState::kRunning, JobState::kSucceeded), 1);
+}
+
+TEST_F(JobManagerTest, FinalStateIsRetriedWhileTheDiskIsFullAndTheQueueResumesWhenSpaceReturns) {
+  UseFullableDisk();
+  runner_.hold = true;
+  manager_->Start(&runner_);
+  auto first = manager_->Submit(Spec("first"), "");
+  auto second = manager_->Submit(Spec("second"), "");
+  ASSERT_TRUE(first.ok() && second.ok());
+  ASSERT_TRUE(Eventually([&] { return manager_->running_job_id() == first->id; }));
+  EXPECT_TRUE(manager_->serving());
+
+  disk_->full = true;
+  runner_.hold = false;  // the job's work ends; its progress and its end cannot be stored
+  ASSERT_TRUE(Eventually([&] { return disk_->transitions_refused >= 3; }));  // the end, tried 3 times
+  EXPECT_FALSE(manager_->serving());  // health NOT_SERVING
+  EXPECT_GT(observer_.store_errors.load(), 3);  // each failure reported (logged, counted)
+  EXPECT_EQ(manager_->Get(first->id)->state, JobState::kRunning);  // still this worker's: retried
+  EXPECT_EQ(manager_->running_job_id(), first->id);
+  auto refused = manager_->Submit(Spec("third"), "");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  EXPECT_NE(refused.status().message().find("is full"), std::string::npos) << refused.status();
+
+  disk_->full = false;  // space returns: the end is recorded and the queue goes on, nobody restarts anything
+  EXPECT_EQ(WaitTerminal(first->id).state, JobState::kSucceeded);
+  EXPECT_EQ(WaitTerminal(second->id).state, JobState::kSucceeded);
+  EXPECT_TRUE(manager_->serving());
+  EXPECT_EQ(observer_.store_recovered.load(), 1);
+  auto logs = manager_->ReadLogs(first->id, 0, 1000);
+  ASSERT_TRUE(logs.ok());
+  ASSERT_TRUE(logs->back().state.has_value());
+  EXPECT_EQ(*logs->back().state, JobState::kSucceeded);
+}
+
+TEST_F(JobManagerTest, HealthReturnsWhenTheStoreTakesWritesAgainWithNothingQueued) {
+  UseFullableDisk();
+  manager_->Start(&runner_);
+  disk_->full = true;
+  EXPECT_EQ(manager_->Submit(Spec("a"), "").status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_FALSE(manager_->serving());
+  EXPECT_GE(observer_.store_errors.load(), 1);  // the refused submit (and perhaps a claim at that moment)
+  disk_->full = false;
+  // Nothing else writes: the worker's probe sees the store back.
+  EXPECT_TRUE(Eventually([&] { return manager_->serving(); }));
+  auto j = manager_->Submit(Spec("a"), "");
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ(WaitTerminal(j->id).state, JobState::kSucceeded);
+}
+
+TEST_F(JobManagerTest, DrainStopsRetryingAndLeavesTheJobToTheNextStart) {
+  UseFullableDisk();
+  runner_.hold = true;
+  manager_->Start(&runner_);
+  auto j = manager_->Submit(Spec("stuck"), "");
+  ASSERT_TRUE(j.ok());
+  ASSERT_TRUE(Eventually([&] { return manager_->running_job_id() == j->id; }));
+  disk_->full = true;
+  runner_.hold = false;
+  ASSERT_TRUE(Eventually([&] { return disk_->transitions_refused >= 2; }));  // retrying the end
+  manager_->Drain();  // returns although the store never took the end
+  EXPECT_EQ(manager_->Get(j->id)->state, JobState::kRunning);  // re-queued by the next start's Recover
+}
+
+TEST_F(JobManagerTest, JobSubmittedAgainstAnotherModelFailsUnrunWithWhatToDo) {
+  Job other;
+  other.id = NewJobId();
+  other.spec = Spec("other-model");
+  other.affinity = "aaaaaaaaaaaaaaaaaaaa:cccccccccccccccccccc";
+  Job same;
+  same.id = NewJobId();
+  same.spec = Spec("same-model");
+  same.affinity = "bbbbbbbbbbbbbbbbbbbb:cccccccccccccccccccc";
+  Job older;  // stored before jobs recorded their model: runs, as it did
+  older.id = NewJobId();
+  older.spec = Spec("older");
+  std::vector<bool> created;
+  ASSERT_TRUE(store_->Insert({other, same, older}, "queued", &created).ok());
+  EXPECT_EQ(store_->Get(other.id)->affinity, other.affinity);  // the store keeps it
+
+  runner_.affinity = same.affinity;  // the daemon restarted with another --model
+  manager_->Start(&runner_);
+  Job failed = WaitTerminal(other.id);
+  EXPECT_EQ(failed.state, JobState::kFailed);
+  EXPECT_NE(failed.message.find("submitted against model aaaaaaaaaaaa... with calibration set cccccccccccc..."),
+            std::string::npos)
+      << failed.message;
+  EXPECT_NE(failed.message.find("this daemon serves model bbbbbbbbbbbb..."), std::string::npos) << failed.message;
+  EXPECT_NE(failed.message.find("resubmit"), std::string::npos) << failed.message;
+  EXPECT_EQ(WaitTerminal(same.id).state, JobState::kSucceeded);
+  EXPECT_EQ(WaitTerminal(older.id).state, JobState::kSucceeded);
+  EXPECT_EQ(runner_.ran, (std::vector<std::string>{"same-model", "older"}));
+  // What is submitted now records this daemon's model.
+  auto fresh = manager_->Submit(Spec("fresh"), "");
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_EQ(store_->Get(fresh->id)->affinity, same.affinity);
+}
+
+TEST_F(JobManagerTest, LogFollowersAreWokenOffTheWorkerThread) {
+  runner_.hold = true;
+  manager_->Start(&runner_);
+  auto j = manager_->Submit(Spec("followed"), "");
+  ASSERT_TRUE(j.ok());
+  ASSERT_TRUE(Eventually([&] { return manager_->running_job_id() == j->id; }));
+  ASSERT_TRUE(Eventually([&] { return runner_.run_thread.load() != std::thread::id(); }));
+  const std::thread::id worker = runner_.run_thread;
+  std::atomic<int> calls{0}, on_worker{0};
+  std::vector<std::shared_ptr<void>> followers;
+  for (int i = 0; i < 2000; ++i) {
+    followers.push_back(manager_->Subscribe(j->id, [&] {
+      ++calls;
+      if (std::this_thread::get_id() == worker) ++on_worker;
+    }));
+  }
+  runner_.hold = false;
+  EXPECT_EQ(WaitTerminal(j->id).state, JobState::kSucceeded);
+  EXPECT_TRUE(Eventually([&] { return calls >= 2000; }));  // every follower hears of the lines
+  EXPECT_EQ(on_worker.load(), 0);  // none of them at the worker's expense
+  manager_.reset();  // joins the notifier: no call still in flight reaches the counters below after they are gone
 }
 
 }  // namespace

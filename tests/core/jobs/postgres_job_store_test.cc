@@ -387,6 +387,13 @@ TEST_F(PostgresJobStoreTest, SchemaIsVersionedAndANewerOneIsRefused) {
   EXPECT_NE(s.status().message().find("newer than this autoquantd's"), std::string::npos) << s.status();
 }
 
+TEST_F(PostgresJobStoreTest, CheckWritableWritesAndLeavesTheSchemaAsItWas) {
+  EXPECT_TRUE(a_->CheckWritable().ok());
+  EXPECT_TRUE(b_->CheckWritable().ok());  // two daemons probing at once do not conflict
+  auto again = Open("daemon-c", 30);  // the schema row it rewrote still reads as this version
+  EXPECT_TRUE(again.ok()) << again.status();
+}
+
 TEST_F(PostgresJobStoreTest, UnreachableServerIsUnavailableWithoutThePassword) {
   auto s = OpenJobStore(absl::StrCat("postgresql://autoquant:s3cret@127.0.0.1:1/none"), {.owner = "x"});
   EXPECT_EQ(s.status().code(), absl::StatusCode::kUnavailable) << s.status();

@@ -217,6 +217,7 @@ TEST_F(SqliteJobStoreTest, Version1StoreIsMigratedKeepingItsJobs) {
   ASSERT_TRUE(old.ok()) << old.status();
   EXPECT_EQ(old->spec.scheme, "old");
   EXPECT_FALSE(old->cancel_requested);
+  EXPECT_EQ(old->affinity, "");  // stored before jobs recorded their model: runs on any
   ASSERT_TRUE((*store)->RequestCancel("j-old").ok());
   EXPECT_TRUE((*store)->Get("j-old")->cancel_requested);
   store->reset();
@@ -267,6 +268,62 @@ TEST_F(SqliteJobStoreTest, CorruptDatabaseIsReportedNotOverwritten) {
   std::ifstream f(path, std::ios::binary);
   std::string content((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   EXPECT_EQ(content, std::string(8192, 'x'));
+}
+
+TEST_F(SqliteJobStoreTest, EmptyOrForeignFileIsRefusedNotTakenForANewStore) {
+  for (const std::string& content : {std::string(), std::string("hello"), std::string(4096, '\0')}) {
+    const auto path = dir_ / "not-a-store.db";
+    {
+      std::ofstream f(path, std::ios::binary | std::ios::trunc);
+      f << content;
+    }
+    auto s = OpenJobStore("sqlite:" + path.string());
+    ASSERT_FALSE(s.ok()) << "a file of " << content.size() << " bytes was taken for a job store";
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss) << s.status();
+    EXPECT_NE(s.status().message().find(path.string()), std::string::npos) << s.status();
+    EXPECT_NE(s.status().message().find(content.empty() ? "empty file" : "not a readable SQLite database"),
+              std::string::npos)
+        << s.status();
+    EXPECT_NE(s.status().message().find("move it aside"), std::string::npos) << s.status();
+    EXPECT_EQ(std::filesystem::file_size(path), content.size());  // left as it was
+  }
+}
+
+TEST_F(SqliteJobStoreTest, MissingFileIsCreatedWholeWithNothingLeftBeside) {
+  const auto sub = dir_ / "fresh";
+  auto s = OpenJobStore("sqlite:" + (sub / "jobs.db").string());
+  ASSERT_TRUE(s.ok()) << s.status();
+  std::vector<bool> created;
+  ASSERT_TRUE((*s)->Insert({MakeJob("a")}, "", &created).ok());
+  s->reset();
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(sub)) names.push_back(e.path().filename().string());
+  EXPECT_EQ(names, std::vector<std::string>{"jobs.db"});
+  auto again = OpenJobStore("sqlite:" + (sub / "jobs.db").string());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ((*again)->List({})->jobs.size(), 1u);
+}
+
+TEST_F(SqliteJobStoreTest, FullDiskIsResourceExhaustedNamingTheStoreAndLeavesItUsable) {
+  const auto path = dir_ / "small.db";
+  ASSERT_TRUE(OpenSqliteJobStore(path).ok());  // made at its normal size
+  auto s = OpenSqliteJobStore(path, /*max_pages_for_test=*/1);  // then no page more: SQLITE_FULL, as a full disk
+  ASSERT_TRUE(s.ok()) << s.status();
+  Job big = MakeJob("big");
+  for (int i = 0; i < 200; ++i) big.spec.disabled_layers.push_back(std::string(1000, static_cast<char>('a' + i % 26)));
+  std::vector<bool> created;
+  auto r = (*s)->Insert({big}, "queued", &created);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted) << r.status();
+  EXPECT_NE(r.status().message().find("the disk holding the job store " + path.string() + " is full"),
+            std::string::npos)
+      << r.status();
+  EXPECT_EQ((*s)->CheckWritable().code(), absl::StatusCode::kOk);  // a write that needs no new page
+  EXPECT_TRUE((*s)->List({})->jobs.empty());                      // rolled back whole
+  s->reset();
+  auto roomy = OpenSqliteJobStore(path);  // space returns
+  ASSERT_TRUE(roomy.ok()) << roomy.status();
+  EXPECT_TRUE((*roomy)->Insert({big}, "queued", &created).ok());
 }
 
 TEST_F(SqliteJobStoreTest, UnknownStoreSchemeIsInvalidArgument) {
