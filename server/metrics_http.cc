@@ -6,12 +6,14 @@
 #include <mutex>
 
 #include "CivetServer.h"
+#include "absl/algorithm/container.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "civetweb.h"
 #include "server/daemon_options.h"
+#include "spdlog/spdlog.h"
 
 namespace autoquant {
 namespace {
@@ -54,6 +56,12 @@ int CheckScrape(mg_connection* conn) {
   return 401;
 }
 
+// civetweb's own errors (a port it cannot bind, a thread it cannot start) into the daemon's log.
+int LogCivetweb(const mg_connection*, const char* message) {
+  spdlog::warn("/metrics (civetweb): {}", message);
+  return 1;
+}
+
 }  // namespace
 
 std::string MetricsBindAddress(const std::string& flag) {
@@ -89,9 +97,14 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
         "loopback (a bare port such as --metrics 9464 means 127.0.0.1:9464), or --insecure to serve it openly"));
   }
   std::unique_ptr<MetricsServer> server(new MetricsServer());
-  // Kept alive by the static below: civetweb copies the struct but the function must stay valid.
-  static CivetCallbacks callbacks = [] {
+  static const CivetCallbacks open_callbacks = [] {
     CivetCallbacks c;
+    c.log_message = LogCivetweb;
+    return c;
+  }();
+  static const CivetCallbacks token_callbacks = [] {
+    CivetCallbacks c;
+    c.log_message = LogCivetweb;
     c.begin_request = CheckScrape;
     return c;
   }();
@@ -99,7 +112,7 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
     server->exposer_ = std::make_unique<prometheus::Exposer>(
         std::vector<std::string>{"listening_ports", bind, "num_threads", std::to_string(kMetricsThreads),
                                  "request_timeout_ms", std::to_string(kMetricsRequestTimeoutMs)},
-        o.token.empty() ? nullptr : &callbacks);
+        o.token.empty() ? &open_callbacks : &token_callbacks);
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("--metrics ", o.flag, ": cannot listen on ", bind, " (", e.what(),
                                                "); is the port in use? Use HOST:PORT, e.g. 127.0.0.1:9464"));

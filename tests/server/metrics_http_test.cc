@@ -24,6 +24,14 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::StartsWith;
 
+MetricsHttpOptions Opts(const std::string& flag, const std::string& token = "", bool insecure = false) {
+  MetricsHttpOptions o;
+  o.flag = flag;
+  o.token = token;
+  o.insecure = insecure;
+  return o;
+}
+
 TEST(MetricsBindAddressTest, ABarePortMeansLoopback) {
   EXPECT_EQ(MetricsBindAddress("9464"), "127.0.0.1:9464");
   EXPECT_EQ(MetricsBindAddress("0"), "127.0.0.1:0");
@@ -49,12 +57,12 @@ TEST(MetricsAuthorizedTest, BearerOrBasicWithTheTokenAsPassword) {
 
 TEST(MetricsServerTest, OffLoopbackWithoutTokenOrInsecureIsRefused) {
   auto registry = std::make_shared<prometheus::Registry>();
-  auto s = MetricsServer::Start({.flag = "0.0.0.0:0"}, registry);
+  auto s = MetricsServer::Start(Opts("0.0.0.0:0"), registry);
   ASSERT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.status().message(), HasSubstr("--token-file"));
   EXPECT_THAT(s.status().message(), HasSubstr("--insecure"));
-  EXPECT_TRUE(MetricsServer::Start({.flag = "0.0.0.0:0", .token = "t"}, registry).ok());
-  EXPECT_TRUE(MetricsServer::Start({.flag = "0.0.0.0:0", .insecure = true}, registry).ok());
+  EXPECT_TRUE(MetricsServer::Start(Opts("0.0.0.0:0", "t"), registry).ok());
+  EXPECT_TRUE(MetricsServer::Start(Opts("0.0.0.0:0", "", true), registry).ok());
 }
 
 // A TCP connection to 127.0.0.1:port (-1 on failure).
@@ -113,13 +121,13 @@ class LiveMetricsTest : public ::testing::Test {
 };
 
 TEST_F(LiveMetricsTest, ABarePortListensOnLoopback) {
-  Start({.flag = "0"});
+  ASSERT_NO_FATAL_FAILURE(Start(Opts("0")));
   EXPECT_THAT(server_->address(), StartsWith("127.0.0.1:"));
   EXPECT_THAT(Exchange(port_, Get(), std::chrono::seconds(5)), HasSubstr("autoquant_test_total 1"));
 }
 
 TEST_F(LiveMetricsTest, WithATokenEveryScrapeMustCarryIt) {
-  Start({.flag = "127.0.0.1:0", .token = "tok-123"});
+  ASSERT_NO_FATAL_FAILURE(Start(Opts("127.0.0.1:0", "tok-123")));
   const std::string none = Exchange(port_, Get(), std::chrono::seconds(5));
   EXPECT_THAT(none, StartsWith("HTTP/1.1 401"));
   EXPECT_THAT(none, Not(HasSubstr("autoquant_test_total")));
@@ -130,7 +138,7 @@ TEST_F(LiveMetricsTest, WithATokenEveryScrapeMustCarryIt) {
 }
 
 TEST_F(LiveMetricsTest, HalfSentRequestsDoNotStallScraping) {
-  Start({.flag = "127.0.0.1:0"});
+  ASSERT_NO_FATAL_FAILURE(Start(Opts("127.0.0.1:0")));
   // Two clients that send half a request and then nothing (with the old two threads: a 30 s stall).
   int slow[2];
   for (int& fd : slow) {
