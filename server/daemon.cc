@@ -16,10 +16,10 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
-#include "prometheus/exposer.h"
 #include "server/autoquant_service.h"
 #include "server/daemon_context.h"
 #include "server/daemon_metrics.h"
+#include "server/metrics_http.h"
 #include "server/stop_signals.h"
 #include "server/token_auth.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
@@ -72,22 +72,6 @@ int RunDaemon(const DaemonOptions& o) {
   spdlog::set_level(spdlog::level::from_str(o.log_level == "warning" ? "warn" : o.log_level));
   if (absl::Status s = InstallStopSignalHandlers(); !s.ok()) return Fail(s, "signal handlers");
   auto registry = std::make_shared<prometheus::Registry>();
-  std::unique_ptr<prometheus::Exposer> exposer;
-  std::string metrics_address;
-  if (!o.metrics.empty()) {
-    try {
-      exposer = std::make_unique<prometheus::Exposer>(o.metrics, 2);
-    } catch (const std::exception& e) {
-      return Fail(absl::UnavailableError(absl::StrCat("--metrics ", o.metrics, ": cannot listen (", e.what(),
-                                                      "); is the port in use? Use HOST:PORT, e.g. 127.0.0.1:9464")),
-                  "metrics");
-    }
-    exposer->RegisterCollectable(registry);
-    auto ports = exposer->GetListeningPorts();
-    std::string host = o.metrics.substr(0, o.metrics.rfind(':'));
-    metrics_address = absl::StrCat(host, ":", ports.empty() ? 0 : ports.front());
-  }
-
   auto token = LoadToken(o.token_file, "AUTOQUANT_TOKEN");
   if (!token.ok()) return Fail(token.status(), "auth");
   if (token->empty() && !o.insecure && !IsLoopbackAddress(o.listen)) {
@@ -95,6 +79,18 @@ int RunDaemon(const DaemonOptions& o) {
                     "--listen ", o.listen, " is reachable off this machine but no token is configured: pass "
                     "--token-file FILE (or set AUTOQUANT_TOKEN), or --insecure to run without one")),
                 "refusing to start");
+  }
+  std::unique_ptr<MetricsServer> metrics_server;
+  std::string metrics_address;
+  if (!o.metrics.empty()) {
+    auto started = MetricsServer::Start({.flag = o.metrics, .token = *token, .insecure = o.insecure}, registry);
+    if (!started.ok()) {
+      return Fail(started.status(), started.status().code() == absl::StatusCode::kInvalidArgument
+                                        ? "refusing to start"
+                                        : "metrics");
+    }
+    metrics_server = *std::move(started);
+    metrics_address = metrics_server->address();
   }
   TokenAuth auth(*token);
   auto creds = Credentials(o);

@@ -26,6 +26,9 @@
 //
 // In fleet mode autoquant_jobs and autoquant_queue_depth count the whole
 // fleet's table (re-read every second), not only this daemon's changes.
+//
+// Who may scrape them (a bare --metrics port is loopback; off loopback only
+// with the token or --insecure; the token on every scrape): metrics_http.h.
 #pragma once
 
 #include <map>

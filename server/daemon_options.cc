@@ -1,5 +1,8 @@
 #include "server/daemon_options.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <filesystem>
 
 #include "absl/strings/ascii.h"
@@ -15,7 +18,10 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions* o) {
   app.add_option("--models-root", o->models_root, "directory the schemes are written under")->required();
   app.add_option("--listen", o->listen, "gRPC address HOST:PORT; port 0 picks a free port, printed as stdout's first line")
       ->capture_default_str();
-  app.add_option("--metrics", o->metrics, "Prometheus /metrics address HOST:PORT (port 0: any free port); empty: off")
+  app.add_option("--metrics", o->metrics,
+                 "Prometheus /metrics address HOST:PORT (port 0: any free port), or a bare PORT meaning "
+                 "127.0.0.1:PORT; empty: off. Like --listen, off loopback it needs a token or --insecure; with a "
+                 "token every scrape must send it (bearer, or basic auth with the token as password)")
       ->capture_default_str();
   app.add_option("--store", o->store,
                  "job store: sqlite:PATH (one daemon; default sqlite:<models-root>/.autoquant/jobs.db) or "
@@ -52,7 +58,8 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions* o) {
   app.add_option("--token-file", o->token_file,
                  "file holding the bearer token every RPC must send (else $AUTOQUANT_TOKEN); "
                  "required when listening off loopback");
-  app.add_flag("--insecure", o->insecure, "allow listening off loopback without a token (not recommended)");
+  app.add_flag("--insecure", o->insecure,
+               "allow --listen and --metrics off loopback without a token (not recommended)");
   app.add_option("--tls-cert", o->tls_cert, "PEM server certificate (enables TLS)");
   app.add_option("--tls-key", o->tls_key, "PEM private key of --tls-cert");
   app.add_option("--tls-client-ca", o->tls_client_ca, "PEM CA bundle; clients must present a certificate it signed (mTLS)");
@@ -93,15 +100,31 @@ std::string DaemonEnvName(const std::string& long_flag) {
   return env;
 }
 
+bool IsLoopbackHost(const std::string& host) {
+  if (absl::AsciiStrToLower(host) == "localhost") return true;
+  // An address literal, parsed: a prefix test would pass "127.evil.example", a name anyone can point anywhere.
+  in_addr v4;
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6;
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+    if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;  // ::ffff:127.x.y.z
+  }
+  return false;
+}
+
+std::string HostOf(const std::string& hp) {
+  if (absl::StartsWith(hp, "[")) {
+    const size_t close = hp.find(']');
+    return close == std::string::npos ? "" : hp.substr(1, close - 1);
+  }
+  const size_t colon = hp.rfind(':');
+  return colon == std::string::npos ? hp : hp.substr(0, colon);
+}
+
 bool IsLoopbackAddress(const std::string& hp) {
   if (absl::StartsWith(hp, "unix:") || absl::StartsWith(hp, "unix-abstract:")) return true;
-  std::string host = hp;
-  if (absl::StartsWith(host, "[")) {
-    host = host.substr(1, host.find(']') == std::string::npos ? std::string::npos : host.find(']') - 1);
-  } else if (auto colon = host.rfind(':'); colon != std::string::npos) {
-    host = host.substr(0, colon);
-  }
-  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+  return IsLoopbackHost(HostOf(hp));
 }
 
 absl::Status FinishDaemonOptions(DaemonOptions* o) {

@@ -15,7 +15,7 @@ struct DaemonOptions {
   std::string calib;        // calibration set file
   std::string models_root;  // where schemes are written
   std::string listen = "127.0.0.1:50051";
-  std::string metrics;      // HOST:PORT for /metrics; empty = off
+  std::string metrics;      // HOST:PORT (or a bare PORT: loopback) for /metrics; empty = off (metrics_http.h)
   std::string store;        // sqlite:PATH (default under the models root) | postgresql://... (fleet mode)
   std::string baseline_cache;  // default under the models root
   std::string device = "auto";
@@ -27,7 +27,7 @@ struct DaemonOptions {
   int max_attempts = 2;  // a job cut off mid-run (crash, kill -9) is re-queued until started this often
   double lease_seconds = 30;  // fleet mode: a claimed job is this daemon's for this long without a heartbeat
   std::string token_file;   // or AUTOQUANT_TOKEN
-  bool insecure = false;    // allow listening off loopback without a token
+  bool insecure = false;    // allow --listen and --metrics off loopback without a token
   std::string tls_cert, tls_key, tls_client_ca;
   std::string log_level = "info";
   // Evaluation (docs/evaluation.md); empty eval_set: evaluation refused.
@@ -51,7 +51,12 @@ std::string DaemonEnvName(const std::string& long_flag);
 // InvalidArgument with a message naming the flag to fix.
 absl::Status FinishDaemonOptions(DaemonOptions* o);
 
-// True for 127.0.0.0/8, ::1, localhost and unix sockets.
+// True for "localhost" and address literals in 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104; host
+// names are not resolved, so "127.example.com" is not loopback.
+bool IsLoopbackHost(const std::string& host);
+// IsLoopbackHost of HOST in HOST:PORT or [HOST]:PORT; true for unix sockets.
 bool IsLoopbackAddress(const std::string& host_port);
+// HOST of HOST:PORT or [HOST]:PORT (without the brackets).
+std::string HostOf(const std::string& host_port);
 
 }  // namespace autoquant

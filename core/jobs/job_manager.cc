@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/jobs/request_limits.h"
 #include "core/util/crash_point.h"
 #include "core/util/status_macros.h"
 
@@ -257,6 +258,8 @@ absl::StatusOr<Job> JobManager::Submit(const JobSpec& spec, const std::string& i
 absl::StatusOr<std::pair<std::string, std::vector<Job>>> JobManager::SubmitSweep(const std::vector<JobSpec>& specs,
                                                                                  const std::string& key) {
   if (specs.empty()) return absl::InvalidArgumentError("a sweep needs at least one point");
+  // Before anything else reads the request: every later step is linear in what passes.
+  RETURN_IF_ERROR(CheckSubmitLimits(specs, key));
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!started_) return absl::UnavailableError("the model is still loading; retry when health is SERVING");

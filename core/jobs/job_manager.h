@@ -99,7 +99,8 @@ class JobManager {
   // Started, not draining, and the store takes writes.
   bool serving() const;
 
-  // Validates, then stores. Unavailable before Start and while draining;
+  // Checks the request's limits (request_limits.h: InvalidArgument naming the
+  // field), validates, then stores. Unavailable before Start and while draining;
   // the runner's codes for a bad spec; AlreadyExists for a reused key with a
   // different spec; ResourceExhausted when the queue is full.
   absl::StatusOr<Job> Submit(const JobSpec& spec, const std::string& idempotency_key);

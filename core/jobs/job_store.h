@@ -46,6 +46,10 @@ struct JobListFilter {
 struct JobPage {
   std::vector<Job> jobs;
   int64_t next_after_seq = 0;  // 0 on the last page
+  // Rows of this page that could not be read (a corrupted spec, an unknown state), one line each
+  // naming the job: left out of `jobs` so that one bad row does not fail every listing; the caller
+  // logs them.
+  std::vector<std::string> unreadable;
 };
 
 class JobStore {
@@ -64,6 +68,7 @@ class JobStore {
   virtual absl::StatusOr<Job> Get(const std::string& id) = 0;
   // The job stored under an idempotency key, if any.
   virtual absl::StatusOr<std::optional<Job>> FindByKey(const std::string& idempotency_key) = 0;
+  // Rows that cannot be read are left out and named in JobPage::unreadable.
   virtual absl::StatusOr<JobPage> List(const JobListFilter& filter) = 0;
 
   // Moves a job to `to` (CheckTransition: FailedPrecondition if not

@@ -206,13 +206,21 @@ class PostgresJobStore : public JobStore {
           absl::StrCat("SELECT ", kJobColumns, " FROM autoquant_jobs WHERE ", where, " ORDER BY seq LIMIT $2"),
           f.after_seq, static_cast<int64_t>(f.page_size) + 1);
       JobPage page;
+      int rows = 0;
+      int64_t last_seq = 0;
       for (const auto& row : r) {
-        ASSIGN_OR_RETURN(Job j, FromRow(row));
-        page.jobs.push_back(std::move(j));
-      }
-      if (static_cast<int>(page.jobs.size()) > f.page_size) {
-        page.jobs.pop_back();
-        page.next_after_seq = page.jobs.back().seq;
+        if (++rows > f.page_size) {
+          page.next_after_seq = last_seq;
+          break;
+        }
+        last_seq = row["seq"].as<int64_t>();
+        absl::StatusOr<Job> j = FromRow(row);
+        if (!j.ok()) {
+          page.unreadable.push_back(
+              absl::StrCat("job ", row["id"].as<std::string>(), " (seq ", last_seq, "): ", j.status().message()));
+          continue;
+        }
+        page.jobs.push_back(*std::move(j));
       }
       return page;
     });

@@ -207,15 +207,22 @@ class SqliteJobStore : public JobStore {
     RETURN_IF_ERROR(s.prepared());
     s.Bind(1, f.after_seq).Bind(2, static_cast<int64_t>(limit) + 1);
     JobPage page;
+    int rows = 0;
+    int64_t last_seq = 0;
     while (true) {
       ASSIGN_OR_RETURN(bool row, s.Step());
       if (!row) break;
-      ASSIGN_OR_RETURN(Job j, FromRow(s));
-      page.jobs.push_back(std::move(j));
-    }
-    if (static_cast<int>(page.jobs.size()) > limit) {
-      page.jobs.pop_back();
-      page.next_after_seq = page.jobs.back().seq;
+      if (++rows > limit) {
+        page.next_after_seq = last_seq;
+        break;
+      }
+      last_seq = s.Int(0);
+      absl::StatusOr<Job> j = FromRow(s);
+      if (!j.ok()) {
+        page.unreadable.push_back(absl::StrCat("job ", s.Text(1), " (seq ", last_seq, "): ", j.status().message()));
+        continue;
+      }
+      page.jobs.push_back(*std::move(j));
     }
     return page;
   }

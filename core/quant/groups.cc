@@ -4,6 +4,8 @@
 
 #include <map>
 #include <regex>
+#include <string_view>
+#include <unordered_set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -51,15 +53,18 @@ absl::StatusOr<std::vector<QuantGroup>> BuildGroups(const std::vector<LinearDesc
   std::vector<bool> pattern_used(options.disabled_layers.size(), false);
   std::vector<QuantGroup> groups;
   std::map<std::string, size_t> by_name;
+  // Per group, the patterns already in its disabled_by: thousands of patterns may each match every
+  // member, and searching the list for each would be quadratic.
+  std::vector<std::unordered_set<std::string_view>> disabled_by_seen;
   for (size_t i = 0; i < linears.size(); ++i) {
     const std::string& full = linears[i].name;
     const std::string rel = RelativeModuleName(full);
-    std::vector<std::string> hits;
+    std::vector<const std::string*> hits;
     for (size_t p = 0; p < options.disabled_layers.size(); ++p) {
       const std::string& pat = options.disabled_layers[p];
       if (Matches(pat, rel) || Matches(pat, full)) {
         pattern_used[p] = true;
-        hits.push_back(pat);
+        hits.push_back(&pat);
       }
     }
     if (IsVision(rel) && !options.include_vision) continue;
@@ -69,22 +74,25 @@ absl::StatusOr<std::vector<QuantGroup>> BuildGroups(const std::vector<LinearDesc
       QuantGroup g;
       g.key = rel + ".quant_recipe";  // first member in model order
       groups.push_back(std::move(g));
+      disabled_by_seen.emplace_back();
     }
     QuantGroup& g = groups[it->second];
     g.modules.push_back(full);
     g.linear_index.push_back(i);
     g.weight_numel += linears[i].weight_numel;
-    for (auto& h : hits) {
-      if (std::find(g.disabled_by.begin(), g.disabled_by.end(), h) == g.disabled_by.end()) {
-        g.disabled_by.push_back(h);
-      }
+    for (const std::string* h : hits) {
+      if (disabled_by_seen[it->second].insert(*h).second) g.disabled_by.push_back(*h);
     }
     g.disabled = !g.disabled_by.empty();
   }
   std::vector<std::string> unused;
+  size_t unused_count = 0;
   for (size_t p = 0; p < pattern_used.size(); ++p) {
-    if (!pattern_used[p]) unused.push_back("'" + options.disabled_layers[p] + "'");
+    if (pattern_used[p]) continue;
+    // The message is stored with the job: name a few, count the rest.
+    if (++unused_count <= 10) unused.push_back("'" + options.disabled_layers[p] + "'");
   }
+  if (unused_count > unused.size()) unused.push_back(absl::StrCat("and ", unused_count - unused.size(), " more"));
   if (!unused.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "disabled_layers pattern(s) ", absl::StrJoin(unused, ", "),

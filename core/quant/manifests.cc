@@ -1,6 +1,8 @@
 #include "core/quant/manifests.h"
 
 #include <algorithm>
+#include <string_view>
+#include <unordered_set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -40,10 +42,9 @@ ojson SelectionJson(const Plan& p, const SchemeRecord& r) {
         "partition the group keys");
   }
   std::vector<std::string> from_manifest;
+  const std::unordered_set<std::string_view> from_request(r.disabled_by_flag.begin(), r.disabled_by_flag.end());
   for (const auto& pat : p.disabled_layers) {
-    if (std::find(r.disabled_by_flag.begin(), r.disabled_by_flag.end(), pat) == r.disabled_by_flag.end()) {
-      from_manifest.push_back(pat);
-    }
+    if (!from_request.count(pat)) from_manifest.push_back(pat);
   }
   j["disabled_layers"] = p.disabled_layers;
   j["disabled_layers_sources"] = {{"request", r.disabled_by_flag}, {"coverage_manifest", from_manifest}};

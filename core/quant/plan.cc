@@ -4,6 +4,8 @@
 #include <cmath>
 #include <map>
 #include <set>
+#include <string_view>
+#include <unordered_set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -128,9 +130,11 @@ absl::Status ValidateSelection(const SchemeSelection& s) {
 
 std::vector<std::string> EffectiveDisabledLayers(const SchemeSelection& s) {
   std::vector<std::string> out;
+  // A hash set, not a search of `out`: a request's patterns come by the thousand.
+  std::unordered_set<std::string_view> seen;
   auto add = [&](const std::vector<std::string>& v) {
     for (const auto& p : v) {
-      if (std::find(out.begin(), out.end(), p) == out.end()) out.push_back(p);
+      if (seen.insert(p).second) out.push_back(p);
     }
   };
   add(s.disabled_layers);
@@ -196,7 +200,11 @@ absl::StatusOr<Candidates> SelectCandidates(const SchemeSelection& s, const std:
   if (candidates == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the selection leaves no group to quantize (", n - c.enabled, " of ", n, " groups disabled by ",
-        patterns.empty() ? "no pattern" : absl::StrCat("disabled_layers [", absl::StrJoin(patterns, ", "), "]"),
+        patterns.empty() ? "no pattern"
+        : patterns.size() <= 10
+            ? absl::StrCat("disabled_layers [", absl::StrJoin(patterns, ", "), "]")
+            : absl::StrCat(patterns.size(), " disabled_layers patterns [",
+                           absl::StrJoin(patterns.begin(), patterns.begin() + 10, ", "), ", ...]"),
         s.coverage_manifest ? ", the rest not selected by the coverage manifest" : "", ")"));
   }
   if (s.coverage) {

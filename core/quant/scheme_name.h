@@ -5,7 +5,8 @@
 //
 // Accepted: 1 to 128 characters from [A-Za-z0-9._+-], not starting with a
 // dot ("." / ".." and hidden names are refused, and staging directories are
-// hidden names).
+// hidden names) nor with '-' (the name becomes an argument on command lines,
+// where it would read as an option).
 //
 // Torch-free; thread-safe.
 #pragma once

@@ -47,9 +47,15 @@ def need(tool):
 
 # --- Prometheus ------------------------------------------------------------------------------------
 
-def test_prometheus_config_and_rules_pass_promtool():
+def test_prometheus_config_and_rules_pass_promtool(tmp_path):
     need("promtool")
-    for args in (["check", "config", DEPLOY / "prometheus" / "prometheus.yml"], ["check", "rules", RULES],
+    # promtool checks that the scrape's credentials file exists: the compose secret's path, here a stand-in.
+    config = (DEPLOY / "prometheus" / "prometheus.yml").read_text()
+    assert "credentials_file: /run/secrets/autoquant_token" in config
+    (tmp_path / "token").write_text("t\n")
+    (tmp_path / "prometheus.yml").write_text(config.replace("/run/secrets/autoquant_token", str(tmp_path / "token")))
+    shutil.copy(RULES, tmp_path / RULES.name)
+    for args in (["check", "config", tmp_path / "prometheus.yml"], ["check", "rules", RULES],
                  ["test", "rules", RULES_TEST]):
         p = run("promtool", *args)
         assert p.returncode == 0, f"promtool {' '.join(map(str, args))}:\n{p.stdout}{p.stderr}"
@@ -279,6 +285,9 @@ def test_docker_compose_config_passes_on_a_fresh_clone(tmp_path):
     assert gpu["capabilities"] == ["gpu"] and gpu["count"] == 1, gpu
     assert aq["environment"]["AUTOQUANTD_TOKEN_FILE"] == "/run/secrets/autoquant_token"
     assert [s["source"] if isinstance(s, dict) else s for s in aq["secrets"]] == ["autoquant_token"]
+    # Prometheus scrapes /metrics with the daemon's token, from the same secret.
+    prom = cfg["services"]["prometheus"]
+    assert [s["source"] if isinstance(s, dict) else s for s in prom["secrets"]] == ["autoquant_token"]
     assert any(str(v).startswith("models:/models") for v in aq["volumes"]), aq["volumes"]
     assert set(cfg["services"]) == {"autoquantd", "prometheus", "grafana"}
     # The config directories the stack mounts are in the clone.
@@ -329,7 +338,15 @@ SERVICE_MONITOR_SCHEMA = {
                         "port": {"type": "string"}, "path": {"type": "string"},
                         "scheme": {"enum": ["http", "https"]},
                         "interval": {"type": "string", "pattern": DURATION},
-                        "scrapeTimeout": {"type": "string", "pattern": DURATION}}}}}}},
+                        "scrapeTimeout": {"type": "string", "pattern": DURATION},
+                        "authorization": {
+                            "type": "object", "required": ["credentials"], "additionalProperties": False,
+                            "properties": {
+                                "type": {"type": "string"},
+                                "credentials": {
+                                    "type": "object", "required": ["name", "key"], "additionalProperties": False,
+                                    "properties": {"name": {"type": "string"}, "key": {"type": "string"},
+                                                   "optional": {"type": "boolean"}}}}}}}}}}},
 }
 
 
@@ -408,6 +425,9 @@ def test_statefulset_runs_one_gpu_per_pod_with_grpc_probes_and_the_secrets():
     sm = next(d for _, d in docs if d["kind"] == "ServiceMonitor")
     assert sm["spec"]["selector"]["matchLabels"].items() <= headless["metadata"]["labels"].items()
     assert sm["spec"]["endpoints"][0]["port"] in {p["name"] for p in headless["spec"]["ports"]}
+    # It sends the daemon's token (/metrics needs it): the same Secret and key the pod mounts.
+    cred = sm["spec"]["endpoints"][0]["authorization"]["credentials"]
+    assert cred["name"] == token_vol["secret"]["secretName"] and cred["key"] == token_key, cred
     # jobLabel gives job="autoquantd", the job the rules' AutoquantDaemonDown matches.
     assert headless["metadata"]["labels"][sm["spec"]["jobLabel"]] == "autoquantd"
     # Every AUTOQUANTD_* name the manifests set is a real flag's.

@@ -5,9 +5,13 @@
 // where races between RPC threads, log subscribers and the worker would show.
 #include "server/autoquant_service.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sqlite3.h>
+
 #include <atomic>
+#include <future>
 #include <map>
 #include <memory>
 #include <set>
@@ -17,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/jobs/job_manager.h"
 #include "core/jobs/job_store.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "prometheus/registry.h"
 #include "server/daemon_context.h"
@@ -206,6 +211,149 @@ TEST_F(ServiceTest, ShutdownWithFollowersAttachedEndsEveryStream) {
   ASSERT_TRUE(stored.ok());
   EXPECT_EQ(stored->state, JobState::kQueued);
   server_.reset();
+}
+
+
+// Sends `bytes` as the request of `method` (as a client with a broken or foreign encoder would).
+grpc::Status RawCall(int port, const std::string& method, const std::string& bytes) {
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer request(&slice, 1), response;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&ctx, method, grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) { done.set_value(std::move(s)); });
+  return done.get_future().get();
+}
+
+TEST_F(ServiceTest, MalformedRequestsGetInvalidArgumentWithAMessage) {
+  // Bytes that are no message at all, and a GetStatusRequest whose job_id is not UTF-8.
+  for (const auto& [method, bytes] : std::vector<std::pair<std::string, std::string>>{
+           {"/autoquant.v1.AutoQuant/SubmitScheme", "\xff"},
+           {"/autoquant.v1.AutoQuant/ListJobs", "\x0a\x05\xff\xff"},
+           {"/autoquant.v1.AutoQuant/GetStatus", std::string("\x0a\x02\xc3\x28", 4)},
+           {"/autoquant.v1.AutoQuant/StreamLogs", "\xff"}}) {
+    grpc::Status s = RawCall(port_, method, bytes);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method << ": " << s.error_message();
+    EXPECT_THAT(s.error_message(), ::testing::HasSubstr("does not parse as autoquant.v1.")) << method;
+  }
+  // A well-formed request over the same raw path still works.
+  v1::GetServerInfoRequest info;
+  EXPECT_TRUE(RawCall(port_, "/autoquant.v1.AutoQuant/GetServerInfo", info.SerializeAsString()).ok());
+}
+
+TEST_F(ServiceTest, AnOversizedSpecIsRefusedAtOnceNamingTheField) {
+  auto stub = Stub();
+  v1::SubmitSchemeRequest req;
+  req.mutable_spec()->set_scheme("huge");
+  req.mutable_spec()->set_coverage(0.5);
+  // The request: 40,000 patterns (about 420 KB). Before the limits, de-duplicating them took
+  // seconds per request on the RPC threads.
+  for (int i = 0; i < 40000; ++i) req.mutable_spec()->add_disabled_layers(absl::StrCat("*layers.", i, ".mlp*"));
+  v1::Job job;
+  grpc::ClientContext ctx;
+  const auto t0 = std::chrono::steady_clock::now();
+  grpc::Status s = stub->SubmitScheme(&ctx, req, &job);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), ::testing::HasSubstr("disabled_layers has 40000 entries; at most 4096"));
+  v1::SubmitSchemeRequest dash;
+  dash.mutable_spec()->set_scheme("-rf");
+  dash.mutable_spec()->set_coverage(0.5);
+  grpc::ClientContext dctx;
+  s = stub->SubmitScheme(&dctx, dash, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), ::testing::HasSubstr("starts with '-'"));
+  auto listed = store_->List({});
+  ASSERT_TRUE(listed.ok());
+  EXPECT_TRUE(listed->jobs.empty());
+}
+
+// A stored job with a spec of about `bytes` (as one stored before the limits, or at them).
+Job BigJob(const std::string& scheme, size_t bytes) {
+  Job j;
+  j.id = NewJobId();
+  j.spec.scheme = scheme;
+  j.spec.has_manifest = true;
+  for (size_t n = 0; n < bytes; n += 200) j.spec.manifest_selected.push_back(std::string(199, 'k') + "*");
+  j.created_ms = NowMs();
+  return j;
+}
+
+TEST_F(ServiceTest, ListJobsRepliesStayUnderFourMiBWhateverIsStored) {
+  runner_.hold = true;  // nothing needs to run
+  std::vector<Job> jobs;
+  for (int i = 0; i < 24; ++i) jobs.push_back(BigJob(absl::StrCat("big", i), 256 << 10));
+  jobs.push_back(BigJob("giant", 6 << 20));  // one job larger than any reply may be
+  for (int i = 0; i < 3; ++i) jobs.push_back(BigJob(absl::StrCat("after", i), 1000));
+  std::vector<bool> created;
+  ASSERT_TRUE(store_->Insert(jobs, "queued", &created).ok());
+  auto stub = Stub();  // gRPC's default 4 MiB receive limit
+  std::vector<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    v1::ListJobsRequest req;
+    req.set_page_size(1000);
+    req.set_page_token(token);
+    v1::ListJobsResponse page;
+    grpc::ClientContext ctx;
+    grpc::Status s = stub->ListJobs(&ctx, req, &page);
+    ASSERT_TRUE(s.ok()) << "page " << pages << ": " << s.error_message();
+    EXPECT_LE(page.ByteSizeLong(), kMaxListReplyBytes);
+    for (const auto& j : page.jobs()) {
+      seen.push_back(j.scheme());
+      if (j.scheme() == "giant") {
+        EXPECT_EQ(j.spec().coverage_manifest().selected_layers_size(), 0);
+        EXPECT_THAT(j.message(), ::testing::HasSubstr("GetStatus returns it whole"));
+      }
+    }
+    token = page.next_page_token();
+    ++pages;
+  } while (!token.empty() && pages < 100);
+  ASSERT_EQ(seen.size(), jobs.size());
+  for (size_t i = 0; i < jobs.size(); ++i) EXPECT_EQ(seen[i], jobs[i].spec.scheme);
+  EXPECT_GE(pages, 3);
+}
+
+TEST_F(ServiceTest, AnUnreadableStoredRowIsSkippedAndListJobsStillAnswers) {
+  runner_.hold = true;
+  std::vector<Job> jobs;
+  for (const char* name : {"one", "two", "three"}) jobs.push_back(BigJob(name, 10));
+  std::vector<bool> created;
+  ASSERT_TRUE(store_->Insert(jobs, "queued", &created).ok());
+  // Another writer (a bad disk, a hand edit) leaves a spec that is not JSON, and one that is JSON of the wrong shape.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "jobs.db").c_str(), &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 10000);
+  const std::string sql = absl::StrCat("UPDATE jobs SET spec = '{not json' WHERE id = '", jobs[1].id,
+                                       "'; UPDATE jobs SET spec = '{\"scheme\": 7}' WHERE id = '", jobs[2].id, "';");
+  ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  auto stub = Stub();
+  v1::ListJobsRequest req;
+  v1::ListJobsResponse page;
+  grpc::ClientContext ctx;
+  grpc::Status s = stub->ListJobs(&ctx, req, &page);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(page.jobs_size(), 1);
+  EXPECT_EQ(page.jobs(0).id(), jobs[0].id);
+  EXPECT_TRUE(page.next_page_token().empty());
+  // Paging past a skipped row: page size 1 still reaches the end.
+  v1::ListJobsRequest small;
+  small.set_page_size(1);
+  v1::ListJobsResponse first;
+  grpc::ClientContext sctx;
+  ASSERT_TRUE(stub->ListJobs(&sctx, small, &first).ok());
+  ASSERT_EQ(first.jobs_size(), 1);
+  ASSERT_FALSE(first.next_page_token().empty());
+  small.set_page_token(first.next_page_token());
+  v1::ListJobsResponse second;
+  grpc::ClientContext sctx2;
+  ASSERT_TRUE(stub->ListJobs(&sctx2, small, &second).ok());
+  EXPECT_EQ(second.jobs_size(), 0);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "core/quant/groups.h"
 
+#include <chrono>
+
 #include "gmock/gmock.h"
 #include "tests/test_util.h"
 
@@ -84,6 +86,38 @@ TEST(BuildGroupsTest, PatternMatchingNothingIsAnError) {
 
 TEST(BuildGroupsTest, VisionPatternIsNotATypoEvenWhenVisionIsExcluded) {
   EXPECT_TRUE(BuildGroups(TwoLayerModel(), {.disabled_layers = {"*visual*"}}).ok());
+}
+
+
+TEST(BuildGroupsTest, ThousandsOfPatternsThatAllMatchStayLinear) {
+  // A 28-layer language model and 4096 distinct patterns (the request limit) that each match every
+  // module: every group's disabled_by holds all of them. Searching the list for each hit, as before,
+  // took billions of comparisons (seconds on the RPC thread that validates the request).
+  std::vector<LinearDesc> linears;
+  for (int l = 0; l < 28; ++l) {
+    const std::string p = "model.language_model.layers." + std::to_string(l);
+    for (const char* m : {".self_attn.q_proj", ".self_attn.k_proj", ".self_attn.v_proj", ".self_attn.o_proj",
+                          ".mlp.gate_proj", ".mlp.up_proj", ".mlp.down_proj"}) {
+      linears.push_back({p + m, 64, 8, 8});
+    }
+  }
+  std::vector<std::string> patterns;
+  for (char a = '!'; a <= '~' && patterns.size() < 4096; ++a) {
+    for (char b = '!'; b <= '~' && patterns.size() < 4096; ++b) {
+      if (a == ']' || b == ']' || a == '!' || a == '^' || a == '-' || b == '-' || a == '\\' || b == '\\') continue;
+      patterns.push_back(std::string("*[.") + a + b + "]*");  // each matches any name with a '.'
+    }
+  }
+  ASSERT_EQ(patterns.size(), 4096u);
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_OK_AND_ASSIGN(auto gs, BuildGroups(linears, {.disabled_layers = patterns}));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+  ASSERT_EQ(gs.size(), 28u * 4);
+  for (const auto& g : gs) {
+    EXPECT_TRUE(g.disabled);
+    EXPECT_EQ(g.disabled_by.size(), 4096u);
+  }
+  EXPECT_EQ(gs[0].disabled_by.front(), patterns.front());
 }
 
 }  // namespace

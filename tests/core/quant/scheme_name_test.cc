@@ -28,5 +28,14 @@ TEST(ValidateSchemeNameTest, RefusesAnythingThatIsNotOnePlainPathComponent) {
   EXPECT_THAT(ValidateSchemeName(std::string("a\0b", 3)).message(), HasSubstr("\\x00"));
 }
 
+TEST(ValidateSchemeNameTest, RefusesNamesThatWouldReadAsCommandLineOptions) {
+  for (const char* bad : {"-rf", "--overwrite", "-"}) {
+    absl::Status s = ValidateSchemeName(bad);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(s.message(), HasSubstr("starts with '-'")) << bad;
+  }
+  EXPECT_TRUE(ValidateSchemeName("top10-").ok());
+}
+
 }  // namespace
 }  // namespace autoquant
