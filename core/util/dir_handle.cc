@@ -124,7 +124,46 @@ absl::Status RemoveTreeAt(int dirfd, const std::string& name, const fs::path& sh
   return absl::OkStatus();
 }
 
+absl::Status CheckPlainTreeAt(int fd, const fs::path& shown, int depth) {
+  if (depth > 16) return absl::FailedPreconditionError(absl::StrCat(shown.string(), " is nested too deeply"));
+  int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) return ErrnoStatus(errno, "cannot list", shown);
+  DIR* d = ::fdopendir(dup);
+  if (d == nullptr) {
+    int err = errno;
+    ::close(dup);
+    return ErrnoStatus(err, "cannot list", shown);
+  }
+  ::rewinddir(d);
+  absl::Status status;
+  while (struct dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    struct stat st;
+    if (::fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // gone meanwhile
+    if (S_ISREG(st.st_mode)) continue;
+    if (!S_ISDIR(st.st_mode)) {
+      status = absl::FailedPreconditionError(absl::StrCat(
+          (shown / name).string(), S_ISLNK(st.st_mode) ? " is a symbolic link" : " is not a regular file",
+          "; a scheme directory holds only regular files and directories"));
+      break;
+    }
+    int sub = ::openat(fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (sub < 0) {
+      status = OpenError(errno, shown / name);
+      break;
+    }
+    status = CheckPlainTreeAt(sub, shown / name, depth + 1);
+    ::close(sub);
+    if (!status.ok()) break;
+  }
+  ::closedir(d);
+  return status;
+}
+
 }  // namespace
+
+absl::Status DirHandle::CheckPlainTree() const { return CheckPlainTreeAt(fd_.get(), path_, 0); }
 
 absl::StatusOr<DirHandle> DirHandle::Open(const fs::path& path, bool follow_symlink) {
   int fd = ::open(path.empty() ? "." : path.c_str(),

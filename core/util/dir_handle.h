@@ -106,6 +106,11 @@ class DirHandle {
   // Removes the empty directory or file `name`.
   absl::Status Unlink(absl::string_view name, bool directory) const;
 
+  // FailedPrecondition naming the first entry below this directory that is
+  // a symlink or anything but a regular file or a directory (a scheme never
+  // holds one), checked without following any link.
+  absl::Status CheckPlainTree() const;
+
   absl::StatusOr<FileId> Id() const;
   // The entry `name` itself (a symlink is not followed); NotFound if absent.
   absl::StatusOr<FileId> IdOf(absl::string_view name) const;

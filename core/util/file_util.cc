@@ -49,9 +49,30 @@ absl::Status ErrnoStatus(int err, absl::string_view what, const fs::path& path) 
   }
 }
 
-absl::Status ReadFileChunks(const fs::path& path, const std::function<void(const char*, size_t)>& consume) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+absl::StatusOr<int> OpenRegularFile(const fs::path& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, "cannot open", path);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return ErrnoStatus(err, "cannot stat", path);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::FailedPreconditionError(absl::StrCat(path.string(), " is not a regular file"));
+  }
+  int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0 || ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+    int err = errno;
+    ::close(fd);
+    return ErrnoStatus(err, "cannot set up", path);
+  }
+  return fd;
+}
+
+absl::Status ReadFileChunks(const fs::path& path, const std::function<void(const char*, size_t)>& consume) {
+  ASSIGN_OR_RETURN(int fd, OpenRegularFile(path));
   std::vector<char> buf(1 << 20);
   while (true) {
     ssize_t n = ::read(fd, buf.data(), buf.size());

@@ -34,7 +34,15 @@ struct FileStamp {
 };
 absl::StatusOr<FileStamp> FileStampOf(const std::filesystem::path& path);
 
-// Reads a whole file. NotFound if it does not exist.
+// Opens `path` read-only if it is a regular file (symlinks to one are
+// followed): O_NONBLOCK until fstat says what it is, so a FIFO or a device
+// planted where a file is expected is refused at once (FailedPrecondition)
+// instead of blocking open() or read() for ever. Returns the descriptor,
+// which the caller closes.
+absl::StatusOr<int> OpenRegularFile(const std::filesystem::path& path);
+
+// Reads a whole file (a regular file only, OpenRegularFile). NotFound if it
+// does not exist.
 absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path);
 
 // Streams a file through `consume` in chunks of up to 1 MiB (for hashing
