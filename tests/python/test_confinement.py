@@ -178,7 +178,7 @@ def test_the_evaluation_set_is_a_protected_input(tmp_path, daemon_inputs, autoqu
     holder.mkdir(parents=True)
     eval_set = holder / "eval.safetensors"
     subprocess.run([str(autoquant_bin), "calib", "synth", "--model", str(base), "--out", str(eval_set), "--samples",
-                    "2", "--seq-len", "32", "--images-per-sample", "0", "--seed", "5"], check=True, capture_output=True)
+                    "2", "--seq-len", "64", "--images-per-sample", "1", "--image-size", "56x56", "--seed", "5"], check=True, capture_output=True)
     d = Daemon(base, calib, root, "--eval-set", eval_set).start()
     try:
         with pytest.raises(grpc.RpcError) as e:
