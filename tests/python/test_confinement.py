@@ -51,7 +51,7 @@ def wait_stopped(d, timeout=300):
 def test_a_staging_directory_swapped_for_a_symlink_is_neither_written_through_nor_published(
         tmp_path, daemon_inputs, point):
     """Paused mid-export (export:1) or just before the rename (publish), the staging directory is
-    renamed away and a symlink to the daemon's own --model directory put in its place: nothing is
+    renamed away and a symlink that leads to the daemon's own --model directory put in its place: nothing is
     written there, no scheme (let alone a symlink) is published, and the job fails saying why."""
     base, calib = daemon_inputs
     model = tmp_path / "base"
@@ -65,12 +65,16 @@ def test_a_staging_directory_swapped_for_a_symlink_is_neither_written_through_no
         staging = [p for p in root.iterdir() if p.name.startswith(".swapped.tmp-") and ".owner-" not in p.name]
         assert len(staging) == 1, sorted(p.name for p in root.iterdir())
         staging[0].rename(root / "moved-away")
-        staging[0].symlink_to(model, target_is_directory=True)
+        # Whatever path below the staging directory the daemon writes by, it would land in --model.
+        trap = tmp_path / "trap"
+        trap.mkdir()
+        (trap / "swapped").symlink_to(model, target_is_directory=True)
+        staging[0].symlink_to(trap, target_is_directory=True)
         os.kill(d.proc.pid, signal.SIGCONT)
         done = d.wait_job(job.id)
+        assert tree(model) == before, "the daemon wrote into its --model directory through the planted link"
         assert done.state == pb.JOB_STATE_FAILED, done
         assert "moved or replaced" in done.message, done.message
-        assert tree(model) == before, "the daemon wrote into its --model directory through the planted link"
         assert not os.path.lexists(root / "swapped"), "something was published"
         assert staging[0].is_symlink()  # the attacker's link is not the daemon's to remove
     finally:
@@ -171,19 +175,25 @@ def test_a_models_root_in_the_base_model_is_refused_before_anything_is_created(t
 
 
 def test_the_evaluation_set_is_a_protected_input(tmp_path, daemon_inputs, autoquant_bin):
-    """An overwrite of the scheme directory that holds --eval-set is refused like one of --model's."""
+    """An overwrite of a scheme directory of ours that holds --eval-set is refused like one holding
+    --model: the evaluation set would go with the old scheme."""
     base, calib = daemon_inputs
     root = tmp_path / "models"
-    holder = root / "holder"
-    holder.mkdir(parents=True)
-    eval_set = holder / "eval.safetensors"
+    d = Daemon(base, calib, root).start()
+    try:
+        job = d.call("SubmitScheme", pb.SubmitSchemeRequest(spec=pb.SchemeSpec(scheme="holder", coverage=0.5)))
+        assert d.wait_job(job.id).state == pb.JOB_STATE_SUCCEEDED
+    finally:
+        assert d.stop() == 0, d.stop_report()
+    eval_set = root / "holder" / "eval.safetensors"
     subprocess.run([str(autoquant_bin), "calib", "synth", "--model", str(base), "--out", str(eval_set), "--samples",
-                    "2", "--seq-len", "64", "--images-per-sample", "1", "--image-size", "56x56", "--seed", "5"], check=True, capture_output=True)
+                    "2", "--seq-len", "64", "--images-per-sample", "1", "--image-size", "56x56", "--seed", "5"],
+                   check=True, capture_output=True)
     d = Daemon(base, calib, root, "--eval-set", eval_set).start()
     try:
         with pytest.raises(grpc.RpcError) as e:
             d.call("SubmitScheme", pb.SubmitSchemeRequest(
-                spec=pb.SchemeSpec(scheme="holder", coverage=0.5, overwrite=True)))
+                spec=pb.SchemeSpec(scheme="holder", coverage=0.3, overwrite=True)))
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value.details()
         assert "the evaluation set" in e.value.details()
         assert eval_set.exists()
