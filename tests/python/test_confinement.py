@@ -199,3 +199,40 @@ def test_the_evaluation_set_is_a_protected_input(tmp_path, daemon_inputs, autoqu
         assert eval_set.exists()
     finally:
         assert d.stop() == 0, d.stop_report()
+
+
+def test_evaluation_opens_no_fifo_and_writes_through_no_symlink(tmp_path, daemon_inputs, autoquant_bin):
+    """A FIFO planted as a weight file must not block EvaluateScheme (it is checked on the request's
+    thread); a scheme whose layer-sensitivity/ is a link out of the root is refused, so evaluation.json
+    is never written through it."""
+    base, calib = daemon_inputs
+    eval_set = tmp_path / "eval.safetensors"
+    subprocess.run([str(autoquant_bin), "calib", "synth", "--model", str(base), "--out", str(eval_set), "--samples",
+                    "2", "--seq-len", "64", "--images-per-sample", "1", "--image-size", "56x56", "--seed", "5"],
+                   check=True, capture_output=True)
+    d = Daemon(base, calib, tmp_path / "models", "--eval-set", eval_set, "--layout", "standalone").start()
+    try:
+        for scheme in ("fifo", "linked"):
+            job = d.call("SubmitScheme", pb.SubmitSchemeRequest(spec=pb.SchemeSpec(scheme=scheme, coverage=0.5)))
+            assert d.wait_job(job.id).state == pb.JOB_STATE_SUCCEEDED
+        shard = sorted((d.root / "fifo").glob("*.safetensors"))[0]
+        shard.unlink()
+        os.mkfifo(shard)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as e:
+            d.call("EvaluateScheme", pb.EvaluateSchemeRequest(scheme="fifo"), timeout=30)
+        assert time.monotonic() - started < 20
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION, e.value.details()
+        assert "not a regular file" in e.value.details()
+
+        outside = tmp_path / "outside"
+        shutil.move(d.root / "linked" / "layer-sensitivity", outside)
+        (d.root / "linked" / "layer-sensitivity").symlink_to(outside, target_is_directory=True)
+        with pytest.raises(grpc.RpcError) as e:
+            d.call("EvaluateScheme", pb.EvaluateSchemeRequest(scheme="linked"), timeout=30)
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION, e.value.details()
+        assert "symbolic link" in e.value.details()
+        assert not (outside / "evaluation.json").exists()
+        assert d.call("GetServerInfo", pb.GetServerInfoRequest(), timeout=10).serving
+    finally:
+        assert d.stop() == 0, d.stop_report()
