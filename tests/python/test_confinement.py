@@ -154,6 +154,13 @@ def test_a_models_root_others_can_write_is_refused_unless_insecure(tmp_path, dae
     proc = subprocess.run(daemon_args(base, calib, root), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and str(root / ".autoquant") in proc.stderr, proc.stderr
 
+    if os.geteuid() == 0:  # only root can give the directory away
+        (root / ".autoquant").chmod(0o755)
+        os.chown(root, 65534, 65534)
+        proc = subprocess.run(daemon_args(base, calib, root), capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1 and "owned by another user" in proc.stderr, proc.stderr
+        os.chown(root, 0, 0)
+
     root.chmod(0o777)
     d = Daemon(base, calib, root, "--insecure-models-root").start()
     try:
