@@ -1,5 +1,6 @@
 #include "core/util/file_util.h"
 
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -354,6 +355,13 @@ TEST(RemoveStaleStagingTest, LeavesAnythingButARegularTemporaryFileWithItsOwnerI
   EXPECT_EQ(removed, 0);
   EXPECT_EQ(CountEntries(root), 5);
   EXPECT_TRUE(fs::exists(root / "elsewhere" / (".t.tmp-aaaaaa" + dead)));
+}
+
+TEST(FileUtilTest, ReadFileRefusesAFifoAtOnce) {
+  auto root = testing::TempDir();
+  ASSERT_EQ(::mkfifo((root / "manifest.json").c_str(), 0644), 0);
+  auto s = ReadFile(root / "manifest.json");
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition) << s.status();
 }
 
 TEST(FileUtilTest, ReadMissingFileIsNotFound) {
