@@ -6,6 +6,8 @@
 #include <iostream>
 #include <thread>
 
+#include <sys/stat.h>
+
 #include "absl/strings/str_cat.h"
 #include "core/jobs/engine_job_runner.h"
 #include "core/jobs/job_manager.h"
@@ -13,6 +15,7 @@
 #include "core/jobs/postgres_job_store.h"
 #include "core/util/crash_point.h"
 #include "core/util/file_util.h"
+#include "core/util/path_guard.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -20,6 +23,7 @@
 #include "server/daemon_context.h"
 #include "server/daemon_metrics.h"
 #include "server/metrics_http.h"
+#include "server/models_root_check.h"
 #include "server/stop_signals.h"
 #include "server/token_auth.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
@@ -96,9 +100,28 @@ int RunDaemon(const DaemonOptions& o) {
   auto creds = Credentials(o);
   if (!creds.ok()) return Fail(creds.status(), "tls");
 
+  // Before anything is created in it: the job store must not land inside the base model.
+  if (absl::Status s = CheckNotInside(o.models_root, "--models-root",
+                                      {{o.model, "the base model directory"},
+                                       {o.calib, "the calibration file"},
+                                       {o.eval_set, "the evaluation set"}});
+      !s.ok()) {
+    return Fail(s, "models root");
+  }
   std::error_code ec;
-  std::filesystem::create_directories(o.models_root, ec);
-  if (ec) return Fail(ErrnoStatus(ec.value(), "cannot create --models-root", o.models_root), "models root");
+  const std::filesystem::path root(o.models_root);
+  if (!root.parent_path().empty()) std::filesystem::create_directories(root.parent_path(), ec);
+  // mkdir's own mode, not the umask's default: a root the daemon creates is never writable by others.
+  for (const std::filesystem::path& dir : {root, root / ".autoquant"}) {
+    if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+      return Fail(ErrnoStatus(errno, "cannot create", dir), "models root");
+    }
+    const char* what = dir == root ? "the models root (--models-root)" : "the daemon's directory";
+    if (absl::Status s = CheckOnlyOwnerWrites(dir, what); !s.ok()) {
+      if (!o.insecure_models_root) return Fail(s, "refusing to start");
+      spdlog::warn("--insecure-models-root: {}", std::string(s.message()));
+    }
+  }
   auto removed = RemoveStaleStaging(o.models_root);
   if (!removed.ok()) return Fail(removed.status(), "cleaning stale staging directories");
   if (*removed > 0) spdlog::info("removed {} leftovers (staging directories, temporary files) of dead processes", *removed);
@@ -182,6 +205,7 @@ int RunDaemon(const DaemonOptions& o) {
   eo.model_dir = o.model;
   eo.calib_path = o.calib;
   eo.baseline_cache = o.baseline_cache;
+  eo.eval_set = o.eval_set;
   eo.device = o.device;
   eo.dtype = o.dtype;
   eo.batch_size = o.batch_size;

@@ -60,6 +60,9 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions* o) {
                  "required when listening off loopback");
   app.add_flag("--insecure", o->insecure,
                "allow --listen and --metrics off loopback without a token (not recommended)");
+  app.add_flag("--insecure-models-root", o->insecure_models_root,
+               "start although the models root or its .autoquant/ is writable by group or others, or owned by "
+               "another user (then another user can swap what the daemon writes or reads; docs/security.md)");
   app.add_option("--tls-cert", o->tls_cert, "PEM server certificate (enables TLS)");
   app.add_option("--tls-key", o->tls_key, "PEM private key of --tls-cert");
   app.add_option("--tls-client-ca", o->tls_client_ca, "PEM CA bundle; clients must present a certificate it signed (mTLS)");

@@ -28,6 +28,8 @@ struct DaemonOptions {
   double lease_seconds = 30;  // fleet mode: a claimed job is this daemon's for this long without a heartbeat
   std::string token_file;   // or AUTOQUANT_TOKEN
   bool insecure = false;    // allow --listen and --metrics off loopback without a token
+  // Start although the models root or its .autoquant/ may be written by other users (models_root_check.h).
+  bool insecure_models_root = false;
   std::string tls_cert, tls_key, tls_client_ca;
   std::string log_level = "info";
   // Evaluation (docs/evaluation.md); empty eval_set: evaluation refused.

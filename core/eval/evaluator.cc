@@ -15,6 +15,7 @@
 #include "core/quant/engine_access.h"
 #include "core/quant/manifests.h"
 #include "core/quant/scheme_overlay.h"
+#include "core/util/dir_handle.h"
 #include "core/util/elapsed.h"
 #include "core/util/file_util.h"
 #include "core/util/hash.h"
@@ -209,8 +210,10 @@ absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Create(Engine* engine, con
 }
 
 absl::Status Evaluator::Validate(const fs::path& scheme_dir) const {
-  RETURN_IF_ERROR(ReadSchemeManifest(scheme_dir).status());
-  return Checkpoint::Open(scheme_dir).status();
+  ASSIGN_OR_RETURN(DirHandle dir, DirHandle::Open(scheme_dir));
+  RETURN_IF_ERROR(dir.CheckPlainTree());
+  RETURN_IF_ERROR(ReadSchemeManifest(dir.ProcPath()).status());
+  return Checkpoint::Open(dir.ProcPath()).status();
 }
 
 std::map<std::string, double> EvalSummary::AsMetrics() const {
@@ -229,8 +232,12 @@ absl::StatusOr<EvalSummary> Evaluator::Evaluate(const fs::path& scheme_dir, cons
                                                 const std::atomic<bool>* cancel) {
   const auto start = std::chrono::steady_clock::now();
   Impl& s = *impl_;
-  ASSIGN_OR_RETURN(SchemeManifest manifest, ReadSchemeManifest(scheme_dir));
-  ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::Open(scheme_dir));
+  // Held, and read through the handle: the scheme directory may be another user's (any directory under
+  // the models root), who must not lead the evaluation's reads or its write outside it.
+  ASSIGN_OR_RETURN(DirHandle dir, DirHandle::Open(scheme_dir));
+  RETURN_IF_ERROR(dir.CheckPlainTree());
+  ASSIGN_OR_RETURN(SchemeManifest manifest, ReadSchemeManifest(dir.ProcPath()));
+  ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::Open(dir.ProcPath()));
   Qwen2_5_VLModel& model = EngineModel(*s.engine);
 
   // Base numbers once per evaluator: the base model does not change.
@@ -366,7 +373,8 @@ absl::StatusOr<EvalSummary> Evaluator::Evaluate(const fs::path& scheme_dir, cons
                      {"prompts", std::move(prompts)}};
   j["seconds"] = {{"metrics", metrics_seconds}, {"generation", generation_seconds}, {"total", out.seconds}};
   out.evaluation_json = scheme_dir / "layer-sensitivity" / "evaluation.json";
-  RETURN_IF_ERROR(WriteFileAtomic(out.evaluation_json, j.dump(2) + "\n"));
+  ASSIGN_OR_RETURN(DirHandle sensitivity, dir.OpenDir("layer-sensitivity"));
+  RETURN_IF_ERROR(sensitivity.WriteFileAtomic("evaluation.json", j.dump(2) + "\n"));
   Report(progress, 1, absl::StrCat("perplexity ", out.perplexity, " (base ", out.perplexity_base, "), KL ",
                                    out.logit_kl, ", logit MSE ", out.logit_mse));
   return out;

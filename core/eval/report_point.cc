@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "core/eval/report.h"
+#include "core/util/dir_handle.h"
 #include "core/util/file_util.h"
 #include "core/util/status_macros.h"
 
@@ -120,8 +121,12 @@ class FieldReader {
   std::string prefix_;
 };
 
-absl::StatusOr<json> ParseJsonFile(const fs::path& file) {
-  ASSIGN_OR_RETURN(std::string text, ReadFile(file));
+// `rel` beneath `dir`, without following a symlink, a regular file of
+// bounded size only (a scheme directory may be another user's: its files must
+// neither block the reader nor lead it outside).
+absl::StatusOr<json> ParseJsonFile(const DirHandle& dir, const std::string& rel) {
+  const fs::path file = dir.path() / rel;
+  ASSIGN_OR_RETURN(std::string text, dir.ReadRegular(rel, kMaxSchemeJsonBytes));
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) {
     return absl::InvalidArgumentError(absl::StrCat(file.string(), ": not valid JSON"));
@@ -270,30 +275,38 @@ absl::Status ReadManifest(const fs::path& file, const json& j, ReportPoint& p) {
 
 absl::StatusOr<ReportPoint> ReadReportPoint(const fs::path& scheme_dir) {
   std::error_code ec;
-  if (!fs::is_directory(scheme_dir, ec)) {
+  auto opened = DirHandle::Open(scheme_dir);
+  if (absl::IsNotFound(opened.status())) {
     return absl::NotFoundError(absl::StrCat("no scheme directory ", scheme_dir.string()));
   }
+  if (!opened.ok()) return opened.status();
+  const DirHandle& dir = *opened;
   ReportPoint p;
   p.dir = fs::absolute(scheme_dir, ec).lexically_normal();
   if (ec) p.dir = scheme_dir;
   const fs::path sensitivity = scheme_dir / "layer-sensitivity";
   const fs::path eval_file = sensitivity / "evaluation.json";
-  if (!fs::exists(eval_file, ec)) {
+  if (absl::IsNotFound(dir.IdOf("layer-sensitivity").status()) ||
+      (dir.OpenDir("layer-sensitivity").ok() &&
+       absl::IsNotFound(dir.OpenDir("layer-sensitivity")->IdOf("evaluation.json").status()))) {
     std::string name = p.dir.filename().string();
     if (name.empty()) name = p.dir.parent_path().filename().string();
     return absl::NotFoundError(absl::StrCat("no evaluation.json in ", scheme_dir.string(),
                                             ": evaluate it first with `autoquant eval ", name,
                                             "` or submit with --evaluate"));
   }
-  ASSIGN_OR_RETURN(json eval, ParseJsonFile(eval_file));
+  ASSIGN_OR_RETURN(json eval, ParseJsonFile(dir, "layer-sensitivity/evaluation.json"));
   RETURN_IF_ERROR(ReadEvaluation(eval_file, eval, p));
   const fs::path manifest_file = sensitivity / (p.scheme + "_quant_manifest.json");
-  if (!fs::exists(manifest_file, ec)) {
+  const std::string manifest_rel = "layer-sensitivity/" + p.scheme + "_quant_manifest.json";
+  auto manifest_dir = dir.OpenDir("layer-sensitivity");
+  if (manifest_dir.ok() && p.scheme.find('/') == std::string::npos &&
+      absl::IsNotFound(manifest_dir->IdOf(p.scheme + "_quant_manifest.json").status())) {
     return absl::NotFoundError(absl::StrCat(scheme_dir.string(), ": evaluation.json names scheme '",
                                             p.scheme, "' but there is no ",
                                             manifest_file.string()));
   }
-  ASSIGN_OR_RETURN(json manifest, ParseJsonFile(manifest_file));
+  ASSIGN_OR_RETURN(json manifest, ParseJsonFile(dir, manifest_rel));
   RETURN_IF_ERROR(ReadManifest(manifest_file, manifest, p));
   return p;
 }

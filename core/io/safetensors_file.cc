@@ -29,8 +29,8 @@ SafetensorsFile::~SafetensorsFile() = default;
 
 absl::StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(
     const std::filesystem::path& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, "cannot open safetensors file", path);
+  // A regular file only: a FIFO planted as a shard must not block open() for ever.
+  ASSIGN_OR_RETURN(int fd, OpenRegularFile(path));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     int err = errno;

@@ -345,7 +345,8 @@ absl::Status Engine::ValidateScheme(const SchemeRequest& request) const {
                                    .is_ours = RecogniseSchemeOutput},
                                   {{s.options.model_dir, "the base model directory"},
                                    {s.options.calib_path, "the calibration file"},
-                                   {s.options.baseline_cache, "the baseline cache"}}));
+                                   {s.options.baseline_cache, "the baseline cache"},
+                                   {s.options.eval_set, "the evaluation set"}}));
   if (request.layout == ExportLayout::kShared && request.blob_store.empty()) {
     return absl::InvalidArgumentError("the shared layout needs a blob store directory (or choose standalone)");
   }

@@ -49,6 +49,7 @@ struct EngineOptions {
   std::filesystem::path model_dir;
   std::filesystem::path calib_path;
   std::filesystem::path baseline_cache;  // empty: in-memory only
+  std::filesystem::path eval_set;        // protected from outputs like the inputs above; empty: none
   std::string device = "auto";           // auto | cpu | cuda | cuda:N
   std::string dtype = "auto";            // auto (bf16 on GPU, fp32 on CPU) | bfloat16 | float32
   int batch_size = 1;                    // samples per calibration / score batch

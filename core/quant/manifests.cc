@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "core/util/dir_handle.h"
 #include "core/util/file_util.h"
 #include "core/util/status_macros.h"
 
@@ -185,6 +186,10 @@ absl::StatusOr<SchemeManifest> ReadSchemeManifest(const fs::path& scheme_dir) {
   }
   if (found.empty()) {
     return absl::NotFoundError(absl::StrCat(scheme_dir.string(), " has no layer-sensitivity/*_quant_manifest.json"));
+  }
+  if (std::uintmax_t size = fs::file_size(found, ec); !ec && size > std::uintmax_t{kMaxSchemeJsonBytes}) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(found.string(), " holds ", size, " bytes, more than the ", kMaxSchemeJsonBytes, " read"));
   }
   ASSIGN_OR_RETURN(std::string text, ReadFile(found));
   json j = json::parse(text, nullptr, false);

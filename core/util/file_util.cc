@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <stdio.h>
+
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -47,9 +49,30 @@ absl::Status ErrnoStatus(int err, absl::string_view what, const fs::path& path) 
   }
 }
 
-absl::Status ReadFileChunks(const fs::path& path, const std::function<void(const char*, size_t)>& consume) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+absl::StatusOr<int> OpenRegularFile(const fs::path& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus(errno, "cannot open", path);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return ErrnoStatus(err, "cannot stat", path);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::FailedPreconditionError(absl::StrCat(path.string(), " is not a regular file"));
+  }
+  int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0 || ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+    int err = errno;
+    ::close(fd);
+    return ErrnoStatus(err, "cannot set up", path);
+  }
+  return fd;
+}
+
+absl::Status ReadFileChunks(const fs::path& path, const std::function<void(const char*, size_t)>& consume) {
+  ASSIGN_OR_RETURN(int fd, OpenRegularFile(path));
   std::vector<char> buf(1 << 20);
   while (true) {
     ssize_t n = ::read(fd, buf.data(), buf.size());
@@ -201,23 +224,33 @@ std::optional<StagingOwner> ParseMarker(const std::string& text) {
   return o;
 }
 
-// Written in place (no temporary name): a process killed while writing it
-// leaves an empty or partial marker, which RemoveStaleStaging handles like a
-// missing one.
-absl::Status WriteMarker(const fs::path& dir) {
+// Written in place (no temporary name), before the directory gets its staging
+// name: a process killed while writing it leaves an owner-named directory
+// with an empty or partial marker, which RemoveStaleStaging judges by its name.
+absl::Status WriteMarker(const DirHandle& dir) {
   const std::string text = MarkerText(Me());
-  const fs::path path = dir / kStagingMarker;
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoStatus(errno, "cannot create", path);
-  ssize_t n = ::write(fd, text.data(), text.size());
+  ASSIGN_OR_RETURN(UniqueFd fd, dir.CreateFile(kStagingMarker, 0644));
+  const fs::path path = dir.path() / kStagingMarker;
+  ssize_t n = ::write(fd.get(), text.data(), text.size());
   int err = errno;
-  if (n != static_cast<ssize_t>(text.size()) || ::fsync(fd) != 0) {
+  if (n != static_cast<ssize_t>(text.size()) || ::fsync(fd.get()) != 0) {
     err = n < 0 ? err : errno;
-    ::close(fd);
     return ErrnoStatus(err == 0 ? EIO : err, "cannot write", path);
   }
-  ::close(fd);
   return absl::OkStatus();
+}
+
+// ".owner-PID-START-BOOT": who made a temporary file or an owner-named
+// directory; empty where that cannot be told (no /proc).
+std::string OwnerSuffix() {
+  const StagingOwner me = Me();
+  if (me.start_time.empty()) return "";
+  std::string boot;
+  for (char c : me.boot_id) {
+    if (boot.size() == kBootIdInName) break;
+    if (absl::ascii_isxdigit(c)) boot.push_back(absl::ascii_tolower(c));
+  }
+  return absl::StrCat(".owner-", me.pid, "-", me.start_time, "-", boot);
 }
 
 // A process killed between creating a staging directory and completing its
@@ -240,6 +273,12 @@ bool UnmarkedAndEmpty(const fs::path& dir, long name_pid) {
   return fs::file_time_type::clock::now() - mtime > kUnmarkedGrace;
 }
 
+bool OlderThanGrace(const fs::path& p) {
+  std::error_code ec;
+  auto mtime = fs::last_write_time(p, ec);
+  return !ec && fs::file_time_type::clock::now() - mtime > kUnmarkedGrace;
+}
+
 bool OwnerAlive(const StagingOwner& o) {
   // Another machine's or container's process (a fleet daemon on a shared volume) cannot be looked up
   // here: keep what it owns rather than delete a live export from under it.
@@ -250,6 +289,15 @@ bool OwnerAlive(const StagingOwner& o) {
   if (!boot.empty() && !o.boot_id.empty() && !absl::StartsWith(boot, o.boot_id)) return false;  // rebooted since
   if (boot.empty() && !fs::exists("/proc/self/stat")) return true;  // no /proc: cannot tell, keep it
   return ProcessStartTime(o.pid) == o.start_time;
+}
+
+// Whether the owner an owner-named staging directory's name gives still runs.
+// A name holds no host or pid namespace; another boot id (a reboot, or
+// another machine sharing the volume) leaves only the directory's age.
+bool NameOwnerAlive(const StagingOwner& o, const fs::path& dir) {
+  const std::string boot = BootId();
+  if (!boot.empty() && !o.boot_id.empty() && !absl::StartsWith(boot, o.boot_id)) return !OlderThanGrace(dir);
+  return OwnerAlive(o);
 }
 
 // ".NAME.tmp-PID-XXXXXX", as TempSiblingPath names them (".NAME.tmp-XXXXXX"
@@ -290,38 +338,74 @@ absl::StatusOr<bool> RemoveIfStaleTempFile(const fs::path& p) {
 
 fs::path TempFilePath(const fs::path& target) {
   const fs::path base = TempSiblingPath(target);
-  const StagingOwner me = Me();
-  if (me.start_time.empty()) return base;
-  std::string boot;
-  for (char c : me.boot_id) {
-    if (boot.size() == kBootIdInName) break;
-    if (absl::ascii_isxdigit(c)) boot.push_back(absl::ascii_tolower(c));
-  }
-  return base.parent_path() / absl::StrCat(base.filename().string(), ".owner-", me.pid, "-", me.start_time, "-", boot);
+  return base.parent_path() / absl::StrCat(base.filename().string(), OwnerSuffix());
 }
 
+namespace {
+// Where Commit() moves a previous version when the filesystem cannot exchange.
+constexpr char kPrevious[] = ".autoquant-previous";
+}  // namespace
+
 absl::StatusOr<StagedDir> StagedDir::Create(const fs::path& target, bool overwrite) {
-  std::error_code ec;
-  if (!overwrite && fs::exists(target, ec)) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "output directory ", target.string(), " already exists; pass --overwrite to replace it"));
+  const std::string name = target.filename().string();
+  if (name.empty() || name == "." || name == "..") {
+    return absl::InvalidArgumentError(absl::StrCat("output directory ", target.string(), " names no directory"));
   }
   fs::path parent = target.parent_path();
+  std::error_code ec;
   if (!parent.empty()) {
     fs::create_directories(parent, ec);
     if (ec) return ErrnoStatus(ec.value(), "cannot create directory", parent);
   }
-  fs::path staging = TempSiblingPath(target);
-  if (::mkdir(staging.c_str(), 0755) != 0) return ErrnoStatus(errno, "cannot create", staging);
-  StagedDir out(staging, target, overwrite);
-  RETURN_IF_ERROR(WriteMarker(staging));
+  StagedDir out(target, overwrite);
+  out.name_ = name;
+  // The parent is the caller's (an operator's models root may be a symlink); everything below it is held.
+  ASSIGN_OR_RETURN(DirHandle parent_dir, DirHandle::Open(parent.empty() ? fs::path(".") : parent,
+                                                         /*follow_symlink=*/true));
+  out.parent_ = std::make_unique<DirHandle>(std::move(parent_dir));
+  if (!overwrite && out.parent_->IdOf(name).ok()) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "output directory ", target.string(), " already exists; pass --overwrite to replace it"));
+  }
+  const std::string staging = TempSiblingPath(target).filename().string();
+  // Created under a name that names its owner, and given its staging name only once its marker is
+  // complete: see the class comment.
+  out.staging_name_ = staging + OwnerSuffix();
+  ASSIGN_OR_RETURN(DirHandle outer, out.parent_->MakeDir(out.staging_name_, 0755));
+  out.outer_ = std::make_unique<DirHandle>(std::move(outer));
+  ASSIGN_OR_RETURN(out.outer_id_, out.outer_->Id());
+  out.done_ = false;  // from here on the destructor removes what was made
+  RETURN_IF_ERROR(WriteMarker(*out.outer_));
+  ASSIGN_OR_RETURN(DirHandle inner, out.outer_->MakeDir(name, 0755));
+  out.inner_ = std::make_unique<DirHandle>(std::move(inner));
+  ASSIGN_OR_RETURN(out.inner_id_, out.inner_->Id());
+  if (out.staging_name_ != staging) {
+    absl::Status s = out.parent_->Rename(out.staging_name_, *out.parent_, staging, RENAME_NOREPLACE);
+    if (absl::IsUnimplemented(s)) s = out.parent_->Rename(out.staging_name_, *out.parent_, staging, 0);
+    RETURN_IF_ERROR(s);
+    out.staging_name_ = staging;
+  }
+  auto id = out.parent_->IdOf(out.staging_name_);
+  if (!id.ok() || *id != out.outer_id_) {
+    return absl::FailedPreconditionError(absl::StrCat("the staging directory ", out.staging().string(),
+                                                      " was replaced while it was being created"));
+  }
+  out.write_path_ = out.inner_->ProcPath();
+  if (out.write_path_ == out.inner_->path()) out.write_path_ = out.staging() / name;  // no /proc: by name
   return out;
 }
 
 StagedDir::StagedDir(StagedDir&& other) noexcept
-    : staging_(std::move(other.staging_)),
-      target_(std::move(other.target_)),
+    : target_(std::move(other.target_)),
       overwrite_(other.overwrite_),
+      parent_(std::move(other.parent_)),
+      outer_(std::move(other.outer_)),
+      inner_(std::move(other.inner_)),
+      staging_name_(std::move(other.staging_name_)),
+      name_(std::move(other.name_)),
+      outer_id_(other.outer_id_),
+      inner_id_(other.inner_id_),
+      write_path_(std::move(other.write_path_)),
       done_(other.done_) {
   other.done_ = true;
 }
@@ -329,59 +413,83 @@ StagedDir::StagedDir(StagedDir&& other) noexcept
 StagedDir::~StagedDir() {
   if (done_) return;
   // A failure here leaves the marked directory for RemoveStaleStaging.
-  std::error_code ec;
-  fs::remove_all(staging_, ec);
+  (void)RemoveStaging();
+}
+
+absl::Status StagedDir::RemoveStaging() {
+  absl::Status status = outer_->RemoveTree(name_);
+  status.Update(outer_->RemoveTree(kPrevious));
+  RETURN_IF_ERROR(status);
+  auto id = parent_->IdOf(staging_name_);
+  if (!id.ok() || *id != outer_id_) {
+    // Moved or replaced by someone else: its name is not ours to remove; empty it through the handle.
+    return outer_->RemoveTree(kStagingMarker);
+  }
+  // Back to an owner-named name before the marker goes, so that a kill in between still leaves a
+  // directory whose owner can be told.
+  const std::string suffix = OwnerSuffix();
+  const std::string doomed = staging_name_ + suffix;
+  if (!absl::EndsWith(staging_name_, suffix) && parent_->Rename(staging_name_, *parent_, doomed, 0).ok()) staging_name_ = doomed;
+  RETURN_IF_ERROR(outer_->RemoveTree(kStagingMarker));
+  id = parent_->IdOf(staging_name_);
+  if (!id.ok() || *id != outer_id_) return absl::OkStatus();
+  absl::Status rmdir = parent_->Unlink(staging_name_, /*directory=*/true);
+  return absl::IsNotFound(rmdir) ? absl::OkStatus() : rmdir;
+}
+
+absl::Status StagedDir::Publish(bool* previous) {
+  auto existing = parent_->IdOf(name_);
+  if (!existing.ok() && !absl::IsNotFound(existing.status())) return existing.status();
+  const absl::Status exists_error = absl::AlreadyExistsError(
+      absl::StrCat("output directory ", target_.string(), " already exists; pass --overwrite to replace it"));
+  if (!existing.ok()) {
+    absl::Status s = outer_->Rename(name_, *parent_, name_, RENAME_NOREPLACE);
+    if (absl::IsUnimplemented(s)) s = outer_->Rename(name_, *parent_, name_, 0);
+    if (!absl::IsAlreadyExists(s)) return s;
+    if (!overwrite_) return exists_error;  // it appeared meanwhile
+  } else if (!overwrite_) {
+    return exists_error;
+  }
+  // Whatever is at the target, a directory or a symlink planted there, changes places with ours and is
+  // removed from inside the staging directory, never followed.
+  absl::Status s = outer_->Rename(name_, *parent_, name_, RENAME_EXCHANGE);
+  if (s.ok()) *previous = true;
+  if (!absl::IsUnimplemented(s)) return s;
+  RETURN_IF_ERROR(parent_->Rename(name_, *outer_, kPrevious, 0));
+  *previous = true;
+  s = outer_->Rename(name_, *parent_, name_, 0);
+  if (s.ok()) return s;
+  if (absl::Status back = outer_->Rename(kPrevious, *parent_, name_, 0); !back.ok()) {
+    return absl::Status(s.code(), absl::StrCat(s.message(), "; restoring the previous ", target_.string(),
+                                               " also failed (", back.message(), "): it is at ",
+                                               (staging() / kPrevious).string()));
+  }
+  *previous = false;
+  return s;
 }
 
 absl::Status StagedDir::Commit() {
   if (done_) return absl::FailedPreconditionError("staged directory already committed");
-  RETURN_IF_ERROR(FsyncDir(staging_));
-  std::error_code ec;
-  fs::path aside;
-  if (fs::exists(target_, ec)) {
-    if (!overwrite_) {
-      return absl::AlreadyExistsError(absl::StrCat("output directory ", target_.string(),
-                                                   " already exists; pass --overwrite to replace it"));
-    }
-    aside = TempSiblingPath(target_);
-    if (::rename(target_.c_str(), aside.c_str()) != 0) {
-      return ErrnoStatus(errno, "cannot move aside", target_);
-    }
-    // If we die before removing it, RemoveStaleStaging finds it by this marker.
-    if (absl::Status s = WriteMarker(aside); !s.ok()) {
-      return RestoreAside(aside, absl::InternalError(absl::StrCat("cannot mark ", aside.string(), ": ", s.message())));
-    }
+  RETURN_IF_ERROR(inner_->Fsync());
+  auto outer_now = parent_->IdOf(staging_name_);
+  auto inner_now = outer_->IdOf(name_);
+  if (!outer_now.ok() || *outer_now != outer_id_ || !inner_now.ok() || *inner_now != inner_id_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the staging directory ", staging().string(),
+        " was moved or replaced during the export (by another user who can write in ", parent_->path().string(),
+        "?); nothing was published. Make the models root writable by the daemon's user only"));
   }
-  if (::rename(staging_.c_str(), target_.c_str()) != 0) {
-    int err = errno;
-    return RestoreAside(aside, ErrnoStatus(err, "cannot rename into place", target_));
-  }
+  bool previous = false;
+  RETURN_IF_ERROR(Publish(&previous));
   done_ = true;
-  // The marker made sense only while staged; a leftover inside a published
-  // output is harmless, so a failure to remove it is not worth failing for.
-  ::unlink((target_ / kStagingMarker).c_str());
-  RETURN_IF_ERROR(FsyncDir(target_.parent_path()));
-  if (!aside.empty()) {
-    fs::remove_all(aside, ec);
-    if (ec) {
-      return absl::InternalError(absl::StrCat("the new ", target_.string(),
-                                              " is in place, but its previous version, moved aside to ",
-                                              aside.string(), ", could not be removed: ", ec.message(),
-                                              "; remove it by hand"));
-    }
+  RETURN_IF_ERROR(parent_->Fsync());
+  absl::Status removed = RemoveStaging();
+  if (!removed.ok() && previous) {
+    return absl::InternalError(absl::StrCat("the new ", target_.string(),
+                                            " is in place, but its previous version, in ", staging().string(),
+                                            ", could not be removed: ", removed.message(), "; remove it by hand"));
   }
   return absl::OkStatus();
-}
-
-absl::Status StagedDir::RestoreAside(const fs::path& aside, absl::Status failure) {
-  if (aside.empty()) return failure;
-  if (::rename(aside.c_str(), target_.c_str()) != 0) {
-    return absl::Status(failure.code(), absl::StrCat(failure.message(), "; restoring the previous ",
-                                                     target_.string(), " also failed (", std::strerror(errno),
-                                                     "): it is at ", aside.string()));
-  }
-  ::unlink((target_ / kStagingMarker).c_str());
-  return failure;
 }
 
 absl::StatusOr<int> RemoveStaleStaging(const fs::path& dir) {
@@ -399,13 +507,16 @@ absl::StatusOr<int> RemoveStaleStaging(const fs::path& dir) {
     }
     const std::string name = p.filename().string();
     long name_pid = 0;
-    if (!IsStagingName(name, &name_pid)) continue;
+    std::optional<StagingOwner> name_owner = TempFileOwner(name);
+    if (!name_owner && !IsStagingName(name, &name_pid)) continue;
     std::error_code sec;
     if (!fs::is_directory(fs::symlink_status(p, sec))) continue;  // never follow a symlink out
     auto text = ReadFile(p / kStagingMarker);
     std::optional<StagingOwner> owner;
     if (text.ok()) owner = ParseMarker(*text);
-    if (owner ? OwnerAlive(*owner) : !UnmarkedAndEmpty(p, name_pid)) continue;
+    if (owner ? OwnerAlive(*owner) : name_owner ? NameOwnerAlive(*name_owner, p) : !UnmarkedAndEmpty(p, name_pid)) {
+      continue;
+    }
     fs::remove_all(p, sec);
     if (sec) return ErrnoStatus(sec.value(), "cannot remove stale staging directory", p);
     ++removed;

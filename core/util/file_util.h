@@ -11,12 +11,14 @@
 
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 
 #include "absl/strings/string_view.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/util/dir_handle.h"
 
 namespace autoquant {
 
@@ -32,7 +34,15 @@ struct FileStamp {
 };
 absl::StatusOr<FileStamp> FileStampOf(const std::filesystem::path& path);
 
-// Reads a whole file. NotFound if it does not exist.
+// Opens `path` read-only if it is a regular file (symlinks to one are
+// followed): O_NONBLOCK until fstat says what it is, so a FIFO or a device
+// planted where a file is expected is refused at once (FailedPrecondition)
+// instead of blocking open() or read() for ever. Returns the descriptor,
+// which the caller closes.
+absl::StatusOr<int> OpenRegularFile(const std::filesystem::path& path);
+
+// Reads a whole file (a regular file only, OpenRegularFile). NotFound if it
+// does not exist.
 absl::StatusOr<std::string> ReadFile(const std::filesystem::path& path);
 
 // Streams a file through `consume` in chunks of up to 1 MiB (for hashing
@@ -62,22 +72,40 @@ std::filesystem::path TempSiblingPath(const std::filesystem::path& target);
 // which nothing ever removes. Not created.
 std::filesystem::path TempFilePath(const std::filesystem::path& target);
 
-// Creates a temporary directory next to `target`, and on Commit() renames it to
-// `target`. Destroyed without Commit(), it removes the temporary directory, so
-// nothing half-written ever appears under the final name.
+// Creates a staging directory next to `target`, and on Commit() publishes it
+// as `target`. Destroyed without Commit(), it removes the staging directory,
+// so nothing half-written ever appears under the final name.
 //
-// A process killed mid-export (SIGKILL, a crash, power loss) cannot run the
-// destructor, so the staging directory carries a marker naming its owner
-// (pid, the process's start time and the boot id: a reused pid is not
-// mistaken for the owner; the host name and pid namespace: a process of
-// another machine or container sharing the volume is not judged by this
-// one's pids); RemoveStaleStaging later removes it.
+// The staging directory ".NAME.tmp-PID-XXXXXX" holds an owner marker and the
+// scheme-to-be, NAME/, which is what gets written (path()) and published. It
+// is created under a name that itself names its owner
+// (".NAME.tmp-PID-XXXXXX.owner-PID-START-BOOT", TempFilePath's form) and
+// renamed to its staging name only once the marker inside is complete, so a
+// staging directory without a complete marker never exists, and a
+// RemoveStaleStaging after a kill at any point knows whose leftover it sees
+// whatever pids were reused since.
+//
+// The marker names its owner (pid, the process's start time and the boot id:
+// a reused pid is not mistaken for the owner; the host name and pid
+// namespace: a process of another machine or container sharing the volume is
+// not judged by this one's pids).
+//
+// Confinement: the parent, the staging directory and NAME/ are held by
+// descriptors (dir_handle.h). path() resolves through the handle of NAME/, so
+// renaming the staging directory or swapping it for a symlink mid-export
+// cannot redirect a write. Commit() checks that the staging name still refers
+// to the directory created (device, inode), then renames NAME/ from the held
+// staging directory, which only this user can write, onto `target` relative to
+// the held parent: RENAME_NOREPLACE, or RENAME_EXCHANGE to overwrite, so what
+// gets published is the directory written, never a symlink, and an existing
+// `target` (or a symlink planted there) is never followed. Filesystems
+// without those flags get plain renames of the same held names.
 //
 // Commit() fails with AlreadyExists if `target` exists and overwrite is false.
-// With overwrite, the old directory is moved aside first (marked like a
-// staging directory) and removed after the new one is in place; if that
-// removal fails, Commit() returns the error although the new directory is in
-// place, so that the leftover is reported, not silently kept. Not thread-safe.
+// With overwrite, the previous version ends up in the staging directory and is
+// removed with it; if that removal fails, Commit() returns the error although
+// the new directory is in place, so that the leftover is reported, not
+// silently kept. Not thread-safe.
 class StagedDir {
  public:
   static absl::StatusOr<StagedDir> Create(const std::filesystem::path& target, bool overwrite);
@@ -85,37 +113,52 @@ class StagedDir {
   StagedDir& operator=(StagedDir&&) = delete;
   ~StagedDir();
 
-  const std::filesystem::path& path() const { return staging_; }
+  // Where to write the scheme-to-be: a path resolved through the held handle
+  // ("/proc/self/fd/N"; by name where /proc is missing).
+  const std::filesystem::path& path() const { return write_path_; }
+  // The staging directory's name, for messages and tests.
+  std::filesystem::path staging() const { return parent_->path() / staging_name_; }
+  const DirHandle& dir() const { return *inner_; }
   const std::filesystem::path& target() const { return target_; }
   absl::Status Commit();
 
  private:
-  StagedDir(std::filesystem::path staging, std::filesystem::path target, bool overwrite)
-      : staging_(std::move(staging)), target_(std::move(target)), overwrite_(overwrite) {}
-  // Puts the previous target back after a failed swap; returns `failure`,
-  // extended with the restore's own error if that fails too.
-  absl::Status RestoreAside(const std::filesystem::path& aside, absl::Status failure);
-  std::filesystem::path staging_;
+  StagedDir(std::filesystem::path target, bool overwrite) : target_(std::move(target)), overwrite_(overwrite) {}
+  // Renames NAME/ onto target; `previous` says whether an earlier version was
+  // swapped into the staging directory.
+  absl::Status Publish(bool* previous);
+  // Removes the staging directory and what it holds, through the handles,
+  // and its name only while it still refers to it.
+  absl::Status RemoveStaging();
   std::filesystem::path target_;
   bool overwrite_ = false;
-  bool done_ = false;
+  std::unique_ptr<DirHandle> parent_;  // target's parent
+  std::unique_ptr<DirHandle> outer_;   // the staging directory
+  std::unique_ptr<DirHandle> inner_;   // NAME/ inside it
+  std::string staging_name_;
+  std::string name_;  // target's file name
+  FileId outer_id_, inner_id_;
+  std::filesystem::path write_path_;
+  bool done_ = true;  // until Create() completes
 };
 
-// The marker file inside a staging directory (removed by Commit()).
+// The marker file inside a staging directory (never inside what is published).
 inline constexpr char kStagingMarker[] = ".autoquant-staging";
 
 // Removes the leftovers of killed processes in `dir`: staging directories
-// (".NAME.tmp-PID-XXXXXX" with a valid marker) and temporary files (regular
-// files named by TempFilePath) whose owning process is gone; returns how many
-// it removed. A process killed before its marker was complete leaves a
-// directory holding nothing else: such a directory is removed when the pid in
-// its name no longer runs, else once it is a minute old. Never touches a live
-// process's staging directory or temporary file, a staging directory whose
-// marker names another host or pid namespace (it cannot tell whether that
-// process runs), a directory holding anything without our marker, a file
-// without an owner in its name, or a symlink. A
-// missing `dir` counts as empty. Errors name the entry that could not be
-// removed.
+// (".NAME.tmp-PID-XXXXXX" with a valid marker, and the owner-named directories
+// StagedDir creates them as) and temporary files (regular files named by
+// TempFilePath) whose owning process is gone; returns how many it removed.
+// An owner-named directory without a complete marker is judged by the owner in
+// its name (another boot's, or another machine's, once it is a minute old). A
+// staging directory of an older version without a complete marker and holding
+// nothing else is removed when the pid in its name no longer runs, else once it
+// is a minute old. Never touches a live process's staging directory or
+// temporary file, a staging directory whose marker names another host or pid
+// namespace (it cannot tell whether that process runs), a directory holding
+// anything without our marker, a file without an owner in its name, or a
+// symlink. A missing `dir` counts as empty. Errors name the entry that could
+// not be removed.
 absl::StatusOr<int> RemoveStaleStaging(const std::filesystem::path& dir);
 
 // Errno as a Status, naming what failed on which path.

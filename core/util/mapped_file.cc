@@ -8,12 +8,12 @@
 #include <cerrno>
 
 #include "core/util/file_util.h"
+#include "core/util/status_macros.h"
 
 namespace autoquant {
 
 absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::filesystem::path& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, "cannot open", path);
+  ASSIGN_OR_RETURN(int fd, OpenRegularFile(path));
   struct stat st;
   if (::fstat(fd, &st) != 0) {
     int err = errno;

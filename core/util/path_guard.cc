@@ -70,6 +70,18 @@ absl::Status Hit(const fs::path& out, absl::string_view what, const ProtectedInp
       "); inputs are never written, whatever --overwrite says: choose an output outside it"));
 }
 
+}  // namespace
+
+absl::Status CheckNotInside(const fs::path& dir, absl::string_view what, const std::vector<ProtectedInput>& inputs) {
+  for (const ProtectedInput& in : inputs) {
+    if (in.path.empty()) continue;
+    if (IsOrInside(dir, in.path)) return Hit(dir, what, in, "is or lies inside");
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
 // The nearest existing ancestor must be a directory we may create entries in.
 absl::Status CheckParentWritable(const fs::path& out, absl::string_view what) {
   fs::path parent = Resolve(out).parent_path();

@@ -60,6 +60,13 @@ struct OutputTarget {
 absl::Status CheckDisjoint(const std::filesystem::path& path, absl::string_view what,
                            const std::vector<ProtectedInput>& inputs);
 
+// Rule 1 for a directory that outputs are written into but that is no output
+// itself (the models root, where the daemon also keeps its job store): it
+// must not be an input nor lie inside one; it may contain one (a base model
+// kept under the models root). InvalidArgument naming both paths on a hit.
+absl::Status CheckNotInside(const std::filesystem::path& dir, absl::string_view what,
+                            const std::vector<ProtectedInput>& inputs);
+
 // Rules 1-3. InvalidArgument when the output hits an input (or is empty),
 // AlreadyExists for an existing output without overwrite, FailedPrecondition
 // for an existing output that is not ours or not of this kind, and for a

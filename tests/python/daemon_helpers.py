@@ -70,7 +70,7 @@ class Daemon:
         self.log_path = self.root.parent / f"autoquantd-{time.time_ns()}.log"
 
     def start(self, wait_serving=True, timeout=120):
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o755, parents=True, exist_ok=True)  # never writable by others, whatever the umask
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self._log, text=True, env=self.env)
         try:

@@ -275,7 +275,11 @@ def test_kill9_at_seeded_points_in_every_phase_loses_nothing(tmp_path, daemon_in
     # The last daemon: no crash point; it finishes everything.
     d = s.daemon().start()
     try:
-        assert staging_leftovers(root) == [], "leftovers of killed daemons survived the restart"
+        # Removed before serving; the live daemon may already be exporting a re-queued job into a
+        # staging directory of its own (its pid in the name), which is no leftover.
+        left = [n for n in staging_leftovers(root) if f".tmp-{d.proc.pid}-" not in n]
+        assert left == [], (f"leftovers of killed daemons survived the restart (live daemon {d.proc.pid}, killed "
+                            f"{[k['pid'] for k in s.kills]})")
         for key, spec in list(s.unanswered.items()):
             s.submit(d, spec, key)
         assert not s.unanswered
@@ -284,6 +288,7 @@ def test_kill9_at_seeded_points_in_every_phase_loses_nothing(tmp_path, daemon_in
         logs = {j: list(d.call("StreamLogs", pb.StreamLogsRequest(job_id=j))) for j in s.job_ids}
     finally:
         assert d.stop() == 0, d.stop_report()
+    assert staging_leftovers(root) == [], "staging left behind once every job finished"
     figures = check(s, final, listed, logs, root, autoquant_bin)
     figures["seconds"] = round(time.monotonic() - started, 1)
     if os.environ.get("AUTOQUANT_FAULT_REPORT"):
@@ -310,14 +315,20 @@ def check(s, final, listed, logs, root, autoquant_bin):
     cancel_acks = {}
     for o in h.of("cancel-ok"):
         cancel_acks[o["job"]] = o["state"]
+    # A cancel whose answer never came (the daemon was killed after taking it) may or may not have
+    # taken effect: either end is right.
+    cancels_unanswered = {o["job"] for o in h.of("cancel-unknown")}
     for job_id, j in final.items():
         if job_id in cancel_acks:
             allowed = {pb.JOB_STATE_CANCELLED}
             if cancel_acks[job_id] == pb.JOB_STATE_RUNNING:  # a cancel may come too late to stop a publish
                 allowed.add(pb.JOB_STATE_SUCCEEDED)
             assert j.state in allowed, f"acknowledged cancel of {job_id} lost: {STATE[j.state]} ({j.message})"
+        elif job_id in cancels_unanswered:
+            assert j.state in (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_CANCELLED), f"{job_id}: {STATE[j.state]}"
         else:
-            assert j.state == pb.JOB_STATE_SUCCEEDED, f"{job_id} {j.spec.scheme}: {STATE[j.state]}: {j.message}"
+            ops = [o for o in h.ops if o.get("job") == job_id]
+            assert j.state == pb.JOB_STATE_SUCCEEDED, f"{job_id} {j.spec.scheme}: {STATE[j.state]}: {j.message} {ops}"
 
     # A terminal state, once read, never changes; a published directory is never replaced.
     first_terminal, first_inode = {}, {}

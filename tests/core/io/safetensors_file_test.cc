@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <sys/stat.h>
+
 #include <cstring>
 #include <fstream>
 
@@ -27,6 +29,15 @@ TEST(SafetensorsFileTest, MissingFileIsNotFound) {
   auto f = SafetensorsFile::Open("/nonexistent/x.safetensors");
   EXPECT_EQ(f.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(f.status().message(), HasSubstr("/nonexistent/x.safetensors"));
+}
+
+// A FIFO planted as a shard would block open() until a writer came.
+TEST(SafetensorsFileTest, AFifoIsRefusedAtOnce) {
+  auto dir = testing::TempDir();
+  ASSERT_EQ(::mkfifo((dir / "model.safetensors").c_str(), 0644), 0);
+  auto f = SafetensorsFile::Open(dir / "model.safetensors");
+  EXPECT_EQ(f.status().code(), absl::StatusCode::kFailedPrecondition) << f.status();
+  EXPECT_THAT(f.status().message(), ::testing::HasSubstr("not a regular file"));
 }
 
 TEST(SafetensorsFileTest, AlignedTensorsAreZeroCopyViews) {

@@ -1,10 +1,12 @@
 #include "core/util/file_util.h"
 
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <optional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -15,6 +17,12 @@ namespace autoquant {
 namespace {
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
+
+int CountEntriesIn(const fs::path& dir) {
+  int n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir)) ++n;
+  return n;
+}
 
 TEST(StagedDirTest, NothingAppearsUntilCommit) {
   auto root = testing::TempDir();
@@ -53,13 +61,73 @@ TEST(StagedDirTest, ExistingTargetNeedsOverwrite) {
   EXPECT_EQ(entries, 1);  // the old directory was removed after the swap
 }
 
-TEST(StagedDirTest, StagingCarriesAMarkerThatCommitRemoves) {
+TEST(StagedDirTest, TheMarkerStaysOutsideWhatIsPublished) {
   auto root = testing::TempDir();
   ASSERT_OK_AND_ASSIGN(StagedDir staged, StagedDir::Create(root / "out", false));
-  ASSERT_OK_AND_ASSIGN(std::string marker, ReadFile(staged.path() / kStagingMarker));
+  ASSERT_OK_AND_ASSIGN(std::string marker, ReadFile(staged.staging() / kStagingMarker));
   EXPECT_THAT(marker, HasSubstr("pid " + std::to_string(::getpid()) + "\n"));
+  EXPECT_FALSE(fs::exists(staged.path() / kStagingMarker));
   ASSERT_OK(staged.Commit());
   EXPECT_FALSE(fs::exists(root / "out" / kStagingMarker));
+  EXPECT_FALSE(fs::exists(staged.staging()));
+}
+
+// Another user who can write in the parent renames the staging directory away
+// and puts a symlink to a directory of the victim's in its place, as one who
+// wins the race mid-export would: later writes still land in the directory
+// created, nothing reaches the victim's, and nothing is published.
+TEST(StagedDirTest, WritesGoThroughTheHandleWhenTheStagingNameIsSwappedForASymlink) {
+  auto root = testing::TempDir();
+  fs::create_directories(root / "victim");
+  ASSERT_OK(WriteFileAtomic(root / "victim" / "config.json", "the victim's"));
+  std::optional<StagedDir> staged;
+  {
+    ASSERT_OK_AND_ASSIGN(StagedDir s, StagedDir::Create(root / "out", false));
+    staged.emplace(std::move(s));
+  }
+  ASSERT_OK(WriteFileAtomic(staged->path() / "a.txt", "before"));
+  fs::rename(staged->staging(), root / "moved");
+  fs::create_directory_symlink(root / "victim", staged->staging());
+  ASSERT_OK(WriteFileAtomic(staged->path() / "config.json", "quantized"));
+  fs::create_directories(staged->path() / "layer-sensitivity");
+  ASSERT_OK(WriteFileAtomic(staged->path() / "layer-sensitivity" / "x.json", "{}"));
+  EXPECT_EQ(*ReadFile(root / "victim" / "config.json"), "the victim's");
+  EXPECT_FALSE(fs::exists(root / "victim" / "layer-sensitivity"));
+  EXPECT_EQ(*ReadFile(root / "moved" / "out" / "config.json"), "quantized");
+
+  absl::Status s = staged->Commit();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr("moved or replaced"));
+  EXPECT_FALSE(fs::exists(fs::symlink_status(root / "out")));
+  const fs::path planted = staged->staging();
+  staged.reset();
+  EXPECT_TRUE(fs::is_symlink(fs::symlink_status(planted)));  // not ours to remove
+  EXPECT_EQ(CountEntriesIn(root / "victim"), 1);
+  EXPECT_TRUE(fs::is_empty(root / "moved"));  // emptied through the handle
+}
+
+// A symlink planted where the scheme will be published is replaced, never
+// followed: without overwrite the publish is refused, with it the symlink is
+// exchanged for the real directory and removed.
+TEST(StagedDirTest, APublishNeverFollowsOrProducesASymlink) {
+  auto root = testing::TempDir();
+  fs::create_directories(root / "victim");
+  ASSERT_OK(WriteFileAtomic(root / "victim" / "keep.txt", "keep"));
+  {
+    ASSERT_OK_AND_ASSIGN(StagedDir staged, StagedDir::Create(root / "out", false));
+    ASSERT_OK(WriteFileAtomic(staged.path() / "a.txt", "a"));
+    fs::create_directory_symlink(root / "victim", root / "out");  // planted after the check in Create
+    EXPECT_EQ(staged.Commit().code(), absl::StatusCode::kAlreadyExists);
+    EXPECT_TRUE(fs::is_symlink(fs::symlink_status(root / "out")));
+  }
+  ASSERT_OK_AND_ASSIGN(StagedDir staged, StagedDir::Create(root / "out", true));
+  ASSERT_OK(WriteFileAtomic(staged.path() / "a.txt", "a"));
+  ASSERT_OK(staged.Commit());
+  EXPECT_TRUE(fs::is_directory(fs::symlink_status(root / "out")));
+  EXPECT_EQ(*ReadFile(root / "out" / "a.txt"), "a");
+  EXPECT_EQ(*ReadFile(root / "victim" / "keep.txt"), "keep");
+  EXPECT_EQ(CountEntriesIn(root / "victim"), 1);
+  EXPECT_EQ(CountEntriesIn(root), 2);  // out, victim: no staging leftover
 }
 
 int CountEntries(const fs::path& dir) {
@@ -184,6 +252,40 @@ TEST(RemoveStaleStagingTest, AnUnmarkedEmptyStagingDirOfADeadPidGoesAtOnce) {
   EXPECT_TRUE(fs::exists(root / live));
 }
 
+// A staging directory is created under a name that names its owner and
+// renamed to its staging name once its marker is complete, so a kill at any
+// point leaves a leftover whose owner can be told at once, whatever pid runs
+// now: here our own pid with another start time, as a pid reused since.
+TEST(RemoveStaleStagingTest, AStagingDirCutOffBeforeItsMarkerGoesAtOnceWhateverRunsUnderItsPid) {
+  auto root = testing::TempDir();
+  const std::string me = TempFilePath(root / "x").filename().string();
+  const std::string owner = me.substr(me.find(".owner-"));
+  const std::string boot = owner.substr(owner.rfind('-') + 1);
+  const std::string reused = absl::StrCat(".owner-", ::getpid(), "-1-", boot);
+  fs::create_directories(root / (absl::StrCat(".a.tmp-", ::getpid(), "-00000a") + reused));  // before the marker
+  fs::create_directories(root / (absl::StrCat(".b.tmp-", ::getpid(), "-00000b") + reused) / "b");
+  ASSERT_OK(WriteFileAtomic(root / (absl::StrCat(".b.tmp-", ::getpid(), "-00000b") + reused) / kStagingMarker,
+                            "pid 1"));  // a partial marker
+  const std::string live = absl::StrCat(".c.tmp-", ::getpid(), "-00000c") + owner;
+  fs::create_directories(root / live);  // ours, about to write its marker
+  ASSERT_OK_AND_ASSIGN(int removed, RemoveStaleStaging(root));
+  EXPECT_EQ(removed, 2);
+  EXPECT_EQ(CountEntries(root), 1);
+  EXPECT_TRUE(fs::exists(root / live));
+}
+
+TEST(StagedDirTest, NoStagingNamedDirectoryEverLacksACompleteMarker) {
+  auto root = testing::TempDir();
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_OK_AND_ASSIGN(StagedDir staged, StagedDir::Create(root / "out", false));
+    ASSERT_OK_AND_ASSIGN(std::string marker, ReadFile(staged.staging() / kStagingMarker));
+    EXPECT_THAT(marker, HasSubstr("pidns "));  // the last line: complete
+    EXPECT_THAT(staged.staging().filename().string(),
+                ::testing::MatchesRegex(R"(\.out\.tmp-[0-9]+-[0-9a-f]{6})"));
+  }
+  EXPECT_TRUE(fs::is_empty(root));
+}
+
 TEST(FileUtilTest, TempSiblingNamesCarryThePid) {
   const std::string name = TempSiblingPath("/models/top10").filename().string();
   EXPECT_TRUE(absl::StartsWith(name, absl::StrCat(".top10.tmp-", ::getpid(), "-"))) << name;
@@ -253,6 +355,13 @@ TEST(RemoveStaleStagingTest, LeavesAnythingButARegularTemporaryFileWithItsOwnerI
   EXPECT_EQ(removed, 0);
   EXPECT_EQ(CountEntries(root), 5);
   EXPECT_TRUE(fs::exists(root / "elsewhere" / (".t.tmp-aaaaaa" + dead)));
+}
+
+TEST(FileUtilTest, ReadFileRefusesAFifoAtOnce) {
+  auto root = testing::TempDir();
+  ASSERT_EQ(::mkfifo((root / "manifest.json").c_str(), 0644), 0);
+  auto s = ReadFile(root / "manifest.json");
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kFailedPrecondition) << s.status();
 }
 
 TEST(FileUtilTest, ReadMissingFileIsNotFound) {
