@@ -16,7 +16,13 @@ Per checkpoint:
   vLLM-vs-ours difference is the noise floor; a scheme agrees when both means stay within 2x the floor
   (decided before any run). The damaged copy is compared with the ORIGINAL scheme's logits and must
   exceed that bound.
-Writes vllm-check.json and vllm-check.md to DIR; exits 1 when any goal is missed.
+- vLLM's own spread (added after the first run, 2026-12-06, showed top100 differing from ours by 7x the
+  base's floor): the same scheme's bytes through vLLM's two FP8 loaders (compressed-tensors `ct-topXX`
+  against modelopt `mo-topXX`), mean |Δ log p| of the actual token. Where vLLM disagrees with itself by
+  as much as it disagrees with us, the base's floor is not the noise floor of that scheme; the
+  `x own spread` column divides by max(base floor, that spread).
+Writes vllm-check.json and vllm-check.md to DIR; exits 1 when any goal is missed (by the first rule).
+With --vllm-only, prints vLLM's own spread per coverage from the vllm-*.json files alone.
 """
 import argparse
 import glob
@@ -91,6 +97,26 @@ def logprob_diff(vllm_rows, ours):
     return sum(absdiff) / len(absdiff), sum(kls) / len(kls), ids_equal, len(absdiff)
 
 
+def vllm_spread(results: pathlib.Path, a: str, b: str):
+    """Mean |Δ log p| of the actual next token between two vLLM results over the same samples."""
+    ra, rb = (json.load(open(results / f"vllm-{n}.json")) for n in (a, b))
+    if not (ra.get("loaded") and rb.get("loaded")):
+        return None
+    d = [abs(pa[0] - pb[0]) for xa, xb in zip(ra["prompt_logprobs"], rb["prompt_logprobs"])
+         for pa, pb in zip(xa["positions"], xb["positions"])]
+    return sum(d) / len(d)
+
+
+def spreads(results: pathlib.Path, names):
+    """{coverage label: vLLM's ct-vs-mo spread} for every topXX with both formats present."""
+    out = {}
+    for n in names:
+        if n.startswith("ct-") and (results / f"vllm-{n}.json").exists() and \
+                (results / f"vllm-mo-{n[3:]}.json").exists():
+            out[n[3:]] = vllm_spread(results, n, "mo-" + n[3:])
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", required=True)
@@ -99,10 +125,18 @@ def main():
     ap.add_argument("--schemes", required=True)
     ap.add_argument("--damaged", required=True, help="DAMAGED:ORIGINAL")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--vllm-only", action="store_true", help="only vLLM's own spread per coverage")
     a = ap.parse_args()
     work, models, results = pathlib.Path(a.work), pathlib.Path(a.models), pathlib.Path(a.results)
     damaged, original = a.damaged.split(":")
     names = a.schemes.split() + [damaged]
+    own = spreads(results, names)
+    if a.vllm_only:
+        lines = ["| coverage | vLLM ct vs modelopt: mean abs dlogp |", "|---|---|"]
+        lines += [f"| {c} | {v:.3e} |" for c, v in sorted(own.items(), key=lambda kv: int(kv[0][3:]))]
+        (pathlib.Path(a.out) / "vllm-own-spread.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return 0
 
     def vllm_result(name):
         f = results / f"vllm-{name}.json"
@@ -148,6 +182,10 @@ def main():
             within = t["dlogp_vs_floor"] <= FLOOR_FACTOR and t["kl_vs_floor"] <= FLOOR_FACTOR
             t["verdict"] = ("flagged" if not within else "NOT flagged") if t["checkpoint"] == damaged else \
                 ("agrees" if within else "DIFFERS")
+            label = (original if t["checkpoint"] == damaged else t["checkpoint"]).split("-")[-1]
+            spread = own.get(label)
+            t["own_spread"] = spread
+            t["dlogp_vs_own_spread"] = t["mean_abs_dlogp"] / max(floor["mean_abs_dlogp"], spread or 0.0)
             ok &= t["verdict"] in ("agrees", "flagged")
         ok &= t["linear_agreement"] == 1.0 and t["generations_finite"] and t["prompt_ids_equal"]
 
@@ -155,16 +193,17 @@ def main():
     json.dump({"floor_factor": FLOOR_FACTOR, "all_goals_met": ok, "rows": table}, open(out / "vllm-check.json", "w"),
               indent=1)
     lines = ["| checkpoint | loaded | Linears (FP8) | method agreement | finite | greedy = base | prompt ids equal "
-             "| mean abs dlogp | x floor | KL(vLLM‖ours) | x floor | verdict |", "|" + "---|" * 12]
+             "| mean abs dlogp | x floor | KL(vLLM‖ours) | x floor | verdict | x own spread |", "|" + "---|" * 13]
     for t in table:
         if not t["loaded"]:
-            lines.append(f"| {t['checkpoint']} | **no**: {t.get('error', '')[:300]} |" + " |" * 10)
+            lines.append(f"| {t['checkpoint']} | **no**: {t.get('error', '')[:300]} |" + " |" * 11)
             continue
         lines.append(f"| {t['checkpoint']} | yes | {t['linears']} ({t['fp8_linears']}) | "
                      f"{100 * t['linear_agreement']:.1f} % | {t['generations_finite']} | "
                      f"{100 * t.get('greedy_agreement_with_base', float('nan')):.0f} % | {t['prompt_ids_equal']} | "
                      f"{t['mean_abs_dlogp']:.3e} | {t.get('dlogp_vs_floor', float('nan')):.2f} | "
-                     f"{t['kl_vllm_ours']:.3e} | {t.get('kl_vs_floor', float('nan')):.2f} | {t.get('verdict', '')} |")
+                     f"{t['kl_vllm_ours']:.3e} | {t.get('kl_vs_floor', float('nan')):.2f} | {t.get('verdict', '')} | "
+                     f"{t.get('dlogp_vs_own_spread', float('nan')):.2f} |")
     (out / "vllm-check.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print("all goals met" if ok else "some goals missed")

@@ -54,7 +54,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--topk", type=int, default=20)
     ap.add_argument("--gen-tokens", type=int, default=16)
-    ap.add_argument("--gpu-memory-utilization", type=float, default=0.28)  # three engines at once
+    ap.add_argument("--gpu-memory-utilization", type=float, default=0.5)
     a = ap.parse_args()
     result = {"model": a.model, "loaded": False}
     t0 = time.time()
