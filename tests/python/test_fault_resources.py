@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from daemon_helpers import Daemon, staging_leftovers, stubs
+from daemon_helpers import Daemon, small_tmpfs, staging_leftovers, stubs
 from quant_helpers import diff
 
 pb, _ = stubs()
@@ -31,16 +31,9 @@ def schemes(root):
 
 @pytest.fixture
 def small_fs(tmp_path):
-    """A 6 MiB tmpfs mounted for the test (the CI machine runs the tests as root), unmounted after."""
-    mnt = tmp_path / "small-fs"
-    mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs for the disk-full test (needs root): {proc.stderr.strip()}", pytrace=False)
-    try:
+    """A 6 MiB tmpfs mounted for the test, unmounted after."""
+    with small_tmpfs(tmp_path / "small-fs", "6m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 @pytest.mark.parametrize("layout", ["standalone", "shared"])

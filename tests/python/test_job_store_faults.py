@@ -13,7 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from daemon_helpers import Daemon, stubs
+from daemon_helpers import Daemon, small_tmpfs, stubs
 
 pb, _ = stubs()
 SUCCEEDED, FAILED, QUEUED, RUNNING = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_QUEUED,
@@ -42,18 +42,9 @@ def metric(d, name) -> float:
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """An 8 MiB tmpfs of its own, so that filling it fills nothing else (the CI machine runs the tests as
-    root, as test_fault_resources.py's full-disk test needs too)."""
-    mnt = tmp_path / "small-disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs for the full-disk test (needs root): {r.stderr.strip()}", pytrace=False)
-    try:
+    """An 8 MiB tmpfs of its own (test_fault_resources.py's full-disk test uses one too)."""
+    with small_tmpfs(tmp_path / "small-disk", "8m") as mnt:
         yield mnt
-    finally:
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def fill(path: pathlib.Path):
