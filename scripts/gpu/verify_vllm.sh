@@ -34,6 +34,7 @@ DEVICE="${DEVICE:-cuda}"
 SCHEMES="ct-top10 ct-top50 ct-top100 sa-top10 sa-top50 sa-top100 mo-top10 mo-top50 mo-top100"
 
 start_daemon() {  # extra flags; sets PID, exports AUTOQUANT_SERVER
+  rm -f "$VW/port.txt"  # an interrupted run's port must not be read for this daemon's
   "$AQD" --model "$VW/base" --calib "$VW/calib.safetensors" --models-root "$M" --listen 127.0.0.1:0 \
     --metrics 127.0.0.1:0 --device "$DEVICE" --batch-size 4 "$@" > "$VW/port.txt" 2>> "$R/daemon.log" &
   PID=$!
@@ -44,7 +45,9 @@ start_daemon() {  # extra flags; sets PID, exports AUTOQUANT_SERVER
     sleep 0.5; kill -0 $PID 2>/dev/null || { echo "daemon died"; tail -20 "$R/daemon.log"; return 1; }
   done
 }
-stop_daemon() { kill -TERM $PID; wait $PID; echo "daemon exit $?"; rm -f "$VW/port.txt"; }
+stop_daemon() { kill -TERM $PID; wait $PID; echo "daemon exit $?"; PID=; rm -f "$VW/port.txt"; }
+PID=
+trap '[ -n "$PID" ] && kill -TERM "$PID" 2>/dev/null; true' EXIT  # a failed step leaves no daemon behind
 
 prepare() {
   [ -d "$VW/base" ] || t "$AQ" model init --preset "$PRESET" --out "$VW/base" --seed 0 || return 1
