@@ -13,7 +13,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${1:-$ROOT/demo-out}"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 export BUILD_DIR
-bash "$ROOT/scripts/setup.sh"
+# The demo runs two programs: build those (and what they link), not the tests and benchmarks.
+AUTOQUANT_BUILD_TARGET="${AUTOQUANT_BUILD_TARGET:-autoquant autoquantd}" bash "$ROOT/scripts/setup.sh"
 AQ="$BUILD_DIR/bin/autoquant"
 AQD="$BUILD_DIR/bin/autoquantd"
 mkdir -p "$WORK"

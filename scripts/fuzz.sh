@@ -19,7 +19,7 @@ TARGETS=("$@")
                                scheme_spec_proto calib_set)
 cd "$ROOT"
 
-CC=clang CXX=clang++ AUTOQUANT_BUILD_TARGET=fuzz_targets bash scripts/build.sh "$BUILD" RelWithDebInfo \
+CC=clang CXX=clang++ AUTOQUANT_BUILD_TARGET=fuzz_targets bash scripts/build.sh "$BUILD" Sanitized \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DAUTOQUANT_FUZZ=ON -DAUTOQUANT_BUILD_TESTS=OFF
 
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
