@@ -511,7 +511,24 @@ void JobManager::RunOne(Job job) {
     fenced(Log(job.id, e.warning ? "warning" : "info", msg, e.phase, job.progress, &lease));
   };
   PublishGate gate = [&](const std::function<absl::Status()>& publish) {
-    absl::Status s = store_->WhileLeaseHeld(job.id, lease, publish);
+    // A store that cannot confirm the lease (a full disk, a database that is down) is waited out, as for
+    // the job's end: the work is done, and failing the job now would throw it away. Only a refusal that
+    // came before the publish ran is retried; a failed publish is the job's own failure.
+    bool ran = false;
+    auto publish_once = [&] {
+      ran = true;
+      return publish();
+    };
+    absl::Status s = store_->WhileLeaseHeld(job.id, lease, publish_once);
+    for (auto wait = kFirstStoreRetry; !ran && IsStoreFailure(s); wait = std::min(2 * wait, kLastStoreRetry)) {
+      NoteStore(s, "confirming the job's lease before publishing", false);
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        if (cv_.wait_for(lock, wait, [this] { return draining_; })) break;
+      }
+      s = store_->WhileLeaseHeld(job.id, lease, publish_once);
+    }
+    if (s.ok()) NoteStore(s, nullptr);
     fenced(s);
     return s;
   };

@@ -77,7 +77,9 @@ absl::StatusOr<Job> FromRow(const pqxx::row& r) {
   json spec = json::parse(r["spec"].as<std::string>(), nullptr, false);
   if (spec.is_discarded()) return absl::DataLossError(absl::StrCat("job ", j.id, ": stored spec is not JSON"));
   ASSIGN_OR_RETURN(j.spec, JobSpec::FromJson(spec));
-  ASSIGN_OR_RETURN(j.state, ParseJobState(r["state"].as<std::string>()));
+  absl::StatusOr<JobState> state = ParseJobState(r["state"].as<std::string>());
+  if (!state.ok()) return absl::DataLossError(absl::StrCat("job ", j.id, ": stored ", state.status().message()));
+  j.state = *state;
   j.phase = r["phase"].as<std::string>();
   j.progress = r["progress"].as<double>();
   j.message = r["message"].as<std::string>();
@@ -105,8 +107,9 @@ struct StatusException {
 
 class PostgresJobStore : public JobStore {
  public:
-  PostgresJobStore(std::string url, JobStoreOptions options)
-      : url_(std::move(url)), redacted_(RedactedStoreUrl(url_)), options_(std::move(options)) {}
+  // `url` is what connects; messages name the store as the user gave it (`given`, redacted).
+  PostgresJobStore(std::string url, const std::string& given, JobStoreOptions options)
+      : url_(std::move(url)), redacted_(RedactedStoreUrl(given)), options_(std::move(options)) {}
 
   absl::Status Init() {
     return Call<bool>("creating the schema", /*retry=*/true, [&](pqxx::connection& c) -> absl::StatusOr<bool> {
@@ -284,26 +287,45 @@ class PostgresJobStore : public JobStore {
     RETURN_IF_ERROR(RequeueExpired(options_.max_attempts).status());
     return Call<std::optional<Job>>("claiming a job", true,
                                     [&](pqxx::connection& c) -> absl::StatusOr<std::optional<Job>> {
-      pqxx::work w(c);
       // SKIP LOCKED: a row another daemon is claiming (or cancelling) right now is passed over, so
       // two claims never return one job and never wait for each other.
-      pqxx::result r = w.exec_params(
-          "WITH next AS (SELECT seq FROM autoquant_jobs WHERE state = 'queued' AND (affinity = $1 OR affinity = '') "
-          "ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED) "
-          "UPDATE autoquant_jobs j SET state = 'running', owner = $2, lease_epoch = j.lease_epoch + 1, "
-          "lease_expires = clock_timestamp() + make_interval(secs => $3), attempts = j.attempts + 1, "
-          "started_ms = $4, phase = '', progress = 0, message = '' FROM next WHERE j.seq = next.seq RETURNING j.id",
-          affinity, options_.owner, options_.lease_seconds, NowMs());
-      if (r.empty()) return std::optional<Job>();
-      const std::string id = r[0][0].as<std::string>();
-      ASSIGN_OR_RETURN(Job j, GetWhere(w, "id", id));
-      LogEntry e;
-      e.level = "info";
-      e.time_ms = j.started_ms;
-      e.message = absl::StrCat("started (attempt ", j.attempts, ") on daemon ", options_.owner);
-      RETURN_IF_ERROR(AppendLogTx(w, id, e, nullptr).status());
-      w.commit();
-      return std::optional<Job>(std::move(j));
+      while (true) {
+        pqxx::work w(c);
+        pqxx::result r = w.exec_params(
+            "WITH next AS (SELECT seq FROM autoquant_jobs WHERE state = 'queued' AND (affinity = $1 OR affinity = '') "
+            "ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED) "
+            "UPDATE autoquant_jobs j SET state = 'running', owner = $2, lease_epoch = j.lease_epoch + 1, "
+            "lease_expires = clock_timestamp() + make_interval(secs => $3), attempts = j.attempts + 1, "
+            "started_ms = $4, phase = '', progress = 0, message = '' FROM next WHERE j.seq = next.seq RETURNING j.id",
+            affinity, options_.owner, options_.lease_seconds, NowMs());
+        if (r.empty()) return std::optional<Job>();
+        const std::string id = r[0][0].as<std::string>();
+        absl::StatusOr<Job> j = GetWhere(w, "id", id);
+        if (!j.ok()) {
+          // A row no daemon can read (a hand edit, a bad disk) would be claimed again at every look for
+          // work and hold up the whole queue behind it: it fails, saying why, and the next job is claimed.
+          const std::string why = absl::StrCat("its stored row cannot be read, so it cannot run: ",
+                                               j.status().message());
+          w.exec_params(
+              "UPDATE autoquant_jobs SET state = 'failed', message = $2, finished_ms = $3, lease_expires = NULL "
+              "WHERE id = $1",
+              id, why, NowMs());
+          LogEntry e;
+          e.level = "error";
+          e.message = why;
+          e.state = JobState::kFailed;
+          RETURN_IF_ERROR(AppendLogTx(w, id, e, nullptr).status());
+          w.commit();
+          continue;
+        }
+        LogEntry e;
+        e.level = "info";
+        e.time_ms = j->started_ms;
+        e.message = absl::StrCat("started (attempt ", j->attempts, ") on daemon ", options_.owner);
+        RETURN_IF_ERROR(AppendLogTx(w, id, e, nullptr).status());
+        w.commit();
+        return std::optional<Job>(*std::move(j));
+      }
     });
   }
 
@@ -367,8 +389,9 @@ class PostgresJobStore : public JobStore {
             out[st] = 0;
           }
           for (const auto& row : r) {
-            ASSIGN_OR_RETURN(JobState st, ParseJobState(row[0].as<std::string>()));
-            out[st] = row[1].as<int64_t>();
+            // A row in no known state is no job (ListJobs skips it too); it must not fail every submit.
+            absl::StatusOr<JobState> st = ParseJobState(row[0].as<std::string>());
+            if (st.ok()) out[*st] = row[1].as<int64_t>();
           }
           return out;
         });
@@ -686,7 +709,7 @@ absl::StatusOr<std::unique_ptr<JobStore>> OpenPostgresJobStore(const std::string
   std::string u = url;
   if (!absl::StrContains(u, "connect_timeout=")) absl::StrAppend(&u, absl::StrContains(u, "?") ? "&" : "?",
                                                                  "connect_timeout=10");
-  auto store = std::make_unique<PostgresJobStore>(u, o);
+  auto store = std::make_unique<PostgresJobStore>(u, url, o);
   RETURN_IF_ERROR(store->Init());
   return std::unique_ptr<JobStore>(std::move(store));
 }

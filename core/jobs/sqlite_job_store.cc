@@ -311,8 +311,9 @@ class SqliteJobStore : public JobStore {
     while (true) {
       ASSIGN_OR_RETURN(bool row, s.Step());
       if (!row) break;
-      ASSIGN_OR_RETURN(JobState st, ParseJobState(s.Text(0)));
-      out[st] = s.Int(1);
+      // A row in no known state is no job (ListJobs skips it too); it must not fail every submit.
+      absl::StatusOr<JobState> st = ParseJobState(s.Text(0));
+      if (st.ok()) out[*st] = s.Int(1);
     }
     return out;
   }
@@ -377,7 +378,9 @@ class SqliteJobStore : public JobStore {
     json spec = json::parse(s.Text(4), nullptr, false);
     if (spec.is_discarded()) return absl::DataLossError(absl::StrCat("job ", j.id, ": stored spec is not JSON"));
     ASSIGN_OR_RETURN(j.spec, JobSpec::FromJson(spec));
-    ASSIGN_OR_RETURN(j.state, ParseJobState(s.Text(5)));
+    absl::StatusOr<JobState> state = ParseJobState(s.Text(5));
+    if (!state.ok()) return absl::DataLossError(absl::StrCat("job ", j.id, ": stored ", state.status().message()));
+    j.state = *state;
     j.phase = s.Text(6);
     j.progress = s.Double(7);
     j.message = s.Text(8);
@@ -494,11 +497,21 @@ class SqliteJobStore : public JobStore {
   }
 
   absl::StatusOr<std::optional<Job>> ClaimLocked() {
-    Stmt s(db_, "SELECT id FROM jobs WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1");
-    RETURN_IF_ERROR(s.prepared());
-    ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) return std::optional<Job>();
-    std::string id = s.Text(0);
+    std::string id;
+    while (id.empty()) {
+      Stmt s(db_, absl::StrCat("SELECT ", kJobColumns,
+                               " FROM jobs WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1"));
+      RETURN_IF_ERROR(s.prepared());
+      ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) return std::optional<Job>();
+      // A row that cannot be read (a hand edit, a bad disk) would be picked again at every look for work
+      // and hold up the whole queue behind it: it fails, saying why, and the next job is claimed.
+      if (absl::Status readable = FromRow(s).status(); !readable.ok()) {
+        RETURN_IF_ERROR(FailUnreadableLocked(s.Text(1), readable));
+        continue;
+      }
+      id = s.Text(1);
+    }
     LogEntry e;
     e.level = "info";
     ASSIGN_OR_RETURN(Job j, TransitionLocked(id, JobState::kRunning,
@@ -514,6 +527,19 @@ class SqliteJobStore : public JobStore {
     e.time_ms = j.started_ms;
     RETURN_IF_ERROR(AppendLogLocked(id, e).status());
     return std::optional<Job>(std::move(j));
+  }
+
+  absl::Status FailUnreadableLocked(const std::string& id, const absl::Status& why) {
+    const std::string message = absl::StrCat("its stored row cannot be read, so it cannot run: ", why.message());
+    Stmt s(db_, "UPDATE jobs SET state = 'failed', message = ?2, finished_ms = ?3 WHERE id = ?1");
+    RETURN_IF_ERROR(s.prepared());
+    s.Bind(1, id).Bind(2, message).Bind(3, NowMs());
+    RETURN_IF_ERROR(s.Run());
+    LogEntry e;
+    e.level = "error";
+    e.message = message;
+    e.state = JobState::kFailed;
+    return AppendLogLocked(id, e).status();
   }
 
   absl::StatusOr<int64_t> AppendLogLocked(const std::string& id, const LogEntry& e) {

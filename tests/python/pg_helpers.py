@@ -68,10 +68,18 @@ class Postgres:
     def url(self, db: str) -> str:
         return f"postgresql://autoquant@127.0.0.1:{self.port}/{db}"
 
-    def new_database(self) -> str:
+    def new_database(self, tablespace: str = "") -> str:
+        """A fresh database's URL; with `tablespace`, all its tables and indexes live there."""
         name = f"fleet_{os.getpid()}_{next(self._names)}"
-        self.sql(self.url("postgres"), f"CREATE DATABASE {name}")
+        self.sql(self.url("postgres"), f"CREATE DATABASE {name}" + (f" TABLESPACE {tablespace}" if tablespace else ""))
         return self.url(name)
+
+    def new_tablespace(self, name: str, directory: pathlib.Path):
+        """Tablespace `name` in `directory` (an empty directory the server's user is given)."""
+        directory.mkdir(exist_ok=True)
+        if self.as_user:
+            shutil.chown(directory, user="postgres")
+        self.sql(self.url("postgres"), f"CREATE TABLESPACE {name} LOCATION '{directory}'")
 
     def sql(self, url: str, query: str):
         """Rows of `query` as lists of strings (psql, unaligned, tab-separated)."""
