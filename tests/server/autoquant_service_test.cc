@@ -26,6 +26,7 @@
 #include "prometheus/registry.h"
 #include "server/daemon_context.h"
 #include "server/daemon_metrics.h"
+#include "server/request_executor.h"
 #include "server/token_auth.h"
 #include "tests/scripted_runner.h"
 #include "tests/test_util.h"
@@ -51,6 +52,9 @@ class ServiceTest : public ::testing::Test {
     ctx_.metrics = metrics_.get();
     ctx_.models_root = dir_.string();
     service_ = std::make_unique<AutoQuantService>(&ctx_);
+    executor_ = std::make_unique<RequestExecutor>(RequestExecutorOptions{.threads = 4, .max_queued = 256},
+                                                  metrics_.get());
+    ctx_.executor = executor_.get();
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(service_.get());
@@ -58,7 +62,9 @@ class ServiceTest : public ::testing::Test {
     ASSERT_TRUE(server_ != nullptr && port_ > 0);
   }
   void TearDown() override {
+    // autoquantd's order (daemon.cc): the queue, the request executor, then gRPC.
     jobs_->Drain();
+    executor_->Stop();
     if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   }
 
@@ -75,6 +81,7 @@ class ServiceTest : public ::testing::Test {
   TokenAuth auth_{""};
   DaemonContext ctx_;
   std::unique_ptr<AutoQuantService> service_;
+  std::unique_ptr<RequestExecutor> executor_;  // after the service: destroyed (joined) before it
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
 };
@@ -204,6 +211,7 @@ TEST_F(ServiceTest, ShutdownWithFollowersAttachedEndsEveryStream) {
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   jobs_->Drain();  // as on SIGTERM: the held job is cancelled and re-queued, then the server stops
+  executor_->Stop();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   for (auto& f : followers) f.join();
   EXPECT_EQ(ended.load(), 16);
