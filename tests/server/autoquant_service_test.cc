@@ -52,8 +52,7 @@ class ServiceTest : public ::testing::Test {
     ctx_.metrics = metrics_.get();
     ctx_.models_root = dir_.string();
     service_ = std::make_unique<AutoQuantService>(&ctx_);
-    executor_ = std::make_unique<RequestExecutor>(RequestExecutorOptions{.threads = 4, .max_queued = 256},
-                                                  metrics_.get());
+    executor_ = std::make_unique<RequestExecutor>(executor_options_, metrics_.get());
     ctx_.executor = executor_.get();
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
@@ -73,6 +72,7 @@ class ServiceTest : public ::testing::Test {
         grpc::CreateChannel(absl::StrCat("127.0.0.1:", port_), grpc::InsecureChannelCredentials()));
   }
 
+  RequestExecutorOptions executor_options_{.threads = 4, .max_queued = 256};
   std::filesystem::path dir_;
   std::unique_ptr<JobStore> store_;
   std::unique_ptr<DaemonMetrics> metrics_;
@@ -362,6 +362,55 @@ TEST_F(ServiceTest, AnUnreadableStoredRowIsSkippedAndListJobsStillAnswers) {
   grpc::ClientContext sctx2;
   ASSERT_TRUE(stub->ListJobs(&sctx2, small, &second).ok());
   EXPECT_EQ(second.jobs_size(), 0);
+}
+
+// One request thread: a second request waits in the queue behind the first.
+class OneRequestThreadTest : public ServiceTest {
+ protected:
+  OneRequestThreadTest() { executor_options_ = {.threads = 1, .max_queued = 4}; }
+};
+
+TEST_F(OneRequestThreadTest, ARequestWhoseClientGaveUpWhileItWaitedIsNotRun) {
+  // Another connection holds jobs.db's write lock: the first submit waits in SQLite's busy timeout on the
+  // one request thread, and the second waits in the queue.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "jobs.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  auto stub = Stub();
+  auto submit = [&](const std::string& scheme, std::chrono::milliseconds deadline) {
+    v1::SubmitSchemeRequest req;
+    req.mutable_spec()->set_scheme(scheme);
+    req.mutable_spec()->set_coverage(0.5);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + deadline);
+    v1::Job job;
+    return stub->SubmitScheme(&ctx, req, &job);
+  };
+  auto first = std::async(std::launch::async, [&] { return submit("first", std::chrono::seconds(30)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  grpc::Status late = submit("late", std::chrono::milliseconds(500));
+  EXPECT_EQ(late.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << late.error_message();
+  {
+    // GetServerInfo reads only memory, on the callback thread: it answers while the request thread waits.
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    v1::ServerInfo info;
+    grpc::Status s = stub->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+  }
+  ASSERT_EQ(sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  grpc::Status s = first.get();
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  {
+    // Queued after the late submit on the one thread, so answered only once that has been dealt with.
+    grpc::ClientContext ctx;
+    v1::ListJobsRequest req;
+    v1::ListJobsResponse page;
+    ASSERT_TRUE(stub->ListJobs(&ctx, req, &page).ok());
+    ASSERT_EQ(page.jobs_size(), 1);
+    EXPECT_EQ(page.jobs(0).spec().scheme(), "first");
+  }
 }
 
 }  // namespace
