@@ -13,6 +13,7 @@
 #include "core/util/status_macros.h"
 #include "server/grpc_status.h"
 #include "server/job_proto.h"
+#include "server/request_executor.h"
 #include "spdlog/spdlog.h"
 
 namespace autoquant {
@@ -72,22 +73,23 @@ void ShrinkForListing(v1::Job* job) {
 
 // Streams a job's log lines after a sequence number; with follow, waits
 // (without blocking a thread) for new lines until the job's terminal line.
+//
+// Nothing here blocks a gRPC thread or reads the store under the stream's
+// lock: opening (parse, validate, look the job up) and every read of the log
+// run on the request executor, and a reaction (OnWriteDone, OnCancel, a new
+// line's notification) only sends what was read or queues the next read. At
+// most one read or one write is in flight; the stream finishes only when
+// neither is, so a queued read never outlives the stream.
 class LogStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
-  LogStream(DaemonContext* d, std::string job_id, int64_t after, bool follow)
-      : d_(d), job_id_(std::move(job_id)), last_(after), follow_(follow), guard_(std::make_shared<Guard>()) {
+  LogStream(DaemonContext* d, const grpc::ByteBuffer* request)
+      : d_(d), request_(request), guard_(std::make_shared<Guard>()) {
     guard_->owner = this;
   }
 
+  // Queues the opening on the executor (counted as the read in flight).
   void Start() {
-    if (follow_) {
-      auto guard = guard_;
-      subscription_ = d_->jobs->Subscribe(job_id_, [guard] {
-        std::lock_guard<std::mutex> lock(guard->mu);
-        if (guard->owner) guard->owner->Pump();
-      });
-    }
-    Pump();
+    d_->executor->Admit([this](const absl::Status& admitted) { Open(admitted); });
   }
 
   void OnWriteDone(bool ok) override {
@@ -96,13 +98,16 @@ class LogStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       writing_ = false;
       if (!ok) return FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
       if (sent_terminal_) return FinishLocked(grpc::Status::OK);
+      if (cancelled_) return FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
     }
     Pump();
   }
 
   void OnCancel() override {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!writing_) FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
+    cancelled_ = true;
+    // A read or write in flight finishes the stream when it completes.
+    if (!writing_ && !reading_) FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
   }
 
   void OnDone() override {
@@ -110,32 +115,26 @@ class LogStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       std::lock_guard<std::mutex> lock(guard_->mu);
       guard_->owner = nullptr;
     }
+    // Whoever called Finish (under mu_) has let go of the stream once mu_ is free.
+    { std::lock_guard<std::mutex> lock(mu_); }
     subscription_.reset();
     delete this;
   }
 
-  // Sends the next stored line if no write is in flight; finishes when done.
+  // A new line may be stored (a notification, or a write completed): sends
+  // what was read, else queues a read; a read in flight is told to look again.
   void Pump() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (finished_ || writing_) return;
-    if (pending_.empty()) {
-      auto lines = d_->jobs->ReadLogs(job_id_, last_, 256);
-      if (!lines.ok()) return FinishLocked(ToGrpcStatus(lines.status()));
-      pending_.assign(lines->begin(), lines->end());
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (finished_ || writing_) return;
+      if (reading_) {
+        look_again_ = true;
+        return;
+      }
+      if (!pending_.empty()) return SendNextLocked();
+      StartReadLocked();
     }
-    if (!pending_.empty()) return SendNextLocked();
-    if (!follow_) return FinishLocked(grpc::Status::OK);
-    // Nothing new: a finished job whose terminal line was already sent (before after_sequence) ends here.
-    auto job = d_->jobs->Get(job_id_);
-    if (!job.ok()) return FinishLocked(ToGrpcStatus(job.status()));
-    if (IsTerminal(job->state)) {
-      auto again = d_->jobs->ReadLogs(job_id_, last_, 256);
-      if (!again.ok()) return FinishLocked(ToGrpcStatus(again.status()));
-      if (again->empty()) return FinishLocked(grpc::Status::OK);
-      // The terminal line landed between the two reads: send it now, no notification will follow.
-      pending_.assign(again->begin(), again->end());
-      SendNextLocked();
-    }
+    QueueRead();
   }
 
  private:
@@ -143,6 +142,94 @@ class LogStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     std::mutex mu;
     LogStream* owner = nullptr;
   };
+
+  // What one read of the store found.
+  struct ReadResult {
+    absl::Status status;
+    std::vector<LogEntry> lines;
+    bool ended = false;  // following, nothing new, and the job's terminal line was already sent
+  };
+
+  // On the executor: the request's checks and the job's existence, then the first read.
+  void Open(const absl::Status& admitted) {
+    absl::Status s = admitted.ok() ? ParseAndCheck() : admitted;
+    if (!s.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      reading_ = false;
+      return FinishLocked(ToGrpcStatus(s));
+    }
+    if (follow_) {
+      // Before the first read, so that a line stored after it is notified.
+      auto guard = guard_;
+      subscription_ = d_->jobs->Subscribe(job_id_, [guard] {
+        std::lock_guard<std::mutex> lock(guard->mu);
+        if (guard->owner) guard->owner->Pump();
+      });
+    }
+    Read(absl::OkStatus());
+  }
+
+  absl::Status ParseAndCheck() {
+    v1::StreamLogsRequest req;
+    RETURN_IF_ERROR(Parse(*request_, &req));
+    RETURN_IF_ERROR(CheckJobId(req.job_id()));
+    if (req.after_sequence() < 0) return absl::InvalidArgumentError("after_sequence must be >= 0");
+    RETURN_IF_ERROR(d_->jobs->Get(req.job_id()).status());
+    job_id_ = req.job_id();
+    last_ = req.after_sequence();
+    follow_ = req.follow();
+    return absl::OkStatus();
+  }
+
+  void StartReadLocked() {
+    reading_ = true;
+    look_again_ = false;  // the read about to run sees every line stored before it
+  }
+
+  void QueueRead() {
+    d_->executor->Resume([this](const absl::Status& admitted) { Read(admitted); });
+  }
+
+  // On the executor (or, when refused, wherever Resume was called): reads
+  // without the lock, then sends or finishes under it.
+  void Read(const absl::Status& admitted) {
+    int64_t after;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      after = last_;  // no write is in flight, so last_ holds still
+    }
+    ReadResult r = admitted.ok() ? ReadStore(after) : ReadResult{.status = admitted};
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      reading_ = false;
+      if (cancelled_) return FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
+      if (!r.status.ok()) return FinishLocked(ToGrpcStatus(r.status));
+      pending_.assign(std::make_move_iterator(r.lines.begin()), std::make_move_iterator(r.lines.end()));
+      if (!pending_.empty()) return SendNextLocked();
+      if (!follow_ || r.ended) return FinishLocked(grpc::Status::OK);
+      if (!look_again_) return;  // idle until the next notification
+      StartReadLocked();
+    }
+    QueueRead();
+  }
+
+  ReadResult ReadStore(int64_t after) {
+    ReadResult r;
+    auto lines = d_->jobs->ReadLogs(job_id_, after, 256);
+    if (!lines.ok()) return {.status = lines.status()};
+    r.lines = *std::move(lines);
+    if (!r.lines.empty() || !follow_) return r;
+    // Nothing new: a finished job whose terminal line was already sent (before after_sequence) ends here.
+    auto job = d_->jobs->Get(job_id_);
+    if (!job.ok()) return {.status = job.status()};
+    if (!IsTerminal(job->state)) return r;
+    // The terminal line may have landed between the two reads: then it is sent, no notification will follow.
+    auto again = d_->jobs->ReadLogs(job_id_, after, 256);
+    if (!again.ok()) return {.status = again.status()};
+    r.lines = *std::move(again);
+    r.ended = r.lines.empty();
+    return r;
+  }
 
   void SendNextLocked() {
     LogEntry e = std::move(pending_.front());
@@ -164,12 +251,18 @@ class LogStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   }
 
   DaemonContext* d_;
+  const grpc::ByteBuffer* request_;  // gRPC's, valid until OnDone
+  // Set by Open before the first read; constant after.
   std::string job_id_;
+  bool follow_ = false;
   std::mutex mu_;
-  int64_t last_;
-  bool follow_;
+  int64_t last_ = 0;
+  // The opening counts as a read: nothing finishes the stream before it has run.
+  bool reading_ = true;
+  bool look_again_ = false;
   bool writing_ = false;
   bool finished_ = false;
+  bool cancelled_ = false;
   bool sent_terminal_ = false;
   std::deque<LogEntry> pending_;
   grpc::ByteBuffer line_;
@@ -181,21 +274,43 @@ class LogStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
 template <typename Req, typename Resp, typename Body>
 grpc::ServerUnaryReactor* AutoQuantService::Handle(Ctx* ctx, const char* method, const Bytes* in, Bytes* out,
-                                                   Body body) {
-  absl::Status s = [&]() -> absl::Status {
-    // The token first: an unauthenticated caller learns nothing about its request.
-    RETURN_IF_ERROR(d_->auth->Check(*ctx));
-    Req req;
-    RETURN_IF_ERROR(Parse(*in, &req));
-    Resp resp;
-    RETURN_IF_ERROR(body(req, &resp));
-    *out = Serialize(resp);
-    return absl::OkStatus();
-  }();
-  d_->metrics->CountRpc(method, absl::StatusCodeToString(s.code()));
+                                                   Body body, Where where) {
   auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(s));
+  // The token first, here: cheap, and an unauthenticated caller learns nothing about its request nor
+  // takes a place in the queue.
+  if (absl::Status s = d_->auth->Check(*ctx); !s.ok()) {
+    Answer(reactor, method, s);
+    return reactor;
+  }
+  if (where == Where::kCallbackThread) {
+    Answer(reactor, method, Serve<Req, Resp>(ctx, *in, out, body));
+    return reactor;
+  }
+  // gRPC keeps ctx, in and out until the reactor is finished, which only this task does.
+  d_->executor->Admit([this, ctx, method, in, out, body, reactor](const absl::Status& admitted) {
+    Answer(reactor, method, admitted.ok() ? Serve<Req, Resp>(ctx, *in, out, body) : admitted);
+  });
   return reactor;
+}
+
+template <typename Req, typename Resp, typename Body>
+absl::Status AutoQuantService::Serve(Ctx* ctx, const Bytes& in, Bytes* out, const Body& body) {
+  // A client that gave up while the request waited (its deadline passed, or it cancelled) gets nothing done.
+  if (ctx->IsCancelled()) {
+    return absl::CancelledError("the call was cancelled (or its deadline passed) before the server could run it");
+  }
+  Req req;
+  RETURN_IF_ERROR(Parse(in, &req));
+  Resp resp;
+  RETURN_IF_ERROR(body(req, &resp));
+  *out = Serialize(resp);
+  return absl::OkStatus();
+}
+
+void AutoQuantService::Answer(Unary* reactor, const char* method, const absl::Status& s) {
+  // Counted before Finish: once finished, the call (and, at shutdown, the service) may be gone.
+  d_->metrics->CountRpc(method, absl::StatusCodeToString(s.code()));
+  reactor->Finish(ToGrpcStatus(s));
 }
 
 grpc::ServerUnaryReactor* AutoQuantService::SubmitScheme(Ctx* ctx, const Bytes* in, Bytes* out) {
@@ -224,7 +339,8 @@ grpc::ServerUnaryReactor* AutoQuantService::GetSensitivity(Ctx* ctx, const Bytes
 }
 grpc::ServerUnaryReactor* AutoQuantService::GetServerInfo(Ctx* ctx, const Bytes* in, Bytes* out) {
   return Handle<v1::GetServerInfoRequest, v1::ServerInfo>(
-      ctx, "GetServerInfo", in, out, [this](const auto&, auto* resp) { return DoGetServerInfo(resp); });
+      ctx, "GetServerInfo", in, out, [this](const auto&, auto* resp) { return DoGetServerInfo(resp); },
+      Where::kCallbackThread);
 }
 grpc::ServerUnaryReactor* AutoQuantService::EvaluateScheme(Ctx* ctx, const Bytes* in, Bytes* out) {
   return Handle<v1::EvaluateSchemeRequest, v1::Job>(
@@ -357,15 +473,7 @@ absl::Status AutoQuantService::DoCancelJob(const v1::CancelJobRequest& req, v1::
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* AutoQuantService::StreamLogs(Ctx* ctx, const Bytes* in) {
-  v1::StreamLogsRequest req;
-  absl::Status s = [&]() -> absl::Status {
-    RETURN_IF_ERROR(d_->auth->Check(*ctx));
-    RETURN_IF_ERROR(Parse(*in, &req));
-    RETURN_IF_ERROR(CheckJobId(req.job_id()));
-    if (req.after_sequence() < 0) return absl::InvalidArgumentError("after_sequence must be >= 0");
-    return d_->jobs->Get(req.job_id()).status();
-  }();
-  if (!s.ok()) {
+  if (absl::Status s = d_->auth->Check(*ctx); !s.ok()) {
     // A reactor that only reports the error.
     class Failed : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
      public:
@@ -375,7 +483,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* AutoQuantService::StreamLogs(Ctx* ct
     d_->metrics->CountRpc("StreamLogs", absl::StatusCodeToString(s.code()));
     return new Failed(ToGrpcStatus(s));
   }
-  auto* stream = new LogStream(d_, req.job_id(), req.after_sequence(), req.follow());
+  auto* stream = new LogStream(d_, in);
   stream->Start();
   return stream;
 }
@@ -419,8 +527,8 @@ absl::Status AutoQuantService::DoGetServerInfo(v1::ServerInfo* resp) {
   resp->set_job_store(d_->job_store);
   resp->set_serving(d_->jobs->serving());
   resp->set_running_job_id(d_->jobs->running_job_id());
-  ASSIGN_OR_RETURN(int64_t queued, d_->jobs->queued_count());
-  resp->set_queued_jobs(static_cast<int32_t>(queued));
+  // From memory, not the store: GetServerInfo answers on the callback thread, even while the store stalls.
+  resp->set_queued_jobs(static_cast<int32_t>(d_->metrics->queued_jobs()));
   if (const EngineFacts* e = d_->engine.load()) {
     resp->set_model_fingerprint(e->model_fingerprint);
     resp->set_calib_fingerprint(e->calib_fingerprint);

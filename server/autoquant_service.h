@@ -52,9 +52,18 @@ class AutoQuantService final : public internal::RawAutoQuantService {
   Unary* GetReport(Ctx* ctx, const Bytes* req, Bytes* resp) override;
 
  private:
-  // Checks the token, parses the request, runs `body`, serializes the reply, finishes once.
+  // Where a handler's body runs: the executor, unless it reads only memory.
+  enum class Where { kExecutor, kCallbackThread };
+  // Checks the token, then (where `where` says) parses the request, runs `body`, serializes the
+  // reply; finishes once.
   template <typename Req, typename Resp, typename Body>
-  Unary* Handle(Ctx* ctx, const char* method, const Bytes* in, Bytes* out, Body body);
+  Unary* Handle(Ctx* ctx, const char* method, const Bytes* in, Bytes* out, Body body,
+                Where where = Where::kExecutor);
+  // Parse, body, serialize; Cancelled without running `body` when the client has gone.
+  template <typename Req, typename Resp, typename Body>
+  absl::Status Serve(Ctx* ctx, const Bytes& in, Bytes* out, const Body& body);
+  // Counts the RPC, then finishes it; nothing of the call may be touched after.
+  void Answer(Unary* reactor, const char* method, const absl::Status& s);
 
   absl::Status DoSubmitScheme(const v1::SubmitSchemeRequest& req, v1::Job* resp);
   absl::Status DoSubmitSweep(const v1::SubmitSweepRequest& req, v1::SubmitSweepResponse* resp);

@@ -24,6 +24,7 @@
 #include "server/daemon_metrics.h"
 #include "server/metrics_http.h"
 #include "server/models_root_check.h"
+#include "server/request_executor.h"
 #include "server/stop_signals.h"
 #include "server/token_auth.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
@@ -162,6 +163,9 @@ int RunDaemon(const DaemonOptions& o) {
   ctx.daemon_id = daemon_id;
   ctx.job_store = RedactedStoreUrl(o.store);
   AutoQuantService service(&ctx);
+  // After the service and the context, so that it is destroyed (its threads joined) before them.
+  RequestExecutor executor({.threads = o.request_threads, .max_queued = o.request_queue}, &metrics);
+  ctx.executor = &executor;
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -300,6 +304,9 @@ int RunDaemon(const DaemonOptions& o) {
   SetHealth(server.get(), false);
   metrics.SetServing(false);
   jobs.Drain();  // the running job stops at its next check and is re-queued
+  // Queued RPCs answer UNAVAILABLE, running ones finish, later ones are refused at once; then gRPC's
+  // Shutdown, which waits for every call to be finished, has no call left that only the executor would finish.
+  executor.Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   sampler.join();
   signals.join();

@@ -1,5 +1,5 @@
-// What autoquantd's RPC handlers share: the job manager, auth, metrics, and
-// what they read of the engine and the evaluation set once loaded (null while
+// What autoquantd's RPC handlers share: the job manager, auth, metrics, the
+// executor their work runs on, and what they read of the engine and the evaluation set once loaded (null while
 // loading). Owned by main.
 //
 // The handlers reach the engine only through EngineFacts (plain values and
@@ -19,6 +19,7 @@
 #include "core/quant/baseline.h"
 #include "core/quant/engine.h"  // DeviceMemory (the header is torch-free; nothing of Engine is called here)
 #include "server/daemon_metrics.h"
+#include "server/request_executor.h"
 #include "server/token_auth.h"
 
 namespace autoquant {
@@ -42,6 +43,9 @@ struct DaemonContext {
   JobManager* jobs = nullptr;
   const TokenAuth* auth = nullptr;
   DaemonMetrics* metrics = nullptr;
+  // Runs every handler's parse, store and file work off the gRPC callback threads (required). Stopped and
+  // joined before this context and the service are destroyed.
+  RequestExecutor* executor = nullptr;
   std::atomic<const EngineFacts*> engine{nullptr};    // null while loading
   std::atomic<const EvalSetFacts*> eval_set{nullptr};  // null: no --eval-set, or still loading
   std::atomic<double> load_seconds{0};

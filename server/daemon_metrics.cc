@@ -100,7 +100,17 @@ DaemonMetrics::DaemonMetrics(std::shared_ptr<prometheus::Registry> r)
                         .Name("autoquant_store_errors_total")
                         .Help("Writes the job store failed (a full disk, a database server that is down)")
                         .Register(*r)
-                        .Add({})) {
+                        .Add({})),
+      request_queue_depth_(BuildGauge()
+                               .Name("autoquant_request_queue_depth")
+                               .Help("RPCs waiting for a request thread")
+                               .Register(*r)
+                               .Add({})),
+      requests_refused_(BuildCounter()
+                            .Name("autoquant_requests_refused_total")
+                            .Help("RPCs refused without being run, by code: RESOURCE_EXHAUSTED (the request queue "
+                                  "was full), UNAVAILABLE (shutting down)")
+                            .Register(*r)) {
   for (JobState s : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
                      JobState::kCancelled}) {
     jobs_.Add({{"state", std::string(JobStateName(s))}});
@@ -109,6 +119,10 @@ DaemonMetrics::DaemonMetrics(std::shared_ptr<prometheus::Registry> r)
     if (IsTerminal(s)) finished_.Add({{"state", std::string(JobStateName(s))}});
   }
   for (const char* kind : {"allocated", "reserved"}) device_memory_.Add({{"kind", kind}});
+  // At 0 from the start, as finished_ above: an alert on increase() must see the first refusal.
+  for (absl::StatusCode code : {absl::StatusCode::kResourceExhausted, absl::StatusCode::kUnavailable}) {
+    requests_refused_.Add({{"code", absl::StatusCodeToString(code)}});
+  }
 }
 
 void DaemonMetrics::SetJobCounts(const std::map<JobState, int64_t>& counts) {
@@ -177,6 +191,14 @@ void DaemonMetrics::OnStoreError(const std::string& what, const absl::Status& wh
   spdlog::error("job store: {} failed ({}): {}; retrying, health NOT_SERVING until it takes writes again", what,
                 absl::StatusCodeToString(why.code()), std::string(why.message()));
 }
+
+void DaemonMetrics::OnRequestQueueDepth(int64_t queued) { request_queue_depth_.Set(double(queued)); }
+
+void DaemonMetrics::OnRequestRefused(const absl::Status& why) {
+  requests_refused_.Add({{"code", absl::StatusCodeToString(why.code())}}).Increment();
+}
+
+int64_t DaemonMetrics::queued_jobs() const { return static_cast<int64_t>(queue_depth_.Value()); }
 
 void DaemonMetrics::OnStoreRecovered() { spdlog::info("job store: takes writes again; health SERVING"); }
 

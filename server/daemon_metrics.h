@@ -23,6 +23,9 @@
 //                                              took them over (its lease expired); also logged
 //   autoquant_store_errors_total               writes the job store failed (full disk, database down); also
 //                                              logged, and health is NOT_SERVING until it takes writes again
+//   autoquant_request_queue_depth              RPCs waiting for a request thread (request_executor.h)
+//   autoquant_requests_refused_total{code}     RPCs refused without being run: RESOURCE_EXHAUSTED (the
+//                                              request queue was full), UNAVAILABLE (shutting down)
 //
 // In fleet mode autoquant_jobs and autoquant_queue_depth count the whole
 // fleet's table (re-read every second), not only this daemon's changes.
@@ -37,6 +40,7 @@
 #include <string>
 
 #include "core/jobs/job_manager.h"
+#include "server/request_executor.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -45,7 +49,7 @@
 
 namespace autoquant {
 
-class DaemonMetrics : public JobObserver {
+class DaemonMetrics : public JobObserver, public RequestExecutorObserver {
  public:
   explicit DaemonMetrics(std::shared_ptr<prometheus::Registry> registry);
 
@@ -60,12 +64,19 @@ class DaemonMetrics : public JobObserver {
   void OnStoreError(const std::string& what, const absl::Status& why) override;
   void OnStoreRecovered() override;
 
+  void OnRequestQueueDepth(int64_t queued) override;
+  void OnRequestRefused(const absl::Status& why) override;
+
   // Initial per-state counts (from the store at start).
   void SetJobCounts(const std::map<JobState, int64_t>& counts);
   void CountRpc(const std::string& method, const std::string& code);
   void SetDeviceMemory(int64_t allocated, int64_t reserved, int64_t peak, int64_t total);
   void SetModelLoadSeconds(double s);
   void SetServing(bool serving);
+
+  // Queued jobs as last reported (OnQueueDepth: after every change this daemon makes, and in fleet mode
+  // the 1 s resync), read from memory: GetServerInfo answers without the store.
+  int64_t queued_jobs() const;
 
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
 
@@ -96,6 +107,8 @@ class DaemonMetrics : public JobObserver {
   prometheus::Family<prometheus::Gauge>& scheme_eval_;
   prometheus::Counter& leases_lost_;
   prometheus::Counter& store_errors_;
+  prometheus::Gauge& request_queue_depth_;
+  prometheus::Family<prometheus::Counter>& requests_refused_;
 
   std::mutex mu_;  // guards the per-running-job series below
   std::map<std::string, prometheus::Gauge*> progress_by_job_;

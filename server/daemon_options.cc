@@ -46,6 +46,16 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions* o) {
   app.add_option("--max-queued", o->max_queued, "submits beyond this many queued jobs get RESOURCE_EXHAUSTED")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_option("--request-threads", o->request_threads,
+                 "threads that run RPCs' work (parsing, the job store, scheme files) off gRPC's own threads, so that "
+                 "a slow store or file never stops health and other RPCs from answering")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--request-queue", o->request_queue,
+                 "RPCs that may wait for a request thread; beyond this, new RPCs get RESOURCE_EXHAUSTED (the server is "
+                 "busy, retry)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--max-attempts", o->max_attempts,
                  "times a job is started before a crash mid-run fails it instead of re-queueing it")
       ->capture_default_str()

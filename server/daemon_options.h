@@ -24,6 +24,10 @@ struct DaemonOptions {
   int export_threads = 0;  // standalone exports' writer threads; 0: the engine's rule (EngineOptions)
   std::string layout = "shared";  // export_layout.h: the default for jobs that name none
   int64_t max_queued = 10000;
+  // RPC work (parse, job store, scheme files) runs on this many threads, never on gRPC's (request_executor.h);
+  // beyond request_queue waiting RPCs, new ones get RESOURCE_EXHAUSTED.
+  int request_threads = 8;
+  int64_t request_queue = 256;
   int max_attempts = 2;  // a job cut off mid-run (crash, kill -9) is re-queued until started this often
   double lease_seconds = 30;  // fleet mode: a claimed job is this daemon's for this long without a heartbeat
   std::string token_file;   // or AUTOQUANT_TOKEN

@@ -26,6 +26,7 @@
 #include "prometheus/registry.h"
 #include "server/daemon_context.h"
 #include "server/daemon_metrics.h"
+#include "server/request_executor.h"
 #include "server/token_auth.h"
 #include "tests/scripted_runner.h"
 #include "tests/test_util.h"
@@ -51,6 +52,8 @@ class ServiceTest : public ::testing::Test {
     ctx_.metrics = metrics_.get();
     ctx_.models_root = dir_.string();
     service_ = std::make_unique<AutoQuantService>(&ctx_);
+    executor_ = std::make_unique<RequestExecutor>(executor_options_, metrics_.get());
+    ctx_.executor = executor_.get();
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(service_.get());
@@ -58,7 +61,9 @@ class ServiceTest : public ::testing::Test {
     ASSERT_TRUE(server_ != nullptr && port_ > 0);
   }
   void TearDown() override {
+    // autoquantd's order (daemon.cc): the queue, the request executor, then gRPC.
     jobs_->Drain();
+    executor_->Stop();
     if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   }
 
@@ -67,6 +72,7 @@ class ServiceTest : public ::testing::Test {
         grpc::CreateChannel(absl::StrCat("127.0.0.1:", port_), grpc::InsecureChannelCredentials()));
   }
 
+  RequestExecutorOptions executor_options_{.threads = 4, .max_queued = 256};
   std::filesystem::path dir_;
   std::unique_ptr<JobStore> store_;
   std::unique_ptr<DaemonMetrics> metrics_;
@@ -75,6 +81,7 @@ class ServiceTest : public ::testing::Test {
   TokenAuth auth_{""};
   DaemonContext ctx_;
   std::unique_ptr<AutoQuantService> service_;
+  std::unique_ptr<RequestExecutor> executor_;  // after the service: destroyed (joined) before it
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
 };
@@ -204,6 +211,7 @@ TEST_F(ServiceTest, ShutdownWithFollowersAttachedEndsEveryStream) {
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   jobs_->Drain();  // as on SIGTERM: the held job is cancelled and re-queued, then the server stops
+  executor_->Stop();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   for (auto& f : followers) f.join();
   EXPECT_EQ(ended.load(), 16);
@@ -354,6 +362,55 @@ TEST_F(ServiceTest, AnUnreadableStoredRowIsSkippedAndListJobsStillAnswers) {
   grpc::ClientContext sctx2;
   ASSERT_TRUE(stub->ListJobs(&sctx2, small, &second).ok());
   EXPECT_EQ(second.jobs_size(), 0);
+}
+
+// One request thread: a second request waits in the queue behind the first.
+class OneRequestThreadTest : public ServiceTest {
+ protected:
+  OneRequestThreadTest() { executor_options_ = {.threads = 1, .max_queued = 4}; }
+};
+
+TEST_F(OneRequestThreadTest, ARequestWhoseClientGaveUpWhileItWaitedIsNotRun) {
+  // Another connection holds jobs.db's write lock: the first submit waits in SQLite's busy timeout on the
+  // one request thread, and the second waits in the queue.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "jobs.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  auto stub = Stub();
+  auto submit = [&](const std::string& scheme, std::chrono::milliseconds deadline) {
+    v1::SubmitSchemeRequest req;
+    req.mutable_spec()->set_scheme(scheme);
+    req.mutable_spec()->set_coverage(0.5);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + deadline);
+    v1::Job job;
+    return stub->SubmitScheme(&ctx, req, &job);
+  };
+  auto first = std::async(std::launch::async, [&] { return submit("first", std::chrono::seconds(30)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  grpc::Status late = submit("late", std::chrono::milliseconds(500));
+  EXPECT_EQ(late.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << late.error_message();
+  {
+    // GetServerInfo reads only memory, on the callback thread: it answers while the request thread waits.
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    v1::ServerInfo info;
+    grpc::Status s = stub->GetServerInfo(&ctx, v1::GetServerInfoRequest(), &info);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+  }
+  ASSERT_EQ(sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  grpc::Status s = first.get();
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  {
+    // Queued after the late submit on the one thread, so answered only once that has been dealt with.
+    grpc::ClientContext ctx;
+    v1::ListJobsRequest req;
+    v1::ListJobsResponse page;
+    ASSERT_TRUE(stub->ListJobs(&ctx, req, &page).ok());
+    ASSERT_EQ(page.jobs_size(), 1);
+    EXPECT_EQ(page.jobs(0).spec().scheme(), "first");
+  }
 }
 
 }  // namespace

@@ -1,0 +1,134 @@
+"""Reactors never block (issues 23 and 25): RPC work runs on the daemon's request executor, not on
+gRPC's callback threads. A real stall of the job store (another process holds SQLite's write lock
+on jobs.db, as a second writer, a backup tool or a slow disk would) leaves every submit waiting in
+the store, while grpc.health.v1 and GetServerInfo still answer within a short deadline; once the
+lock goes, the submits complete. With the request queue full, a new RPC gets RESOURCE_EXHAUSTED
+"the server is busy" at once instead of waiting with the others."""
+import sqlite3
+import threading
+import time
+import urllib.request
+from contextlib import contextmanager
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from daemon_helpers import Daemon, stubs
+
+pb, _ = stubs()
+C = grpc.StatusCode
+QUICK = 2  # seconds: the deadline of the RPCs that must answer during the stall
+
+
+@contextmanager
+def store_write_locked(daemon):
+    """Holds the write lock of the daemon's jobs.db from this process (jobs.db is in WAL mode: reads
+    go on, every write waits in SQLite's busy timeout, 10 s)."""
+    db = sqlite3.connect(daemon.root / ".autoquant" / "jobs.db", isolation_level=None, timeout=0)
+    try:
+        db.execute("BEGIN EXCLUSIVE")
+        yield
+    finally:
+        db.close()  # rolls back: the lock goes
+
+
+def start_submits(daemon, names, results, timeout=60):
+    def submit(name):
+        t0 = time.time()
+        try:
+            job = daemon.call("SubmitScheme", pb.SubmitSchemeRequest(spec=pb.SchemeSpec(scheme=name, coverage=0.5)),
+                              timeout=timeout)
+            results[name] = ("ok", job.id, time.time() - t0)
+        except grpc.RpcError as e:
+            results[name] = (e.code(), e.details(), time.time() - t0)
+
+    threads = [threading.Thread(target=submit, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def answers_quickly(daemon):
+    """Health and GetServerInfo, each within QUICK seconds; what each answered, or how it failed."""
+    out = {}
+    t0 = time.time()
+    try:
+        out["health"] = health_pb2_grpc.HealthStub(daemon.channel).Check(health_pb2.HealthCheckRequest(),
+                                                                           timeout=QUICK).status
+    except grpc.RpcError as e:
+        out["health"] = e.code()
+    out["health_seconds"] = time.time() - t0
+    t0 = time.time()
+    try:
+        out["info"] = daemon.call("GetServerInfo", pb.GetServerInfoRequest(), timeout=QUICK).daemon_id
+    except grpc.RpcError as e:
+        out["info"] = e.code()
+    out["info_seconds"] = time.time() - t0
+    return out
+
+
+def test_a_stalled_store_leaves_health_and_server_info_answering(tmp_path, daemon_inputs):
+    base, calib = daemon_inputs
+    d = Daemon(base, calib, tmp_path / "models").start()
+    try:
+        names = [f"stall-{i}" for i in range(8)]  # more than gRPC's callback threads on a small machine
+        results = {}
+        with store_write_locked(d):
+            threads = start_submits(d, names, results)
+            time.sleep(1.0)  # every submit has reached the store and waits there
+            during = answers_quickly(d)
+            stalled = dict(results)  # what had finished while the store was locked
+            time.sleep(0.5)
+            during_again = answers_quickly(d)
+        for t in threads:
+            t.join(timeout=90)
+        assert stalled == {}, f"the lock did not stall the submits: {stalled}"
+        for answered in (during, during_again):
+            assert isinstance(answered["health"], int), (
+                f"health did not answer within {QUICK} s while the store was stalled: {answered}\n{d.log()}")
+            assert isinstance(answered["info"], str) and answered["info"], (
+                f"GetServerInfo did not answer within {QUICK} s while the store was stalled: {answered}")
+        # The lock went: every submit completes and its job is stored.
+        assert sorted(results) == names, results
+        for name, (code, job_id, seconds) in results.items():
+            assert code == "ok", (name, code, job_id)
+            assert d.call("GetStatus", pb.GetStatusRequest(job_id=job_id)).spec.scheme == name
+    finally:
+        assert d.stop() == 0, d.stop_report()
+
+
+def refused_total(d) -> float:
+    info = d.call("GetServerInfo", pb.GetServerInfoRequest())
+    text = urllib.request.urlopen(f"http://{info.metrics_address}/metrics", timeout=10).read().decode()
+    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+               if l.startswith('autoquant_requests_refused_total{code="RESOURCE_EXHAUSTED"}'))
+
+
+def test_a_full_request_queue_refuses_new_rpcs_at_once_with_resource_exhausted(tmp_path, daemon_inputs):
+    base, calib = daemon_inputs
+    d = Daemon(base, calib, tmp_path / "models", "--request-threads", "1", "--request-queue", "2").start()
+    try:
+        results = {}
+        with store_write_locked(d):
+            first = start_submits(d, ["busy-0"], results)
+            time.sleep(0.5)  # the one request thread now waits in the store
+            queued = start_submits(d, ["busy-1", "busy-2"], results)
+            time.sleep(0.5)  # both wait in the queue, which is full
+            t0 = time.time()
+            refused = start_submits(d, ["busy-3", "busy-4", "busy-5"], results, timeout=QUICK)
+            for t in refused:
+                t.join()
+            refused_after = time.time() - t0
+            assert isinstance(answers_quickly(d)["health"], int)
+        for t in first + queued:
+            t.join(timeout=90)
+        for name in ("busy-3", "busy-4", "busy-5"):
+            code, details, _ = results[name]
+            assert code == C.RESOURCE_EXHAUSTED, (name, code, details)
+            assert "the server is busy" in details and "retry" in details, details
+        assert refused_after < QUICK, refused_after
+        for name in ("busy-0", "busy-1", "busy-2"):
+            assert results[name][0] == "ok", (name, results[name])
+        assert refused_total(d) == 3
+    finally:
+        assert d.stop() == 0, d.stop_report()
