@@ -57,6 +57,8 @@
 // back, is taken for verified. Making it needs write access to a 0444 file of
 // the daemon's user, i.e. being that user or root, which docs/security.md
 // leaves out of scope; `autoquant diff` re-hashes every scheme's tensors.
+// The ctime is only as fine as the kernel's clock for it: without multigrain
+// timestamps, an edit within the same tick as the last change keeps it too.
 //
 // Writes are atomic (temporary file, fsync, rename), so two processes storing
 // the same blob at once both end with one complete file. Thread-safe.

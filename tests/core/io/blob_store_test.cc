@@ -267,7 +267,7 @@ TEST(BlobStoreTest, AnInPlaceEditWithItsMtimeRestoredIsDetected) {
   ASSERT_OK(store.Find(records, Key("x")).status());  // verified and remembered
   struct stat before;
   ASSERT_EQ(::stat(put.path.c_str(), &before), 0);
-  // Kernels without fine-grained ctimes (before 6.13) stamp a change with the clock tick it falls in.
+  // Kernels without multigrain timestamps stamp a change with the coarse clock tick it falls in.
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   ASSERT_EQ(::chmod(put.path.c_str(), 0644), 0);
   {
