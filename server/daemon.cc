@@ -263,8 +263,9 @@ int RunDaemon(const DaemonOptions& o) {
   }
   ctx.engine = &facts;
   // --layout is checked by its flag's validator; the fallback never applies.
+  // The job store also keeps the records of the blobs this daemon produced (blob_records.h).
   EngineJobRunner runner(engine->get(), o.models_root, evaluator.get(),
-                         ParseExportLayout(o.layout).value_or(ExportLayout::kShared));
+                         ParseExportLayout(o.layout).value_or(ExportLayout::kShared), store->get());
   jobs.Start(&runner);
   serving = true;
   SetHealth(server.get(), true);

@@ -13,22 +13,22 @@
 namespace autoquant::cli {
 
 absl::Status RunGc(const GcOptions& o, std::ostream& out) {
-  const std::filesystem::path root = std::filesystem::path(o.models_root) / ".autoquant" / "blobs";
-  std::error_code ec;
-  if (!std::filesystem::is_directory(root, ec)) {
-    return absl::NotFoundError(absl::StrCat(root.string(), " does not exist: ", o.models_root,
-                                            " holds no shared-layout schemes"));
-  }
   if (o.min_age_seconds < 0) return absl::InvalidArgumentError("--min-age-seconds must be >= 0");
-  ASSIGN_OR_RETURN(BlobStore store, BlobStore::Open(root));
-  ASSIGN_OR_RETURN(BlobGcResult r, store.CollectGarbage(o.min_age_seconds, o.dry_run));
+  // Opened as the daemon opens it: `.autoquant/blobs` and `sha256/` never through a symlink.
+  absl::StatusOr<BlobStore> store = BlobStore::Open(o.models_root, ".autoquant/blobs", /*create=*/false);
+  if (absl::IsNotFound(store.status())) {
+    return absl::NotFoundError(absl::StrCat((std::filesystem::path(o.models_root) / ".autoquant" / "blobs").string(),
+                                            " does not exist: ", o.models_root, " holds no shared-layout schemes"));
+  }
+  if (!store.ok()) return store.status();
+  ASSIGN_OR_RETURN(BlobGcResult r, store->CollectGarbage(o.min_age_seconds, o.dry_run));
   if (o.json) {
     out << nlohmann::json{{"blobs_removed", r.blobs_removed}, {"bytes_freed", r.bytes_freed},
                           {"refs_removed", r.refs_removed}, {"blobs_kept", r.blobs_kept}, {"dry_run", o.dry_run}}
                .dump()
         << "\n";
   } else {
-    out << absl::StrFormat("%s %d unlinked blobs (%.3f GB), %d stale references; kept %d\n",
+    out << absl::StrFormat("%s %d unlinked blobs (%.3f GB), %d references of an earlier version; kept %d\n",
                            o.dry_run ? "would remove" : "removed", r.blobs_removed, r.bytes_freed / 1e9,
                            r.refs_removed, r.blobs_kept);
   }

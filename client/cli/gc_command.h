@@ -1,8 +1,14 @@
 // `autoquant gc --models-root DIR [--min-age-seconds N] [--dry-run] [--json]`:
 // frees the shared-layout blobs (<models-root>/.autoquant/blobs) that no
-// scheme links any more, e.g. after schemes were deleted. Blobs younger than
-// --min-age-seconds (default one hour) are kept, so an export running now is
-// never robbed of a blob it stored but has not linked yet.
+// scheme links any more, e.g. after schemes were deleted, and the refs/ of
+// earlier versions. It runs only while no export uses the store: each export
+// (of autoquantd, or of `autoquant quantize --layout shared`) holds the
+// store's use lock shared from before it looks a blob up until every blob is
+// linked into its staging directory, and gc takes it exclusively without
+// waiting, or refuses (UNAVAILABLE, naming the process holding it: retry
+// when no job runs, or stop the daemon). Blobs younger than
+// --min-age-seconds (default one hour) are kept as well, for exports of
+// versions that took no lock.
 #pragma once
 
 #include <cstdint>

@@ -56,9 +56,15 @@ absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostre
   req.include_vision = o.include_vision;
   req.overwrite = o.overwrite;
   ASSIGN_OR_RETURN(req.layout, ParseExportLayout(o.layout));
-  // Beside the output by default: links need the scheme's filesystem.
-  req.blob_store = o.blob_store.empty() ? std::filesystem::path(o.out).parent_path() / ".autoquant" / "blobs"
-                                        : std::filesystem::path(o.blob_store);
+  // Beside the output by default: links need the scheme's filesystem. No job store here, so no records:
+  // every piece is produced and an existing blob reused only when it verifies by content.
+  if (o.blob_store.empty()) {
+    const std::filesystem::path parent = std::filesystem::path(o.out).parent_path();
+    req.blob_store = parent.empty() ? std::filesystem::path(".") : parent;
+    req.blob_store_below = ".autoquant/blobs";
+  } else {
+    req.blob_store = o.blob_store;
+  }
   req.selection.disabled_layers = o.disabled_layers;
   req.selection.effective_bits = o.effective_bits;
   if (o.coverage_given) {

@@ -13,8 +13,12 @@ namespace autoquant {
 namespace fs = std::filesystem;
 
 EngineJobRunner::EngineJobRunner(Engine* engine, fs::path models_root, Evaluator* evaluator,
-                                 ExportLayout default_layout)
-    : engine_(engine), root_(std::move(models_root)), evaluator_(evaluator), default_layout_(default_layout) {}
+                                 ExportLayout default_layout, BlobRecords* blob_records)
+    : engine_(engine),
+      root_(std::move(models_root)),
+      evaluator_(evaluator),
+      default_layout_(default_layout),
+      blob_records_(blob_records) {}
 
 namespace {
 
@@ -62,7 +66,9 @@ absl::StatusOr<SchemeRequest> EngineJobRunner::ToRequest(const JobSpec& spec) co
   if (!spec.layout.empty()) {
     ASSIGN_OR_RETURN(r.layout, ParseExportLayout(spec.layout));
   }
-  r.blob_store = root_ / ".autoquant" / "blobs";
+  r.blob_store = root_;
+  r.blob_store_below = ".autoquant/blobs";
+  r.blob_records = blob_records_;
   return r;
 }
 

@@ -26,11 +26,13 @@ namespace autoquant {
 
 class EngineJobRunner : public JobRunner {
  public:
-  // `engine` and `evaluator` (may be null: no evaluation) are not owned and must outlive the runner.
-  // Jobs that name no layout get `default_layout`; shared blobs live in
-  // <models_root>/.autoquant/blobs (on the schemes' filesystem, so they link).
+  // `engine`, `evaluator` (may be null: no evaluation) and `blob_records` are not owned and must outlive
+  // the runner. Jobs that name no layout get `default_layout`; shared blobs live in
+  // <models_root>/.autoquant/blobs (on the schemes' filesystem, so they link; `.autoquant/blobs` is never
+  // followed through a symlink) and are found through `blob_records` (the daemon's job store; null: every
+  // piece is produced and verified by content, as the offline CLI does).
   EngineJobRunner(Engine* engine, std::filesystem::path models_root, Evaluator* evaluator = nullptr,
-                  ExportLayout default_layout = ExportLayout::kShared);
+                  ExportLayout default_layout = ExportLayout::kShared, BlobRecords* blob_records = nullptr);
 
   absl::Status Validate(const JobSpec& spec) override;
   absl::StatusOr<JobResultInfo> Run(const Job& job, const RunnerEventFn& on_event, const std::atomic<bool>* cancel,
@@ -46,6 +48,7 @@ class EngineJobRunner : public JobRunner {
   std::filesystem::path root_;
   Evaluator* evaluator_;
   ExportLayout default_layout_;
+  BlobRecords* blob_records_;
 };
 
 }  // namespace autoquant

@@ -23,6 +23,12 @@
 // claim), and from then on the old owner's fenced writes (those given its
 // Lease) fail with Aborted, so a daemon that was only paused cannot finish a
 // job twice.
+//
+// A store also keeps the daemon's records of the blobs it produced
+// (BlobRecords, core/io/blob_records.h: blob key -> blob id and size), so
+// that the blob store trusts a blob found by key only through what the
+// daemon itself recorded, in a place only the daemon writes. A fleet shares
+// them, as it shares the models volume.
 #pragma once
 
 #include <functional>
@@ -33,6 +39,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/io/blob_records.h"
 #include "core/jobs/job.h"
 
 namespace autoquant {
@@ -52,9 +59,9 @@ struct JobPage {
   std::vector<std::string> unreadable;
 };
 
-class JobStore {
+class JobStore : public BlobRecords {
  public:
-  virtual ~JobStore() = default;
+  ~JobStore() override = default;
 
   // Stores new jobs in one transaction and appends `first_log` to each new
   // one. A job whose idempotency key is already stored is not inserted: the

@@ -58,6 +58,16 @@ CREATE TABLE autoquant_job_logs(
 );
 )sql";
 
+// Version 2: the records of the blobs the daemons produced (blob_records.h).
+constexpr const char* kSchemaV2 = R"sql(
+CREATE TABLE autoquant_blobs(
+  key text PRIMARY KEY,
+  id text NOT NULL,
+  bytes bigint NOT NULL,
+  recorded_ms bigint NOT NULL DEFAULT 0
+);
+)sql";
+
 constexpr const char* kJobColumns =
     "seq, id, COALESCE(idempotency_key, '') AS idempotency_key, sweep_id, spec, state, phase, progress, message, "
     "created_ms, started_ms, finished_ms, attempts, result, cancel_requested, affinity, owner, lease_epoch, "
@@ -123,9 +133,10 @@ class PostgresJobStore : public JobStore {
                    "the job store ", redacted_, " has schema version ", version, ", newer than this autoquantd's ",
                    kPostgresSchemaVersion, "; run the same autoquantd version on every daemon of the fleet"));
              }
-             // Later versions add their migrations here, each from the version before it.
-             if (version == 0) {
-               w.exec(kSchemaV1);
+             // Each version's migration from the one before it.
+             if (version < 1) w.exec(kSchemaV1);
+             if (version < 2) w.exec(kSchemaV2);
+             if (version < kPostgresSchemaVersion) {
                w.exec_params("INSERT INTO autoquant_schema(version) VALUES($1)", kPostgresSchemaVersion);
              }
              w.commit();
@@ -444,6 +455,30 @@ class PostgresJobStore : public JobStore {
     // changes nothing the lock protected, so the publish stands.
     if (!r.ok() && published) return absl::OkStatus();
     return r.status();
+  }
+
+  absl::StatusOr<std::optional<BlobRecord>> LookupBlob(const std::string& key) override {
+    return Call<std::optional<BlobRecord>>("reading a blob record", true,
+                                           [&](pqxx::connection& c) -> absl::StatusOr<std::optional<BlobRecord>> {
+      pqxx::read_transaction t(c);
+      pqxx::result r = t.exec_params("SELECT id, bytes FROM autoquant_blobs WHERE key = $1", key);
+      if (r.empty()) return std::optional<BlobRecord>();
+      return std::optional<BlobRecord>(
+          BlobRecord{r[0][0].as<std::string>(), static_cast<uint64_t>(r[0][1].as<int64_t>())});
+    });
+  }
+
+  absl::Status RecordBlob(const std::string& key, const BlobRecord& record) override {
+    return Call<bool>("recording a blob", true, [&](pqxx::connection& c) -> absl::StatusOr<bool> {
+             pqxx::work w(c);
+             w.exec_params(
+                 "INSERT INTO autoquant_blobs(key, id, bytes, recorded_ms) VALUES($1, $2, $3, $4) ON CONFLICT (key) "
+                 "DO UPDATE SET id = EXCLUDED.id, bytes = EXCLUDED.bytes, recorded_ms = EXCLUDED.recorded_ms",
+                 key, record.id, static_cast<int64_t>(record.bytes), NowMs());
+             w.commit();
+             return true;
+           })
+        .status();
   }
 
   absl::StatusOr<std::vector<Job>> RequeueExpired(int max_attempts) override {

@@ -11,6 +11,8 @@
 //                       database's clock, so daemons' clocks need not agree)
 //                       and affinity (model + calibration fingerprints)
 //   autoquant_job_logs  every job's log lines, so any daemon serves any job's log
+//   autoquant_blobs     blob key -> id and size of the blobs the daemons
+//                       produced (blob_records.h), shared like the models volume
 //
 // How the fleet stays exactly-once:
 //   - claims are `SELECT ... FOR UPDATE SKIP LOCKED`: two daemons never take
@@ -43,7 +45,7 @@
 
 namespace autoquant {
 
-inline constexpr int kPostgresSchemaVersion = 1;
+inline constexpr int kPostgresSchemaVersion = 2;  // 2: autoquant_blobs
 
 absl::StatusOr<std::unique_ptr<JobStore>> OpenPostgresJobStore(const std::string& url,
                                                                 const JobStoreOptions& options);

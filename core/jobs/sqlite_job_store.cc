@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS logs(
   state TEXT,
   PRIMARY KEY(job_id, sequence)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs(
+  key TEXT PRIMARY KEY,
+  id TEXT NOT NULL,
+  bytes INTEGER NOT NULL,
+  recorded_ms INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
 )sql";
 
 constexpr const char* kJobColumns =
@@ -165,7 +171,9 @@ class SqliteJobStore : public JobStore {
     RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
     absl::Status s = Exec(kSchema);
     // Version 1 stores lack the persisted cancel request (version 2), versions 1 and 2 the model a job was
-    // submitted against (version 3; their jobs run on whatever model the daemon serves, as before).
+    // submitted against (version 3; their jobs run on whatever model the daemon serves, as before), versions
+    // 1 to 3 the blob records (version 4: kSchema creates the table; blobs found before through refs/ in the
+    // models root are produced once more, then recorded).
     if (s.ok() && version_ == 1) s = Exec("ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0");
     if (s.ok() && version_ >= 1 && version_ < 3) {
       s = Exec("ALTER TABLE jobs ADD COLUMN affinity TEXT NOT NULL DEFAULT ''");
@@ -336,6 +344,29 @@ class SqliteJobStore : public JobStore {
   }
 
   absl::StatusOr<std::vector<Job>> RequeueExpired(int /*max_attempts*/) override { return std::vector<Job>(); }
+
+  absl::StatusOr<std::optional<BlobRecord>> LookupBlob(const std::string& key) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "SELECT id, bytes FROM blobs WHERE key = ?1");
+    RETURN_IF_ERROR(s.prepared());
+    s.Bind(1, key);
+    ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) return std::optional<BlobRecord>();
+    return std::optional<BlobRecord>(BlobRecord{s.Text(0), static_cast<uint64_t>(s.Int(1))});
+  }
+
+  absl::Status RecordBlob(const std::string& key, const BlobRecord& record) override {
+    return InTransaction<bool>([&]() -> absl::StatusOr<bool> {
+             Stmt s(db_,
+                    "INSERT INTO blobs(key, id, bytes, recorded_ms) VALUES(?1, ?2, ?3, ?4) ON CONFLICT(key) DO "
+                    "UPDATE SET id = excluded.id, bytes = excluded.bytes, recorded_ms = excluded.recorded_ms");
+             RETURN_IF_ERROR(s.prepared());
+             s.Bind(1, key).Bind(2, record.id).Bind(3, static_cast<int64_t>(record.bytes)).Bind(4, NowMs());
+             RETURN_IF_ERROR(s.Run());
+             return true;
+           })
+        .status();
+  }
 
   // Rewrites the schema version (unchanged): a real page write, which a full disk refuses.
   absl::Status CheckWritable() override {

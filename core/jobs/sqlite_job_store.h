@@ -1,6 +1,7 @@
 // The embedded JobStore: one SQLite database in WAL mode (synchronous=FULL,
 // so a committed job survives a crash of the process or the machine).
-// Schema versioned through PRAGMA user_version. One connection behind a
+// Schema versioned through PRAGMA user_version. Tables: jobs, logs, and blobs
+// (the records of the blobs the daemon produced, blob_records.h). One connection behind a
 // mutex: the daemon's load (one worker plus RPCs) is far below what that
 // serves, and it makes every method a plain transaction.
 //
@@ -19,7 +20,7 @@
 
 namespace autoquant {
 
-inline constexpr int kJobStoreSchemaVersion = 3;  // 2: jobs.cancel_requested, 3: jobs.affinity
+inline constexpr int kJobStoreSchemaVersion = 4;  // 2: jobs.cancel_requested, 3: jobs.affinity, 4: blobs
 
 // `max_pages_for_test` > 0: SQLite refuses to grow the file past that many
 // pages (SQLITE_FULL), as a full disk would; for tests only.

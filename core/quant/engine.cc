@@ -417,6 +417,8 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
   }
   if (impl_->options.export_threads > 0) eo.writer_threads = impl_->options.export_threads;
   eo.blob_store = request.blob_store;
+  eo.blob_store_below = request.blob_store_below;
+  eo.blob_records = request.blob_records;
   eo.cancel = cancel;
   eo.progress = [&](double f) { Report(progress, Phase::kExport, f); };
   ASSIGN_OR_RETURN(ExportResult exported, ExportScheme(impl_->base, b, plan, eo));

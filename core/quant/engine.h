@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/io/blob_records.h"
 #include "core/quant/baseline.h"
 #include "core/quant/export_layout.h"
 #include "core/quant/hf_quant_config.h"
@@ -77,9 +78,12 @@ struct SchemeRequest {
   std::string job_id;  // the daemon job asking; recorded in the quant manifest
   // Samples per calibration / scoring batch; 0 = EngineOptions::batch_size. Part of the baseline's key.
   int batch_size = 0;
-  // export.h: standalone, or shared blobs in blob_store (required for shared).
+  // export.h: standalone, or shared blobs in blob_store / blob_store_below (blob_store required for shared;
+  // see ExportOptions), found through blob_records where given (the daemon's job store).
   ExportLayout layout = ExportLayout::kStandalone;
   std::filesystem::path blob_store;
+  std::string blob_store_below;
+  BlobRecords* blob_records = nullptr;
   PublishGate publish_gate;  // see ExportOptions::publish_gate; none: always publish
 };
 

@@ -354,14 +354,18 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
   std::optional<TensorDigests> digests;  // known without reading the staged files back
   if (options.layout == ExportLayout::kShared) {
     ASSIGN_OR_RETURN(std::vector<SharedPiece> pieces, SharedPieces(b, tensors, module_group, quantized, options));
-    ASSIGN_OR_RETURN(BlobStore store, BlobStore::Open(options.blob_store));
+    ASSIGN_OR_RETURN(BlobStore store, BlobStore::Open(options.blob_store, options.blob_store_below));
+    // Until every blob is linked into the staging directory (or copied), `autoquant gc` must not remove
+    // one: a blob just stored, or found with no scheme linking it, has a link count of 1.
+    ASSIGN_OR_RETURN(FlockFile in_use, store.LockForUse(options.cancel));
     SharedWriteOptions wo;
     wo.allow_links = options.allow_links;
+    wo.records = options.blob_records;
     wo.cancel = options.cancel;
     wo.progress = [&](size_t done, size_t total) {
       if (options.progress) options.progress(0.8 * double(done) / double(total));
     };
-    ASSIGN_OR_RETURN(SharedWriteResult written, WriteSharedShards(store, tensors, pieces, staged.path(), wo));
+    ASSIGN_OR_RETURN(SharedWriteResult written, WriteSharedShards(store, tensors, pieces, staged.dir(), wo));
     r.tensor_bytes = written.tensor_bytes;
     r.bytes_written = written.bytes_written;
     r.blobs_reused = written.blobs_reused;

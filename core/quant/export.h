@@ -20,19 +20,20 @@
 // shared (shared_export.h) stores each layer group's BF16 and FP8 versions
 // and the rest of the model once, as content-addressed blobs under
 // options.blob_store, and hard-links them into the scheme directory (a copy
-// where links are impossible). Either way the directory is an ordinary
-// Hugging Face checkpoint.
+// where links are impossible), holding the store's use lock meanwhile so
+// that `autoquant gc` removes none of them. Either way the directory is an
+// ordinary Hugging Face checkpoint.
 //
 // Before publishing: the written directory is reopened and its tensors
 // compared with the plan — FP8 exactly where the plan quantizes, the base's
 // dtype and shape elsewhere, no tensor missing or extra — and the manifest's
 // digests with those of the bytes on disk (standalone: hashed from the staged
-// files; shared: the blobs', each verified in full the first time this
-// process uses it). The FP8 bytes themselves are QuantizeForExport's of the
-// base weight by construction (export_test compares them with ModelOpt's
-// quantization). A mismatch fails the export and nothing appears under the
-// output name. The caller checks the output path (path_guard.h) before
-// calling.
+// files; shared: the blobs', each verified in full when this process first
+// uses it and again whenever the file's stamp changed, blob_store.h). The FP8
+// bytes themselves are QuantizeForExport's of the base weight by construction
+// (export_test compares them with ModelOpt's quantization). A mismatch fails
+// the export and nothing appears under the output name. The caller checks the
+// output path (path_guard.h) before calling.
 #pragma once
 
 #include <atomic>
@@ -43,6 +44,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/io/blob_records.h"
 #include "core/io/checkpoint.h"
 #include "core/io/checkpoint_writer.h"
 #include "core/quant/baseline.h"
@@ -65,8 +67,15 @@ struct ExportOptions {
   // files (ShardingOptions::min_shard_bytes); 0 fills each shard to max_shard_bytes.
   uint64_t min_shard_bytes = 512ull << 20;
   ExportLayout layout = ExportLayout::kStandalone;
-  // kShared: the blob store's directory (blob_store.h); on out_dir's filesystem, or blobs are copied.
+  // kShared: the blob store (blob_store.h) is blob_store / blob_store_below: the first is the caller's path
+  // (symlinks in it are followed), the components of the second are never followed through a symlink
+  // (the daemon: its models root and ".autoquant/blobs"). On out_dir's filesystem, or blobs are copied.
   std::filesystem::path blob_store;
+  std::string blob_store_below;
+  // kShared: the daemon's records of the blobs it produced (blob_records.h), through which alone a blob is
+  // found before its tensors are produced; none (the offline CLI): every piece is produced and its blob
+  // reused only when a file of its id verifies in full.
+  BlobRecords* blob_records = nullptr;
   bool allow_links = true;  // kShared: false copies the blobs (for tests of the fallback)
   // Where FP8 weights are quantized: the daemon's GPU, so that the CPU only copies bytes.
   torch::Device quantize_device = torch::kCPU;

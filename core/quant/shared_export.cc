@@ -12,8 +12,7 @@ namespace autoquant {
 
 absl::StatusOr<SharedWriteResult> WriteSharedShards(const BlobStore& store, const std::vector<PlannedTensor>& plan,
                                                     const std::vector<SharedPiece>& pieces,
-                                                    const std::filesystem::path& dir,
-                                                    const SharedWriteOptions& options) {
+                                                    const DirHandle& dir, const SharedWriteOptions& options) {
   struct Outcome {
     Blob blob;
     bool written = false, copied = false;
@@ -28,15 +27,17 @@ absl::StatusOr<SharedWriteResult> WriteSharedShards(const BlobStore& store, cons
     const SharedPiece& piece = pieces[p];
     Outcome& o = outcomes[p];
     ASSIGN_OR_RETURN(std::string key, BlobKey(piece.description));
-    absl::StatusOr<Blob> blob = store.Find(key);
-    if (!blob.ok() && (absl::IsNotFound(blob.status()) || absl::IsDataLoss(blob.status()))) {
+    absl::StatusOr<Blob> blob = absl::NotFoundError("no records");
+    if (options.records != nullptr) blob = store.Find(*options.records, key);
+    // Nothing usable recorded (none, a file gone, damaged or not the daemon's): produce the piece.
+    const absl::Status& found = blob.status();
+    if (absl::IsNotFound(found) || absl::IsDataLoss(found) || absl::IsFailedPrecondition(found)) {
       std::vector<BlobTensor> tensors;
       for (size_t i : piece.tensors) {
         ASSIGN_OR_RETURN(torch::Tensor t, TorchCall(plan[i].produce, plan[i].spec.name));
         tensors.push_back({plan[i].spec, std::move(t)});
       }
-      blob = store.Put(key, tensors);
-      o.written = true;
+      blob = store.Put(key, tensors, options.records, &o.written);
     }
     if (!blob.ok()) return blob.status();
     o.blob = *std::move(blob);
@@ -56,6 +57,7 @@ absl::StatusOr<SharedWriteResult> WriteSharedShards(const BlobStore& store, cons
     }
     ASSIGN_OR_RETURN(BlobPlacement how, store.Place(o.blob, dir, options.allow_links));
     o.copied = how == BlobPlacement::kCopied;
+    o.blob.file.reset();  // placed: the descriptor is not needed any more
     std::lock_guard<std::mutex> lock(progress_mu);
     if (options.progress) options.progress(++done, pieces.size());
     return absl::OkStatus();
@@ -86,7 +88,7 @@ absl::StatusOr<SharedWriteResult> WriteSharedShards(const BlobStore& store, cons
   for (size_t i = 0; i < plan.size(); ++i) {
     if (!placed[i]) return absl::InternalError(absl::StrCat("tensor '", plan[i].spec.name, "' is in no piece"));
   }
-  RETURN_IF_ERROR(WriteSafetensorsIndex(dir, r.weight_map, r.tensor_bytes));
+  RETURN_IF_ERROR(WriteSafetensorsIndex(dir.ProcPath(), r.weight_map, r.tensor_bytes));
   return r;
 }
 

@@ -1,11 +1,18 @@
 // Writes a scheme's tensors in the shared-shard layout: the tensor plan is
 // cut into pieces (one per layer group in the version the plan gives it, BF16
 // or FP8, and the rest of the model in shards of at most max_shard_bytes);
-// each piece is a content-addressed blob (core/io/blob_store.h) found by the
-// key its description gives, produced and stored only when no verified blob
-// exists, then linked (or copied) into the staged scheme directory, whose
+// each piece is a content-addressed blob (core/io/blob_store.h), then linked
+// (or copied) into the staged scheme directory, whose
 // model.safetensors.index.json names the linked files. A ten-scheme sweep so
 // writes each group's two versions and the rest once, not ten times.
+//
+// A piece's blob is found without producing it only through the records the
+// daemon keeps (SharedWriteOptions::records: the key its description gives
+// -> the blob made for it, which must verify in full). Without a record (a
+// first use, the offline CLI) the piece is produced and the blob it hashes to
+// reused only if a file of that id verifies in full, else written; either
+// way the record is then made. The caller holds the store's use lock
+// (BlobStore::LockForUse) throughout.
 #pragma once
 
 #include <atomic>
@@ -32,6 +39,7 @@ struct SharedPiece {
 
 struct SharedWriteOptions {
   bool allow_links = true;  // false: copy every blob (as where links are impossible)
+  BlobRecords* records = nullptr;  // the daemon's; none: every piece is produced and verified by content
   const std::atomic<bool>* cancel = nullptr;
   std::function<void(size_t, size_t)> progress;  // (pieces done, total)
 };
@@ -46,7 +54,6 @@ struct SharedWriteResult {
 
 absl::StatusOr<SharedWriteResult> WriteSharedShards(const BlobStore& store, const std::vector<PlannedTensor>& plan,
                                                     const std::vector<SharedPiece>& pieces,
-                                                    const std::filesystem::path& dir,
-                                                    const SharedWriteOptions& options);
+                                                    const DirHandle& dir, const SharedWriteOptions& options);
 
 }  // namespace autoquant

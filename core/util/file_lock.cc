@@ -3,13 +3,23 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <fstream>
+#include <string>
 #include <thread>
+#include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "core/util/file_util.h"
+#include "core/util/status_macros.h"
 
 namespace autoquant {
 
@@ -47,6 +57,54 @@ FileLock::~FileLock() {
   // newcomer locks a fresh one: the lock file exists only while someone holds it.
   if (!path_.empty()) ::unlink(path_.c_str());
   ::close(fd_);
+}
+
+absl::StatusOr<FlockFile> FlockFile::Acquire(const DirHandle& dir, absl::string_view name, Mode mode,
+                                             std::chrono::milliseconds wait, const std::atomic<bool>* cancel) {
+  const std::filesystem::path shown = dir.path() / std::string(name);
+  // Opened read-only without following a symlink, regular files only; created when missing (O_EXCL, so a
+  // symlink planted meanwhile is never followed either), and opened again if another process won the race.
+  absl::StatusOr<UniqueFd> fd = dir.OpenRegular(name, /*max_bytes=*/4096);
+  if (absl::IsNotFound(fd.status())) {
+    fd = dir.CreateFile(name, 0644);
+    if (absl::IsAlreadyExists(fd.status())) fd = dir.OpenRegular(name, 4096);
+  }
+  if (!fd.ok()) return fd.status();
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  while (::flock(fd->get(), (mode == kShared ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+    if (errno == EINTR) continue;
+    if (errno != EWOULDBLOCK) return ErrnoStatus(errno, "cannot lock", shown);
+    if (cancel != nullptr && cancel->load()) return absl::CancelledError("cancelled while waiting for a lock");
+    if (std::chrono::steady_clock::now() >= deadline) {
+      const std::string holders = FlockHolders(fd->get());
+      return absl::UnavailableError(absl::StrCat(shown.string(), " is locked by ",
+                                                 holders.empty() ? "another process" : holders));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return FlockFile(*std::move(fd));
+}
+
+std::string FlockHolders(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return "";
+  const std::string id = absl::StrFormat("%02x:%02x:%lu", major(st.st_dev), minor(st.st_dev),
+                                         static_cast<unsigned long>(st.st_ino));
+  std::ifstream locks("/proc/locks");
+  std::vector<std::string> holders;
+  std::string line;
+  while (std::getline(locks, line)) {
+    // "1: FLOCK  ADVISORY  READ  4242 00:2f:123456 0 EOF"; a waiter's line has "->" after the number.
+    std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipWhitespace());
+    if (f.size() < 6 || f[1] != "FLOCK" || f[5] != id) continue;
+    std::string comm;
+    std::ifstream in(absl::StrCat("/proc/", f[4], "/comm"));
+    std::getline(in, comm);
+    std::string holder = absl::StrCat("pid ", f[4]);
+    if (!comm.empty()) absl::StrAppend(&holder, " (", absl::StripAsciiWhitespace(comm), ")");
+    holders.push_back(std::move(holder));
+  }
+  return absl::StrJoin(holders, ", ");
 }
 
 }  // namespace autoquant

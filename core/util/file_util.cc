@@ -89,10 +89,21 @@ absl::Status ReadFileChunks(const fs::path& path, const std::function<void(const
   return absl::OkStatus();
 }
 
+FileStamp FileStampOf(const struct stat& st) {
+  return FileStamp{st.st_dev, st.st_ino, st.st_size, int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec,
+                   int64_t{st.st_ctim.tv_sec} * 1000000000 + st.st_ctim.tv_nsec};
+}
+
 absl::StatusOr<FileStamp> FileStampOf(const std::filesystem::path& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return ErrnoStatus(errno, "cannot stat", path);
-  return FileStamp{st.st_dev, st.st_ino, st.st_size, int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec};
+  return FileStampOf(st);
+}
+
+absl::StatusOr<FileStamp> FileStampOfFd(int fd, const std::filesystem::path& shown) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return ErrnoStatus(errno, "cannot stat", shown);
+  return FileStampOf(st);
 }
 
 absl::StatusOr<std::string> ReadFile(const fs::path& path) {

@@ -7,6 +7,7 @@
 // so that RemoveStaleStaging can remove those of processes that were killed.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <filesystem>
@@ -24,15 +25,28 @@ namespace autoquant {
 
 // What identifies a file's current contents well enough to reuse what was
 // computed from them (a digest) instead of reading them again: a rewrite
-// changes the inode (rename) or the mtime.
+// changes the inode (rename); an edit in place changes the mtime and the
+// ctime. The mtime can be set back (utimensat), the ctime cannot: the kernel
+// sets it to now on every write, chmod, link and unlink, whoever asks, so an
+// edit whose mtime was restored still changes the stamp. (The link count is
+// not in it: a link or unlink changes the ctime too.)
 struct FileStamp {
   dev_t dev = 0;
   ino_t ino = 0;
   off_t size = 0;
   int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
   bool operator==(const FileStamp&) const = default;
+  // The same file with the same size and mtime: all a link or unlink of it
+  // changes is its ctime.
+  bool SameButCtime(const FileStamp& o) const {
+    return dev == o.dev && ino == o.ino && size == o.size && mtime_ns == o.mtime_ns;
+  }
 };
 absl::StatusOr<FileStamp> FileStampOf(const std::filesystem::path& path);
+FileStamp FileStampOf(const struct stat& st);
+// Of an open file.
+absl::StatusOr<FileStamp> FileStampOfFd(int fd, const std::filesystem::path& shown);
 
 // Opens `path` read-only if it is a regular file (symlinks to one are
 // followed): O_NONBLOCK until fstat says what it is, so a FIFO or a device

@@ -14,24 +14,21 @@ namespace autoquant {
 
 absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::filesystem::path& path) {
   ASSIGN_OR_RETURN(int fd, OpenRegularFile(path));
+  auto m = Map(fd, path);
+  ::close(fd);
+  return m;
+}
+
+absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Map(int fd, const std::filesystem::path& shown) {
   struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
-    ::close(fd);
-    return ErrnoStatus(err, "cannot stat", path);
-  }
+  if (::fstat(fd, &st) != 0) return ErrnoStatus(errno, "cannot stat", shown);
   auto m = std::unique_ptr<MappedFile>(new MappedFile());
   m->size_ = static_cast<size_t>(st.st_size);
   if (m->size_ > 0) {
     void* p = ::mmap(nullptr, m->size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      int err = errno;
-      ::close(fd);
-      return ErrnoStatus(err, "cannot map", path);
-    }
+    if (p == MAP_FAILED) return ErrnoStatus(errno, "cannot map", shown);
     m->data_ = static_cast<const char*>(p);
   }
-  ::close(fd);
   return m;
 }
 

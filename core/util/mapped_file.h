@@ -19,6 +19,9 @@ class MappedFile {
  public:
   // Filesystem errors as ErrnoStatus (NotFound for a missing file).
   static absl::StatusOr<std::unique_ptr<MappedFile>> Open(const std::filesystem::path& path);
+  // Maps the open file `fd` as it is now (the caller keeps and closes `fd`;
+  // the mapping outlives it). `shown` names the file in errors.
+  static absl::StatusOr<std::unique_ptr<MappedFile>> Map(int fd, const std::filesystem::path& shown);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;

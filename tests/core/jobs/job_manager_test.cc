@@ -65,6 +65,13 @@ class FullDiskStore : public JobStore {
     RETURN_IF_ERROR(Write());
     return inner_->UpdateProgress(id, phase, progress, lease);
   }
+  absl::StatusOr<std::optional<BlobRecord>> LookupBlob(const std::string& key) override {
+    return inner_->LookupBlob(key);
+  }
+  absl::Status RecordBlob(const std::string& key, const BlobRecord& record) override {
+    RETURN_IF_ERROR(Write());
+    return inner_->RecordBlob(key, record);
+  }
   absl::StatusOr<std::optional<Job>> ClaimNext(const std::string& affinity) override {
     RETURN_IF_ERROR(Write());
     return inner_->ClaimNext(affinity);

@@ -387,6 +387,38 @@ TEST_F(PostgresJobStoreTest, SchemaIsVersionedAndANewerOneIsRefused) {
   EXPECT_NE(s.status().message().find("newer than this autoquantd's"), std::string::npos) << s.status();
 }
 
+TEST_F(PostgresJobStoreTest, BlobRecordsAreSharedByEveryDaemonAndReplaced) {
+  auto none = b_->LookupBlob("k1");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
+  ASSERT_TRUE(a_->RecordBlob("k1", {"id-a", 100}).ok());
+  auto seen = b_->LookupBlob("k1");
+  ASSERT_TRUE(seen.ok() && seen->has_value()) << seen.status();
+  EXPECT_EQ(**seen, (BlobRecord{"id-a", 100}));
+  ASSERT_TRUE(b_->RecordBlob("k1", {"id-b", uint64_t{5} << 33}).ok());  // sizes past 32 bits
+  auto replaced = a_->LookupBlob("k1");
+  ASSERT_TRUE(replaced.ok() && replaced->has_value()) << replaced.status();
+  EXPECT_EQ(**replaced, (BlobRecord{"id-b", uint64_t{5} << 33}));
+}
+
+TEST_F(PostgresJobStoreTest, Version1SchemaIsMigratedWithTheBlobRecords) {
+  {
+    pqxx::connection c(url_);
+    pqxx::work w(c);
+    w.exec("DROP TABLE autoquant_blobs");
+    w.exec("UPDATE autoquant_schema SET version = 1");  // what a version-1 daemon created
+    w.commit();
+  }
+  auto c_store = Open("daemon-c", 30);
+  ASSERT_TRUE(c_store.ok()) << c_store.status();
+  ASSERT_TRUE((*c_store)->RecordBlob("k", {"id", 1}).ok());
+  auto k = a_->LookupBlob("k");
+  ASSERT_TRUE(k.ok() && k->has_value()) << k.status();
+  pqxx::connection c(url_);
+  pqxx::work w(c);
+  EXPECT_EQ(w.exec("SELECT max(version) FROM autoquant_schema")[0][0].as<int>(), 2);
+}
+
 TEST_F(PostgresJobStoreTest, CheckWritableWritesAndLeavesTheSchemaAsItWas) {
   EXPECT_TRUE(a_->CheckWritable().ok());
   EXPECT_TRUE(b_->CheckWritable().ok());  // two daemons probing at once do not conflict

@@ -231,6 +231,57 @@ TEST_F(SqliteJobStoreTest, Version1StoreIsMigratedKeepingItsJobs) {
   sqlite3_close(db);
 }
 
+TEST_F(SqliteJobStoreTest, BlobRecordsAreKeptReplacedAndSurviveReopen) {
+  auto none = store_->LookupBlob("k1");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
+  ASSERT_TRUE(store_->RecordBlob("k1", {"id-a", 100}).ok());
+  ASSERT_TRUE(store_->RecordBlob("k2", {"id-b", 200}).ok());
+  // A blob produced again (removed by gc, or found damaged) replaces the record.
+  ASSERT_TRUE(store_->RecordBlob("k1", {"id-c", 300}).ok());
+  store_.reset();
+  auto reopened = OpenJobStore("sqlite:" + (dir_ / "jobs.db").string());
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  auto k1 = (*reopened)->LookupBlob("k1");
+  ASSERT_TRUE(k1.ok() && k1->has_value()) << k1.status();
+  EXPECT_EQ(**k1, (BlobRecord{"id-c", 300}));
+  auto k2 = (*reopened)->LookupBlob("k2");
+  ASSERT_TRUE(k2.ok() && k2->has_value()) << k2.status();
+  EXPECT_EQ(**k2, (BlobRecord{"id-b", 200}));
+}
+
+TEST_F(SqliteJobStoreTest, Version3StoreGainsTheBlobRecordsKeepingItsJobs) {
+  std::vector<bool> created;
+  ASSERT_TRUE(store_->Insert({MakeJob("kept")}, "queued", &created).ok());
+  store_.reset();
+  const std::filesystem::path path = dir_ / "jobs.db";
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "DROP TABLE blobs; PRAGMA user_version=3;", nullptr, nullptr, nullptr), SQLITE_OK)
+        << sqlite3_errmsg(db);
+    sqlite3_close(db);
+  }
+  auto store = OpenJobStore("sqlite:" + path.string());
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto page = (*store)->List({});
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->jobs.size(), 1u);
+  EXPECT_EQ(page->jobs[0].spec.scheme, "kept");
+  ASSERT_TRUE((*store)->RecordBlob("k", {"id", 1}).ok());
+  auto k = (*store)->LookupBlob("k");
+  ASSERT_TRUE(k.ok() && k->has_value());
+  store->reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(st, 0), 4);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
 TEST_F(SqliteJobStoreTest, ListPagesInSubmissionOrderAndFilters) {
   std::vector<bool> created;
   std::vector<Job> in;
