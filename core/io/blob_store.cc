@@ -290,9 +290,10 @@ absl::StatusOr<Blob> BlobStore::Write(const std::string& id, const std::vector<T
 }
 
 absl::StatusOr<Blob> BlobStore::Put(const std::string& key, const std::vector<BlobTensor>& tensors,
-                                    BlobRecords* records, bool* written) const {
+                                    BlobRecords* records, bool* written, absl::Status* unrecorded) const {
   if (!IsHexId(key)) return absl::InvalidArgumentError(absl::StrCat("blob key '", key, "' is not a hex SHA-256"));
   if (written != nullptr) *written = false;
+  if (unrecorded != nullptr) *unrecorded = absl::OkStatus();
   std::vector<torch::Tensor> host;
   std::vector<TensorSpec> specs;
   std::vector<absl::string_view> bytes;
@@ -329,7 +330,10 @@ absl::StatusOr<Blob> BlobStore::Put(const std::string& key, const std::vector<Bl
     if (!b.ok()) return b.status();
     if (written != nullptr) *written = true;
   }
-  if (records != nullptr) RETURN_IF_ERROR(records->RecordBlob(key, {b->id, b->file_bytes}));
+  if (records != nullptr) {
+    absl::Status recorded = records->RecordBlob(key, {b->id, b->file_bytes});
+    if (unrecorded != nullptr) *unrecorded = std::move(recorded);
+  }
   return b;
 }
 

@@ -147,11 +147,15 @@ class BlobStore {
   // their id that verifies in full is kept as it is (`*written` false),
   // anything else under that name is replaced by a file written here
   // (`*written` true; schemes linked to a replaced file keep it: `autoquant
-  // diff` reports a damaged one). With `records`, records key -> blob there.
+  // diff` reports a damaged one). With `records`, records key -> blob there;
+  // a record that cannot be stored (a full disk under the job store) does
+  // not fail the Put, whose blob is complete and verified: only its reuse by
+  // key is lost. That failure goes to `*unrecorded` (OK otherwise).
   // InvalidArgument for a key that is not a hex SHA-256 or a tensor that
   // does not match its spec.
   absl::StatusOr<Blob> Put(const std::string& key, const std::vector<BlobTensor>& tensors,
-                           BlobRecords* records = nullptr, bool* written = nullptr) const;
+                           BlobRecords* records = nullptr, bool* written = nullptr,
+                           absl::Status* unrecorded = nullptr) const;
 
   // Puts the blob (as Find or Put returned it) into `dir` as
   // blob.FileName(): a hard link (linkat between the held directories), or a

@@ -193,6 +193,7 @@ absl::StatusOr<JobResultInfo> EngineJobRunner::Run(const Job& job, const RunnerE
     out.metrics["blobs_reused"] = static_cast<double>(s.blobs_reused);
     out.metrics["blobs_written"] = static_cast<double>(s.blobs_written);
     out.metrics["blobs_copied"] = static_cast<double>(s.blobs_copied);
+    out.metrics["blob_records_failed"] = static_cast<double>(s.blob_records_failed);
   } else {
     out.metrics["export_produce_seconds"] = s.export_produce_seconds;
     out.metrics["export_hash_seconds"] = s.export_hash_seconds;

@@ -429,6 +429,7 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
   r.blobs_reused = exported.blobs_reused;
   r.blobs_written = exported.blobs_written;
   r.blobs_copied = exported.blobs_copied;
+  r.blob_records_failed = exported.blob_records_failed;
   r.export_write_seconds = exported.write_seconds;
   r.export_check_seconds = exported.check_seconds;
   r.export_produce_seconds = exported.writer.produce;

@@ -116,6 +116,7 @@ struct SchemeResult {
   uint64_t export_tensor_bytes = 0;  // the scheme's tensors
   ExportLayout layout = ExportLayout::kStandalone;
   size_t blobs_reused = 0, blobs_written = 0, blobs_copied = 0;
+  size_t blob_records_failed = 0;  // blobs whose record the job store could not keep (reuse lost, scheme intact)
   double export_write_seconds = 0, export_check_seconds = 0;
   // Standalone: the writer threads' time, summed over them, by step (checkpoint_writer.h's WriterSeconds).
   double export_produce_seconds = 0, export_hash_seconds = 0, export_pwrite_seconds = 0;

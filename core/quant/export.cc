@@ -371,6 +371,7 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     r.blobs_reused = written.blobs_reused;
     r.blobs_written = written.blobs_written;
     r.blobs_copied = written.blobs_copied;
+    r.blob_records_failed = written.blob_records_failed;
     // Linked files are the verified blobs themselves; copies are hashed again below.
     if (written.blobs_copied == 0) digests = std::move(written.digests);
   } else {

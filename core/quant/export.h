@@ -105,6 +105,7 @@ struct ExportResult {
   uint64_t bytes_written = 0;  // tensor bytes this export wrote to disk (shared: new blobs and copies only)
   ExportLayout layout = ExportLayout::kStandalone;
   size_t blobs_reused = 0, blobs_written = 0, blobs_copied = 0;  // kShared
+  size_t blob_records_failed = 0;  // kShared: blobs whose record the job store could not keep
   double write_seconds = 0;   // tensors produced and written (or linked)
   double check_seconds = 0;   // digests and the self-check
   WriterSeconds writer;       // kStandalone: the writer threads' time, by step

@@ -16,6 +16,7 @@ absl::StatusOr<SharedWriteResult> WriteSharedShards(const BlobStore& store, cons
   struct Outcome {
     Blob blob;
     bool written = false, copied = false;
+    absl::Status unrecorded;
   };
   std::vector<Outcome> outcomes(pieces.size());
   std::mutex progress_mu;
@@ -37,7 +38,7 @@ absl::StatusOr<SharedWriteResult> WriteSharedShards(const BlobStore& store, cons
         ASSIGN_OR_RETURN(torch::Tensor t, TorchCall(plan[i].produce, plan[i].spec.name));
         tensors.push_back({plan[i].spec, std::move(t)});
       }
-      blob = store.Put(key, tensors, options.records, &o.written);
+      blob = store.Put(key, tensors, options.records, &o.written, &o.unrecorded);
     }
     if (!blob.ok()) return blob.status();
     o.blob = *std::move(blob);
@@ -80,6 +81,7 @@ absl::StatusOr<SharedWriteResult> WriteSharedShards(const BlobStore& store, cons
     } else {
       ++r.blobs_reused;
     }
+    r.blob_records_failed += !o.unrecorded.ok();
     if (o.copied) {
       ++r.blobs_copied;
       r.bytes_written += o.blob.data_bytes;

@@ -50,6 +50,7 @@ struct SharedWriteResult {
   uint64_t tensor_bytes = 0;   // the scheme's tensors
   uint64_t bytes_written = 0;  // new blobs and copies written by this call
   size_t blobs_reused = 0, blobs_written = 0, blobs_copied = 0;
+  size_t blob_records_failed = 0;  // blobs written whose record the job store could not keep
 };
 
 absl::StatusOr<SharedWriteResult> WriteSharedShards(const BlobStore& store, const std::vector<PlannedTensor>& plan,

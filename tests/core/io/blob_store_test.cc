@@ -113,6 +113,27 @@ TEST(BlobStoreTest, PutWritesAReadOnlyBlobNamedByItsHeaderAndFindReturnsItThroug
   EXPECT_EQ(again.id, put.id);
 }
 
+// A job store on a full disk: lookups work, records are refused.
+class FullRecords : public MapRecords {
+ public:
+  absl::Status RecordBlob(const std::string&, const BlobRecord&) override {
+    return absl::ResourceExhaustedError("the disk holding the job store is full");
+  }
+};
+
+TEST(BlobStoreTest, ARecordTheJobStoreCannotKeepDoesNotFailThePutOnlyLosesReuse) {
+  fs::path root = testing::TempDir() / "blobs-unrecorded";
+  FullRecords records;
+  ASSERT_OK_AND_ASSIGN(BlobStore store, BlobStore::Open(root));
+  bool written = false;
+  absl::Status unrecorded;
+  ASSERT_OK_AND_ASSIGN(Blob put, store.Put(Key("x"), Tensors(0), &records, &written, &unrecorded));
+  EXPECT_TRUE(written);
+  EXPECT_TRUE(absl::IsResourceExhausted(unrecorded)) << unrecorded;
+  ASSERT_OK(BlobStore::VerifyFile(put.path).status());
+  EXPECT_TRUE(absl::IsNotFound(store.Find(records, Key("x")).status()));
+}
+
 TEST(BlobStoreTest, EqualContentGivesOneBlobAndOtherContentAnother) {
   fs::path root = testing::TempDir() / "blobs";
   ASSERT_OK_AND_ASSIGN(BlobStore store, BlobStore::Open(root));
