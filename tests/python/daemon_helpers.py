@@ -215,3 +215,15 @@ def small_tmpfs(path: pathlib.Path, size: str):
     finally:
         if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def wait_stopped(d, timeout=300):
+    """Waits until the daemon `d` has stopped itself (state T: a crash point's SIGSTOP)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert d.proc.poll() is None, f"autoquantd exited with {d.proc.returncode}: {d.log()}"
+        stat = pathlib.Path(f"/proc/{d.proc.pid}/stat").read_text()
+        if stat[stat.rfind(")") + 2] == "T":
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"autoquantd never reached its pause point: {d.log()}")

@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import tempfile
 
+import pytest
+
 from daemon_helpers import free_port
 
 
@@ -88,3 +90,13 @@ class Postgres:
         if proc.returncode != 0:
             raise AssertionError(f"psql {query!r}: {proc.stderr}")
         return [line.split("\t") for line in proc.stdout.splitlines() if line]
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL server for the module's tests."""
+    server = Postgres().start()
+    try:
+        yield server
+    finally:
+        server.stop()

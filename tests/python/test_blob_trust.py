@@ -30,7 +30,7 @@ import time
 import pytest
 
 import quant_helpers as qh
-from daemon_helpers import Daemon, stubs
+from daemon_helpers import Daemon, stubs, wait_stopped
 
 pb = stubs()[0]
 
@@ -165,17 +165,6 @@ def test_a_symlinked_blob_store_fails_the_job_and_writes_nothing_at_its_target(t
     assert "Remove the link" in job.message, job.message
     assert list(outside.rglob("*")) == [], "blobs were written through the link"
     assert not os.path.lexists(root / "s"), "a scheme was published"
-
-
-def wait_stopped(d, timeout=300):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert d.proc.poll() is None, f"autoquantd exited with {d.proc.returncode}: {d.log()}"
-        stat = pathlib.Path(f"/proc/{d.proc.pid}/stat").read_text()
-        if stat[stat.rfind(")") + 2] == "T":
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"autoquantd never reached its pause point: {d.log()}")
 
 
 def test_gc_while_the_daemon_exports_refuses_and_removes_nothing_it_needs(tmp_path, daemon_inputs, autoquant_bin,

@@ -17,7 +17,7 @@ import time
 import grpc
 import pytest
 
-from daemon_helpers import BUILD_DIR, TEST_DEVICE, Daemon, stubs
+from daemon_helpers import BUILD_DIR, TEST_DEVICE, Daemon, stubs, wait_stopped
 
 pb = stubs()[0]
 
@@ -34,17 +34,6 @@ def tree(d: pathlib.Path):
         else:
             out[rel] = ("dir",)
     return out
-
-
-def wait_stopped(d, timeout=300):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert d.proc.poll() is None, f"autoquantd exited with {d.proc.returncode}: {d.log()}"
-        stat = pathlib.Path(f"/proc/{d.proc.pid}/stat").read_text()
-        if stat[stat.rfind(")") + 2] == "T":
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"autoquantd never reached its pause point: {d.log()}")
 
 
 @pytest.mark.parametrize("point", ["export:1", "publish"])

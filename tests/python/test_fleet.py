@@ -14,21 +14,12 @@ import time
 import pytest
 
 from daemon_helpers import Daemon, staging_leftovers, stubs
-from pg_helpers import Postgres
+from pg_helpers import postgres  # noqa: F401 (a fixture)
 from quant_helpers import diff
 
 pb, _ = stubs()
 SUCCEEDED, RUNNING = pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_RUNNING
 LEASE = "2"  # seconds: a dead daemon's job is taken over this long after its last heartbeat
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    server = Postgres().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def fleet_daemon(base, calib, root, url, env=None):

@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from daemon_helpers import Daemon, small_tmpfs, stubs
-from pg_helpers import Postgres
+from pg_helpers import Postgres, postgres  # noqa: F401 (a fixture)
 
 pb, _ = stubs()
 SUCCEEDED, FAILED, QUEUED, RUNNING = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_QUEUED,
@@ -229,15 +229,6 @@ def test_postgres_full_disk_is_loud_and_the_job_finishes_once_space_returns(daem
                 pg.stop()  # before the tmpfs under its tablespace goes
     finally:
         pg.stop()
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    server = Postgres().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
