@@ -1,6 +1,5 @@
 #include "core/io/blob_store.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -103,29 +102,6 @@ absl::Status CheckOurs(const struct stat& st, const fs::path& shown) {
                                                shown.string(), st.st_mode & 07777));
   }
   return absl::OkStatus();
-}
-
-// The names in the held directory `dir` (without "." and "..").
-absl::StatusOr<std::vector<std::string>> ListNames(const DirHandle& dir) {
-  const int dup = ::fcntl(dir.fd(), F_DUPFD_CLOEXEC, 0);
-  if (dup < 0) return ErrnoStatus(errno, "cannot list", dir.path());
-  DIR* d = ::fdopendir(dup);
-  if (d == nullptr) {
-    const int err = errno;
-    ::close(dup);
-    return ErrnoStatus(err, "cannot list", dir.path());
-  }
-  ::rewinddir(d);
-  std::vector<std::string> names;
-  errno = 0;
-  while (struct dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
-    if (name != "." && name != "..") names.push_back(name);
-  }
-  const int err = errno;
-  ::closedir(d);
-  if (err != 0) return ErrnoStatus(err, "cannot list", dir.path());
-  return names;
 }
 
 // A store directory `name` in `at` that cannot be opened: a symlink there gets what to do.
@@ -405,7 +381,7 @@ absl::StatusOr<BlobGcResult> BlobStore::CollectGarbage(int64_t min_age_seconds, 
   if (!lock.ok()) return lock.status();
   BlobGcResult r;
   const int64_t now = static_cast<int64_t>(::time(nullptr));
-  ASSIGN_OR_RETURN(std::vector<std::string> names, ListNames(*sha256_));
+  ASSIGN_OR_RETURN(std::vector<std::string> names, sha256_->Names());
   for (const std::string& name : names) {
     if (!absl::EndsWith(name, ".safetensors") || !IsHexId(name.substr(0, name.size() - 12))) continue;
     struct stat st;
@@ -423,7 +399,7 @@ absl::StatusOr<BlobGcResult> BlobStore::CollectGarbage(int64_t min_age_seconds, 
   // could plant; nothing reads them now.
   absl::StatusOr<DirHandle> refs = root_->OpenDir("refs");
   if (refs.ok()) {
-    ASSIGN_OR_RETURN(std::vector<std::string> listed, ListNames(*refs));
+    ASSIGN_OR_RETURN(std::vector<std::string> listed, refs->Names());
     r.refs_removed = listed.size();
   }
   if (!dry_run && !absl::IsNotFound(refs.status())) RETURN_IF_ERROR(root_->RemoveTree("refs"));

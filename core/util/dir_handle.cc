@@ -88,6 +88,30 @@ int Openat2(int dirfd, const char* rel, int flags, mode_t mode) {
   return static_cast<int>(::syscall(SYS_openat2, dirfd, rel, &how, sizeof(how)));
 }
 
+// The names in the directory open as `fd` (without "." and ".."), read through a duplicate descriptor so
+// that closing the listing leaves `fd` open.
+absl::StatusOr<std::vector<std::string>> NamesAt(int fd, const fs::path& shown) {
+  const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) return ErrnoStatus(errno, "cannot list", shown);
+  DIR* d = ::fdopendir(dup);
+  if (d == nullptr) {
+    const int err = errno;
+    ::close(dup);
+    return ErrnoStatus(err, "cannot list", shown);
+  }
+  ::rewinddir(d);  // the duplicate shares the offset of `fd`, which an earlier listing may have moved
+  std::vector<std::string> names;
+  errno = 0;
+  while (struct dirent* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(std::move(name));
+  }
+  const int err = errno;
+  ::closedir(d);
+  if (err != 0) return ErrnoStatus(err, "cannot list", shown);
+  return names;
+}
+
 absl::Status RemoveTreeAt(int dirfd, const std::string& name, const fs::path& shown, int depth) {
   if (depth > 256) return absl::FailedPreconditionError(absl::StrCat(shown.string(), " is nested too deeply"));
   struct stat st;
@@ -98,25 +122,15 @@ absl::Status RemoveTreeAt(int dirfd, const std::string& name, const fs::path& sh
     if (::unlinkat(dirfd, name.c_str(), 0) != 0 && errno != ENOENT) return ErrnoStatus(errno, "cannot remove", shown);
     return absl::OkStatus();
   }
-  int fd = ::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, "cannot open", shown);
-  DIR* d = ::fdopendir(fd);
-  if (d == nullptr) {
-    int err = errno;
-    ::close(fd);
-    return ErrnoStatus(err, "cannot list", shown);
-  }
+  UniqueFd fd(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (fd.get() < 0) return ErrnoStatus(errno, "cannot open", shown);
   // Listed first, removed after: removing entries while reading the directory may skip some.
-  std::vector<std::string> children;
-  while (struct dirent* e = ::readdir(d)) {
-    std::string child = e->d_name;
-    if (child != "." && child != "..") children.push_back(std::move(child));
-  }
+  ASSIGN_OR_RETURN(std::vector<std::string> children, NamesAt(fd.get(), shown));
   absl::Status status;
   for (const std::string& child : children) {
-    status.Update(RemoveTreeAt(::dirfd(d), child, shown / child, depth + 1));
+    status.Update(RemoveTreeAt(fd.get(), child, shown / child, depth + 1));
   }
-  ::closedir(d);
+  fd = UniqueFd();
   RETURN_IF_ERROR(status);
   if (::unlinkat(dirfd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
     return ErrnoStatus(errno, "cannot remove", shown);
@@ -126,19 +140,9 @@ absl::Status RemoveTreeAt(int dirfd, const std::string& name, const fs::path& sh
 
 absl::Status CheckPlainTreeAt(int fd, const fs::path& shown, int depth) {
   if (depth > 16) return absl::FailedPreconditionError(absl::StrCat(shown.string(), " is nested too deeply"));
-  int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (dup < 0) return ErrnoStatus(errno, "cannot list", shown);
-  DIR* d = ::fdopendir(dup);
-  if (d == nullptr) {
-    int err = errno;
-    ::close(dup);
-    return ErrnoStatus(err, "cannot list", shown);
-  }
-  ::rewinddir(d);
+  ASSIGN_OR_RETURN(std::vector<std::string> names, NamesAt(fd, shown));
   absl::Status status;
-  while (struct dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
-    if (name == "." || name == "..") continue;
+  for (const std::string& name : names) {
     struct stat st;
     if (::fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // gone meanwhile
     if (S_ISREG(st.st_mode)) continue;
@@ -157,13 +161,14 @@ absl::Status CheckPlainTreeAt(int fd, const fs::path& shown, int depth) {
     ::close(sub);
     if (!status.ok()) break;
   }
-  ::closedir(d);
   return status;
 }
 
 }  // namespace
 
 absl::Status DirHandle::CheckPlainTree() const { return CheckPlainTreeAt(fd_.get(), path_, 0); }
+
+absl::StatusOr<std::vector<std::string>> DirHandle::Names() const { return NamesAt(fd_.get(), path_); }
 
 absl::StatusOr<DirHandle> DirHandle::Open(const fs::path& path, bool follow_symlink) {
   int fd = ::open(path.empty() ? "." : path.c_str(),

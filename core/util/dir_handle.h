@@ -23,6 +23,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -72,6 +73,10 @@ class DirHandle {
   // ("/proc/self/fd/N"), for code that takes paths; the plain path() where
   // /proc is missing.
   std::filesystem::path ProcPath() const;
+
+  // The names of this directory's entries, without "." and "..", in the
+  // order the kernel lists them.
+  absl::StatusOr<std::vector<std::string>> Names() const;
 
   // The directory `rel` (one or more components) beneath this one.
   absl::StatusOr<DirHandle> OpenDir(absl::string_view rel) const;
