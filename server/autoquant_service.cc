@@ -76,7 +76,7 @@ void ShrinkForListing(v1::Job* job) {
 //
 // Nothing here blocks a gRPC thread or reads the store under the stream's
 // lock: opening (parse, validate, look the job up) and every read of the log
-// run on the request executor, and a reaction (OnWriteDone, OnCancel, a new
+// run on the reads pool (request_executor.h), and a reaction (OnWriteDone, OnCancel, a new
 // line's notification) only sends what was read or queues the next read. At
 // most one read or one write is in flight; the stream finishes only when
 // neither is, so a queued read never outlives the stream.
@@ -87,9 +87,9 @@ class LogStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     guard_->owner = this;
   }
 
-  // Queues the opening on the executor (counted as the read in flight).
+  // Queues the opening on the reads pool (counted as the read in flight).
   void Start() {
-    d_->executor->Admit([this](const absl::Status& admitted) { Open(admitted); });
+    d_->reads->Admit([this](const absl::Status& admitted) { Open(admitted); });
   }
 
   void OnWriteDone(bool ok) override {
@@ -187,7 +187,7 @@ class LogStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   }
 
   void QueueRead() {
-    d_->executor->Resume([this](const absl::Status& admitted) { Read(admitted); });
+    d_->reads->Resume([this](const absl::Status& admitted) { Read(admitted); });
   }
 
   // On the executor (or, when refused, wherever Resume was called): reads
@@ -287,7 +287,8 @@ grpc::ServerUnaryReactor* AutoQuantService::Handle(Ctx* ctx, const char* method,
     return reactor;
   }
   // gRPC keeps ctx, in and out until the reactor is finished, which only this task does.
-  d_->executor->Admit([this, ctx, method, in, out, body, reactor](const absl::Status& admitted) {
+  RequestExecutor* pool = where == Where::kWrites ? d_->writes : d_->reads;
+  pool->Admit([this, ctx, method, in, out, body, reactor](const absl::Status& admitted) {
     Answer(reactor, method, admitted.ok() ? Serve<Req, Resp>(ctx, *in, out, body) : admitted);
   });
   return reactor;
@@ -315,27 +316,33 @@ void AutoQuantService::Answer(Unary* reactor, const char* method, const absl::St
 
 grpc::ServerUnaryReactor* AutoQuantService::SubmitScheme(Ctx* ctx, const Bytes* in, Bytes* out) {
   return Handle<v1::SubmitSchemeRequest, v1::Job>(
-      ctx, "SubmitScheme", in, out, [this](const auto& req, auto* resp) { return DoSubmitScheme(req, resp); });
+      ctx, "SubmitScheme", in, out, [this](const auto& req, auto* resp) { return DoSubmitScheme(req, resp); },
+      Where::kWrites);
 }
 grpc::ServerUnaryReactor* AutoQuantService::SubmitSweep(Ctx* ctx, const Bytes* in, Bytes* out) {
   return Handle<v1::SubmitSweepRequest, v1::SubmitSweepResponse>(
-      ctx, "SubmitSweep", in, out, [this](const auto& req, auto* resp) { return DoSubmitSweep(req, resp); });
+      ctx, "SubmitSweep", in, out, [this](const auto& req, auto* resp) { return DoSubmitSweep(req, resp); },
+      Where::kWrites);
 }
 grpc::ServerUnaryReactor* AutoQuantService::GetStatus(Ctx* ctx, const Bytes* in, Bytes* out) {
   return Handle<v1::GetStatusRequest, v1::Job>(
-      ctx, "GetStatus", in, out, [this](const auto& req, auto* resp) { return DoGetStatus(req, resp); });
+      ctx, "GetStatus", in, out, [this](const auto& req, auto* resp) { return DoGetStatus(req, resp); },
+      Where::kReads);
 }
 grpc::ServerUnaryReactor* AutoQuantService::ListJobs(Ctx* ctx, const Bytes* in, Bytes* out) {
   return Handle<v1::ListJobsRequest, v1::ListJobsResponse>(
-      ctx, "ListJobs", in, out, [this](const auto& req, auto* resp) { return DoListJobs(req, resp); });
+      ctx, "ListJobs", in, out, [this](const auto& req, auto* resp) { return DoListJobs(req, resp); },
+      Where::kReads);
 }
 grpc::ServerUnaryReactor* AutoQuantService::CancelJob(Ctx* ctx, const Bytes* in, Bytes* out) {
   return Handle<v1::CancelJobRequest, v1::Job>(
-      ctx, "CancelJob", in, out, [this](const auto& req, auto* resp) { return DoCancelJob(req, resp); });
+      ctx, "CancelJob", in, out, [this](const auto& req, auto* resp) { return DoCancelJob(req, resp); },
+      Where::kWrites);
 }
 grpc::ServerUnaryReactor* AutoQuantService::GetSensitivity(Ctx* ctx, const Bytes* in, Bytes* out) {
   return Handle<v1::GetSensitivityRequest, v1::Sensitivity>(
-      ctx, "GetSensitivity", in, out, [this](const auto& req, auto* resp) { return DoGetSensitivity(req, resp); });
+      ctx, "GetSensitivity", in, out, [this](const auto& req, auto* resp) { return DoGetSensitivity(req, resp); },
+      Where::kReads);
 }
 grpc::ServerUnaryReactor* AutoQuantService::GetServerInfo(Ctx* ctx, const Bytes* in, Bytes* out) {
   return Handle<v1::GetServerInfoRequest, v1::ServerInfo>(
@@ -344,11 +351,13 @@ grpc::ServerUnaryReactor* AutoQuantService::GetServerInfo(Ctx* ctx, const Bytes*
 }
 grpc::ServerUnaryReactor* AutoQuantService::EvaluateScheme(Ctx* ctx, const Bytes* in, Bytes* out) {
   return Handle<v1::EvaluateSchemeRequest, v1::Job>(
-      ctx, "EvaluateScheme", in, out, [this](const auto& req, auto* resp) { return DoEvaluateScheme(req, resp); });
+      ctx, "EvaluateScheme", in, out, [this](const auto& req, auto* resp) { return DoEvaluateScheme(req, resp); },
+      Where::kWrites);
 }
 grpc::ServerUnaryReactor* AutoQuantService::GetReport(Ctx* ctx, const Bytes* in, Bytes* out) {
   return Handle<v1::GetReportRequest, v1::Report>(
-      ctx, "GetReport", in, out, [this](const auto& req, auto* resp) { return DoGetReport(req, resp); });
+      ctx, "GetReport", in, out, [this](const auto& req, auto* resp) { return DoGetReport(req, resp); },
+      Where::kReads);
 }
 
 absl::Status AutoQuantService::DoSubmitScheme(const v1::SubmitSchemeRequest& req, v1::Job* resp) {

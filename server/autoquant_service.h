@@ -52,13 +52,14 @@ class AutoQuantService final : public internal::RawAutoQuantService {
   Unary* GetReport(Ctx* ctx, const Bytes* req, Bytes* resp) override;
 
  private:
-  // Where a handler's body runs: the executor, unless it reads only memory.
-  enum class Where { kExecutor, kCallbackThread };
+  // Where a handler's body runs: the writes pool if it writes the job store, the reads pool if it
+  // reads the store or scheme files, the callback thread if it reads only memory.
+  enum class Where { kWrites, kReads, kCallbackThread };
   // Checks the token, then (where `where` says) parses the request, runs `body`, serializes the
   // reply; finishes once.
   template <typename Req, typename Resp, typename Body>
   Unary* Handle(Ctx* ctx, const char* method, const Bytes* in, Bytes* out, Body body,
-                Where where = Where::kExecutor);
+                Where where);
   // Parse, body, serialize; Cancelled without running `body` when the client has gone.
   template <typename Req, typename Resp, typename Body>
   absl::Status Serve(Ctx* ctx, const Bytes& in, Bytes* out, const Body& body);

@@ -163,9 +163,13 @@ int RunDaemon(const DaemonOptions& o) {
   ctx.daemon_id = daemon_id;
   ctx.job_store = RedactedStoreUrl(o.store);
   AutoQuantService service(&ctx);
-  // After the service and the context, so that it is destroyed (its threads joined) before them.
-  RequestExecutor executor({.threads = o.request_threads, .max_queued = o.request_queue}, &metrics);
-  ctx.executor = &executor;
+  // After the service and the context, so that they are destroyed (their threads joined) before them.
+  // Two pools: submits and cancels, which wait for the store's writes, cannot take the threads that
+  // status, lists and log streams (reads, which a stalled write does not hold up) need.
+  RequestExecutor writes({.threads = o.request_threads, .max_queued = o.request_queue}, metrics.RequestPool("writes"));
+  RequestExecutor reads({.threads = o.request_threads, .max_queued = o.request_queue}, metrics.RequestPool("reads"));
+  ctx.writes = &writes;
+  ctx.reads = &reads;
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -307,7 +311,8 @@ int RunDaemon(const DaemonOptions& o) {
   jobs.Drain();  // the running job stops at its next check and is re-queued
   // Queued RPCs answer UNAVAILABLE, running ones finish, later ones are refused at once; then gRPC's
   // Shutdown, which waits for every call to be finished, has no call left that only the executor would finish.
-  executor.Stop();
+  writes.Stop();
+  reads.Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   sampler.join();
   signals.join();

@@ -1,5 +1,5 @@
 // What autoquantd's RPC handlers share: the job manager, auth, metrics, the
-// executor their work runs on, and what they read of the engine and the evaluation set once loaded (null while
+// request pools their work runs on, and what they read of the engine and the evaluation set once loaded (null while
 // loading). Owned by main.
 //
 // The handlers reach the engine only through EngineFacts (plain values and
@@ -43,9 +43,12 @@ struct DaemonContext {
   JobManager* jobs = nullptr;
   const TokenAuth* auth = nullptr;
   DaemonMetrics* metrics = nullptr;
-  // Runs every handler's parse, store and file work off the gRPC callback threads (required). Stopped and
-  // joined before this context and the service are destroyed.
-  RequestExecutor* executor = nullptr;
+  // Run every handler's parse, store and file work off the gRPC callback threads (both required): `writes`
+  // the RPCs that write the job store (submits, cancels), `reads` the others, so that writes stalled
+  // in the store never hold the threads reads need. Stopped and joined before this context and the
+  // service are destroyed.
+  RequestExecutor* writes = nullptr;
+  RequestExecutor* reads = nullptr;
   std::atomic<const EngineFacts*> engine{nullptr};    // null while loading
   std::atomic<const EvalSetFacts*> eval_set{nullptr};  // null: no --eval-set, or still loading
   std::atomic<double> load_seconds{0};

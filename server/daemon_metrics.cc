@@ -103,13 +103,13 @@ DaemonMetrics::DaemonMetrics(std::shared_ptr<prometheus::Registry> r)
                         .Add({})),
       request_queue_depth_(BuildGauge()
                                .Name("autoquant_request_queue_depth")
-                               .Help("RPCs waiting for a request thread")
-                               .Register(*r)
-                               .Add({})),
+                               .Help("RPCs waiting for a request thread, by pool (writes: submits and cancels; "
+                                     "reads: status, lists, logs, reports)")
+                               .Register(*r)),
       requests_refused_(BuildCounter()
                             .Name("autoquant_requests_refused_total")
-                            .Help("RPCs refused without being run, by code: RESOURCE_EXHAUSTED (the request queue "
-                                  "was full), UNAVAILABLE (shutting down)")
+                            .Help("RPCs refused without being run, by pool and code: RESOURCE_EXHAUSTED (the "
+                                  "pool's request queue was full), UNAVAILABLE (shutting down)")
                             .Register(*r)) {
   for (JobState s : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
                      JobState::kCancelled}) {
@@ -119,10 +119,6 @@ DaemonMetrics::DaemonMetrics(std::shared_ptr<prometheus::Registry> r)
     if (IsTerminal(s)) finished_.Add({{"state", std::string(JobStateName(s))}});
   }
   for (const char* kind : {"allocated", "reserved"}) device_memory_.Add({{"kind", kind}});
-  // At 0 from the start, as finished_ above: an alert on increase() must see the first refusal.
-  for (absl::StatusCode code : {absl::StatusCode::kResourceExhausted, absl::StatusCode::kUnavailable}) {
-    requests_refused_.Add({{"code", absl::StatusCodeToString(code)}});
-  }
 }
 
 void DaemonMetrics::SetJobCounts(const std::map<JobState, int64_t>& counts) {
@@ -192,10 +188,23 @@ void DaemonMetrics::OnStoreError(const std::string& what, const absl::Status& wh
                 absl::StatusCodeToString(why.code()), std::string(why.message()));
 }
 
-void DaemonMetrics::OnRequestQueueDepth(int64_t queued) { request_queue_depth_.Set(double(queued)); }
+RequestExecutorObserver* DaemonMetrics::RequestPool(const std::string& pool) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& observer = pools_[pool];
+  if (!observer) {
+    // At 0 from the start, as finished_ above: an alert on increase() must see the first refusal.
+    for (absl::StatusCode code : {absl::StatusCode::kResourceExhausted, absl::StatusCode::kUnavailable}) {
+      requests_refused_.Add({{"pool", pool}, {"code", absl::StatusCodeToString(code)}});
+    }
+    observer = std::make_unique<PoolObserver>(request_queue_depth_.Add({{"pool", pool}}), requests_refused_, pool);
+  }
+  return observer.get();
+}
 
-void DaemonMetrics::OnRequestRefused(const absl::Status& why) {
-  requests_refused_.Add({{"code", absl::StatusCodeToString(why.code())}}).Increment();
+void DaemonMetrics::PoolObserver::OnRequestQueueDepth(int64_t queued) { depth_.Set(double(queued)); }
+
+void DaemonMetrics::PoolObserver::OnRequestRefused(const absl::Status& why) {
+  refused_.Add({{"pool", pool_}, {"code", absl::StatusCodeToString(why.code())}}).Increment();
 }
 
 int64_t DaemonMetrics::queued_jobs() const { return static_cast<int64_t>(queue_depth_.Value()); }

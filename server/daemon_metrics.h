@@ -23,9 +23,11 @@
 //                                              took them over (its lease expired); also logged
 //   autoquant_store_errors_total               writes the job store failed (full disk, database down); also
 //                                              logged, and health is NOT_SERVING until it takes writes again
-//   autoquant_request_queue_depth              RPCs waiting for a request thread (request_executor.h)
-//   autoquant_requests_refused_total{code}     RPCs refused without being run: RESOURCE_EXHAUSTED (the
-//                                              request queue was full), UNAVAILABLE (shutting down)
+//   autoquant_request_queue_depth{pool}        RPCs waiting for a request thread (request_executor.h), by
+//                                              pool: "writes" (submits, cancels) or "reads" (status, lists,
+//                                              logs, reports)
+//   autoquant_requests_refused_total{pool,code}  RPCs refused without being run: RESOURCE_EXHAUSTED (the
+//                                              pool's queue was full), UNAVAILABLE (shutting down)
 //
 // In fleet mode autoquant_jobs and autoquant_queue_depth count the whole
 // fleet's table (re-read every second), not only this daemon's changes.
@@ -49,7 +51,7 @@
 
 namespace autoquant {
 
-class DaemonMetrics : public JobObserver, public RequestExecutorObserver {
+class DaemonMetrics : public JobObserver {
  public:
   explicit DaemonMetrics(std::shared_ptr<prometheus::Registry> registry);
 
@@ -64,8 +66,8 @@ class DaemonMetrics : public JobObserver, public RequestExecutorObserver {
   void OnStoreError(const std::string& what, const absl::Status& why) override;
   void OnStoreRecovered() override;
 
-  void OnRequestQueueDepth(int64_t queued) override;
-  void OnRequestRefused(const absl::Status& why) override;
+  // The observer of one request pool ("reads" or "writes"); lives as long as these metrics.
+  RequestExecutorObserver* RequestPool(const std::string& pool);
 
   // Initial per-state counts (from the store at start).
   void SetJobCounts(const std::map<JobState, int64_t>& counts);
@@ -107,8 +109,23 @@ class DaemonMetrics : public JobObserver, public RequestExecutorObserver {
   prometheus::Family<prometheus::Gauge>& scheme_eval_;
   prometheus::Counter& leases_lost_;
   prometheus::Counter& store_errors_;
-  prometheus::Gauge& request_queue_depth_;
+  // One request pool's queue depth and refusals, under its label.
+  class PoolObserver : public RequestExecutorObserver {
+   public:
+    PoolObserver(prometheus::Gauge& depth, prometheus::Family<prometheus::Counter>& refused, std::string pool)
+        : depth_(depth), refused_(refused), pool_(std::move(pool)) {}
+    void OnRequestQueueDepth(int64_t queued) override;
+    void OnRequestRefused(const absl::Status& why) override;
+
+   private:
+    prometheus::Gauge& depth_;
+    prometheus::Family<prometheus::Counter>& refused_;
+    const std::string pool_;
+  };
+
+  prometheus::Family<prometheus::Gauge>& request_queue_depth_;
   prometheus::Family<prometheus::Counter>& requests_refused_;
+  std::map<std::string, std::unique_ptr<PoolObserver>> pools_;  // guarded by mu_
 
   std::mutex mu_;  // guards the per-running-job series below
   std::map<std::string, prometheus::Gauge*> progress_by_job_;

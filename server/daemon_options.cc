@@ -47,13 +47,14 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions* o) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--request-threads", o->request_threads,
-                 "threads that run RPCs' work (parsing, the job store, scheme files) off gRPC's own threads, so that "
-                 "a slow store or file never stops health and other RPCs from answering")
+                 "threads, in each of two pools (writes: submits and cancels; reads: status, lists, logs, reports), "
+                 "that run RPCs' work (parsing, the job store, scheme files) off gRPC's own threads, so that a slow "
+                 "store or file never stops health, and stalled writes never stop reads, from answering")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--request-queue", o->request_queue,
-                 "RPCs that may wait for a request thread; beyond this, new RPCs get RESOURCE_EXHAUSTED (the server is "
-                 "busy, retry)")
+                 "RPCs that may wait for a request thread, in each pool; beyond this, new RPCs get RESOURCE_EXHAUSTED "
+                 "(the server is busy, retry)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   app.add_option("--max-attempts", o->max_attempts,

@@ -24,8 +24,9 @@ struct DaemonOptions {
   int export_threads = 0;  // standalone exports' writer threads; 0: the engine's rule (EngineOptions)
   std::string layout = "shared";  // export_layout.h: the default for jobs that name none
   int64_t max_queued = 10000;
-  // RPC work (parse, job store, scheme files) runs on this many threads, never on gRPC's (request_executor.h);
-  // beyond request_queue waiting RPCs, new ones get RESOURCE_EXHAUSTED.
+  // RPC work (parse, job store, scheme files) runs on two pools (writes, reads) of this many threads each,
+  // never on gRPC's (request_executor.h); beyond request_queue waiting RPCs in a pool, new ones get
+  // RESOURCE_EXHAUSTED.
   int request_threads = 8;
   int64_t request_queue = 256;
   int max_attempts = 2;  // a job cut off mid-run (crash, kill -9) is re-queued until started this often

@@ -131,7 +131,10 @@ class Stmt {
 class SqliteJobStore : public JobStore {
  public:
   explicit SqliteJobStore(sqlite3* db) : db_(db) {}
-  ~SqliteJobStore() override { sqlite3_close_v2(db_); }
+  ~SqliteJobStore() override {
+    sqlite3_close_v2(reader_);
+    sqlite3_close_v2(db_);
+  }
 
   absl::Status Exec(const std::string& sql) {
     const int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr);
@@ -184,7 +187,7 @@ class SqliteJobStore : public JobStore {
       return s;
     }
     RETURN_IF_ERROR(Exec("COMMIT"));
-    return absl::OkStatus();
+    return OpenReader();
   }
 
   absl::StatusOr<std::vector<Job>> Insert(const std::vector<Job>& jobs, const std::string& first_log,
@@ -193,17 +196,17 @@ class SqliteJobStore : public JobStore {
   }
 
   absl::StatusOr<Job> Get(const std::string& id) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return GetLocked(id);
+    std::lock_guard<std::mutex> lock(reader_mu_);
+    return GetOn(reader_, id);
   }
 
   absl::StatusOr<std::optional<Job>> FindByKey(const std::string& key) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return FindByKeyLocked(key);
+    std::lock_guard<std::mutex> lock(reader_mu_);
+    return FindByKeyOn(reader_, key);
   }
 
   absl::StatusOr<JobPage> List(const JobListFilter& f) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> lock(reader_mu_);
     std::string where = "seq > ?1";
     if (!f.states.empty()) {
       std::vector<std::string> names;
@@ -211,7 +214,7 @@ class SqliteJobStore : public JobStore {
       absl::StrAppend(&where, " AND state IN (", absl::StrJoin(names, ","), ")");
     }
     const int limit = f.page_size;
-    Stmt s(db_, absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE ", where, " ORDER BY seq LIMIT ?2"));
+    Stmt s(reader_, absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE ", where, " ORDER BY seq LIMIT ?2"));
     RETURN_IF_ERROR(s.prepared());
     s.Bind(1, f.after_seq).Bind(2, static_cast<int64_t>(limit) + 1);
     JobPage page;
@@ -268,8 +271,8 @@ class SqliteJobStore : public JobStore {
   }
 
   absl::StatusOr<std::vector<LogEntry>> ReadLogs(const std::string& id, int64_t after, int limit) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    Stmt s(db_,
+    std::lock_guard<std::mutex> lock(reader_mu_);
+    Stmt s(reader_,
            "SELECT sequence, time_ms, level, message, phase, progress, state FROM logs "
            "WHERE job_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3");
     RETURN_IF_ERROR(s.prepared());
@@ -295,10 +298,10 @@ class SqliteJobStore : public JobStore {
   }
 
   absl::StatusOr<int> QueuePosition(const std::string& id) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    ASSIGN_OR_RETURN(Job j, GetLocked(id));
+    std::lock_guard<std::mutex> lock(reader_mu_);
+    ASSIGN_OR_RETURN(Job j, GetOn(reader_, id));
     if (j.state != JobState::kQueued) return 0;
-    Stmt s(db_,
+    Stmt s(reader_,
            "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND "
            "(priority > ?1 OR (priority = ?1 AND seq <= ?2))");
     RETURN_IF_ERROR(s.prepared());
@@ -308,8 +311,8 @@ class SqliteJobStore : public JobStore {
   }
 
   absl::StatusOr<std::map<JobState, int64_t>> CountByState() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    Stmt s(db_, "SELECT state, COUNT(*) FROM jobs GROUP BY state");
+    std::lock_guard<std::mutex> lock(reader_mu_);
+    Stmt s(reader_, "SELECT state, COUNT(*) FROM jobs GROUP BY state");
     RETURN_IF_ERROR(s.prepared());
     std::map<JobState, int64_t> out;
     for (JobState st : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
@@ -333,8 +336,8 @@ class SqliteJobStore : public JobStore {
   double lease_seconds() const override { return 0; }
 
   absl::StatusOr<bool> Heartbeat(const std::string& id, const Lease& /*lease*/) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    ASSIGN_OR_RETURN(Job j, GetLocked(id));
+    std::lock_guard<std::mutex> lock(reader_mu_);
+    ASSIGN_OR_RETURN(Job j, GetOn(reader_, id));
     return j.cancel_requested;
   }
 
@@ -346,8 +349,8 @@ class SqliteJobStore : public JobStore {
   absl::StatusOr<std::vector<Job>> RequeueExpired(int /*max_attempts*/) override { return std::vector<Job>(); }
 
   absl::StatusOr<std::optional<BlobRecord>> LookupBlob(const std::string& key) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    Stmt s(db_, "SELECT id, bytes FROM blobs WHERE key = ?1");
+    std::lock_guard<std::mutex> lock(reader_mu_);
+    Stmt s(reader_, "SELECT id, bytes FROM blobs WHERE key = ?1");
     RETURN_IF_ERROR(s.prepared());
     s.Bind(1, key);
     ASSIGN_OR_RETURN(bool row, s.Step());
@@ -400,7 +403,7 @@ class SqliteJobStore : public JobStore {
     return r;
   }
 
-  absl::StatusOr<Job> FromRow(const Stmt& s) {
+  static absl::StatusOr<Job> FromRow(const Stmt& s) {
     Job j;
     j.seq = s.Int(0);
     j.id = s.Text(1);
@@ -428,8 +431,8 @@ class SqliteJobStore : public JobStore {
     return j;
   }
 
-  absl::StatusOr<Job> GetLocked(const std::string& id) {
-    Stmt s(db_, absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id = ?1"));
+  static absl::StatusOr<Job> GetOn(sqlite3* db, const std::string& id) {
+    Stmt s(db, absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE id = ?1"));
     RETURN_IF_ERROR(s.prepared());
     s.Bind(1, id);
     ASSIGN_OR_RETURN(bool row, s.Step());
@@ -437,8 +440,8 @@ class SqliteJobStore : public JobStore {
     return FromRow(s);
   }
 
-  absl::StatusOr<std::optional<Job>> FindByKeyLocked(const std::string& key) {
-    Stmt s(db_, absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE idempotency_key = ?1"));
+  static absl::StatusOr<std::optional<Job>> FindByKeyOn(sqlite3* db, const std::string& key) {
+    Stmt s(db, absl::StrCat("SELECT ", kJobColumns, " FROM jobs WHERE idempotency_key = ?1"));
     RETURN_IF_ERROR(s.prepared());
     s.Bind(1, key);
     ASSIGN_OR_RETURN(bool row, s.Step());
@@ -469,7 +472,7 @@ class SqliteJobStore : public JobStore {
     std::vector<bool> made;
     for (const Job& in : jobs) {
       if (!in.idempotency_key.empty()) {
-        ASSIGN_OR_RETURN(std::optional<Job> existing, FindByKeyLocked(in.idempotency_key));
+        ASSIGN_OR_RETURN(std::optional<Job> existing, FindByKeyOn(db_, in.idempotency_key));
         if (existing) {
           if (!(existing->spec == in.spec)) {
             return absl::AlreadyExistsError(absl::StrCat(
@@ -501,7 +504,7 @@ class SqliteJobStore : public JobStore {
         e.message = first_log;
         RETURN_IF_ERROR(AppendLogLocked(in.id, e).status());
       }
-      ASSIGN_OR_RETURN(Job stored, GetLocked(in.id));
+      ASSIGN_OR_RETURN(Job stored, GetOn(db_, in.id));
       out.push_back(std::move(stored));
       made.push_back(true);
     }
@@ -511,7 +514,7 @@ class SqliteJobStore : public JobStore {
 
   absl::StatusOr<Job> TransitionLocked(const std::string& id, JobState to, const std::function<void(Job&)>& mutate,
                                        const std::optional<LogEntry>& log) {
-    ASSIGN_OR_RETURN(Job j, GetLocked(id));
+    ASSIGN_OR_RETURN(Job j, GetOn(db_, id));
     RETURN_IF_ERROR(CheckTransition(j.state, to));
     j.state = to;
     if (mutate) mutate(j);
@@ -607,7 +610,7 @@ class SqliteJobStore : public JobStore {
     }
     std::vector<Job> changed;
     for (const auto& id : ids) {
-      ASSIGN_OR_RETURN(Job j, GetLocked(id));
+      ASSIGN_OR_RETURN(Job j, GetOn(db_, id));
       LogEntry e;
       // A job whose cancel was requested goes back too: its next run ends at once, cancelled, or keeps
       // the scheme the interrupted run had already published (as a live cancel that came too late would).
@@ -637,8 +640,25 @@ class SqliteJobStore : public JobStore {
     return changed;
   }
 
-  std::mutex mu_;
+  // The second connection, for reads only. In WAL mode a reader never waits for a writer, so
+  // GetStatus, ListJobs and StreamLogs answer while a write waits in the busy timeout (another
+  // process holding the write lock, a slow fsync) instead of queueing behind it on `mu_`.
+  absl::Status OpenReader() {
+    const char* file = sqlite3_db_filename(db_, "main");
+    const int rc = sqlite3_open_v2(file ? file : "", &reader_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr);
+    if (rc != SQLITE_OK) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot open a second connection to the job store: ", reader_ ? sqlite3_errmsg(reader_) : "out of memory"));
+    }
+    sqlite3_busy_timeout(reader_, 10000);
+    const int q = sqlite3_exec(reader_, "PRAGMA query_only=1", nullptr, nullptr, nullptr);
+    return q == SQLITE_OK ? absl::OkStatus() : SqliteError(reader_, q, "");
+  }
+
+  std::mutex mu_;  // the writing connection, db_
   sqlite3* db_;
+  std::mutex reader_mu_;  // the reading connection, reader_
+  sqlite3* reader_ = nullptr;
   int version_ = 0;
 };
 

@@ -1,9 +1,10 @@
 // The embedded JobStore: one SQLite database in WAL mode (synchronous=FULL,
 // so a committed job survives a crash of the process or the machine).
 // Schema versioned through PRAGMA user_version. Tables: jobs, logs, and blobs
-// (the records of the blobs the daemon produced, blob_records.h). One connection behind a
-// mutex: the daemon's load (one worker plus RPCs) is far below what that
-// serves, and it makes every method a plain transaction.
+// (the records of the blobs the daemon produced, blob_records.h). Two connections, each behind a
+// mutex: one writes (every write method is a plain transaction on it; the daemon's load, one
+// worker plus RPCs, is far below what that serves), one reads (Get, List, ReadLogs, counts, blob
+// lookups), so that reads never wait behind a write that waits for the disk or for SQLite's lock.
 //
 // A missing file is created whole (under a temporary name, then linked into
 // place); an existing file that is not an SQLite database, an empty one

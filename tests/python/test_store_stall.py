@@ -1,8 +1,9 @@
-"""Reactors never block (issues 23 and 25): RPC work runs on the daemon's request executor, not on
+"""Reactors never block (issues 23 and 25): RPC work runs on the daemon's request pools, not on
 gRPC's callback threads. A real stall of the job store (another process holds SQLite's write lock
 on jobs.db, as a second writer, a backup tool or a slow disk would) leaves every submit waiting in
-the store, while grpc.health.v1 and GetServerInfo still answer within a short deadline; once the
-lock goes, the submits complete. With the request queue full, a new RPC gets RESOURCE_EXHAUSTED
+the store, while grpc.health.v1 and GetServerInfo (memory), and GetStatus, ListJobs and StreamLogs
+(the reads pool and the store's read connection) still answer within a short deadline; once the
+lock goes, the submits complete. With the writes queue full, a new submit gets RESOURCE_EXHAUSTED
 "the server is busy" at once instead of waiting with the others."""
 import sqlite3
 import threading
@@ -67,16 +68,39 @@ def answers_quickly(daemon):
     return out
 
 
-def test_a_stalled_store_leaves_health_and_server_info_answering(tmp_path, daemon_inputs):
+def reads_answer_quickly(daemon, job_id):
+    """GetStatus, ListJobs and a StreamLogs of a finished job, each within QUICK seconds: what each
+    answered (the job's state, the number of jobs, the number of log lines), or how it failed."""
+    out = {}
+    try:
+        out["status"] = daemon.call("GetStatus", pb.GetStatusRequest(job_id=job_id), timeout=QUICK).state
+    except grpc.RpcError as e:
+        out["status"] = e.code()
+    try:
+        out["list"] = len(daemon.call("ListJobs", pb.ListJobsRequest(), timeout=QUICK).jobs)
+    except grpc.RpcError as e:
+        out["list"] = e.code()
+    try:
+        out["logs"] = len(list(daemon.call("StreamLogs", pb.StreamLogsRequest(job_id=job_id), timeout=QUICK)))
+    except grpc.RpcError as e:
+        out["logs"] = e.code()
+    return out
+
+
+def test_a_stalled_store_leaves_health_server_info_status_lists_and_logs_answering(tmp_path, daemon_inputs):
     base, calib = daemon_inputs
     d = Daemon(base, calib, tmp_path / "models").start()
     try:
-        names = [f"stall-{i}" for i in range(8)]  # more than gRPC's callback threads on a small machine
+        before = d.call("SubmitScheme", pb.SubmitSchemeRequest(spec=pb.SchemeSpec(scheme="before", coverage=0.5)))
+        d.wait_job(before.id)
+        # More than gRPC's callback threads on a small machine, and than the writes pool's 8 threads.
+        names = [f"stall-{i}" for i in range(12)]
         results = {}
         with store_write_locked(d):
             threads = start_submits(d, names, results)
-            time.sleep(1.0)  # every submit has reached the store and waits there
+            time.sleep(1.0)  # every submit has reached the store (or the writes queue) and waits there
             during = answers_quickly(d)
+            reads = reads_answer_quickly(d, before.id)
             stalled = dict(results)  # what had finished while the store was locked
             time.sleep(0.5)
             during_again = answers_quickly(d)
@@ -88,6 +112,8 @@ def test_a_stalled_store_leaves_health_and_server_info_answering(tmp_path, daemo
                 f"health did not answer within {QUICK} s while the store was stalled: {answered}\n{d.log()}")
             assert isinstance(answered["info"], str) and answered["info"], (
                 f"GetServerInfo did not answer within {QUICK} s while the store was stalled: {answered}")
+        assert reads == {"status": pb.JOB_STATE_SUCCEEDED, "list": 1, "logs": reads["logs"]} and reads["logs"] > 0, (
+            f"reads did not answer within {QUICK} s while submits waited for the store: {reads}\n{d.log()}")
         # The lock went: every submit completes and its job is stored.
         assert sorted(results) == names, results
         for name, (code, job_id, seconds) in results.items():
@@ -101,7 +127,7 @@ def refused_total(d) -> float:
     info = d.call("GetServerInfo", pb.GetServerInfoRequest())
     text = urllib.request.urlopen(f"http://{info.metrics_address}/metrics", timeout=10).read().decode()
     return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
-               if l.startswith('autoquant_requests_refused_total{code="RESOURCE_EXHAUSTED"}'))
+               if l.startswith('autoquant_requests_refused_total{code="RESOURCE_EXHAUSTED",pool="writes"}'))
 
 
 def test_a_full_request_queue_refuses_new_rpcs_at_once_with_resource_exhausted(tmp_path, daemon_inputs):

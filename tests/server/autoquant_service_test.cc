@@ -52,8 +52,10 @@ class ServiceTest : public ::testing::Test {
     ctx_.metrics = metrics_.get();
     ctx_.models_root = dir_.string();
     service_ = std::make_unique<AutoQuantService>(&ctx_);
-    executor_ = std::make_unique<RequestExecutor>(executor_options_, metrics_.get());
-    ctx_.executor = executor_.get();
+    writes_ = std::make_unique<RequestExecutor>(executor_options_, metrics_->RequestPool("writes"));
+    reads_ = std::make_unique<RequestExecutor>(executor_options_, metrics_->RequestPool("reads"));
+    ctx_.writes = writes_.get();
+    ctx_.reads = reads_.get();
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(service_.get());
@@ -61,9 +63,10 @@ class ServiceTest : public ::testing::Test {
     ASSERT_TRUE(server_ != nullptr && port_ > 0);
   }
   void TearDown() override {
-    // autoquantd's order (daemon.cc): the queue, the request executor, then gRPC.
+    // autoquantd's order (daemon.cc): the queue, the request pools, then gRPC.
     jobs_->Drain();
-    executor_->Stop();
+    writes_->Stop();
+    reads_->Stop();
     if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   }
 
@@ -81,7 +84,9 @@ class ServiceTest : public ::testing::Test {
   TokenAuth auth_{""};
   DaemonContext ctx_;
   std::unique_ptr<AutoQuantService> service_;
-  std::unique_ptr<RequestExecutor> executor_;  // after the service: destroyed (joined) before it
+  // After the service: destroyed (joined) before it.
+  std::unique_ptr<RequestExecutor> writes_;
+  std::unique_ptr<RequestExecutor> reads_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
 };
@@ -211,7 +216,8 @@ TEST_F(ServiceTest, ShutdownWithFollowersAttachedEndsEveryStream) {
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   jobs_->Drain();  // as on SIGTERM: the held job is cancelled and re-queued, then the server stops
-  executor_->Stop();
+  writes_->Stop();
+  reads_->Stop();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   for (auto& f : followers) f.join();
   EXPECT_EQ(ended.load(), 16);
@@ -364,7 +370,7 @@ TEST_F(ServiceTest, AnUnreadableStoredRowIsSkippedAndListJobsStillAnswers) {
   EXPECT_EQ(second.jobs_size(), 0);
 }
 
-// One request thread: a second request waits in the queue behind the first.
+// One request thread per pool: a second submit waits in the queue behind the first.
 class OneRequestThreadTest : public ServiceTest {
  protected:
   OneRequestThreadTest() { executor_options_ = {.threads = 1, .max_queued = 4}; }
@@ -403,13 +409,88 @@ TEST_F(OneRequestThreadTest, ARequestWhoseClientGaveUpWhileItWaitedIsNotRun) {
   grpc::Status s = first.get();
   ASSERT_TRUE(s.ok()) << s.error_message();
   {
-    // Queued after the late submit on the one thread, so answered only once that has been dealt with.
     grpc::ClientContext ctx;
     v1::ListJobsRequest req;
     v1::ListJobsResponse page;
     ASSERT_TRUE(stub->ListJobs(&ctx, req, &page).ok());
     ASSERT_EQ(page.jobs_size(), 1);
     EXPECT_EQ(page.jobs(0).spec().scheme(), "first");
+  }
+}
+
+// Submits wait for the store's write lock, which another process holds, and take the writes pool's
+// one thread and its queue; status, lists and log streams run on the reads pool and answer at once.
+TEST_F(OneRequestThreadTest, ReadsAnswerWhileEveryWriteThreadWaitsForTheStore) {
+  auto stub = Stub();
+  v1::Job job;
+  {
+    v1::SubmitSchemeRequest req;
+    req.mutable_spec()->set_scheme("before");
+    req.mutable_spec()->set_coverage(0.5);
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->SubmitScheme(&ctx, req, &job).ok());
+  }
+  std::string error;
+  ASSERT_EQ(Follow(stub.get(), job.id(), &error), v1::JOB_STATE_SUCCEEDED) << error;
+
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "jobs.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  std::vector<std::future<grpc::Status>> submits;
+  for (int i = 0; i < 3; ++i) {  // one on the writes thread, two in its queue
+    submits.push_back(std::async(std::launch::async, [&, i] {
+      v1::SubmitSchemeRequest req;
+      req.mutable_spec()->set_scheme(absl::StrCat("stalled-", i));
+      req.mutable_spec()->set_coverage(0.5);
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+      v1::Job out;
+      return stub->SubmitScheme(&ctx, req, &out);
+    }));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto quick = [](grpc::ClientContext* ctx) {
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  };
+  {
+    grpc::ClientContext ctx;
+    quick(&ctx);
+    v1::GetStatusRequest req;
+    req.set_job_id(job.id());
+    v1::Job got;
+    grpc::Status s = stub->GetStatus(&ctx, req, &got);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(got.state(), v1::JOB_STATE_SUCCEEDED);
+  }
+  {
+    grpc::ClientContext ctx;
+    quick(&ctx);
+    v1::ListJobsResponse page;
+    grpc::Status s = stub->ListJobs(&ctx, v1::ListJobsRequest(), &page);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(page.jobs_size(), 1);
+  }
+  {
+    grpc::ClientContext ctx;
+    quick(&ctx);
+    v1::StreamLogsRequest req;
+    req.set_job_id(job.id());
+    auto reader = stub->StreamLogs(&ctx, req);
+    v1::LogLine line;
+    int lines = 0;
+    while (reader->Read(&line)) ++lines;
+    grpc::Status s = reader->Finish();
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_GT(lines, 0);
+  }
+  for (auto& f : submits) {
+    EXPECT_EQ(f.wait_for(std::chrono::seconds(0)), std::future_status::timeout) << "a submit did not wait";
+  }
+  ASSERT_EQ(sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  for (auto& f : submits) {
+    grpc::Status s = f.get();
+    EXPECT_TRUE(s.ok()) << s.error_message();
   }
 }
 

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <fstream>
 #include <thread>
 
@@ -375,6 +377,61 @@ TEST_F(SqliteJobStoreTest, FullDiskIsResourceExhaustedNamingTheStoreAndLeavesItU
   auto roomy = OpenSqliteJobStore(path);  // space returns
   ASSERT_TRUE(roomy.ok()) << roomy.status();
   EXPECT_TRUE((*roomy)->Insert({big}, "queued", &created).ok());
+}
+
+// Another process holds SQLite's write lock (a second writer, a backup, a slow disk): a write of
+// ours waits in the busy timeout, and reads, which status, list and log streaming make, still answer
+// at once instead of queueing behind that write.
+TEST_F(SqliteJobStoreTest, ReadsAnswerWhileAWriteWaitsForTheLock) {
+  std::vector<bool> created;
+  auto jobs = store_->Insert({MakeJob("top10")}, "queued", &created);
+  ASSERT_TRUE(jobs.ok()) << jobs.status();
+  const std::string id = jobs->front().id;
+
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "jobs.db").c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+  std::atomic<bool> written{false};
+  absl::Status write_status;
+  std::thread writer([&] {
+    LogEntry e;
+    e.level = "info";
+    e.message = "written after the lock went";
+    e.time_ms = NowMs();
+    write_status = store_->AppendLog(id, e, nullptr).status();
+    written = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the write now waits for the lock
+  ASSERT_FALSE(written) << "the write should wait while another connection holds the lock";
+
+  const auto t0 = std::chrono::steady_clock::now();
+  auto got = store_->Get(id);
+  auto page = store_->List(JobListFilter{});
+  auto logs = store_->ReadLogs(id, 0, 10);
+  auto counts = store_->CountByState();
+  auto position = store_->QueuePosition(id);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_FALSE(written) << "the reads above ran while the write still waited";
+  sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(other);
+  writer.join();
+
+  EXPECT_LT(seconds, 2.0) << "reads waited behind the write";
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->state, JobState::kQueued);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(page->jobs.size(), 1u);
+  ASSERT_TRUE(logs.ok()) << logs.status();
+  EXPECT_EQ(logs->size(), 1u);
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  EXPECT_EQ((*counts)[JobState::kQueued], 1);
+  ASSERT_TRUE(position.ok()) << position.status();
+  EXPECT_EQ(*position, 1);
+  ASSERT_TRUE(write_status.ok()) << write_status;
+  auto after = store_->ReadLogs(id, 0, 10);
+  ASSERT_TRUE(after.ok());
+  ASSERT_EQ(after->size(), 2u);  // the waiting write landed once the lock went, and the reader sees it
+  EXPECT_EQ(after->back().message, "written after the lock went");
 }
 
 TEST_F(SqliteJobStoreTest, UnknownStoreSchemeIsInvalidArgument) {
