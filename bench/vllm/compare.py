@@ -20,7 +20,9 @@ Per checkpoint:
   base's floor): the same scheme's bytes through vLLM's two FP8 loaders (compressed-tensors `ct-topXX`
   against modelopt `mo-topXX`), mean |Δ log p| of the actual token. Where vLLM disagrees with itself by
   as much as it disagrees with us, the base's floor is not the noise floor of that scheme; the
-  `x own spread` column divides by max(base floor, that spread).
+  `x own spread` column divides by max(base floor, that spread), and the `by own spread` verdict applies
+  the same 2x rule to it (a damaged copy is flagged by it when it exceeds 2x that).
+--damaged may be given more than once (a damaged copy of top50 and of top100).
 Writes vllm-check.json and vllm-check.md to DIR; exits 1 when any goal is missed (by the first rule).
 With --vllm-only, prints vLLM's own spread per coverage from the vllm-*.json files alone.
 """
@@ -123,13 +125,13 @@ def main():
     ap.add_argument("--models", required=True)
     ap.add_argument("--results", required=True)
     ap.add_argument("--schemes", required=True)
-    ap.add_argument("--damaged", required=True, help="DAMAGED:ORIGINAL")
+    ap.add_argument("--damaged", required=True, action="append", help="DAMAGED:ORIGINAL (repeatable)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--vllm-only", action="store_true", help="only vLLM's own spread per coverage")
     a = ap.parse_args()
     work, models, results = pathlib.Path(a.work), pathlib.Path(a.models), pathlib.Path(a.results)
-    damaged, original = a.damaged.split(":")
-    names = a.schemes.split() + [damaged]
+    original_of = dict(d.split(":") for d in a.damaged)  # damaged copy -> the scheme it was copied from
+    names = a.schemes.split() + list(original_of)
     own = spreads(results, names)
     if a.vllm_only:
         lines = ["| coverage | vLLM ct vs modelopt: mean abs dlogp |", "|---|---|"]
@@ -155,7 +157,7 @@ def main():
             row["error"] = r.get("error")
             table.append(row)
             continue
-        scheme_dir = None if name == "base" else (work / name if name == damaged else models / name)
+        scheme_dir = None if name == "base" else (work / name if name in original_of else models / name)
         agree, total, wrong = linear_agreement(r["linears"], quantized_modules(scheme_dir))
         row.update(linears=total, linear_agreement=agree / total, linear_mismatches=wrong[:20],
                    fp8_linears=sum(v["method"] not in (None, "UnquantizedLinearMethod") for v in r["linears"].values()),
@@ -165,7 +167,7 @@ def main():
             same = [sum(x == y for x, y in zip(g["tokens"], b["tokens"])) / max(len(b["tokens"]), 1)
                     for g, b in zip(r["generations"], base["generations"])]
             row["greedy_agreement_with_base"] = sum(same) / len(same)
-        mad, kl, ids_equal, n = logprob_diff(r["prompt_logprobs"], ours(original if name == damaged else name))
+        mad, kl, ids_equal, n = logprob_diff(r["prompt_logprobs"], ours(original_of.get(name, name)))
         row.update(mean_abs_dlogp=mad, kl_vllm_ours=kl, prompt_ids_equal=ids_equal, positions=n,
                    load_seconds=r.get("load_seconds"))
         table.append(row)
@@ -180,12 +182,16 @@ def main():
             t["dlogp_vs_floor"] = t["mean_abs_dlogp"] / floor["mean_abs_dlogp"]
             t["kl_vs_floor"] = t["kl_vllm_ours"] / floor["kl_vllm_ours"]
             within = t["dlogp_vs_floor"] <= FLOOR_FACTOR and t["kl_vs_floor"] <= FLOOR_FACTOR
-            t["verdict"] = ("flagged" if not within else "NOT flagged") if t["checkpoint"] == damaged else \
+            is_damaged = t["checkpoint"] in original_of
+            t["verdict"] = ("flagged" if not within else "NOT flagged") if is_damaged else \
                 ("agrees" if within else "DIFFERS")
-            label = (original if t["checkpoint"] == damaged else t["checkpoint"]).split("-")[-1]
+            label = original_of.get(t["checkpoint"], t["checkpoint"]).split("-")[-1]
             spread = own.get(label)
             t["own_spread"] = spread
             t["dlogp_vs_own_spread"] = t["mean_abs_dlogp"] / max(floor["mean_abs_dlogp"], spread or 0.0)
+            within_own = t["dlogp_vs_own_spread"] <= FLOOR_FACTOR
+            t["verdict_own_spread"] = ("flagged" if not within_own else "NOT flagged") if is_damaged else \
+                ("agrees" if within_own else "DIFFERS")
             ok &= t["verdict"] in ("agrees", "flagged")
         ok &= t["linear_agreement"] == 1.0 and t["generations_finite"] and t["prompt_ids_equal"]
 
@@ -193,17 +199,18 @@ def main():
     json.dump({"floor_factor": FLOOR_FACTOR, "all_goals_met": ok, "rows": table}, open(out / "vllm-check.json", "w"),
               indent=1)
     lines = ["| checkpoint | loaded | Linears (FP8) | method agreement | finite | greedy = base | prompt ids equal "
-             "| mean abs dlogp | x floor | KL(vLLM‖ours) | x floor | verdict | x own spread |", "|" + "---|" * 13]
+             "| mean abs dlogp | x floor | KL(vLLM‖ours) | x floor | verdict | x own spread | by own spread |",
+             "|" + "---|" * 14]
     for t in table:
         if not t["loaded"]:
-            lines.append(f"| {t['checkpoint']} | **no**: {t.get('error', '')[:300]} |" + " |" * 11)
+            lines.append(f"| {t['checkpoint']} | **no**: {t.get('error', '')[:300]} |" + " |" * 12)
             continue
         lines.append(f"| {t['checkpoint']} | yes | {t['linears']} ({t['fp8_linears']}) | "
                      f"{100 * t['linear_agreement']:.1f} % | {t['generations_finite']} | "
                      f"{100 * t.get('greedy_agreement_with_base', float('nan')):.0f} % | {t['prompt_ids_equal']} | "
                      f"{t['mean_abs_dlogp']:.3e} | {t.get('dlogp_vs_floor', float('nan')):.2f} | "
                      f"{t['kl_vllm_ours']:.3e} | {t.get('kl_vs_floor', float('nan')):.2f} | {t.get('verdict', '')} | "
-                     f"{t.get('dlogp_vs_own_spread', float('nan')):.2f} |")
+                     f"{t.get('dlogp_vs_own_spread', float('nan')):.2f} | {t.get('verdict_own_spread', '')} |")
     (out / "vllm-check.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print("all goals met" if ok else "some goals missed")

@@ -6,15 +6,16 @@
 #                            a calibration set, an evaluation set (text-only from `calib synth`, image samples
 #                            built by autoquant_client.calib with the model's own processor), then autoquantd:
 #                            top10/top50/top100 in compressed-tensors (shared layout: ct-*, standalone: sa-*)
-#                            and modelopt (shared: mo-*); a damaged copy of sa-top50 (one FP8 weight scale
-#                            doubled); and autoquant's own logits ("as deployed": `autoquant model forward`)
-#                            of every checkpoint on the evaluation set
+#                            and modelopt (shared: mo-*); a damaged copy of each scheme in $DAMAGE (default
+#                            sa-top50 and sa-top100: one FP8 weight scale doubled); and autoquant's own logits
+#                            ("as deployed": `autoquant model forward`) of every checkpoint on the evaluation set
 #   verify_vllm.sh vllm      scripts/gpu/vllm_check.py on every checkpoint, one engine (process) at a time
 #   verify_vllm.sh compare   bench/vllm/compare.py: the results table
 #   verify_vllm.sh example   examples/vllm_eval.py on two schemes, as a user runs it
 #   verify_vllm.sh all       the four in order
 # Work in $VW (default /tmp/aqv); results and logs in $VW/results. PRESET (qwen2.5-vl-3b) and DEVICE
-# (cuda) can be changed to try `prepare` on the tiny preset and the CPU.
+# (cuda) can be changed to try `prepare` on the tiny preset and the CPU. ONLY (names, e.g. "base ct-top100
+# mo-top100 sa-top100 damaged-sa-top100") runs vLLM and compares on those checkpoints alone.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BIN="${AUTOQUANT_BUILD_DIR:?run through scripts/gpu/run.sh, which sets AUTOQUANT_BUILD_DIR}/bin"
@@ -32,6 +33,9 @@ t() { local s=$SECONDS; "$@"; local rc=$?; echo "[$*: $((SECONDS - s)) s, rc=$rc
 PRESET="${PRESET:-qwen2.5-vl-3b}"
 DEVICE="${DEVICE:-cuda}"
 SCHEMES="ct-top10 ct-top50 ct-top100 sa-top10 sa-top50 sa-top100 mo-top10 mo-top50 mo-top100"
+DAMAGE="${DAMAGE:-sa-top50 sa-top100}"
+ONLY="${ONLY:-}"
+selected() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
 start_daemon() {  # extra flags; sets PID, exports AUTOQUANT_SERVER
   rm -f "$VW/port.txt"  # an interrupted run's port must not be read for this daemon's
@@ -65,9 +69,11 @@ prepare() {
   start_daemon --layout standalone || return 1
   t "$AQ" sweep --coverages 10,50,100 --prefix sa- --overwrite --wait --json > "$R/jobs-sa.json" || return 1
   stop_daemon
-  rm -rf "$VW/damaged-sa-top50"
-  cp -r "$M/sa-top50" "$VW/damaged-sa-top50" && chmod -R u+w "$VW/damaged-sa-top50"
-  t py "$ROOT/bench/vllm/damage.py" "$VW/damaged-sa-top50" > "$R/damaged.json" || return 1
+  for orig in $DAMAGE; do
+    rm -rf "$VW/damaged-$orig"
+    cp -r "$M/$orig" "$VW/damaged-$orig" && chmod -R u+w "$VW/damaged-$orig"
+    t py "$ROOT/bench/vllm/damage.py" "$VW/damaged-$orig" > "$R/damaged-$orig.json" || return 1
+  done
 
   for name in base $SCHEMES; do
     dir="$M/$name"; [ "$name" = base ] && dir="$VW/base"
@@ -94,16 +100,21 @@ vllm() {
   source /tmp/vllm-stage/env.sh
   # The V2 model runner's sampler imports FlashInfer unless told not to; the pack does not carry it.
   export VLLM_USE_FLASHINFER_SAMPLER=0
-  local names=(base $SCHEMES damaged-sa-top50)
+  local names=(base $SCHEMES) orig
+  for orig in $DAMAGE; do names+=("damaged-$orig"); done
   for name in "${names[@]}"; do
-    dir="$M/$name"; [ "$name" = base ] && dir="$VW/base"; [ "$name" = damaged-sa-top50 ] && dir="$VW/$name"
+    selected "$name" || continue
+    dir="$M/$name"; [ "$name" = base ] && dir="$VW/base"; [[ "$name" == damaged-* ]] && dir="$VW/$name"
     check_one "$name" "$dir"  # one engine at a time: three at once ran out of KV-cache memory
   done
 }
 
 compare() {
+  local schemes="" damaged=() name orig
+  for name in base $SCHEMES; do selected "$name" && schemes+="$name "; done
+  for orig in $DAMAGE; do selected "damaged-$orig" && damaged+=(--damaged "damaged-$orig:$orig"); done
   py "$ROOT/bench/vllm/compare.py" --work "$VW" --models "$M" --results "$R" \
-    --schemes "base $SCHEMES" --damaged damaged-sa-top50:sa-top50 --out "$R"
+    --schemes "$schemes" "${damaged[@]}" --out "$R"
 }
 
 example() {  # the user-facing example, as a user would run it
