@@ -514,8 +514,9 @@ absl::Status AutoQuantService::DoGetSensitivity(const v1::GetSensitivityRequest&
     out->set_key(b.groups[g].key);
     for (const auto& m : b.groups[g].modules) out->add_modules(m);
     for (size_t f = 0; f < b.formats.size(); ++f) {
-      (*out->mutable_scores())[b.formats[f].name] = b.scores[g][f];
-      (*out->mutable_costs())[b.formats[f].name] = b.costs[g][f];
+      const std::string name(FormatName(b.formats[f]));  // the API's key: the format's name, as in manifests
+      (*out->mutable_scores())[name] = b.scores[g][f];
+      (*out->mutable_costs())[name] = b.costs[g][f];
     }
     out->set_rank(rank[g]);
   }

@@ -186,7 +186,7 @@ absl::Status Run(const Options& o) {
   // The engine's groups for a default (language-model) baseline.
   ASSIGN_OR_RETURN(std::vector<QuantGroup> groups,
                    QuantizableGroups(descs, /*include_vision=*/false, model->config().tie_word_embeddings));
-  const std::vector<QuantFormat> formats = {Fp8Format(), NoneFormat()};
+  const std::vector<Format> formats = {Format::kFp8, Format::kNone};
 
   nlohmann::ordered_json out;
   out["device"] = device.str();

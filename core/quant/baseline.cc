@@ -15,19 +15,6 @@
 namespace autoquant {
 using json = nlohmann::json;
 
-const QuantFormat& Fp8Format() {
-  static const QuantFormat f{"FP8", "FP8_DEFAULT_CFG", 8};
-  return f;
-}
-const QuantFormat& NoneFormat() {
-  static const QuantFormat f{"NONE", "NONE", 16};
-  return f;
-}
-
-std::string RecipeString(const QuantFormat& f) {
-  return absl::StrFormat("%s(effective-bits: %.1f)", f.recipe, double(f.bits));
-}
-
 absl::string_view ScoreMethodName(ScoreMethod m) {
   return m == ScoreMethod::kGradient ? "gradient" : "kl_div";
 }
@@ -46,7 +33,7 @@ absl::StatusOr<std::string> BaselineKey(const BaselineInputs& in) {
   j["calib"] = in.calib_fingerprint;
   j["method"] = ScoreMethodName(in.method);
   j["formats"] = json::array();
-  for (const auto& f : in.formats) j["formats"].push_back({f.name, f.bits});
+  for (Format f : in.formats) j["formats"].push_back({FormatName(f), SpecOf(f).bits});
   j["calib_steps"] = in.calib_steps;
   j["score_steps"] = in.score_steps;
   j["batch_size"] = in.batch_size;
@@ -62,9 +49,9 @@ void Baseline::ComputeRanking() {
                    [&](size_t a, size_t b) { return scores[a][0] < scores[b][0]; });
 }
 
-size_t Baseline::format_index(absl::string_view name) const {
+size_t Baseline::format_index(Format f) const {
   for (size_t i = 0; i < formats.size(); ++i) {
-    if (formats[i].name == name) return i;
+    if (formats[i] == f) return i;
   }
   return formats.size();
 }
@@ -81,7 +68,9 @@ json BaselineToJson(const Baseline& b) {
                  {"include_vision", b.inputs.include_vision},
                  {"compute_dtype", b.inputs.compute_dtype}};
   j["formats"] = json::array();
-  for (const auto& f : b.formats) j["formats"].push_back({{"name", f.name}, {"recipe", f.recipe}, {"bits", f.bits}});
+  for (Format f : b.formats) {
+    j["formats"].push_back({{"name", FormatName(f)}, {"recipe", SpecOf(f).recipe}, {"bits", SpecOf(f).bits}});
+  }
   j["linears"] = json::array();
   for (const auto& l : b.linears) {
     j["linears"].push_back({{"name", l.name}, {"out", l.out_features}, {"in", l.in_features}, {"numel", l.weight_numel}});
@@ -137,12 +126,9 @@ absl::Status CheckAmax(absl::string_view what, const std::vector<std::vector<flo
 // Everything later code indexes by: a baseline that passes cannot make the
 // search, the plan or the exporter read out of bounds.
 absl::Status Validate(const Baseline& b) {
-  if (b.formats.empty() || b.formats.back().name != "NONE") return Corrupt("formats must end with NONE");
-  for (size_t f = 0; f < b.formats.size(); ++f) {
-    if (b.formats[f].bits <= 0 || b.formats[f].bits > 16) {
-      return Corrupt(absl::StrCat("format '", b.formats[f].name, "' has ", b.formats[f].bits, " bits"));
-    }
-    if (f + 1 < b.formats.size() && b.formats[f].name == "NONE") return Corrupt("NONE must be the last format");
+  if (b.formats.empty() || b.formats.back() != Format::kNone) return Corrupt("formats must end with NONE");
+  for (size_t f = 0; f + 1 < b.formats.size(); ++f) {
+    if (b.formats[f] == Format::kNone) return Corrupt("NONE must be the last format");
   }
   for (const auto& l : b.linears) {
     if (l.weight_numel < 0 || l.out_features < 0 || l.in_features < 0) {
@@ -222,8 +208,18 @@ absl::StatusOr<Baseline> BaselineFromJson(const json& j) {
     b.inputs.include_vision = in.at("include_vision");
     b.inputs.compute_dtype = in.at("compute_dtype");
     for (const auto& f : j.at("formats")) {
-      b.formats.push_back({f.at("name"), f.at("recipe"), JsonInt<int>(f.at("bits"))});
-      if (f.at("name") != "NONE") b.inputs.formats.push_back(b.formats.back());
+      // A name this autoquant does not know, or one whose recipe or bits differ from its registry's,
+      // is another version's baseline: recomputed, never reinterpreted.
+      absl::StatusOr<Format> format = ParseFormat(f.at("name").get<std::string>());
+      if (!format.ok()) return Corrupt(std::string(format.status().message()));
+      if (f.at("recipe").get<std::string>() != SpecOf(*format).recipe ||
+          JsonInt<int>(f.at("bits")) != SpecOf(*format).bits) {
+        return Corrupt(absl::StrCat("format '", FormatName(*format), "' is recorded as ", f.at("recipe").dump(), " with ",
+                                    f.at("bits").dump(), " bits, not as this autoquant defines it (",
+                                    SpecOf(*format).recipe, ", ", SpecOf(*format).bits, " bits)"));
+      }
+      b.formats.push_back(*format);
+      if (IsQuantized(*format)) b.inputs.formats.push_back(*format);
     }
     for (const auto& l : j.at("linears")) {
       b.linears.push_back({l.at("name"), JsonInt<int64_t>(l.at("numel")), JsonInt<int64_t>(l.at("out")),

@@ -22,22 +22,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/quant/formats.h"
 #include "core/quant/groups.h"
 #include "nlohmann/json.hpp"
 
 namespace autoquant {
-
-// A candidate format. NONE (16 bits, never scored) is always the last one.
-struct QuantFormat {
-  std::string name;    // "FP8", "NONE"; matches hf_quant_config quant_algo
-  std::string recipe;  // ModelOpt's config name, "FP8_DEFAULT_CFG"
-  int bits = 16;       // weight bits for the cost model
-};
-
-const QuantFormat& Fp8Format();
-const QuantFormat& NoneFormat();
-// "FP8_DEFAULT_CFG(effective-bits: 8.0)", as ModelOpt prints recipes.
-std::string RecipeString(const QuantFormat& f);
 
 enum class ScoreMethod { kGradient, kKlDiv };
 absl::string_view ScoreMethodName(ScoreMethod m);
@@ -47,7 +36,7 @@ struct BaselineInputs {
   std::string model_fingerprint;  // hex SHA-256 of config + weights
   std::string calib_fingerprint;  // hex SHA-256 of the calibration file
   ScoreMethod method = ScoreMethod::kGradient;
-  std::vector<QuantFormat> formats;  // non-NONE candidates
+  std::vector<Format> formats;  // the candidates, Format::kNone not among them
   int calib_steps = 0;  // batches
   int score_steps = 0;  // batches
   int batch_size = 1;   // samples per batch: with the steps, which samples were used
@@ -62,7 +51,7 @@ absl::StatusOr<std::string> BaselineKey(const BaselineInputs& in);
 struct Baseline {
   std::string key;
   BaselineInputs inputs;
-  std::vector<QuantFormat> formats;  // candidates + NONE last
+  std::vector<Format> formats;  // the candidates, then Format::kNone last
   std::vector<LinearDesc> linears;   // every Linear of the model, model order
   std::vector<QuantGroup> groups;    // quantizable groups, none disabled
   // [format][linear]; NONE has no entry. 0 where a Linear never ran.
@@ -77,10 +66,11 @@ struct Baseline {
   double calib_seconds = 0;
 
   // Cost of a group in format f: numel x bits / 16.
-  static double Cost(int64_t numel, const QuantFormat& f) { return double(numel) * f.bits / 16.0; }
+  static double Cost(int64_t numel, Format f) { return double(numel) * SpecOf(f).bits / 16.0; }
   // Ranks by the most aggressive format's score, ascending; ties by model order.
   void ComputeRanking();
-  size_t format_index(absl::string_view name) const;
+  // The index of `f` in formats; formats.size() when it is not a candidate.
+  size_t format_index(Format f) const;
 };
 
 nlohmann::json BaselineToJson(const Baseline& b);

@@ -102,7 +102,7 @@ SchemeCheck SelfCheck(Scheme& s) {
   SchemeCheck c;
   c.scheme = s.name;
   for (const auto& [key, g] : s.manifest.groups) {
-    const bool want_fp8 = g.format != "NONE";
+    const bool want_fp8 = IsQuantized(g.format);
     for (const auto& module : g.modules) {
       auto name = CheckpointModuleName(s.ckpt, module);
       if (!name.ok()) {
@@ -113,7 +113,7 @@ SchemeCheck SelfCheck(Scheme& s) {
       const TensorInfo* w = s.ckpt.Find(*name + ".weight");
       const bool is_fp8 = w->dtype == DType::kF8E4M3;
       if (is_fp8 != want_fp8) {
-        c.problems.push_back(absl::StrCat(key, ": manifest says ", g.format, " but ", *name, ".weight is ",
+        c.problems.push_back(absl::StrCat(key, ": manifest says ", FormatName(g.format), " but ", *name, ".weight is ",
                                           DTypeName(w->dtype)));
       }
       const bool has_scales = s.ckpt.Find(*name + ".weight_scale") && s.ckpt.Find(*name + ".input_scale");

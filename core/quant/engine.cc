@@ -208,7 +208,7 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
   Baseline b;
   b.key = key;
   b.inputs = in;
-  b.formats = {Fp8Format(), NoneFormat()};
+  b.formats = {Format::kFp8, Format::kNone};
   b.linears = s.linears;
   ASSIGN_OR_RETURN(b.groups, QuantizableGroups(b.linears, include_vision, s.tied_head));
 
@@ -235,7 +235,7 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
   b.scores = std::move(scores);
   for (const auto& g : b.groups) {
     std::vector<double> costs;
-    for (const auto& f : b.formats) costs.push_back(Baseline::Cost(g.weight_numel, f));
+    for (Format f : b.formats) costs.push_back(Baseline::Cost(g.weight_numel, f));
     b.costs.push_back(std::move(costs));
     b.total_weight_numel += g.weight_numel;
   }
@@ -267,7 +267,7 @@ absl::StatusOr<BaselineInputs> Engine::InputsFor(ScoreMethod method, int calib_s
   in.model_fingerprint = s.model_fp;
   in.calib_fingerprint = s.calib_fp;
   in.method = method;
-  in.formats = {Fp8Format()};
+  in.formats = {Format::kFp8};
   in.calib_steps = calib_steps == 0 ? batches : std::min(calib_steps, batches);
   in.score_steps = score_steps == 0 ? std::min(batches, std::max(1, 128 / batch_size))
                                     : std::min(score_steps, batches);
@@ -365,7 +365,7 @@ absl::Status Engine::ValidateScheme(const SchemeRequest& request) const {
   ASSIGN_OR_RETURN(std::vector<QuantGroup> groups,
                    QuantizableGroups(s.linears, request.include_vision, s.tied_head));
   return SelectCandidates(request.selection, s.linears, groups, request.include_vision,
-                          {Fp8Format(), NoneFormat()})
+                          {Format::kFp8, Format::kNone})
       .status();
 }
 

@@ -243,21 +243,21 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     return absl::InvalidArgumentError(
         "the plan quantizes no group (coverage too small or everything disabled): nothing to export");
   }
-  const size_t fp8 = b.format_index("FP8");
+  const size_t fp8 = b.format_index(Format::kFp8);
   // Quantized modules, keyed by checkpoint weight name.
   std::map<std::string, QuantizedModule> quantized;
   std::map<std::string, size_t> module_group;  // checkpoint module -> group
   std::vector<LayerQuant> layers;
   for (size_t g = 0; g < b.groups.size(); ++g) {
-    const auto& fmt = b.formats[plan.format[g]];
-    if (plan.format[g] != fp8 && fmt.name != "NONE") {
-      return absl::UnimplementedError(absl::StrCat("export of format ", fmt.name, " is not implemented"));
+    const Format fmt = b.formats[plan.format[g]];
+    if (plan.format[g] != fp8 && IsQuantized(fmt)) {
+      return absl::UnimplementedError(absl::StrCat("export of format ", FormatName(fmt), " is not implemented"));
     }
     for (size_t li : b.groups[g].linear_index) {
       ASSIGN_OR_RETURN(std::string ckpt, CheckpointModuleName(base, b.linears[li].name));
       module_group[ckpt] = g;
-      layers.push_back({ConfigModuleName(options.format, ckpt, b.linears[li].name), fmt.name});
-      if (fmt.name == "NONE") continue;
+      layers.push_back({ConfigModuleName(options.format, ckpt, b.linears[li].name), fmt});
+      if (!IsQuantized(fmt)) continue;
       const TensorInfo* info = base.Find(ckpt + ".weight");
       quantized[ckpt] = {b.input_amax[fp8][li], ResidentCopy(options, b.linears[li].name, *info)};
     }
@@ -270,7 +270,7 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     // A tied lm_head has no weight of its own in the checkpoint; it is still a
     // Linear that engines must leave unquantized, so it is listed by name.
     auto ckpt = CheckpointModuleName(base, l.name);
-    layers.push_back({ConfigModuleName(options.format, ckpt.ok() ? *ckpt : l.name, l.name), "NONE"});
+    layers.push_back({ConfigModuleName(options.format, ckpt.ok() ? *ckpt : l.name, l.name), Format::kNone});
   }
   ASSIGN_OR_RETURN(QuantConfigs qc, MakeQuantConfigs(options.format, layers, AUTOQUANT_VERSION));
 

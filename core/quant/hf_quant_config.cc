@@ -35,13 +35,13 @@ json Fp8Args(bool compressed_tensors) {
 
 absl::StatusOr<QuantConfigs> MakeQuantConfigs(ExportFormat format, const std::vector<LayerQuant>& layers,
                                               const std::string& producer_version) {
-  std::set<std::string> algos;
+  std::set<std::string> algos;  // the quant_algo names, sorted
   std::vector<std::string> excluded;
   for (const auto& l : layers) {
-    if (l.algo == "NONE") {
+    if (!IsQuantized(l.format)) {
       excluded.push_back(l.module);
     } else {
-      algos.insert(l.algo);
+      algos.insert(std::string(FormatName(l.format)));
     }
   }
   if (algos.empty()) return absl::InvalidArgumentError("the plan quantizes no layer: nothing to export as FP8");
@@ -83,7 +83,7 @@ absl::StatusOr<QuantConfigs> MakeQuantConfigs(ExportFormat format, const std::ve
   } else {
     json per_layer = json::object();
     for (const auto& l : layers) {
-      if (l.algo != "NONE") per_layer[l.module] = {{"quant_algo", l.algo}};
+      if (IsQuantized(l.format)) per_layer[l.module] = {{"quant_algo", FormatName(l.format)}};
     }
     quantization["quant_algo"] = "MIXED_PRECISION";
     quantization["quantized_layers"] = per_layer;

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/quant/formats.h"
 #include "nlohmann/json.hpp"
 
 namespace autoquant {
@@ -36,7 +37,7 @@ absl::string_view ExportFormatName(ExportFormat f);
 
 struct LayerQuant {
   std::string module;  // checkpoint module name
-  std::string algo;    // "FP8", or "NONE" for unquantized Linears
+  Format format;       // Format::kNone for unquantized Linears; written as its quant_algo name
 };
 
 struct QuantConfigs {

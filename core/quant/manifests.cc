@@ -69,7 +69,7 @@ ojson QuantManifestJson(const Baseline& b, const Plan& p, const SchemeRecord& r)
   j["baseline_key"] = b.key;
   j["method"] = ScoreMethodName(b.inputs.method);
   j["formats"] = ojson::array();
-  for (const auto& f : b.formats) j["formats"].push_back(RecipeString(f));
+  for (Format f : b.formats) j["formats"].push_back(RecipeString(f));
   j["effective_bits"] = p.effective_bits;
   j["constraints"] = ojson::object();
   if (p.target_bits) j["constraints"]["effective_bits"] = *p.target_bits;
@@ -84,14 +84,14 @@ ojson QuantManifestJson(const Baseline& b, const Plan& p, const SchemeRecord& r)
   for (size_t g = 0; g < b.groups.size(); ++g) {
     ojson scores = ojson::object(), costs = ojson::object();
     for (size_t f = 0; f < b.formats.size(); ++f) {
-      scores[b.formats[f].name] = b.scores[g][f];
-      costs[b.formats[f].name] = b.costs[g][f];
+      scores[FormatName(b.formats[f])] = b.scores[g][f];
+      costs[FormatName(b.formats[f])] = b.costs[g][f];
     }
     groups[b.groups[g].key] = {{"modules", b.groups[g].modules},
                                {"weight_numel", b.groups[g].weight_numel},
                                {"scores", scores},
                                {"costs", costs},
-                               {"chosen", b.formats[p.format[g]].name},
+                               {"chosen", FormatName(b.formats[p.format[g]])},
                                {"disabled", bool(p.disabled[g])},
                                {"disabled_by", p.disabled_by.empty() ? std::vector<std::string>{} : p.disabled_by[g]}};
   }
@@ -143,18 +143,18 @@ std::string SensitivityMarkdown(const Baseline& b, const Plan& p, const std::str
       "# Per-layer sensitivity: %s\n\nMethod `%s`, baseline `%s`. Effective bits %.4f; %d of %d groups "
       "quantized.\nGroups are ranked least sensitive first by their %s score.\n\n",
       scheme, ScoreMethodName(b.inputs.method), b.key.substr(0, 12), p.effective_bits, p.num_quantized(b),
-      b.groups.size(), b.formats[0].name);
+      b.groups.size(), FormatName(b.formats[0]));
   if (!p.disabled_layers.empty()) {
     absl::StrAppend(&out, "Disabled by `disabled_layers` (fnmatch on member module names; one match disables the "
                           "group): `", absl::StrJoin(p.disabled_layers, "`, `"), "`.\n\n");
   }
   absl::StrAppendFormat(&out, "| rank | group | modules | params | score %s | chosen |\n|---:|---|---:|---:|---:|---|\n",
-                        b.formats[0].name);
+                        FormatName(b.formats[0]));
   for (size_t r = 0; r < b.ranking.size(); ++r) {
     size_t g = b.ranking[r];
     absl::StrAppendFormat(&out, "| %d | `%s` | %d | %d | %.6g | %s%s |\n", r + 1, b.groups[g].key,
                           b.groups[g].modules.size(), b.groups[g].weight_numel, b.scores[g][0],
-                          b.formats[p.format[g]].name, p.disabled[g] ? " (disabled)" : "");
+                          FormatName(b.formats[p.format[g]]), p.disabled[g] ? " (disabled)" : "");
   }
   return out;
 }
@@ -203,7 +203,11 @@ absl::StatusOr<SchemeManifest> ReadSchemeManifest(const fs::path& scheme_dir) {
     m.effective_bits = j.value("effective_bits", 16.0);
     if (j.contains("coverage") && j["coverage"].is_number()) m.coverage = j["coverage"].get<double>();
     for (const auto& [key, g] : j.at("groups").items()) {
-      m.groups[key] = {g.at("chosen").get<std::string>(), g.at("modules").get<std::vector<std::string>>()};
+      absl::StatusOr<Format> chosen = ParseFormat(g.at("chosen").get<std::string>());
+      if (!chosen.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(found.string(), ": group '", key, "': ", chosen.status().message()));
+      }
+      m.groups[key] = {*chosen, g.at("modules").get<std::vector<std::string>>()};
     }
     m.num_groups = j.value("num_groups", static_cast<int>(m.groups.size()));
     m.num_quantized = j.value("num_quantized", 0);

@@ -50,7 +50,7 @@ absl::Status WriteLayerSensitivity(const std::filesystem::path& dir, const Basel
 
 // What a scheme directory's quant manifest says: group key -> (chosen format, member modules).
 struct ManifestGroup {
-  std::string format;
+  Format format = Format::kNone;
   std::vector<std::string> modules;
 };
 struct SchemeManifest {

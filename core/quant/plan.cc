@@ -146,12 +146,12 @@ namespace {
 
 // 16 x the least total cost any plan over these candidates can have / total numel.
 double MinAchievableBits(const std::vector<QuantGroup>& groups, const std::vector<bool>& candidate,
-                         const std::vector<QuantFormat>& formats) {
+                         const std::vector<Format>& formats) {
   double min_cost = 0, total = 0;
   for (size_t g = 0; g < groups.size(); ++g) {
     double m = Baseline::Cost(groups[g].weight_numel, formats.back());
     if (candidate[g]) {
-      for (const auto& f : formats) m = std::min(m, Baseline::Cost(groups[g].weight_numel, f));
+      for (Format f : formats) m = std::min(m, Baseline::Cost(groups[g].weight_numel, f));
     }
     min_cost += m;
     total += double(groups[g].weight_numel);
@@ -163,7 +163,7 @@ double MinAchievableBits(const std::vector<QuantGroup>& groups, const std::vecto
 
 absl::StatusOr<Candidates> SelectCandidates(const SchemeSelection& s, const std::vector<LinearDesc>& linears,
                                             const std::vector<QuantGroup>& groups, bool include_vision,
-                                            const std::vector<QuantFormat>& formats) {
+                                            const std::vector<Format>& formats) {
   RETURN_IF_ERROR(ValidateSelection(s));
   const size_t n = groups.size();
   Candidates c;

@@ -87,7 +87,7 @@ struct Candidates {
 // candidate formats with NONE last.
 absl::StatusOr<Candidates> SelectCandidates(const SchemeSelection& s, const std::vector<LinearDesc>& linears,
                                             const std::vector<QuantGroup>& groups, bool include_vision,
-                                            const std::vector<QuantFormat>& formats);
+                                            const std::vector<Format>& formats);
 
 struct Plan {
   std::vector<size_t> format;      // per baseline group: index into baseline.formats
@@ -101,7 +101,7 @@ struct Plan {
   std::optional<double> target_bits;
   std::optional<SearchResult> search;  // when an effective-bits target was given
 
-  bool quantized(size_t g, const Baseline& b) const { return b.formats[format[g]].name != "NONE"; }
+  bool quantized(size_t g, const Baseline& b) const { return IsQuantized(b.formats[format[g]]); }
   size_t num_quantized(const Baseline& b) const;
 };
 

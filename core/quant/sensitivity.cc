@@ -233,7 +233,7 @@ absl::Status ScoreGradientBatch(Qwen2_5_VLModel& model, const Qwen2_5_VLInputs& 
 }
 
 absl::Status ScoreKlBatch(Qwen2_5_VLModel& model, const Qwen2_5_VLInputs& in, const std::vector<QuantGroup>& groups,
-                          const std::vector<QuantFormat>& formats, const CalibrationResult& amax,
+                          const std::vector<Format>& formats, const CalibrationResult& amax,
                           std::vector<std::pair<std::string, Linear>>& linears,
                           std::vector<std::vector<double>>* scores, const PassOptions& options) {
   torch::InferenceMode guard;
@@ -277,13 +277,13 @@ absl::Status ScoreKlBatch(Qwen2_5_VLModel& model, const Qwen2_5_VLInputs& in, co
 
 absl::StatusOr<std::vector<std::vector<double>>> ScoreGroups(
     Qwen2_5_VLModel& model, const CalibSet& calib, ScoreMethod method, const std::vector<QuantGroup>& groups,
-    const std::vector<QuantFormat>& formats, const CalibrationResult& amax, const PassOptions& options) {
-  if (formats.empty() || formats.back().name != "NONE") {
+    const std::vector<Format>& formats, const CalibrationResult& amax, const PassOptions& options) {
+  if (formats.empty() || formats.back() != Format::kNone) {
     return absl::InvalidArgumentError("formats must end with NONE");
   }
   for (size_t f = 0; f + 1 < formats.size(); ++f) {
-    if (formats[f].name != "FP8") {
-      return absl::UnimplementedError(absl::StrCat("scoring format ", formats[f].name, " is not implemented"));
+    if (formats[f] != Format::kFp8) {
+      return absl::UnimplementedError(absl::StrCat("scoring format ", FormatName(formats[f]), " is not implemented"));
     }
   }
   auto linears = model->Linears();

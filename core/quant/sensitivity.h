@@ -68,7 +68,7 @@ absl::StatusOr<CalibrationResult> Calibrate(Qwen2_5_VLModel& model, const CalibS
 // errors; Cancelled.
 absl::StatusOr<std::vector<std::vector<double>>> ScoreGroups(
     Qwen2_5_VLModel& model, const CalibSet& calib, ScoreMethod method, const std::vector<QuantGroup>& groups,
-    const std::vector<QuantFormat>& formats, const CalibrationResult& amax, const PassOptions& options);
+    const std::vector<Format>& formats, const CalibrationResult& amax, const PassOptions& options);
 
 // The token-mean next-token cross-entropy used for gradient scores (and
 // perplexity): logits [B,S,V] float32, input_ids [B,S], attention_mask [B,S] or

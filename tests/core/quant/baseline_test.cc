@@ -17,10 +17,10 @@ Baseline TwoGroups() {
   Baseline b;
   b.inputs.model_fingerprint = "m";
   b.inputs.calib_fingerprint = "c";
-  b.inputs.formats = {Fp8Format()};
+  b.inputs.formats = {Format::kFp8};
   b.inputs.compute_dtype = "float32";
   b.key = *BaselineKey(b.inputs);
-  b.formats = {Fp8Format(), NoneFormat()};
+  b.formats = {Format::kFp8, Format::kNone};
   for (const char* m : {"q_proj", "k_proj", "o_proj"}) {
     b.linears.push_back({std::string("model.language_model.layers.0.self_attn.") + m, 64, 8, 8});
   }
@@ -57,6 +57,27 @@ TEST(BaselineJsonTest, RoundTrips) {
   EXPECT_EQ(back.input_amax, b.input_amax);
   EXPECT_EQ(back.weight_amax, b.weight_amax);
   EXPECT_EQ(back.groups[0].modules, b.groups[0].modules);
+}
+
+// A format this autoquant does not know, or one recorded with other bits or recipe than its registry
+// gives (another version's baseline), is not reinterpreted: the baseline is recomputed.
+TEST(BaselineJsonTest, UnknownOrRedefinedFormatsAreRejected) {
+  json j = BaselineToJson(TwoGroups());
+  EXPECT_EQ(j["formats"][0]["name"], "FP8");
+  EXPECT_EQ(j["formats"][0]["bits"], 8);
+  EXPECT_EQ(j["formats"][1]["name"], "NONE");
+  json unknown = j;
+  unknown["formats"][0]["name"] = "INT3";
+  ExpectRejected(unknown, "unknown quantization format 'INT3'");
+  json other_bits = j;
+  other_bits["formats"][0]["bits"] = 4;
+  ExpectRejected(other_bits, "not as this autoquant defines it");
+  json other_recipe = j;
+  other_recipe["formats"][0]["recipe"] = "FP8_PER_CHANNEL_CFG";
+  ExpectRejected(other_recipe, "not as this autoquant defines it");
+  json none_first = j;
+  std::swap(none_first["formats"][0], none_first["formats"][1]);
+  ExpectRejected(none_first, "NONE");
 }
 
 TEST(BaselineJsonTest, MissingFieldIsRejected) {

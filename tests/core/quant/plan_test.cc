@@ -14,7 +14,7 @@ using ::testing::HasSubstr;
 // 4, 1, 3, 2: ranking (least sensitive first) is 1, 3, 2, 0.
 Baseline FourGroups() {
   Baseline b;
-  b.formats = {Fp8Format(), NoneFormat()};
+  b.formats = {Format::kFp8, Format::kNone};
   const double fp8[] = {4, 1, 3, 2};
   for (int i = 0; i < 4; ++i) {
     std::string name = "model.language_model.layers." + std::to_string(i) + ".mlp.down_proj";

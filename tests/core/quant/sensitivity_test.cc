@@ -35,7 +35,7 @@ class SensitivityTest : public ::testing::Test {
   Qwen2_5_VLModel model_{nullptr};
   CalibSet calib_;
   std::vector<QuantGroup> groups_;
-  const std::vector<QuantFormat> formats_ = {Fp8Format(), NoneFormat()};
+  const std::vector<Format> formats_ = {Format::kFp8, Format::kNone};
 };
 
 TEST(NextTokenLossTest, IsTheMeanCrossEntropyOfTheNextToken) {
