@@ -1,7 +1,10 @@
 // What the CUDA caching allocator and the driver say about a device's memory:
 // the one place that reads them (the engine's metrics and peaks, the scoring
 // pass's choice of how much autograd graph to keep). Every function returns 0
-// / does nothing for a CPU device. Thread-safe.
+// / does nothing for a CPU device. Thread-safe, and none throws: a read that
+// torch or the driver refuses (a device in an error state) gives zeros, so that
+// a caller on a thread of its own (autoquantd's metrics sampler) cannot be
+// ended by an exception.
 #pragma once
 
 #include <torch/types.h>
