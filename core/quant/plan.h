@@ -10,7 +10,7 @@
 //   - a coverage manifest (seed format: selected_layers + dropped_layers,
 //     optionally disabled_layers) that partitions the baseline's group keys
 //     exactly: its selected, enabled groups get the most aggressive format;
-//   - an effective-bits target B in (0, 16]: the exact search picks a format
+//   - an effective-bits target B in (0, 16): the exact search picks a format
 //     per enabled group so that the average weight bits are <= B with the
 //     least total score.
 // Combinations are refused rather than given a meaning a user has to guess
@@ -55,7 +55,7 @@ struct SchemeSelection {
   std::optional<double> coverage;  // (0, 1]
   std::optional<CoverageManifest> coverage_manifest;
   std::vector<std::string> disabled_layers;  // fnmatch patterns (ModelOpt's disabled_layers)
-  std::optional<double> effective_bits;      // (0, 16]
+  std::optional<double> effective_bits;      // (0, 16): below the base's 16 bits
 };
 
 // Parses a coverage: a fraction in (0, 1] ("0.1", "1"), "topXX" or "XX%" with

@@ -2,22 +2,26 @@
 // passes of a baseline.
 //
 // Calibrate: max calibration with quantization off (ModelOpt "max"): input
-// amax per Linear over `calib_steps` batches; weight amax = max |W|.
+// amax per Linear over `PassOptions::steps` batches; weight amax = max |W|.
 //
-// ScoreGradient: ModelOpt's gradient method. For every group and format,
-// Σ over score batches and output elements of (dL/dY · ΔY)² (clamped to
-// ±1e10 before squaring, accumulated in float64), where Y is each member
-// Linear's output, ΔY = Y with that Linear quantized (input and weight, FP8
-// fake quant) minus Y unquantized, both from the unquantized network's
-// inputs, and L is the token-mean next-token cross-entropy (labels =
-// input_ids, padding ignored). Memory is bounded by per-layer recompute: a
-// no-grad pass keeps only the hidden state at each decoder-layer boundary,
-// then layers are recomputed with gradients from the top down, one at a time,
-// so only one layer's activations and ΔY are alive at once.
+// ScoreGroups with ScoreMethod::kGradient (ModelOpt's gradient method): for
+// every group and format, Σ over score batches and output elements of
+// (dL/dY · ΔY)² (clamped to ±1e10 before squaring, accumulated in float64),
+// where Y is each member Linear's output, ΔY = Y with that Linear quantized
+// (input and weight, FP8 fake quant) minus Y unquantized, both from the
+// unquantized network's inputs, and L is the token-mean next-token
+// cross-entropy (labels = input_ids, padding ignored). Memory is bounded by
+// per-layer recompute: a no-grad pass keeps only the hidden state at each
+// decoder-layer boundary, then layers are recomputed with gradients from the
+// top down, one at a time, so only one layer's activations and ΔY are alive
+// at once; the last PassOptions::graph_layers layers instead keep the graph
+// of the single forward (below). With vision groups the vision tower is run
+// again with gradients.
 //
-// ScoreKlDiv: ModelOpt's kl_div method: for every group and format, the
-// network with only that group quantized; Σ over tokens of KL(p_ref || p_q).
-// Decoder layers below the group are not recomputed.
+// ScoreGroups with ScoreMethod::kKlDiv (ModelOpt's kl_div method): for every
+// group and format, the network with only that group quantized; Σ over tokens
+// of KL(p_ref || p_q), in float64. Decoder layers below the group are not
+// recomputed (a vision group reruns from the vision tower).
 //
 // Scores are then made non-increasing in bits (ModelOpt's min with the more
 // aggressive format) and NONE is 0.
@@ -61,11 +65,12 @@ struct CalibrationResult {
 absl::StatusOr<CalibrationResult> Calibrate(Qwen2_5_VLModel& model, const CalibSet& calib,
                                             const PassOptions& options);
 
-// Returns [group][format] scores for `formats` (NONE last, scored 0).
-// `linears` are model->Linears() in order; amax from Calibrate.
-// InvalidArgument when amax does not have one value per Linear or a group
-// names a Linear the model lacks; Internal / ResourceExhausted for torch
-// errors; Cancelled.
+// Returns [group][format] scores for `formats` (NONE last, scored 0) by
+// `method` (above); amax from Calibrate, one value per model->Linears() entry.
+// InvalidArgument when `formats` does not end with NONE, when amax does not
+// have one value per Linear or a group names a Linear the model lacks;
+// Unimplemented for a candidate format other than FP8; Internal /
+// ResourceExhausted for torch errors; Cancelled.
 absl::StatusOr<std::vector<std::vector<double>>> ScoreGroups(
     Qwen2_5_VLModel& model, const CalibSet& calib, ScoreMethod method, const std::vector<QuantGroup>& groups,
     const std::vector<Format>& formats, const CalibrationResult& amax, const PassOptions& options);
