@@ -29,7 +29,7 @@ struct EngineFacts {
   int64_t calib_samples = 0;
   std::function<DeviceMemory()> device_memory;
   std::function<std::vector<std::string>()> cached_baseline_keys;
-  // A baseline the engine already holds (or has cached on disk); NotFound otherwise.
+  // A baseline the engine already holds (or has cached on disk); FailedPrecondition otherwise.
   std::function<absl::StatusOr<Baseline>(ScoreMethod, int calib_steps, int score_steps, bool include_vision)>
       cached_baseline;
 };

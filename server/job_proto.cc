@@ -41,7 +41,7 @@ absl::StatusOr<JobSpec> SpecFromProto(const v1::SchemeSpec& p) {
   s.disabled_layers.assign(p.disabled_layers().begin(), p.disabled_layers().end());
   if (p.has_effective_bits()) {
     if (!std::isfinite(p.effective_bits())) {
-      return absl::InvalidArgumentError("effective_bits must be a number in (0, 16]");
+      return absl::InvalidArgumentError("effective_bits must be a number in (0, 16): 16 bits is the base model itself");
     }
     s.effective_bits = p.effective_bits();
   }

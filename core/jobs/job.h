@@ -4,7 +4,8 @@
 //
 // States: QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED. A job can also
 // go RUNNING -> QUEUED (re-queued after the daemon stopped or died mid-run)
-// and QUEUED -> CANCELLED. Terminal states never change.
+// and QUEUED -> CANCELLED, and QUEUED -> FAILED (a stored job that cannot be read is failed
+// saying why instead of holding up the queue). Terminal states never change.
 #pragma once
 
 #include <cstdint>
