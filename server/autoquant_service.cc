@@ -273,8 +273,8 @@ class LogStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 }  // namespace
 
 template <typename Req, typename Resp, typename Body>
-grpc::ServerUnaryReactor* AutoQuantService::Handle(Ctx* ctx, const char* method, const Bytes* in, Bytes* out,
-                                                   Body body, Where where) {
+grpc::ServerUnaryReactor* AutoQuantService::Handle(Ctx* ctx, const char* method, const Bytes* in, Bytes* out, Body body,
+                                                   Where where) {
   auto* reactor = ctx->DefaultReactor();
   // The token first, here: cheap, and an unauthenticated caller learns nothing about its request nor
   // takes a place in the queue.
@@ -326,13 +326,11 @@ grpc::ServerUnaryReactor* AutoQuantService::SubmitSweep(Ctx* ctx, const Bytes* i
 }
 grpc::ServerUnaryReactor* AutoQuantService::GetStatus(Ctx* ctx, const Bytes* in, Bytes* out) {
   return Handle<v1::GetStatusRequest, v1::Job>(
-      ctx, "GetStatus", in, out, [this](const auto& req, auto* resp) { return DoGetStatus(req, resp); },
-      Where::kReads);
+      ctx, "GetStatus", in, out, [this](const auto& req, auto* resp) { return DoGetStatus(req, resp); }, Where::kReads);
 }
 grpc::ServerUnaryReactor* AutoQuantService::ListJobs(Ctx* ctx, const Bytes* in, Bytes* out) {
   return Handle<v1::ListJobsRequest, v1::ListJobsResponse>(
-      ctx, "ListJobs", in, out, [this](const auto& req, auto* resp) { return DoListJobs(req, resp); },
-      Where::kReads);
+      ctx, "ListJobs", in, out, [this](const auto& req, auto* resp) { return DoListJobs(req, resp); }, Where::kReads);
 }
 grpc::ServerUnaryReactor* AutoQuantService::CancelJob(Ctx* ctx, const Bytes* in, Bytes* out) {
   return Handle<v1::CancelJobRequest, v1::Job>(
@@ -356,8 +354,7 @@ grpc::ServerUnaryReactor* AutoQuantService::EvaluateScheme(Ctx* ctx, const Bytes
 }
 grpc::ServerUnaryReactor* AutoQuantService::GetReport(Ctx* ctx, const Bytes* in, Bytes* out) {
   return Handle<v1::GetReportRequest, v1::Report>(
-      ctx, "GetReport", in, out, [this](const auto& req, auto* resp) { return DoGetReport(req, resp); },
-      Where::kReads);
+      ctx, "GetReport", in, out, [this](const auto& req, auto* resp) { return DoGetReport(req, resp); }, Where::kReads);
 }
 
 absl::Status AutoQuantService::DoSubmitScheme(const v1::SubmitSchemeRequest& req, v1::Job* resp) {
@@ -376,9 +373,10 @@ absl::Status AutoQuantService::DoSubmitSweep(const v1::SubmitSweepRequest& req, 
     if (!spec.ok()) {
       // The name is echoed only when it passes: an unchecked one can be megabytes of anything.
       const std::string& name = req.points(i).scheme();
-      return absl::Status(spec.status().code(),
-                          absl::StrCat("point ", i, ValidateSchemeName(name).ok() ? absl::StrCat(" (scheme '", name, "')") : "",
-                                       ": ", spec.status().message()));
+      return absl::Status(
+          spec.status().code(),
+          absl::StrCat("point ", i, ValidateSchemeName(name).ok() ? absl::StrCat(" (scheme '", name, "')") : "", ": ",
+                       spec.status().message()));
     }
     specs.push_back(*std::move(spec));
   }
@@ -441,8 +439,8 @@ absl::Status AutoQuantService::DoGetStatus(const v1::GetStatusRequest& req, v1::
 absl::Status AutoQuantService::DoListJobs(const v1::ListJobsRequest& req, v1::ListJobsResponse* resp) {
   JobListFilter f;
   if (req.page_size() < 0 || req.page_size() > kMaxPageSize) {
-    return absl::InvalidArgumentError(absl::StrCat("page_size ", req.page_size(), " is outside 0..", kMaxPageSize,
-                                                   " (0 = ", kDefaultPageSize, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size ", req.page_size(), " is outside 0..", kMaxPageSize, " (0 = ", kDefaultPageSize, ")"));
   }
   f.page_size = req.page_size() == 0 ? kDefaultPageSize : req.page_size();
   RETURN_IF_ERROR(CheckFieldLength("page_token", req.page_token(), kMaxPageTokenLength));
@@ -504,8 +502,8 @@ absl::Status AutoQuantService::DoGetSensitivity(const v1::GetSensitivityRequest&
   if (req.calib_steps() < 0 || req.score_steps() < 0) {
     return absl::InvalidArgumentError("calib_steps and score_steps must be >= 0");
   }
-  ASSIGN_OR_RETURN(Baseline b, engine->cached_baseline(method, req.calib_steps(), req.score_steps(),
-                                                       req.include_vision()));
+  ASSIGN_OR_RETURN(Baseline b,
+                   engine->cached_baseline(method, req.calib_steps(), req.score_steps(), req.include_vision()));
   resp->set_baseline_key(b.key);
   std::vector<int> rank(b.groups.size());
   for (size_t r = 0; r < b.ranking.size(); ++r) rank[b.ranking[r]] = static_cast<int>(r);
@@ -529,8 +527,7 @@ absl::Status AutoQuantService::DoGetServerInfo(v1::ServerInfo* resp) {
   resp->set_calib_path(d_->calib_path);
   resp->set_models_root(d_->models_root);
   resp->set_metrics_address(d_->metrics_address);
-  resp->set_uptime_seconds(
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - d_->started).count());
+  resp->set_uptime_seconds(std::chrono::duration<double>(std::chrono::steady_clock::now() - d_->started).count());
   resp->set_model_load_seconds(d_->load_seconds.load());
   resp->set_batch_size(d_->batch_size);
   resp->set_daemon_id(d_->daemon_id);

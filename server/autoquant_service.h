@@ -58,8 +58,7 @@ class AutoQuantService final : public internal::RawAutoQuantService {
   // Checks the token, then (where `where` says) parses the request, runs `body`, serializes the
   // reply; finishes once.
   template <typename Req, typename Resp, typename Body>
-  Unary* Handle(Ctx* ctx, const char* method, const Bytes* in, Bytes* out, Body body,
-                Where where);
+  Unary* Handle(Ctx* ctx, const char* method, const Bytes* in, Bytes* out, Body body, Where where);
   // Parse, body, serialize; Cancelled without running `body` when the client has gone.
   template <typename Req, typename Resp, typename Body>
   absl::Status Serve(Ctx* ctx, const Bytes& in, Bytes* out, const Body& body);

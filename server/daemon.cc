@@ -80,9 +80,10 @@ int RunDaemon(const DaemonOptions& o) {
   auto token = LoadToken(o.token_file, "AUTOQUANT_TOKEN");
   if (!token.ok()) return Fail(token.status(), "auth");
   if (token->empty() && !o.insecure && !IsLoopbackAddress(o.listen)) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-                    "--listen ", o.listen, " is reachable off this machine but no token is configured: pass "
-                    "--token-file FILE (or set AUTOQUANT_TOKEN), or --insecure to run without one")),
+    return Fail(absl::InvalidArgumentError(
+                    absl::StrCat("--listen ", o.listen,
+                                 " is reachable off this machine but no token is configured: pass "
+                                 "--token-file FILE (or set AUTOQUANT_TOKEN), or --insecure to run without one")),
                 "refusing to start");
   }
   std::unique_ptr<MetricsServer> metrics_server;
@@ -90,9 +91,8 @@ int RunDaemon(const DaemonOptions& o) {
   if (!o.metrics.empty()) {
     auto started = MetricsServer::Start({.flag = o.metrics, .token = *token, .insecure = o.insecure}, registry);
     if (!started.ok()) {
-      return Fail(started.status(), started.status().code() == absl::StatusCode::kInvalidArgument
-                                        ? "refusing to start"
-                                        : "metrics");
+      return Fail(started.status(),
+                  started.status().code() == absl::StatusCode::kInvalidArgument ? "refusing to start" : "metrics");
     }
     metrics_server = *std::move(started);
     metrics_address = metrics_server->address();
@@ -125,11 +125,12 @@ int RunDaemon(const DaemonOptions& o) {
   }
   auto removed = RemoveStaleStaging(o.models_root);
   if (!removed.ok()) return Fail(removed.status(), "cleaning stale staging directories");
-  if (*removed > 0) spdlog::info("removed {} leftovers (staging directories, temporary files) of dead processes", *removed);
+  if (*removed > 0)
+    spdlog::info("removed {} leftovers (staging directories, temporary files) of dead processes", *removed);
 
   const std::string daemon_id = NewDaemonId();
-  auto store = OpenJobStore(o.store, {.owner = daemon_id, .lease_seconds = o.lease_seconds,
-                                      .max_attempts = o.max_attempts});
+  auto store =
+      OpenJobStore(o.store, {.owner = daemon_id, .lease_seconds = o.lease_seconds, .max_attempts = o.max_attempts});
   if (!store.ok()) return Fail(store.status(), "job store");
   const bool fleet = (*store)->lease_seconds() > 0;
   if (fleet) {
@@ -180,8 +181,8 @@ int RunDaemon(const DaemonOptions& o) {
   builder.SetMaxReceiveMessageSize(16 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
-    return Fail(absl::UnavailableError(absl::StrCat("cannot listen on ", o.listen,
-                                                    " (address in use or invalid; use HOST:PORT)")),
+    return Fail(absl::UnavailableError(
+                    absl::StrCat("cannot listen on ", o.listen, " (address in use or invalid; use HOST:PORT)")),
                 "listen");
   }
   SetHealth(server.get(), false);
@@ -231,7 +232,8 @@ int RunDaemon(const DaemonOptions& o) {
   absl::Status warm = engine.ok() ? (*engine)->WarmUp() : engine.status();
   if (!warm.ok()) fail_loading(warm, "loading the model");
   // Loading CUDA and its libraries may have replaced the handlers.
-  if (absl::Status s = InstallStopSignalHandlers(); !s.ok()) spdlog::warn("re-installing signal handlers: {}", std::string(s.message()));
+  if (absl::Status s = InstallStopSignalHandlers(); !s.ok())
+    spdlog::warn("re-installing signal handlers: {}", std::string(s.message()));
   ctx.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   metrics.SetModelLoadSeconds(ctx.load_seconds);
   std::unique_ptr<Evaluator> evaluator;
@@ -249,16 +251,16 @@ int RunDaemon(const DaemonOptions& o) {
                  evaluator->samples_with_images());
   }
   Engine* e = engine->get();
-  EngineFacts facts{.model_fingerprint = e->model_fingerprint(),
-                    .calib_fingerprint = e->calib_fingerprint(),
-                    .device = e->device(),
-                    .dtype = e->dtype(),
-                    .calib_samples = static_cast<int64_t>(e->calib_samples()),
-                    .device_memory = [e] { return e->device_memory(); },
-                    .cached_baseline_keys = [e] { return e->cached_baseline_keys(); },
-                    .cached_baseline = [e](ScoreMethod m, int calib_steps, int score_steps, bool vision) {
-                      return e->CachedBaseline(m, calib_steps, score_steps, vision);
-                    }};
+  EngineFacts facts{
+      .model_fingerprint = e->model_fingerprint(),
+      .calib_fingerprint = e->calib_fingerprint(),
+      .device = e->device(),
+      .dtype = e->dtype(),
+      .calib_samples = static_cast<int64_t>(e->calib_samples()),
+      .device_memory = [e] { return e->device_memory(); },
+      .cached_baseline_keys = [e] { return e->cached_baseline_keys(); },
+      .cached_baseline = [e](ScoreMethod m, int calib_steps, int score_steps,
+                             bool vision) { return e->CachedBaseline(m, calib_steps, score_steps, vision); }};
   EvalSetFacts eval_facts;
   if (evaluator) {
     eval_facts = {evaluator->options().eval_set.string(), evaluator->fingerprint(),

@@ -49,7 +49,7 @@ struct DaemonContext {
   // service are destroyed.
   RequestExecutor* writes = nullptr;
   RequestExecutor* reads = nullptr;
-  std::atomic<const EngineFacts*> engine{nullptr};    // null while loading
+  std::atomic<const EngineFacts*> engine{nullptr};     // null while loading
   std::atomic<const EvalSetFacts*> eval_set{nullptr};  // null: no --eval-set, or still loading
   std::atomic<double> load_seconds{0};
   int batch_size = 1;

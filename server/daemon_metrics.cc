@@ -22,22 +22,15 @@ DaemonMetrics::DaemonMetrics(std::shared_ptr<prometheus::Registry> r)
                     .Help("Jobs that reached a terminal state, by state")
                     .Register(*r)),
       queue_depth_(BuildGauge().Name("autoquant_queue_depth").Help("Queued jobs").Register(*r).Add({})),
-      progress_(BuildGauge()
-                    .Name("autoquant_job_progress_ratio")
-                    .Help("Progress of the running job, 0..1")
-                    .Register(*r)),
-      phase_(BuildGauge()
-                 .Name("autoquant_job_phase")
-                 .Help("1 for the phase the running job is in")
-                 .Register(*r)),
+      progress_(
+          BuildGauge().Name("autoquant_job_progress_ratio").Help("Progress of the running job, 0..1").Register(*r)),
+      phase_(BuildGauge().Name("autoquant_job_phase").Help("1 for the phase the running job is in").Register(*r)),
       job_seconds_(BuildHistogram()
                        .Name("autoquant_job_duration_seconds")
                        .Help("Job run time from claim to terminal state, by state")
                        .Register(*r)),
-      phase_seconds_(BuildHistogram()
-                         .Name("autoquant_phase_duration_seconds")
-                         .Help("Time spent per job phase")
-                         .Register(*r)),
+      phase_seconds_(
+          BuildHistogram().Name("autoquant_phase_duration_seconds").Help("Time spent per job phase").Register(*r)),
       calib_batches_(BuildCounter()
                          .Name("autoquant_calibration_batches_total")
                          .Help("Calibration batches run")
@@ -111,8 +104,8 @@ DaemonMetrics::DaemonMetrics(std::shared_ptr<prometheus::Registry> r)
                             .Help("RPCs refused without being run, by pool and code: RESOURCE_EXHAUSTED (the "
                                   "pool's request queue was full), UNAVAILABLE (shutting down)")
                             .Register(*r)) {
-  for (JobState s : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
-                     JobState::kCancelled}) {
+  for (JobState s :
+       {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed, JobState::kCancelled}) {
     jobs_.Add({{"state", std::string(JobStateName(s))}});
     // Present from the start at 0, so that increase() sees the first failure (a series born at 1 has no
     // increase to show, and the "job failed" alert in deploy/prometheus/rules.yml would miss it).

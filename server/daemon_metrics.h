@@ -42,12 +42,12 @@
 #include <string>
 
 #include "core/jobs/job_manager.h"
-#include "server/request_executor.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "server/request_executor.h"
 
 namespace autoquant {
 

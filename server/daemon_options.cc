@@ -16,16 +16,18 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions* o) {
   app.add_option("--model", o->model, "base checkpoint directory (Hugging Face layout)")->required();
   app.add_option("--calib", o->calib, "calibration set (autoquant calib synth format)")->required();
   app.add_option("--models-root", o->models_root, "directory the schemes are written under")->required();
-  app.add_option("--listen", o->listen, "gRPC address HOST:PORT; port 0 picks a free port, printed as stdout's first line")
+  app.add_option("--listen", o->listen,
+                 "gRPC address HOST:PORT; port 0 picks a free port, printed as stdout's first line")
       ->capture_default_str();
   app.add_option("--metrics", o->metrics,
                  "Prometheus /metrics address HOST:PORT (port 0: any free port), or a bare PORT meaning "
                  "127.0.0.1:PORT; empty: off. Like --listen, off loopback it needs a token or --insecure; with a "
                  "token every scrape must send it (bearer, or basic auth with the token as password)")
       ->capture_default_str();
-  app.add_option("--store", o->store,
-                 "job store: sqlite:PATH (one daemon; default sqlite:<models-root>/.autoquant/jobs.db) or "
-                 "postgresql://USER[:PASSWORD]@HOST:PORT/DB (fleet mode: daemons sharing one job table, docs/fleet.md)");
+  app.add_option(
+      "--store", o->store,
+      "job store: sqlite:PATH (one daemon; default sqlite:<models-root>/.autoquant/jobs.db) or "
+      "postgresql://USER[:PASSWORD]@HOST:PORT/DB (fleet mode: daemons sharing one job table, docs/fleet.md)");
   app.add_option("--baseline-cache", o->baseline_cache,
                  "sensitivity baseline cache directory (default <models-root>/.autoquant/baselines)");
   app.add_option("--device", o->device, "auto | cpu | cuda | cuda:N")->capture_default_str();
@@ -76,7 +78,8 @@ void AddDaemonOptions(CLI::App& app, DaemonOptions* o) {
                "another user (then another user can swap what the daemon writes or reads; docs/security.md)");
   app.add_option("--tls-cert", o->tls_cert, "PEM server certificate (enables TLS)");
   app.add_option("--tls-key", o->tls_key, "PEM private key of --tls-cert");
-  app.add_option("--tls-client-ca", o->tls_client_ca, "PEM CA bundle; clients must present a certificate it signed (mTLS)");
+  app.add_option("--tls-client-ca", o->tls_client_ca,
+                 "PEM CA bundle; clients must present a certificate it signed (mTLS)");
   app.add_option("--eval-set", o->eval_set,
                  "held-out evaluation set (calibration format) for evaluate jobs; none: evaluation refused")
       ->check(CLI::ExistingFile);

@@ -15,13 +15,13 @@ struct DaemonOptions {
   std::string calib;        // calibration set file
   std::string models_root;  // where schemes are written
   std::string listen = "127.0.0.1:50051";
-  std::string metrics;      // HOST:PORT (or a bare PORT: loopback) for /metrics; empty = off (metrics_http.h)
-  std::string store;        // sqlite:PATH (default under the models root) | postgresql://... (fleet mode)
+  std::string metrics;         // HOST:PORT (or a bare PORT: loopback) for /metrics; empty = off (metrics_http.h)
+  std::string store;           // sqlite:PATH (default under the models root) | postgresql://... (fleet mode)
   std::string baseline_cache;  // default under the models root
   std::string device = "auto";
   std::string dtype = "auto";
   int batch_size = 1;
-  int export_threads = 0;  // standalone exports' writer threads; 0: the engine's rule (EngineOptions)
+  int export_threads = 0;         // standalone exports' writer threads; 0: the engine's rule (EngineOptions)
   std::string layout = "shared";  // export_layout.h: the default for jobs that name none
   int64_t max_queued = 10000;
   // RPC work (parse, job store, scheme files) runs on two pools (writes, reads) of this many threads each,
@@ -29,10 +29,10 @@ struct DaemonOptions {
   // RESOURCE_EXHAUSTED.
   int request_threads = 8;
   int64_t request_queue = 256;
-  int max_attempts = 2;  // a job cut off mid-run (crash, kill -9) is re-queued until started this often
+  int max_attempts = 2;       // a job cut off mid-run (crash, kill -9) is re-queued until started this often
   double lease_seconds = 30;  // fleet mode: a claimed job is this daemon's for this long without a heartbeat
-  std::string token_file;   // or AUTOQUANT_TOKEN
-  bool insecure = false;    // allow --listen and --metrics off loopback without a token
+  std::string token_file;     // or AUTOQUANT_TOKEN
+  bool insecure = false;      // allow --listen and --metrics off loopback without a token
   // Start although the models root or its .autoquant/ may be written by other users (models_root_check.h).
   bool insecure_models_root = false;
   std::string tls_cert, tls_key, tls_client_ca;

@@ -21,9 +21,10 @@ absl::StatusOr<JobSpec> SpecFromProto(const v1::SchemeSpec& p) {
   switch (p.selection_case()) {
     case v1::SchemeSpec::kCoverage:
       if (!std::isfinite(p.coverage()) || p.coverage() <= 0 || p.coverage() > 1) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "coverage ", p.coverage(), " is not a fraction in (0, 1]: 0.1 quantizes the 10% least-sensitive "
-            "groups, 1 quantizes all of them"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("coverage ", p.coverage(),
+                         " is not a fraction in (0, 1]: 0.1 quantizes the 10% least-sensitive "
+                         "groups, 1 quantizes all of them"));
       }
       s.coverage = p.coverage();
       break;
@@ -47,21 +48,38 @@ absl::StatusOr<JobSpec> SpecFromProto(const v1::SchemeSpec& p) {
   }
   switch (p.method()) {
     case v1::SCORE_METHOD_UNSPECIFIED:
-    case v1::SCORE_METHOD_GRADIENT: s.method = "gradient"; break;
-    case v1::SCORE_METHOD_KL_DIV: s.method = "kl_div"; break;
-    default: return absl::InvalidArgumentError(absl::StrCat("unknown score method ", p.method()));
+    case v1::SCORE_METHOD_GRADIENT:
+      s.method = "gradient";
+      break;
+    case v1::SCORE_METHOD_KL_DIV:
+      s.method = "kl_div";
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("unknown score method ", p.method()));
   }
   switch (p.format()) {
     case v1::EXPORT_FORMAT_UNSPECIFIED:
-    case v1::EXPORT_FORMAT_COMPRESSED_TENSORS: s.format = "compressed-tensors"; break;
-    case v1::EXPORT_FORMAT_MODELOPT: s.format = "modelopt"; break;
-    default: return absl::InvalidArgumentError(absl::StrCat("unknown export format ", p.format()));
+    case v1::EXPORT_FORMAT_COMPRESSED_TENSORS:
+      s.format = "compressed-tensors";
+      break;
+    case v1::EXPORT_FORMAT_MODELOPT:
+      s.format = "modelopt";
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("unknown export format ", p.format()));
   }
   switch (p.layout()) {
-    case v1::OUTPUT_LAYOUT_UNSPECIFIED: s.layout = ""; break;
-    case v1::OUTPUT_LAYOUT_SHARED: s.layout = "shared"; break;
-    case v1::OUTPUT_LAYOUT_STANDALONE: s.layout = "standalone"; break;
-    default: return absl::InvalidArgumentError(absl::StrCat("unknown output layout ", p.layout()));
+    case v1::OUTPUT_LAYOUT_UNSPECIFIED:
+      s.layout = "";
+      break;
+    case v1::OUTPUT_LAYOUT_SHARED:
+      s.layout = "shared";
+      break;
+    case v1::OUTPUT_LAYOUT_STANDALONE:
+      s.layout = "standalone";
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("unknown output layout ", p.layout()));
   }
   s.evaluate = p.evaluate();
   s.overwrite = p.overwrite();
@@ -109,23 +127,34 @@ v1::Phase PhaseToProto(const std::string& phase) {
 
 v1::JobState StateToProto(JobState s) {
   switch (s) {
-    case JobState::kQueued: return v1::JOB_STATE_QUEUED;
-    case JobState::kRunning: return v1::JOB_STATE_RUNNING;
-    case JobState::kSucceeded: return v1::JOB_STATE_SUCCEEDED;
-    case JobState::kFailed: return v1::JOB_STATE_FAILED;
-    case JobState::kCancelled: return v1::JOB_STATE_CANCELLED;
+    case JobState::kQueued:
+      return v1::JOB_STATE_QUEUED;
+    case JobState::kRunning:
+      return v1::JOB_STATE_RUNNING;
+    case JobState::kSucceeded:
+      return v1::JOB_STATE_SUCCEEDED;
+    case JobState::kFailed:
+      return v1::JOB_STATE_FAILED;
+    case JobState::kCancelled:
+      return v1::JOB_STATE_CANCELLED;
   }
   return v1::JOB_STATE_UNSPECIFIED;
 }
 
 absl::StatusOr<JobState> StateFromProto(v1::JobState s) {
   switch (s) {
-    case v1::JOB_STATE_QUEUED: return JobState::kQueued;
-    case v1::JOB_STATE_RUNNING: return JobState::kRunning;
-    case v1::JOB_STATE_SUCCEEDED: return JobState::kSucceeded;
-    case v1::JOB_STATE_FAILED: return JobState::kFailed;
-    case v1::JOB_STATE_CANCELLED: return JobState::kCancelled;
-    default: return absl::InvalidArgumentError(absl::StrCat("states: ", s, " is not a job state to filter by"));
+    case v1::JOB_STATE_QUEUED:
+      return JobState::kQueued;
+    case v1::JOB_STATE_RUNNING:
+      return JobState::kRunning;
+    case v1::JOB_STATE_SUCCEEDED:
+      return JobState::kSucceeded;
+    case v1::JOB_STATE_FAILED:
+      return JobState::kFailed;
+    case v1::JOB_STATE_CANCELLED:
+      return JobState::kCancelled;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("states: ", s, " is not a job state to filter by"));
   }
 }
 

@@ -65,7 +65,8 @@ int LogCivetweb(const mg_connection*, const char* message) {
 }  // namespace
 
 std::string MetricsBindAddress(const std::string& flag) {
-  if (!flag.empty() && absl::c_all_of(flag, [](char c) { return absl::ascii_isdigit(static_cast<unsigned char>(c)); })) {
+  if (!flag.empty() &&
+      absl::c_all_of(flag, [](char c) { return absl::ascii_isdigit(static_cast<unsigned char>(c)); })) {
     return absl::StrCat("127.0.0.1:", flag);
   }
   return flag;
@@ -92,7 +93,8 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
   const std::string bind = MetricsBindAddress(o.flag);
   if (!IsLoopbackAddress(bind) && o.token.empty() && !o.insecure) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--metrics ", o.flag, " is reachable off this machine but no token is configured: pass --token-file FILE "
+        "--metrics ", o.flag,
+        " is reachable off this machine but no token is configured: pass --token-file FILE "
         "(or set AUTOQUANT_TOKEN; scrapes then send it as a bearer token or basic-auth password), listen on "
         "loopback (a bare port such as --metrics 9464 means 127.0.0.1:9464), or --insecure to serve it openly"));
   }
@@ -125,8 +127,8 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
   }
   server->exposer_->RegisterCollectable(collectable);
   const std::string host = HostOf(bind);
-  server->address_ = absl::StrCat(host.find(':') != std::string::npos ? absl::StrCat("[", host, "]") : host, ":",
-                                  server->port_);
+  server->address_ =
+      absl::StrCat(host.find(':') != std::string::npos ? absl::StrCat("[", host, "]") : host, ":", server->port_);
   return server;
 }
 

@@ -31,8 +31,8 @@ inline constexpr int kMetricsThreads = 8;
 inline constexpr int kMetricsRequestTimeoutMs = 5000;
 
 struct MetricsHttpOptions {
-  std::string flag;   // --metrics: HOST:PORT, [HOST]:PORT, or a bare PORT (loopback)
-  std::string token;  // required of every scrape when not empty
+  std::string flag;       // --metrics: HOST:PORT, [HOST]:PORT, or a bare PORT (loopback)
+  std::string token;      // required of every scrape when not empty
   bool insecure = false;  // allow off loopback without a token
 };
 
@@ -47,8 +47,8 @@ class MetricsServer {
  public:
   // Listens and serves `collectable` at /metrics. InvalidArgument (naming --metrics and what to
   // pass) off loopback without token or --insecure; Unavailable when the address cannot be bound.
-  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const MetricsHttpOptions& options,
-                                                              const std::weak_ptr<prometheus::Collectable>& collectable);
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(
+      const MetricsHttpOptions& options, const std::weak_ptr<prometheus::Collectable>& collectable);
   ~MetricsServer();
 
   // HOST:PORT actually bound (the port filled in for port 0).

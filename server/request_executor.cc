@@ -8,8 +8,7 @@
 namespace autoquant {
 
 RequestExecutor::RequestExecutor(RequestExecutorOptions options, RequestExecutorObserver* observer)
-    : options_{.threads = std::max(options.threads, 1),
-               .max_queued = std::max<int64_t>(options.max_queued, 1)},
+    : options_{.threads = std::max(options.threads, 1), .max_queued = std::max<int64_t>(options.max_queued, 1)},
       observer_(observer) {
   threads_.reserve(options_.threads);
   for (int i = 0; i < options_.threads; ++i) threads_.emplace_back([this] { Loop(); });
@@ -31,9 +30,9 @@ void RequestExecutor::Enqueue(Task task, bool bounded) {
           "back (or another "
           "daemon of the fleet)");
     } else if (bounded && static_cast<int64_t>(queue_.size()) >= options_.max_queued) {
-      refused = absl::ResourceExhaustedError(absl::StrCat(
-          "the server is busy: ", queue_.size(), " requests are waiting for one of its ",
-          options_.threads, " request threads; retry shortly (with backoff)"));
+      refused = absl::ResourceExhaustedError(absl::StrCat("the server is busy: ", queue_.size(),
+                                                          " requests are waiting for one of its ", options_.threads,
+                                                          " request threads; retry shortly (with backoff)"));
     } else {
       queue_.push_back(std::move(task));
       if (observer_) observer_->OnRequestQueueDepth(static_cast<int64_t>(queue_.size()));

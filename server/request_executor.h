@@ -62,8 +62,7 @@ class RequestExecutor {
   using Task = std::function<void(const absl::Status& status)>;
 
   // Starts the threads. `observer` (may be null) must outlive the executor.
-  explicit RequestExecutor(RequestExecutorOptions options,
-                           RequestExecutorObserver* observer = nullptr);
+  explicit RequestExecutor(RequestExecutorOptions options, RequestExecutorObserver* observer = nullptr);
   ~RequestExecutor();  // Stop()s
 
   // A new request: queued, or refused when `max_queued` tasks already wait

@@ -22,8 +22,8 @@ absl::Status TokenAuth::Check(const grpc::ServerContextBase& ctx) const {
   }
   absl::string_view value(it->second.data(), it->second.size());
   const bool bearer = absl::ConsumePrefix(&value, "Bearer ");
-  const bool match = bearer && value.size() == token_.size() &&
-                     CRYPTO_memcmp(value.data(), token_.data(), token_.size()) == 0;
+  const bool match =
+      bearer && value.size() == token_.size() && CRYPTO_memcmp(value.data(), token_.data(), token_.size()) == 0;
   if (!match) return absl::UnauthenticatedError("the bearer token was not accepted");
   return absl::OkStatus();
 }

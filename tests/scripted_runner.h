@@ -51,9 +51,9 @@ class ScriptedRunner : public JobRunner {
   std::mutex mu;
   std::vector<std::string> ran;  // guarded by mu
   std::atomic<bool> hold{false};
-  std::set<std::string> exists;  // schemes whose output "exists": Validate refuses them (set before use)
-  std::chrono::milliseconds step_delay{0};  // per progress step, so that followers see lines arrive
-  std::string affinity;                     // the "model:calibration" this runner serves (set before Start)
+  std::set<std::string> exists;               // schemes whose output "exists": Validate refuses them (set before use)
+  std::chrono::milliseconds step_delay{0};    // per progress step, so that followers see lines arrive
+  std::string affinity;                       // the "model:calibration" this runner serves (set before Start)
   std::atomic<std::thread::id> run_thread{};  // the thread Run was last called on (the manager's worker)
 };
 

@@ -6,8 +6,8 @@
 //
 //   aq_baseline_bench --model DIR --calib FILE [--device cuda] [--batch 4] [--steps 8]
 //                     [--profile-dir DIR] [--variants on,off] [--graph-layers 0,12,24,36]
-#include <torch/cuda.h>
 #include <torch/csrc/autograd/profiler_kineto.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -75,7 +75,7 @@ template <typename Fn>
 absl::StatusOr<nlohmann::ordered_json> Profile(const torch::Device& device, const std::string& trace, Fn&& fn) {
   prof::ProfilerConfig config(torch::profiler::impl::ProfilerState::KINETO);
   std::set<torch::profiler::impl::ActivityType> acts{torch::profiler::impl::ActivityType::CPU,
-                                                      torch::profiler::impl::ActivityType::CUDA};
+                                                     torch::profiler::impl::ActivityType::CUDA};
   Sync(device);
   prof::prepareProfiler(config, acts);
   prof::enableProfiler(config, acts);
@@ -134,7 +134,8 @@ absl::StatusOr<nlohmann::ordered_json> Profile(const torch::Device& device, cons
   j["classes"] = classes;
   nlohmann::ordered_json rows = nlohmann::ordered_json::array();
   for (size_t i = 0; i < top.size() && i < 30; ++i) {
-    rows.push_back({{"ms", top[i].second.us / 1000.0}, {"count", top[i].second.count}, {"name", top[i].first.substr(0, 160)}});
+    rows.push_back(
+        {{"ms", top[i].second.us / 1000.0}, {"count", top[i].second.count}, {"name", top[i].first.substr(0, 160)}});
   }
   j["top"] = rows;
   return j;
@@ -260,9 +261,8 @@ absl::Status Run(const Options& o) {
 
     if (!o.profile_dir.empty()) {
       PassOptions one{1, o.batch, nullptr, nullptr};
-      ASSIGN_OR_RETURN(v["profile_calibrate"], Profile(device, o.profile_dir + "/calibrate-" + variant + ".json", [&] {
-                         return Calibrate(model, calib, one).status();
-                       }));
+      ASSIGN_OR_RETURN(v["profile_calibrate"], Profile(device, o.profile_dir + "/calibrate-" + variant + ".json",
+                                                       [&] { return Calibrate(model, calib, one).status(); }));
       ASSIGN_OR_RETURN(v["profile_score"], Profile(device, o.profile_dir + "/score-" + variant + ".json", [&] {
                          return ScoreGroups(model, calib, ScoreMethod::kGradient, groups, formats, amax, one).status();
                        }));
@@ -297,15 +297,16 @@ absl::Status Run(const Options& o) {
     out["score_spearman_on_vs_off"] = Spearman(scores_by["on"], scores_by["off"]);
     double sworst = 0;
     for (size_t i = 0; i < scores_by["on"].size(); ++i) {
-      sworst = std::max(sworst, std::abs(scores_by["on"][i] - scores_by["off"][i]) /
-                                    std::max(1e-300, std::abs(scores_by["off"][i])));
+      sworst = std::max(
+          sworst, std::abs(scores_by["on"][i] - scores_by["off"][i]) / std::max(1e-300, std::abs(scores_by["off"][i])));
     }
     out["score_max_rel_diff"] = sworst;
     out["speedup_calibrate"] = out["kernels_off"]["calibrate_ms_per_batch"].get<double>() /
                                out["kernels_on"]["calibrate_ms_per_batch"].get<double>();
     out["speedup_score"] =
         out["kernels_off"]["score_ms_per_batch"].get<double>() / out["kernels_on"]["score_ms_per_batch"].get<double>();
-    out["speedup_forward"] = out["kernels_off"]["forward_ms"].get<double>() / out["kernels_on"]["forward_ms"].get<double>();
+    out["speedup_forward"] =
+        out["kernels_off"]["forward_ms"].get<double>() / out["kernels_on"]["forward_ms"].get<double>();
   }
   std::cout << out.dump(1) << std::endl;
   return absl::OkStatus();

@@ -7,10 +7,10 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "core/io/qwen2_5_vl_config.h"
-#include "core/model/qwen2_5_vl/calib_set.h"
 #include "client/cli/leftovers.h"
 #include "client/cli/output_recognisers.h"
+#include "core/io/qwen2_5_vl_config.h"
+#include "core/model/qwen2_5_vl/calib_set.h"
 #include "core/util/file_util.h"
 #include "core/util/path_guard.h"
 #include "core/util/status_macros.h"
@@ -19,14 +19,13 @@
 namespace autoquant::cli {
 
 absl::Status RunCalibSynth(const CalibSynthOptions& o) {
-  RETURN_IF_ERROR(CheckOutputPath({.path = o.out,
-                                   .kind = OutputKind::kFile,
-                                   .overwrite = o.overwrite,
-                                   .what = "--out",
-                                   .is_ours = [](const std::filesystem::path& p) {
-                                     return RecogniseSafetensors(p, kCalibFormat);
-                                   }},
-                                  {{o.model, "the model directory"}}));
+  RETURN_IF_ERROR(
+      CheckOutputPath({.path = o.out,
+                       .kind = OutputKind::kFile,
+                       .overwrite = o.overwrite,
+                       .what = "--out",
+                       .is_ours = [](const std::filesystem::path& p) { return RecogniseSafetensors(p, kCalibFormat); }},
+                      {{o.model, "the model directory"}}));
   const std::filesystem::path config_path = std::filesystem::path(o.model) / "config.json";
   ASSIGN_OR_RETURN(std::string text, ReadFile(config_path));
   nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -38,8 +37,7 @@ absl::Status RunCalibSynth(const CalibSynthOptions& o) {
   synth.images_per_sample = o.images_per_sample;
   synth.seed = o.seed;
   std::vector<std::string> hw = absl::StrSplit(o.image_size, 'x');
-  if (hw.size() != 2 || !absl::SimpleAtoi(hw[0], &synth.image_height) ||
-      !absl::SimpleAtoi(hw[1], &synth.image_width)) {
+  if (hw.size() != 2 || !absl::SimpleAtoi(hw[0], &synth.image_height) || !absl::SimpleAtoi(hw[1], &synth.image_width)) {
     return absl::InvalidArgumentError(absl::StrCat("--image-size must be HxW, got '", o.image_size, "'"));
   }
   ASSIGN_OR_RETURN(CalibSet set, SynthesizeCalibSet(config, synth));

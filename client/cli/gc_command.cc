@@ -23,14 +23,17 @@ absl::Status RunGc(const GcOptions& o, std::ostream& out) {
   if (!store.ok()) return store.status();
   ASSIGN_OR_RETURN(BlobGcResult r, store->CollectGarbage(o.min_age_seconds, o.dry_run));
   if (o.json) {
-    out << nlohmann::json{{"blobs_removed", r.blobs_removed}, {"bytes_freed", r.bytes_freed},
-                          {"refs_removed", r.refs_removed}, {"blobs_kept", r.blobs_kept}, {"dry_run", o.dry_run}}
+    out << nlohmann::json{{"blobs_removed", r.blobs_removed},
+                          {"bytes_freed", r.bytes_freed},
+                          {"refs_removed", r.refs_removed},
+                          {"blobs_kept", r.blobs_kept},
+                          {"dry_run", o.dry_run}}
                .dump()
         << "\n";
   } else {
     out << absl::StrFormat("%s %d unlinked blobs (%.3f GB), %d references of an earlier version; kept %d\n",
-                           o.dry_run ? "would remove" : "removed", r.blobs_removed, r.bytes_freed / 1e9,
-                           r.refs_removed, r.blobs_kept);
+                           o.dry_run ? "would remove" : "removed", r.blobs_removed, r.bytes_freed / 1e9, r.refs_removed,
+                           r.blobs_kept);
   }
   return absl::OkStatus();
 }

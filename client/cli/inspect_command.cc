@@ -69,8 +69,8 @@ absl::Status RunInspect(const InspectOptions& options, std::ostream& out) {
     out << absl::StrFormat("%-*s  %-7s  %-20s  %12d\n", width, r.name, DTypeName(r.info->dtype),
                            "[" + absl::StrJoin(r.info->shape, ", ") + "]", r.info->nbytes());
   }
-  out << absl::StrFormat("\n%d tensors in %d file(s), %d parameters, %d bytes\n", rows.size(),
-                         ckpt.files().size(), total_params, total_bytes);
+  out << absl::StrFormat("\n%d tensors in %d file(s), %d parameters, %d bytes\n", rows.size(), ckpt.files().size(),
+                         total_params, total_bytes);
   for (const auto& [k, v] : by_dtype) {
     out << absl::StrFormat("  %-7s %6d tensors %14d bytes\n", k, v.first, v.second);
   }

@@ -13,6 +13,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "client/cli/leftovers.h"
+#include "client/cli/output_recognisers.h"
 #include "core/io/checkpoint.h"
 #include "core/io/safetensors_file.h"
 #include "core/io/safetensors_writer.h"
@@ -23,8 +25,6 @@
 #include "core/model/qwen2_5_vl/presets.h"
 #include "core/model/qwen2_5_vl/weights.h"
 #include "core/quant/scheme_loader.h"
-#include "client/cli/leftovers.h"
-#include "client/cli/output_recognisers.h"
 #include "core/util/file_util.h"
 #include "core/util/path_guard.h"
 #include "core/util/status_macros.h"
@@ -108,14 +108,13 @@ absl::StatusOr<std::vector<int64_t>> StopTokenIds(const std::string& flag, const
 }  // namespace
 
 absl::Status RunModelInit(const ModelInitOptions& o) {
-  RETURN_IF_ERROR(CheckOutputPath({.path = o.out,
-                                   .kind = OutputKind::kDirectory,
-                                   .overwrite = o.overwrite,
-                                   .what = "--out",
-                                   .is_ours = [](const std::filesystem::path& p) {
-                                     return RecogniseCheckpointDir(p, kRandomCheckpointFormat);
-                                   }},
-                                  {}));
+  RETURN_IF_ERROR(CheckOutputPath(
+      {.path = o.out,
+       .kind = OutputKind::kDirectory,
+       .overwrite = o.overwrite,
+       .what = "--out",
+       .is_ours = [](const std::filesystem::path& p) { return RecogniseCheckpointDir(p, kRandomCheckpointFormat); }},
+      {}));
   RemoveLeftoversBeside(o.out, std::cerr);
   InitCheckpointOptions init;
   init.preset = o.preset;
@@ -133,14 +132,13 @@ absl::Status RunModelInit(const ModelInitOptions& o) {
 }
 
 absl::Status RunModelForward(const ModelForwardOptions& o) {
-  RETURN_IF_ERROR(CheckOutputPath({.path = o.output,
-                                   .kind = OutputKind::kFile,
-                                   .overwrite = o.overwrite,
-                                   .what = "--output",
-                                   .is_ours = [](const std::filesystem::path& p) {
-                                     return RecogniseSafetensors(p, kLogitsFormat);
-                                   }},
-                                  {{o.model, "the model directory"}, {o.input, "the input file"}}));
+  RETURN_IF_ERROR(CheckOutputPath(
+      {.path = o.output,
+       .kind = OutputKind::kFile,
+       .overwrite = o.overwrite,
+       .what = "--output",
+       .is_ours = [](const std::filesystem::path& p) { return RecogniseSafetensors(p, kLogitsFormat); }},
+      {{o.model, "the model directory"}, {o.input, "the input file"}}));
   ASSIGN_OR_RETURN(torch::Device device, ParseDevice(o.device));
   ASSIGN_OR_RETURN(torch::ScalarType dtype, ParseDtype(o.dtype, device));
   RemoveLeftoversBeside(o.output, std::cerr);
@@ -153,8 +151,8 @@ absl::Status RunModelForward(const ModelForwardOptions& o) {
     if (const TensorInfo* info = file->Find(name)) *slot = file->Get(*info);
   }
   for (const auto& t : file->tensors()) {
-    if (t.name != "input_ids" && t.name != "attention_mask" && t.name != "pixel_values" &&
-        t.name != "image_grid_thw" && t.name != "sample_image_offsets" && t.name != "sample_patch_offsets") {
+    if (t.name != "input_ids" && t.name != "attention_mask" && t.name != "pixel_values" && t.name != "image_grid_thw" &&
+        t.name != "sample_image_offsets" && t.name != "sample_patch_offsets") {
       return absl::InvalidArgumentError(absl::StrCat(o.input, ": unexpected tensor '", t.name,
                                                      "' (expected input_ids, attention_mask, pixel_values, "
                                                      "image_grid_thw; a calibration set's offsets are ignored)"));
@@ -165,8 +163,8 @@ absl::Status RunModelForward(const ModelForwardOptions& o) {
   ASSIGN_OR_RETURN(torch::Tensor logits, model->Forward(in));
   ASSIGN_OR_RETURN(TensorSpec spec, SpecOf("logits", logits));
   // SafetensorsWriter publishes by rename: an interrupted run leaves the old file.
-  ASSIGN_OR_RETURN(auto writer,
-                   SafetensorsWriter::Create(o.output, {spec}, {{"format", "pt"}, {"autoquant.format", kLogitsFormat}}));
+  ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(o.output, {spec},
+                                                          {{"format", "pt"}, {"autoquant.format", kLogitsFormat}}));
   RETURN_IF_ERROR(writer.Write(logits));
   return writer.Finish();
 }
@@ -179,8 +177,8 @@ absl::Status RunModelGenerate(const ModelGenerateOptions& o, std::ostream& out) 
   ASSIGN_OR_RETURN(gen.stop_token_ids, StopTokenIds(o.stop_token_ids, o.model));
   ASSIGN_OR_RETURN(CalibSet set, CalibSet::Load(o.inputs));
   if (o.sample < 0 || o.sample >= set.num_samples()) {
-    return absl::InvalidArgumentError(absl::StrCat("--sample ", o.sample, " is not a sample of ", o.inputs, " (it has ",
-                                                   set.num_samples(), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--sample ", o.sample, " is not a sample of ", o.inputs, " (it has ", set.num_samples(), ")"));
   }
   ASSIGN_OR_RETURN(Qwen2_5_VLInputs prompt, set.Sample(o.sample));
   ASSIGN_OR_RETURN(Qwen2_5_VLModel model, Load(o.model, device, dtype));
@@ -209,8 +207,8 @@ absl::Status RunModelBench(const ModelBenchOptions& o, std::ostream& out) {
   ASSIGN_OR_RETURN(auto hw, ParseHxW(o.image));
   ASSIGN_OR_RETURN(Qwen2_5_VLModel model, Load(o.model, device, dtype));
   const auto& v = model->config().vision;
-  const int64_t image_tokens = o.images * (hw.first / v.patch_size) * (hw.second / v.patch_size) /
-                               (v.spatial_merge_size * v.spatial_merge_size);
+  const int64_t image_tokens =
+      o.images * (hw.first / v.patch_size) * (hw.second / v.patch_size) / (v.spatial_merge_size * v.spatial_merge_size);
   SynthOptions synth;
   synth.samples = o.batch;
   synth.images_per_sample = o.images;
@@ -236,8 +234,8 @@ absl::Status RunModelBench(const ModelBenchOptions& o, std::ostream& out) {
   if (ms.empty()) return absl::InvalidArgumentError("--iters must be positive");
   std::vector<double> sorted = ms;
   std::sort(sorted.begin(), sorted.end());
-  const double median = sorted.size() % 2 ? sorted[sorted.size() / 2]
-                                          : 0.5 * (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]);
+  const double median =
+      sorted.size() % 2 ? sorted[sorted.size() / 2] : 0.5 * (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]);
   const int64_t tokens = o.batch * set.seq_len();
   nlohmann::ordered_json j;
   j["model"] = o.model;

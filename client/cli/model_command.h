@@ -1,7 +1,7 @@
 // `autoquant model ...`: offline commands on a Qwen2.5-VL checkpoint.
 //   model config   --preset NAME [--dtype bfloat16|float32]   (the preset's config.json on stdout)
-//   model init     --preset tiny|qwen2.5-vl-3b|qwen2.5-vl-7b --out DIR [--seed N] [--dtype bfloat16|float32] [--overwrite]
-//   model forward  --model DIR --input IN.safetensors --output OUT.safetensors [--overwrite]
+//   model init     --preset tiny|qwen2.5-vl-3b|qwen2.5-vl-7b --out DIR [--seed N] [--dtype bfloat16|float32]
+//   [--overwrite] model forward  --model DIR --input IN.safetensors --output OUT.safetensors [--overwrite]
 //                  [--device cpu|cuda] [--dtype float32|bfloat16]
 // Outputs follow path_guard.h: never over an input; --overwrite replaces only
 // an earlier output of the same command (output_recognisers.h).

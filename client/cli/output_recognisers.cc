@@ -21,7 +21,8 @@ absl::Status RecogniseSafetensors(const std::filesystem::path& path, absl::strin
 
 absl::Status RecogniseCheckpointDir(const std::filesystem::path& dir, absl::string_view format) {
   std::error_code ec;
-  if (std::filesystem::exists(dir / "model.safetensors", ec)) return RecogniseSafetensors(dir / "model.safetensors", format);
+  if (std::filesystem::exists(dir / "model.safetensors", ec))
+    return RecogniseSafetensors(dir / "model.safetensors", format);
   auto index = ReadFile(dir / "model.safetensors.index.json");
   if (!index.ok()) return absl::FailedPreconditionError("no model.safetensors and no index");
   auto j = nlohmann::json::parse(*index, nullptr, false);

@@ -4,8 +4,8 @@
 #include <cstdlib>
 #include <iostream>
 
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "client/cli/interrupt.h"
 #include "client/cli/leftovers.h"
 #include "core/quant/engine.h"
@@ -37,8 +37,8 @@ ProgressFn StderrProgress(std::ostream& log) {
       log << "autoquant: warning: " << e.message << "\n";
       return;
     }
-    log << absl::StrFormat("[%s] %3.0f%%%s%s\n", PhaseName(e.phase), e.fraction * 100,
-                           e.message.empty() ? "" : "  ", e.message);
+    log << absl::StrFormat("[%s] %3.0f%%%s%s\n", PhaseName(e.phase), e.fraction * 100, e.message.empty() ? "" : "  ",
+                           e.message);
   };
 }
 
@@ -105,8 +105,8 @@ absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostre
   ASSIGN_OR_RETURN(auto engine, Engine::Create(eo, progress));
   RETURN_IF_ERROR(engine->ValidateScheme(req));
   ASSIGN_OR_RETURN(SchemeResult r, engine->RunScheme(req, progress, InstallInterruptHandler()));
-  log << absl::StrFormat("wrote %s: %d of %d groups in FP8, effective bits %.4f (baseline %s)\n",
-                         r.out_dir.string(), r.groups_quantized, r.groups_total, r.effective_bits,
+  log << absl::StrFormat("wrote %s: %d of %d groups in FP8, effective bits %.4f (baseline %s)\n", r.out_dir.string(),
+                         r.groups_quantized, r.groups_total, r.effective_bits,
                          r.baseline_reused ? "reused" : "computed");
   if (o.json) {
     nlohmann::ordered_json j;
@@ -145,15 +145,18 @@ void AddQuantizeCommand(CLI::App& app, absl::Status* status) {
   cmd->footer(
       "Give exactly one selection: --coverage, --coverage-manifest or --effective-bits (--coverage 1 quantizes "
       "every group).");
-  cmd->add_option("--model", o->model, "base checkpoint directory (never written)")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("--model", o->model, "base checkpoint directory (never written)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
   cmd->add_option("--calib", o->calib, "calibration set (autoquant calib synth format; never written)")
       ->required()
       ->check(CLI::ExistingFile);
   cmd->add_option("--out", o->out, "output scheme directory (not inside or around an input)")->required();
   cmd->add_option("--scheme", o->scheme, "scheme name (default: the output directory's name)");
   // Exactly-one is checked in RunQuantize so that it exits like every other bad request.
-  CLI::Option* coverage = cmd->add_option("--coverage", o->coverage,
-                  "fraction of enabled groups to quantize, least sensitive first: 0.1, 10%, top10; 1 = all");
+  CLI::Option* coverage =
+      cmd->add_option("--coverage", o->coverage,
+                      "fraction of enabled groups to quantize, least sensitive first: 0.1, 10%, top10; 1 = all");
   cmd->add_option("--coverage-manifest", o->coverage_manifest,
                   "seed coverage manifest (selected_layers + dropped_layers [+ disabled_layers])");
   cmd->add_option("--disabled-layers,--disable", o->disabled_layers,
@@ -178,8 +181,9 @@ void AddQuantizeCommand(CLI::App& app, absl::Status* status) {
   cmd->add_option("--dtype", o->dtype, "auto | bfloat16 | float32");
   // The resolved default, so that --help shows where baselines go.
   o->baseline_cache = DefaultBaselineCache().string();
-  cmd->add_option("--baseline-cache", o->baseline_cache,
-                  "where baselines are cached (default: $AUTOQUANT_CACHE/baselines, else ~/.cache/autoquant/baselines)");
+  cmd->add_option(
+      "--baseline-cache", o->baseline_cache,
+      "where baselines are cached (default: $AUTOQUANT_CACHE/baselines, else ~/.cache/autoquant/baselines)");
   cmd->add_flag("--include-vision", o->include_vision, "also quantize the vision tower's Linears");
   cmd->add_flag("--overwrite", o->overwrite, "replace an existing output directory, if it is a scheme of ours");
   cmd->add_flag("--json", o->json, "print a JSON summary on stdout");

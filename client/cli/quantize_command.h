@@ -21,7 +21,8 @@ namespace autoquant::cli {
 
 struct QuantizeOptions {
   std::string model, calib, out, scheme, coverage_manifest, method = "gradient", format = "compressed-tensors",
-      device = "auto", dtype = "auto", baseline_cache, layout = "standalone", blob_store;
+                                                            device = "auto", dtype = "auto", baseline_cache,
+                                                            layout = "standalone", blob_store;
   std::string coverage;
   bool coverage_given = false;  // also for --coverage "", which is an error, not "no coverage"
   std::vector<std::string> disabled_layers;

@@ -43,11 +43,11 @@ absl::StatusOr<fs::path> ResolveInput(const std::string& arg, const JobDirResolv
     return absl::NotFoundError(absl::StrCat("no scheme directory ", arg));
   }
   if (resolve_job) return resolve_job(arg);
-  return absl::InvalidArgumentError(absl::StrCat(
-      "'", arg,
-      "' is not a directory, and no daemon is set up to look a job id up; pass the scheme's "
-      "directory (the job's output directory, shown by `autoquant status ",
-      arg, "`)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("'", arg,
+                   "' is not a directory, and no daemon is set up to look a job id up; pass the scheme's "
+                   "directory (the job's output directory, shown by `autoquant status ",
+                   arg, "`)"));
 }
 
 // An existing report file is ours if it carries the report format's mark.
@@ -65,8 +65,7 @@ absl::Status RecogniseReportFile(const fs::path& path) {
     ours = absl::StartsWith(text, "\x89PNG") && absl::StrContains(text, kReportFormat);
   }
   if (ours) return absl::OkStatus();
-  return absl::FailedPreconditionError(
-      absl::StrCat(path.string(), " was not written by `autoquant report`"));
+  return absl::FailedPreconditionError(absl::StrCat(path.string(), " was not written by `autoquant report`"));
 }
 
 // Runs `argv` with this process's stdio and waits; its exit status, or -1 with `error` set.
@@ -101,12 +100,10 @@ absl::Status DrawPlot(const std::string& python, const fs::path& json, const fs:
   std::string error;
   const int rc = RunAndWait({py, "-m", kPlotModule, json.string(), png.string()}, &error);
   if (rc == 0) return absl::OkStatus();
-  if (error.empty())
-    error = absl::StrCat("`", py, " -m ", kPlotModule, "` exited with status ", rc);
-  return absl::FailedPreconditionError(
-      absl::StrCat("report.json and report.md are written to ", json.parent_path().string(),
-                   ", but drawing report.png failed (", error,
-                   "; its own message, if any, is above): ", kInstallHint));
+  if (error.empty()) error = absl::StrCat("`", py, " -m ", kPlotModule, "` exited with status ", rc);
+  return absl::FailedPreconditionError(absl::StrCat("report.json and report.md are written to ",
+                                                    json.parent_path().string(), ", but drawing report.png failed (",
+                                                    error, "; its own message, if any, is above): ", kInstallHint));
 }
 
 // The findings worth a line on stderr; all of them are in report.md.
@@ -155,8 +152,7 @@ absl::Status RunReport(const ReportCommandOptions& o, std::ostream& out, std::os
     errors.emplace_back(p.status().message());
   }
   if (!errors.empty()) return absl::Status(first_error, absl::StrJoin(errors, "\n"));
-  ASSIGN_OR_RETURN(ojson report,
-                   BuildReport(std::move(points), {.allow_mixed_inputs = o.allow_mixed_inputs}));
+  ASSIGN_OR_RETURN(ojson report, BuildReport(std::move(points), {.allow_mixed_inputs = o.allow_mixed_inputs}));
 
   // Checked before anything is written: the report goes next to the schemes, never into them.
   const fs::path out_dir(o.out);
@@ -195,25 +191,23 @@ absl::Status RunReport(const ReportCommandOptions& o, std::ostream& out, std::os
       groups.push_back(absl::StrJoin(g["schemes"].get<std::vector<std::string>>(), " = "));
     }
     // A failed sweep, not a bad request: exit 1, as `autoquant diff` does.
-    return absl::DataLossError(absl::StrCat(
-        "the report is written, but some schemes are the same model (", absl::StrJoin(groups, "; "),
-        "): the sweep's points are not distinct; see ", md_path.string()));
+    return absl::DataLossError(absl::StrCat("the report is written, but some schemes are the same model (",
+                                            absl::StrJoin(groups, "; "), "): the sweep's points are not distinct; see ",
+                                            md_path.string()));
   }
   return absl::OkStatus();
 }
 
 void AddReportCommand(CLI::App& app, absl::Status* status, bool* asked_daemon) {
   auto o = std::make_shared<ReportCommandOptions>();
-  CLI::App* cmd = app.add_subcommand(
-      "report",
-      "The coverage trade-off of evaluated schemes: report.json, report.md and report.png "
-      "(KL, logit MSE and perplexity delta against coverage and effective bits)");
-  cmd->add_option("schemes", o->inputs,
-                  "evaluated scheme directories (each holding layer-sensitivity/evaluation.json)")
+  CLI::App* cmd =
+      app.add_subcommand("report",
+                         "The coverage trade-off of evaluated schemes: report.json, report.md and report.png "
+                         "(KL, logit MSE and perplexity delta against coverage and effective bits)");
+  cmd->add_option("schemes", o->inputs, "evaluated scheme directories (each holding layer-sensitivity/evaluation.json)")
       ->required()
       ->expected(1, -1);
-  cmd->add_option("--out", o->out, "directory for report.json, report.md and report.png")
-      ->required();
+  cmd->add_option("--out", o->out, "directory for report.json, report.md and report.png")->required();
   cmd->add_flag("--no-plot", o->no_plot,
                 "write report.json and report.md only (report.png needs Python with matplotlib: "
                 "pip install './client/python[plot]')");

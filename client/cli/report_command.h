@@ -26,8 +26,7 @@
 namespace autoquant::cli {
 
 // Maps an argument that is not a directory (a job id) to its scheme directory.
-using JobDirResolver =
-    std::function<absl::StatusOr<std::filesystem::path>(const std::string& job_id)>;
+using JobDirResolver = std::function<absl::StatusOr<std::filesystem::path>(const std::string& job_id)>;
 
 struct ReportCommandOptions {
   std::vector<std::string> inputs;  // scheme directories (job ids once resolve_job is set)

@@ -86,12 +86,14 @@ struct Evaluator::Impl {
       ASSIGN_OR_RETURN(Qwen2_5_VLInputs in, set.Batch(ranges[b].first, ranges[b].second));
       torch::InferenceMode guard;
       ASSIGN_OR_RETURN(torch::Tensor logits, model->Forward(in));
-      RETURN_IF_ERROR(TorchCall([&] {
-        TokenNll t = NextTokenNll(logits, in.input_ids, in.attention_mask, skip_ids);
-        for (double v : ToVector(t.nll_sum)) p.nll.push_back(v);
-        for (double v : ToVector(t.tokens)) p.tokens.push_back(v);
-        last.push_back(LastTokenLogits(logits, in.attention_mask));
-      }, "evaluation metrics"));
+      RETURN_IF_ERROR(TorchCall(
+          [&] {
+            TokenNll t = NextTokenNll(logits, in.input_ids, in.attention_mask, skip_ids);
+            for (double v : ToVector(t.nll_sum)) p.nll.push_back(v);
+            for (double v : ToVector(t.tokens)) p.tokens.push_back(v);
+            last.push_back(LastTokenLogits(logits, in.attention_mask));
+          },
+          "evaluation metrics"));
       Report(progress, from + (to - from) * (b + 1) / ranges.size());
     }
     ASSIGN_OR_RETURN(p.last_logits, TorchCall([&] { return torch::cat(last); }, "evaluation metrics"));
@@ -151,41 +153,43 @@ absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Create(Engine* engine, con
   const CalibSet& calib = EngineCalibSet(*engine);
 
   // Held out: no sample (tokens and pixels) may also be a calibration sample.
-  RETURN_IF_ERROR(TorchCall([&]() -> absl::Status {
-    auto row_hashes = [](const torch::Tensor& ids) {
-      std::vector<size_t> out;
-      for (int64_t i = 0; i < ids.size(0); ++i) {
-        const char* p = reinterpret_cast<const char*>(ids[i].data_ptr<int64_t>());
-        out.push_back(std::hash<std::string_view>{}(std::string_view(p, ids.size(1) * sizeof(int64_t))));
-      }
-      return out;
-    };
-    if (impl->set.seq_len() != calib.seq_len()) return absl::OkStatus();
-    const torch::Tensor calib_ids = calib.input_ids().to(torch::kCPU, torch::kLong).contiguous();
-    const torch::Tensor eval_ids = impl->set.input_ids().to(torch::kCPU, torch::kLong).contiguous();
-    std::unordered_multimap<size_t, int64_t> calib_rows;
-    const auto ch = row_hashes(calib_ids);
-    for (size_t j = 0; j < ch.size(); ++j) calib_rows.emplace(ch[j], j);
-    const auto eh = row_hashes(eval_ids);
-    for (size_t i = 0; i < eh.size(); ++i) {
-      auto [lo, hi] = calib_rows.equal_range(eh[i]);
-      for (auto it = lo; it != hi; ++it) {
-        if (!torch::equal(eval_ids[i], calib_ids[it->second])) continue;
-        ASSIGN_OR_RETURN(Qwen2_5_VLInputs a, impl->set.Sample(i));
-        ASSIGN_OR_RETURN(Qwen2_5_VLInputs b, calib.Sample(it->second));
-        const bool same_pixels = a.pixel_values.defined() == b.pixel_values.defined() &&
-                                 (!a.pixel_values.defined() ||
-                                  (a.pixel_values.sizes() == b.pixel_values.sizes() &&
-                                   torch::equal(a.pixel_values.cpu(), b.pixel_values.cpu())));
-        if (same_pixels) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "evaluation sample ", i, " is calibration sample ", it->second,
-              ": an evaluation set must be held out from calibration (other samples)"));
+  RETURN_IF_ERROR(TorchCall(
+      [&]() -> absl::Status {
+        auto row_hashes = [](const torch::Tensor& ids) {
+          std::vector<size_t> out;
+          for (int64_t i = 0; i < ids.size(0); ++i) {
+            const char* p = reinterpret_cast<const char*>(ids[i].data_ptr<int64_t>());
+            out.push_back(std::hash<std::string_view>{}(std::string_view(p, ids.size(1) * sizeof(int64_t))));
+          }
+          return out;
+        };
+        if (impl->set.seq_len() != calib.seq_len()) return absl::OkStatus();
+        const torch::Tensor calib_ids = calib.input_ids().to(torch::kCPU, torch::kLong).contiguous();
+        const torch::Tensor eval_ids = impl->set.input_ids().to(torch::kCPU, torch::kLong).contiguous();
+        std::unordered_multimap<size_t, int64_t> calib_rows;
+        const auto ch = row_hashes(calib_ids);
+        for (size_t j = 0; j < ch.size(); ++j) calib_rows.emplace(ch[j], j);
+        const auto eh = row_hashes(eval_ids);
+        for (size_t i = 0; i < eh.size(); ++i) {
+          auto [lo, hi] = calib_rows.equal_range(eh[i]);
+          for (auto it = lo; it != hi; ++it) {
+            if (!torch::equal(eval_ids[i], calib_ids[it->second])) continue;
+            ASSIGN_OR_RETURN(Qwen2_5_VLInputs a, impl->set.Sample(i));
+            ASSIGN_OR_RETURN(Qwen2_5_VLInputs b, calib.Sample(it->second));
+            const bool same_pixels =
+                a.pixel_values.defined() == b.pixel_values.defined() &&
+                (!a.pixel_values.defined() || (a.pixel_values.sizes() == b.pixel_values.sizes() &&
+                                               torch::equal(a.pixel_values.cpu(), b.pixel_values.cpu())));
+            if (same_pixels) {
+              return absl::InvalidArgumentError(
+                  absl::StrCat("evaluation sample ", i, " is calibration sample ", it->second,
+                               ": an evaluation set must be held out from calibration (other samples)"));
+            }
+          }
         }
-      }
-    }
-    return absl::OkStatus();
-  }, "evaluation set"));
+        return absl::OkStatus();
+      },
+      "evaluation set"));
 
   const auto& cfg = model->config();
   impl->skip_ids = {cfg.image_token_id, cfg.video_token_id};
@@ -196,10 +200,13 @@ absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Create(Engine* engine, con
     impl->has_images.push_back(img);
     int& n = img ? image_prompts : text_prompts;
     if (n < options.generate_prompts) {
-      ASSIGN_OR_RETURN(int64_t tokens, TorchCall([&] {
-                         return in.attention_mask.defined() ? (in.attention_mask != 0).sum().item<int64_t>()
-                                                            : in.input_ids.size(1);
-                       }, "evaluation set"));
+      ASSIGN_OR_RETURN(int64_t tokens, TorchCall(
+                                           [&] {
+                                             return in.attention_mask.defined()
+                                                        ? (in.attention_mask != 0).sum().item<int64_t>()
+                                                        : in.input_ids.size(1);
+                                           },
+                                           "evaluation set"));
       impl->prompts.push_back(i);
       impl->prompt_tokens.push_back(tokens);
       ++n;
@@ -263,10 +270,12 @@ absl::StatusOr<EvalSummary> Evaluator::Evaluate(const fs::path& scheme_dir, cons
   }
 
   std::vector<double> mse, kl;
-  RETURN_IF_ERROR(TorchCall([&] {
-    mse = ToVector(LogitMse(s.base.last_logits, q.last_logits));
-    kl = ToVector(LogitKl(s.base.last_logits, q.last_logits));
-  }, "evaluation metrics"));
+  RETURN_IF_ERROR(TorchCall(
+      [&] {
+        mse = ToVector(LogitMse(s.base.last_logits, q.last_logits));
+        kl = ToVector(LogitKl(s.base.last_logits, q.last_logits));
+      },
+      "evaluation metrics"));
 
   const int64_t n = s.set.num_samples();
   const bool any_images = std::find(s.has_images.begin(), s.has_images.end(), true) != s.has_images.end();
@@ -341,8 +350,8 @@ absl::StatusOr<EvalSummary> Evaluator::Evaluate(const fs::path& scheme_dir, cons
                    {"samples_with_images", samples_with_images()}};
   const double groups_total = manifest.num_groups;
   j["scheme_info"] = {
-      {"coverage", manifest.coverage ? *manifest.coverage
-                                     : (groups_total > 0 ? manifest.num_quantized / groups_total : 0.0)},
+      {"coverage",
+       manifest.coverage ? *manifest.coverage : (groups_total > 0 ? manifest.num_quantized / groups_total : 0.0)},
       {"coverage_requested", manifest.coverage.has_value()},
       {"effective_bits", manifest.effective_bits},
       {"groups_quantized", manifest.num_quantized},
@@ -354,16 +363,15 @@ absl::StatusOr<EvalSummary> Evaluator::Evaluate(const fs::path& scheme_dir, cons
                     {"scaled_mm_linears", overlay.scaled_mm_linears},
                     {"requantized_shards", overlay.requantized_shards},
                     {"batch_size", s.options.batch_size}};
-  j["summary"] = {
-      {"perplexity",
-       {{"base", out.perplexity_base},
-        {"scheme", out.perplexity},
-        {"delta", out.perplexity_delta},
-        {"delta_ci95", {out.perplexity_delta_lo, out.perplexity_delta_hi}},
-        {"tokens", static_cast<int64_t>(tokens)},
-        {"samples", n}}},
-      {"logit_mse_last_token", CiJson(m, over)},
-      {"logit_kl_last_token", CiJson(k, over)}};
+  j["summary"] = {{"perplexity",
+                   {{"base", out.perplexity_base},
+                    {"scheme", out.perplexity},
+                    {"delta", out.perplexity_delta},
+                    {"delta_ci95", {out.perplexity_delta_lo, out.perplexity_delta_hi}},
+                    {"tokens", static_cast<int64_t>(tokens)},
+                    {"samples", n}}},
+                  {"logit_mse_last_token", CiJson(m, over)},
+                  {"logit_kl_last_token", CiJson(k, over)}};
   j["per_sample"] = std::move(per_sample);
   j["generation"] = {{"max_new_tokens", s.options.generate_tokens},
                      {"all_finite", out.generation_finite},
@@ -375,8 +383,9 @@ absl::StatusOr<EvalSummary> Evaluator::Evaluate(const fs::path& scheme_dir, cons
   out.evaluation_json = scheme_dir / "layer-sensitivity" / "evaluation.json";
   ASSIGN_OR_RETURN(DirHandle sensitivity, dir.OpenDir("layer-sensitivity"));
   RETURN_IF_ERROR(sensitivity.WriteFileAtomic("evaluation.json", j.dump(2) + "\n"));
-  Report(progress, 1, absl::StrCat("perplexity ", out.perplexity, " (base ", out.perplexity_base, "), KL ",
-                                   out.logit_kl, ", logit MSE ", out.logit_mse));
+  Report(progress, 1,
+         absl::StrCat("perplexity ", out.perplexity, " (base ", out.perplexity_base, "), KL ", out.logit_kl,
+                      ", logit MSE ", out.logit_mse));
   return out;
 }
 

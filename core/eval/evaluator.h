@@ -27,8 +27,8 @@ namespace autoquant {
 struct EvalOptions {
   std::filesystem::path eval_set;  // calibration format; must share no sample with the calibration set
   int batch_size = 1;
-  int generate_tokens = 16;  // new tokens per sanity prompt; 0 = no generation
-  int generate_prompts = 2;  // prompts of each kind (text-only, with images)
+  int generate_tokens = 16;         // new tokens per sanity prompt; 0 = no generation
+  int generate_prompts = 2;         // prompts of each kind (text-only, with images)
   std::string fp8_matmul = "auto";  // auto | scaled_mm | emulated
 };
 

@@ -22,10 +22,7 @@ using ojson = nlohmann::ordered_json;
 ojson Interval(double low, double high) { return ojson::array({low, high}); }
 
 ojson MetricJson(const MetricSummary& m) {
-  return {{"mean", m.mean},
-          {"ci95", Interval(m.ci95_low, m.ci95_high)},
-          {"samples", m.samples},
-          {"over", m.over}};
+  return {{"mean", m.mean}, {"ci95", Interval(m.ci95_low, m.ci95_high)}, {"samples", m.samples}, {"over", m.over}};
 }
 
 ojson PointJson(const ReportPoint& p) {
@@ -39,10 +36,9 @@ ojson PointJson(const ReportPoint& p) {
   j["base_model_fingerprint"] = p.base_model_fingerprint;
   j["eval_set_fingerprint"] = p.eval_set_fingerprint;
   const PerplexitySummary& ppl = p.perplexity;
-  j["perplexity"] = {
-      {"base", ppl.base},     {"scheme", ppl.scheme},
-      {"delta", ppl.delta},   {"delta_ci95", Interval(ppl.delta_ci95_low, ppl.delta_ci95_high)},
-      {"tokens", ppl.tokens}, {"samples", ppl.samples}};
+  j["perplexity"] = {{"base", ppl.base},     {"scheme", ppl.scheme},
+                     {"delta", ppl.delta},   {"delta_ci95", Interval(ppl.delta_ci95_low, ppl.delta_ci95_high)},
+                     {"tokens", ppl.tokens}, {"samples", ppl.samples}};
   j["logit_mse_last_token"] = MetricJson(p.logit_mse_last_token);
   j["logit_kl_last_token"] = MetricJson(p.logit_kl_last_token);
   if (p.generation) {
@@ -69,10 +65,8 @@ ojson BasePointJson(const std::vector<ReportPoint>& points) {
       ++tps_n;
     }
   }
-  const MetricSummary zero_mse{0, 0, 0, first.logit_mse_last_token.samples,
-                               first.logit_mse_last_token.over};
-  const MetricSummary zero_kl{0, 0, 0, first.logit_kl_last_token.samples,
-                              first.logit_kl_last_token.over};
+  const MetricSummary zero_mse{0, 0, 0, first.logit_mse_last_token.samples, first.logit_mse_last_token.over};
+  const MetricSummary zero_kl{0, 0, 0, first.logit_kl_last_token.samples, first.logit_kl_last_token.over};
   ojson j;
   j["scheme"] = "base";
   j["coverage"] = 0.0;
@@ -80,12 +74,9 @@ ojson BasePointJson(const std::vector<ReportPoint>& points) {
   j["groups"] = {{"quantized", 0}, {"total", first.groups_total}};
   j["base_model_fingerprint"] = first.base_model_fingerprint;
   j["eval_set_fingerprint"] = first.eval_set_fingerprint;
-  j["perplexity"] = {{"base", first.perplexity.base},
-                     {"scheme", first.perplexity.base},
-                     {"delta", 0.0},
-                     {"delta_ci95", Interval(0, 0)},
-                     {"tokens", first.perplexity.tokens},
-                     {"samples", first.perplexity.samples}};
+  j["perplexity"] = {
+      {"base", first.perplexity.base}, {"scheme", first.perplexity.base},   {"delta", 0.0},
+      {"delta_ci95", Interval(0, 0)},  {"tokens", first.perplexity.tokens}, {"samples", first.perplexity.samples}};
   j["logit_mse_last_token"] = MetricJson(zero_mse);
   j["logit_kl_last_token"] = MetricJson(zero_kl);
   if (tps_n > 0) {
@@ -98,9 +89,7 @@ ojson BasePointJson(const std::vector<ReportPoint>& points) {
 
 std::string Short(const std::string& fingerprint) { return fingerprint.substr(0, 12); }
 
-std::string InputsKey(const ReportPoint& p) {
-  return p.base_model_fingerprint + "\n" + p.eval_set_fingerprint;
-}
+std::string InputsKey(const ReportPoint& p) { return p.base_model_fingerprint + "\n" + p.eval_set_fingerprint; }
 
 // Points grouped by (base model, eval set), in order of first appearance.
 std::vector<std::vector<size_t>> GroupByInputs(const std::vector<ReportPoint>& points) {
@@ -121,9 +110,8 @@ std::string DescribeInputGroups(const std::vector<ReportPoint>& points,
     std::vector<std::string> names;
     for (size_t i : g) names.push_back(points[i].scheme);
     const ReportPoint& p = points[g.front()];
-    parts.push_back(absl::StrFormat("%s on eval set %s (%s) with base model %s",
-                                    absl::StrJoin(names, ", "), Short(p.eval_set_fingerprint),
-                                    p.eval_set_path, Short(p.base_model_fingerprint)));
+    parts.push_back(absl::StrFormat("%s on eval set %s (%s) with base model %s", absl::StrJoin(names, ", "),
+                                    Short(p.eval_set_fingerprint), p.eval_set_path, Short(p.base_model_fingerprint)));
   }
   return absl::StrJoin(parts, "; ");
 }
@@ -136,29 +124,23 @@ struct MetricView {
 };
 
 const MetricView kMetrics[] = {
-    {"logit_kl_last_token", "KL (last token)",
-     [](const ReportPoint& p) { return p.logit_kl_last_token.mean; },
+    {"logit_kl_last_token", "KL (last token)", [](const ReportPoint& p) { return p.logit_kl_last_token.mean; },
      [](const ReportPoint& p) {
        return std::make_pair(p.logit_kl_last_token.ci95_low, p.logit_kl_last_token.ci95_high);
      }},
-    {"logit_mse_last_token", "logit MSE (last token)",
-     [](const ReportPoint& p) { return p.logit_mse_last_token.mean; },
+    {"logit_mse_last_token", "logit MSE (last token)", [](const ReportPoint& p) { return p.logit_mse_last_token.mean; },
      [](const ReportPoint& p) {
        return std::make_pair(p.logit_mse_last_token.ci95_low, p.logit_mse_last_token.ci95_high);
      }},
-    {"perplexity_delta", "perplexity delta",
-     [](const ReportPoint& p) { return p.perplexity.delta; },
-     [](const ReportPoint& p) {
-       return std::make_pair(p.perplexity.delta_ci95_low, p.perplexity.delta_ci95_high);
-     }},
+    {"perplexity_delta", "perplexity delta", [](const ReportPoint& p) { return p.perplexity.delta; },
+     [](const ReportPoint& p) { return std::make_pair(p.perplexity.delta_ci95_low, p.perplexity.delta_ci95_high); }},
 };
 
 std::string Pct(double fraction) { return absl::StrFormat("%.4g %%", fraction * 100); }
 
 // (a) A scheme with more coverage that degrades a metric less than one with
 // less coverage. `points` are sorted by coverage.
-ojson Inversions(const std::vector<ReportPoint>& points,
-                 const std::vector<std::vector<size_t>>& groups) {
+ojson Inversions(const std::vector<ReportPoint>& points, const std::vector<std::vector<size_t>>& groups) {
   ojson out = ojson::array();
   for (const MetricView& m : kMetrics) {
     for (const auto& g : groups) {
@@ -187,8 +169,8 @@ ojson Inversions(const std::vector<ReportPoint>& points,
           f["message"] = absl::StrFormat(
               "%s: %s (coverage %s) degrades less than %s (coverage %s): %.4g [%.4g, %.4g] vs %.4g "
               "[%.4g, %.4g]; %s",
-              m.label, more.scheme, Pct(more.coverage), less.scheme, Pct(less.coverage), v_more,
-              lo_more, hi_more, v_less, lo_less, hi_less,
+              m.label, more.scheme, Pct(more.coverage), less.scheme, Pct(less.coverage), v_more, lo_more, hi_more,
+              v_less, lo_less, hi_less,
               overlap ? "the 95 % intervals overlap (within noise)"
                       : "the 95 % intervals do not overlap (beyond noise: check the sensitivity "
                         "ranking)");
@@ -210,8 +192,8 @@ std::string DigestSignature(const std::map<std::string, ReportTensorDigest>& dig
 std::string SampleSignature(const std::vector<SampleNumbers>& samples) {
   std::string s;
   for (const SampleNumbers& n : samples) {
-    absl::StrAppend(&s, absl::StrFormat("%d %a %a %a\n", n.index, n.nll_scheme,
-                                        n.logit_mse_last_token, n.logit_kl_last_token));
+    absl::StrAppend(
+        &s, absl::StrFormat("%d %a %a %a\n", n.index, n.nll_scheme, n.logit_mse_last_token, n.logit_kl_last_token));
   }
   return s;
 }
@@ -223,8 +205,7 @@ bool SameAsBase(const std::vector<SampleNumbers>& samples) {
   });
 }
 
-std::vector<std::string> Names(const std::vector<ReportPoint>& points,
-                               const std::vector<size_t>& idx) {
+std::vector<std::string> Names(const std::vector<ReportPoint>& points, const std::vector<size_t>& idx) {
   std::vector<std::string> names;
   for (size_t i : idx) names.push_back(points[i].scheme);
   return names;
@@ -233,8 +214,7 @@ std::vector<std::string> Names(const std::vector<ReportPoint>& points,
 // (b) Schemes that are the same model: equal digests for every tensor, or,
 // failing digests, equal per-sample numbers; and schemes indistinguishable
 // from the base.
-ojson IdenticalSchemes(const std::vector<ReportPoint>& points,
-                       const std::vector<std::vector<size_t>>& groups) {
+ojson IdenticalSchemes(const std::vector<ReportPoint>& points, const std::vector<std::vector<size_t>>& groups) {
   ojson out = ojson::array();
   std::map<std::string, std::vector<size_t>> by_digest;
   std::vector<int> digest_group(points.size(), -1);
@@ -252,11 +232,9 @@ ojson IdenticalSchemes(const std::vector<ReportPoint>& points,
     out.push_back(
         {{"schemes", names},
          {"basis", "tensor_digests"},
-         {"message",
-          absl::StrFormat("IDENTICAL SCHEMES: %s hold the same weights (equal SHA-256 for all %d "
-                          "tensors): these sweep points are one model, not %d",
-                          absl::StrJoin(names, ", "), points[idx.front()].digests->size(),
-                          idx.size())}});
+         {"message", absl::StrFormat("IDENTICAL SCHEMES: %s hold the same weights (equal SHA-256 for all %d "
+                                     "tensors): these sweep points are one model, not %d",
+                                     absl::StrJoin(names, ", "), points[idx.front()].digests->size(), idx.size())}});
   }
   // Per-sample numbers only compare within one eval set and base model.
   for (const auto& g : groups) {
@@ -272,21 +250,18 @@ ojson IdenticalSchemes(const std::vector<ReportPoint>& points,
         return digest_group[i] >= 0 && digest_group[i] == digest_group[idx.front()];
       });
       if (explained) continue;  // already reported by digests
-      const bool all_without =
-          std::all_of(idx.begin(), idx.end(), [&](size_t i) { return digest_group[i] < 0; });
+      const bool all_without = std::all_of(idx.begin(), idx.end(), [&](size_t i) { return digest_group[i] < 0; });
       const std::vector<std::string> names = Names(points, idx);
-      out.push_back(
-          {{"schemes", names},
-           {"basis", "per_sample_numbers"},
-           {"message",
-            absl::StrFormat(
-                all_without ? "IDENTICAL SCHEMES: %s have no tensor digests to compare, but every "
-                              "per-sample number of their evaluations is equal (%d samples): "
-                              "almost certainly the same weights"
-                            : "IDENTICAL RESULTS: %s hold different tensors, yet every per-sample "
-                              "number of their evaluations is equal (%d samples): the evaluation "
-                              "may not have run the schemes' own weights",
-                absl::StrJoin(names, ", "), points[idx.front()].per_sample.size())}});
+      out.push_back({{"schemes", names},
+                     {"basis", "per_sample_numbers"},
+                     {"message", absl::StrFormat(
+                                     all_without ? "IDENTICAL SCHEMES: %s have no tensor digests to compare, but every "
+                                                   "per-sample number of their evaluations is equal (%d samples): "
+                                                   "almost certainly the same weights"
+                                                 : "IDENTICAL RESULTS: %s hold different tensors, yet every per-sample "
+                                                   "number of their evaluations is equal (%d samples): the evaluation "
+                                                   "may not have run the schemes' own weights",
+                                     absl::StrJoin(names, ", "), points[idx.front()].per_sample.size())}});
     }
   }
   std::vector<std::string> as_base = {"base"};
@@ -297,11 +272,10 @@ ojson IdenticalSchemes(const std::vector<ReportPoint>& points,
     out.push_back(
         {{"schemes", as_base},
          {"basis", "per_sample_numbers"},
-         {"message",
-          absl::StrFormat("IDENTICAL TO BASE: %s: every per-sample KL and logit MSE is 0 and every "
-                          "NLL equals the base model's: nothing was quantized, or the evaluation "
-                          "ran the base weights",
-                          absl::StrJoin(as_base.begin() + 1, as_base.end(), ", "))}});
+         {"message", absl::StrFormat("IDENTICAL TO BASE: %s: every per-sample KL and logit MSE is 0 and every "
+                                     "NLL equals the base model's: nothing was quantized, or the evaluation "
+                                     "ran the base weights",
+                                     absl::StrJoin(as_base.begin() + 1, as_base.end(), ", "))}});
   }
   return out;
 }
@@ -318,9 +292,7 @@ ojson NonFiniteGeneration(const std::vector<ReportPoint>& points) {
          {"message",
           absl::StrFormat(
               "NON-FINITE GENERATION: %s produced a non-finite logit while generating%s", p.scheme,
-              prompts.empty()
-                  ? ""
-                  : absl::StrCat(" (eval-set prompts ", absl::StrJoin(prompts, ", "), ")"))}});
+              prompts.empty() ? "" : absl::StrCat(" (eval-set prompts ", absl::StrJoin(prompts, ", "), ")"))}});
   }
   return out;
 }
@@ -336,17 +308,16 @@ absl::StatusOr<ojson> BuildReport(std::vector<ReportPoint> points, const ReportO
     }
   }
   std::stable_sort(points.begin(), points.end(), [](const ReportPoint& a, const ReportPoint& b) {
-    return std::tie(a.coverage, a.effective_bits, a.scheme) <
-           std::tie(b.coverage, b.effective_bits, b.scheme);
+    return std::tie(a.coverage, a.effective_bits, a.scheme) < std::tie(b.coverage, b.effective_bits, b.scheme);
   });
   const std::vector<std::vector<size_t>> groups = GroupByInputs(points);
   if (groups.size() > 1 && !options.allow_mixed_inputs) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the schemes were evaluated on different eval sets or base models, so their numbers are "
-        "not comparable: ",
-        DescribeInputGroups(points, groups),
-        ". Evaluate them all on one eval set against one base model, or allow mixed inputs "
-        "(autoquant report --allow-mixed-inputs)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the schemes were evaluated on different eval sets or base models, so their numbers are "
+                     "not comparable: ",
+                     DescribeInputGroups(points, groups),
+                     ". Evaluate them all on one eval set against one base model, or allow mixed inputs "
+                     "(autoquant report --allow-mixed-inputs)"));
   }
 
   const ReportPoint& first = points.front();
@@ -367,15 +338,13 @@ absl::StatusOr<ojson> BuildReport(std::vector<ReportPoint> points, const ReportO
   if (groups.size() > 1) {
     for (const auto& g : groups) {
       const ReportPoint& p = points[g.front()];
-      mixed.push_back(
-          {{"schemes", Names(points, g)},
-           {"base_model_fingerprint", p.base_model_fingerprint},
-           {"eval_set_fingerprint", p.eval_set_fingerprint},
-           {"eval_set_path", p.eval_set_path},
-           {"message",
-            absl::StrFormat("MIXED INPUTS: %s evaluated on eval set %s (%s) with base model %s",
-                            absl::StrJoin(Names(points, g), ", "), Short(p.eval_set_fingerprint),
-                            p.eval_set_path, Short(p.base_model_fingerprint))}});
+      mixed.push_back({{"schemes", Names(points, g)},
+                       {"base_model_fingerprint", p.base_model_fingerprint},
+                       {"eval_set_fingerprint", p.eval_set_fingerprint},
+                       {"eval_set_path", p.eval_set_path},
+                       {"message", absl::StrFormat("MIXED INPUTS: %s evaluated on eval set %s (%s) with base model %s",
+                                                   absl::StrJoin(Names(points, g), ", "), Short(p.eval_set_fingerprint),
+                                                   p.eval_set_path, Short(p.base_model_fingerprint))}});
     }
   }
   r["findings"] = {{"identical_schemes", IdenticalSchemes(points, groups)},

@@ -118,8 +118,7 @@ struct ReportOptions {
 // InvalidArgument for no points, two points from the same directory, or, unless
 // allowed, points with different eval-set or base-model fingerprints (the
 // message names the schemes and fingerprints).
-absl::StatusOr<nlohmann::ordered_json> BuildReport(std::vector<ReportPoint> points,
-                                                   const ReportOptions& options = {});
+absl::StatusOr<nlohmann::ordered_json> BuildReport(std::vector<ReportPoint> points, const ReportOptions& options = {});
 
 // report.md: a table of the points (base first) and the findings as a list,
 // linking report.png. `report` is BuildReport's output.

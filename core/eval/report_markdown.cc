@@ -41,8 +41,8 @@ std::string Row(const ojson& p) {
   return absl::StrCat("| ", p.value("scheme", ""), " | ", Fmt(Num(p["coverage"]) * 100), " % | ",
                       Fmt(Num(p["effective_bits"])), " | ", Fmt(Num(ppl["scheme"])), " | ",
                       WithInterval(ppl["delta"], ppl["delta_ci95"], true), " | ",
-                      WithInterval(mse["mean"], mse["ci95"], false), " | ",
-                      WithInterval(kl["mean"], kl["ci95"], false), " | ", agreement, " |\n");
+                      WithInterval(mse["mean"], mse["ci95"], false), " | ", WithInterval(kl["mean"], kl["ci95"], false),
+                      " | ", agreement, " |\n");
 }
 
 }  // namespace
@@ -51,19 +51,17 @@ std::string ReportMarkdown(const ojson& report) {
   std::string md = absl::StrCat("<!-- ", kReportFormat, " -->\n");
   const ojson& points = report["points"];
   const ojson& eval = report["eval_set"];
-  absl::StrAppend(&md, "# Coverage trade-off: ", points.size(),
-                  points.size() == 1 ? " scheme" : " schemes", " against the base model\n\n");
-  absl::StrAppend(&md, "Eval set `", eval.value("path", ""), "` (",
-                  Short(eval.value("fingerprint", "")), "): ", eval.value("samples", 0),
-                  " samples, ", eval.value("samples_with_images", 0), " with images; base model ",
-                  Short(report.value("base_model_fingerprint", "")), ".");
+  absl::StrAppend(&md, "# Coverage trade-off: ", points.size(), points.size() == 1 ? " scheme" : " schemes",
+                  " against the base model\n\n");
+  absl::StrAppend(&md, "Eval set `", eval.value("path", ""), "` (", Short(eval.value("fingerprint", "")),
+                  "): ", eval.value("samples", 0), " samples, ", eval.value("samples_with_images", 0),
+                  " with images; base model ", Short(report.value("base_model_fingerprint", "")), ".");
   if (report.value("inputs_mixed", false)) {
     absl::StrAppend(&md, " **Mixed inputs: see the findings.**");
   }
-  absl::StrAppend(
-      &md,
-      " Logit MSE and KL(base ‖ scheme) at the last token; Δppl = scheme − base. Brackets: 95 % "
-      "intervals.\n\n");
+  absl::StrAppend(&md,
+                  " Logit MSE and KL(base ‖ scheme) at the last token; Δppl = scheme − base. Brackets: 95 % "
+                  "intervals.\n\n");
   absl::StrAppend(&md,
                   "| scheme | coverage | eff. bits | ppl | Δppl [95 % CI] | logit MSE [95 % CI] | "
                   "KL [95 % CI] | gen agreement |\n"
@@ -88,20 +86,17 @@ std::string ReportMarkdown(const ojson& report) {
   list("non_finite_generation", true);
   if (f.contains("inversions")) {
     for (const ojson& item : f["inversions"]) {
-      absl::StrAppend(&md, "- Inversion ",
-                      item.value("within_noise", false) ? "(within noise)" : "(**beyond noise**)",
+      absl::StrAppend(&md, "- Inversion ", item.value("within_noise", false) ? "(within noise)" : "(**beyond noise**)",
                       ": ", item.value("message", ""), "\n");
       ++n;
     }
   }
   if (n == 0) {
-    absl::StrAppend(
-        &md, "- none: more coverage never degrades less, and no two schemes are identical\n");
+    absl::StrAppend(&md, "- none: more coverage never degrades less, and no two schemes are identical\n");
   }
-  absl::StrAppend(
-      &md,
-      "\n![Coverage trade-off: KL, logit MSE and perplexity delta against coverage and effective "
-      "bits](report.png)\n\n[report.png](report.png) · [report.json](report.json)\n");
+  absl::StrAppend(&md,
+                  "\n![Coverage trade-off: KL, logit MSE and perplexity delta against coverage and effective "
+                  "bits](report.png)\n\n[report.png](report.png) · [report.json](report.json)\n");
   return md;
 }
 
@@ -114,8 +109,9 @@ std::vector<std::string> ReportFindingLines(const ojson& report) {
   }
   if (f.contains("inversions")) {
     for (const ojson& item : f["inversions"]) {
-      lines.push_back(absl::StrCat("inversion ", item.value("within_noise", false) ? "(within noise)" : "(beyond noise)",
-                                   ": ", item.value("message", "")));
+      lines.push_back(absl::StrCat("inversion ",
+                                   item.value("within_noise", false) ? "(within noise)" : "(beyond noise)", ": ",
+                                   item.value("message", "")));
     }
   }
   return lines;

@@ -104,9 +104,7 @@ class FieldReader {
     return FieldReader(file_, array[i], absl::StrCat(Name(path), "[", i, "]"));
   }
   // A reader for the object at `path`.
-  FieldReader Sub(absl::string_view path, const json& object) const {
-    return FieldReader(file_, object, Name(path));
-  }
+  FieldReader Sub(absl::string_view path, const json& object) const { return FieldReader(file_, object, Name(path)); }
 
   absl::Status Error(absl::string_view field, absl::string_view what) const {
     return absl::InvalidArgumentError(absl::StrCat(file_.string(), ": field '", field, "' ", what));
@@ -176,8 +174,7 @@ absl::Status ReadEvaluation(const fs::path& file, const json& j, ReportPoint& p)
   }
   ASSIGN_OR_RETURN(p.scheme, r.String("scheme"));
   // The name becomes a file name below: it must not climb out of the directory.
-  if (p.scheme.empty() || p.scheme == "." || p.scheme == ".." ||
-      p.scheme.find('/') != std::string::npos) {
+  if (p.scheme.empty() || p.scheme == "." || p.scheme == ".." || p.scheme.find('/') != std::string::npos) {
     return r.Error("scheme", absl::StrCat("'", p.scheme, "' is not a scheme name"));
   }
   ASSIGN_OR_RETURN(p.base_model_fingerprint, r.String("base_model_fingerprint"));
@@ -188,11 +185,9 @@ absl::Status ReadEvaluation(const fs::path& file, const json& j, ReportPoint& p)
 
   ASSIGN_OR_RETURN(p.coverage, r.Number("scheme_info.coverage"));
   if (!(p.coverage >= 0 && p.coverage <= 1)) {
-    return r.Error("scheme_info.coverage",
-                   absl::StrCat("is ", p.coverage, ", not a fraction in [0, 1]"));
+    return r.Error("scheme_info.coverage", absl::StrCat("is ", p.coverage, ", not a fraction in [0, 1]"));
   }
-  ASSIGN_OR_RETURN(const json* requested,
-                   r.Find("scheme_info.coverage_requested", /*optional=*/true));
+  ASSIGN_OR_RETURN(const json* requested, r.Find("scheme_info.coverage_requested", /*optional=*/true));
   if (requested != nullptr) {
     ASSIGN_OR_RETURN(p.coverage_requested, r.Bool("scheme_info.coverage_requested"));
   }
@@ -240,14 +235,13 @@ absl::Status ReadManifest(const fs::path& file, const json& j, ReportPoint& p) {
   ASSIGN_OR_RETURN(int64_t groups, r.Integer("num_groups"));
   ASSIGN_OR_RETURN(int64_t quantized, r.Integer("num_quantized"));
   const bool same_bits = std::abs(bits - p.effective_bits) <= 1e-6 * std::max(1.0, std::abs(bits));
-  if (scheme != p.scheme || !same_bits || groups != p.groups_total ||
-      quantized != p.groups_quantized) {
+  if (scheme != p.scheme || !same_bits || groups != p.groups_total || quantized != p.groups_quantized) {
     return absl::FailedPreconditionError(
         absl::StrFormat("%s: evaluation.json describes scheme '%s' (%.6g effective bits, %d of %d "
                         "groups quantized) but its quant manifest says '%s' (%.6g bits, %d of %d): "
                         "the evaluation is stale; evaluate the scheme again",
-                        p.dir.string(), p.scheme, p.effective_bits, p.groups_quantized,
-                        p.groups_total, scheme, bits, quantized, groups));
+                        p.dir.string(), p.scheme, p.effective_bits, p.groups_quantized, p.groups_total, scheme, bits,
+                        quantized, groups));
   }
   ASSIGN_OR_RETURN(const json* integrity, r.Find("integrity", /*optional=*/true));
   if (integrity == nullptr) return absl::OkStatus();
@@ -302,9 +296,8 @@ absl::StatusOr<ReportPoint> ReadReportPoint(const fs::path& scheme_dir) {
   auto manifest_dir = dir.OpenDir("layer-sensitivity");
   if (manifest_dir.ok() && p.scheme.find('/') == std::string::npos &&
       absl::IsNotFound(manifest_dir->IdOf(p.scheme + "_quant_manifest.json").status())) {
-    return absl::NotFoundError(absl::StrCat(scheme_dir.string(), ": evaluation.json names scheme '",
-                                            p.scheme, "' but there is no ",
-                                            manifest_file.string()));
+    return absl::NotFoundError(absl::StrCat(scheme_dir.string(), ": evaluation.json names scheme '", p.scheme,
+                                            "' but there is no ", manifest_file.string()));
   }
   ASSIGN_OR_RETURN(json manifest, ParseJsonFile(dir, manifest_rel));
   RETURN_IF_ERROR(ReadManifest(manifest_file, manifest, p));

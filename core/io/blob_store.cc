@@ -93,9 +93,9 @@ absl::StatusOr<Blob> VerifyOpen(int fd, const std::string& id, const fs::path& s
 // others may write, could be changed after it is checked.
 absl::Status CheckOurs(const struct stat& st, const fs::path& shown) {
   if (st.st_uid != ::geteuid()) {
-    return absl::DataLossError(absl::StrFormat(
-        "blob %s is owned by uid %d, not by this process's user (uid %d): it is not used", shown.string(),
-        st.st_uid, ::geteuid()));
+    return absl::DataLossError(
+        absl::StrFormat("blob %s is owned by uid %d, not by this process's user (uid %d): it is not used",
+                        shown.string(), st.st_uid, ::geteuid()));
   }
   if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
     return absl::DataLossError(absl::StrFormat("blob %s is writable by group or others (mode %04o): it is not used",
@@ -109,10 +109,11 @@ absl::Status OpenStoreError(const absl::Status& s, const DirHandle& at, const st
   struct stat st;
   if (::fstatat(at.fd(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISLNK(st.st_mode)) return s;
   const fs::path shown = at.path() / name;
-  return absl::FailedPreconditionError(absl::StrCat(
-      "blob store: ", shown.string(), " is a symbolic link, which the blob store never follows: blobs are written "
-      "only into a real directory under the models root. Remove the link (", shown.string(),
-      "); the directory is created where it is missing"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("blob store: ", shown.string(),
+                   " is a symbolic link, which the blob store never follows: blobs are written "
+                   "only into a real directory under the models root. Remove the link (",
+                   shown.string(), "); the directory is created where it is missing"));
 }
 
 }  // namespace
@@ -168,9 +169,9 @@ absl::StatusOr<BlobStore> BlobStore::Open(const fs::path& dir, absl::string_view
 absl::StatusOr<FlockFile> BlobStore::LockForUse(const std::atomic<bool>* cancel) const {
   auto lock = FlockFile::Acquire(*root_, kUseLock, FlockFile::kShared, std::chrono::minutes(10), cancel);
   if (absl::IsUnavailable(lock.status())) {
-    return absl::UnavailableError(absl::StrCat("the blob store ", root().string(),
-                                               " stayed locked for 10 minutes by `autoquant gc`: ",
-                                               lock.status().message()));
+    return absl::UnavailableError(
+        absl::StrCat("the blob store ", root().string(),
+                     " stayed locked for 10 minutes by `autoquant gc`: ", lock.status().message()));
   }
   return lock;
 }
@@ -215,8 +216,8 @@ absl::StatusOr<Blob> BlobStore::Find(BlobRecords& records, const std::string& ke
   ASSIGN_OR_RETURN(std::optional<BlobRecord> record, records.LookupBlob(key));
   if (!record) return absl::NotFoundError(absl::StrCat("no blob is recorded for key ", key));
   if (!IsHexId(record->id)) {
-    return absl::DataLossError(absl::StrCat("the record of blob key ", key, " holds '", record->id,
-                                            "', not a blob id"));
+    return absl::DataLossError(
+        absl::StrCat("the record of blob key ", key, " holds '", record->id, "', not a blob id"));
   }
   ASSIGN_OR_RETURN(Blob b, Load(record->id));
   if (b.file_bytes != record->bytes) {
@@ -363,8 +364,8 @@ absl::StatusOr<BlobPlacement> BlobStore::Place(const Blob& blob, const DirHandle
     off += n;
   }
   if (static_cast<uint64_t>(off) != blob.file_bytes) {
-    return absl::DataLossError(absl::StrCat("blob ", blob.path.string(), " holds ", off, " bytes, ",
-                                            blob.file_bytes, " when it was verified"));
+    return absl::DataLossError(absl::StrCat("blob ", blob.path.string(), " holds ", off, " bytes, ", blob.file_bytes,
+                                            " when it was verified"));
   }
   if (::fsync(out.get()) != 0) return ErrnoStatus(errno, "cannot fsync", shown);
   return BlobPlacement::kCopied;

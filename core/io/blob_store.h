@@ -85,13 +85,13 @@
 namespace autoquant {
 
 struct Blob {
-  std::string id;                 // hex SHA-256 of the header
-  std::filesystem::path path;     // <root>/sha256/<id>.safetensors, for messages
-  std::vector<TensorInfo> tensors;  // in file order
+  std::string id;                             // hex SHA-256 of the header
+  std::filesystem::path path;                 // <root>/sha256/<id>.safetensors, for messages
+  std::vector<TensorInfo> tensors;            // in file order
   std::map<std::string, std::string> sha256;  // tensor name -> hex SHA-256 of its bytes
-  uint64_t data_bytes = 0;        // sum of the tensors' bytes
-  uint64_t file_bytes = 0;        // the file's size (header included)
-  FileStamp stamp;                // the file's, when it was verified
+  uint64_t data_bytes = 0;                    // sum of the tensors' bytes
+  uint64_t file_bytes = 0;                    // the file's size (header included)
+  FileStamp stamp;                            // the file's, when it was verified
   // The verified file, held open (Find, Put): Place links or copies exactly it.
   std::shared_ptr<const UniqueFd> file;
 

@@ -52,16 +52,15 @@ absl::StatusOr<Checkpoint> Checkpoint::Open(const fs::path& path) {
       }
       for (const auto& [file, names] : shards) {
         if (!fs::exists(path / file, ec)) {
-          return absl::NotFoundError(absl::StrCat("shard ", (path / file).string(), " named by ",
-                                                  index.string(), " (for '", names.front(),
-                                                  "' and others) does not exist"));
+          return absl::NotFoundError(absl::StrCat("shard ", (path / file).string(), " named by ", index.string(),
+                                                  " (for '", names.front(), "' and others) does not exist"));
         }
       }
     } else if (fs::exists(path / "model.safetensors", ec)) {
       shards["model.safetensors"];
     } else {
-      return absl::NotFoundError(absl::StrCat(
-          path.string(), " holds neither model.safetensors nor model.safetensors.index.json"));
+      return absl::NotFoundError(
+          absl::StrCat(path.string(), " holds neither model.safetensors nor model.safetensors.index.json"));
     }
   }
 
@@ -71,16 +70,16 @@ absl::StatusOr<Checkpoint> Checkpoint::Open(const fs::path& path) {
     size_t fi = c.files_.size();
     for (const auto& name : names) {
       if (st->Find(name) == nullptr) {
-        return absl::InvalidArgumentError(absl::StrCat("index places tensor '", name, "' in ",
-                                                       fpath.string(), " but that shard lacks it"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("index places tensor '", name, "' in ", fpath.string(), " but that shard lacks it"));
       }
     }
     for (const auto& info : st->tensors()) {
       auto [it, inserted] = c.where_.emplace(info.name, std::make_pair(fi, &info));
       if (!inserted) {
         return absl::InvalidArgumentError(absl::StrCat("tensor '", info.name, "' appears in both ",
-                                                       c.files_[it->second.first]->path().string(),
-                                                       " and ", fpath.string()));
+                                                       c.files_[it->second.first]->path().string(), " and ",
+                                                       fpath.string()));
       }
     }
     c.files_.push_back(std::move(st));
@@ -121,10 +120,18 @@ uint64_t Checkpoint::total_bytes() const {
 
 const std::vector<std::string>& SideFileNames() {
   static const std::vector<std::string> kNames = {
-      "tokenizer.json",          "tokenizer_config.json",     "vocab.json",
-      "merges.txt",              "special_tokens_map.json",   "added_tokens.json",
-      "chat_template.json",      "chat_template.jinja",       "preprocessor_config.json",
-      "video_preprocessor_config.json", "processor_config.json", "generation_config.json",
+      "tokenizer.json",
+      "tokenizer_config.json",
+      "vocab.json",
+      "merges.txt",
+      "special_tokens_map.json",
+      "added_tokens.json",
+      "chat_template.json",
+      "chat_template.jinja",
+      "preprocessor_config.json",
+      "video_preprocessor_config.json",
+      "processor_config.json",
+      "generation_config.json",
       "tokenizer.model",
   };
   return kNames;

@@ -19,8 +19,7 @@
 
 namespace autoquant {
 
-std::vector<std::vector<size_t>> PlanShards(const std::vector<PlannedTensor>& plan,
-                                            uint64_t max_shard_bytes) {
+std::vector<std::vector<size_t>> PlanShards(const std::vector<PlannedTensor>& plan, uint64_t max_shard_bytes) {
   std::vector<std::vector<size_t>> shards;
   uint64_t current = 0;
   for (size_t i = 0; i < plan.size(); ++i) {

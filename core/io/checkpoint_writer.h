@@ -74,7 +74,7 @@ struct WriterSeconds {
 };
 
 struct ShardingResult {
-  std::vector<std::string> files;                // shard file names, in order
+  std::vector<std::string> files;                 // shard file names, in order
   std::map<std::string, std::string> weight_map;  // tensor -> file
   std::map<std::string, std::string> sha256;      // tensor -> hex SHA-256 of the bytes written
   uint64_t total_bytes = 0;
@@ -88,8 +88,7 @@ uint64_t ShardLimit(const std::vector<PlannedTensor>& plan, const ShardingOption
 
 // Splits `plan` (in order) into shards of at most max_shard_bytes (a tensor
 // larger than that gets a shard of its own).
-std::vector<std::vector<size_t>> PlanShards(const std::vector<PlannedTensor>& plan,
-                                            uint64_t max_shard_bytes);
+std::vector<std::vector<size_t>> PlanShards(const std::vector<PlannedTensor>& plan, uint64_t max_shard_bytes);
 
 // Writes model.safetensors.index.json (metadata.total_size and weight_map,
 // tensor -> shard file) atomically into `dir`.

@@ -4,8 +4,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "absl/strings/string_view.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "core/util/json_int.h"
 #include "core/util/status_macros.h"
 
@@ -47,8 +47,8 @@ absl::Status ParseRope(const json& j, Qwen2_5_VLTextConfig* t, absl::string_view
     RETURN_IF_ERROR(Get(*it, "type", &type, source));
     RETURN_IF_ERROR(Get(*it, "rope_type", &type, source));
     if (type != "default" && type != "mrope") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          source, ": rope type '", type, "' is not supported (Qwen2.5-VL uses mrope/default)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": rope type '", type, "' is not supported (Qwen2.5-VL uses mrope/default)"));
     }
   }
   return absl::OkStatus();
@@ -90,15 +90,12 @@ absl::Status ParseVision(const json& j, Qwen2_5_VLVisionConfig* v, absl::string_
 }
 
 absl::Status Validate(const Qwen2_5_VLConfig& c, absl::string_view source) {
-  auto bad = [&](absl::string_view what) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": ", what));
-  };
+  auto bad = [&](absl::string_view what) { return absl::InvalidArgumentError(absl::StrCat(source, ": ", what)); };
   const auto& t = c.text;
   const auto& v = c.vision;
-  for (int64_t x : {t.vocab_size, t.hidden_size, t.intermediate_size, t.num_hidden_layers,
-                    t.num_attention_heads, t.num_key_value_heads, v.depth, v.hidden_size,
-                    v.intermediate_size, v.num_heads, v.patch_size, v.spatial_merge_size,
-                    v.temporal_patch_size, v.window_size, v.out_hidden_size, v.in_channels}) {
+  for (int64_t x : {t.vocab_size, t.hidden_size, t.intermediate_size, t.num_hidden_layers, t.num_attention_heads,
+                    t.num_key_value_heads, v.depth, v.hidden_size, v.intermediate_size, v.num_heads, v.patch_size,
+                    v.spatial_merge_size, v.temporal_patch_size, v.window_size, v.out_hidden_size, v.in_channels}) {
     if (x <= 0) return bad("a size in the config is zero or negative");
   }
   if (t.hidden_size % t.num_attention_heads != 0) {
@@ -134,8 +131,8 @@ absl::StatusOr<Qwen2_5_VLConfig> ParseQwen2_5_VLConfig(const json& j, absl::stri
   std::string model_type;
   RETURN_IF_ERROR(Get(j, "model_type", &model_type, source));
   if (model_type != "qwen2_5_vl") {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": model_type is '", model_type,
-                                                   "', expected 'qwen2_5_vl'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": model_type is '", model_type, "', expected 'qwen2_5_vl'"));
   }
   Qwen2_5_VLConfig c;
   c.raw = j;

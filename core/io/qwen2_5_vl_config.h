@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/string_view.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 
 namespace autoquant {
@@ -66,7 +66,6 @@ struct Qwen2_5_VLConfig {
 // InvalidArgument naming `source` for a wrong model_type, wrong value types,
 // or inconsistent sizes (hidden not divisible by heads, mrope_section not
 // summing to head_dim / 2, ...).
-absl::StatusOr<Qwen2_5_VLConfig> ParseQwen2_5_VLConfig(const nlohmann::json& j,
-                                                       absl::string_view source);
+absl::StatusOr<Qwen2_5_VLConfig> ParseQwen2_5_VLConfig(const nlohmann::json& j, absl::string_view source);
 
 }  // namespace autoquant

@@ -8,8 +8,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "absl/strings/string_view.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "core/io/torch_dtype.h"
 #include "core/util/file_util.h"
 #include "core/util/status_macros.h"
@@ -27,8 +27,7 @@ struct SafetensorsFile::Mapping {
 
 SafetensorsFile::~SafetensorsFile() = default;
 
-absl::StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(
-    const std::filesystem::path& path) {
+absl::StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::filesystem::path& path) {
   // A regular file only: a FIFO planted as a shard must not block open() for ever.
   ASSIGN_OR_RETURN(int fd, OpenRegularFile(path));
   struct stat st {};
@@ -54,8 +53,8 @@ absl::StatusOr<std::shared_ptr<SafetensorsFile>> SafetensorsFile::Open(
   std::shared_ptr<SafetensorsFile> file(new SafetensorsFile());
   file->path_ = path;
   file->size_ = mapping->size;
-  ASSIGN_OR_RETURN(file->header_, ParseSafetensorsHeader(
-                                      absl::string_view(mapping->data(), mapping->size), path.string()));
+  ASSIGN_OR_RETURN(file->header_,
+                   ParseSafetensorsHeader(absl::string_view(mapping->data(), mapping->size), path.string()));
   file->mapping_ = std::move(mapping);
   for (size_t i = 0; i < file->header_.tensors.size(); ++i) {
     file->index_.emplace(file->header_.tensors[i].name, i);

@@ -19,8 +19,8 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "absl/strings/string_view.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "core/io/safetensors_header.h"
 
 namespace autoquant {

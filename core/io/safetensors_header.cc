@@ -5,9 +5,9 @@
 #include <limits>
 #include <set>
 
-#include "absl/strings/string_view.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 
 namespace autoquant {
@@ -28,8 +28,7 @@ int64_t TensorInfo::numel() const {
   return n;
 }
 
-absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view file,
-                                                         absl::string_view source) {
+absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view file, absl::string_view source) {
   if (file.size() < 8) {
     return Invalid(source, absl::StrCat("truncated safetensors file: ", file.size(),
                                         " bytes, fewer than the 8-byte header length"));
@@ -37,8 +36,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view file,
   uint64_t n = 0;
   std::memcpy(&n, file.data(), 8);  // little-endian on every platform we build for
   if (n > file.size() - 8) {
-    return Invalid(source, absl::StrCat("header length ", n, " reaches beyond the end of the file (",
-                                        file.size(), " bytes); the file is truncated or not safetensors"));
+    return Invalid(source, absl::StrCat("header length ", n, " reaches beyond the end of the file (", file.size(),
+                                        " bytes); the file is truncated or not safetensors"));
   }
   absl::string_view text = file.substr(8, n);
   const uint64_t data_size = file.size() - 8 - n;
@@ -59,8 +58,7 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view file,
   }
   if (!header.is_object()) return Invalid(source, "header JSON is not an object");
   if (!duplicates.empty()) {
-    return Invalid(source, absl::StrCat("duplicate tensor names in header: ",
-                                        absl::StrJoin(duplicates, ", ")));
+    return Invalid(source, absl::StrCat("duplicate tensor names in header: ", absl::StrJoin(duplicates, ", ")));
   }
 
   SafetensorsHeader out;
@@ -105,8 +103,7 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view file,
         return Invalid(source, absl::StrCat(where, " shape has a non-integer or negative dimension"));
       }
       uint64_t dim = d.get<uint64_t>();
-      if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
-          MulOverflow(expected, dim, &expected)) {
+      if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) || MulOverflow(expected, dim, &expected)) {
         return Invalid(source, absl::StrCat(where, " shape is too large"));
       }
       info.shape.push_back(static_cast<int64_t>(dim));
@@ -118,9 +115,9 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view file,
                                           ") lie outside the data buffer of ", data_size, " bytes"));
     }
     if (info.nbytes() != expected) {
-      return Invalid(source, absl::StrCat(where, " spans ", info.nbytes(), " bytes but shape [",
-                                          absl::StrJoin(info.shape, ", "), "] x ",
-                                          DTypeName(info.dtype), " needs ", expected));
+      return Invalid(
+          source, absl::StrCat(where, " spans ", info.nbytes(), " bytes but shape [", absl::StrJoin(info.shape, ", "),
+                               "] x ", DTypeName(info.dtype), " needs ", expected));
     }
     out.tensors.push_back(std::move(info));
   }
@@ -131,9 +128,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view file,
     const auto& prev = out.tensors[i - 1];
     const auto& cur = out.tensors[i];
     if (cur.begin < prev.end && cur.nbytes() > 0 && prev.nbytes() > 0) {
-      return Invalid(source, absl::StrCat("data of tensors '", prev.name, "' [", prev.begin, ", ",
-                                          prev.end, ") and '", cur.name, "' [", cur.begin, ", ",
-                                          cur.end, ") overlap"));
+      return Invalid(source, absl::StrCat("data of tensors '", prev.name, "' [", prev.begin, ", ", prev.end, ") and '",
+                                          cur.name, "' [", cur.begin, ", ", cur.end, ") overlap"));
     }
   }
   return out;

@@ -17,8 +17,8 @@
 #include <string_view>
 #include <vector>
 
-#include "absl/strings/string_view.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "core/io/dtype.h"
 
 namespace autoquant {
@@ -41,8 +41,7 @@ struct SafetensorsHeader {
 };
 
 // `file` is the whole file content (usually an mmap); `source` names it in errors.
-absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view file,
-                                                         absl::string_view source);
+absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(absl::string_view file, absl::string_view source);
 
 // Serializes a header whose tensors are laid out back to back in the given
 // order; pads the JSON with spaces to a multiple of 8 bytes as the Python

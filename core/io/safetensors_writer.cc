@@ -6,9 +6,9 @@
 #include <cerrno>
 #include <set>
 
-#include "absl/strings/string_view.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "core/io/torch_dtype.h"
 #include "core/util/file_util.h"
 #include "core/util/status_macros.h"
@@ -29,9 +29,9 @@ absl::StatusOr<TensorSpec> SpecOf(std::string name, const torch::Tensor& t) {
   return TensorSpec{std::move(name), dtype, std::move(shape)};
 }
 
-absl::StatusOr<SafetensorsWriter> SafetensorsWriter::Create(
-    const std::filesystem::path& path, std::vector<TensorSpec> specs,
-    const std::map<std::string, std::string>& metadata) {
+absl::StatusOr<SafetensorsWriter> SafetensorsWriter::Create(const std::filesystem::path& path,
+                                                            std::vector<TensorSpec> specs,
+                                                            const std::map<std::string, std::string>& metadata) {
   std::set<absl::string_view> names;
   std::vector<TensorInfo> infos;
   uint64_t offset = 0;
@@ -137,9 +137,9 @@ absl::Status SafetensorsWriter::WriteAt(size_t index, const torch::Tensor& t) {
   const TensorSpec& spec = specs_[index];
   ASSIGN_OR_RETURN(TensorSpec got, SpecOf(spec.name, t));
   if (got.dtype != spec.dtype || got.shape != spec.shape) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tensor '", spec.name, "' planned as ", DTypeName(spec.dtype), " [", absl::StrJoin(spec.shape, ","),
-        "] but got ", DTypeName(got.dtype), " [", absl::StrJoin(got.shape, ","), "]"));
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", spec.name, "' planned as ", DTypeName(spec.dtype), " [",
+                                                   absl::StrJoin(spec.shape, ","), "] but got ", DTypeName(got.dtype),
+                                                   " [", absl::StrJoin(got.shape, ","), "]"));
   }
   if (spec.nbytes() > 0) {
     // The copy to the host is where a tensor without readable data fails
@@ -173,8 +173,8 @@ absl::Status SafetensorsWriter::Claim(size_t index) {
 absl::Status SafetensorsWriter::Finish() {
   if (finished_) return absl::FailedPreconditionError("writer already finished");
   if (written() != specs_.size()) {
-    return absl::FailedPreconditionError(absl::StrCat("only ", written(), " of ", specs_.size(),
-                                                      " tensors written to ", path_.string()));
+    return absl::FailedPreconditionError(
+        absl::StrCat("only ", written(), " of ", specs_.size(), " tensors written to ", path_.string()));
   }
   if (::fsync(fd_) != 0) return ErrnoStatus(errno, "cannot fsync", tmp_);
   if (::close(fd_) != 0) {

@@ -46,8 +46,7 @@ absl::StatusOr<TensorSpec> SpecOf(std::string name, const torch::Tensor& t);
 class SafetensorsWriter {
  public:
   // InvalidArgument for duplicate names; errno-based errors for the filesystem.
-  static absl::StatusOr<SafetensorsWriter> Create(const std::filesystem::path& path,
-                                                  std::vector<TensorSpec> specs,
+  static absl::StatusOr<SafetensorsWriter> Create(const std::filesystem::path& path, std::vector<TensorSpec> specs,
                                                   const std::map<std::string, std::string>& metadata);
   SafetensorsWriter(SafetensorsWriter&& other) noexcept;
   SafetensorsWriter& operator=(SafetensorsWriter&&) = delete;

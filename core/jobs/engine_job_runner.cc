@@ -157,7 +157,8 @@ absl::StatusOr<JobResultInfo> EngineJobRunner::Run(const Job& job, const RunnerE
   bool replace = false;
   if (auto adopted = PublishedByThisJob(r.out_dir, job.id, &replace)) {
     progress({Phase::kExport, 1.0,
-              absl::StrCat("kept ", r.out_dir.string(), ": an earlier attempt of this job published it before it was "
+              absl::StrCat("kept ", r.out_dir.string(),
+                           ": an earlier attempt of this job published it before it was "
                            "cut off; its tensor digests verify")});
     s.out_dir = r.out_dir;
     s.effective_bits = adopted->effective_bits;
@@ -168,7 +169,8 @@ absl::StatusOr<JobResultInfo> EngineJobRunner::Run(const Job& job, const RunnerE
   } else {
     if (replace) {
       progress({Phase::kLoad, 0,
-                absl::StrCat(r.out_dir.string(), " was published by an earlier attempt of this job but its digests "
+                absl::StrCat(r.out_dir.string(),
+                             " was published by an earlier attempt of this job but its digests "
                              "do not verify: writing it again"),
                 /*warning=*/true});
       r.overwrite = true;
@@ -204,10 +206,10 @@ absl::StatusOr<JobResultInfo> EngineJobRunner::Run(const Job& job, const RunnerE
   if (spec.evaluate) {
     auto e = evaluator_->Evaluate(s.out_dir, progress, cancel);
     if (!e.ok()) {
-      return absl::Status(e.status().code(), absl::StrCat("the scheme was written to ", s.out_dir.string(),
-                                                          " and verified, but its evaluation failed: ",
-                                                          e.status().message(), " (retry with `autoquant eval ",
-                                                          spec.scheme, "`)"));
+      return absl::Status(e.status().code(),
+                          absl::StrCat("the scheme was written to ", s.out_dir.string(),
+                                       " and verified, but its evaluation failed: ", e.status().message(),
+                                       " (retry with `autoquant eval ", spec.scheme, "`)"));
     }
     for (const auto& [k, v] : e->AsMetrics()) out.metrics[k] = v;
   }

@@ -15,33 +15,41 @@ using json = nlohmann::json;
 
 absl::string_view JobStateName(JobState s) {
   switch (s) {
-    case JobState::kQueued: return "queued";
-    case JobState::kRunning: return "running";
-    case JobState::kSucceeded: return "succeeded";
-    case JobState::kFailed: return "failed";
-    case JobState::kCancelled: return "cancelled";
+    case JobState::kQueued:
+      return "queued";
+    case JobState::kRunning:
+      return "running";
+    case JobState::kSucceeded:
+      return "succeeded";
+    case JobState::kFailed:
+      return "failed";
+    case JobState::kCancelled:
+      return "cancelled";
   }
   return "?";
 }
 
 absl::StatusOr<JobState> ParseJobState(absl::string_view name) {
-  for (JobState s : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
-                     JobState::kCancelled}) {
+  for (JobState s :
+       {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed, JobState::kCancelled}) {
     if (JobStateName(s) == name) return s;
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown job state '", name, "'"));
 }
 
-bool IsTerminal(JobState s) {
-  return s == JobState::kSucceeded || s == JobState::kFailed || s == JobState::kCancelled;
-}
+bool IsTerminal(JobState s) { return s == JobState::kSucceeded || s == JobState::kFailed || s == JobState::kCancelled; }
 
 absl::Status CheckTransition(JobState from, JobState to) {
   bool ok = false;
   switch (from) {
-    case JobState::kQueued: ok = to == JobState::kRunning || to == JobState::kCancelled || to == JobState::kFailed; break;
-    case JobState::kRunning: ok = to == JobState::kQueued || IsTerminal(to); break;
-    default: ok = false;  // terminal states never change
+    case JobState::kQueued:
+      ok = to == JobState::kRunning || to == JobState::kCancelled || to == JobState::kFailed;
+      break;
+    case JobState::kRunning:
+      ok = to == JobState::kQueued || IsTerminal(to);
+      break;
+    default:
+      ok = false;  // terminal states never change
   }
   if (ok) return absl::OkStatus();
   return absl::FailedPreconditionError(
@@ -108,9 +116,12 @@ absl::StatusOr<JobSpec> JobSpec::FromJson(const json& j) {
 }
 
 json JobResultInfo::ToJson() const {
-  return {{"output_dir", output_dir},     {"effective_bits", effective_bits},
-          {"groups_quantized", groups_quantized}, {"groups_total", groups_total},
-          {"baseline_reused", baseline_reused},   {"baseline_key", baseline_key},
+  return {{"output_dir", output_dir},
+          {"effective_bits", effective_bits},
+          {"groups_quantized", groups_quantized},
+          {"groups_total", groups_total},
+          {"baseline_reused", baseline_reused},
+          {"baseline_key", baseline_key},
           {"metrics", metrics}};
 }
 

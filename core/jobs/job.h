@@ -92,8 +92,8 @@ struct Job {
   // restart does not run the job to completion after acknowledging it.
   bool cancel_requested = false;
   // Fleet mode (a store shared by several daemons, job_store.h):
-  std::string affinity;  // the model + calibration set the job was submitted against ("" = any daemon)
-  std::string owner;     // the daemon that runs (or last ran) it; "" in a single-daemon store
+  std::string affinity;          // the model + calibration set the job was submitted against ("" = any daemon)
+  std::string owner;             // the daemon that runs (or last ran) it; "" in a single-daemon store
   int64_t lease_epoch = 0;       // fencing token: + 1 at every claim
   int64_t lease_expires_ms = 0;  // while RUNNING: when the owner's lease runs out (the database's clock)
 };

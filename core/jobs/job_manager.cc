@@ -20,10 +20,13 @@ struct PhaseSpan {
   double begin, end;
 };
 constexpr PhaseSpan kSchemeSpans[] = {
-    {"calibrate", 0.00, 0.30}, {"score", 0.30, 0.65}, {"search", 0.65, 0.67}, {"export", 0.67, 1.00},
+    {"calibrate", 0.00, 0.30},
+    {"score", 0.30, 0.65},
+    {"search", 0.65, 0.67},
+    {"export", 0.67, 1.00},
 };
 constexpr PhaseSpan kEvaluatedSchemeSpans[] = {
-    {"calibrate", 0.00, 0.25}, {"score", 0.25, 0.50}, {"search", 0.50, 0.52},
+    {"calibrate", 0.00, 0.25}, {"score", 0.25, 0.50},    {"search", 0.50, 0.52},
     {"export", 0.52, 0.75},    {"evaluate", 0.75, 1.00},
 };
 constexpr PhaseSpan kEvaluateSpans[] = {{"evaluate", 0.00, 1.00}};
@@ -79,7 +82,8 @@ absl::Status CheckSameModel(const Job& job, const std::string& ours) {
   if (job.affinity.empty() || ours.empty() || job.affinity == ours) return absl::OkStatus();
   return absl::FailedPreconditionError(
       absl::StrCat("this job was submitted against ", DescribeAffinity(job.affinity), ", but this daemon serves ",
-                   DescribeAffinity(ours), " (GetServerInfo shows its fingerprints); not run: resubmit it to run it "
+                   DescribeAffinity(ours),
+                   " (GetServerInfo shows its fingerprints); not run: resubmit it to run it "
                    "on this model"));
 }
 
@@ -217,8 +221,7 @@ void JobManager::ReportRequeued(const std::vector<Job>& jobs) {
 
 void JobManager::LeaseLoop() {
   using namespace std::chrono;
-  const auto beat = duration_cast<milliseconds>(
-      duration<double>(std::clamp(store_->lease_seconds() / 3.0, 0.05, 2.0)));
+  const auto beat = duration_cast<milliseconds>(duration<double>(std::clamp(store_->lease_seconds() / 3.0, 0.05, 2.0)));
   // Followers of a job another daemon runs learn of its new lines only by looking.
   const auto poll = std::min(beat, milliseconds(500));
   auto next_beat = steady_clock::now();
@@ -281,9 +284,9 @@ absl::StatusOr<std::pair<std::string, std::vector<Job>>> JobManager::SubmitSweep
   for (size_t i = 0; i < specs.size(); ++i) {
     absl::Status s = runner_->Validate(specs[i]);
     if (!s.ok()) {
-      return sweep ? absl::Status(s.code(), absl::StrCat("point ", i, " (scheme '", specs[i].scheme, "'): ",
-                                                         s.message()))
-                   : s;
+      return sweep
+                 ? absl::Status(s.code(), absl::StrCat("point ", i, " (scheme '", specs[i].scheme, "'): ", s.message()))
+                 : s;
     }
     auto [it, fresh] = names.emplace(specs[i].scheme, i);
     if (!fresh) {
@@ -293,8 +296,8 @@ absl::StatusOr<std::pair<std::string, std::vector<Job>>> JobManager::SubmitSweep
   }
   ASSIGN_OR_RETURN(int64_t queued, queued_count());
   if (queued + static_cast<int64_t>(specs.size()) > options_.max_queued) {
-    return absl::ResourceExhaustedError(absl::StrCat("the queue is full (", queued, " jobs queued, limit ",
-                                                     options_.max_queued, "); retry later"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the queue is full (", queued, " jobs queued, limit ", options_.max_queued, "); retry later"));
   }
   const std::string sweep_id = sweep ? NewJobId("s-") : "";
   std::vector<Job> jobs;
@@ -343,14 +346,15 @@ absl::StatusOr<std::vector<LogEntry>> JobManager::ReadLogs(const std::string& id
 absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
   ASSIGN_OR_RETURN(Job j, store_->Get(id));
   if (IsTerminal(j.state)) {
-    return absl::FailedPreconditionError(absl::StrCat("job ", id, " has already finished (",
-                                                      JobStateName(j.state), "); nothing to cancel"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " has already finished (", JobStateName(j.state), "); nothing to cancel"));
   }
   if (j.state == JobState::kQueued) {
     LogEntry e;
     e.level = "info";
     e.message = "cancelled while queued";
-    auto r = SetState(id, JobState::kCancelled, [](Job& j) { j.message = "cancelled by request"; }, e);
+    auto r = SetState(
+        id, JobState::kCancelled, [](Job& j) { j.message = "cancelled by request"; }, e);
     if (r.ok() || r.status().code() != absl::StatusCode::kFailedPrecondition) return r;
     // The worker claimed it in between: cancel it as a running job.
     ASSIGN_OR_RETURN(j, store_->Get(id));
@@ -561,39 +565,42 @@ void JobManager::RunOne(Job job) {
       e.message = absl::StrFormat("succeeded: %s (%d of %d groups in FP8, effective bits %.4f, baseline %s)",
                                   result->output_dir, result->groups_quantized, result->groups_total,
                                   result->effective_bits, result->baseline_reused ? "reused" : "computed");
-      done = SetState(job.id, JobState::kSucceeded,
-                      [&](Job& j) {
-                        j.result = *result;
-                        j.progress = 1;
-                        j.phase = "";
-                        j.message = "";
-                      },
-                      e, &lease);
+      done = SetState(
+          job.id, JobState::kSucceeded,
+          [&](Job& j) {
+            j.result = *result;
+            j.progress = 1;
+            j.phase = "";
+            j.message = "";
+          },
+          e, &lease);
     } else if (result.status().code() == absl::StatusCode::kCancelled && requeue) {
       e.level = "warning";
       e.message = "the daemon is shutting down: stopped at a safe point and re-queued (nothing was published)";
-      done = SetState(job.id, JobState::kQueued,
-                      [](Job& j) {
-                        j.attempts = std::max(0, j.attempts - 1);
-                        j.phase = "";
-                        j.progress = 0;
-                        j.message = "re-queued at shutdown";
-                      },
-                      e, &lease);
+      done = SetState(
+          job.id, JobState::kQueued,
+          [](Job& j) {
+            j.attempts = std::max(0, j.attempts - 1);
+            j.phase = "";
+            j.progress = 0;
+            j.message = "re-queued at shutdown";
+          },
+          e, &lease);
     } else if (result.status().code() == absl::StatusCode::kCancelled) {
       e.level = "info";
       e.message = "cancelled; nothing was published";
-      done = SetState(job.id, JobState::kCancelled,
-                      [](Job& j) {
-                        j.phase = "";
-                        j.message = "cancelled by request";
-                      },
-                      e, &lease);
+      done = SetState(
+          job.id, JobState::kCancelled,
+          [](Job& j) {
+            j.phase = "";
+            j.message = "cancelled by request";
+          },
+          e, &lease);
     } else {
       e.level = "error";
       e.message = absl::StrCat("failed: ", StatusText(result.status()));
-      done = SetState(job.id, JobState::kFailed,
-                      [&](Job& j) { j.message = StatusText(result.status()); }, e, &lease);
+      done = SetState(
+          job.id, JobState::kFailed, [&](Job& j) { j.message = StatusText(result.status()); }, e, &lease);
     }
     return done;
   };

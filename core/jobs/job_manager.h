@@ -160,13 +160,13 @@ class JobManager {
   std::thread worker_;
   std::string affinity_;  // the runner's, recorded in submitted jobs and required of claimed ones
   std::string running_id_;
-  Lease running_lease_;             // guarded by mu_
+  Lease running_lease_;                     // guarded by mu_
   std::optional<absl::Status> lease_lost_;  // the running job's lease was refused (guarded by mu_)
   std::thread lease_thread_;
   std::condition_variable lease_cv_;
   bool lease_stop_ = false;  // guarded by mu_
   std::atomic<bool> cancel_running_{false};
-  bool requeue_running_ = false;  // set by Drain: the running job goes back to the queue
+  bool requeue_running_ = false;          // set by Drain: the running job goes back to the queue
   std::set<std::string> cancel_pending_;  // cancels of claimed jobs that were not yet running_id_ (guarded by mu_)
 
   std::atomic<bool> store_failing_{false};
@@ -178,7 +178,7 @@ class JobManager {
   std::set<std::string> notify_pending_;  // jobs with new lines not yet told (guarded by notify_mu_)
   bool notify_all_ = false;               // guarded by notify_mu_
   bool notify_stop_ = false;              // guarded by notify_mu_
-  std::thread notifier_;  // last: started by the constructor, once the members above exist
+  std::thread notifier_;                  // last: started by the constructor, once the members above exist
 };
 
 }  // namespace autoquant

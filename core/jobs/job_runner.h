@@ -14,10 +14,10 @@
 namespace autoquant {
 
 struct RunnerEvent {
-  std::string phase;       // calibrate | score | search | export | evaluate
-  double fraction = 0;     // within the phase
-  std::string message;     // optional detail for the job's log
-  bool warning = false;    // logged at warning level
+  std::string phase;     // calibrate | score | search | export | evaluate
+  double fraction = 0;   // within the phase
+  std::string message;   // optional detail for the job's log
+  bool warning = false;  // logged at warning level
 };
 using RunnerEventFn = std::function<void(const RunnerEvent&)>;
 

@@ -83,8 +83,7 @@ class JobStore : public BlobRecords {
   // its state is set to `to` when `to` is terminal), all in one transaction.
   // `lease` (may be null): the owner's write of a RUNNING job, fenced
   // (Aborted, nothing changed, if the lease is no longer the job's).
-  virtual absl::StatusOr<Job> Transition(const std::string& id, JobState to,
-                                         const std::function<void(Job&)>& mutate,
+  virtual absl::StatusOr<Job> Transition(const std::string& id, JobState to, const std::function<void(Job&)>& mutate,
                                          const std::optional<LogEntry>& log, const Lease* lease) = 0;
 
   // Records that a RUNNING job's cancel was requested (no-op otherwise), so

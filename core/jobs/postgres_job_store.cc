@@ -122,26 +122,28 @@ class PostgresJobStore : public JobStore {
       : url_(std::move(url)), redacted_(RedactedStoreUrl(given)), options_(std::move(options)) {}
 
   absl::Status Init() {
-    return Call<bool>("creating the schema", /*retry=*/true, [&](pqxx::connection& c) -> absl::StatusOr<bool> {
-             pqxx::work w(c);
-             w.exec_params("SELECT pg_advisory_xact_lock($1)", kSchemaLockKey);
-             w.exec("CREATE TABLE IF NOT EXISTS autoquant_schema(version integer NOT NULL)");
-             pqxx::result v = w.exec("SELECT max(version) FROM autoquant_schema");
-             const int version = v[0][0].is_null() ? 0 : v[0][0].as<int>();
-             if (version > kPostgresSchemaVersion) {
-               return absl::FailedPreconditionError(absl::StrCat(
-                   "the job store ", redacted_, " has schema version ", version, ", newer than this autoquantd's ",
-                   kPostgresSchemaVersion, "; run the same autoquantd version on every daemon of the fleet"));
-             }
-             // Each version's migration from the one before it.
-             if (version < 1) w.exec(kSchemaV1);
-             if (version < 2) w.exec(kSchemaV2);
-             if (version < kPostgresSchemaVersion) {
-               w.exec_params("INSERT INTO autoquant_schema(version) VALUES($1)", kPostgresSchemaVersion);
-             }
-             w.commit();
-             return true;
-           })
+    return Call<bool>(
+               "creating the schema", /*retry=*/true,
+               [&](pqxx::connection& c) -> absl::StatusOr<bool> {
+                 pqxx::work w(c);
+                 w.exec_params("SELECT pg_advisory_xact_lock($1)", kSchemaLockKey);
+                 w.exec("CREATE TABLE IF NOT EXISTS autoquant_schema(version integer NOT NULL)");
+                 pqxx::result v = w.exec("SELECT max(version) FROM autoquant_schema");
+                 const int version = v[0][0].is_null() ? 0 : v[0][0].as<int>();
+                 if (version > kPostgresSchemaVersion) {
+                   return absl::FailedPreconditionError(absl::StrCat(
+                       "the job store ", redacted_, " has schema version ", version, ", newer than this autoquantd's ",
+                       kPostgresSchemaVersion, "; run the same autoquantd version on every daemon of the fleet"));
+                 }
+                 // Each version's migration from the one before it.
+                 if (version < 1) w.exec(kSchemaV1);
+                 if (version < 2) w.exec(kSchemaV2);
+                 if (version < kPostgresSchemaVersion) {
+                   w.exec_params("INSERT INTO autoquant_schema(version) VALUES($1)", kPostgresSchemaVersion);
+                 }
+                 w.commit();
+                 return true;
+               })
         .status();
   }
 
@@ -163,9 +165,9 @@ class PostgresJobStore : public JobStore {
         if (r.empty()) {
           ASSIGN_OR_RETURN(Job existing, GetWhere(w, "idempotency_key", in.idempotency_key));
           if (!(existing.spec == in.spec)) {
-            return absl::AlreadyExistsError(absl::StrCat(
-                "idempotency key '", in.idempotency_key, "' was already used by job ", existing.id,
-                " with a different request; use a new key for a new request"));
+            return absl::AlreadyExistsError(absl::StrCat("idempotency key '", in.idempotency_key,
+                                                         "' was already used by job ", existing.id,
+                                                         " with a different request; use a new key for a new request"));
           }
           out.push_back(std::move(existing));
           made.push_back(false);
@@ -199,12 +201,12 @@ class PostgresJobStore : public JobStore {
   absl::StatusOr<std::optional<Job>> FindByKey(const std::string& key) override {
     return Call<std::optional<Job>>("reading a job by idempotency key", true,
                                     [&](pqxx::connection& c) -> absl::StatusOr<std::optional<Job>> {
-      pqxx::read_transaction t(c);
-      absl::StatusOr<Job> j = GetWhere(t, "idempotency_key", key);
-      if (absl::IsNotFound(j.status())) return std::optional<Job>();
-      if (!j.ok()) return j.status();
-      return std::optional<Job>(*std::move(j));
-    });
+                                      pqxx::read_transaction t(c);
+                                      absl::StatusOr<Job> j = GetWhere(t, "idempotency_key", key);
+                                      if (absl::IsNotFound(j.status())) return std::optional<Job>();
+                                      if (!j.ok()) return j.status();
+                                      return std::optional<Job>(*std::move(j));
+                                    });
   }
 
   absl::StatusOr<JobPage> List(const JobListFilter& f) override {
@@ -251,53 +253,58 @@ class PostgresJobStore : public JobStore {
   }
 
   absl::Status RequestCancel(const std::string& id) override {
-    return Call<bool>("requesting a cancel", true, [&](pqxx::connection& c) -> absl::StatusOr<bool> {
-             pqxx::work w(c);
-             w.exec_params("UPDATE autoquant_jobs SET cancel_requested = true WHERE id = $1 AND state = 'running'",
-                           id);
-             w.commit();
-             return true;
-           })
+    return Call<bool>("requesting a cancel", true,
+                      [&](pqxx::connection& c) -> absl::StatusOr<bool> {
+                        pqxx::work w(c);
+                        w.exec_params(
+                            "UPDATE autoquant_jobs SET cancel_requested = true WHERE id = $1 AND state = 'running'",
+                            id);
+                        w.commit();
+                        return true;
+                      })
         .status();
   }
 
   // Rewrites the schema row unchanged: a real write, refused while the server is down or its disk full.
   absl::Status CheckWritable() override {
-    return Call<bool>("checking that it takes writes", true, [&](pqxx::connection& c) -> absl::StatusOr<bool> {
-             pqxx::work w(c);
-             w.exec("UPDATE autoquant_schema SET version = version");
-             w.commit();
-             return true;
-           })
+    return Call<bool>("checking that it takes writes", true,
+                      [&](pqxx::connection& c) -> absl::StatusOr<bool> {
+                        pqxx::work w(c);
+                        w.exec("UPDATE autoquant_schema SET version = version");
+                        w.commit();
+                        return true;
+                      })
         .status();
   }
 
   absl::Status UpdateProgress(const std::string& id, const std::string& phase, double progress,
                               const Lease* lease) override {
-    return Call<bool>("recording progress", true, [&](pqxx::connection& c) -> absl::StatusOr<bool> {
-             pqxx::work w(c);
-             if (lease == nullptr) {
-               w.exec_params(
-                   "UPDATE autoquant_jobs SET phase = $2, progress = $3 WHERE id = $1 AND state = 'running'", id,
-                   phase, progress);
-             } else {
-               pqxx::result r = w.exec_params(absl::StrCat("UPDATE autoquant_jobs SET phase = $4, progress = $5 "
-                                                           "WHERE id = $1 AND ",
-                                                           kFence, " RETURNING id"),
-                                              id, lease->owner, lease->epoch, phase, progress);
-               if (r.empty()) return LeaseLost(w, id, *lease);
-             }
-             w.commit();
-             return true;
-           })
+    return Call<bool>("recording progress", true,
+                      [&](pqxx::connection& c) -> absl::StatusOr<bool> {
+                        pqxx::work w(c);
+                        if (lease == nullptr) {
+                          w.exec_params(
+                              "UPDATE autoquant_jobs SET phase = $2, progress = $3 WHERE id = $1 AND state = 'running'",
+                              id, phase, progress);
+                        } else {
+                          pqxx::result r =
+                              w.exec_params(absl::StrCat("UPDATE autoquant_jobs SET phase = $4, progress = $5 "
+                                                         "WHERE id = $1 AND ",
+                                                         kFence, " RETURNING id"),
+                                            id, lease->owner, lease->epoch, phase, progress);
+                          if (r.empty()) return LeaseLost(w, id, *lease);
+                        }
+                        w.commit();
+                        return true;
+                      })
         .status();
   }
 
   absl::StatusOr<std::optional<Job>> ClaimNext(const std::string& affinity) override {
     // Whoever looks for work first gives the jobs of dead daemons back to the queue.
     RETURN_IF_ERROR(RequeueExpired(options_.max_attempts).status());
-    return Call<std::optional<Job>>("claiming a job", true,
-                                    [&](pqxx::connection& c) -> absl::StatusOr<std::optional<Job>> {
+    return Call<
+        std::optional<Job>>("claiming a job", true, [&](pqxx::connection& c) -> absl::StatusOr<std::optional<Job>> {
       // SKIP LOCKED: a row another daemon is claiming (or cancelling) right now is passed over, so
       // two claims never return one job and never wait for each other.
       while (true) {
@@ -315,8 +322,8 @@ class PostgresJobStore : public JobStore {
         if (!j.ok()) {
           // A row no daemon can read (a hand edit, a bad disk) would be claimed again at every look for
           // work and hold up the whole queue behind it: it fails, saying why, and the next job is claimed.
-          const std::string why = absl::StrCat("its stored row cannot be read, so it cannot run: ",
-                                               j.status().message());
+          const std::string why =
+              absl::StrCat("its stored row cannot be read, so it cannot run: ", j.status().message());
           w.exec_params(
               "UPDATE autoquant_jobs SET state = 'failed', message = $2, finished_ms = $3, lease_expires = NULL "
               "WHERE id = $1",
@@ -395,8 +402,8 @@ class PostgresJobStore : public JobStore {
           pqxx::read_transaction t(c);
           pqxx::result r = t.exec("SELECT state, count(*) FROM autoquant_jobs GROUP BY state");
           std::map<JobState, int64_t> out;
-          for (JobState st : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
-                              JobState::kCancelled}) {
+          for (JobState st :
+               {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed, JobState::kCancelled}) {
             out[st] = 0;
           }
           for (const auto& row : r) {
@@ -431,8 +438,8 @@ class PostgresJobStore : public JobStore {
     // before the rename is long done.
     RETURN_IF_ERROR(Heartbeat(id, lease).status());
     bool published = false;
-    absl::StatusOr<bool> r =
-        Call<bool>("publishing under the job's lease", /*retry=*/false, [&](pqxx::connection& c) -> absl::StatusOr<bool> {
+    absl::StatusOr<bool> r = Call<bool>(
+        "publishing under the job's lease", /*retry=*/false, [&](pqxx::connection& c) -> absl::StatusOr<bool> {
           pqxx::work w(c);
           // This transaction must not be ended by the server while the daemon is between its check and
           // its rename (however long it is paused there): that would free the row for a take-over and
@@ -458,74 +465,78 @@ class PostgresJobStore : public JobStore {
   }
 
   absl::StatusOr<std::optional<BlobRecord>> LookupBlob(const std::string& key) override {
-    return Call<std::optional<BlobRecord>>("reading a blob record", true,
-                                           [&](pqxx::connection& c) -> absl::StatusOr<std::optional<BlobRecord>> {
-      pqxx::read_transaction t(c);
-      pqxx::result r = t.exec_params("SELECT id, bytes FROM autoquant_blobs WHERE key = $1", key);
-      if (r.empty()) return std::optional<BlobRecord>();
-      return std::optional<BlobRecord>(
-          BlobRecord{r[0][0].as<std::string>(), static_cast<uint64_t>(r[0][1].as<int64_t>())});
-    });
+    return Call<std::optional<BlobRecord>>(
+        "reading a blob record", true, [&](pqxx::connection& c) -> absl::StatusOr<std::optional<BlobRecord>> {
+          pqxx::read_transaction t(c);
+          pqxx::result r = t.exec_params("SELECT id, bytes FROM autoquant_blobs WHERE key = $1", key);
+          if (r.empty()) return std::optional<BlobRecord>();
+          return std::optional<BlobRecord>(
+              BlobRecord{r[0][0].as<std::string>(), static_cast<uint64_t>(r[0][1].as<int64_t>())});
+        });
   }
 
   absl::Status RecordBlob(const std::string& key, const BlobRecord& record) override {
-    return Call<bool>("recording a blob", true, [&](pqxx::connection& c) -> absl::StatusOr<bool> {
-             pqxx::work w(c);
-             w.exec_params(
-                 "INSERT INTO autoquant_blobs(key, id, bytes, recorded_ms) VALUES($1, $2, $3, $4) ON CONFLICT (key) "
-                 "DO UPDATE SET id = EXCLUDED.id, bytes = EXCLUDED.bytes, recorded_ms = EXCLUDED.recorded_ms",
-                 key, record.id, static_cast<int64_t>(record.bytes), NowMs());
-             w.commit();
-             return true;
-           })
+    return Call<bool>(
+               "recording a blob", true,
+               [&](pqxx::connection& c) -> absl::StatusOr<bool> {
+                 pqxx::work w(c);
+                 w.exec_params(
+                     "INSERT INTO autoquant_blobs(key, id, bytes, recorded_ms) VALUES($1, $2, $3, $4) ON CONFLICT "
+                     "(key) "
+                     "DO UPDATE SET id = EXCLUDED.id, bytes = EXCLUDED.bytes, recorded_ms = EXCLUDED.recorded_ms",
+                     key, record.id, static_cast<int64_t>(record.bytes), NowMs());
+                 w.commit();
+                 return true;
+               })
         .status();
   }
 
   absl::StatusOr<std::vector<Job>> RequeueExpired(int max_attempts) override {
-    return Call<std::vector<Job>>("re-queueing expired leases", true,
-                                  [&](pqxx::connection& c) -> absl::StatusOr<std::vector<Job>> {
-      pqxx::work w(c);
-      // SKIP LOCKED: a job whose owner is publishing right now (its row locked) is not taken from it;
-      // the next sweep looks again.
-      pqxx::result r = w.exec(
-          "SELECT id, EXTRACT(epoch FROM clock_timestamp() - lease_expires)::double precision FROM autoquant_jobs "
-          "WHERE state = 'running' AND lease_expires < clock_timestamp() ORDER BY seq FOR UPDATE SKIP LOCKED");
-      std::vector<Job> changed;
-      for (const auto& row : r) {
-        const std::string id = row[0].as<std::string>();
-        const double late = row[1].as<double>();
-        ASSIGN_OR_RETURN(Job j, GetWhere(w, "id", id));
-        LogEntry e;
-        const std::string why = absl::StrFormat(
-            "the lease of daemon %s expired %.1f s ago while this job ran (attempt %d): it stopped renewing it "
-            "(died, hung, or lost the database)",
-            j.owner, late, j.attempts);
-        absl::StatusOr<Job> moved;
-        if (j.attempts < max_attempts || j.cancel_requested) {
-          e.level = "warning";
-          e.message = absl::StrCat(why, "; re-queued",
-                                   j.cancel_requested ? " to finish its requested cancel" : "",
-                                   " (its unpublished output is discarded; a scheme it had already published is "
-                                   "verified and kept)");
-          moved = TransitionTx(w, id, JobState::kQueued,
-                               [](Job& j) {
-                                 j.phase = "";
-                                 j.progress = 0;
-                                 j.message = "re-queued after its daemon's lease expired";
-                               },
-                               e, nullptr);
-        } else {
-          e.level = "error";
-          e.message = absl::StrCat(why, "; it has been started ", j.attempts,
-                                   " times, so it failed instead of being re-queued again (resubmit to retry)");
-          moved = TransitionTx(w, id, JobState::kFailed, [&](Job& j) { j.message = e.message; }, e, nullptr);
-        }
-        if (!moved.ok()) return moved.status();
-        changed.push_back(*std::move(moved));
-      }
-      w.commit();
-      return changed;
-    });
+    return Call<std::vector<Job>>(
+        "re-queueing expired leases", true, [&](pqxx::connection& c) -> absl::StatusOr<std::vector<Job>> {
+          pqxx::work w(c);
+          // SKIP LOCKED: a job whose owner is publishing right now (its row locked) is not taken from it;
+          // the next sweep looks again.
+          pqxx::result r = w.exec(
+              "SELECT id, EXTRACT(epoch FROM clock_timestamp() - lease_expires)::double precision FROM autoquant_jobs "
+              "WHERE state = 'running' AND lease_expires < clock_timestamp() ORDER BY seq FOR UPDATE SKIP LOCKED");
+          std::vector<Job> changed;
+          for (const auto& row : r) {
+            const std::string id = row[0].as<std::string>();
+            const double late = row[1].as<double>();
+            ASSIGN_OR_RETURN(Job j, GetWhere(w, "id", id));
+            LogEntry e;
+            const std::string why = absl::StrFormat(
+                "the lease of daemon %s expired %.1f s ago while this job ran (attempt %d): it stopped renewing it "
+                "(died, hung, or lost the database)",
+                j.owner, late, j.attempts);
+            absl::StatusOr<Job> moved;
+            if (j.attempts < max_attempts || j.cancel_requested) {
+              e.level = "warning";
+              e.message = absl::StrCat(why, "; re-queued", j.cancel_requested ? " to finish its requested cancel" : "",
+                                       " (its unpublished output is discarded; a scheme it had already published is "
+                                       "verified and kept)");
+              moved = TransitionTx(
+                  w, id, JobState::kQueued,
+                  [](Job& j) {
+                    j.phase = "";
+                    j.progress = 0;
+                    j.message = "re-queued after its daemon's lease expired";
+                  },
+                  e, nullptr);
+            } else {
+              e.level = "error";
+              e.message = absl::StrCat(why, "; it has been started ", j.attempts,
+                                       " times, so it failed instead of being re-queued again (resubmit to retry)");
+              moved = TransitionTx(
+                  w, id, JobState::kFailed, [&](Job& j) { j.message = e.message; }, e, nullptr);
+            }
+            if (!moved.ok()) return moved.status();
+            changed.push_back(*std::move(moved));
+          }
+          w.commit();
+          return changed;
+        });
   }
 
  private:
@@ -541,9 +552,10 @@ class PostgresJobStore : public JobStore {
     // it stays paused, and the row lock is what a take-over needs; after one lease term the server
     // ends that session instead. (The publish gate alone lifts it: see WhileLeaseHeld.)
     const int64_t idle_ms = std::max<int64_t>(1000, static_cast<int64_t>(options_.lease_seconds * 1000));
-    n.exec(absl::StrCat("SET lock_timeout = '5s'; SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; "
-                        "SET tcp_keepalives_count = 3; SET idle_in_transaction_session_timeout = ", idle_ms,
-                        "; SET application_name = ", n.quote(absl::StrCat("autoquantd ", options_.owner))));
+    n.exec(
+        absl::StrCat("SET lock_timeout = '5s'; SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; "
+                     "SET tcp_keepalives_count = 3; SET idle_in_transaction_session_timeout = ",
+                     idle_ms, "; SET application_name = ", n.quote(absl::StrCat("autoquantd ", options_.owner))));
     return c;
   }
 
@@ -584,8 +596,8 @@ class PostgresJobStore : public JobStore {
                                                    e.what()));
       } catch (const pqxx::broken_connection& e) {
         if (retry && pooled && attempt == 0) continue;
-        return absl::UnavailableError(absl::StrCat("job store ", redacted_, ": ", what,
-                                                   ": cannot reach PostgreSQL (", Trim(e.what()),
+        return absl::UnavailableError(absl::StrCat("job store ", redacted_, ": ", what, ": cannot reach PostgreSQL (",
+                                                   Trim(e.what()),
                                                    "); check that the server is up and --store is right"));
       } catch (const pqxx::sql_error& e) {
         const std::string state = e.sqlstate();
@@ -594,15 +606,16 @@ class PostgresJobStore : public JobStore {
         if (state == "53100") {  // disk_full: retried once space returns, as with SQLite
           return absl::ResourceExhaustedError(absl::StrCat("job store ", redacted_, ": ", what,
                                                            ": the disk holding the database is full: free space "
-                                                           "and retry (", Trim(e.what()), ")"));
+                                                           "and retry (",
+                                                           Trim(e.what()), ")"));
         }
         if (state == "55P03") {  // lock_not_available: lock_timeout passed
           return absl::UnavailableError(absl::StrCat("job store ", redacted_, ": ", what,
                                                      ": the job is locked by another daemon (publishing, or "
                                                      "stopped while it held the lock); retry"));
         }
-        return absl::InternalError(absl::StrCat("job store ", redacted_, ": ", what, ": SQLSTATE ", state, ": ",
-                                                Trim(e.what())));
+        return absl::InternalError(
+            absl::StrCat("job store ", redacted_, ": ", what, ": SQLSTATE ", state, ": ", Trim(e.what())));
       } catch (const std::exception& e) {
         return absl::InternalError(absl::StrCat("job store ", redacted_, ": ", what, ": ", Trim(e.what())));
       }
@@ -619,11 +632,11 @@ class PostgresJobStore : public JobStore {
   // The job whose `column` is `value` (id or idempotency_key).
   template <typename Txn>
   absl::StatusOr<Job> GetWhere(Txn& t, const std::string& column, const std::string& value) {
-    pqxx::result r = t.exec_params(
-        absl::StrCat("SELECT ", kJobColumns, " FROM autoquant_jobs WHERE ", column, " = $1"), value);
+    pqxx::result r =
+        t.exec_params(absl::StrCat("SELECT ", kJobColumns, " FROM autoquant_jobs WHERE ", column, " = $1"), value);
     if (r.empty()) {
-      return absl::NotFoundError(absl::StrCat("no job with ", column == "id" ? "id" : "idempotency key", " '",
-                                              value, "'; list jobs to see the known ids"));
+      return absl::NotFoundError(absl::StrCat("no job with ", column == "id" ? "id" : "idempotency key", " '", value,
+                                              "'; list jobs to see the known ids"));
     }
     return FromRow(r[0]);
   }
@@ -676,17 +689,18 @@ class PostgresJobStore : public JobStore {
     w.exec_params(
         "INSERT INTO autoquant_job_logs(job_id, sequence, time_ms, level, message, phase, progress, state) "
         "VALUES($1, $2, $3, $4, $5, $6, $7, NULLIF($8, ''))",
-        id, seq, e.time_ms ? e.time_ms : NowMs(), e.level.empty() ? std::string("info") : e.level, e.message,
-        e.phase, e.progress, e.state ? StateText(*e.state) : std::string());
+        id, seq, e.time_ms ? e.time_ms : NowMs(), e.level.empty() ? std::string("info") : e.level, e.message, e.phase,
+        e.progress, e.state ? StateText(*e.state) : std::string());
     return seq;
   }
 
   absl::StatusOr<Job> TransitionTx(pqxx::work& w, const std::string& id, JobState to,
                                    const std::function<void(Job&)>& mutate, const std::optional<LogEntry>& log,
                                    const Lease* lease) {
-    pqxx::result r = w.exec_params(absl::StrCat("SELECT ", kJobColumns, " FROM autoquant_jobs WHERE id = $1 FOR UPDATE"),
-                                   id);
-    if (r.empty()) return absl::NotFoundError(absl::StrCat("no job with id '", id, "'; list jobs to see the known ids"));
+    pqxx::result r =
+        w.exec_params(absl::StrCat("SELECT ", kJobColumns, " FROM autoquant_jobs WHERE id = $1 FOR UPDATE"), id);
+    if (r.empty())
+      return absl::NotFoundError(absl::StrCat("no job with id '", id, "'; list jobs to see the known ids"));
     ASSIGN_OR_RETURN(Job j, FromRow(r[0]));
     if (lease != nullptr &&
         (j.state != JobState::kRunning || j.owner != lease->owner || j.lease_epoch != lease->epoch)) {
@@ -732,8 +746,7 @@ std::string RedactedStoreUrl(const std::string& url) {
   return std::regex_replace(std::regex_replace(url, userinfo, "$1:***@"), param, "$1***");
 }
 
-absl::StatusOr<std::unique_ptr<JobStore>> OpenPostgresJobStore(const std::string& url,
-                                                                const JobStoreOptions& options) {
+absl::StatusOr<std::unique_ptr<JobStore>> OpenPostgresJobStore(const std::string& url, const JobStoreOptions& options) {
   JobStoreOptions o = options;
   if (o.owner.empty()) o.owner = NewDaemonId();
   if (!(o.lease_seconds > 0)) {
@@ -742,8 +755,8 @@ absl::StatusOr<std::unique_ptr<JobStore>> OpenPostgresJobStore(const std::string
   if (o.max_attempts < 1) return absl::InvalidArgumentError("--max-attempts must be >= 1");
   // A server that drops packets would otherwise hold the first connection for minutes.
   std::string u = url;
-  if (!absl::StrContains(u, "connect_timeout=")) absl::StrAppend(&u, absl::StrContains(u, "?") ? "&" : "?",
-                                                                 "connect_timeout=10");
+  if (!absl::StrContains(u, "connect_timeout="))
+    absl::StrAppend(&u, absl::StrContains(u, "?") ? "&" : "?", "connect_timeout=10");
   auto store = std::make_unique<PostgresJobStore>(u, url, o);
   RETURN_IF_ERROR(store->Init());
   return std::unique_ptr<JobStore>(std::move(store));

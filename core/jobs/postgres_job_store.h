@@ -47,8 +47,7 @@ namespace autoquant {
 
 inline constexpr int kPostgresSchemaVersion = 2;  // 2: autoquant_blobs
 
-absl::StatusOr<std::unique_ptr<JobStore>> OpenPostgresJobStore(const std::string& url,
-                                                                const JobStoreOptions& options);
+absl::StatusOr<std::unique_ptr<JobStore>> OpenPostgresJobStore(const std::string& url, const JobStoreOptions& options);
 
 // `url` with any password replaced by "***", for messages and logs.
 std::string RedactedStoreUrl(const std::string& url);

@@ -15,8 +15,7 @@ struct Tally {
 };
 
 // One list of a spec: count, each entry's length and bytes, and the tally.
-absl::Status CheckList(const std::string& field, const std::vector<std::string>& entries, bool patterns,
-                       Tally* tally) {
+absl::Status CheckList(const std::string& field, const std::vector<std::string>& entries, bool patterns, Tally* tally) {
   RETURN_IF_ERROR(CheckFieldCount(field, entries.size(), kMaxListEntries));
   for (size_t i = 0; i < entries.size(); ++i) {
     const std::string& e = entries[i];
@@ -26,9 +25,9 @@ absl::Status CheckList(const std::string& field, const std::vector<std::string>&
       // Module names and fnmatch patterns are printable; a control byte is a mistake (or an attack
       // on the logs and manifests the entry is copied into).
       if (c < 0x20 || c == 0x7f) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "%s holds the control character 0x%02x; %s are printable text", entry, c,
-            patterns ? "patterns" : "group keys"));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s holds the control character 0x%02x; %s are printable text", entry, c,
+                            patterns ? "patterns" : "group keys"));
       }
     }
     tally->text += e.size();
@@ -51,10 +50,11 @@ absl::Status CheckSpec(const JobSpec& spec, const std::string& prefix, size_t* t
     RETURN_IF_ERROR(CheckList(prefix + "coverage_manifest.disabled_layers", spec.manifest_disabled, true, &tally));
   }
   if (tally.patterns > kMaxPatternBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        prefix, "disabled_layers and ", prefix, "coverage_manifest.disabled_layers together hold ", tally.patterns,
-        " bytes of patterns; at most ", kMaxPatternBytes, " are accepted (a pattern such as '*visual*' covers many "
-        "modules)"));
+    return absl::InvalidArgumentError(absl::StrCat(prefix, "disabled_layers and ", prefix,
+                                                   "coverage_manifest.disabled_layers together hold ", tally.patterns,
+                                                   " bytes of patterns; at most ", kMaxPatternBytes,
+                                                   " are accepted (a pattern such as '*visual*' covers many "
+                                                   "modules)"));
   }
   if (tally.text > kMaxSpecTextBytes) {
     return absl::InvalidArgumentError(absl::StrCat(prefix, "spec holds ", tally.text,

@@ -18,10 +18,9 @@ absl::StatusOr<fs::path> ExistingSchemeDir(const fs::path& models_root, const st
                                             ": submit it first (with evaluate to do both)"));
   }
   if (S_ISLNK(st.st_mode) || !S_ISDIR(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat(dir.string(), " is not a scheme directory (",
-                                                      S_ISLNK(st.st_mode) ? "a symbolic link" : "not a directory",
-                                                      "); the daemon reads only real directories under ",
-                                                      models_root.string()));
+    return absl::FailedPreconditionError(absl::StrCat(
+        dir.string(), " is not a scheme directory (", S_ISLNK(st.st_mode) ? "a symbolic link" : "not a directory",
+        "); the daemon reads only real directories under ", models_root.string()));
   }
   return dir;
 }

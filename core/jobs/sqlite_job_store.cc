@@ -146,7 +146,8 @@ class SqliteJobStore : public JobStore {
     sqlite3_busy_timeout(db_, 10000);
     // A store that cannot be used is reported as data loss, with what to do; the file is left alone.
     auto damaged = [](absl::string_view what, absl::string_view detail) {
-      return absl::DataLossError(absl::StrCat("job store ", what, ": ", detail, "; move it aside or point --store elsewhere"));
+      return absl::DataLossError(
+          absl::StrCat("job store ", what, ": ", detail, "; move it aside or point --store elsewhere"));
     };
     // Fails on a file that is not a database: report it as such.
     {
@@ -168,7 +169,8 @@ class SqliteJobStore : public JobStore {
       if (!check.prepared().ok()) return damaged("failed its integrity check", sqlite3_errmsg(db_));
       auto row = check.Step();
       if (!row.ok()) return damaged("failed its integrity check", row.status().message());
-      if (!*row || check.Text(0) != "ok") return damaged("failed its integrity check", *row ? check.Text(0) : "no result");
+      if (!*row || check.Text(0) != "ok")
+        return damaged("failed its integrity check", *row ? check.Text(0) : "no result");
     }
     RETURN_IF_ERROR(Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
     RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
@@ -315,8 +317,8 @@ class SqliteJobStore : public JobStore {
     Stmt s(reader_, "SELECT state, COUNT(*) FROM jobs GROUP BY state");
     RETURN_IF_ERROR(s.prepared());
     std::map<JobState, int64_t> out;
-    for (JobState st : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
-                        JobState::kCancelled}) {
+    for (JobState st :
+         {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed, JobState::kCancelled}) {
       out[st] = 0;
     }
     while (true) {
@@ -475,9 +477,9 @@ class SqliteJobStore : public JobStore {
         ASSIGN_OR_RETURN(std::optional<Job> existing, FindByKeyOn(db_, in.idempotency_key));
         if (existing) {
           if (!(existing->spec == in.spec)) {
-            return absl::AlreadyExistsError(absl::StrCat(
-                "idempotency key '", in.idempotency_key, "' was already used by job ", existing->id,
-                " with a different request; use a new key for a new request"));
+            return absl::AlreadyExistsError(absl::StrCat("idempotency key '", in.idempotency_key,
+                                                         "' was already used by job ", existing->id,
+                                                         " with a different request; use a new key for a new request"));
           }
           out.push_back(std::move(*existing));
           made.push_back(false);
@@ -548,15 +550,16 @@ class SqliteJobStore : public JobStore {
     }
     LogEntry e;
     e.level = "info";
-    ASSIGN_OR_RETURN(Job j, TransitionLocked(id, JobState::kRunning,
-                                             [](Job& j) {
-                                               j.attempts += 1;
-                                               j.started_ms = NowMs();
-                                               j.phase = "";
-                                               j.progress = 0;
-                                               j.message = "";
-                                             },
-                                             std::nullopt));
+    ASSIGN_OR_RETURN(Job j, TransitionLocked(
+                                id, JobState::kRunning,
+                                [](Job& j) {
+                                  j.attempts += 1;
+                                  j.started_ms = NowMs();
+                                  j.phase = "";
+                                  j.progress = 0;
+                                  j.message = "";
+                                },
+                                std::nullopt));
     e.message = absl::StrCat("started (attempt ", j.attempts, ")");
     e.time_ms = j.started_ms;
     RETURN_IF_ERROR(AppendLogLocked(id, e).status());
@@ -620,20 +623,21 @@ class SqliteJobStore : public JobStore {
                                  j.cancel_requested ? " to finish its requested cancel" : "",
                                  " (its unpublished output was discarded; a scheme it had already published is "
                                  "verified and kept)");
-        ASSIGN_OR_RETURN(Job r, TransitionLocked(id, JobState::kQueued,
-                                                 [](Job& j) {
-                                                   j.phase = "";
-                                                   j.progress = 0;
-                                                   j.message = "re-queued after the daemon restarted";
-                                                 },
-                                                 e));
+        ASSIGN_OR_RETURN(Job r, TransitionLocked(
+                                    id, JobState::kQueued,
+                                    [](Job& j) {
+                                      j.phase = "";
+                                      j.progress = 0;
+                                      j.message = "re-queued after the daemon restarted";
+                                    },
+                                    e));
         changed.push_back(std::move(r));
       } else {
         e.level = "error";
         e.message = absl::StrCat("the daemon stopped while this job ran, ", j.attempts,
                                  " times; failed instead of being re-queued again (resubmit to retry)");
-        ASSIGN_OR_RETURN(Job r, TransitionLocked(id, JobState::kFailed,
-                                                 [&](Job& j) { j.message = e.message; }, e));
+        ASSIGN_OR_RETURN(Job r, TransitionLocked(
+                                    id, JobState::kFailed, [&](Job& j) { j.message = e.message; }, e));
         changed.push_back(std::move(r));
       }
     }
@@ -647,8 +651,8 @@ class SqliteJobStore : public JobStore {
     const char* file = sqlite3_db_filename(db_, "main");
     const int rc = sqlite3_open_v2(file ? file : "", &reader_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr);
     if (rc != SQLITE_OK) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot open a second connection to the job store: ", reader_ ? sqlite3_errmsg(reader_) : "out of memory"));
+      return absl::UnavailableError(absl::StrCat("cannot open a second connection to the job store: ",
+                                                 reader_ ? sqlite3_errmsg(reader_) : "out of memory"));
     }
     sqlite3_busy_timeout(reader_, 10000);
     const int q = sqlite3_exec(reader_, "PRAGMA query_only=1", nullptr, nullptr, nullptr);

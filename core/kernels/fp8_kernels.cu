@@ -20,8 +20,7 @@ __device__ __forceinline__ float ClampKeepNan(float v, float lo, float hi) {
 }
 
 template <typename T>
-__global__ void FakeQuantKernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, const float* amax,
-                                bool packed) {
+__global__ void FakeQuantKernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, const float* amax, bool packed) {
   float a = *amax;
   // amax <= 2^-24 or not finite counts as 1 (fp8.h).
   if (!(isfinite(a) && a > 5.9604644775390625e-08f)) a = 1.0f;
@@ -118,8 +117,7 @@ std::string FakeQuantFp8(const void* x, void* y, int64_t n, DType dtype, const f
   return ForDType(dtype, "FakeQuantFp8", [&](auto tag) {
     using T = decltype(tag);
     const Grid grid = PackedGridFor<T>(n, packed);
-    FakeQuantKernel<<<grid.blocks, grid.threads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(y), n, amax,
-                                                         packed);
+    FakeQuantKernel<<<grid.blocks, grid.threads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(y), n, amax, packed);
   });
 }
 

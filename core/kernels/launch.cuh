@@ -22,11 +22,17 @@ __device__ __forceinline__ float ToFloat(__half v) { return __half2float(v); }
 template <typename T>
 __device__ __forceinline__ T FromFloat(float v);
 template <>
-__device__ __forceinline__ float FromFloat<float>(float v) { return v; }
+__device__ __forceinline__ float FromFloat<float>(float v) {
+  return v;
+}
 template <>
-__device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+__device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
 template <>
-__device__ __forceinline__ __half FromFloat<__half>(float v) { return __float2half_rn(v); }
+__device__ __forceinline__ __half FromFloat<__half>(float v) {
+  return __float2half_rn(v);
+}
 
 // A float rounded through T and back: what a torch op producing T stores.
 template <typename T>
@@ -136,9 +142,15 @@ inline std::string LaunchError(const char* what) {
 template <typename F>
 std::string ForDType(DType dtype, const char* what, F&& launch) {
   switch (dtype) {
-    case DType::kFloat32: launch(float{}); break;
-    case DType::kBFloat16: launch(__nv_bfloat16{}); break;
-    case DType::kFloat16: launch(__half{}); break;
+    case DType::kFloat32:
+      launch(float{});
+      break;
+    case DType::kBFloat16:
+      launch(__nv_bfloat16{});
+      break;
+    case DType::kFloat16:
+      launch(__half{});
+      break;
   }
   return LaunchError(what);
 }

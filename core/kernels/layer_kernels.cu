@@ -72,7 +72,7 @@ std::string RmsNorm(const void* x, const void* w, void* y, int64_t rows, int64_t
   return ForDType(dtype, "RmsNorm", [&](auto tag) {
     using T = decltype(tag);
     RmsNormKernel<<<static_cast<unsigned>(rows), threads, 0, s>>>(static_cast<const T*>(x), static_cast<const T*>(w),
-                                                                   static_cast<T*>(y), cols, eps);
+                                                                  static_cast<T*>(y), cols, eps);
   });
 }
 

@@ -2,9 +2,9 @@
 
 #include <torch/cuda.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/match.h"
 
 namespace autoquant {
 

@@ -15,9 +15,7 @@
 namespace autoquant {
 using json = nlohmann::json;
 
-absl::string_view ScoreMethodName(ScoreMethod m) {
-  return m == ScoreMethod::kGradient ? "gradient" : "kl_div";
-}
+absl::string_view ScoreMethodName(ScoreMethod m) { return m == ScoreMethod::kGradient ? "gradient" : "kl_div"; }
 
 absl::StatusOr<ScoreMethod> ParseScoreMethod(absl::string_view name) {
   std::string n = absl::AsciiStrToLower(name);
@@ -45,8 +43,7 @@ absl::StatusOr<std::string> BaselineKey(const BaselineInputs& in) {
 void Baseline::ComputeRanking() {
   ranking.resize(groups.size());
   std::iota(ranking.begin(), ranking.end(), 0);
-  std::stable_sort(ranking.begin(), ranking.end(),
-                   [&](size_t a, size_t b) { return scores[a][0] < scores[b][0]; });
+  std::stable_sort(ranking.begin(), ranking.end(), [&](size_t a, size_t b) { return scores[a][0] < scores[b][0]; });
 }
 
 size_t Baseline::format_index(Format f) const {
@@ -73,7 +70,8 @@ json BaselineToJson(const Baseline& b) {
   }
   j["linears"] = json::array();
   for (const auto& l : b.linears) {
-    j["linears"].push_back({{"name", l.name}, {"out", l.out_features}, {"in", l.in_features}, {"numel", l.weight_numel}});
+    j["linears"].push_back(
+        {{"name", l.name}, {"out", l.out_features}, {"in", l.in_features}, {"numel", l.weight_numel}});
   }
   j["groups"] = json::array();
   for (size_t g = 0; g < b.groups.size(); ++g) {
@@ -137,8 +135,8 @@ absl::Status Validate(const Baseline& b) {
   }
   const size_t nf = b.formats.size();
   if (b.scores.size() != b.groups.size() || b.costs.size() != b.groups.size()) {
-    return Corrupt(absl::StrCat(b.groups.size(), " groups but ", b.scores.size(), " score and ", b.costs.size(),
-                                " cost rows"));
+    return Corrupt(
+        absl::StrCat(b.groups.size(), " groups but ", b.scores.size(), " score and ", b.costs.size(), " cost rows"));
   }
   if (b.groups.empty()) return Corrupt("no groups");
   std::vector<bool> grouped(b.linears.size(), false);
@@ -156,8 +154,8 @@ absl::Status Validate(const Baseline& b) {
       numel += b.linears[i].weight_numel;
     }
     if (qg.weight_numel != numel) {
-      return Corrupt(absl::StrCat("group '", qg.key, "' has numel ", qg.weight_numel, " but its Linears sum to ",
-                                  numel));
+      return Corrupt(
+          absl::StrCat("group '", qg.key, "' has numel ", qg.weight_numel, " but its Linears sum to ", numel));
     }
     total += numel;
     RETURN_IF_ERROR(CheckValues("scores", g, b.scores[g], nf));
@@ -214,16 +212,16 @@ absl::StatusOr<Baseline> BaselineFromJson(const json& j) {
       if (!format.ok()) return Corrupt(std::string(format.status().message()));
       if (f.at("recipe").get<std::string>() != SpecOf(*format).recipe ||
           JsonInt<int>(f.at("bits")) != SpecOf(*format).bits) {
-        return Corrupt(absl::StrCat("format '", FormatName(*format), "' is recorded as ", f.at("recipe").dump(), " with ",
-                                    f.at("bits").dump(), " bits, not as this autoquant defines it (",
+        return Corrupt(absl::StrCat("format '", FormatName(*format), "' is recorded as ", f.at("recipe").dump(),
+                                    " with ", f.at("bits").dump(), " bits, not as this autoquant defines it (",
                                     SpecOf(*format).recipe, ", ", SpecOf(*format).bits, " bits)"));
       }
       b.formats.push_back(*format);
       if (IsQuantized(*format)) b.inputs.formats.push_back(*format);
     }
     for (const auto& l : j.at("linears")) {
-      b.linears.push_back({l.at("name"), JsonInt<int64_t>(l.at("numel")), JsonInt<int64_t>(l.at("out")),
-                           JsonInt<int64_t>(l.at("in"))});
+      b.linears.push_back(
+          {l.at("name"), JsonInt<int64_t>(l.at("numel")), JsonInt<int64_t>(l.at("out")), JsonInt<int64_t>(l.at("in"))});
     }
     for (const auto& g : j.at("groups")) {
       QuantGroup qg;
@@ -277,8 +275,8 @@ absl::StatusOr<Baseline> LoadBaseline(const std::filesystem::path& dir, const st
   // otherwise pass for a baseline of other settings.
   ASSIGN_OR_RETURN(std::string actual, BaselineKey(b->inputs));
   if (b->key != key || actual != key) {
-    return absl::DataLossError(absl::StrCat(path.string(), ": key mismatch (file says ", b->key,
-                                            ", its inputs hash to ", actual, ")"));
+    return absl::DataLossError(
+        absl::StrCat(path.string(), ": key mismatch (file says ", b->key, ", its inputs hash to ", actual, ")"));
   }
   return b;
 }

@@ -37,9 +37,9 @@ struct BaselineInputs {
   std::string calib_fingerprint;  // hex SHA-256 of the calibration file
   ScoreMethod method = ScoreMethod::kGradient;
   std::vector<Format> formats;  // the candidates, Format::kNone not among them
-  int calib_steps = 0;  // batches
-  int score_steps = 0;  // batches
-  int batch_size = 1;   // samples per batch: with the steps, which samples were used
+  int calib_steps = 0;          // batches
+  int score_steps = 0;          // batches
+  int batch_size = 1;           // samples per batch: with the steps, which samples were used
   bool include_vision = false;
   std::string compute_dtype;  // "bfloat16" / "float32": scores depend on it
 };
@@ -51,16 +51,16 @@ absl::StatusOr<std::string> BaselineKey(const BaselineInputs& in);
 struct Baseline {
   std::string key;
   BaselineInputs inputs;
-  std::vector<Format> formats;  // the candidates, then Format::kNone last
-  std::vector<LinearDesc> linears;   // every Linear of the model, model order
-  std::vector<QuantGroup> groups;    // quantizable groups, none disabled
+  std::vector<Format> formats;      // the candidates, then Format::kNone last
+  std::vector<LinearDesc> linears;  // every Linear of the model, model order
+  std::vector<QuantGroup> groups;   // quantizable groups, none disabled
   // [format][linear]; NONE has no entry. 0 where a Linear never ran.
   std::vector<std::vector<float>> input_amax;
   std::vector<std::vector<float>> weight_amax;
   // [group][format], NONE included (score 0, cost = numel).
   std::vector<std::vector<double>> scores;
   std::vector<std::vector<double>> costs;
-  std::vector<size_t> ranking;  // group indices, least sensitive first
+  std::vector<size_t> ranking;     // group indices, least sensitive first
   int64_t total_weight_numel = 0;  // over all groups: the cost denominator
   double score_seconds = 0;        // how long scoring took
   double calib_seconds = 0;

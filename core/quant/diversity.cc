@@ -34,12 +34,16 @@ nlohmann::ordered_json DiversityReport::ToJson() const {
   j["schemes"] = schemes;
   j["pairs"] = nlohmann::ordered_json::array();
   for (const auto& p : pairs) {
-    j["pairs"].push_back({{"a", p.a}, {"b", p.b}, {"groups_differ", p.groups_differ},
-                          {"max_abs_diff", p.max_abs_diff}, {"max_abs_diff_tensor", p.max_abs_diff_tensor},
+    j["pairs"].push_back({{"a", p.a},
+                          {"b", p.b},
+                          {"groups_differ", p.groups_differ},
+                          {"max_abs_diff", p.max_abs_diff},
+                          {"max_abs_diff_tensor", p.max_abs_diff_tensor},
                           {"identical", p.identical}});
   }
   j["self_check"] = nlohmann::ordered_json::array();
-  for (const auto& c : checks) j["self_check"].push_back({{"scheme", c.scheme}, {"ok", c.ok()}, {"problems", c.problems}});
+  for (const auto& c : checks)
+    j["self_check"].push_back({{"scheme", c.scheme}, {"ok", c.ok()}, {"problems", c.problems}});
   j["ok"] = ok();
   return j;
 }
@@ -117,7 +121,8 @@ SchemeCheck SelfCheck(Scheme& s) {
                                           DTypeName(w->dtype)));
       }
       const bool has_scales = s.ckpt.Find(*name + ".weight_scale") && s.ckpt.Find(*name + ".input_scale");
-      if (is_fp8 && !has_scales) c.problems.push_back(absl::StrCat(*name, " is FP8 but lacks weight_scale/input_scale"));
+      if (is_fp8 && !has_scales)
+        c.problems.push_back(absl::StrCat(*name, " is FP8 but lacks weight_scale/input_scale"));
       if (!is_fp8 && s.ckpt.Find(*name + ".weight_scale")) {
         c.problems.push_back(absl::StrCat(*name, " is not FP8 but carries a weight_scale"));
       }

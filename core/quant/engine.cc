@@ -34,12 +34,18 @@ namespace fs = std::filesystem;
 
 absl::string_view PhaseName(Phase p) {
   switch (p) {
-    case Phase::kLoad: return "load";
-    case Phase::kCalibrate: return "calibrate";
-    case Phase::kScore: return "score";
-    case Phase::kSearch: return "search";
-    case Phase::kExport: return "export";
-    case Phase::kEvaluate: return "evaluate";
+    case Phase::kLoad:
+      return "load";
+    case Phase::kCalibrate:
+      return "calibrate";
+    case Phase::kScore:
+      return "score";
+    case Phase::kSearch:
+      return "search";
+    case Phase::kExport:
+      return "export";
+    case Phase::kEvaluate:
+      return "evaluate";
   }
   return "?";
 }
@@ -110,9 +116,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   if (options.batch_size < 1) return absl::InvalidArgumentError("batch size must be at least 1");
   if (!options.baseline_cache.empty()) {
     // The cache is written into: it must not be inside the base model or be the calibration file.
-    RETURN_IF_ERROR(CheckDisjoint(options.baseline_cache, "baseline cache",
-                                  {{options.model_dir, "the base model directory"},
-                                   {options.calib_path, "the calibration file"}}));
+    RETURN_IF_ERROR(
+        CheckDisjoint(options.baseline_cache, "baseline cache",
+                      {{options.model_dir, "the base model directory"}, {options.calib_path, "the calibration file"}}));
   }
   ASSIGN_OR_RETURN(impl->device, ParseDevice(options.device));
   ASSIGN_OR_RETURN(impl->dtype, ParseDtype(options.dtype, impl->device));
@@ -144,9 +150,9 @@ const std::string& Engine::calib_fingerprint() const { return impl_->calib_fp; }
 int64_t Engine::calib_samples() const { return impl_->calib.num_samples(); }
 const EngineOptions& Engine::options() const { return impl_->options; }
 
-absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps, int score_steps,
-                                             bool include_vision, const ProgressFn& progress,
-                                             const std::atomic<bool>* cancel, bool* reused, int batch_size) {
+absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps, int score_steps, bool include_vision,
+                                             const ProgressFn& progress, const std::atomic<bool>* cancel, bool* reused,
+                                             int batch_size) {
   Impl& s = *impl_;
   ASSIGN_OR_RETURN(BaselineInputs in, InputsFor(method, calib_steps, score_steps, include_vision, batch_size));
   calib_steps = in.calib_steps;
@@ -167,10 +173,10 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
     // A bad entry costs a recomputation, not the scheme; but say so: silence
     // would hide a cache directory that keeps getting damaged.
     if (!absl::IsNotFound(loaded.status()) && progress) {
-      progress(ProgressEvent{Phase::kCalibrate, 0,
-                             absl::StrCat("ignoring the cached baseline (", loaded.status().ToString(),
-                                          "); recomputing it"),
-                             /*warning=*/true});
+      progress(
+          ProgressEvent{Phase::kCalibrate, 0,
+                        absl::StrCat("ignoring the cached baseline (", loaded.status().ToString(), "); recomputing it"),
+                        /*warning=*/true});
     }
   }
   // Another process sharing the cache (a daemon of the same fleet, the CLI) may be computing this very
@@ -215,13 +221,11 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
   RaiseTo(s.peak_seen, PeakReserved(s.device));
   ResetPeakReserved(s.device);
   auto t0 = std::chrono::steady_clock::now();
-  PassOptions calib_opts{calib_steps, in.batch_size, cancel,
-                         [&](double f) { Report(progress, Phase::kCalibrate, f); }};
+  PassOptions calib_opts{calib_steps, in.batch_size, cancel, [&](double f) { Report(progress, Phase::kCalibrate, f); }};
   ASSIGN_OR_RETURN(CalibrationResult amax, Calibrate(s.model, s.calib, calib_opts));
   b.calib_seconds = Seconds(t0);
   auto t1 = std::chrono::steady_clock::now();
-  PassOptions score_opts{score_steps, in.batch_size, cancel,
-                         [&](double f) { Report(progress, Phase::kScore, f); }};
+  PassOptions score_opts{score_steps, in.batch_size, cancel, [&](double f) { Report(progress, Phase::kScore, f); }};
   score_opts.graph_bytes = s.options.score_graph_bytes;
   ++s.scoring_passes;
   ASSIGN_OR_RETURN(std::vector<std::vector<double>> scores,
@@ -269,8 +273,7 @@ absl::StatusOr<BaselineInputs> Engine::InputsFor(ScoreMethod method, int calib_s
   in.method = method;
   in.formats = {Format::kFp8};
   in.calib_steps = calib_steps == 0 ? batches : std::min(calib_steps, batches);
-  in.score_steps = score_steps == 0 ? std::min(batches, std::max(1, 128 / batch_size))
-                                    : std::min(score_steps, batches);
+  in.score_steps = score_steps == 0 ? std::min(batches, std::max(1, 128 / batch_size)) : std::min(score_steps, batches);
   in.batch_size = batch_size;
   in.include_vision = include_vision;
   in.compute_dtype = dtype();
@@ -289,9 +292,10 @@ absl::StatusOr<Baseline> Engine::CachedBaseline(ScoreMethod method, int calib_st
     auto loaded = LoadBaseline(impl_->options.baseline_cache, key);
     if (loaded.ok()) return loaded;
   }
-  return absl::FailedPreconditionError(absl::StrCat(
-      "no ", ScoreMethodName(method), " baseline for these settings has been computed yet; submit a scheme "
-      "with the same method and steps first"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("no ", ScoreMethodName(method),
+                   " baseline for these settings has been computed yet; submit a scheme "
+                   "with the same method and steps first"));
 }
 
 std::vector<std::string> Engine::cached_baseline_keys() const {
@@ -333,10 +337,10 @@ absl::Status Engine::ValidateScheme(const SchemeRequest& request) const {
   if (request.out_dir.empty()) return absl::InvalidArgumentError("the output directory is required");
   const std::string scheme = SchemeNameFor(request);
   if (absl::Status name = ValidateSchemeName(scheme); !name.ok()) {
-    return request.scheme.empty()
-               ? absl::InvalidArgumentError(absl::StrCat(name.message(), " (the scheme name defaults to the output "
-                                                         "directory's name; pass --scheme NAME)"))
-               : name;
+    return request.scheme.empty() ? absl::InvalidArgumentError(absl::StrCat(name.message(),
+                                                                            " (the scheme name defaults to the output "
+                                                                            "directory's name; pass --scheme NAME)"))
+                                  : name;
   }
   RETURN_IF_ERROR(CheckOutputPath({.path = request.out_dir,
                                    .kind = OutputKind::kDirectory,
@@ -362,10 +366,8 @@ absl::Status Engine::ValidateScheme(const SchemeRequest& request) const {
   if (request.batch_size < 0) {
     return absl::InvalidArgumentError("the batch size must be >= 0 (0 = the engine's default)");
   }
-  ASSIGN_OR_RETURN(std::vector<QuantGroup> groups,
-                   QuantizableGroups(s.linears, request.include_vision, s.tied_head));
-  return SelectCandidates(request.selection, s.linears, groups, request.include_vision,
-                          {Format::kFp8, Format::kNone})
+  ASSIGN_OR_RETURN(std::vector<QuantGroup> groups, QuantizableGroups(s.linears, request.include_vision, s.tied_head));
+  return SelectCandidates(request.selection, s.linears, groups, request.include_vision, {Format::kFp8, Format::kNone})
       .status();
 }
 
@@ -376,10 +378,11 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
   r.out_dir = request.out_dir;
   r.scheme = SchemeNameFor(request);
   if (request.format == ExportFormat::kModelOpt && progress) {
-    progress(ProgressEvent{Phase::kLoad, 1.0,
-                           "format modelopt: for vLLM / TensorRT-LLM only; transformers cannot load it (it drops "
-                           "the FP8 scales and computes wrong logits); use --format compressed-tensors for transformers",
-                           /*warning=*/true});
+    progress(
+        ProgressEvent{Phase::kLoad, 1.0,
+                      "format modelopt: for vLLM / TensorRT-LLM only; transformers cannot load it (it drops "
+                      "the FP8 scales and computes wrong logits); use --format compressed-tensors for transformers",
+                      /*warning=*/true});
   }
   auto t0 = std::chrono::steady_clock::now();
   bool reused = false;

@@ -108,11 +108,11 @@ struct SchemeResult {
   size_t groups_quantized = 0;
   size_t groups_total = 0;
   std::string baseline_key;
-  bool baseline_reused = false;  // no calibration or scoring pass ran for this scheme
-  double baseline_seconds = 0;   // calibration + scoring time spent by this call
+  bool baseline_reused = false;            // no calibration or scoring pass ran for this scheme
+  double baseline_seconds = 0;             // calibration + scoring time spent by this call
   int64_t baseline_peak_device_bytes = 0;  // CUDA allocator's peak reserved bytes while computing it
   double export_seconds = 0;
-  uint64_t export_bytes = 0;  // tensor bytes written to disk (shared: new blobs and copies only)
+  uint64_t export_bytes = 0;         // tensor bytes written to disk (shared: new blobs and copies only)
   uint64_t export_tensor_bytes = 0;  // the scheme's tensors
   ExportLayout layout = ExportLayout::kStandalone;
   size_t blobs_reused = 0, blobs_written = 0, blobs_copied = 0;
@@ -120,7 +120,7 @@ struct SchemeResult {
   double export_write_seconds = 0, export_check_seconds = 0;
   // Standalone: the writer threads' time, summed over them, by step (checkpoint_writer.h's WriterSeconds).
   double export_produce_seconds = 0, export_hash_seconds = 0, export_pwrite_seconds = 0;
-  int export_writer_threads = 0;  // standalone: the threads that wrote (EngineOptions::export_threads)
+  int export_writer_threads = 0;       // standalone: the threads that wrote (EngineOptions::export_threads)
   size_t export_resident_weights = 0;  // FP8 weights quantized from the resident model's copy
 };
 
@@ -169,8 +169,8 @@ class Engine {
   // The baseline for these settings if it is in memory or in the baseline
   // cache; FailedPrecondition if it has not been computed. Thread-safe
   // (the daemon's RPC threads call it while the worker runs a scheme).
-  absl::StatusOr<Baseline> CachedBaseline(ScoreMethod method, int calib_steps, int score_steps,
-                                          bool include_vision, int batch_size = 0) const;
+  absl::StatusOr<Baseline> CachedBaseline(ScoreMethod method, int calib_steps, int score_steps, bool include_vision,
+                                          int batch_size = 0) const;
   // Keys of the baselines held in memory. Thread-safe.
   std::vector<std::string> cached_baseline_keys() const;
   // Thread-safe.
@@ -191,8 +191,8 @@ class Engine {
   struct Impl;
   explicit Engine(std::unique_ptr<Impl> impl);
   // The canonical step counts and key inputs for these settings.
-  absl::StatusOr<BaselineInputs> InputsFor(ScoreMethod method, int calib_steps, int score_steps,
-                                           bool include_vision, int batch_size) const;
+  absl::StatusOr<BaselineInputs> InputsFor(ScoreMethod method, int calib_steps, int score_steps, bool include_vision,
+                                           int batch_size) const;
   std::unique_ptr<Impl> impl_;
 };
 

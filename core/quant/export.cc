@@ -42,9 +42,8 @@ absl::StatusOr<std::string> CheckpointModuleName(const Checkpoint& base, const s
     legacy = module.substr(std::string("model.").size());
   }
   if (base.Find(legacy + ".weight") != nullptr) return legacy;
-  return absl::NotFoundError(absl::StrCat("module '", module, "' has no weight in checkpoint ",
-                                          base.path().string(), " (tried '", module, ".weight' and '",
-                                          legacy, ".weight')"));
+  return absl::NotFoundError(absl::StrCat("module '", module, "' has no weight in checkpoint ", base.path().string(),
+                                          " (tried '", module, ".weight' and '", legacy, ".weight')"));
 }
 
 namespace {
@@ -191,9 +190,8 @@ absl::StatusOr<std::vector<SharedPiece>> SharedPieces(const Baseline& b, const s
     bool fp8 = false;
     for (size_t i : piece.tensors) fp8 |= tensors[i].spec.dtype == DType::kF8E4M3;
     // The quantizer's identity is part of an FP8 piece: fp8_storage.h's per-tensor rule and the format's scales.
-    const std::string quant = fp8 ? absl::StrCat("quantizer fp8-e4m3 per-tensor v1 format ",
-                                                 ExportFormatName(options.format), "\n")
-                                  : "";
+    const std::string quant =
+        fp8 ? absl::StrCat("quantizer fp8-e4m3 per-tensor v1 format ", ExportFormatName(options.format), "\n") : "";
     piece.description = absl::StrCat(head, "group ", b.groups[g].key, "\n", quant, piece.description);
     out.push_back(std::move(piece));
   }
@@ -307,22 +305,22 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     // A standalone writer needs the digest of bytes it does not know: hashed by the producer, which on
     // the GPU runs on a prefetch thread while the writer threads write.
     const bool hash = known.empty() && options.layout == ExportLayout::kStandalone;
-    fp8_sources.push_back([&base, name, resident = q->second.resident, f, device,
-                           hash]() -> absl::StatusOr<StoredFp8Weight> {
-      // Producers run on helper threads: make the quantizing device theirs.
-      c10::OptionalDeviceGuard guard(device.is_cuda() ? std::optional<c10::Device>(device) : std::nullopt);
-      torch::Tensor w = resident;
-      if (!w.defined()) {
-        ASSIGN_OR_RETURN(w, base.Get(name));
-      }
-      ASSIGN_OR_RETURN(StoredFp8Weight q, QuantizedWeight(std::move(w), f, device));
-      if (hash && q.weight.device().is_cpu() && q.weight.is_contiguous()) {
-        Sha256 h;
-        h.Update(q.weight.const_data_ptr(), static_cast<size_t>(q.weight.nbytes()));
-        ASSIGN_OR_RETURN(q.weight_sha256, h.HexDigest());
-      }
-      return q;
-    });
+    fp8_sources.push_back(
+        [&base, name, resident = q->second.resident, f, device, hash]() -> absl::StatusOr<StoredFp8Weight> {
+          // Producers run on helper threads: make the quantizing device theirs.
+          c10::OptionalDeviceGuard guard(device.is_cuda() ? std::optional<c10::Device>(device) : std::nullopt);
+          torch::Tensor w = resident;
+          if (!w.defined()) {
+            ASSIGN_OR_RETURN(w, base.Get(name));
+          }
+          ASSIGN_OR_RETURN(StoredFp8Weight q, QuantizedWeight(std::move(w), f, device));
+          if (hash && q.weight.device().is_cpu() && q.weight.is_contiguous()) {
+            Sha256 h;
+            h.Update(q.weight.const_data_ptr(), static_cast<size_t>(q.weight.nbytes()));
+            ASSIGN_OR_RETURN(q.weight_sha256, h.HexDigest());
+          }
+          return q;
+        });
     tensors.push_back({{name, DType::kF8E4M3, info->shape},
                        [source = fp8_sources.back(), prefetcher, k, stored]() -> absl::StatusOr<torch::Tensor> {
                          if (*prefetcher) {

@@ -106,12 +106,12 @@ struct ExportResult {
   ExportLayout layout = ExportLayout::kStandalone;
   size_t blobs_reused = 0, blobs_written = 0, blobs_copied = 0;  // kShared
   size_t blob_records_failed = 0;  // kShared: blobs whose record the job store could not keep
-  double write_seconds = 0;   // tensors produced and written (or linked)
-  double check_seconds = 0;   // digests and the self-check
-  WriterSeconds writer;       // kStandalone: the writer threads' time, by step
-  int writer_threads = 0;     // kStandalone: how many wrote
-  size_t resident_weights = 0;  // quantized weights read from ExportOptions::resident_weights
-  bool fp8_prefetched = false;  // the FP8 weights were produced ahead of the writer (fp8_prefetch_bytes)
+  double write_seconds = 0;        // tensors produced and written (or linked)
+  double check_seconds = 0;        // digests and the self-check
+  WriterSeconds writer;            // kStandalone: the writer threads' time, by step
+  int writer_threads = 0;          // kStandalone: how many wrote
+  size_t resident_weights = 0;     // quantized weights read from ExportOptions::resident_weights
+  bool fp8_prefetched = false;     // the FP8 weights were produced ahead of the writer (fp8_prefetch_bytes)
 };
 
 // The base checkpoint's name for a model module: legacy checkpoints store

@@ -15,8 +15,8 @@ void AccumulateAmax(const torch::Tensor& x, torch::Tensor* acc) {
   torch::NoGradGuard no_grad;
   if (!acc->defined()) *acc = torch::zeros({}, x.options().dtype(torch::kFloat32));
   if (FusedKernelApplies({&x}) && acc->device() == x.device() && acc->is_contiguous()) {
-    CheckKernelLaunch(kernels::AccumulateAbsMax(x.data_ptr(), x.numel(), KernelDType(x), acc->data_ptr<float>(),
-                                                KernelStream(x)));
+    CheckKernelLaunch(
+        kernels::AccumulateAbsMax(x.data_ptr(), x.numel(), KernelDType(x), acc->data_ptr<float>(), KernelStream(x)));
     return;
   }
   acc->copy_(torch::maximum(*acc, Amax(x)));

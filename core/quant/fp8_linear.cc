@@ -12,9 +12,12 @@ namespace autoquant {
 
 absl::string_view Fp8MatmulName(Fp8Matmul m) {
   switch (m) {
-    case Fp8Matmul::kAuto: return "auto";
-    case Fp8Matmul::kScaledMm: return "scaled_mm";
-    case Fp8Matmul::kEmulated: return "emulated";
+    case Fp8Matmul::kAuto:
+      return "auto";
+    case Fp8Matmul::kScaledMm:
+      return "scaled_mm";
+    case Fp8Matmul::kEmulated:
+      return "emulated";
   }
   return "?";
 }
@@ -23,8 +26,7 @@ absl::StatusOr<Fp8Matmul> ParseFp8Matmul(absl::string_view name) {
   for (Fp8Matmul m : {Fp8Matmul::kAuto, Fp8Matmul::kScaledMm, Fp8Matmul::kEmulated}) {
     if (Fp8MatmulName(m) == name) return m;
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown FP8 matmul '", name, "': use auto, scaled_mm or emulated"));
+  return absl::InvalidArgumentError(absl::StrCat("unknown FP8 matmul '", name, "': use auto, scaled_mm or emulated"));
 }
 
 bool HasFp8Matmul(const torch::Device& device) {
@@ -42,9 +44,9 @@ absl::StatusOr<Fp8Matmul> ResolveFp8Matmul(Fp8Matmul requested, const torch::Dev
   const bool has = HasFp8Matmul(device);
   if (requested == Fp8Matmul::kAuto) return has ? Fp8Matmul::kScaledMm : Fp8Matmul::kEmulated;
   if (requested == Fp8Matmul::kScaledMm && !has) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "FP8 matmul (torch::_scaled_mm) needs a CUDA GPU of compute capability 8.9 or newer; ", device.str(),
-        " has none: use emulated or auto"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("FP8 matmul (torch::_scaled_mm) needs a CUDA GPU of compute capability 8.9 or newer; ",
+                     device.str(), " has none: use emulated or auto"));
   }
   return requested;
 }

@@ -94,17 +94,17 @@ absl::StatusOr<std::vector<QuantGroup>> BuildGroups(const std::vector<LinearDesc
   }
   if (unused_count > unused.size()) unused.push_back(absl::StrCat("and ", unused_count - unused.size(), " more"));
   if (!unused.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "disabled_layers pattern(s) ", absl::StrJoin(unused, ", "),
-        " match no Linear module; patterns are fnmatch wildcards on module names such as "
-        "'language_model.layers.0.mlp.down_proj' (e.g. '*layers.0.*' or '*down_proj')"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("disabled_layers pattern(s) ", absl::StrJoin(unused, ", "),
+                     " match no Linear module; patterns are fnmatch wildcards on module names such as "
+                     "'language_model.layers.0.mlp.down_proj' (e.g. '*layers.0.*' or '*down_proj')"));
   }
   if (groups.empty()) return absl::InvalidArgumentError("the model has no quantizable Linear layers");
   return groups;
 }
 
-absl::StatusOr<std::vector<QuantGroup>> QuantizableGroups(const std::vector<LinearDesc>& linears,
-                                                          bool include_vision, bool tied_head) {
+absl::StatusOr<std::vector<QuantGroup>> QuantizableGroups(const std::vector<LinearDesc>& linears, bool include_vision,
+                                                          bool tied_head) {
   ASSIGN_OR_RETURN(std::vector<QuantGroup> groups, BuildGroups(linears, {.include_vision = include_vision}));
   std::vector<QuantGroup> out;
   for (auto& g : groups) {

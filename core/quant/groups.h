@@ -67,7 +67,7 @@ absl::StatusOr<std::vector<QuantGroup>> BuildGroups(const std::vector<LinearDesc
 
 // The groups a baseline scores: BuildGroups' grouping, minus a tied head (it
 // shares its weight with the embedding, which stays in the base dtype).
-absl::StatusOr<std::vector<QuantGroup>> QuantizableGroups(const std::vector<LinearDesc>& linears,
-                                                          bool include_vision, bool tied_head);
+absl::StatusOr<std::vector<QuantGroup>> QuantizableGroups(const std::vector<LinearDesc>& linears, bool include_vision,
+                                                          bool tied_head);
 
 }  // namespace autoquant

@@ -13,8 +13,7 @@ absl::StatusOr<ExportFormat> ParseExportFormat(absl::string_view name) {
   std::string n = absl::AsciiStrToLower(name);
   if (n == "modelopt") return ExportFormat::kModelOpt;
   if (n == "compressed-tensors" || n == "compressed_tensors") return ExportFormat::kCompressedTensors;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown export format '", name, "' (modelopt | compressed-tensors)"));
+  return absl::InvalidArgumentError(absl::StrCat("unknown export format '", name, "' (modelopt | compressed-tensors)"));
 }
 
 absl::string_view ExportFormatName(ExportFormat f) {
@@ -25,9 +24,15 @@ namespace {
 
 json Fp8Args(bool compressed_tensors) {
   if (!compressed_tensors) return {{"dynamic", false}, {"num_bits", 8}, {"type", "float"}};
-  return {{"actorder", nullptr}, {"block_structure", nullptr}, {"dynamic", false},
-          {"group_size", nullptr}, {"num_bits", 8},              {"observer", "minmax"},
-          {"observer_kwargs", json::object()}, {"strategy", "tensor"}, {"symmetric", true},
+  return {{"actorder", nullptr},
+          {"block_structure", nullptr},
+          {"dynamic", false},
+          {"group_size", nullptr},
+          {"num_bits", 8},
+          {"observer", "minmax"},
+          {"observer_kwargs", json::object()},
+          {"strategy", "tensor"},
+          {"symmetric", true},
           {"type", "float"}};
 }
 
@@ -48,23 +53,22 @@ absl::StatusOr<QuantConfigs> MakeQuantConfigs(ExportFormat format, const std::ve
   json producer = {{"name", "autoquant"}, {"version", producer_version}};
   QuantConfigs out;
   if (format == ExportFormat::kCompressedTensors) {
-    out.quantization_config = {
-        {"config_groups",
-         {{"group_0",
-           {{"format", "float-quantized"},
-            {"input_activations", Fp8Args(true)},
-            {"output_activations", nullptr},
-            {"targets", {"Linear"}},
-            {"weights", Fp8Args(true)}}}}},
-        {"format", "float-quantized"},
-        {"global_compression_ratio", nullptr},
-        {"ignore", excluded},
-        {"kv_cache_scheme", nullptr},
-        {"quant_method", "compressed-tensors"},
-        {"quantization_status", "compressed"},
-        {"sparsity_config", json::object()},
-        {"transform_config", json::object()},
-        {"version", "0.12.2"}};
+    out.quantization_config = {{"config_groups",
+                                {{"group_0",
+                                  {{"format", "float-quantized"},
+                                   {"input_activations", Fp8Args(true)},
+                                   {"output_activations", nullptr},
+                                   {"targets", {"Linear"}},
+                                   {"weights", Fp8Args(true)}}}}},
+                               {"format", "float-quantized"},
+                               {"global_compression_ratio", nullptr},
+                               {"ignore", excluded},
+                               {"kv_cache_scheme", nullptr},
+                               {"quant_method", "compressed-tensors"},
+                               {"quantization_status", "compressed"},
+                               {"sparsity_config", json::object()},
+                               {"transform_config", json::object()},
+                               {"version", "0.12.2"}};
     out.hf_quant_config = nullptr;
     return out;
   }
@@ -76,10 +80,8 @@ absl::StatusOr<QuantConfigs> MakeQuantConfigs(ExportFormat format, const std::ve
     quantization["exclude_modules"] = excluded;
     qcfg["quant_algo"] = *algos.begin();
     qcfg["ignore"] = excluded;
-    qcfg["config_groups"] = {{"group_0",
-                              {{"input_activations", Fp8Args(false)},
-                               {"weights", Fp8Args(false)},
-                               {"targets", {"Linear"}}}}};
+    qcfg["config_groups"] = {
+        {"group_0", {{"input_activations", Fp8Args(false)}, {"weights", Fp8Args(false)}, {"targets", {"Linear"}}}}};
   } else {
     json per_layer = json::object();
     for (const auto& l : layers) {

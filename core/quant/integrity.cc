@@ -86,9 +86,10 @@ namespace {
 absl::StatusOr<TensorDigests> RecordedDigests(const fs::path& scheme_dir) {
   ASSIGN_OR_RETURN(SchemeManifest m, ReadSchemeManifest(scheme_dir));
   if (!m.integrity) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        scheme_dir.string(), ": the quant manifest records no tensor digests (written by an older autoquant); "
-        "export the scheme again"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(scheme_dir.string(),
+                     ": the quant manifest records no tensor digests (written by an older autoquant); "
+                     "export the scheme again"));
   }
   return *std::move(m.integrity);
 }
@@ -97,8 +98,8 @@ absl::Status Compare(const fs::path& scheme_dir, const TensorDigests& recorded, 
   for (const auto& [name, want] : recorded) {
     auto it = found.find(name);
     if (it == found.end()) {
-      return absl::DataLossError(absl::StrCat(scheme_dir.string(), ": tensor '", name, "' (recorded in ", want.file,
-                                              ") is missing"));
+      return absl::DataLossError(
+          absl::StrCat(scheme_dir.string(), ": tensor '", name, "' (recorded in ", want.file, ") is missing"));
     }
     if (it->second.file != want.file) {
       return absl::DataLossError(absl::StrCat(scheme_dir.string(), ": tensor '", name, "' is in ", it->second.file,
@@ -107,14 +108,13 @@ absl::Status Compare(const fs::path& scheme_dir, const TensorDigests& recorded, 
     if (it->second.sha256 != want.sha256) {
       return absl::DataLossError(absl::StrCat(scheme_dir.string(), ": tensor '", name, "' in ", want.file,
                                               " does not match its recorded SHA-256 (recorded ", want.sha256,
-                                              ", found ", it->second.sha256,
-                                              "): its bytes changed after export"));
+                                              ", found ", it->second.sha256, "): its bytes changed after export"));
     }
   }
   for (const auto& [name, got] : found) {
     if (!recorded.count(name)) {
-      return absl::DataLossError(absl::StrCat(scheme_dir.string(), ": tensor '", name, "' in ", got.file,
-                                              " is not in the manifest's record"));
+      return absl::DataLossError(
+          absl::StrCat(scheme_dir.string(), ": tensor '", name, "' in ", got.file, " is not in the manifest's record"));
     }
   }
   return absl::OkStatus();

@@ -55,7 +55,8 @@ torch::Tensor ScoreHook::Forward(LinearImpl& layer, const torch::Tensor& x) {
     torch::NoGradGuard no_grad;
     const auto bias = layer.bias.defined() ? c10::optional<at::Tensor>(layer.bias) : c10::nullopt;
     for (size_t f = 0; f < input_amax_.size(); ++f) {
-      torch::Tensor yq = at::linear(FakeQuantFp8(x.detach(), input_amax_[f]), FakeQuantFp8(layer.weight, weight_amax_[f]), bias);
+      torch::Tensor yq =
+          at::linear(FakeQuantFp8(x.detach(), input_amax_[f]), FakeQuantFp8(layer.weight, weight_amax_[f]), bias);
       deltas->push_back(yq - y.detach());  // in the model dtype, as ModelOpt subtracts
     }
   }

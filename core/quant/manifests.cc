@@ -123,8 +123,11 @@ ojson SearchStateJson(const Baseline& b, const Plan& p) {
       scores.push_back(b.scores[g][f]);
       costs.push_back(b.costs[g][f]);
     }
-    stats[b.groups[g].key] = {{"formats", formats}, {"scores", scores}, {"costs", costs},
-                              {"module_names", b.groups[g].modules}, {"is_fixed", !bool(p.candidate[g])}};
+    stats[b.groups[g].key] = {{"formats", formats},
+                              {"scores", scores},
+                              {"costs", costs},
+                              {"module_names", b.groups[g].modules},
+                              {"is_fixed", !bool(p.candidate[g])}};
     recipe[b.groups[g].key] = RecipeString(b.formats[p.format[g]]);
   }
   ojson j;
@@ -145,10 +148,13 @@ std::string SensitivityMarkdown(const Baseline& b, const Plan& p, const std::str
       scheme, ScoreMethodName(b.inputs.method), b.key.substr(0, 12), p.effective_bits, p.num_quantized(b),
       b.groups.size(), FormatName(b.formats[0]));
   if (!p.disabled_layers.empty()) {
-    absl::StrAppend(&out, "Disabled by `disabled_layers` (fnmatch on member module names; one match disables the "
-                          "group): `", absl::StrJoin(p.disabled_layers, "`, `"), "`.\n\n");
+    absl::StrAppend(&out,
+                    "Disabled by `disabled_layers` (fnmatch on member module names; one match disables the "
+                    "group): `",
+                    absl::StrJoin(p.disabled_layers, "`, `"), "`.\n\n");
   }
-  absl::StrAppendFormat(&out, "| rank | group | modules | params | score %s | chosen |\n|---:|---|---:|---:|---:|---|\n",
+  absl::StrAppendFormat(&out,
+                        "| rank | group | modules | params | score %s | chosen |\n|---:|---|---:|---:|---:|---|\n",
                         FormatName(b.formats[0]));
   for (size_t r = 0; r < b.ranking.size(); ++r) {
     size_t g = b.ranking[r];
@@ -205,7 +211,8 @@ absl::StatusOr<SchemeManifest> ReadSchemeManifest(const fs::path& scheme_dir) {
     for (const auto& [key, g] : j.at("groups").items()) {
       absl::StatusOr<Format> chosen = ParseFormat(g.at("chosen").get<std::string>());
       if (!chosen.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(found.string(), ": group '", key, "': ", chosen.status().message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat(found.string(), ": group '", key, "': ", chosen.status().message()));
       }
       m.groups[key] = {*chosen, g.at("modules").get<std::vector<std::string>>()};
     }
@@ -232,8 +239,8 @@ absl::Status RecogniseSchemeOutput(const fs::path& dir) {
   auto m = ReadSchemeManifest(dir);
   if (!m.ok()) return m.status();
   if (m->producer != "autoquant") {
-    return absl::FailedPreconditionError(absl::StrCat("its quant manifest names producer '", m->producer,
-                                                      "', not autoquant"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("its quant manifest names producer '", m->producer, "', not autoquant"));
   }
   return absl::OkStatus();
 }

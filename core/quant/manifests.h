@@ -62,7 +62,7 @@ struct SchemeManifest {
   int num_groups = 0, num_quantized = 0;
   std::map<std::string, ManifestGroup> groups;
   std::optional<TensorDigests> integrity;  // absent in manifests from before it was recorded
-  std::string job_id;  // the daemon job that wrote it; "" when written outside the daemon
+  std::string job_id;                      // the daemon job that wrote it; "" when written outside the daemon
 };
 // NotFound if the directory has no layer-sensitivity/*_quant_manifest.json;
 // InvalidArgument if there are several or one is malformed.

@@ -108,8 +108,8 @@ absl::StatusOr<double> ParseCoverage(absl::string_view text) {
 }
 
 absl::Status ValidateSelection(const SchemeSelection& s) {
-  const int given = int(s.coverage.has_value()) + int(s.coverage_manifest.has_value()) +
-                    int(s.effective_bits.has_value());
+  const int given =
+      int(s.coverage.has_value()) + int(s.coverage_manifest.has_value()) + int(s.effective_bits.has_value());
   if (given != 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         given == 0 ? "no selection given" : "more than one selection given",
@@ -121,9 +121,9 @@ absl::Status ValidateSelection(const SchemeSelection& s) {
     return absl::InvalidArgumentError(absl::StrCat("coverage ", *s.coverage, " is outside (0, 1]: ", kCoverageForms));
   }
   if (s.effective_bits && !(*s.effective_bits > 0 && *s.effective_bits < 16)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "effective bits ", *s.effective_bits,
-        " is outside (0, 16): the target is the average weight bits, below the base's 16"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("effective bits ", *s.effective_bits,
+                     " is outside (0, 16): the target is the average weight bits, below the base's 16"));
   }
   return absl::OkStatus();
 }
@@ -173,7 +173,8 @@ absl::StatusOr<Candidates> SelectCandidates(const SchemeSelection& s, const std:
   const std::vector<std::string> patterns = EffectiveDisabledLayers(s);
   if (!patterns.empty()) {
     // ModelOpt's whole-group rule, on every Linear of the model.
-    ASSIGN_OR_RETURN(auto grouped, BuildGroups(linears, {.include_vision = include_vision, .disabled_layers = patterns}));
+    ASSIGN_OR_RETURN(auto grouped,
+                     BuildGroups(linears, {.include_vision = include_vision, .disabled_layers = patterns}));
     std::map<std::string, const QuantGroup*> by_key;
     for (const auto& g : grouped) by_key[g.key] = &g;
     for (size_t g = 0; g < n; ++g) {
@@ -200,11 +201,10 @@ absl::StatusOr<Candidates> SelectCandidates(const SchemeSelection& s, const std:
   if (candidates == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the selection leaves no group to quantize (", n - c.enabled, " of ", n, " groups disabled by ",
-        patterns.empty() ? "no pattern"
-        : patterns.size() <= 10
-            ? absl::StrCat("disabled_layers [", absl::StrJoin(patterns, ", "), "]")
-            : absl::StrCat(patterns.size(), " disabled_layers patterns [",
-                           absl::StrJoin(patterns.begin(), patterns.begin() + 10, ", "), ", ...]"),
+        patterns.empty()        ? "no pattern"
+        : patterns.size() <= 10 ? absl::StrCat("disabled_layers [", absl::StrJoin(patterns, ", "), "]")
+                                : absl::StrCat(patterns.size(), " disabled_layers patterns [",
+                                               absl::StrJoin(patterns.begin(), patterns.begin() + 10, ", "), ", ...]"),
         s.coverage_manifest ? ", the rest not selected by the coverage manifest" : "", ")"));
   }
   if (s.coverage) {

@@ -72,10 +72,10 @@ std::vector<std::string> EffectiveDisabledLayers(const SchemeSelection& s);
 
 // Which groups a selection may quantize, before any score is known.
 struct Candidates {
-  std::vector<bool> disabled;                      // per group, by the merged patterns
+  std::vector<bool> disabled;                         // per group, by the merged patterns
   std::vector<std::vector<std::string>> disabled_by;  // per group: patterns that matched a member
-  std::vector<bool> candidate;                     // per group: enabled and (manifest) selected
-  size_t enabled = 0;                              // groups not disabled
+  std::vector<bool> candidate;                        // per group: enabled and (manifest) selected
+  size_t enabled = 0;                                 // groups not disabled
 };
 
 // Everything about a selection that the model's Linears and groups decide,
@@ -90,11 +90,11 @@ absl::StatusOr<Candidates> SelectCandidates(const SchemeSelection& s, const std:
                                             const std::vector<Format>& formats);
 
 struct Plan {
-  std::vector<size_t> format;      // per baseline group: index into baseline.formats
-  std::vector<bool> disabled;      // per group: by disabled_layers
+  std::vector<size_t> format;                         // per baseline group: index into baseline.formats
+  std::vector<bool> disabled;                         // per group: by disabled_layers
   std::vector<std::vector<std::string>> disabled_by;  // per group: the patterns that disabled it
-  std::vector<std::string> disabled_layers;  // the merged patterns applied (EffectiveDisabledLayers)
-  std::vector<bool> candidate;     // per group: allowed to be quantized
+  std::vector<std::string> disabled_layers;           // the merged patterns applied (EffectiveDisabledLayers)
+  std::vector<bool> candidate;                        // per group: allowed to be quantized
   double effective_bits = 16;
   double total_score = 0;
   std::optional<double> coverage;

@@ -28,8 +28,8 @@ absl::StatusOr<float> ReadPerTensorScale(const Checkpoint& ckpt, const std::stri
   const TensorInfo* info = ckpt.Find(key);
   if (info == nullptr) return absl::InvalidArgumentError(absl::StrCat("FP8 checkpoint lacks '", key, "'"));
   if (info->numel() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat("'", key, "' is not a per-tensor scale (shape has ",
-                                                   info->numel(), " elements)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", key, "' is not a per-tensor scale (shape has ", info->numel(), " elements)"));
   }
   ASSIGN_OR_RETURN(torch::Tensor t, ckpt.Get(key));
   ASSIGN_OR_RETURN(float v, TorchCall([&] { return t.to(torch::kFloat32).reshape({}).item<float>(); }, key));
@@ -80,8 +80,8 @@ absl::StatusOr<LoadedScheme> LoadScheme(const Checkpoint& ckpt, torch::Device de
     ++out.quantized_linears;
   }
   if (out.quantized_linears != scales.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(scales.size() - out.quantized_linears,
-                                                   " FP8 weights do not belong to a Linear of the model"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(scales.size() - out.quantized_linears, " FP8 weights do not belong to a Linear of the model"));
   }
   return out;
 }

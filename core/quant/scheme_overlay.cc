@@ -26,8 +26,7 @@ struct Fp8Weight {
 
 }  // namespace
 
-absl::StatusOr<SchemeOverlay> BuildSchemeOverlay(const Checkpoint& scheme, Qwen2_5_VLModel& model,
-                                                 Fp8Matmul matmul) {
+absl::StatusOr<SchemeOverlay> BuildSchemeOverlay(const Checkpoint& scheme, Qwen2_5_VLModel& model, Fp8Matmul matmul) {
   const torch::Device device = model->device();
   const torch::ScalarType dtype = model->dtype();
   SchemeOverlay out;
@@ -46,8 +45,7 @@ absl::StatusOr<SchemeOverlay> BuildSchemeOverlay(const Checkpoint& scheme, Qwen2
     }
     const std::string module = canonical.substr(0, canonical.size() - kWeight.size());
     if (!linears.count(module)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("FP8 weight '", key, "' belongs to no Linear of the base model"));
+      return absl::InvalidArgumentError(absl::StrCat("FP8 weight '", key, "' belongs to no Linear of the base model"));
     }
     const std::string m = key.substr(0, key.size() - kWeight.size());
     Fp8Weight w{key};
@@ -69,9 +67,9 @@ absl::StatusOr<SchemeOverlay> BuildSchemeOverlay(const Checkpoint& scheme, Qwen2
     for (const auto& s : shards) quantized += fp8.count(s);
     if (quantized == 0) continue;
     if (quantized != shards.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "mixed quantization within the fused layer ", gemm, ": ", quantized, " of ", shards.size(),
-          " shards are FP8 (vLLM refuses such a checkpoint: \"Mixed quant_algo within fused layer\")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("mixed quantization within the fused layer ", gemm, ": ", quantized, " of ", shards.size(),
+                       " shards are FP8 (vLLM refuses such a checkpoint: \"Mixed quant_algo within fused layer\")"));
     }
     float ws = 0, is = 0;
     for (const auto& s : shards) {
@@ -90,13 +88,17 @@ absl::StatusOr<SchemeOverlay> BuildSchemeOverlay(const Checkpoint& scheme, Qwen2
     }
     const auto [ws, is] = shared_scales.at(module);
     const bool requantize = ws != w.weight_scale;
-    ASSIGN_OR_RETURN(auto hook, TorchCall([&] {
-                       torch::Tensor wq = q.to(device);
-                       const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
-                       torch::Tensor ws_t = torch::tensor(ws, f32).reshape({});
-                       if (requantize) wq = QuantizeFp8(DequantizeFp8(wq, torch::tensor(w.weight_scale, f32)), ws_t);
-                       return std::make_shared<Fp8LinearHook>(wq, ws_t, torch::tensor(is, f32).reshape({}), out.matmul);
-                     }, w.key));
+    ASSIGN_OR_RETURN(auto hook, TorchCall(
+                                    [&] {
+                                      torch::Tensor wq = q.to(device);
+                                      const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+                                      torch::Tensor ws_t = torch::tensor(ws, f32).reshape({});
+                                      if (requantize)
+                                        wq = QuantizeFp8(DequantizeFp8(wq, torch::tensor(w.weight_scale, f32)), ws_t);
+                                      return std::make_shared<Fp8LinearHook>(
+                                          wq, ws_t, torch::tensor(is, f32).reshape({}), out.matmul);
+                                    },
+                                    w.key));
     out.requantized_shards += requantize;
     out.scaled_mm_linears += hook->uses_scaled_mm();
     out.hooks.emplace_back(lin, std::move(hook));
@@ -122,10 +124,12 @@ absl::StatusOr<SchemeOverlay> BuildSchemeOverlay(const Checkpoint& scheme, Qwen2
     }
     seen.insert(name);
     ASSIGN_OR_RETURN(torch::Tensor t, scheme.Get(key));
-    ASSIGN_OR_RETURN(bool equal, TorchCall([&] {
-                       torch::Tensor s = t.to(device, dtype);
-                       return s.sizes() == it->second.sizes() && torch::equal(s, it->second.detach());
-                     }, key));
+    ASSIGN_OR_RETURN(bool equal, TorchCall(
+                                     [&] {
+                                       torch::Tensor s = t.to(device, dtype);
+                                       return s.sizes() == it->second.sizes() && torch::equal(s, it->second.detach());
+                                     },
+                                     key));
     if (!equal) {
       return absl::FailedPreconditionError(absl::StrCat(
           "scheme tensor '", key, "' differs from the base model's: the scheme was not made from the model this ",

@@ -42,8 +42,7 @@ struct SchemeOverlay {
 // differs from the base's (the scheme was made from another model) or
 // kScaledMm is asked for on a device without FP8 matmul; ResourceExhausted
 // for device OOM. Never throws; installs nothing.
-absl::StatusOr<SchemeOverlay> BuildSchemeOverlay(const Checkpoint& scheme, Qwen2_5_VLModel& model,
-                                                 Fp8Matmul matmul);
+absl::StatusOr<SchemeOverlay> BuildSchemeOverlay(const Checkpoint& scheme, Qwen2_5_VLModel& model, Fp8Matmul matmul);
 
 // Installs an overlay's hooks for its lifetime; the Linears' previous hooks
 // come back when it ends.

@@ -28,8 +28,7 @@ bool OverBudget(double cost, double budget) { return cost > budget + 1e-9 * std:
 
 }  // namespace
 
-absl::StatusOr<SearchResult> SolveExact(const std::vector<SearchGroup>& groups, double budget,
-                                        int64_t max_states) {
+absl::StatusOr<SearchResult> SolveExact(const std::vector<SearchGroup>& groups, double budget, int64_t max_states) {
   double min_total = 0;
   for (size_t g = 0; g < groups.size(); ++g) {
     if (groups[g].candidates.empty()) {
@@ -84,8 +83,8 @@ absl::StatusOr<SearchResult> SolveExact(const std::vector<SearchGroup>& groups, 
     }
     peak = std::max<int64_t>(peak, static_cast<int64_t>(next.size()));
     if (peak > max_states) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "exact search frontier exceeded ", max_states, " states at group ", g, " of ", groups.size()));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("exact search frontier exceeded ", max_states, " states at group ", g, " of ", groups.size()));
     }
     frontiers.push_back(std::move(next));
   }

@@ -91,8 +91,7 @@ absl::StatusOr<torch::Tensor> NextTokenLoss(const torch::Tensor& logits, const t
       "next-token loss");
 }
 
-absl::StatusOr<CalibrationResult> Calibrate(Qwen2_5_VLModel& model, const CalibSet& calib,
-                                            const PassOptions& options) {
+absl::StatusOr<CalibrationResult> Calibrate(Qwen2_5_VLModel& model, const CalibSet& calib, const PassOptions& options) {
   auto linears = model->Linears();
   const int64_t n = static_cast<int64_t>(linears.size());
   HookScope scope(linears);
@@ -275,9 +274,11 @@ absl::Status ScoreKlBatch(Qwen2_5_VLModel& model, const Qwen2_5_VLInputs& in, co
 
 }  // namespace
 
-absl::StatusOr<std::vector<std::vector<double>>> ScoreGroups(
-    Qwen2_5_VLModel& model, const CalibSet& calib, ScoreMethod method, const std::vector<QuantGroup>& groups,
-    const std::vector<Format>& formats, const CalibrationResult& amax, const PassOptions& options) {
+absl::StatusOr<std::vector<std::vector<double>>> ScoreGroups(Qwen2_5_VLModel& model, const CalibSet& calib,
+                                                             ScoreMethod method, const std::vector<QuantGroup>& groups,
+                                                             const std::vector<Format>& formats,
+                                                             const CalibrationResult& amax,
+                                                             const PassOptions& options) {
   if (formats.empty() || formats.back() != Format::kNone) {
     return absl::InvalidArgumentError("formats must end with NONE");
   }
@@ -290,8 +291,8 @@ absl::StatusOr<std::vector<std::vector<double>>> ScoreGroups(
   // Hooks index amax and Linears by these: a mismatch would read out of bounds.
   if (amax.input_amax.size() != linears.size() || amax.weight_amax.size() != linears.size()) {
     return absl::InvalidArgumentError(absl::StrCat("calibration has ", amax.input_amax.size(), " input and ",
-                                                   amax.weight_amax.size(), " weight amax values for ",
-                                                   linears.size(), " Linears"));
+                                                   amax.weight_amax.size(), " weight amax values for ", linears.size(),
+                                                   " Linears"));
   }
   for (const auto& g : groups) {
     for (size_t li : g.linear_index) {

@@ -62,8 +62,7 @@ struct CalibrationResult {
   std::vector<float> weight_amax;  // per Linear
 };
 
-absl::StatusOr<CalibrationResult> Calibrate(Qwen2_5_VLModel& model, const CalibSet& calib,
-                                            const PassOptions& options);
+absl::StatusOr<CalibrationResult> Calibrate(Qwen2_5_VLModel& model, const CalibSet& calib, const PassOptions& options);
 
 // Returns [group][format] scores for `formats` (NONE last, scored 0) by
 // `method` (above); amax from Calibrate, one value per model->Linears() entry.
@@ -71,9 +70,10 @@ absl::StatusOr<CalibrationResult> Calibrate(Qwen2_5_VLModel& model, const CalibS
 // have one value per Linear or a group names a Linear the model lacks;
 // Unimplemented for a candidate format other than FP8; Internal /
 // ResourceExhausted for torch errors; Cancelled.
-absl::StatusOr<std::vector<std::vector<double>>> ScoreGroups(
-    Qwen2_5_VLModel& model, const CalibSet& calib, ScoreMethod method, const std::vector<QuantGroup>& groups,
-    const std::vector<Format>& formats, const CalibrationResult& amax, const PassOptions& options);
+absl::StatusOr<std::vector<std::vector<double>>> ScoreGroups(Qwen2_5_VLModel& model, const CalibSet& calib,
+                                                             ScoreMethod method, const std::vector<QuantGroup>& groups,
+                                                             const std::vector<Format>& formats,
+                                                             const CalibrationResult& amax, const PassOptions& options);
 
 // The token-mean next-token cross-entropy used for gradient scores (and
 // perplexity): logits [B,S,V] float32, input_ids [B,S], attention_mask [B,S] or

@@ -38,7 +38,7 @@ struct SharedPiece {
 };
 
 struct SharedWriteOptions {
-  bool allow_links = true;  // false: copy every blob (as where links are impossible)
+  bool allow_links = true;         // false: copy every blob (as where links are impossible)
   BlobRecords* records = nullptr;  // the daemon's; none: every piece is produced and verified by content
   const std::atomic<bool>* cancel = nullptr;
   std::function<void(size_t, size_t)> progress;  // (pieces done, total)
@@ -47,14 +47,14 @@ struct SharedWriteOptions {
 struct SharedWriteResult {
   std::map<std::string, std::string> weight_map;  // tensor -> file in the scheme directory
   TensorDigests digests;                          // from the verified blobs
-  uint64_t tensor_bytes = 0;   // the scheme's tensors
-  uint64_t bytes_written = 0;  // new blobs and copies written by this call
+  uint64_t tensor_bytes = 0;                      // the scheme's tensors
+  uint64_t bytes_written = 0;                     // new blobs and copies written by this call
   size_t blobs_reused = 0, blobs_written = 0, blobs_copied = 0;
   size_t blob_records_failed = 0;  // blobs written whose record the job store could not keep
 };
 
 absl::StatusOr<SharedWriteResult> WriteSharedShards(const BlobStore& store, const std::vector<PlannedTensor>& plan,
-                                                    const std::vector<SharedPiece>& pieces,
-                                                    const DirHandle& dir, const SharedWriteOptions& options);
+                                                    const std::vector<SharedPiece>& pieces, const DirHandle& dir,
+                                                    const SharedWriteOptions& options);
 
 }  // namespace autoquant

@@ -25,10 +25,8 @@ BuildInfo GetBuildInfo() {
 }
 
 std::string BuildInfoString(const BuildInfo& info) {
-  return absl::StrCat("autoquant ", info.version, " (torch ", info.torch_version,
-                      ", ",
-                      info.cuda_compiled ? absl::StrCat("CUDA runtime ", info.cuda_runtime)
-                                         : std::string("no CUDA"),
+  return absl::StrCat("autoquant ", info.version, " (torch ", info.torch_version, ", ",
+                      info.cuda_compiled ? absl::StrCat("CUDA runtime ", info.cuda_runtime) : std::string("no CUDA"),
                       ", cuda devices ", info.cuda_devices, ")");
 }
 

@@ -8,8 +8,8 @@
 namespace autoquant {
 
 struct BuildInfo {
-  std::string version;        // autoquant
-  std::string torch_version;  // LibTorch the binary links
+  std::string version;         // autoquant
+  std::string torch_version;   // LibTorch the binary links
   bool cuda_compiled = false;  // LibTorch built with CUDA
   long cuda_runtime = 0;       // CUDA runtime version LibTorch was built against
   int cuda_devices = 0;        // devices visible now

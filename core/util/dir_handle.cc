@@ -147,9 +147,9 @@ absl::Status CheckPlainTreeAt(int fd, const fs::path& shown, int depth) {
     if (::fstatat(fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // gone meanwhile
     if (S_ISREG(st.st_mode)) continue;
     if (!S_ISDIR(st.st_mode)) {
-      status = absl::FailedPreconditionError(absl::StrCat(
-          (shown / name).string(), S_ISLNK(st.st_mode) ? " is a symbolic link" : " is not a regular file",
-          "; a scheme directory holds only regular files and directories"));
+      status = absl::FailedPreconditionError(
+          absl::StrCat((shown / name).string(), S_ISLNK(st.st_mode) ? " is a symbolic link" : " is not a regular file",
+                       "; a scheme directory holds only regular files and directories"));
       break;
     }
     int sub = ::openat(fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -171,8 +171,8 @@ absl::Status DirHandle::CheckPlainTree() const { return CheckPlainTreeAt(fd_.get
 absl::StatusOr<std::vector<std::string>> DirHandle::Names() const { return NamesAt(fd_.get(), path_); }
 
 absl::StatusOr<DirHandle> DirHandle::Open(const fs::path& path, bool follow_symlink) {
-  int fd = ::open(path.empty() ? "." : path.c_str(),
-                  O_RDONLY | O_DIRECTORY | O_CLOEXEC | (follow_symlink ? 0 : O_NOFOLLOW));
+  int fd =
+      ::open(path.empty() ? "." : path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | (follow_symlink ? 0 : O_NOFOLLOW));
   if (fd < 0) {
     const int err = errno;
     struct stat st;
@@ -244,8 +244,8 @@ absl::StatusOr<DirHandle> DirHandle::MakeDir(absl::string_view name, mode_t mode
   struct stat st;
   if (::fstat(dir.fd(), &st) != 0) return ErrnoStatus(errno, "cannot stat", dir.path());
   if (st.st_uid != ::geteuid()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        dir.path().string(), " was replaced by another user's directory right after it was created"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(dir.path().string(), " was replaced by another user's directory right after it was created"));
   }
   return dir;
 }
@@ -314,8 +314,10 @@ absl::Status DirHandle::WriteFileAtomic(absl::string_view name, absl::string_vie
   while (status.ok() && off < data.size()) {
     ssize_t w = ::write(fd.get(), data.data() + off, data.size() - off);
     if (w < 0 && errno == EINTR) continue;
-    if (w < 0) status = ErrnoStatus(errno, "cannot write", path_ / tmp);
-    else off += static_cast<size_t>(w);
+    if (w < 0)
+      status = ErrnoStatus(errno, "cannot write", path_ / tmp);
+    else
+      off += static_cast<size_t>(w);
   }
   if (status.ok() && ::fsync(fd.get()) != 0) status = ErrnoStatus(errno, "cannot fsync", path_ / tmp);
   if (status.ok() && ::renameat(fd_.get(), tmp.c_str(), fd_.get(), n.c_str()) != 0) {
@@ -366,7 +368,8 @@ absl::StatusOr<FileId> DirHandle::IdOf(absl::string_view name) const {
   RETURN_IF_ERROR(OneComponent(name));
   const std::string n(name);
   struct stat st;
-  if (::fstatat(fd_.get(), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return ErrnoStatus(errno, "cannot stat", path_ / n);
+  if (::fstatat(fd_.get(), n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)
+    return ErrnoStatus(errno, "cannot stat", path_ / n);
   return FileId{st.st_dev, st.st_ino};
 }
 

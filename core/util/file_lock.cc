@@ -77,8 +77,8 @@ absl::StatusOr<FlockFile> FlockFile::Acquire(const DirHandle& dir, absl::string_
     if (cancel != nullptr && cancel->load()) return absl::CancelledError("cancelled while waiting for a lock");
     if (std::chrono::steady_clock::now() >= deadline) {
       const std::string holders = FlockHolders(fd->get());
-      return absl::UnavailableError(absl::StrCat(shown.string(), " is locked by ",
-                                                 holders.empty() ? "another process" : holders));
+      return absl::UnavailableError(
+          absl::StrCat(shown.string(), " is locked by ", holders.empty() ? "another process" : holders));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
@@ -88,8 +88,8 @@ absl::StatusOr<FlockFile> FlockFile::Acquire(const DirHandle& dir, absl::string_
 std::string FlockHolders(int fd) {
   struct stat st;
   if (::fstat(fd, &st) != 0) return "";
-  const std::string id = absl::StrFormat("%02x:%02x:%lu", major(st.st_dev), minor(st.st_dev),
-                                         static_cast<unsigned long>(st.st_ino));
+  const std::string id =
+      absl::StrFormat("%02x:%02x:%lu", major(st.st_dev), minor(st.st_dev), static_cast<unsigned long>(st.st_ino));
   std::ifstream locks("/proc/locks");
   std::vector<std::string> holders;
   std::string line;

@@ -14,13 +14,13 @@
 #include <regex>
 #include <vector>
 
-#include "absl/strings/string_view.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "core/util/status_macros.h"
 
@@ -41,9 +41,9 @@ absl::Status ErrnoStatus(int err, absl::string_view what, const fs::path& path) 
       return absl::AlreadyExistsError(msg);
     case ENOSPC:
     case EDQUOT:
-      return absl::ResourceExhaustedError(absl::StrCat(
-          msg, " (the disk is full", err == EDQUOT ? " for this user's quota" : "",
-          "; free space on that filesystem and retry)"));
+      return absl::ResourceExhaustedError(absl::StrCat(msg, " (the disk is full",
+                                                       err == EDQUOT ? " for this user's quota" : "",
+                                                       "; free space on that filesystem and retry)"));
     default:
       return absl::InternalError(msg);
   }
@@ -375,8 +375,8 @@ absl::StatusOr<StagedDir> StagedDir::Create(const fs::path& target, bool overwri
                                                          /*follow_symlink=*/true));
   out.parent_ = std::make_unique<DirHandle>(std::move(parent_dir));
   if (!overwrite && out.parent_->IdOf(name).ok()) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "output directory ", target.string(), " already exists; pass --overwrite to replace it"));
+    return absl::AlreadyExistsError(
+        absl::StrCat("output directory ", target.string(), " already exists; pass --overwrite to replace it"));
   }
   const std::string staging = TempSiblingPath(target).filename().string();
   // Created under a name that names its owner, and given its staging name only once its marker is
@@ -398,8 +398,8 @@ absl::StatusOr<StagedDir> StagedDir::Create(const fs::path& target, bool overwri
   }
   auto id = out.parent_->IdOf(out.staging_name_);
   if (!id.ok() || *id != out.outer_id_) {
-    return absl::FailedPreconditionError(absl::StrCat("the staging directory ", out.staging().string(),
-                                                      " was replaced while it was being created"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the staging directory ", out.staging().string(), " was replaced while it was being created"));
   }
   out.write_path_ = out.inner_->ProcPath();
   if (out.write_path_ == out.inner_->path()) out.write_path_ = out.staging() / name;  // no /proc: by name
@@ -440,7 +440,8 @@ absl::Status StagedDir::RemoveStaging() {
   // directory whose owner can be told.
   const std::string suffix = OwnerSuffix();
   const std::string doomed = staging_name_ + suffix;
-  if (!absl::EndsWith(staging_name_, suffix) && parent_->Rename(staging_name_, *parent_, doomed, 0).ok()) staging_name_ = doomed;
+  if (!absl::EndsWith(staging_name_, suffix) && parent_->Rename(staging_name_, *parent_, doomed, 0).ok())
+    staging_name_ = doomed;
   RETURN_IF_ERROR(outer_->RemoveTree(kStagingMarker));
   id = parent_->IdOf(staging_name_);
   if (!id.ok() || *id != outer_id_) return absl::OkStatus();
@@ -471,9 +472,9 @@ absl::Status StagedDir::Publish(bool* previous) {
   s = outer_->Rename(name_, *parent_, name_, 0);
   if (s.ok()) return s;
   if (absl::Status back = outer_->Rename(kPrevious, *parent_, name_, 0); !back.ok()) {
-    return absl::Status(s.code(), absl::StrCat(s.message(), "; restoring the previous ", target_.string(),
-                                               " also failed (", back.message(), "): it is at ",
-                                               (staging() / kPrevious).string()));
+    return absl::Status(s.code(),
+                        absl::StrCat(s.message(), "; restoring the previous ", target_.string(), " also failed (",
+                                     back.message(), "): it is at ", (staging() / kPrevious).string()));
   }
   *previous = false;
   return s;
@@ -496,9 +497,9 @@ absl::Status StagedDir::Commit() {
   RETURN_IF_ERROR(parent_->Fsync());
   absl::Status removed = RemoveStaging();
   if (!removed.ok() && previous) {
-    return absl::InternalError(absl::StrCat("the new ", target_.string(),
-                                            " is in place, but its previous version, in ", staging().string(),
-                                            ", could not be removed: ", removed.message(), "; remove it by hand"));
+    return absl::InternalError(absl::StrCat("the new ", target_.string(), " is in place, but its previous version, in ",
+                                            staging().string(), ", could not be removed: ", removed.message(),
+                                            "; remove it by hand"));
   }
   return absl::OkStatus();
 }

@@ -81,12 +81,15 @@ absl::Status HashFile(const std::filesystem::path& path, Sha256* h) {
 
 absl::StatusOr<std::vector<std::string>> Sha256HexEach(const std::vector<absl::string_view>& pieces, int threads) {
   std::vector<std::string> out(pieces.size());
-  RETURN_IF_ERROR(ParallelFor(pieces.size(), [&](size_t i) -> absl::Status {
-    Sha256 h;
-    h.Update(pieces[i]);
-    ASSIGN_OR_RETURN(out[i], h.HexDigest());
-    return absl::OkStatus();
-  }, threads));
+  RETURN_IF_ERROR(ParallelFor(
+      pieces.size(),
+      [&](size_t i) -> absl::Status {
+        Sha256 h;
+        h.Update(pieces[i]);
+        ASSIGN_OR_RETURN(out[i], h.HexDigest());
+        return absl::OkStatus();
+      },
+      threads));
   return out;
 }
 

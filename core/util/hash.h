@@ -59,7 +59,6 @@ absl::Status HashFile(const std::filesystem::path& path, Sha256* h);
 // The hex SHA-256 of each piece, hashed on up to `threads` threads (0 = the
 // default of parallel.h): a scheme's tensors hash in parallel. Internal if
 // OpenSSL fails.
-absl::StatusOr<std::vector<std::string>> Sha256HexEach(const std::vector<absl::string_view>& pieces,
-                                                       int threads = 0);
+absl::StatusOr<std::vector<std::string>> Sha256HexEach(const std::vector<absl::string_view>& pieces, int threads = 0);
 
 }  // namespace autoquant

@@ -65,9 +65,9 @@ bool IsOrInside(const fs::path& a, const fs::path& b) {
 }
 
 absl::Status Hit(const fs::path& out, absl::string_view what, const ProtectedInput& in, absl::string_view how) {
-  return absl::InvalidArgumentError(absl::StrCat(
-      what, " ", out.string(), " ", how, " ", in.what, " (", in.path.string(),
-      "); inputs are never written, whatever --overwrite says: choose an output outside it"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, " ", out.string(), " ", how, " ", in.what, " (", in.path.string(),
+                   "); inputs are never written, whatever --overwrite says: choose an output outside it"));
 }
 
 }  // namespace
@@ -94,13 +94,12 @@ absl::Status CheckParentWritable(const fs::path& out, absl::string_view what) {
     }
     if (!fs::exists(st)) continue;
     if (!fs::is_directory(st)) {
-      return absl::FailedPreconditionError(absl::StrCat(what, " ", out.string(), ": ", anc.string(),
-                                                        " is not a directory; choose another location"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(what, " ", out.string(), ": ", anc.string(), " is not a directory; choose another location"));
     }
     if (::access(anc.c_str(), W_OK | X_OK) != 0) {
-      return absl::FailedPreconditionError(absl::StrCat(what, " ", out.string(), ": cannot write into ",
-                                                        anc.string(), " (", std::strerror(errno),
-                                                        "); choose a writable location"));
+      return absl::FailedPreconditionError(absl::StrCat(what, " ", out.string(), ": cannot write into ", anc.string(),
+                                                        " (", std::strerror(errno), "); choose a writable location"));
     }
     return absl::OkStatus();
   }
@@ -113,8 +112,8 @@ absl::Status CheckDisjoint(const fs::path& path, absl::string_view what, const s
   for (const auto& in : inputs) {
     if (in.path.empty()) continue;
     if (IsOrInside(path, in.path)) {
-      const bool same = Resolve(path) == Resolve(in.path) ||
-                        (IdOf(Resolve(path)) && IdOf(Resolve(path)) == IdOf(Resolve(in.path)));
+      const bool same =
+          Resolve(path) == Resolve(in.path) || (IdOf(Resolve(path)) && IdOf(Resolve(path)) == IdOf(Resolve(in.path)));
       return Hit(path, what, in, same ? "is" : "lies inside");
     }
     if (IsOrInside(in.path, path)) return Hit(path, what, in, "contains");
@@ -143,8 +142,8 @@ absl::Status CheckOutputPath(const OutputTarget& out, const std::vector<Protecte
           "; --overwrite only replaces a previous output of ours: choose another path"));
     }
     if (!out.is_ours) {
-      return absl::FailedPreconditionError(absl::StrCat(out.what, " ", out.path.string(),
-                                                        " exists and cannot be recognised as ours"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(out.what, " ", out.path.string(), " exists and cannot be recognised as ours"));
     }
     if (absl::Status s = out.is_ours(out.path); !s.ok()) {
       return absl::FailedPreconditionError(absl::StrCat(

@@ -12,10 +12,10 @@
 #define AQ_STATUS_CONCAT_INNER_(a, b) a##b
 #define AQ_STATUS_CONCAT_(a, b) AQ_STATUS_CONCAT_INNER_(a, b)
 
-#define RETURN_IF_ERROR(expr)                                 \
-  do {                                                        \
-    ::absl::Status aq_status_ = (expr);                       \
-    if (!aq_status_.ok()) return aq_status_;                  \
+#define RETURN_IF_ERROR(expr)                \
+  do {                                       \
+    ::absl::Status aq_status_ = (expr);      \
+    if (!aq_status_.ok()) return aq_status_; \
   } while (0)
 
 #define AQ_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
@@ -23,5 +23,4 @@
   if (!tmp.ok()) return std::move(tmp).status();  \
   lhs = std::move(tmp).value()
 
-#define ASSIGN_OR_RETURN(lhs, expr) \
-  AQ_ASSIGN_OR_RETURN_IMPL_(AQ_STATUS_CONCAT_(aq_statusor_, __LINE__), lhs, expr)
+#define ASSIGN_OR_RETURN(lhs, expr) AQ_ASSIGN_OR_RETURN_IMPL_(AQ_STATUS_CONCAT_(aq_statusor_, __LINE__), lhs, expr)

@@ -5,8 +5,8 @@
 #include <new>
 #include <stdexcept>
 
-#include "absl/strings/string_view.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace autoquant {
 namespace {
@@ -22,8 +22,8 @@ absl::Status StatusFromCurrentException(absl::string_view context) {
   try {
     throw;
   } catch (const c10::OutOfMemoryError& e) {
-    return absl::ResourceExhaustedError(absl::StrCat(context, ": out of device memory: ",
-                                                     FirstLines(e.what_without_backtrace())));
+    return absl::ResourceExhaustedError(
+        absl::StrCat(context, ": out of device memory: ", FirstLines(e.what_without_backtrace())));
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat(context, ": ", FirstLines(e.what_without_backtrace())));
   } catch (const std::bad_alloc& e) {

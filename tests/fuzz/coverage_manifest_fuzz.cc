@@ -14,10 +14,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (j.is_discarded()) return 0;
   auto m = autoquant::ParseCoverageManifest(j, "fuzz_coverage_from_baseline.json");
   if (!m.ok()) return 0;
-  static const std::vector<std::string> kKeys = {"language_model.layers.0.mlp.down_proj.quant_recipe",
-                                                 "language_model.layers.0.mlp.gate_proj.quant_recipe",
-                                                 "language_model.layers.1.mlp.down_proj.quant_recipe",
-                                                 "language_model.layers.1.self_attn.q_proj.quant_recipe"};
+  static const std::vector<std::string> kKeys = {
+      "language_model.layers.0.mlp.down_proj.quant_recipe", "language_model.layers.0.mlp.gate_proj.quant_recipe",
+      "language_model.layers.1.mlp.down_proj.quant_recipe", "language_model.layers.1.self_attn.q_proj.quant_recipe"};
   (void)autoquant::ValidatePartition(*m, kKeys);
   autoquant::SchemeSelection s;
   s.coverage_manifest = *m;

@@ -116,8 +116,8 @@ TEST_F(ServiceTest, ManyClientsSubmitFollowPollListAndCancelAtOnce) {
   constexpr int kClients = 8, kJobsEach = 4;
   std::mutex mu;
   std::map<std::string, std::set<std::string>> ids_by_key;  // idempotency key -> ids answered
-  std::map<std::string, v1::JobState> followed;              // job -> last streamed state
-  std::set<std::string> cancelled;                           // jobs whose cancel was answered
+  std::map<std::string, v1::JobState> followed;             // job -> last streamed state
+  std::set<std::string> cancelled;                          // jobs whose cancel was answered
   std::vector<std::string> errors;
   std::atomic<bool> done{false};
 
@@ -226,7 +226,6 @@ TEST_F(ServiceTest, ShutdownWithFollowersAttachedEndsEveryStream) {
   EXPECT_EQ(stored->state, JobState::kQueued);
   server_.reset();
 }
-
 
 // Sends `bytes` as the request of `method` (as a client with a broken or foreign encoder would).
 grpc::Status RawCall(int port, const std::string& method, const std::string& bytes) {

@@ -25,8 +25,8 @@ class DaemonMetricsTest : public ::testing::Test {
 
   // The series of `family` whose labels are exactly `labels`, and the family's
   // type; nullopt when the scrape has no such series (or no such family).
-  std::optional<std::pair<prometheus::MetricType, prometheus::ClientMetric>> Find(
-      const std::string& family, const Labels& labels) const {
+  std::optional<std::pair<prometheus::MetricType, prometheus::ClientMetric>> Find(const std::string& family,
+                                                                                  const Labels& labels) const {
     for (const prometheus::MetricFamily& f : registry_->Collect()) {
       if (f.name != family) continue;
       for (const prometheus::ClientMetric& m : f.metric) {
@@ -37,8 +37,7 @@ class DaemonMetricsTest : public ::testing::Test {
     }
     return std::nullopt;
   }
-  std::optional<prometheus::ClientMetric> Series(const std::string& family,
-                                                 const Labels& labels = {}) const {
+  std::optional<prometheus::ClientMetric> Series(const std::string& family, const Labels& labels = {}) const {
     auto found = Find(family, labels);
     if (!found) return std::nullopt;
     return found->second;
@@ -121,10 +120,8 @@ TEST_F(DaemonMetricsTest, SucceededJobMovesTheStateGaugesAndCountsItsResult) {
   j.finished_ms = 12500;
   JobResultInfo r;
   r.baseline_reused = false;
-  r.metrics = {{"export_bytes", 4096},
-               {"export_seconds", 0.3},
-               {"eval_perplexity_delta", 0.25},
-               {"baseline_seconds", 9}};
+  r.metrics = {
+      {"export_bytes", 4096}, {"export_seconds", 0.3}, {"eval_perplexity_delta", 0.25}, {"baseline_seconds", 9}};
   j.result = r;
   metrics_.OnStateChange(j, JobState::kRunning);
   EXPECT_EQ(Value("autoquant_jobs", {{"state", "running"}}), 0.0);
@@ -145,8 +142,7 @@ TEST_F(DaemonMetricsTest, SucceededJobMovesTheStateGaugesAndCountsItsResult) {
   EXPECT_DOUBLE_EQ(export_seconds->histogram.sample_sum, 0.3);
 
   // Only eval_* metrics become the scheme's evaluation, without the prefix.
-  EXPECT_EQ(Value("autoquant_scheme_eval", {{"scheme", "top50"}, {"metric", "perplexity_delta"}}),
-            0.25);
+  EXPECT_EQ(Value("autoquant_scheme_eval", {{"scheme", "top50"}, {"metric", "perplexity_delta"}}), 0.25);
   EXPECT_EQ(SeriesCount("autoquant_scheme_eval"), 1u);
 }
 
@@ -195,18 +191,14 @@ TEST_F(DaemonMetricsTest, RunningJobHasProgressAndOnePhaseSeriesUntilItEnds) {
   metrics_.OnProgress(j, Event("calibrate", 1));
   const Labels job = {{"job_id", "j-7"}, {"scheme", "top10"}};
   EXPECT_EQ(Value("autoquant_job_progress_ratio", job), 0.2);
-  EXPECT_EQ(Value("autoquant_job_phase",
-                  {{"job_id", "j-7"}, {"scheme", "top10"}, {"phase", "calibrate"}}),
-            1.0);
+  EXPECT_EQ(Value("autoquant_job_phase", {{"job_id", "j-7"}, {"scheme", "top10"}, {"phase", "calibrate"}}), 1.0);
   EXPECT_EQ(Value("autoquant_calibration_batches_total"), 2.0);
   EXPECT_EQ(Value("autoquant_scoring_batches_total"), 0.0);
 
   j.progress = 0.6;
   metrics_.OnProgress(j, Event("score", 0.1));
   EXPECT_EQ(Value("autoquant_job_progress_ratio", job), 0.6);
-  EXPECT_EQ(
-      Value("autoquant_job_phase", {{"job_id", "j-7"}, {"scheme", "top10"}, {"phase", "score"}}),
-      1.0);
+  EXPECT_EQ(Value("autoquant_job_phase", {{"job_id", "j-7"}, {"scheme", "top10"}, {"phase", "score"}}), 1.0);
   EXPECT_EQ(SeriesCount("autoquant_job_phase"), 1u);  // calibrate's series is gone
   EXPECT_EQ(Value("autoquant_scoring_batches_total"), 1.0);
 
@@ -275,17 +267,10 @@ TEST_F(DaemonMetricsTest, RequestPoolsHaveTheirOwnDepthAndRefusalsPresentAtZero)
   writes->OnRequestRefused(absl::UnavailableError("shutting down"));
   EXPECT_EQ(Value("autoquant_request_queue_depth", {{"pool", "writes"}}), 3.0);
   EXPECT_EQ(Value("autoquant_request_queue_depth", {{"pool", "reads"}}), 0.0);
-  EXPECT_EQ(Value("autoquant_requests_refused_total",
-                  {{"pool", "reads"}, {"code", "RESOURCE_EXHAUSTED"}}),
-            2.0);
-  EXPECT_EQ(Value("autoquant_requests_refused_total", {{"pool", "reads"}, {"code", "UNAVAILABLE"}}),
-            0.0);
-  EXPECT_EQ(
-      Value("autoquant_requests_refused_total", {{"pool", "writes"}, {"code", "UNAVAILABLE"}}),
-      1.0);
-  EXPECT_EQ(Value("autoquant_requests_refused_total",
-                  {{"pool", "writes"}, {"code", "RESOURCE_EXHAUSTED"}}),
-            0.0);
+  EXPECT_EQ(Value("autoquant_requests_refused_total", {{"pool", "reads"}, {"code", "RESOURCE_EXHAUSTED"}}), 2.0);
+  EXPECT_EQ(Value("autoquant_requests_refused_total", {{"pool", "reads"}, {"code", "UNAVAILABLE"}}), 0.0);
+  EXPECT_EQ(Value("autoquant_requests_refused_total", {{"pool", "writes"}, {"code", "UNAVAILABLE"}}), 1.0);
+  EXPECT_EQ(Value("autoquant_requests_refused_total", {{"pool", "writes"}, {"code", "RESOURCE_EXHAUSTED"}}), 0.0);
 }
 
 TEST_F(DaemonMetricsTest, CountRpcKeepsOneSeriesPerMethodAndCode) {
@@ -294,12 +279,9 @@ TEST_F(DaemonMetricsTest, CountRpcKeepsOneSeriesPerMethodAndCode) {
   metrics_.CountRpc("SubmitScheme", "INVALID_ARGUMENT");
   metrics_.CountRpc("GetStatus", "NOT_FOUND");
   EXPECT_EQ(Value("autoquant_rpcs_total", {{"method", "SubmitScheme"}, {"code", "OK"}}), 2.0);
-  EXPECT_EQ(
-      Value("autoquant_rpcs_total", {{"method", "SubmitScheme"}, {"code", "INVALID_ARGUMENT"}}),
-      1.0);
+  EXPECT_EQ(Value("autoquant_rpcs_total", {{"method", "SubmitScheme"}, {"code", "INVALID_ARGUMENT"}}), 1.0);
   EXPECT_EQ(Value("autoquant_rpcs_total", {{"method", "GetStatus"}, {"code", "NOT_FOUND"}}), 1.0);
-  EXPECT_FALSE(
-      Value("autoquant_rpcs_total", {{"method", "GetStatus"}, {"code", "OK"}}).has_value());
+  EXPECT_FALSE(Value("autoquant_rpcs_total", {{"method", "GetStatus"}, {"code", "OK"}}).has_value());
   EXPECT_EQ(SeriesCount("autoquant_rpcs_total"), 3u);
 }
 

@@ -76,11 +76,9 @@ TEST(SpecFromProtoTest, CoverageManifestFillsTheManifestListsAndNoCoverage) {
   ASSERT_OK_AND_ASSIGN(JobSpec s, SpecFromProto(p));
   EXPECT_TRUE(s.has_manifest);
   EXPECT_FALSE(s.coverage.has_value());
-  EXPECT_THAT(s.manifest_selected,
-              ElementsAre("language_model.layers.1.mlp.down_proj.quant_recipe",
-                          "language_model.layers.3.mlp.down_proj.quant_recipe"));
-  EXPECT_THAT(s.manifest_dropped,
-              ElementsAre("language_model.layers.0.mlp.down_proj.quant_recipe"));
+  EXPECT_THAT(s.manifest_selected, ElementsAre("language_model.layers.1.mlp.down_proj.quant_recipe",
+                                               "language_model.layers.3.mlp.down_proj.quant_recipe"));
+  EXPECT_THAT(s.manifest_dropped, ElementsAre("language_model.layers.0.mlp.down_proj.quant_recipe"));
   EXPECT_THAT(s.manifest_disabled, ElementsAre("*layers.0.*"));
   ASSERT_TRUE(s.effective_bits.has_value());
   EXPECT_DOUBLE_EQ(*s.effective_bits, 12.5);
@@ -107,9 +105,9 @@ TEST(SpecFromProtoTest, MapsEveryEnumValue) {
     v1::ScoreMethod wire;
     const char* core;
   };
-  for (const MethodCase& c : {MethodCase{v1::SCORE_METHOD_UNSPECIFIED, "gradient"},
-                              MethodCase{v1::SCORE_METHOD_GRADIENT, "gradient"},
-                              MethodCase{v1::SCORE_METHOD_KL_DIV, "kl_div"}}) {
+  for (const MethodCase& c :
+       {MethodCase{v1::SCORE_METHOD_UNSPECIFIED, "gradient"}, MethodCase{v1::SCORE_METHOD_GRADIENT, "gradient"},
+        MethodCase{v1::SCORE_METHOD_KL_DIV, "kl_div"}}) {
     v1::SchemeSpec p = CoverageProto(0.5);
     p.set_method(c.wire);
     ASSERT_OK_AND_ASSIGN(JobSpec s, SpecFromProto(p));
@@ -119,10 +117,9 @@ TEST(SpecFromProtoTest, MapsEveryEnumValue) {
     v1::ExportFormat wire;
     const char* core;
   };
-  for (const FormatCase& c :
-       {FormatCase{v1::EXPORT_FORMAT_UNSPECIFIED, "compressed-tensors"},
-        FormatCase{v1::EXPORT_FORMAT_COMPRESSED_TENSORS, "compressed-tensors"},
-        FormatCase{v1::EXPORT_FORMAT_MODELOPT, "modelopt"}}) {
+  for (const FormatCase& c : {FormatCase{v1::EXPORT_FORMAT_UNSPECIFIED, "compressed-tensors"},
+                              FormatCase{v1::EXPORT_FORMAT_COMPRESSED_TENSORS, "compressed-tensors"},
+                              FormatCase{v1::EXPORT_FORMAT_MODELOPT, "modelopt"}}) {
     v1::SchemeSpec p = CoverageProto(0.5);
     p.set_format(c.wire);
     ASSERT_OK_AND_ASSIGN(JobSpec s, SpecFromProto(p));
@@ -132,9 +129,9 @@ TEST(SpecFromProtoTest, MapsEveryEnumValue) {
     v1::OutputLayout wire;
     const char* core;
   };
-  for (const LayoutCase& c : {LayoutCase{v1::OUTPUT_LAYOUT_UNSPECIFIED, ""},
-                              LayoutCase{v1::OUTPUT_LAYOUT_SHARED, "shared"},
-                              LayoutCase{v1::OUTPUT_LAYOUT_STANDALONE, "standalone"}}) {
+  for (const LayoutCase& c :
+       {LayoutCase{v1::OUTPUT_LAYOUT_UNSPECIFIED, ""}, LayoutCase{v1::OUTPUT_LAYOUT_SHARED, "shared"},
+        LayoutCase{v1::OUTPUT_LAYOUT_STANDALONE, "standalone"}}) {
     v1::SchemeSpec p = CoverageProto(0.5);
     p.set_layout(c.wire);
     ASSERT_OK_AND_ASSIGN(JobSpec s, SpecFromProto(p));
@@ -148,8 +145,7 @@ TEST(SpecFromProtoTest, CoverageMustBeAFractionInZeroToOne) {
     ASSERT_TRUE(s.ok()) << ok << ": " << s.status();
     EXPECT_DOUBLE_EQ(*s->coverage, ok);
   }
-  for (double bad :
-       {0.0, -0.1, 1.0000001, 10.0, std::nan(""), std::numeric_limits<double>::infinity()}) {
+  for (double bad : {0.0, -0.1, 1.0000001, 10.0, std::nan(""), std::numeric_limits<double>::infinity()}) {
     auto s = SpecFromProto(CoverageProto(bad));
     EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_THAT(s.status().message(), HasSubstr("coverage")) << bad;
@@ -158,8 +154,7 @@ TEST(SpecFromProtoTest, CoverageMustBeAFractionInZeroToOne) {
 }
 
 TEST(SpecFromProtoTest, NonFiniteEffectiveBitsAreRefusedNamingTheField) {
-  for (double bad : {std::nan(""), std::numeric_limits<double>::infinity(),
-                     -std::numeric_limits<double>::infinity()}) {
+  for (double bad : {std::nan(""), std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity()}) {
     v1::SchemeSpec p;
     p.set_scheme("bits");
     p.set_effective_bits(bad);
@@ -277,9 +272,8 @@ TEST(SpecRoundTripTest, JobSpecSurvivesTheWireBothWays) {
     EXPECT_EQ(back, original) << back.ToJson().dump() << "\n" << original.ToJson().dump();
     v1::SchemeSpec again;
     SpecToProto(back, &again);
-    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(p, again))
-        << p.ShortDebugString() << "\n"
-        << again.ShortDebugString();
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(p, again)) << p.ShortDebugString() << "\n"
+                                                                              << again.ShortDebugString();
   }
 }
 
@@ -369,8 +363,7 @@ TEST(JobToProtoTest, CopiesTheJobItsResultAndTimes) {
   EXPECT_EQ(p.result().groups_quantized(), 7);
   EXPECT_EQ(p.result().groups_total(), 14);
   EXPECT_EQ(p.result().baseline_key(), "abc");
-  EXPECT_THAT(p.result().metrics(),
-              UnorderedElementsAre(Pair("export_bytes", 1024.0), Pair("export_seconds", 1.5)));
+  EXPECT_THAT(p.result().metrics(), UnorderedElementsAre(Pair("export_bytes", 1024.0), Pair("export_seconds", 1.5)));
   EXPECT_TRUE(p.baseline_reused());
   EXPECT_EQ(p.queue_position(), 0);
   EXPECT_EQ(p.spec().scheme(), "top50");

@@ -102,8 +102,7 @@ TEST(RequestExecutorTest, AFullQueueRefusesNewRequestsAtOnceButNotAnAdmittedOnes
   EXPECT_EQ(executor.queued(), 3);
 
   blocker.release.set_value();
-  for (int i = 0; i < 3000 && ran.load() < 3; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 3000 && ran.load() < 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_EQ(ran.load(), 3);
   std::lock_guard<std::mutex> lock(observer.mu);
   EXPECT_EQ(observer.refused, std::vector<absl::StatusCode>{absl::StatusCode::kResourceExhausted});

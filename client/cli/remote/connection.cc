@@ -17,8 +17,7 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* flag) 
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
   if (in) ss << in.rdbuf();
-  if (!in || in.bad())
-    return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": cannot be read"));
+  if (!in || in.bad()) return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": cannot be read"));
   return ss.str();
 }
 
@@ -32,20 +31,15 @@ std::string FromEnv(const std::string& flag_value, const char* env) {
 
 void AddConnectionOptions(CLI::App* cmd, ConnectionOptions* o) {
   cmd->add_option("--server", o->server,
-                  std::string("daemon address HOST:PORT (else $AUTOQUANT_SERVER, else ") +
-                      kDefaultServer + ")");
-  cmd->add_option("--token-file", o->token_file,
-                  "file holding the daemon's bearer token (else $AUTOQUANT_TOKEN_FILE)");
-  cmd->add_option("--tls-ca", o->tls_ca,
-                  "PEM CA bundle to verify the daemon's certificate (enables TLS)");
+                  std::string("daemon address HOST:PORT (else $AUTOQUANT_SERVER, else ") + kDefaultServer + ")");
+  cmd->add_option("--token-file", o->token_file, "file holding the daemon's bearer token (else $AUTOQUANT_TOKEN_FILE)");
+  cmd->add_option("--tls-ca", o->tls_ca, "PEM CA bundle to verify the daemon's certificate (enables TLS)");
   cmd->add_option("--tls-cert", o->tls_cert, "PEM client certificate for mTLS (with --tls-key)");
   cmd->add_option("--tls-key", o->tls_key, "PEM private key of --tls-cert");
-  cmd->add_option("--timeout", o->timeout_s, "seconds each request may take")
-      ->check(CLI::PositiveNumber);
+  cmd->add_option("--timeout", o->timeout_s, "seconds each request may take")->check(CLI::PositiveNumber);
 }
 
-Connection::Connection(std::string server, std::shared_ptr<grpc::Channel> channel,
-                       std::string token, double timeout_s)
+Connection::Connection(std::string server, std::shared_ptr<grpc::Channel> channel, std::string token, double timeout_s)
     : server_(std::move(server)),
       channel_(std::move(channel)),
       stub_(v1::AutoQuant::NewStub(channel_)),
@@ -70,8 +64,7 @@ absl::StatusOr<Connection> Connect(const ConnectionOptions& o) {
     auto text = ReadFile(file, "--token-file");
     if (!text.ok()) return text.status();
     token = std::string(absl::StripAsciiWhitespace(*text));
-    if (token.empty())
-      return absl::InvalidArgumentError(absl::StrCat("--token-file ", file, " is empty"));
+    if (token.empty()) return absl::InvalidArgumentError(absl::StrCat("--token-file ", file, " is empty"));
   }
   if (o.tls_cert.empty() != o.tls_key.empty()) {
     return absl::InvalidArgumentError("--tls-cert and --tls-key go together; give both or neither");
@@ -92,8 +85,7 @@ absl::StatusOr<Connection> Connect(const ConnectionOptions& o) {
     }
     creds = grpc::SslCredentials(ssl);
   } else if (!o.tls_cert.empty()) {
-    return absl::InvalidArgumentError(
-        "--tls-cert needs --tls-ca (the CA that signed the daemon's certificate)");
+    return absl::InvalidArgumentError("--tls-cert needs --tls-ca (the CA that signed the daemon's certificate)");
   }
   return Connection(server, grpc::CreateChannel(server, creds), std::move(token), o.timeout_s);
 }
@@ -101,8 +93,7 @@ absl::StatusOr<Connection> Connect(const ConnectionOptions& o) {
 absl::Status Connection::Check(const grpc::Status& s, const std::string& what) const {
   if (s.ok()) return absl::OkStatus();
   std::string message = absl::StrCat(what, ": ", s.error_message());
-  if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
-      s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
     absl::StrAppend(&message, " (server ", server_, ")");
   }
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()), message);

@@ -22,8 +22,7 @@
 namespace autoquant::cli {
 
 struct ConnectionOptions {
-  std::string
-      server;  // HOST:PORT; else $AUTOQUANT_SERVER; else 127.0.0.1:50051 (autoquantd's default)
+  std::string server;      // HOST:PORT; else $AUTOQUANT_SERVER; else 127.0.0.1:50051 (autoquantd's default)
   std::string token_file;  // else $AUTOQUANT_TOKEN_FILE; none: no token sent
   std::string tls_ca;      // PEM roots; enables TLS
   std::string tls_cert;    // PEM client certificate (mTLS), with tls_key
@@ -36,8 +35,7 @@ void AddConnectionOptions(CLI::App* cmd, ConnectionOptions* o);
 
 class Connection {
  public:
-  Connection(std::string server, std::shared_ptr<grpc::Channel> channel, std::string token,
-             double timeout_s);
+  Connection(std::string server, std::shared_ptr<grpc::Channel> channel, std::string token, double timeout_s);
   v1::AutoQuant::Stub* stub() const { return stub_.get(); }
   // For the other services on the same address (grpc.health.v1).
   const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }

@@ -41,9 +41,7 @@ nlohmann::json ToJson(const google::protobuf::Message& m) {
   return nlohmann::json::parse(text);
 }
 
-std::string StateName(v1::JobState s) {
-  return std::string(absl::StripPrefix(v1::JobState_Name(s), "JOB_STATE_"));
-}
+std::string StateName(v1::JobState s) { return std::string(absl::StripPrefix(v1::JobState_Name(s), "JOB_STATE_")); }
 
 std::string PhaseName(v1::Phase p) {
   if (p == v1::PHASE_UNSPECIFIED) return "";
@@ -77,8 +75,7 @@ std::string ProgressView::Line(const v1::Job& j, Seen& seen) {
     seen.first_time = now;
     seen.first_progress = j.progress();
   }
-  std::string line =
-      absl::StrCat(j.scheme(), "  ", PhaseName(j.phase()), "  ", Percent(j.progress()));
+  std::string line = absl::StrCat(j.scheme(), "  ", PhaseName(j.phase()), "  ", Percent(j.progress()));
   // ETA from what this client watched (no clock shared with the daemon is assumed).
   const double done = j.progress() - seen.first_progress;
   const double elapsed = std::chrono::duration<double>(now - seen.first_time).count();
@@ -99,8 +96,7 @@ void ProgressView::Update(const std::vector<v1::Job>& jobs) {
   }
   for (const v1::Job& j : jobs) {
     Seen& seen = seen_[j.id()];
-    const std::string key =
-        absl::StrCat(j.state(), "/", j.phase(), "/", std::floor(j.progress() * 10));
+    const std::string key = absl::StrCat(j.state(), "/", j.phase(), "/", std::floor(j.progress() * 10));
     if (key == seen.last_key) continue;
     seen.last_key = key;
     out_ << Line(j, seen) << "\n";

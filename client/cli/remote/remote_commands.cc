@@ -96,13 +96,10 @@ absl::Status RunLogs(const LogsOptions& o) {
     if (o.common.json) {
       std::cout << ToJson(line).dump() << "\n";
     } else {
-      std::string text =
-          absl::StrCat(line.sequence(), "  ", TimeUtil::ToString(line.time()), "  ", line.level());
-      if (line.phase() != v1::PHASE_UNSPECIFIED)
-        absl::StrAppend(&text, "  [", PhaseName(line.phase()), "]");
+      std::string text = absl::StrCat(line.sequence(), "  ", TimeUtil::ToString(line.time()), "  ", line.level());
+      if (line.phase() != v1::PHASE_UNSPECIFIED) absl::StrAppend(&text, "  [", PhaseName(line.phase()), "]");
       absl::StrAppend(&text, "  ", line.message());
-      if (line.state() != v1::JOB_STATE_UNSPECIFIED)
-        absl::StrAppend(&text, "  (", StateName(line.state()), ")");
+      if (line.state() != v1::JOB_STATE_UNSPECIFIED) absl::StrAppend(&text, "  (", StateName(line.state()), ")");
       std::cout << text << "\n";
     }
     std::cout.flush();
@@ -124,10 +121,9 @@ absl::Status RunList(const ListOptions& o) {
   v1::ListJobsRequest req;
   for (const auto& s : o.states) {
     v1::JobState st;
-    if (!v1::JobState_Parse("JOB_STATE_" + absl::AsciiStrToUpper(s), &st) ||
-        st == v1::JOB_STATE_UNSPECIFIED) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--state ", s, ": expected queued, running, succeeded, failed or cancelled"));
+    if (!v1::JobState_Parse("JOB_STATE_" + absl::AsciiStrToUpper(s), &st) || st == v1::JOB_STATE_UNSPECIFIED) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--state ", s, ": expected queued, running, succeeded, failed or cancelled"));
     }
     req.add_states(st);
   }
@@ -156,8 +152,7 @@ struct SensitivityOptions {
 absl::Status RunSensitivity(const SensitivityOptions& o) {
   ASSIGN_OR_RETURN(ScoreMethod method, ParseScoreMethod(o.method));
   v1::GetSensitivityRequest req;
-  req.set_method(method == ScoreMethod::kKlDiv ? v1::SCORE_METHOD_KL_DIV
-                                               : v1::SCORE_METHOD_GRADIENT);
+  req.set_method(method == ScoreMethod::kKlDiv ? v1::SCORE_METHOD_KL_DIV : v1::SCORE_METHOD_GRADIENT);
   req.set_include_vision(o.include_vision);
   req.set_calib_steps(o.calib_steps);
   req.set_score_steps(o.score_steps);
@@ -169,8 +164,7 @@ absl::Status RunSensitivity(const SensitivityOptions& o) {
     std::cout << ToJson(resp).dump(2) << "\n";
     return absl::OkStatus();
   }
-  std::cout << "baseline " << resp.baseline_key() << ": " << resp.groups_size()
-            << " groups, least sensitive first\n";
+  std::cout << "baseline " << resp.baseline_key() << ": " << resp.groups_size() << " groups, least sensitive first\n";
   std::vector<const v1::GroupSensitivity*> groups;
   for (const auto& g : resp.groups()) groups.push_back(&g);
   std::sort(groups.begin(), groups.end(), [](auto* a, auto* b) { return a->rank() < b->rank(); });
@@ -187,16 +181,14 @@ absl::Status RunServerInfo(const CommonOptions& o) {
   ASSIGN_OR_RETURN(Connection c, Connect(o.connection));
   v1::ServerInfo info;
   auto ctx = c.Context();
-  RETURN_IF_ERROR(c.Check(c.stub()->GetServerInfo(ctx.get(), v1::GetServerInfoRequest(), &info),
-                          "GetServerInfo"));
+  RETURN_IF_ERROR(c.Check(c.stub()->GetServerInfo(ctx.get(), v1::GetServerInfoRequest(), &info), "GetServerInfo"));
   if (o.json) {
     std::cout << ToJson(info).dump(2) << "\n";
     return absl::OkStatus();
   }
   const nlohmann::json j = ToJson(info);
   for (const auto& [key, value] : j.items()) {
-    std::cout << key << ": " << (value.is_string() ? value.get<std::string>() : value.dump())
-              << "\n";
+    std::cout << key << ": " << (value.is_string() ? value.get<std::string>() : value.dump()) << "\n";
   }
   return absl::OkStatus();
 }
@@ -216,24 +208,22 @@ absl::Status RunServerHealth(const HealthOptions& o) {
   grpc::health::v1::HealthCheckResponse resp;
   auto ctx = c.Context();
   RETURN_IF_ERROR(c.Check(stub->Check(ctx.get(), req, &resp), "Health.Check"));
-  const std::string status =
-      grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status());
+  const std::string status = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(resp.status());
   if (o.common.json) {
     std::cout << nlohmann::json({{"service", o.service}, {"status", status}}).dump(2) << "\n";
   } else {
     std::cout << status << "\n";
   }
   if (resp.status() == grpc::health::v1::HealthCheckResponse::SERVING) return absl::OkStatus();
-  return absl::UnavailableError(absl::StrCat("daemon at ", c.server(), " is ", status,
-                                             " (loading the model, or draining to stop)"));
+  return absl::UnavailableError(
+      absl::StrCat("daemon at ", c.server(), " is ", status, " (loading the model, or draining to stop)"));
 }
 
 }  // namespace
 
 void AddCommonOptions(CLI::App* cmd, CommonOptions* o) {
   AddConnectionOptions(cmd, &o->connection);
-  cmd->add_flag("--json", o->json,
-                "print JSON for scripts (the API's JSON mapping, .proto field names)");
+  cmd->add_flag("--json", o->json, "print JSON for scripts (the API's JSON mapping, .proto field names)");
 }
 
 void PrintJobs(const std::vector<v1::Job>& jobs, bool json, std::ostream& out) {
@@ -246,8 +236,7 @@ void PrintJobs(const std::vector<v1::Job>& jobs, bool json, std::ostream& out) {
   for (const auto& job : jobs) out << JobLine(job) << "\n";
 }
 
-absl::StatusOr<std::vector<v1::Job>> WaitForJobs(const Connection& c,
-                                                 const std::vector<std::string>& ids, bool quiet,
+absl::StatusOr<std::vector<v1::Job>> WaitForJobs(const Connection& c, const std::vector<std::string>& ids, bool quiet,
                                                  std::ostream& out) {
   const bool terminal = &out == &std::cout && isatty(fileno(stdout));
   ProgressView view(out, terminal);
@@ -274,8 +263,8 @@ absl::Status AllSucceeded(const std::vector<v1::Job>& jobs) {
     }
   }
   if (bad.empty()) return absl::OkStatus();
-  return absl::AbortedError(absl::StrCat(bad.size(), " of ", jobs.size(),
-                                         " jobs did not succeed: ", absl::StrJoin(bad, "; ")));
+  return absl::AbortedError(
+      absl::StrCat(bad.size(), " of ", jobs.size(), " jobs did not succeed: ", absl::StrJoin(bad, "; ")));
 }
 
 void AddRemoteCommands(CLI::App& app, absl::Status* status, bool* ran) {
@@ -284,8 +273,7 @@ void AddRemoteCommands(CLI::App& app, absl::Status* status, bool* ran) {
   AddSweepCommand(app, result);
   AddEvalCommand(app, result);
 
-  auto jobs_command = [&](const char* name, const char* help,
-                          absl::Status (*run)(const JobsOptions&)) {
+  auto jobs_command = [&](const char* name, const char* help, absl::Status (*run)(const JobsOptions&)) {
     auto o = std::make_shared<JobsOptions>();
     CLI::App* cmd = app.add_subcommand(name, help);
     cmd->add_option("job", o->ids, "job id(s)")->required();
@@ -293,9 +281,7 @@ void AddRemoteCommands(CLI::App& app, absl::Status* status, bool* ran) {
     cmd->callback([o, result, run] { result.Set(run(*o)); });
   };
   jobs_command("status", "Show jobs of a daemon", RunStatus);
-  jobs_command("wait",
-               "Wait for jobs to finish, with progress; exit code 1 if one failed or was cancelled",
-               RunWait);
+  jobs_command("wait", "Wait for jobs to finish, with progress; exit code 1 if one failed or was cancelled", RunWait);
   jobs_command("cancel", "Cancel queued or running jobs", RunCancel);
 
   {
@@ -304,8 +290,7 @@ void AddRemoteCommands(CLI::App& app, absl::Status* status, bool* ran) {
     cmd->add_option("job", o->id, "job id")->required();
     cmd->add_flag("-f,--follow", o->follow,
                   "keep printing until the job ends; exit code 1 if it failed or was cancelled");
-    cmd->add_option("--from", o->from,
-                    "print lines after this sequence number (the last one seen; 0: all)")
+    cmd->add_option("--from", o->from, "print lines after this sequence number (the last one seen; 0: all)")
         ->check(CLI::NonNegativeNumber);
     AddCommonOptions(cmd, &o->common);
     cmd->callback([o, result] { result.Set(RunLogs(*o)); });
@@ -313,23 +298,18 @@ void AddRemoteCommands(CLI::App& app, absl::Status* status, bool* ran) {
   {
     auto o = std::make_shared<ListOptions>();
     CLI::App* cmd = app.add_subcommand("list", "List a daemon's jobs, oldest first");
-    cmd->add_option("--state", o->states,
-                    "only jobs in these states: queued, running, succeeded, failed, cancelled")
+    cmd->add_option("--state", o->states, "only jobs in these states: queued, running, succeeded, failed, cancelled")
         ->delimiter(',');
     AddCommonOptions(cmd, &o->common);
     cmd->callback([o, result] { result.Set(RunList(*o)); });
   }
   {
     auto o = std::make_shared<SensitivityOptions>();
-    CLI::App* cmd =
-        app.add_subcommand("sensitivity", "Show the daemon's cached sensitivity baseline");
+    CLI::App* cmd = app.add_subcommand("sensitivity", "Show the daemon's cached sensitivity baseline");
     cmd->add_option("--method", o->method, "sensitivity method: gradient | kl_div");
-    cmd->add_flag("--include-vision", o->include_vision,
-                  "the baseline that includes the vision tower");
-    cmd->add_option("--calib-steps", o->calib_steps,
-                    "calibration batches of the baseline (0: all)");
-    cmd->add_option("--score-steps", o->score_steps,
-                    "scoring batches of the baseline (0: default)");
+    cmd->add_flag("--include-vision", o->include_vision, "the baseline that includes the vision tower");
+    cmd->add_option("--calib-steps", o->calib_steps, "calibration batches of the baseline (0: all)");
+    cmd->add_option("--score-steps", o->score_steps, "scoring batches of the baseline (0: default)");
     AddCommonOptions(cmd, &o->common);
     cmd->callback([o, result] { result.Set(RunSensitivity(*o)); });
   }
@@ -337,17 +317,14 @@ void AddRemoteCommands(CLI::App& app, absl::Status* status, bool* ran) {
     auto o = std::make_shared<CommonOptions>();
     CLI::App* server = app.add_subcommand("server", "About the daemon itself");
     server->require_subcommand(1);
-    CLI::App* info = server->add_subcommand(
-        "info", "What the daemon holds: model, calibration set, device, queue");
+    CLI::App* info = server->add_subcommand("info", "What the daemon holds: model, calibration set, device, queue");
     AddCommonOptions(info, o.get());
     info->callback([o, result] { result.Set(RunServerInfo(*o)); });
     auto h = std::make_shared<HealthOptions>();
     CLI::App* health = server->add_subcommand(
-        "health",
-        "grpc.health.v1 check: prints SERVING and exits 0, else exits 3 (for container probes)");
-    health->add_option(
-        "--service", h->service,
-        "service to ask about (default: the whole server; autoquant.v1.AutoQuant works too)");
+        "health", "grpc.health.v1 check: prints SERVING and exits 0, else exits 3 (for container probes)");
+    health->add_option("--service", h->service,
+                       "service to ask about (default: the whole server; autoquant.v1.AutoQuant works too)");
     AddCommonOptions(health, &h->common);
     health->callback([h, result] { result.Set(RunServerHealth(*h)); });
   }

@@ -19,8 +19,8 @@
 // unit) can include it; the implementation includes gRPC and no torch.
 #pragma once
 
-#include "CLI/CLI.hpp"
 #include <string>
+#include "CLI/CLI.hpp"
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"

@@ -27,8 +27,7 @@ void PrintJobs(const std::vector<v1::Job>& jobs, bool json, std::ostream& out);
 // Polls the jobs until every one is terminal, showing progress on `out` (in
 // place when `out` is a terminal; nothing when `quiet`). Returns their last
 // states; the RPC's error if a poll fails.
-absl::StatusOr<std::vector<v1::Job>> WaitForJobs(const Connection& c,
-                                                 const std::vector<std::string>& ids, bool quiet,
+absl::StatusOr<std::vector<v1::Job>> WaitForJobs(const Connection& c, const std::vector<std::string>& ids, bool quiet,
                                                  std::ostream& out);
 
 // Aborted (exit code 1) naming each job that did not succeed; OK otherwise.

@@ -30,33 +30,27 @@ struct SpecOptions {
 };
 
 void AddSpecOptions(CLI::App* cmd, SpecOptions* o) {
-  cmd->add_option(
-      "--disabled-layers,--disable", o->disabled_layers,
-      "fnmatch patterns on module names; a match keeps its whole group in the base dtype");
+  cmd->add_option("--disabled-layers,--disable", o->disabled_layers,
+                  "fnmatch patterns on module names; a match keeps its whole group in the base dtype");
   cmd->add_option("--method", o->method, "sensitivity method: gradient | kl_div");
   cmd->add_option("--format", o->format,
                   "export format: compressed-tensors (transformers, vLLM) | modelopt (vLLM, "
                   "TensorRT-LLM only)");
-  cmd->add_flag("--overwrite", o->overwrite,
-                "replace an existing scheme directory written by autoquant");
+  cmd->add_flag("--overwrite", o->overwrite, "replace an existing scheme directory written by autoquant");
   cmd->add_flag("--include-vision", o->include_vision, "also quantize the vision tower's Linears");
   cmd->add_flag("--evaluate", o->evaluate,
                 "evaluate each scheme against the base model once written (the daemon needs --eval-set)");
   cmd->add_option("--calib-steps", o->calib_steps, "calibration batches (0: all)");
   cmd->add_option("--score-steps", o->score_steps, "scoring batches (0: up to 128 samples)");
-  cmd->add_option("--priority", o->priority,
-                  "higher runs first; equal priorities in submission order");
-  cmd->add_option("--idempotency-key", o->idempotency_key,
-                  "makes a retried submit return the same job(s)");
-  cmd->add_flag("--wait", o->wait,
-                "wait for the job(s) with progress; exit code 1 if one failed or was cancelled");
+  cmd->add_option("--priority", o->priority, "higher runs first; equal priorities in submission order");
+  cmd->add_option("--idempotency-key", o->idempotency_key, "makes a retried submit return the same job(s)");
+  cmd->add_flag("--wait", o->wait, "wait for the job(s) with progress; exit code 1 if one failed or was cancelled");
 }
 
 absl::Status FillSpec(const SpecOptions& o, v1::SchemeSpec* spec) {
   ASSIGN_OR_RETURN(ScoreMethod method, ParseScoreMethod(o.method));
   ASSIGN_OR_RETURN(ExportFormat format, ParseExportFormat(o.format));
-  spec->set_method(method == ScoreMethod::kKlDiv ? v1::SCORE_METHOD_KL_DIV
-                                                 : v1::SCORE_METHOD_GRADIENT);
+  spec->set_method(method == ScoreMethod::kKlDiv ? v1::SCORE_METHOD_KL_DIV : v1::SCORE_METHOD_GRADIENT);
   spec->set_format(format == ExportFormat::kModelOpt ? v1::EXPORT_FORMAT_MODELOPT
                                                      : v1::EXPORT_FORMAT_COMPRESSED_TENSORS);
   for (const auto& p : o.disabled_layers) spec->add_disabled_layers(p);
@@ -77,8 +71,8 @@ void SetManifest(const CoverageManifest& m, v1::SchemeSpec* spec) {
 }
 
 // Prints the submitted jobs, or waits for them and prints how they ended.
-absl::Status Report(const Connection& c, const std::vector<v1::Job>& submitted,
-                    const CommonOptions& common, bool wait, nlohmann::json extra) {
+absl::Status Report(const Connection& c, const std::vector<v1::Job>& submitted, const CommonOptions& common, bool wait,
+                    nlohmann::json extra) {
   std::vector<v1::Job> jobs = submitted;
   if (!common.json) {
     for (const auto& j : jobs) std::cout << "submitted " << JobLine(j) << "\n";
@@ -183,8 +177,8 @@ absl::Status RunSweep(const SweepOptions& o) {
         std::cout << "  " << p.scheme << "  ";
         if (p.coverage) std::cout << "coverage " << *p.coverage << " (" << p.source << ")\n";
         if (p.manifest) {
-          std::cout << "manifest " << p.source << " (" << p.manifest->selected_layers.size()
-                    << " selected, " << p.manifest->dropped_layers.size() << " dropped)\n";
+          std::cout << "manifest " << p.source << " (" << p.manifest->selected_layers.size() << " selected, "
+                    << p.manifest->dropped_layers.size() << " dropped)\n";
         }
       }
     }
@@ -241,15 +235,11 @@ void AddEvalCommand(CLI::App& app, CommandResult result) {
 void AddSubmitCommand(CLI::App& app, CommandResult result) {
   auto o = std::make_shared<SubmitOptions>();
   CLI::App* cmd = app.add_subcommand("submit", "Queue one scheme on a daemon");
-  cmd->add_option("scheme", o->scheme, "the scheme's directory name under the daemon's models root")
-      ->required();
-  auto* cov =
-      cmd->add_option("--coverage", o->coverage, "fraction of groups in (0, 1], topXX or XX%");
-  auto* man = cmd->add_option("--coverage-manifest", o->coverage_manifest,
-                              "seed-format coverage manifest (JSON)")
+  cmd->add_option("scheme", o->scheme, "the scheme's directory name under the daemon's models root")->required();
+  auto* cov = cmd->add_option("--coverage", o->coverage, "fraction of groups in (0, 1], topXX or XX%");
+  auto* man = cmd->add_option("--coverage-manifest", o->coverage_manifest, "seed-format coverage manifest (JSON)")
                   ->check(CLI::ExistingFile);
-  auto* bits = cmd->add_option("--effective-bits", o->effective_bits,
-                               "average weight bits target in (0, 16)");
+  auto* bits = cmd->add_option("--effective-bits", o->effective_bits, "average weight bits target in (0, 16)");
   cov->excludes(man)->excludes(bits);
   man->excludes(bits);
   AddSpecOptions(cmd, &o->spec);
@@ -259,20 +249,15 @@ void AddSubmitCommand(CLI::App& app, CommandResult result) {
 
 void AddSweepCommand(CLI::App& app, CommandResult result) {
   auto o = std::make_shared<SweepOptions>();
-  CLI::App* cmd =
-      app.add_subcommand("sweep", "Queue many schemes sharing one baseline on a daemon");
-  auto* cov = cmd->add_option("--coverages", o->coverages,
-                              "comma-separated coverages: percentages (10,20,50), topXX or XX%");
-  auto* man =
-      cmd->add_option("--coverage-manifests", o->manifests_dir,
-                      "directory of *_coverage_from_baseline.json in the seeds' layout "
-                      "(DIR/<scheme>/layer-sensitivity/<scheme>_coverage_from_baseline.json)");
+  CLI::App* cmd = app.add_subcommand("sweep", "Queue many schemes sharing one baseline on a daemon");
+  auto* cov =
+      cmd->add_option("--coverages", o->coverages, "comma-separated coverages: percentages (10,20,50), topXX or XX%");
+  auto* man = cmd->add_option("--coverage-manifests", o->manifests_dir,
+                              "directory of *_coverage_from_baseline.json in the seeds' layout "
+                              "(DIR/<scheme>/layer-sensitivity/<scheme>_coverage_from_baseline.json)");
   cov->excludes(man);
-  cmd->add_option("--prefix", o->prefix,
-                  "scheme name prefix for --coverages (names are <prefix>topXX)")
-      ->needs(cov);
-  cmd->add_option("--suffix", o->suffix, "appended to each discovered scheme's name (e.g. _v2)")
-      ->needs(man);
+  cmd->add_option("--prefix", o->prefix, "scheme name prefix for --coverages (names are <prefix>topXX)")->needs(cov);
+  cmd->add_option("--suffix", o->suffix, "appended to each discovered scheme's name (e.g. _v2)")->needs(man);
   cmd->add_option("--only", o->only, "keep only these points, e.g. top10,top50");
   cmd->add_flag("--dry-run", o->dry_run, "print the plan and submit nothing (no daemon needed)");
   AddSpecOptions(cmd, &o->spec);

@@ -38,8 +38,7 @@ std::string PercentLabel(double fraction) {
   return buf;
 }
 
-absl::StatusOr<SweepPoint> ReadManifest(const std::filesystem::path& path,
-                                        absl::string_view suffix) {
+absl::StatusOr<SweepPoint> ReadManifest(const std::filesystem::path& path, absl::string_view suffix) {
   ASSIGN_OR_RETURN(CoverageManifest m, ReadCoverageManifest(path));
   const std::string name = path.filename().string();
   SweepPoint p;
@@ -60,25 +59,22 @@ absl::StatusOr<CoverageManifest> ReadCoverageManifest(const std::filesystem::pat
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot be read"));
   nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded())
-    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not valid JSON"));
+  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not valid JSON"));
   return ParseCoverageManifest(j, path.string());
 }
 
-absl::StatusOr<std::vector<SweepPoint>> CoveragePoints(absl::string_view list,
-                                                       absl::string_view prefix) {
+absl::StatusOr<std::vector<SweepPoint>> CoveragePoints(absl::string_view list, absl::string_view prefix) {
   const std::vector<std::string> items = Items(list);
-  if (items.empty())
-    return absl::InvalidArgumentError("--coverages is empty: give e.g. 10,20,50 or top10,top50");
+  if (items.empty()) return absl::InvalidArgumentError("--coverages is empty: give e.g. 10,20,50 or top10,top50");
   std::vector<SweepPoint> points;
   std::set<std::string> seen;
   for (const std::string& item : items) {
     // A bare number in the list is a percentage (the seeds' habit). A bare fraction would be read
     // as a tiny percentage by mistake ("0.5,1" as 0.5 % and 1 %), so only whole numbers are bare.
     if (IsBareNumber(item) && item.find_first_not_of("0123456789") != std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--coverages item '", item, "': bare numbers in this list are whole percentages (10,20,50); ",
-          "write a fraction as a percentage or topXX (0.5 -> 50 or top50)"));
+      return absl::InvalidArgumentError(absl::StrCat("--coverages item '", item,
+                                                     "': bare numbers in this list are whole percentages (10,20,50); ",
+                                                     "write a fraction as a percentage or topXX (0.5 -> 50 or top50)"));
     }
     ASSIGN_OR_RETURN(double c, ParseCoverage(IsBareNumber(item) ? item + "%" : item));
     SweepPoint p;
@@ -86,8 +82,7 @@ absl::StatusOr<std::vector<SweepPoint>> CoveragePoints(absl::string_view list,
     p.coverage = c;
     p.source = item;
     if (!seen.insert(p.scheme).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--coverages names ", PercentLabel(c), " twice"));
+      return absl::InvalidArgumentError(absl::StrCat("--coverages names ", PercentLabel(c), " twice"));
     }
     points.push_back(std::move(p));
   }
@@ -98,8 +93,7 @@ absl::StatusOr<std::vector<SweepPoint>> DiscoverCoverageManifests(const std::fil
                                                                   absl::string_view suffix) {
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec)) {
-    return absl::NotFoundError(
-        absl::StrCat("--coverage-manifests ", dir.string(), " is not a directory"));
+    return absl::NotFoundError(absl::StrCat("--coverage-manifests ", dir.string(), " is not a directory"));
   }
   // The seeds' layout (DIR/<scheme>/layer-sensitivity/) and the two shallower places.
   std::vector<std::filesystem::path> folders = {dir, dir / "layer-sensitivity"};
@@ -119,16 +113,15 @@ absl::StatusOr<std::vector<SweepPoint>> DiscoverCoverageManifests(const std::fil
       ASSIGN_OR_RETURN(SweepPoint p, ReadManifest(entry.path(), suffix));
       auto [it, inserted] = where.emplace(p.scheme, p.source);
       if (!inserted) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "two coverage manifests for scheme ", p.scheme, ": ", it->second, " and ", p.source));
+        return absl::InvalidArgumentError(
+            absl::StrCat("two coverage manifests for scheme ", p.scheme, ": ", it->second, " and ", p.source));
       }
       points.push_back(std::move(p));
     }
   }
   if (points.empty()) {
-    return absl::NotFoundError(
-        absl::StrCat("no *", kManifestSuffix, " under ", dir.string(),
-                     " (looked in DIR, DIR/layer-sensitivity and DIR/*/layer-sensitivity)"));
+    return absl::NotFoundError(absl::StrCat("no *", kManifestSuffix, " under ", dir.string(),
+                                            " (looked in DIR, DIR/layer-sensitivity and DIR/*/layer-sensitivity)"));
   }
   std::sort(points.begin(), points.end(), [](const SweepPoint& a, const SweepPoint& b) {
     const double fa = SelectedFraction(a), fb = SelectedFraction(b);
@@ -137,8 +130,7 @@ absl::StatusOr<std::vector<SweepPoint>> DiscoverCoverageManifests(const std::fil
   return points;
 }
 
-absl::StatusOr<std::vector<SweepPoint>> FilterOnly(std::vector<SweepPoint> points,
-                                                   absl::string_view only) {
+absl::StatusOr<std::vector<SweepPoint>> FilterOnly(std::vector<SweepPoint> points, absl::string_view only) {
   std::vector<std::string> tokens = Items(only);
   if (tokens.empty()) return absl::InvalidArgumentError("--only is empty: give e.g. top10,top50");
   for (std::string& t : tokens) {
@@ -165,8 +157,7 @@ absl::StatusOr<std::vector<SweepPoint>> FilterOnly(std::vector<SweepPoint> point
     if (!used.count(t)) unused.push_back(t);
   }
   if (!unused.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--only ", absl::StrJoin(unused, ","), " matches no point"));
+    return absl::InvalidArgumentError(absl::StrCat("--only ", absl::StrJoin(unused, ","), " matches no point"));
   }
   return kept;
 }

@@ -40,8 +40,7 @@ struct SweepPoint {
 // Scheme names are `<prefix>topXX` (XX the percentage, shortest form).
 // InvalidArgument for an empty list, an item ParseCoverage refuses, or two
 // items naming the same coverage.
-absl::StatusOr<std::vector<SweepPoint>> CoveragePoints(absl::string_view list,
-                                                       absl::string_view prefix);
+absl::StatusOr<std::vector<SweepPoint>> CoveragePoints(absl::string_view list, absl::string_view prefix);
 
 // A coverage manifest file (seed format), read with ParseCoverageManifest.
 // NotFound when unreadable, InvalidArgument when not a manifest.
@@ -59,7 +58,6 @@ absl::StatusOr<std::vector<SweepPoint>> DiscoverCoverageManifests(const std::fil
 // component (split at '_' and '-'), or equals it; a bare number N means
 // topN. InvalidArgument naming every token that matched no point (a typo
 // must not silently shrink a sweep) and for an empty list.
-absl::StatusOr<std::vector<SweepPoint>> FilterOnly(std::vector<SweepPoint> points,
-                                                   absl::string_view only);
+absl::StatusOr<std::vector<SweepPoint>> FilterOnly(std::vector<SweepPoint> points, absl::string_view only);
 
 }  // namespace autoquant::cli

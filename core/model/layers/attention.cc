@@ -26,8 +26,8 @@ torch::Tensor SegmentLoop(const torch::Tensor& q, const torch::Tensor& k, const 
   for (size_t i = 0; i + 1 < cu.size(); ++i) {
     const int64_t a = cu[i], len = cu[i + 1] - cu[i];
     if (len == 0) continue;
-    torch::Tensor o = at::scaled_dot_product_attention(q4.narrow(2, a, len), k4.narrow(2, a, len),
-                                                       v4.narrow(2, a, len), /*attn_mask=*/{}, 0.0,
+    torch::Tensor o = at::scaled_dot_product_attention(q4.narrow(2, a, len), k4.narrow(2, a, len), v4.narrow(2, a, len),
+                                                       /*attn_mask=*/{}, 0.0,
                                                        /*is_causal=*/false, scale);
     outs.push_back(o.transpose(1, 2));  // [1, len, H, D]
   }
@@ -47,9 +47,9 @@ torch::Tensor SegmentAttention(const torch::Tensor& q, const torch::Tensor& k, c
     return internal::FlashOrFallback(
         [&] {
           torch::Tensor cu = torch::tensor(cu_seqlens, torch::dtype(torch::kInt32)).to(q.device());
-          auto out = at::_flash_attention_forward(q.contiguous(), k.contiguous(), v.contiguous(), cu, cu, max_len,
-                                                  max_len, 0.0, /*is_causal=*/false, /*return_debug_mask=*/false,
-                                                  scale);
+          auto out =
+              at::_flash_attention_forward(q.contiguous(), k.contiguous(), v.contiguous(), cu, cu, max_len, max_len,
+                                           0.0, /*is_causal=*/false, /*return_debug_mask=*/false, scale);
           return std::get<0>(out);
         },
         [&] { return SegmentLoop(q, k, v, cu_seqlens, scale); });
@@ -110,8 +110,7 @@ torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, co
                                           /*is_causal=*/false, scale);
 }
 
-torch::Tensor DecodeAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                              double scale) {
+torch::Tensor DecodeAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale) {
   const bool half = q.scalar_type() == torch::kBFloat16 || q.scalar_type() == torch::kFloat16;
   if (!q.is_cuda() || !half) return CausalAttention(q, k, v, /*mask=*/{}, scale);
   return internal::FlashOrFallback(

@@ -36,8 +36,7 @@ torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, co
 // a graph for every new key length: ~40 ms per step on an H200, as the key
 // length grows by one each step. Falls back to CausalAttention where the flash
 // kernel is unavailable (internal::IsFlashUnavailable), and elsewhere.
-torch::Tensor DecodeAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                              double scale);
+torch::Tensor DecodeAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale);
 
 // k: [B, kv_heads, S, D] -> [B, kv_heads * n_rep, S, D] (transformers' repeat_kv).
 torch::Tensor RepeatKv(const torch::Tensor& k, int64_t n_rep);

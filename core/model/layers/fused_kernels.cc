@@ -24,15 +24,16 @@ bool FusedKernelApplies(std::initializer_list<const torch::Tensor*> tensors) {
 
 kernels::DType KernelDType(const torch::Tensor& t) {
   switch (t.scalar_type()) {
-    case torch::kBFloat16: return kernels::DType::kBFloat16;
-    case torch::kFloat16: return kernels::DType::kFloat16;
-    default: return kernels::DType::kFloat32;
+    case torch::kBFloat16:
+      return kernels::DType::kBFloat16;
+    case torch::kFloat16:
+      return kernels::DType::kFloat16;
+    default:
+      return kernels::DType::kFloat32;
   }
 }
 
-void* KernelStream(const torch::Tensor& t) {
-  return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
-}
+void* KernelStream(const torch::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
 
 void CheckKernelLaunch(const std::string& error) { TORCH_CHECK(error.empty(), "CUDA kernel ", error); }
 

@@ -16,8 +16,8 @@ torch::Tensor GatedMlpImpl::forward(const torch::Tensor& x) {
   torch::Tensor gate = gate_proj->forward(x), up = up_proj->forward(x);
   if (FusedKernelApplies({&gate, &up})) {
     torch::Tensor h = torch::empty_like(gate);
-    CheckKernelLaunch(kernels::SiluMul(gate.data_ptr(), up.data_ptr(), h.data_ptr(), h.numel(), KernelDType(h),
-                                       KernelStream(h)));
+    CheckKernelLaunch(
+        kernels::SiluMul(gate.data_ptr(), up.data_ptr(), h.data_ptr(), h.numel(), KernelDType(h), KernelStream(h)));
     return down_proj->forward(h);
   }
   return down_proj->forward(at::silu(gate) * up);

@@ -14,8 +14,8 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) const {
   if (FusedKernelApplies({&x, &weight}) && x.dim() > 0) {
     torch::Tensor y = torch::empty_like(x);
     const int64_t cols = x.size(-1);
-    CheckKernelLaunch(kernels::RmsNorm(x.data_ptr(), weight.data_ptr(), y.data_ptr(), cols ? x.numel() / cols : 0,
-                                       cols, static_cast<float>(eps_), KernelDType(x), KernelStream(x)));
+    CheckKernelLaunch(kernels::RmsNorm(x.data_ptr(), weight.data_ptr(), y.data_ptr(), cols ? x.numel() / cols : 0, cols,
+                                       static_cast<float>(eps_), KernelDType(x), KernelStream(x)));
     return y;
   }
   const auto dtype = x.scalar_type();

@@ -14,9 +14,7 @@
 namespace autoquant {
 namespace {
 
-absl::Status Bad(absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat("calibration set: ", what));
-}
+absl::Status Bad(absl::string_view what) { return absl::InvalidArgumentError(absl::StrCat("calibration set: ", what)); }
 
 std::vector<int64_t> Offsets(const torch::Tensor& t) {
   torch::Tensor c = t.to(torch::kCPU, torch::kInt64).contiguous();
@@ -27,8 +25,7 @@ std::vector<int64_t> Offsets(const torch::Tensor& t) {
 
 absl::StatusOr<CalibSet> CalibSet::FromTensors(torch::Tensor input_ids, torch::Tensor attention_mask,
                                                torch::Tensor pixel_values, torch::Tensor image_grid_thw,
-                                               torch::Tensor sample_image_offsets,
-                                               torch::Tensor sample_patch_offsets) {
+                                               torch::Tensor sample_image_offsets, torch::Tensor sample_patch_offsets) {
   if (!input_ids.defined() || input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64) {
     return Bad("input_ids must be an int64 [samples, seq_len] tensor");
   }
@@ -43,8 +40,8 @@ absl::StatusOr<CalibSet> CalibSet::FromTensors(torch::Tensor input_ids, torch::T
   if (!sample_image_offsets.defined()) sample_image_offsets = torch::zeros({n + 1}, torch::kInt64);
   if (!sample_patch_offsets.defined()) sample_patch_offsets = torch::zeros({n + 1}, torch::kInt64);
   if (sample_image_offsets.numel() != n + 1 || sample_patch_offsets.numel() != n + 1) {
-    return Bad(absl::StrCat("sample_image_offsets and sample_patch_offsets must have samples + 1 = ", n + 1,
-                            " entries"));
+    return Bad(
+        absl::StrCat("sample_image_offsets and sample_patch_offsets must have samples + 1 = ", n + 1, " entries"));
   }
   s.image_offsets_ = Offsets(sample_image_offsets);
   s.patch_offsets_ = Offsets(sample_patch_offsets);
@@ -68,7 +65,8 @@ absl::StatusOr<CalibSet> CalibSet::FromTensors(torch::Tensor input_ids, torch::T
     // checked, so a corrupt grid is an error instead of an overflow.
     for (size_t k = 0; k < g.size(); ++k) {
       if (g[k] < 1 || g[k] > patches) {
-        return Bad(absl::StrCat("image_grid_thw[", k / 3, "] = ", g[k], " is outside 1..", patches, " (the patch count)"));
+        return Bad(
+            absl::StrCat("image_grid_thw[", k / 3, "] = ", g[k], " is outside 1..", patches, " (the patch count)"));
       }
     }
     for (int64_t i = 0; i < n; ++i) {
@@ -98,9 +96,9 @@ absl::StatusOr<CalibSet> CalibSet::Load(const std::filesystem::path& path) {
     return file->Get(*file->Find(name)).clone();  // own the memory; the mapping goes with `file`
   };
   ASSIGN_OR_RETURN(auto tensors, TorchCall([&] {
-                     return std::vector<torch::Tensor>{get("input_ids"), get("attention_mask"), get("pixel_values"),
-                                                       get("image_grid_thw"), get("sample_image_offsets"),
-                                                       get("sample_patch_offsets")};
+                     return std::vector<torch::Tensor>{
+                         get("input_ids"),      get("attention_mask"),       get("pixel_values"),
+                         get("image_grid_thw"), get("sample_image_offsets"), get("sample_patch_offsets")};
                    }));
   auto s = FromTensors(tensors[0], tensors[1], tensors[2], tensors[3], tensors[4], tensors[5]);
   if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat(path.string(), ": ", s.status().message()));
@@ -122,12 +120,11 @@ absl::Status CalibSet::Save(const std::filesystem::path& path) const {
     ASSIGN_OR_RETURN(TensorSpec spec, SpecOf(name, t));
     specs.push_back(std::move(spec));
   }
-  ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(
-                                    path, specs,
-                                    {{"format", "pt"},
-                                     {"autoquant.format", kCalibFormat},
-                                     {"samples", std::to_string(n)},
-                                     {"seq_len", std::to_string(seq_len())}}));
+  ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(path, specs,
+                                                          {{"format", "pt"},
+                                                           {"autoquant.format", kCalibFormat},
+                                                           {"samples", std::to_string(n)},
+                                                           {"seq_len", std::to_string(seq_len())}}));
   for (const auto& item : items) RETURN_IF_ERROR(writer.Write(item.second));
   return writer.Finish();
 }
@@ -145,8 +142,8 @@ absl::Status CalibSet::To(torch::Device device) {
 
 absl::StatusOr<Qwen2_5_VLInputs> CalibSet::Batch(int64_t begin, int64_t end) const {
   if (begin < 0 || end > num_samples() || begin >= end) {
-    return absl::OutOfRangeError(absl::StrCat("batch [", begin, ", ", end, ") outside the ", num_samples(),
-                                              " samples of the calibration set"));
+    return absl::OutOfRangeError(
+        absl::StrCat("batch [", begin, ", ", end, ") outside the ", num_samples(), " samples of the calibration set"));
   }
   Qwen2_5_VLInputs in;
   in.input_ids = input_ids_.narrow(0, begin, end - begin);
@@ -172,48 +169,49 @@ absl::StatusOr<CalibSet> SynthesizeCalibSet(const Qwen2_5_VLConfig& config, cons
   if (o.samples <= 0 || o.seq_len <= 0 || o.images_per_sample < 0) {
     return absl::InvalidArgumentError("samples and seq_len must be positive, images_per_sample non-negative");
   }
-  if (o.images_per_sample > 0 && (o.image_height <= 0 || o.image_width <= 0 || o.image_height % factor != 0 ||
-                                  o.image_width % factor != 0)) {
-    return absl::InvalidArgumentError(absl::StrCat("image size ", o.image_height, "x", o.image_width,
-                                                   " must be positive multiples of patch_size * spatial_merge_size = ",
-                                                   factor));
+  if (o.images_per_sample > 0 &&
+      (o.image_height <= 0 || o.image_width <= 0 || o.image_height % factor != 0 || o.image_width % factor != 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("image size ", o.image_height, "x", o.image_width,
+                     " must be positive multiples of patch_size * spatial_merge_size = ", factor));
   }
   const GridThw grid{1, o.image_height / v.patch_size, o.image_width / v.patch_size};
   const int64_t tokens_per_image = grid.patches() / (v.spatial_merge_size * v.spatial_merge_size);
   const int64_t image_span = o.images_per_sample * (tokens_per_image + 2);
   if (image_span + 1 > o.seq_len) {
     return absl::InvalidArgumentError(absl::StrCat(o.images_per_sample, " image(s) of ", tokens_per_image,
-                                                   " tokens (+2 markers each) need seq_len > ", image_span,
-                                                   ", got ", o.seq_len));
+                                                   " tokens (+2 markers each) need seq_len > ", image_span, ", got ",
+                                                   o.seq_len));
   }
   const int64_t text_max = std::min({config.image_token_id, config.video_token_id, config.vision_start_token_id,
                                      config.vision_end_token_id, config.text.vocab_size});
   if (text_max < 2) return absl::InvalidArgumentError("no room for text token ids below the special ids");
-  ASSIGN_OR_RETURN(absl::StatusOr<CalibSet> set, TorchCall([&]() -> absl::StatusOr<CalibSet> {
-    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
-    torch::Tensor ids = torch::randint(0, text_max, {o.samples, o.seq_len}, gen, torch::kInt64);
-    auto acc = ids.accessor<int64_t, 2>();
-    const int64_t text_total = o.seq_len - image_span, segments = o.images_per_sample + 1;
-    for (int64_t i = 0; i < o.samples; ++i) {
-      int64_t p = 0;
-      for (int64_t k = 0; k < o.images_per_sample; ++k) {
-        p += text_total / segments;
-        acc[i][p++] = config.vision_start_token_id;
-        for (int64_t t = 0; t < tokens_per_image; ++t) acc[i][p++] = config.image_token_id;
-        acc[i][p++] = config.vision_end_token_id;
-      }
-    }
-    const int64_t images = o.samples * o.images_per_sample;
-    const int64_t patch_dim = v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size;
-    torch::Tensor pixels, grids;
-    if (images > 0) {
-      pixels = torch::empty({images * grid.patches(), patch_dim}, torch::kFloat32).normal_(0.0, 1.0, gen);
-      grids = torch::tensor({grid.t, grid.h, grid.w}, torch::kInt64).repeat({images, 1});
-    }
-    torch::Tensor image_offsets = torch::arange(0, o.samples + 1, torch::kInt64) * o.images_per_sample;
-    torch::Tensor patch_offsets = image_offsets * grid.patches();
-    return CalibSet::FromTensors(ids, torch::ones_like(ids), pixels, grids, image_offsets, patch_offsets);
-  }));
+  ASSIGN_OR_RETURN(
+      absl::StatusOr<CalibSet> set, TorchCall([&]() -> absl::StatusOr<CalibSet> {
+        at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
+        torch::Tensor ids = torch::randint(0, text_max, {o.samples, o.seq_len}, gen, torch::kInt64);
+        auto acc = ids.accessor<int64_t, 2>();
+        const int64_t text_total = o.seq_len - image_span, segments = o.images_per_sample + 1;
+        for (int64_t i = 0; i < o.samples; ++i) {
+          int64_t p = 0;
+          for (int64_t k = 0; k < o.images_per_sample; ++k) {
+            p += text_total / segments;
+            acc[i][p++] = config.vision_start_token_id;
+            for (int64_t t = 0; t < tokens_per_image; ++t) acc[i][p++] = config.image_token_id;
+            acc[i][p++] = config.vision_end_token_id;
+          }
+        }
+        const int64_t images = o.samples * o.images_per_sample;
+        const int64_t patch_dim = v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size;
+        torch::Tensor pixels, grids;
+        if (images > 0) {
+          pixels = torch::empty({images * grid.patches(), patch_dim}, torch::kFloat32).normal_(0.0, 1.0, gen);
+          grids = torch::tensor({grid.t, grid.h, grid.w}, torch::kInt64).repeat({images, 1});
+        }
+        torch::Tensor image_offsets = torch::arange(0, o.samples + 1, torch::kInt64) * o.images_per_sample;
+        torch::Tensor patch_offsets = image_offsets * grid.patches();
+        return CalibSet::FromTensors(ids, torch::ones_like(ids), pixels, grids, image_offsets, patch_offsets);
+      }));
   return set;
 }
 

@@ -38,8 +38,7 @@ class CalibSet {
   // From tensors in the file's layout (offsets as int64 [N + 1] tensors).
   static absl::StatusOr<CalibSet> FromTensors(torch::Tensor input_ids, torch::Tensor attention_mask,
                                               torch::Tensor pixel_values, torch::Tensor image_grid_thw,
-                                              torch::Tensor sample_image_offsets,
-                                              torch::Tensor sample_patch_offsets);
+                                              torch::Tensor sample_image_offsets, torch::Tensor sample_patch_offsets);
 
   // Writes the set atomically, with format metadata.
   absl::Status Save(const std::filesystem::path& path) const;

@@ -21,8 +21,7 @@ using Clock = std::chrono::steady_clock;
 absl::StatusOr<Qwen2_5_VLInputs> StripPadding(const Qwen2_5_VLInputs& prompt) {
   if (prompt.input_ids.size(0) != 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("generation takes one sample (batch 1), got input_ids of batch ",
-                     prompt.input_ids.size(0)));
+        absl::StrCat("generation takes one sample (batch 1), got input_ids of batch ", prompt.input_ids.size(0)));
   }
   Qwen2_5_VLInputs in = prompt;
   if (!prompt.attention_mask.defined()) return in;
@@ -56,19 +55,16 @@ struct Pick {
 
 Pick PickGreedy(const torch::Tensor& logits) {
   // One device-to-host copy for both answers.
-  torch::Tensor both =
-      torch::stack({logits.argmax(), logits.isfinite().all().to(torch::kInt64)}).cpu();
+  torch::Tensor both = torch::stack({logits.argmax(), logits.isfinite().all().to(torch::kInt64)}).cpu();
   return {both[0].item<int64_t>(), both[1].item<int64_t>() != 0};
 }
 
 }  // namespace
 
-absl::StatusOr<GenerateResult> GreedyGenerate(Qwen2_5_VLModel& model,
-                                              const Qwen2_5_VLInputs& prompt,
+absl::StatusOr<GenerateResult> GreedyGenerate(Qwen2_5_VLModel& model, const Qwen2_5_VLInputs& prompt,
                                               const GenerateOptions& options) {
   if (options.max_new_tokens < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("max_new_tokens must be at least 1, got ", options.max_new_tokens));
+    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens must be at least 1, got ", options.max_new_tokens));
   }
   const int64_t vocab = model->config().text.vocab_size;
   for (int64_t id : options.stop_token_ids) {
@@ -86,9 +82,7 @@ absl::StatusOr<GenerateResult> GreedyGenerate(Qwen2_5_VLModel& model,
     if (device.is_cuda()) torch::cuda::synchronize(device.index());
     return Clock::now();
   };
-  auto seconds = [](Clock::time_point a, Clock::time_point b) {
-    return std::chrono::duration<double>(b - a).count();
-  };
+  auto seconds = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
   auto is_stop = [&](int64_t token) {
     return std::find(options.stop_token_ids.begin(), options.stop_token_ids.end(), token) !=
            options.stop_token_ids.end();
@@ -107,8 +101,7 @@ absl::StatusOr<GenerateResult> GreedyGenerate(Qwen2_5_VLModel& model,
       return false;
     }
     result.tokens.push_back(pick.token);
-    return !is_stop(pick.token) &&
-           static_cast<int64_t>(result.tokens.size()) < options.max_new_tokens;
+    return !is_stop(pick.token) && static_cast<int64_t>(result.tokens.size()) < options.max_new_tokens;
   };
 
   ASSIGN_OR_RETURN(Clock::time_point start, TorchCall(now, "generation prefill"));
@@ -130,11 +123,11 @@ absl::StatusOr<GenerateResult> GreedyGenerate(Qwen2_5_VLModel& model,
         const auto ids = torch::dtype(torch::kInt64).device(device);
         while (more) {
           DecoderInputs step;
-          step.hidden = model->model->language_model->embed_tokens->forward(
-              torch::full({1, 1}, result.tokens.back(), ids));
+          step.hidden =
+              model->model->language_model->embed_tokens->forward(torch::full({1, 1}, result.tokens.back(), ids));
           step.position_ids = torch::full({3, 1, 1}, cache.length() + delta, ids);
-          std::tie(step.cos, step.sin) = model->model->language_model->RotaryCosSin(
-              step.position_ids, step.hidden.scalar_type());
+          std::tie(step.cos, step.sin) =
+              model->model->language_model->RotaryCosSin(step.position_ids, step.hidden.scalar_type());
           step.rope_deltas = prefill.rope_deltas;
           torch::Tensor h = step.hidden;
           for (size_t i = 0; i < layers.size(); ++i) {

@@ -59,8 +59,7 @@ struct GenerateResult {
 //   ResourceExhausted out of device or host memory;
 //   Internal         other torch errors.
 // Not thread-safe (the model is not); the model is not modified.
-absl::StatusOr<GenerateResult> GreedyGenerate(Qwen2_5_VLModel& model,
-                                              const Qwen2_5_VLInputs& prompt,
+absl::StatusOr<GenerateResult> GreedyGenerate(Qwen2_5_VLModel& model, const Qwen2_5_VLInputs& prompt,
                                               const GenerateOptions& options);
 
 }  // namespace autoquant

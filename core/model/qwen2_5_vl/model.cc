@@ -84,8 +84,8 @@ absl::Status Qwen2_5_VLModelImpl::ValidateInputs(const Qwen2_5_VLInputs& in) con
                               c10::toString(in.attention_mask.scalar_type())));
     }
     if (!in.attention_mask.sizes().equals(in.input_ids.sizes())) {
-      return Bad(absl::StrCat("attention_mask has shape ", ShapeString(in.attention_mask),
-                              ", input_ids has shape ", ShapeString(in.input_ids)));
+      return Bad(absl::StrCat("attention_mask has shape ", ShapeString(in.attention_mask), ", input_ids has shape ",
+                              ShapeString(in.input_ids)));
     }
   }
   const bool has_pixels = in.pixel_values.defined(), has_grid = in.image_grid_thw.defined();

@@ -191,8 +191,8 @@ absl::Status InitRandomCheckpoint(const InitCheckpointOptions& options) {
   }
   ASSIGN_OR_RETURN(StagedDir staged, StagedDir::Create(options.out, options.overwrite));
   RETURN_IF_ERROR(WriteFileAtomic(staged.path() / "config.json", config_json.dump(2) + "\n"));
-  RETURN_IF_ERROR(WriteFileAtomic(staged.path() / "generation_config.json",
-                                  PresetGenerationConfig(options.preset).dump(2) + "\n"));
+  RETURN_IF_ERROR(
+      WriteFileAtomic(staged.path() / "generation_config.json", PresetGenerationConfig(options.preset).dump(2) + "\n"));
   ASSIGN_OR_RETURN(auto processor_files, Qwen2_5_VLProcessorFiles(config_json));
   for (const auto& [name, text] : processor_files) {
     RETURN_IF_ERROR(WriteFileAtomic(staged.path() / name, text));

@@ -17,14 +17,12 @@ struct SpecialToken {
 
 // Qwen2.5-VL's added tokens, in id order from <|endoftext|>.
 constexpr std::array<SpecialToken, 22> kSpecialTokens = {{
-    {"<|endoftext|>", true},      {"<|im_start|>", true},     {"<|im_end|>", true},
-    {"<|object_ref_start|>", true}, {"<|object_ref_end|>", true}, {"<|box_start|>", true},
-    {"<|box_end|>", true},        {"<|quad_start|>", true},   {"<|quad_end|>", true},
-    {"<|vision_start|>", true},   {"<|vision_end|>", true},   {"<|vision_pad|>", true},
-    {"<|image_pad|>", true},      {"<|video_pad|>", true},    {"<tool_call>", false},
-    {"</tool_call>", false},      {"<|fim_prefix|>", false},  {"<|fim_middle|>", false},
-    {"<|fim_suffix|>", false},    {"<|fim_pad|>", false},     {"<|repo_name|>", false},
-    {"<|file_sep|>", false},
+    {"<|endoftext|>", true},      {"<|im_start|>", true},     {"<|im_end|>", true},      {"<|object_ref_start|>", true},
+    {"<|object_ref_end|>", true}, {"<|box_start|>", true},    {"<|box_end|>", true},     {"<|quad_start|>", true},
+    {"<|quad_end|>", true},       {"<|vision_start|>", true}, {"<|vision_end|>", true},  {"<|vision_pad|>", true},
+    {"<|image_pad|>", true},      {"<|video_pad|>", true},    {"<tool_call>", false},    {"</tool_call>", false},
+    {"<|fim_prefix|>", false},    {"<|fim_middle|>", false},  {"<|fim_suffix|>", false}, {"<|fim_pad|>", false},
+    {"<|repo_name|>", false},     {"<|file_sep|>", false},
 }};
 
 // Offsets from <|endoftext|> of the ids a config names.
@@ -158,9 +156,12 @@ std::string TokenizerConfigJson(int64_t first_special, int64_t vocab_size) {
   nlohmann::ordered_json decoder = nlohmann::ordered_json::object();
   nlohmann::ordered_json additional = nlohmann::ordered_json::array();
   for (size_t i = 0; i < kSpecialTokens.size() && first_special + static_cast<int64_t>(i) < vocab_size; ++i) {
-    decoder[std::to_string(first_special + static_cast<int64_t>(i))] = {
-        {"content", kSpecialTokens[i].text}, {"lstrip", false},       {"normalized", false},
-        {"rstrip", false},                   {"single_word", false}, {"special", kSpecialTokens[i].special}};
+    decoder[std::to_string(first_special + static_cast<int64_t>(i))] = {{"content", kSpecialTokens[i].text},
+                                                                        {"lstrip", false},
+                                                                        {"normalized", false},
+                                                                        {"rstrip", false},
+                                                                        {"single_word", false},
+                                                                        {"special", kSpecialTokens[i].special}};
     if (i >= 1 && i <= 13) additional.push_back(kSpecialTokens[i].text);  // <|im_start|> ... <|video_pad|>
   }
   nlohmann::ordered_json c = {
@@ -230,8 +231,8 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Qwen2_5_VLProce
     absl::StatusOr<int64_t> eos = id_of("eos_token_id");
     if (!eos.ok()) return eos.status();
     if (*eos != first_special + 2) {
-      return absl::InvalidArgumentError(absl::StrCat("config.json: eos_token_id is ", *eos,
-                                                     " but <|im_end|> is ", first_special + 2));
+      return absl::InvalidArgumentError(
+          absl::StrCat("config.json: eos_token_id is ", *eos, " but <|im_end|> is ", first_special + 2));
     }
   }
   static const nlohmann::ordered_json kNoVision = nlohmann::ordered_json::object();

@@ -7,9 +7,8 @@
 namespace autoquant {
 
 absl::StatusOr<RopeIndex> ComputeRopeIndex(const std::vector<int64_t>& input_ids,
-                                           const std::vector<int64_t>& attention_mask, int64_t batch,
-                                           int64_t seq_len, const std::vector<GridThw>& grids,
-                                           int64_t image_token_id, int64_t merge) {
+                                           const std::vector<int64_t>& attention_mask, int64_t batch, int64_t seq_len,
+                                           const std::vector<GridThw>& grids, int64_t image_token_id, int64_t merge) {
   RopeIndex r;
   r.batch = batch;
   r.seq_len = seq_len;
@@ -46,9 +45,9 @@ absl::StatusOr<RopeIndex> ComputeRopeIndex(const std::vector<int64_t>& input_ids
       size_t run = i;
       while (run < idx.size() && input_ids[b * seq_len + idx[run]] == image_token_id) ++run;
       if (static_cast<int64_t>(run - i) < n) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "batch row ", b, ": a run of ", run - i, " image tokens at position ", idx[i], " is shorter than image ",
-            next_grid - 1, "'s ", n, " merged tokens"));
+        return absl::InvalidArgumentError(absl::StrCat("batch row ", b, ": a run of ", run - i,
+                                                       " image tokens at position ", idx[i], " is shorter than image ",
+                                                       next_grid - 1, "'s ", n, " merged tokens"));
       }
       for (int64_t ti = 0; ti < g.t; ++ti) {
         for (int64_t y = 0; y < gh; ++y) {
@@ -63,8 +62,8 @@ absl::StatusOr<RopeIndex> ComputeRopeIndex(const std::vector<int64_t>& input_ids
     r.deltas[b] = max_pos + 1 - static_cast<int64_t>(idx.size());
   }
   if (next_grid != grids.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(grids.size(), " image grid(s) given but the image tokens cover ",
-                                                   next_grid));
+    return absl::InvalidArgumentError(
+        absl::StrCat(grids.size(), " image grid(s) given but the image tokens cover ", next_grid));
   }
   return r;
 }

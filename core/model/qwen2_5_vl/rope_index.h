@@ -28,8 +28,7 @@ struct RopeIndex {
 // be empty (all tokens valid). InvalidArgument when a run of image tokens does
 // not match the next grid's merged token count or grids are left over.
 absl::StatusOr<RopeIndex> ComputeRopeIndex(const std::vector<int64_t>& input_ids,
-                                           const std::vector<int64_t>& attention_mask, int64_t batch,
-                                           int64_t seq_len, const std::vector<GridThw>& grids,
-                                           int64_t image_token_id, int64_t merge);
+                                           const std::vector<int64_t>& attention_mask, int64_t batch, int64_t seq_len,
+                                           const std::vector<GridThw>& grids, int64_t image_token_id, int64_t merge);
 
 }  // namespace autoquant

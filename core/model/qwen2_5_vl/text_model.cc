@@ -26,8 +26,8 @@ torch::Tensor TextAttentionImpl::forward(const torch::Tensor& x, const DecoderIn
   const double scale = 1.0 / std::sqrt(double(head_dim_));
   torch::Tensor a;
   if (cache != nullptr && cache->length() > 0) {  // a decode step
-    TORCH_CHECK(s == 1 && !in.mask.defined(),
-                "a KV cache holding tokens takes one new token without a mask, got ", s, " tokens");
+    TORCH_CHECK(s == 1 && !in.mask.defined(), "a KV cache holding tokens takes one new token without a mask, got ", s,
+                " tokens");
     std::tie(k, v) = cache->Append(k, v);
     a = DecodeAttention(q, k, v, scale);
   } else {

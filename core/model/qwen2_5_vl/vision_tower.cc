@@ -20,13 +20,11 @@ PatchEmbedImpl::PatchEmbedImpl(const Qwen2_5_VLVisionConfig& c)
 }
 
 torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& pixel_values) {
-  torch::Tensor x = pixel_values.reshape({-1, in_channels_, temporal_, patch_, patch_})
-                        .to(proj->weight.scalar_type());
+  torch::Tensor x = pixel_values.reshape({-1, in_channels_, temporal_, patch_, patch_}).to(proj->weight.scalar_type());
   return at::conv3d(x, proj->weight, /*bias=*/{}, /*stride=*/{temporal_, patch_, patch_}).view({-1, hidden_});
 }
 
-VisionAttentionImpl::VisionAttentionImpl(int64_t hidden, int64_t heads)
-    : heads_(heads), head_dim_(hidden / heads) {
+VisionAttentionImpl::VisionAttentionImpl(int64_t hidden, int64_t heads) : heads_(heads), head_dim_(hidden / heads) {
   qkv = register_module("qkv", Linear(hidden, 3 * hidden, true));
   proj = register_module("proj", Linear(hidden, hidden, true));
 }
@@ -79,8 +77,8 @@ VisionTowerImpl::VisionTowerImpl(const Qwen2_5_VLVisionConfig& c) : config_(c) {
   patch_embed = register_module("patch_embed", PatchEmbed(c));
   blocks_list = torch::nn::ModuleList();
   for (int64_t i = 0; i < c.depth; ++i) {
-    const bool full = std::find(c.fullatt_block_indexes.begin(), c.fullatt_block_indexes.end(), i) !=
-                      c.fullatt_block_indexes.end();
+    const bool full =
+        std::find(c.fullatt_block_indexes.begin(), c.fullatt_block_indexes.end(), i) != c.fullatt_block_indexes.end();
     blocks.push_back(VisionBlock(c, full));
     blocks_list->push_back(blocks.back());
   }
@@ -106,8 +104,8 @@ torch::Tensor VisionTowerImpl::forward(const torch::Tensor& pixel_values, const 
   torch::Tensor pos_t = torch::tensor(pos, torch::dtype(torch::kInt64)).view({s, 2}).to(device);
   torch::Tensor inv_freq = RopeInvFreq(config_.head_dim() / 2, 10000.0).to(device);
   torch::Tensor freqs = pos_t.unsqueeze(-1).to(torch::kFloat32) * inv_freq;  // [S, 2, head_dim/4]
-  torch::Tensor hw = freqs.reshape({s, -1});                                  // [S, head_dim/2]
-  torch::Tensor emb = at::cat({hw, hw}, -1);                                  // [S, head_dim]
+  torch::Tensor hw = freqs.reshape({s, -1});                                 // [S, head_dim/2]
+  torch::Tensor emb = at::cat({hw, hw}, -1);                                 // [S, head_dim]
   VisionContext ctx;
   ctx.cos = permute(emb.cos());
   ctx.sin = permute(emb.sin());

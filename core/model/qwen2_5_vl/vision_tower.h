@@ -42,9 +42,9 @@ TORCH_MODULE(PatchEmbed);
 
 // Everything a vision block needs besides its input, built once per forward.
 struct VisionContext {
-  torch::Tensor cos, sin;               // [patches, head_dim] float32, window order
-  std::vector<int32_t> cu_window;       // window boundaries (patch units)
-  std::vector<int32_t> cu_frame;        // frame boundaries (patch units)
+  torch::Tensor cos, sin;          // [patches, head_dim] float32, window order
+  std::vector<int32_t> cu_window;  // window boundaries (patch units)
+  std::vector<int32_t> cu_frame;   // frame boundaries (patch units)
 };
 
 class VisionAttentionImpl : public torch::nn::Module {

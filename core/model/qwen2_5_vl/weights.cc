@@ -64,9 +64,8 @@ absl::StatusOr<std::map<std::string, std::string>> MatchKeys(const Checkpoint& c
   if (!missing.empty()) parts.push_back(absl::StrCat(missing.size(), " missing: ", ListNames(missing)));
   if (!unexpected.empty()) parts.push_back(absl::StrCat(unexpected.size(), " unexpected: ", ListNames(unexpected)));
   if (!misshaped.empty()) parts.push_back(absl::StrCat(misshaped.size(), " mis-shaped: ", ListNames(misshaped)));
-  return absl::InvalidArgumentError(absl::StrCat("checkpoint ", ckpt.path().string(),
-                                                 " does not match its Qwen2.5-VL config; ",
-                                                 absl::StrJoin(parts, "; ")));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "checkpoint ", ckpt.path().string(), " does not match its Qwen2.5-VL config; ", absl::StrJoin(parts, "; ")));
 }
 
 }  // namespace
@@ -95,8 +94,8 @@ absl::Status VerifyCheckpointKeys(const Checkpoint& ckpt, Qwen2_5_VLModel& model
   return MatchKeys(ckpt, model).status();
 }
 
-absl::StatusOr<Qwen2_5_VLModel> LoadQwen2_5_VL(const Checkpoint& ckpt, torch::Device device,
-                                               torch::ScalarType dtype, const LoadHooks& hooks) {
+absl::StatusOr<Qwen2_5_VLModel> LoadQwen2_5_VL(const Checkpoint& ckpt, torch::Device device, torch::ScalarType dtype,
+                                               const LoadHooks& hooks) {
   ASSIGN_OR_RETURN(Qwen2_5_VLConfig config, CheckpointConfig(ckpt));
   ASSIGN_OR_RETURN(Qwen2_5_VLModel model, TorchCall([&] { return Qwen2_5_VLModel(config); }, "build model"));
   ASSIGN_OR_RETURN(auto keys, MatchKeys(ckpt, model, hooks));

@@ -55,7 +55,7 @@ struct LoadHooks {
 // Builds the model from the checkpoint's config, verifies and loads every
 // tensor converted to `dtype` on `device`, ties lm_head when configured.
 // InvalidArgument for config / key problems, ResourceExhausted for OOM.
-absl::StatusOr<Qwen2_5_VLModel> LoadQwen2_5_VL(const Checkpoint& ckpt, torch::Device device,
-                                               torch::ScalarType dtype, const LoadHooks& hooks = {});
+absl::StatusOr<Qwen2_5_VLModel> LoadQwen2_5_VL(const Checkpoint& ckpt, torch::Device device, torch::ScalarType dtype,
+                                               const LoadHooks& hooks = {});
 
 }  // namespace autoquant

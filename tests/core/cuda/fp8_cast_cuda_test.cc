@@ -32,8 +32,8 @@ TEST(Fp8CastCudaTest, RoundTripsOnTheGpu) {
   torch::Tensor cpu = x.to(torch::kFloat8_e4m3fn).view(torch::kByte);
   EXPECT_TRUE(torch::equal(gpu, cpu));
   std::cout << "[fp8 proof] device: " << static_cast<int>(torch::cuda::device_count()) << " CUDA device(s); "
-            << "e4m3 round trip exact on " << exact.numel() << " values, rounding on "
-            << rounded_in.numel() << ", GPU==CPU on " << x.numel() << "\n";
+            << "e4m3 round trip exact on " << exact.numel() << " values, rounding on " << rounded_in.numel()
+            << ", GPU==CPU on " << x.numel() << "\n";
 }
 
 }  // namespace

@@ -67,15 +67,9 @@ ojson EvaluationJson(const FakeScheme& s) {
               {"tokens", 200},
               {"samples", 2}}},
             {"logit_mse_last_token",
-             {{"mean", s.mse},
-              {"ci95", {s.mse_lo, s.mse_hi}},
-              {"samples", 2},
-              {"over", "samples_with_images"}}},
+             {{"mean", s.mse}, {"ci95", {s.mse_lo, s.mse_hi}}, {"samples", 2}, {"over", "samples_with_images"}}},
             {"logit_kl_last_token",
-             {{"mean", s.kl},
-              {"ci95", {s.kl_lo, s.kl_hi}},
-              {"samples", 2},
-              {"over", "samples_with_images"}}}}},
+             {{"mean", s.kl}, {"ci95", {s.kl_lo, s.kl_hi}}, {"samples", 2}, {"over", "samples_with_images"}}}}},
           {"per_sample", per_sample},
           {"generation",
            {{"max_new_tokens", 16},
@@ -114,11 +108,8 @@ class ReportTest : public ::testing::Test {
   fs::path Write(const FakeScheme& s, const ojson& evaluation, const ojson& manifest) {
     const fs::path dir = root_ / s.name;
     fs::create_directories(dir / "layer-sensitivity");
-    EXPECT_TRUE(
-        WriteFileAtomic(dir / "layer-sensitivity" / "evaluation.json", evaluation.dump(2)).ok());
-    EXPECT_TRUE(WriteFileAtomic(dir / "layer-sensitivity" / (s.name + "_quant_manifest.json"),
-                                manifest.dump(2))
-                    .ok());
+    EXPECT_TRUE(WriteFileAtomic(dir / "layer-sensitivity" / "evaluation.json", evaluation.dump(2)).ok());
+    EXPECT_TRUE(WriteFileAtomic(dir / "layer-sensitivity" / (s.name + "_quant_manifest.json"), manifest.dump(2)).ok());
     return dir;
   }
   fs::path Write(const FakeScheme& s) { return Write(s, EvaluationJson(s), ManifestJson(s)); }
@@ -301,8 +292,7 @@ TEST_F(ReportTest, PointsAreSortedByCoverageAfterTheBase) {
 
 TEST_F(ReportTest, MonotoneSweepHasNoFindings) {
   ASSERT_OK_AND_ASSIGN(ojson r, BuildReport(Read(Monotone())));
-  for (const auto& [key, list] : r["findings"].items())
-    EXPECT_TRUE(list.empty()) << key << ": " << list.dump();
+  for (const auto& [key, list] : r["findings"].items()) EXPECT_TRUE(list.empty()) << key << ": " << list.dump();
 }
 
 TEST_F(ReportTest, InversionBeyondNoiseIsFound) {
@@ -338,8 +328,7 @@ TEST_F(ReportTest, EqualCoverageIsNoInversion) {
   s[1].coverage = 0.1;  // same coverage as top10 (other effective bits), less KL
   s[1].kl = 0.0001, s[1].kl_lo = 0.00005, s[1].kl_hi = 0.00015;
   ASSERT_OK_AND_ASSIGN(ojson r, BuildReport(Read(s)));
-  for (const ojson& f : r["findings"]["inversions"])
-    EXPECT_NE(f["less_coverage"]["scheme"], "top10") << f.dump();
+  for (const ojson& f : r["findings"]["inversions"]) EXPECT_NE(f["less_coverage"]["scheme"], "top10") << f.dump();
 }
 
 TEST_F(ReportTest, IdenticalDigestsAreFlagged) {
@@ -381,8 +370,7 @@ TEST_F(ReportTest, DifferentTensorsWithEqualNumbersAreFlagged) {
   ASSERT_OK_AND_ASSIGN(ojson r, BuildReport(Read(s)));
   const ojson& same = r["findings"]["identical_schemes"];
   ASSERT_EQ(same.size(), 1u) << same.dump(2);
-  EXPECT_THAT(same[0]["message"].get<std::string>(),
-              HasSubstr("may not have run the schemes' own weights"));
+  EXPECT_THAT(same[0]["message"].get<std::string>(), HasSubstr("may not have run the schemes' own weights"));
 }
 
 TEST_F(ReportTest, SchemeEqualToBaseIsFlagged) {
@@ -446,28 +434,20 @@ TEST_F(ReportTest, MarkdownHasATableRowPerPointAndLinksThePlot) {
   s[2].kl = 0.0012, s[2].kl_lo = 0.0011, s[2].kl_hi = 0.0013;
   ASSERT_OK_AND_ASSIGN(ojson r, BuildReport(Read(s)));
   const std::string md = ReportMarkdown(r);
-  EXPECT_THAT(
-      md,
-      HasSubstr(
-          "| scheme | coverage | eff. bits | ppl | Δppl [95 % CI] | logit MSE [95 % CI] | KL [95 % "
-          "CI] | gen agreement |"));
+  EXPECT_THAT(md, HasSubstr("| scheme | coverage | eff. bits | ppl | Δppl [95 % CI] | logit MSE [95 % CI] | KL [95 % "
+                            "CI] | gen agreement |"));
   EXPECT_THAT(md, HasSubstr("| base | 0 % | 16 | 12 | +0 | 0 | 0 | — |"));
-  EXPECT_THAT(
-      md,
-      HasSubstr(
-          "| top10 | 10 % | 15 | 12.1 | +0.1 [0.05, 0.15] | 0.01 [0.005, 0.015] | 0.001 [0.0008, "
-          "0.0012] | 14.5/16 |"));
+  EXPECT_THAT(md, HasSubstr("| top10 | 10 % | 15 | 12.1 | +0.1 [0.05, 0.15] | 0.01 [0.005, 0.015] | 0.001 [0.0008, "
+                            "0.0012] | 14.5/16 |"));
   EXPECT_THAT(md, HasSubstr("| top50 | 50 % | 12 | 12.3 | +0.3 [0.2, 0.4] |"));
   EXPECT_THAT(md, HasSubstr("| top100 | 100 % | 8 | 12.9 | +0.9 [0.7, 1.1] |"));
-  EXPECT_THAT(md,
-              HasSubstr("Inversion (**beyond noise**): KL (last token): top100 (coverage 100 %)"));
+  EXPECT_THAT(md, HasSubstr("Inversion (**beyond noise**): KL (last token): top100 (coverage 100 %)"));
   EXPECT_THAT(md, HasSubstr("](report.png)"));
   // The report round-trips through its file: NaN became null and still renders.
   ojson reread = ojson::parse(r.dump());
   reread["points"][0]["logit_kl_last_token"]["mean"] = nullptr;
-  EXPECT_THAT(
-      ReportMarkdown(reread),
-      HasSubstr("| top10 | 10 % | 15 | 12.1 | +0.1 [0.05, 0.15] | 0.01 [0.005, 0.015] | n/a"));
+  EXPECT_THAT(ReportMarkdown(reread),
+              HasSubstr("| top10 | 10 % | 15 | 12.1 | +0.1 [0.05, 0.15] | 0.01 [0.005, 0.015] | n/a"));
 }
 
 }  // namespace

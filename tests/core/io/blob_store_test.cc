@@ -323,8 +323,7 @@ TEST(BlobStoreTest, SymlinkedStoreDirectoriesAreRefusedAndNothingIsWrittenThroug
   fs::create_directory_symlink(elsewhere, models / ".autoquant" / "blobs");
   auto opened = BlobStore::Open(models, ".autoquant/blobs");
   ASSERT_EQ(opened.status().code(), absl::StatusCode::kFailedPrecondition) << opened.status();
-  EXPECT_THAT(opened.status().message(),
-              HasSubstr((models / ".autoquant" / "blobs").string() + " is a symbolic link"));
+  EXPECT_THAT(opened.status().message(), HasSubstr((models / ".autoquant" / "blobs").string() + " is a symbolic link"));
   EXPECT_THAT(opened.status().message(), HasSubstr("Remove the link"));
   EXPECT_TRUE(fs::is_empty(elsewhere));
 
@@ -524,8 +523,8 @@ TEST(BlobStoreTest, GarbageCollectionRefusesWhileAnExportUsesTheStore) {
   EXPECT_EQ(r.blobs_removed, 1u);
   // While gc holds it, an export waits; cancelled, it stops waiting.
   ASSERT_OK_AND_ASSIGN(DirHandle held, DirHandle::Open(root));
-  ASSERT_OK_AND_ASSIGN(FlockFile gc, FlockFile::Acquire(held, "use.lock", FlockFile::kExclusive,
-                                                        std::chrono::milliseconds(0), nullptr));
+  ASSERT_OK_AND_ASSIGN(
+      FlockFile gc, FlockFile::Acquire(held, "use.lock", FlockFile::kExclusive, std::chrono::milliseconds(0), nullptr));
   std::atomic<bool> cancel{true};
   EXPECT_TRUE(absl::IsCancelled(store.LockForUse(&cancel).status()));
 }

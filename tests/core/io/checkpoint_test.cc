@@ -47,7 +47,10 @@ TEST(CheckpointWriterTest, ShardedWriteProducesIndexAndReadsBack) {
   auto plan = Plan(5, 100);
   for (auto& p : plan) {
     auto inner = p.produce;
-    p.produce = [inner, &produced] { ++produced; return inner(); };
+    p.produce = [inner, &produced] {
+      ++produced;
+      return inner();
+    };
   }
   ASSERT_OK_AND_ASSIGN(auto result, WriteShardedSafetensors(dir, plan, {.max_shard_bytes = 1000}));
   EXPECT_EQ(produced, 5);
@@ -239,7 +242,9 @@ TEST(CheckpointWriterTest, ThrowingProducerIsAStatusAndLeavesNothing) {
   EXPECT_THAT(r.status().message(), HasSubstr("layers.1.weight"));
   EXPECT_TRUE(fs::is_empty(dir));
 
-  plan[1].produce = []() -> absl::StatusOr<torch::Tensor> { return torch::zeros({4}).index_select(0, torch::tensor({9})); };
+  plan[1].produce = []() -> absl::StatusOr<torch::Tensor> {
+    return torch::zeros({4}).index_select(0, torch::tensor({9}));
+  };
   EXPECT_NO_THROW(r = WriteShardedSafetensors(dir, plan, {}));
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal) << r.status();
   EXPECT_TRUE(fs::is_empty(dir));

@@ -17,9 +17,7 @@ std::string Image(const std::string& json, size_t data_bytes) {
   return out + json + std::string(data_bytes, '\0');
 }
 
-absl::Status ParseError(const std::string& image) {
-  return ParseSafetensorsHeader(image, "f.safetensors").status();
-}
+absl::Status ParseError(const std::string& image) { return ParseSafetensorsHeader(image, "f.safetensors").status(); }
 
 TEST(SafetensorsHeaderTest, ParsesTensorsMetadataScalarsAndEmpty) {
   std::string json = R"({"__metadata__":{"format":"pt"},)"

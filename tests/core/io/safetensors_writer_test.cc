@@ -86,7 +86,8 @@ TEST(SafetensorsWriterTest, WriteAtFromThreadsMatchesWritingInOrder) {
 TEST(SafetensorsWriterTest, WriteAtRejectsRepeatsAndFinishNamesMissingTensors) {
   auto dir = testing::TempDir();
   torch::Tensor a = torch::ones({3}), b = torch::zeros({2});
-  ASSERT_OK_AND_ASSIGN(auto w, SafetensorsWriter::Create(dir / "x.safetensors", {*SpecOf("a", a), *SpecOf("b", b)}, {}));
+  ASSERT_OK_AND_ASSIGN(auto w,
+                       SafetensorsWriter::Create(dir / "x.safetensors", {*SpecOf("a", a), *SpecOf("b", b)}, {}));
   ASSERT_OK(w.WriteAt(1, b));
   EXPECT_THAT(w.WriteAt(1, b).message(), HasSubstr("written twice"));
   EXPECT_EQ(w.WriteAt(2, b).code(), absl::StatusCode::kFailedPrecondition);
@@ -111,8 +112,7 @@ TEST(SafetensorsWriterTest, NonContiguousInputIsWrittenInLogicalOrder) {
 
 TEST(SafetensorsWriterTest, MismatchedTensorIsRejected) {
   auto dir = testing::TempDir();
-  ASSERT_OK_AND_ASSIGN(auto w, SafetensorsWriter::Create(dir / "x.safetensors",
-                                                         {{"x", DType::kBF16, {2, 2}}}, {}));
+  ASSERT_OK_AND_ASSIGN(auto w, SafetensorsWriter::Create(dir / "x.safetensors", {{"x", DType::kBF16, {2, 2}}}, {}));
   absl::Status s = w.Write(torch::zeros({2, 2}));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("planned as BF16 [2,2] but got F32 [2,2]"));
@@ -195,8 +195,7 @@ TEST(SafetensorsWriterTest, AKilledWritersTemporaryFileIsNamedForItsOwnerAndRemo
 
 TEST(SafetensorsWriterTest, DuplicateNamesAreRejected) {
   auto dir = testing::TempDir();
-  auto w = SafetensorsWriter::Create(dir / "x.safetensors",
-                                     {{"a", DType::kF32, {1}}, {"a", DType::kF32, {1}}}, {});
+  auto w = SafetensorsWriter::Create(dir / "x.safetensors", {{"a", DType::kF32, {1}}, {"a", DType::kF32, {1}}}, {});
   EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(w.status().message(), HasSubstr("duplicate"));
 }

@@ -123,8 +123,7 @@ TEST_F(EngineJobRunnerRequestTest, ToRequestTurnsAManifestAndEffectiveBitsIntoTh
   ASSERT_OK_AND_ASSIGN(SchemeRequest r, runner.ToRequest(s));
   EXPECT_FALSE(r.selection.coverage.has_value());
   ASSERT_TRUE(r.selection.coverage_manifest.has_value());
-  EXPECT_EQ(r.selection.coverage_manifest->selected_layers,
-            (std::vector<std::string>{"a.quant_recipe"}));
+  EXPECT_EQ(r.selection.coverage_manifest->selected_layers, (std::vector<std::string>{"a.quant_recipe"}));
   EXPECT_EQ(r.selection.coverage_manifest->dropped_layers,
             (std::vector<std::string>{"b.quant_recipe", "c.quant_recipe"}));
   EXPECT_EQ(r.selection.coverage_manifest->disabled_layers, (std::vector<std::string>{"c*"}));
@@ -193,8 +192,7 @@ TEST_F(EngineJobRunnerRequestTest, SymlinkAtTheOutputIsRefused) {
   EXPECT_THAT(r.status().message(), HasSubstr("symbolic link"));
   EXPECT_THAT(r.status().message(), HasSubstr((root_ / "linked").string()));
   // The same refusal when the job is submitted.
-  EXPECT_EQ(runner.Validate(CoverageSpec("linked", 0.5)).code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(runner.Validate(CoverageSpec("linked", 0.5)).code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_F(EngineJobRunnerRequestTest, ValidateRefusesBeforeAskingTheEngine) {
@@ -243,16 +241,14 @@ class EngineJobRunnerTest : public ::testing::Test {
     dir_ = testing::TempDir();
     root_ = dir_ / "models";
     fs::create_directories(root_);
-    ASSERT_OK(InitRandomCheckpoint(
-        {.preset = "tiny", .out = dir_ / "base", .seed = 3, .dtype = torch::kFloat32}));
+    ASSERT_OK(InitRandomCheckpoint({.preset = "tiny", .out = dir_ / "base", .seed = 3, .dtype = torch::kFloat32}));
     ASSERT_OK_AND_ASSIGN(Checkpoint ckpt, Checkpoint::Open(dir_ / "base"));
     ASSERT_OK_AND_ASSIGN(Qwen2_5_VLConfig config, CheckpointConfig(ckpt));
-    ASSERT_OK_AND_ASSIGN(CalibSet set, SynthesizeCalibSet(config, {.samples = 4,
-                                                                   .seq_len = 48,
-                                                                   .images_per_sample = 1,
-                                                                   .image_height = 56,
-                                                                   .image_width = 56,
-                                                                   .seed = 1}));
+    ASSERT_OK_AND_ASSIGN(
+        CalibSet set,
+        SynthesizeCalibSet(
+            config,
+            {.samples = 4, .seq_len = 48, .images_per_sample = 1, .image_height = 56, .image_width = 56, .seed = 1}));
     ASSERT_OK(set.Save(dir_ / "calib.safetensors"));
     EngineOptions options;
     options.model_dir = dir_ / "base";
@@ -263,9 +259,8 @@ class EngineJobRunnerTest : public ::testing::Test {
   }
 
   // Runs `spec` as job `id` (attempt `attempts`), recording its events.
-  absl::StatusOr<JobResultInfo> RunJob(EngineJobRunner& runner, const std::string& id,
-                                       const JobSpec& spec, int attempts = 1,
-                                       const std::atomic<bool>* cancel = nullptr) {
+  absl::StatusOr<JobResultInfo> RunJob(EngineJobRunner& runner, const std::string& id, const JobSpec& spec,
+                                       int attempts = 1, const std::atomic<bool>* cancel = nullptr) {
     Job job;
     job.id = id;
     job.spec = spec;
@@ -328,14 +323,14 @@ TEST_F(EngineJobRunnerTest, SharedSchemeRecordsItsResultAndBlobMetrics) {
   EXPECT_LT(r.effective_bits, 16);
   EXPECT_FALSE(r.baseline_reused);
   EXPECT_EQ(r.baseline_key.size(), 64u);
-  for (const char* k : {"baseline_seconds", "export_seconds", "export_bytes", "export_tensor_bytes",
-                        "export_write_seconds", "export_check_seconds", "export_resident_weights",
-                        "baseline_peak_device_bytes", "blobs_reused", "blobs_written",
-                        "blobs_copied", "blob_records_failed"}) {
+  for (const char* k :
+       {"baseline_seconds", "export_seconds", "export_bytes", "export_tensor_bytes", "export_write_seconds",
+        "export_check_seconds", "export_resident_weights", "baseline_peak_device_bytes", "blobs_reused",
+        "blobs_written", "blobs_copied", "blob_records_failed"}) {
     EXPECT_THAT(r.metrics, Contains(Key(k))) << k;
   }
-  for (const char* k : {"export_produce_seconds", "export_hash_seconds", "export_pwrite_seconds",
-                        "export_writer_threads"}) {
+  for (const char* k :
+       {"export_produce_seconds", "export_hash_seconds", "export_pwrite_seconds", "export_writer_threads"}) {
     EXPECT_THAT(r.metrics, Not(Contains(Key(k)))) << k;
   }
   EXPECT_GT(r.metrics.at("blobs_written"), 0);
@@ -359,8 +354,8 @@ TEST_F(EngineJobRunnerTest, StandaloneSchemeReportsItsWriterMetricsAndReusesTheB
   first.layout = "standalone";
   ASSERT_OK_AND_ASSIGN(JobResultInfo a, RunJob(runner, "j-a", first));
   EXPECT_FALSE(a.baseline_reused);
-  for (const char* k : {"export_produce_seconds", "export_hash_seconds", "export_pwrite_seconds",
-                        "export_writer_threads"}) {
+  for (const char* k :
+       {"export_produce_seconds", "export_hash_seconds", "export_pwrite_seconds", "export_writer_threads"}) {
     EXPECT_THAT(a.metrics, Contains(Key(k))) << k;
   }
   EXPECT_GE(a.metrics.at("export_writer_threads"), 1);
@@ -451,8 +446,7 @@ TEST_F(EngineJobRunnerTest, EvaluationWithoutAnEvaluatorFailsBeforeWritingAnythi
   JobSpec evaluate;
   evaluate.kind = kJobKindEvaluate;
   evaluate.scheme = "top50";
-  EXPECT_EQ(RunJob(runner, "j-eval2", evaluate).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(RunJob(runner, "j-eval2", evaluate).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_F(EngineJobRunnerTest, CancelledJobLeavesNoScheme) {

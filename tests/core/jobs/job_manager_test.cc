@@ -345,9 +345,9 @@ TEST_F(JobManagerTest, FinalStateIsRetriedWhileTheDiskIsFullAndTheQueueResumesWh
   disk_->full = true;
   runner_.hold = false;  // the job's work ends; its progress and its end cannot be stored
   ASSERT_TRUE(Eventually([&] { return disk_->transitions_refused >= 3; }));  // the end, tried 3 times
-  EXPECT_FALSE(manager_->serving());  // health NOT_SERVING
-  EXPECT_GT(observer_.store_errors.load(), 3);  // each failure reported (logged, counted)
-  EXPECT_EQ(manager_->Get(first->id)->state, JobState::kRunning);  // still this worker's: retried
+  EXPECT_FALSE(manager_->serving());                                         // health NOT_SERVING
+  EXPECT_GT(observer_.store_errors.load(), 3);                               // each failure reported (logged, counted)
+  EXPECT_EQ(manager_->Get(first->id)->state, JobState::kRunning);            // still this worker's: retried
   EXPECT_EQ(manager_->running_job_id(), first->id);
   auto refused = manager_->Submit(Spec("third"), "");
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
@@ -389,7 +389,7 @@ TEST_F(JobManagerTest, DrainStopsRetryingAndLeavesTheJobToTheNextStart) {
   disk_->full = true;
   runner_.hold = false;
   ASSERT_TRUE(Eventually([&] { return disk_->transitions_refused >= 2; }));  // retrying the end
-  manager_->Drain();  // returns although the store never took the end
+  manager_->Drain();                                           // returns although the store never took the end
   EXPECT_EQ(manager_->Get(j->id)->state, JobState::kRunning);  // re-queued by the next start's Recover
 }
 
@@ -446,7 +446,7 @@ TEST_F(JobManagerTest, LogFollowersAreWokenOffTheWorkerThread) {
   runner_.hold = false;
   EXPECT_EQ(WaitTerminal(j->id).state, JobState::kSucceeded);
   EXPECT_TRUE(Eventually([&] { return calls >= 2000; }));  // every follower hears of the lines
-  EXPECT_EQ(on_worker.load(), 0);  // none of them at the worker's expense
+  EXPECT_EQ(on_worker.load(), 0);                          // none of them at the worker's expense
   manager_.reset();  // joins the notifier: no call still in flight reaches the counters below after they are gone
 }
 

@@ -54,8 +54,7 @@ class PostgresJobStoreTest : public ::testing::Test {
     b_ = std::move(*b);
   }
 
-  absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& owner, double lease_seconds,
-                                                 int max_attempts = 2) {
+  absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& owner, double lease_seconds, int max_attempts = 2) {
     return OpenJobStore(url_, {.owner = owner, .lease_seconds = lease_seconds, .max_attempts = max_attempts});
   }
 
@@ -140,8 +139,7 @@ TEST_F(PostgresJobStoreTest, ClaimOrderQueuePositionAndTransitions) {
   LogEntry done;
   done.message = "succeeded";
   auto finished = b_->Transition(
-      j.id, JobState::kSucceeded, [](Job& j) { j.result.emplace().output_dir = "/models/high"; }, done,
-      &lease);
+      j.id, JobState::kSucceeded, [](Job& j) { j.result.emplace().output_dir = "/models/high"; }, done, &lease);
   ASSERT_TRUE(finished.ok()) << finished.status();
   auto read = a_->Get(j.id);
   ASSERT_TRUE(read.ok());
@@ -422,7 +420,7 @@ TEST_F(PostgresJobStoreTest, Version1SchemaIsMigratedWithTheBlobRecords) {
 TEST_F(PostgresJobStoreTest, CheckWritableWritesAndLeavesTheSchemaAsItWas) {
   EXPECT_TRUE(a_->CheckWritable().ok());
   EXPECT_TRUE(b_->CheckWritable().ok());  // two daemons probing at once do not conflict
-  auto again = Open("daemon-c", 30);  // the schema row it rewrote still reads as this version
+  auto again = Open("daemon-c", 30);      // the schema row it rewrote still reads as this version
   EXPECT_TRUE(again.ok()) << again.status();
 }
 
@@ -430,8 +428,7 @@ TEST_F(PostgresJobStoreTest, UnreachableServerIsUnavailableWithoutThePassword) {
   auto s = OpenJobStore(absl::StrCat("postgresql://autoquant:s3cret@127.0.0.1:1/none"), {.owner = "x"});
   EXPECT_EQ(s.status().code(), absl::StatusCode::kUnavailable) << s.status();
   EXPECT_EQ(s.status().message().find("s3cret"), std::string::npos) << s.status();
-  EXPECT_NE(s.status().message().find("postgresql://autoquant:***@127.0.0.1:1/none"), std::string::npos)
-      << s.status();
+  EXPECT_NE(s.status().message().find("postgresql://autoquant:***@127.0.0.1:1/none"), std::string::npos) << s.status();
   EXPECT_EQ(OpenJobStore("mysql://x").status().code(), absl::StatusCode::kInvalidArgument);
 }
 

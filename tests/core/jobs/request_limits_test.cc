@@ -45,14 +45,11 @@ JobSpec AtTheLimits() {
   return s;
 }
 
-TEST(RequestLimitsTest, APlainSpecPasses) {
-  EXPECT_TRUE(CheckSubmitLimits({Coverage("top10")}, "key-1").ok());
-}
+TEST(RequestLimitsTest, APlainSpecPasses) { EXPECT_TRUE(CheckSubmitLimits({Coverage("top10")}, "key-1").ok()); }
 
 TEST(RequestLimitsTest, ASpecAtEveryLimitPassesAndStaysSmallWhenStored) {
   JobSpec s = AtTheLimits();
-  ASSERT_TRUE(CheckSubmitLimits({s}, std::string(kMaxIdempotencyKeyLength, 'k')).ok())
-      << CheckSubmitLimits({s}, "");
+  ASSERT_TRUE(CheckSubmitLimits({s}, std::string(kMaxIdempotencyKeyLength, 'k')).ok()) << CheckSubmitLimits({s}, "");
   // What the store keeps: under 400 KiB, so a ListJobs reply of 3 MiB holds several.
   EXPECT_LT(s.ToJson().dump().size(), 400u << 10);
 }

@@ -133,8 +133,8 @@ TEST_F(SqliteJobStoreTest, TerminalStatesNeverChange) {
   auto j = store_->Transition(id, JobState::kSucceeded, nullptr, done, nullptr);
   ASSERT_TRUE(j.ok()) << j.status();
   EXPECT_GT(j->finished_ms, 0);
-  for (JobState to : {JobState::kQueued, JobState::kRunning, JobState::kFailed, JobState::kCancelled,
-                      JobState::kSucceeded}) {
+  for (JobState to :
+       {JobState::kQueued, JobState::kRunning, JobState::kFailed, JobState::kCancelled, JobState::kSucceeded}) {
     EXPECT_EQ(store_->Transition(id, to, nullptr, std::nullopt, nullptr).status().code(),
               absl::StatusCode::kFailedPrecondition);
   }
@@ -359,7 +359,7 @@ TEST_F(SqliteJobStoreTest, MissingFileIsCreatedWholeWithNothingLeftBeside) {
 
 TEST_F(SqliteJobStoreTest, FullDiskIsResourceExhaustedNamingTheStoreAndLeavesItUsable) {
   const auto path = dir_ / "small.db";
-  ASSERT_TRUE(OpenSqliteJobStore(path).ok());  // made at its normal size
+  ASSERT_TRUE(OpenSqliteJobStore(path).ok());                   // made at its normal size
   auto s = OpenSqliteJobStore(path, /*max_pages_for_test=*/1);  // then no page more: SQLITE_FULL, as a full disk
   ASSERT_TRUE(s.ok()) << s.status();
   Job big = MakeJob("big");
@@ -372,7 +372,7 @@ TEST_F(SqliteJobStoreTest, FullDiskIsResourceExhaustedNamingTheStoreAndLeavesItU
             std::string::npos)
       << r.status();
   EXPECT_EQ((*s)->CheckWritable().code(), absl::StatusCode::kOk);  // a write that needs no new page
-  EXPECT_TRUE((*s)->List({})->jobs.empty());                      // rolled back whole
+  EXPECT_TRUE((*s)->List({})->jobs.empty());                       // rolled back whole
   s->reset();
   auto roomy = OpenSqliteJobStore(path);  // space returns
   ASSERT_TRUE(roomy.ok()) << roomy.status();
@@ -492,10 +492,13 @@ TEST_F(SqliteJobStoreTest, OneDaemonsStoreKeepsNoLeasesAndPublishesFreely) {
   ASSERT_TRUE(store_->RequestCancel(id).ok());
   EXPECT_TRUE(*store_->Heartbeat(id, none));
   bool published = false;
-  EXPECT_TRUE(store_->WhileLeaseHeld(id, none, [&] {
-                      published = true;
-                      return absl::OkStatus();
-                    }).ok());
+  EXPECT_TRUE(store_
+                  ->WhileLeaseHeld(id, none,
+                                   [&] {
+                                     published = true;
+                                     return absl::OkStatus();
+                                   })
+                  .ok());
   EXPECT_TRUE(published);
   EXPECT_EQ(store_->WhileLeaseHeld(id, none, [] { return absl::AlreadyExistsError("x"); }).code(),
             absl::StatusCode::kAlreadyExists);

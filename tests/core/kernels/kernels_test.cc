@@ -39,10 +39,10 @@ class KernelsTest : public ::testing::Test {
   static torch::Device Cuda() { return torch::Device(torch::kCUDA, 0); }
 };
 
-#define SKIP_WITHOUT_GPU_KERNELS()                                                                         \
-  do {                                                                                                     \
+#define SKIP_WITHOUT_GPU_KERNELS()                                                                          \
+  do {                                                                                                      \
     if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device: run on the GPU machine (cuda_test)"; \
-    if (!kernels::Compiled()) GTEST_SKIP() << "this build has no CUDA kernels (nvcc not found)";          \
+    if (!kernels::Compiled()) GTEST_SKIP() << "this build has no CUDA kernels (nvcc not found)";            \
   } while (0)
 
 TEST_F(KernelsTest, SwitchFollowsTheOverride) {
@@ -91,9 +91,16 @@ TEST_F(KernelsTest, QuantizeIsBitExactInEveryDtype) {
   SKIP_WITHOUT_GPU_KERNELS();
   for (auto dtype : {torch::kBFloat16, torch::kFloat16, torch::kFloat32}) {
     torch::Tensor x = (torch::randn({999, 37}, torch::dtype(torch::kFloat32).device(Cuda())) * 3).to(dtype);
-    const float specials[] = {1000.0f, -1000.0f, 0.0f, -0.0f, std::numeric_limits<float>::quiet_NaN(),
-                              -std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
-                              -std::numeric_limits<float>::infinity(), 1e-3f, -2e-4f};
+    const float specials[] = {1000.0f,
+                              -1000.0f,
+                              0.0f,
+                              -0.0f,
+                              std::numeric_limits<float>::quiet_NaN(),
+                              -std::numeric_limits<float>::quiet_NaN(),
+                              std::numeric_limits<float>::infinity(),
+                              -std::numeric_limits<float>::infinity(),
+                              1e-3f,
+                              -2e-4f};
     for (int i = 0; i < 10; ++i) x[0][i] = specials[i];
     for (float s : {2.0f / 448, 0.37f / 448, 1.0f, 1e-30f, 3e3f}) {
       torch::Tensor scale = torch::tensor(s, torch::device(Cuda()));
@@ -118,7 +125,8 @@ TEST_F(KernelsTest, CalibrationAmaxMatchesAndPropagatesNan) {
     return hook.amax().cpu();
   };
   std::vector<torch::Tensor> xs;
-  for (int i = 0; i < 3; ++i) xs.push_back(torch::randn({5, 37, 64}, torch::dtype(torch::kBFloat16).device(Cuda())) * (i + 1));
+  for (int i = 0; i < 3; ++i)
+    xs.push_back(torch::randn({5, 37, 64}, torch::dtype(torch::kBFloat16).device(Cuda())) * (i + 1));
   auto [ref, fused] = Both([&] { return run(xs); });
   EXPECT_EQ(ref.item<float>(), fused.item<float>());
   EXPECT_GT(fused.item<float>(), 0.0f);
@@ -188,7 +196,8 @@ TEST_F(KernelsTest, PackedAndElementPathsAgreeOnAlignedUnalignedAndRaggedTensors
         ASSERT_EQ(kernels::AccumulateSquaredProduct(x.data_ptr(), u.data_ptr(), len, KernelDType(x),
                                                     acc.data_ptr<double>(), KernelStream(x)),
                   "");
-        const double want = (x.to(torch::kFloat32) * u.to(torch::kFloat32)).square().sum(torch::kFloat64).item<double>();
+        const double want =
+            (x.to(torch::kFloat32) * u.to(torch::kFloat32)).square().sum(torch::kFloat64).item<double>();
         EXPECT_NEAR(acc.item<double>(), want, 1e-12 * want);
       }
     }

@@ -24,8 +24,8 @@ Baseline TwoGroups() {
   for (const char* m : {"q_proj", "k_proj", "o_proj"}) {
     b.linears.push_back({std::string("model.language_model.layers.0.self_attn.") + m, 64, 8, 8});
   }
-  b.groups.push_back({"language_model.layers.0.self_attn.q_proj.quant_recipe",
-                      {b.linears[0].name, b.linears[1].name}, {0, 1}, 128});
+  b.groups.push_back(
+      {"language_model.layers.0.self_attn.q_proj.quant_recipe", {b.linears[0].name, b.linears[1].name}, {0, 1}, 128});
   b.groups.push_back({"language_model.layers.0.self_attn.o_proj.quant_recipe", {b.linears[2].name}, {2}, 64});
   b.scores = {{5, 0}, {2, 0}};
   for (const auto& g : b.groups) {

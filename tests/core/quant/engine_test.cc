@@ -8,15 +8,15 @@
 #include "absl/strings/match.h"
 #include "core/io/checkpoint.h"
 #include "core/io/checkpoint_writer.h"
-#include "core/util/file_util.h"
-#include "nlohmann/json.hpp"
 #include "core/model/qwen2_5_vl/calib_set.h"
 #include "core/model/qwen2_5_vl/presets.h"
 #include "core/model/qwen2_5_vl/weights.h"
 #include "core/quant/diversity.h"
 #include "core/quant/export.h"
 #include "core/quant/integrity.h"
+#include "core/util/file_util.h"
 #include "gmock/gmock.h"
+#include "nlohmann/json.hpp"
 #include "tests/test_util.h"
 
 namespace autoquant {
@@ -33,9 +33,12 @@ class EngineTest : public ::testing::Test {
     ASSERT_OK_AND_ASSIGN(Checkpoint ckpt, Checkpoint::Open(dir_ / "base"));
     ASSERT_OK_AND_ASSIGN(Qwen2_5_VLConfig config, CheckpointConfig(ckpt));
     for (uint64_t seed : {1, 2}) {
-      ASSERT_OK_AND_ASSIGN(CalibSet set, SynthesizeCalibSet(config, {.samples = 4, .seq_len = 48,
-                                                                     .images_per_sample = 1, .image_height = 56,
-                                                                     .image_width = 56, .seed = seed}));
+      ASSERT_OK_AND_ASSIGN(CalibSet set, SynthesizeCalibSet(config, {.samples = 4,
+                                                                     .seq_len = 48,
+                                                                     .images_per_sample = 1,
+                                                                     .image_height = 56,
+                                                                     .image_width = 56,
+                                                                     .seed = seed}));
       ASSERT_OK(set.Save(dir_ / ("calib" + std::to_string(seed) + ".safetensors")));
     }
   }
@@ -95,10 +98,10 @@ TEST_F(EngineTest, ExportThreadsOptionSetsTheWriterThreads) {
   ASSERT_OK_AND_ASSIGN(SchemeResult a, by_rule->RunScheme(Coverage("rule", 0.5)));
   EXPECT_EQ(a.export_writer_threads, ExportOptions{}.writer_threads);
   ASSERT_OK_AND_ASSIGN(auto three, Engine::Create({.model_dir = dir_ / "base",
-                                                    .calib_path = dir_ / "calib1.safetensors",
-                                                    .baseline_cache = dir_ / "cache",
-                                                    .device = "cpu",
-                                                    .export_threads = 3}));
+                                                   .calib_path = dir_ / "calib1.safetensors",
+                                                   .baseline_cache = dir_ / "cache",
+                                                   .device = "cpu",
+                                                   .export_threads = 3}));
   ASSERT_OK_AND_ASSIGN(SchemeResult b, three->RunScheme(Coverage("three", 0.5)));
   EXPECT_EQ(b.export_writer_threads, 3);
 }
@@ -117,10 +120,10 @@ TEST_F(EngineTest, Fp8WeightsComeFromTheResidentModelOnlyWhenItHoldsTheCheckpoin
   EXPECT_GT(a.export_produce_seconds + a.export_pwrite_seconds, 0);
 
   ASSERT_OK_AND_ASSIGN(auto rounded, Engine::Create({.model_dir = dir_ / "base",
-                                                      .calib_path = dir_ / "calib1.safetensors",
-                                                      .baseline_cache = dir_ / "cache",
-                                                      .device = "cpu",
-                                                      .dtype = "bfloat16"}));
+                                                     .calib_path = dir_ / "calib1.safetensors",
+                                                     .baseline_cache = dir_ / "cache",
+                                                     .device = "cpu",
+                                                     .dtype = "bfloat16"}));
   ASSERT_OK_AND_ASSIGN(SchemeResult b, rounded->RunScheme(Coverage("from-checkpoint", 1.0)));
   EXPECT_EQ(b.export_resident_weights, 0u);
   EXPECT_EQ(b.groups_quantized, a.groups_quantized);
@@ -234,10 +237,9 @@ TEST_F(EngineTest, CancelInEveryPhaseReturnsCancelledAndLeavesNothingBehind) {
   };
   const std::vector<Case> cases = {
       {"calibrate", Phase::kCalibrate, 0.01, 0.99},  // after the first batch, before the last
-      {"score", Phase::kScore, 0.01, 0.99},
-      {"search", Phase::kSearch, 0, 0},
-      {"export-mid", Phase::kExport, 0.01, 0.5},     // some tensors of the shard written
-      {"export-end", Phase::kExport, 0.8, 0.8},      // every tensor written, files not yet committed
+      {"score", Phase::kScore, 0.01, 0.99},         {"search", Phase::kSearch, 0, 0},
+      {"export-mid", Phase::kExport, 0.01, 0.5},  // some tensors of the shard written
+      {"export-end", Phase::kExport, 0.8, 0.8},   // every tensor written, files not yet committed
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -344,9 +346,9 @@ void WriteTiedCopy(const fs::path& src, const fs::path& dst) {
 
 TEST_F(EngineTest, TiedHeadStaysUnquantizedAndIsExcluded) {
   WriteTiedCopy(dir_ / "base", dir_ / "tied");
-  ASSERT_OK_AND_ASSIGN(auto engine, Engine::Create({.model_dir = dir_ / "tied",
-                                                    .calib_path = dir_ / "calib1.safetensors",
-                                                    .device = "cpu"}));
+  ASSERT_OK_AND_ASSIGN(
+      auto engine,
+      Engine::Create({.model_dir = dir_ / "tied", .calib_path = dir_ / "calib1.safetensors", .device = "cpu"}));
   SchemeRequest req = Coverage("tied-all", 1.0);
   req.format = ExportFormat::kModelOpt;  // its exclude list names lm_head
   ASSERT_OK_AND_ASSIGN(SchemeResult r, engine->RunScheme(req));
@@ -406,23 +408,21 @@ TEST_F(EngineTest, ValidateSchemeRefusesBadRequestsBeforeAnyScoring) {
       {"the calibration file", with(dir_ / "calib1.safetensors", overwrite), absl::StatusCode::kInvalidArgument,
        "the calibration file"},
       {"around the cache", with(dir_, overwrite), absl::StatusCode::kInvalidArgument, "contains"},
-      {"inside the cache", with(dir_ / "cache" / "s", same), absl::StatusCode::kInvalidArgument,
-       "the baseline cache"},
+      {"inside the cache", with(dir_ / "cache" / "s", same), absl::StatusCode::kInvalidArgument, "the baseline cache"},
       {"escaping scheme name", with(dir_ / "ok", [](SchemeRequest& r) { r.scheme = "../../evil"; }),
        absl::StatusCode::kInvalidArgument, "scheme name '../../evil'"},
       {"hidden default name", with(dir_ / ".hidden", same), absl::StatusCode::kInvalidArgument, "pass --scheme"},
       {"existing, no overwrite", with(dir_ / "foreign", same), absl::StatusCode::kAlreadyExists, "--overwrite"},
       {"foreign, overwrite", with(dir_ / "foreign", overwrite), absl::StatusCode::kFailedPrecondition,
        "not a previous output of autoquant"},
-      {"no selection", with(dir_ / "n", [](SchemeRequest& r) { r.selection = {}; }),
-       absl::StatusCode::kInvalidArgument, "exactly one"},
+      {"no selection", with(dir_ / "n", [](SchemeRequest& r) { r.selection = {}; }), absl::StatusCode::kInvalidArgument,
+       "exactly one"},
       {"coverage 1.5", with(dir_ / "n", [](SchemeRequest& r) { r.selection.coverage = 1.5; }),
        absl::StatusCode::kInvalidArgument, "outside (0, 1]"},
       {"coverage too small", with(dir_ / "n", [](SchemeRequest& r) { r.selection.coverage = 0.001; }),
        absl::StatusCode::kInvalidArgument, "selects no group"},
-      {"manifest keys", with(dir_ / "n", [&](SchemeRequest& r) {
-         r.selection = {.coverage_manifest = wrong_keys};
-       }), absl::StatusCode::kInvalidArgument, "extra 1 [bogus.quant_recipe]"},
+      {"manifest keys", with(dir_ / "n", [&](SchemeRequest& r) { r.selection = {.coverage_manifest = wrong_keys}; }),
+       absl::StatusCode::kInvalidArgument, "extra 1 [bogus.quant_recipe]"},
       {"pattern", with(dir_ / "n", [](SchemeRequest& r) { r.selection.disabled_layers = {"*nope*"}; }),
        absl::StatusCode::kInvalidArgument, "'*nope*'"},
       {"infeasible bits", with(dir_ / "n", [](SchemeRequest& r) { r.selection = {.effective_bits = 7.9}; }),

@@ -25,8 +25,11 @@ TEST(ExportCudaTest, GpuExportWritesTheCpuExportsFp8Weights) {
   ASSERT_OK(InitRandomCheckpoint({.preset = "tiny", .out = dir / "base", .seed = 7, .dtype = torch::kBFloat16}));
   ASSERT_OK_AND_ASSIGN(Checkpoint ckpt, Checkpoint::Open(dir / "base"));
   ASSERT_OK_AND_ASSIGN(Qwen2_5_VLConfig config, CheckpointConfig(ckpt));
-  ASSERT_OK_AND_ASSIGN(CalibSet set, SynthesizeCalibSet(config, {.samples = 2, .seq_len = 32, .images_per_sample = 1,
-                                                                 .image_height = 56, .image_width = 56, .seed = 1}));
+  ASSERT_OK_AND_ASSIGN(
+      CalibSet set,
+      SynthesizeCalibSet(
+          config,
+          {.samples = 2, .seq_len = 32, .images_per_sample = 1, .image_height = 56, .image_width = 56, .seed = 1}));
   ASSERT_OK(set.Save(dir / "calib.safetensors"));
   std::map<std::string, TensorDigests> digests;
   for (const char* device : {"cpu", "cuda"}) {

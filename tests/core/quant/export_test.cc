@@ -26,9 +26,11 @@ class ExportTest : public ::testing::Test {
     ASSERT_OK(InitRandomCheckpoint({.preset = "tiny", .out = dir_ / "base", .seed = 5, .dtype = torch::kBFloat16}));
     ASSERT_OK_AND_ASSIGN(Checkpoint ckpt, Checkpoint::Open(dir_ / "base"));
     ASSERT_OK_AND_ASSIGN(Qwen2_5_VLConfig config, CheckpointConfig(ckpt));
-    ASSERT_OK_AND_ASSIGN(CalibSet set, SynthesizeCalibSet(config, {.samples = 2, .seq_len = 32,
-                                                                   .images_per_sample = 1, .image_height = 56,
-                                                                   .image_width = 56, .seed = 1}));
+    ASSERT_OK_AND_ASSIGN(
+        CalibSet set,
+        SynthesizeCalibSet(
+            config,
+            {.samples = 2, .seq_len = 32, .images_per_sample = 1, .image_height = 56, .image_width = 56, .seed = 1}));
     ASSERT_OK(set.Save(dir_ / "calib.safetensors"));
     ASSERT_OK_AND_ASSIGN(engine_, Engine::Create({.model_dir = dir_ / "base",
                                                   .calib_path = dir_ / "calib.safetensors",

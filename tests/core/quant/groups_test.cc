@@ -45,8 +45,7 @@ TEST(BuildGroupsTest, GroupsLikeModelOptWithVisionExcluded) {
                                     "language_model.layers.1.self_attn.q_proj.quant_recipe",
                                     "language_model.layers.1.self_attn.o_proj.quant_recipe",
                                     "language_model.layers.1.mlp.gate_proj.quant_recipe",
-                                    "language_model.layers.1.mlp.down_proj.quant_recipe",
-                                    "lm_head.quant_recipe"));
+                                    "language_model.layers.1.mlp.down_proj.quant_recipe", "lm_head.quant_recipe"));
   EXPECT_THAT(gs[0].modules, ElementsAre("model.language_model.layers.0.self_attn.q_proj",
                                          "model.language_model.layers.0.self_attn.k_proj",
                                          "model.language_model.layers.0.self_attn.v_proj"));
@@ -71,7 +70,8 @@ TEST(BuildGroupsTest, AMatchOnAnyMemberDisablesTheWholeGroup) {
 }
 
 TEST(BuildGroupsTest, FullNamesMatchToo) {
-  ASSERT_OK_AND_ASSIGN(auto gs, BuildGroups(TwoLayerModel(), {.disabled_layers = {"model.language_model.layers.0.mlp.up_proj"}}));
+  ASSERT_OK_AND_ASSIGN(
+      auto gs, BuildGroups(TwoLayerModel(), {.disabled_layers = {"model.language_model.layers.0.mlp.up_proj"}}));
   EXPECT_TRUE(gs[2].disabled);
   EXPECT_FALSE(gs[3].disabled);
 }
@@ -87,7 +87,6 @@ TEST(BuildGroupsTest, PatternMatchingNothingIsAnError) {
 TEST(BuildGroupsTest, VisionPatternIsNotATypoEvenWhenVisionIsExcluded) {
   EXPECT_TRUE(BuildGroups(TwoLayerModel(), {.disabled_layers = {"*visual*"}}).ok());
 }
-
 
 TEST(BuildGroupsTest, ThousandsOfPatternsThatAllMatchStayLinear) {
   // A 28-layer language model and 4096 distinct patterns (the request limit) that each match every

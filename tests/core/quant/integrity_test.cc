@@ -28,7 +28,9 @@ class IntegrityTest : public ::testing::Test {
     ASSERT_OK(WriteShardedSafetensors(dir_, plan, {.max_shard_bytes = 128, .always_index = true}).status());
     ASSERT_OK_AND_ASSIGN(TensorDigests d, ComputeTensorDigests(dir_));
     ASSERT_EQ(d.size(), 3u);
-    nlohmann::ordered_json m = {{"scheme", "s"}, {"producer", {{"name", "autoquant"}}}, {"groups", nlohmann::json::object()},
+    nlohmann::ordered_json m = {{"scheme", "s"},
+                                {"producer", {{"name", "autoquant"}}},
+                                {"groups", nlohmann::json::object()},
                                 {"integrity", IntegrityJson(d)}};
     ASSERT_OK(WriteFileAtomic(dir_ / "layer-sensitivity" / "s_quant_manifest.json", m.dump()));
   }
@@ -64,8 +66,7 @@ TEST_F(IntegrityTest, AFlippedByteIsDataLossNamingTheTensorAndShard) {
 }
 
 TEST_F(IntegrityTest, AManifestWithoutDigestsIsNotTrusted) {
-  ASSERT_OK(WriteFileAtomic(dir_ / "layer-sensitivity" / "s_quant_manifest.json",
-                            R"({"scheme": "s", "groups": {}})"));
+  ASSERT_OK(WriteFileAtomic(dir_ / "layer-sensitivity" / "s_quant_manifest.json", R"({"scheme": "s", "groups": {}})"));
   EXPECT_EQ(VerifySchemeIntegrity(dir_).code(), absl::StatusCode::kFailedPrecondition);
   fs::remove_all(dir_ / "layer-sensitivity");
   EXPECT_EQ(VerifySchemeIntegrity(dir_).code(), absl::StatusCode::kNotFound);

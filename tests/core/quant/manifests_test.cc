@@ -24,9 +24,7 @@ using ::testing::Not;
 using json = nlohmann::json;
 using ojson = nlohmann::ordered_json;
 
-std::string Key(int layer) {
-  return absl::StrCat("language_model.layers.", layer, ".mlp.down_proj.quant_recipe");
-}
+std::string Key(int layer) { return absl::StrCat("language_model.layers.", layer, ".mlp.down_proj.quant_recipe"); }
 
 // Four groups (layers 0..3, one Linear of 100 weights each) with FP8 scores
 // 4, 1, 3, 2: least sensitive first, the ranking is 1, 3, 2, 0.
@@ -103,8 +101,8 @@ TEST_F(ManifestsTest, WritesTheFourFilesAndTheQuantManifestReadsBack) {
   Baseline b = FourGroups();
   ASSERT_OK_AND_ASSIGN(Plan p, MakePlan(b, Coverage(0.5)));
   ASSERT_OK(WriteLayerSensitivity(Sensitivity("top50"), b, p, Record("top50", "j-0123")));
-  for (const char* f : {"top50_quant_manifest.json", "top50_coverage_from_baseline.json",
-                        "top50_search_state.json", "per-layer-sensitivity.md"}) {
+  for (const char* f : {"top50_quant_manifest.json", "top50_coverage_from_baseline.json", "top50_search_state.json",
+                        "per-layer-sensitivity.md"}) {
     EXPECT_TRUE(fs::is_regular_file(Sensitivity("top50") / f)) << f;
   }
 
@@ -123,8 +121,7 @@ TEST_F(ManifestsTest, WritesTheFourFilesAndTheQuantManifestReadsBack) {
   EXPECT_EQ(m.groups.at(Key(1)).format, Format::kFp8);
   EXPECT_EQ(m.groups.at(Key(2)).format, Format::kNone);
   EXPECT_EQ(m.groups.at(Key(3)).format, Format::kFp8);
-  EXPECT_THAT(m.groups.at(Key(1)).modules,
-              ElementsAre("model.language_model.layers.1.mlp.down_proj"));
+  EXPECT_THAT(m.groups.at(Key(1)).modules, ElementsAre("model.language_model.layers.1.mlp.down_proj"));
   ASSERT_TRUE(m.integrity.has_value());
   ASSERT_EQ(m.integrity->size(), 2u);
   EXPECT_EQ(m.integrity->at("lm_head.weight").file, "model-00002-of-00002.safetensors");
@@ -142,8 +139,7 @@ TEST(QuantManifestJsonTest, RecordsTheSelectionRankingScoresAndChoices) {
   EXPECT_EQ(j["format"], "compressed-tensors");
   EXPECT_FALSE(j.contains("job_id"));  // written outside the daemon
   EXPECT_EQ(j["method"], "kl_div");
-  EXPECT_EQ(j["formats"],
-            ojson::array({"FP8_DEFAULT_CFG(effective-bits: 8.0)", "NONE(effective-bits: 16.0)"}));
+  EXPECT_EQ(j["formats"], ojson::array({"FP8_DEFAULT_CFG(effective-bits: 8.0)", "NONE(effective-bits: 16.0)"}));
   EXPECT_EQ(j["selection"]["kind"], "coverage");
   EXPECT_EQ(j["selection"]["coverage"], 0.5);
   EXPECT_TRUE(j["constraints"].empty());
@@ -174,8 +170,7 @@ TEST(QuantManifestJsonTest, DisabledLayersNameTheirSourceAndTheirGroups) {
   EXPECT_FALSE(j.contains("coverage"));
   EXPECT_EQ(j["selection"]["disabled_layers"], ojson::array({"*layers.2.*", "*layers.0.*"}));
   EXPECT_EQ(j["selection"]["disabled_layers_sources"]["request"], ojson::array({"*layers.2.*"}));
-  EXPECT_EQ(j["selection"]["disabled_layers_sources"]["coverage_manifest"],
-            ojson::array({"*layers.0.*"}));
+  EXPECT_EQ(j["selection"]["disabled_layers_sources"]["coverage_manifest"], ojson::array({"*layers.0.*"}));
   EXPECT_EQ(j["groups"][Key(0)]["disabled"], true);
   EXPECT_EQ(j["groups"][Key(0)]["disabled_by"], ojson::array({"*layers.0.*"}));
   EXPECT_EQ(j["groups"][Key(2)]["disabled_by"], ojson::array({"*layers.2.*"}));
@@ -225,8 +220,7 @@ TEST(SearchStateJsonTest, HasModelOptsShapeAndSaysWhetherTheTargetIsMet) {
   EXPECT_EQ(j["method"], "kl_div");
   EXPECT_EQ(j["cost_denominator"], 400);
   auto& s0 = j["candidate_stats"][Key(0)];
-  EXPECT_EQ(s0["formats"],
-            ojson::array({"FP8_DEFAULT_CFG(effective-bits: 8.0)", "NONE(effective-bits: 16.0)"}));
+  EXPECT_EQ(s0["formats"], ojson::array({"FP8_DEFAULT_CFG(effective-bits: 8.0)", "NONE(effective-bits: 16.0)"}));
   EXPECT_EQ(s0["scores"], ojson::array({4.0, 0.0}));
   EXPECT_EQ(s0["costs"], ojson::array({50.0, 100.0}));
   EXPECT_EQ(s0["module_names"], ojson::array({"model.language_model.layers.0.mlp.down_proj"}));
@@ -269,8 +263,7 @@ TEST(SensitivityMarkdownTest, OneRowPerGroupInRankingOrder) {
   md = SensitivityMarkdown(b, disabled, "top50");
   EXPECT_THAT(md, HasSubstr("Disabled by `disabled_layers`"));
   EXPECT_THAT(md, HasSubstr("`*layers.1.*`"));
-  EXPECT_THAT(md,
-              HasSubstr(absl::StrCat("| 1 | `", Key(1), "` | 1 | 100 | 1 | NONE (disabled) |")));
+  EXPECT_THAT(md, HasSubstr(absl::StrCat("| 1 | `", Key(1), "` | 1 | 100 | 1 | NONE (disabled) |")));
 }
 
 TEST_F(ManifestsTest, OlderManifestWithoutIntegrityOrCoverageStillReads) {
@@ -307,8 +300,7 @@ TEST_F(ManifestsTest, ReadRefusesMissingSeveralMalformedAndOversizedManifests) {
   EXPECT_THAT(nogroups.status().message(), HasSubstr("malformed quant manifest"));
 
   // A chosen format this build does not know is refused, naming the group.
-  WriteManifest("nvfp4",
-                R"({"groups": {"g.quant_recipe": {"chosen": "NVFP4", "modules": ["model.g"]}}})");
+  WriteManifest("nvfp4", R"({"groups": {"g.quant_recipe": {"chosen": "NVFP4", "modules": ["model.g"]}}})");
   auto nvfp4 = ReadSchemeManifest(dir_ / "nvfp4");
   EXPECT_EQ(nvfp4.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(nvfp4.status().message(), HasSubstr("'g.quant_recipe'"));
@@ -336,8 +328,7 @@ TEST_F(ManifestsTest, RecogniseSchemeOutputAcceptsOnlyOurProducer) {
   EXPECT_THAT(theirs.message(), HasSubstr("'modelopt'"));
 
   WriteManifest("anonymous", R"({"groups": {}})");
-  EXPECT_EQ(RecogniseSchemeOutput(dir_ / "anonymous").code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(RecogniseSchemeOutput(dir_ / "anonymous").code(), absl::StatusCode::kFailedPrecondition);
 
   fs::create_directories(dir_ / "plain");
   EXPECT_EQ(RecogniseSchemeOutput(dir_ / "plain").code(), absl::StatusCode::kNotFound);

@@ -81,10 +81,10 @@ TEST(MakePlanTest, InfeasibleBitsStateTheMinimum) {
 
 TEST(MakePlanTest, ExactlyOneSelectionIsRequired) {
   Baseline b = FourGroups();
-  CoverageManifest m{{"language_model.layers.0.mlp.down_proj.quant_recipe"},
-                     {"language_model.layers.1.mlp.down_proj.quant_recipe",
-                      "language_model.layers.2.mlp.down_proj.quant_recipe",
-                      "language_model.layers.3.mlp.down_proj.quant_recipe"}};
+  CoverageManifest m{
+      {"language_model.layers.0.mlp.down_proj.quant_recipe"},
+      {"language_model.layers.1.mlp.down_proj.quant_recipe", "language_model.layers.2.mlp.down_proj.quant_recipe",
+       "language_model.layers.3.mlp.down_proj.quant_recipe"}};
   for (const SchemeSelection& s : {SchemeSelection{}, SchemeSelection{.disabled_layers = {"*layers.0.*"}},
                                    SchemeSelection{.coverage = 0.5, .effective_bits = 12},
                                    SchemeSelection{.coverage = 0.5, .coverage_manifest = m},
@@ -111,11 +111,11 @@ TEST(MakePlanTest, RangesAreCheckedWhereverTheSelectionComesFrom) {
 
 TEST(MakePlanTest, ManifestDisabledLayersAreMergedWithTheRequests) {
   Baseline b = FourGroups();
-  CoverageManifest m{{"language_model.layers.0.mlp.down_proj.quant_recipe",
-                      "language_model.layers.1.mlp.down_proj.quant_recipe",
-                      "language_model.layers.2.mlp.down_proj.quant_recipe"},
-                     {"language_model.layers.3.mlp.down_proj.quant_recipe"},
-                     /*disabled_layers=*/{"*layers.1.*"}};
+  CoverageManifest m{
+      {"language_model.layers.0.mlp.down_proj.quant_recipe", "language_model.layers.1.mlp.down_proj.quant_recipe",
+       "language_model.layers.2.mlp.down_proj.quant_recipe"},
+      {"language_model.layers.3.mlp.down_proj.quant_recipe"},
+      /*disabled_layers=*/{"*layers.1.*"}};
   ASSERT_OK_AND_ASSIGN(Plan p, MakePlan(b, {.coverage_manifest = m, .disabled_layers = {"*layers.0.*"}}));
   EXPECT_THAT(Selected(p, b), ElementsAre("language_model.layers.2.mlp.down_proj.quant_recipe"));
   EXPECT_THAT(p.disabled_layers, ElementsAre("*layers.0.*", "*layers.1.*"));
@@ -141,9 +141,9 @@ TEST(ParseCoverageManifestTest, ReadsDisabledLayersWhenPresent) {
 
 TEST(MakePlanTest, ManifestMustPartitionTheKeys) {
   Baseline b = FourGroups();
-  CoverageManifest m{{"language_model.layers.0.mlp.down_proj.quant_recipe", "bogus.quant_recipe"},
-                     {"language_model.layers.1.mlp.down_proj.quant_recipe",
-                      "language_model.layers.1.mlp.down_proj.quant_recipe"}};
+  CoverageManifest m{
+      {"language_model.layers.0.mlp.down_proj.quant_recipe", "bogus.quant_recipe"},
+      {"language_model.layers.1.mlp.down_proj.quant_recipe", "language_model.layers.1.mlp.down_proj.quant_recipe"}};
   auto p = MakePlan(b, {.coverage_manifest = m});
   EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(p.status().message(), HasSubstr("missing 2 [language_model.layers.2.mlp.down_proj.quant_recipe, "
@@ -154,10 +154,9 @@ TEST(MakePlanTest, ManifestMustPartitionTheKeys) {
 
 TEST(MakePlanTest, ManifestSelectsItsGroupsMinusDisabled) {
   Baseline b = FourGroups();
-  CoverageManifest m{{"language_model.layers.0.mlp.down_proj.quant_recipe",
-                      "language_model.layers.2.mlp.down_proj.quant_recipe"},
-                     {"language_model.layers.1.mlp.down_proj.quant_recipe",
-                      "language_model.layers.3.mlp.down_proj.quant_recipe"}};
+  CoverageManifest m{
+      {"language_model.layers.0.mlp.down_proj.quant_recipe", "language_model.layers.2.mlp.down_proj.quant_recipe"},
+      {"language_model.layers.1.mlp.down_proj.quant_recipe", "language_model.layers.3.mlp.down_proj.quant_recipe"}};
   ASSERT_OK_AND_ASSIGN(Plan p, MakePlan(b, {.coverage_manifest = m, .disabled_layers = {"*layers.0.*"}}));
   EXPECT_THAT(Selected(p, b), ElementsAre("language_model.layers.2.mlp.down_proj.quant_recipe"));
 }
@@ -173,8 +172,8 @@ TEST(ParseCoverageTest, AcceptsAFractionTopXXOrPercent) {
 
 TEST(ParseCoverageTest, RefusesAmbiguousOrMalformedValues) {
   // "1.5" and "10" used to mean 1.5 % and 10 %; "" and "nan" used to pass through.
-  for (const char* bad : {"1.5", "10", "100", "", " ", "nan", "inf", "0", "0%", "top0", "top", "150%", "top101",
-                          "-0.5", "0x1p-2", "1e-1", "top10%", "ten"}) {
+  for (const char* bad : {"1.5", "10", "100", "", " ", "nan", "inf", "0", "0%", "top0", "top", "150%", "top101", "-0.5",
+                          "0x1p-2", "1e-1", "top10%", "ten"}) {
     auto c = ParseCoverage(bad);
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << "'" << bad << "'";
     EXPECT_THAT(c.status().message(), HasSubstr("a fraction in (0, 1]")) << bad;

@@ -46,7 +46,8 @@ class SchemeLoaderTest : public ::testing::Test {
       plan.push_back({{m + ".weight_scale", DType::kF32, {}}, [ws] { return absl::StatusOr<torch::Tensor>(ws); }});
       torch::Tensor is = torch::full(scale_shape, first ? first_input_scale : 0.01f);
       first = false;
-      plan.push_back({{m + ".input_scale", DType::kF32, scale_shape}, [is] { return absl::StatusOr<torch::Tensor>(is); }});
+      plan.push_back(
+          {{m + ".input_scale", DType::kF32, scale_shape}, [is] { return absl::StatusOr<torch::Tensor>(is); }});
     }
     fs::create_directories(dir_ / name);
     RETURN_IF_ERROR(WriteShardedSafetensors(dir_ / name, plan, {}).status());
@@ -86,13 +87,13 @@ TEST_F(SchemeLoaderTest, BadScalesAreInvalidArgument) {
 // tried; every 11th before them samples the weight loading.
 TEST_F(SchemeLoaderTest, OutOfMemoryAnywhereIsResourceExhausted) {
   ASSERT_OK_AND_ASSIGN(Checkpoint ckpt, WriteScheme("s"));
-  int fired = testing::ExpectOomIsAStatusAt(
-      [&] { return LoadScheme(ckpt, torch::kCPU, torch::kFloat32).status(); },
-      [](int64_t total) {
-        std::vector<int64_t> ks;
-        for (int64_t k = 1; k <= total; k += k + 64 < total ? 11 : 1) ks.push_back(k);
-        return ks;
-      });
+  int fired = testing::ExpectOomIsAStatusAt([&] { return LoadScheme(ckpt, torch::kCPU, torch::kFloat32).status(); },
+                                            [](int64_t total) {
+                                              std::vector<int64_t> ks;
+                                              for (int64_t k = 1; k <= total; k += k + 64 < total ? 11 : 1)
+                                                ks.push_back(k);
+                                              return ks;
+                                            });
   EXPECT_GT(fired, 64);
 }
 

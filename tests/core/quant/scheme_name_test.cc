@@ -16,10 +16,10 @@ TEST(ValidateSchemeNameTest, AcceptsPlainNames) {
 }
 
 TEST(ValidateSchemeNameTest, RefusesAnythingThatIsNotOnePlainPathComponent) {
-  for (const std::string& bad : {std::string("../../evil"), std::string("a/b"), std::string(".."), std::string("."),
-                                std::string(".hidden"), std::string(""), std::string("a b"), std::string("a\\b"),
-                                std::string("a\0b", 3), std::string("tab\there"),
-                                std::string(kMaxSchemeNameLength + 1, 'a')}) {
+  for (const std::string& bad :
+       {std::string("../../evil"), std::string("a/b"), std::string(".."), std::string("."), std::string(".hidden"),
+        std::string(""), std::string("a b"), std::string("a\\b"), std::string("a\0b", 3), std::string("tab\there"),
+        std::string(kMaxSchemeNameLength + 1, 'a')}) {
     absl::Status s = ValidateSchemeName(bad);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_THAT(s.message(), HasSubstr("1 to 128 characters")) << bad;

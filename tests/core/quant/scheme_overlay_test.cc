@@ -67,8 +67,9 @@ class SchemeOverlayTest : public ::testing::Test {
     ASSERT_OK_AND_ASSIGN(base_ckpt_, Checkpoint::Open(dir_ / "base"));
     ASSERT_OK_AND_ASSIGN(model_, LoadQwen2_5_VL(base_ckpt_, torch::kCPU, torch::kFloat32));
     ASSERT_OK_AND_ASSIGN(Qwen2_5_VLConfig cfg, CheckpointConfig(base_ckpt_));
-    ASSERT_OK_AND_ASSIGN(CalibSet set, SynthesizeCalibSet(cfg, {.samples = 2, .seq_len = 96, .image_height = 56,
-                                                                .image_width = 56, .seed = 1}));
+    ASSERT_OK_AND_ASSIGN(
+        CalibSet set,
+        SynthesizeCalibSet(cfg, {.samples = 2, .seq_len = 96, .image_height = 56, .image_width = 56, .seed = 1}));
     ASSERT_OK_AND_ASSIGN(inputs_, set.Batch(0, 2));
   }
 
@@ -91,7 +92,8 @@ class SchemeOverlayTest : public ::testing::Test {
       torch::Tensor q = QuantizeFp8(w, ws);
       torch::Tensor is = torch::tensor(0.01f + 0.002f * (k % 2));
       plan.push_back({{tname, DType::kF8E4M3, info->shape}, [q] { return absl::StatusOr<torch::Tensor>(q); }});
-      plan.push_back({{m + ".weight_scale", DType::kF32, {}}, [ws] { return absl::StatusOr<torch::Tensor>(ws.reshape({})); }});
+      plan.push_back(
+          {{m + ".weight_scale", DType::kF32, {}}, [ws] { return absl::StatusOr<torch::Tensor>(ws.reshape({})); }});
       plan.push_back({{m + ".input_scale", DType::kF32, {}}, [is] { return absl::StatusOr<torch::Tensor>(is); }});
     }
     fs::create_directories(dir_ / name);
@@ -177,17 +179,18 @@ TEST_F(SchemeOverlayTest, AQuantizedLinearComputesTheHandFp8Product) {
 TEST_F(SchemeOverlayTest, RefusesWhatVllmOrTheBaseWouldNotMatch) {
   // Only q_proj of a layer in FP8: vLLM refuses a fused GEMM with mixed shards.
   ASSERT_OK_AND_ASSIGN(Checkpoint mixed, WriteScheme("mixed", [](const std::string& n) {
-                         return absl::EndsWith(n, "layers.0.self_attn.q_proj.weight") && !absl::StrContains(n, "visual");
+                         return absl::EndsWith(n, "layers.0.self_attn.q_proj.weight") &&
+                                !absl::StrContains(n, "visual");
                        }));
   auto r = BuildSchemeOverlay(mixed, model_, Fp8Matmul::kEmulated);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
   EXPECT_THAT(r.status().message(), HasSubstr("Mixed quant_algo"));
 
   // A 16-bit tensor that is not the base's: another model's scheme.
-  ASSERT_OK_AND_ASSIGN(Checkpoint other, WriteScheme("other", TextAttentionAndMlp,
-                                                     [](const std::string& n, torch::Tensor& t) {
-                                                       if (absl::EndsWith(n, "norm.weight")) t.add_(1e-3);
-                                                     }));
+  ASSERT_OK_AND_ASSIGN(Checkpoint other,
+                       WriteScheme("other", TextAttentionAndMlp, [](const std::string& n, torch::Tensor& t) {
+                         if (absl::EndsWith(n, "norm.weight")) t.add_(1e-3);
+                       }));
   r = BuildSchemeOverlay(other, model_, Fp8Matmul::kEmulated);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
   EXPECT_THAT(r.status().message(), HasSubstr("differs from the base model"));
@@ -227,8 +230,8 @@ TEST(Fp8LinearHookTest, ScaledMmAgreesWithEmulationOnTheGpu) {
     const double scale = b.abs().max().item<double>();
     const double max_diff = (a - b).abs().max().item<double>();
     const double mean_rel = ((a - b).abs().mean() / b.abs().mean()).item<double>();
-    std::cout << "[scaled_mm vs emulated] " << in << "x" << out << ": max |diff| " << max_diff << " (max |y| "
-              << scale << "), mean rel " << mean_rel << "\n";
+    std::cout << "[scaled_mm vs emulated] " << in << "x" << out << ": max |diff| " << max_diff << " (max |y| " << scale
+              << "), mean rel " << mean_rel << "\n";
     EXPECT_LE(max_diff, 1e-2 * scale);
     EXPECT_LT(mean_rel, 1e-3);
   }

@@ -22,9 +22,11 @@ class SensitivityTest : public ::testing::Test {
     ASSERT_OK(InitRandomCheckpoint({.preset = "tiny", .out = dir_ / "base", .seed = 3, .dtype = torch::kFloat32}));
     ASSERT_OK_AND_ASSIGN(Checkpoint ckpt, Checkpoint::Open(dir_ / "base"));
     ASSERT_OK_AND_ASSIGN(model_, LoadQwen2_5_VL(ckpt, torch::kCPU, torch::kFloat32));
-    ASSERT_OK_AND_ASSIGN(calib_, SynthesizeCalibSet(model_->config(), {.samples = 1, .seq_len = 32,
-                                                                       .images_per_sample = 1, .image_height = 56,
-                                                                       .image_width = 56, .seed = 1}));
+    ASSERT_OK_AND_ASSIGN(
+        calib_,
+        SynthesizeCalibSet(
+            model_->config(),
+            {.samples = 1, .seq_len = 32, .images_per_sample = 1, .image_height = 56, .image_width = 56, .seed = 1}));
     std::vector<LinearDesc> linears;
     for (const auto& [name, lin] : model_->Linears()) {
       linears.push_back({name, lin->weight.numel(), lin->out_features(), lin->in_features()});
@@ -116,7 +118,8 @@ TEST_F(SensitivityTest, ABatchWithNothingToPredictAddsNothing) {
   torch::Tensor mask = torch::ones({2, 16}, torch::kInt64);
   mask[1].narrow(0, 1, 15).zero_();  // sample 1: one token, so no next token to predict
   ASSERT_OK_AND_ASSIGN(CalibSet both, CalibSet::FromTensors(ids, mask, {}, {}, {}, {}));
-  ASSERT_OK_AND_ASSIGN(CalibSet first, CalibSet::FromTensors(ids.narrow(0, 0, 1), mask.narrow(0, 0, 1), {}, {}, {}, {}));
+  ASSERT_OK_AND_ASSIGN(CalibSet first,
+                       CalibSet::FromTensors(ids.narrow(0, 0, 1), mask.narrow(0, 0, 1), {}, {}, {}, {}));
   ASSERT_OK_AND_ASSIGN(CalibrationResult amax, Calibrate(model_, first, {.steps = 1}));
   for (int keep : {0, 2}) {
     ASSERT_OK_AND_ASSIGN(auto two, ScoreGroups(model_, both, ScoreMethod::kGradient, groups_, formats_, amax,

@@ -188,8 +188,9 @@ TEST(RemoveStaleStagingTest, KeepsAStagingDirOfAnotherHostOrPidNamespace) {
   fs::create_directories(root / ".c.tmp-000003");  // this host and namespace, dead pid: goes
   char host[256] = {0};
   ::gethostname(host, sizeof(host) - 1);
-  ASSERT_OK(WriteFileAtomic(root / ".c.tmp-000003" / kStagingMarker,
-                            dead + "host " + host + "\npidns " + fs::read_symlink("/proc/self/ns/pid").string() + "\n"));
+  ASSERT_OK(
+      WriteFileAtomic(root / ".c.tmp-000003" / kStagingMarker,
+                      dead + "host " + host + "\npidns " + fs::read_symlink("/proc/self/ns/pid").string() + "\n"));
   ASSERT_OK_AND_ASSIGN(int removed, RemoveStaleStaging(root));
   EXPECT_EQ(removed, 1);
   EXPECT_TRUE(fs::exists(root / ".a.tmp-000001"));
@@ -280,8 +281,7 @@ TEST(StagedDirTest, NoStagingNamedDirectoryEverLacksACompleteMarker) {
     ASSERT_OK_AND_ASSIGN(StagedDir staged, StagedDir::Create(root / "out", false));
     ASSERT_OK_AND_ASSIGN(std::string marker, ReadFile(staged.staging() / kStagingMarker));
     EXPECT_THAT(marker, HasSubstr("pidns "));  // the last line: complete
-    EXPECT_THAT(staged.staging().filename().string(),
-                ::testing::MatchesRegex(R"(\.out\.tmp-[0-9]+-[0-9a-f]{6})"));
+    EXPECT_THAT(staged.staging().filename().string(), ::testing::MatchesRegex(R"(\.out\.tmp-[0-9]+-[0-9a-f]{6})"));
   }
   EXPECT_TRUE(fs::is_empty(root));
 }
@@ -295,7 +295,8 @@ TEST(TempFilePathTest, NamesThisProcessAndStaysHidden) {
   const fs::path p = TempFilePath(fs::path("/out") / "calib.safetensors");
   EXPECT_EQ(p.parent_path(), fs::path("/out"));
   const std::string name = p.filename().string();
-  EXPECT_THAT(name, ::testing::MatchesRegex(R"(\.calib\.safetensors\.tmp-[0-9]+-[0-9a-f]{6}\.owner-[0-9]+-[0-9]+-[0-9a-f]{8})"));
+  EXPECT_THAT(name, ::testing::MatchesRegex(
+                        R"(\.calib\.safetensors\.tmp-[0-9]+-[0-9a-f]{6}\.owner-[0-9]+-[0-9]+-[0-9a-f]{8})"));
   EXPECT_THAT(name, HasSubstr(".owner-" + std::to_string(::getpid()) + "-"));
   EXPECT_NE(p.extension(), ".safetensors");  // never taken for a shard or an output
   EXPECT_NE(TempFilePath("/out/calib.safetensors"), p);

@@ -25,10 +25,14 @@ class PathGuardTest : public ::testing::Test {
   }
   absl::Status Check(const fs::path& out, bool overwrite = true, OutputKind kind = OutputKind::kDirectory,
                      bool ours = true) {
-    return CheckOutputPath({.path = out, .kind = kind, .overwrite = overwrite, .what = "output",
-                            .is_ours = [ours](const fs::path&) {
-                              return ours ? absl::OkStatus() : absl::FailedPreconditionError("no manifest");
-                            }},
+    return CheckOutputPath({.path = out,
+                            .kind = kind,
+                            .overwrite = overwrite,
+                            .what = "output",
+                            .is_ours =
+                                [ours](const fs::path&) {
+                                  return ours ? absl::OkStatus() : absl::FailedPreconditionError("no manifest");
+                                }},
                            inputs_);
   }
   fs::path root_;

@@ -69,8 +69,7 @@ TEST(TorchCallTest, StatusAndStatusOrCallablesPassThrough) {
   ASSERT_TRUE(value.ok());
   EXPECT_EQ(*value, "v");
 
-  auto bad =
-      TorchCall([]() -> absl::StatusOr<int> { return absl::OutOfRangeError("7 bits"); }, "ctx");
+  auto bad = TorchCall([]() -> absl::StatusOr<int> { return absl::OutOfRangeError("7 bits"); }, "ctx");
   static_assert(std::is_same_v<decltype(bad), absl::StatusOr<int>>);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kOutOfRange);
   EXPECT_EQ(bad.status().message(), "7 bits");
@@ -98,13 +97,9 @@ TEST(TorchCallTest, FailingTorchOpBecomesInternalWithContextAndNoBacktrace) {
 
 TEST(TorchCallTest, DeviceOutOfMemoryBecomesResourceExhausted) {
   auto r = TorchCall(
-      []() -> int {
-        C10_THROW_ERROR(OutOfMemoryError, "CUDA out of memory. Tried to allocate 2.00 GiB");
-      },
-      "score");
+      []() -> int { C10_THROW_ERROR(OutOfMemoryError, "CUDA out of memory. Tried to allocate 2.00 GiB"); }, "score");
   EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_TRUE(absl::StartsWith(r.status().message(), "score: out of device memory: "))
-      << r.status();
+  EXPECT_TRUE(absl::StartsWith(r.status().message(), "score: out of device memory: ")) << r.status();
   EXPECT_THAT(r.status().message(), HasSubstr("Tried to allocate 2.00 GiB"));
   EXPECT_THAT(r.status().message(), Not(HasSubstr("Exception raised from")));
 }
@@ -124,8 +119,7 @@ TEST(TorchCallTest, StandardExceptionBecomesInternalWithItsFirstLines) {
 
   auto r = TorchCall(
       []() -> absl::StatusOr<int> {
-        throw std::invalid_argument(
-            "bad shape\nline two\nException raised from f at x.cpp:1\nframe #0");
+        throw std::invalid_argument("bad shape\nline two\nException raised from f at x.cpp:1\nframe #0");
       },
       "export");
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal);

@@ -27,23 +27,19 @@ void WriteSeedManifest(const fs::path& dir, const std::string& scheme, int selec
                        const std::string& extra = "") {
   const fs::path folder = dir / scheme / "layer-sensitivity";
   fs::create_directories(folder);
-  nlohmann::json j = {{"selected_layers", nlohmann::json::array()},
-                      {"dropped_layers", nlohmann::json::array()}};
+  nlohmann::json j = {{"selected_layers", nlohmann::json::array()}, {"dropped_layers", nlohmann::json::array()}};
   for (int i = 0; i < selected + dropped; ++i) {
-    j[i < selected ? "selected_layers" : "dropped_layers"].push_back(
-        "language_model.layers." + std::to_string(i) + ".mlp.gate_proj.quant_recipe");
+    j[i < selected ? "selected_layers" : "dropped_layers"].push_back("language_model.layers." + std::to_string(i) +
+                                                                     ".mlp.gate_proj.quant_recipe");
   }
-  j["coverage_fraction"] =
-      static_cast<double>(selected) / (selected + dropped);  // seeds carry more fields
-  std::ofstream(folder / (scheme + "_coverage_from_baseline.json"))
-      << (extra.empty() ? j.dump() : extra);
+  j["coverage_fraction"] = static_cast<double>(selected) / (selected + dropped);  // seeds carry more fields
+  std::ofstream(folder / (scheme + "_coverage_from_baseline.json")) << (extra.empty() ? j.dump() : extra);
 }
 
 TEST(CoveragePointsTest, BareNumbersArePercentagesAndNamesAreTopXX) {
   auto points = CoveragePoints("10, top50,100%,top12.5", "run-");
   ASSERT_TRUE(points.ok()) << points.status();
-  EXPECT_EQ(Schemes(*points),
-            (std::vector<std::string>{"run-top10", "run-top50", "run-top100", "run-top12.5"}));
+  EXPECT_EQ(Schemes(*points), (std::vector<std::string>{"run-top10", "run-top50", "run-top100", "run-top12.5"}));
   EXPECT_DOUBLE_EQ(*(*points)[0].coverage, 0.10);
   EXPECT_DOUBLE_EQ(*(*points)[1].coverage, 0.50);
   EXPECT_DOUBLE_EQ(*(*points)[2].coverage, 1.0);
@@ -75,19 +71,16 @@ TEST(DiscoverCoverageManifestsTest, FindsTheSeedsLayoutSortedByCoverage) {
   WriteSeedManifest(dir, "fp8_autoquant_all_layers_top50_coco2017", 5, 5);
   // Not manifests: another file in layer-sensitivity, a baseline's quant manifest, a scheme without
   // one.
-  std::ofstream(dir / "fp8_autoquant_all_layers_top10_coco2017" / "layer-sensitivity" /
-                "per-layer-sensitivity.md")
+  std::ofstream(dir / "fp8_autoquant_all_layers_top10_coco2017" / "layer-sensitivity" / "per-layer-sensitivity.md")
       << "#";
-  std::ofstream(dir / "fp8_autoquant_all_layers_top10_coco2017" / "layer-sensitivity" /
-                "x_quant_manifest.json")
+  std::ofstream(dir / "fp8_autoquant_all_layers_top10_coco2017" / "layer-sensitivity" / "x_quant_manifest.json")
       << "{}";
   fs::create_directories(dir / "fp8_autoquant_all_layers_fp8_coco2017" / "layer-sensitivity");
   auto points = DiscoverCoverageManifests(dir, "_v2");
   ASSERT_TRUE(points.ok()) << points.status();
-  EXPECT_EQ(Schemes(*points),
-            (std::vector<std::string>{"fp8_autoquant_all_layers_top10_coco2017_v2",
-                                      "fp8_autoquant_all_layers_top50_coco2017_v2",
-                                      "fp8_autoquant_all_layers_top100_coco2017_v2"}));
+  EXPECT_EQ(Schemes(*points), (std::vector<std::string>{"fp8_autoquant_all_layers_top10_coco2017_v2",
+                                                        "fp8_autoquant_all_layers_top50_coco2017_v2",
+                                                        "fp8_autoquant_all_layers_top100_coco2017_v2"}));
   EXPECT_EQ((*points)[0].manifest->selected_layers.size(), 1u);
   EXPECT_EQ((*points)[0].manifest->dropped_layers.size(), 9u);
   EXPECT_FALSE((*points)[0].coverage.has_value());
@@ -106,8 +99,7 @@ TEST(DiscoverCoverageManifestsTest, AlsoReadsAOneSchemeDirectoryAndAFlatDirector
 
 TEST(DiscoverCoverageManifestsTest, MissingEmptyOrBrokenIsAnErrorNamingThePlace) {
   const fs::path dir = autoquant::testing::TempDir();
-  EXPECT_EQ(DiscoverCoverageManifests(dir / "nope", "").status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(DiscoverCoverageManifests(dir / "nope", "").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(DiscoverCoverageManifests(dir, "").status().code(), absl::StatusCode::kNotFound);
   WriteSeedManifest(dir, "broken", 0, 0, "{\"selected_layers\": [1]}");
   auto s = DiscoverCoverageManifests(dir, "").status();
@@ -119,9 +111,8 @@ TEST(DiscoverCoverageManifestsTest, MissingEmptyOrBrokenIsAnErrorNamingThePlace)
 
 TEST(DiscoverCoverageManifestsTest, KeepsDisabledLayers) {
   const fs::path dir = autoquant::testing::TempDir();
-  WriteSeedManifest(
-      dir, "s", 0, 0,
-      R"({"selected_layers": ["a"], "dropped_layers": [], "disabled_layers": ["*visual*"]})");
+  WriteSeedManifest(dir, "s", 0, 0,
+                    R"({"selected_layers": ["a"], "dropped_layers": [], "disabled_layers": ["*visual*"]})");
   auto points = DiscoverCoverageManifests(dir, "");
   ASSERT_TRUE(points.ok()) << points.status();
   EXPECT_EQ((*points)[0].manifest->disabled_layers, std::vector<std::string>{"*visual*"});
@@ -129,12 +120,10 @@ TEST(DiscoverCoverageManifestsTest, KeepsDisabledLayers) {
 
 TEST(FilterOnlyTest, MatchesWholeComponentsNotPrefixes) {
   std::vector<SweepPoint> points;
-  for (const char* s : {"fp8_top10_coco", "fp8_top100_coco", "fp8_top50_coco", "top20"})
-    points.push_back(Named(s));
+  for (const char* s : {"fp8_top10_coco", "fp8_top100_coco", "fp8_top50_coco", "top20"}) points.push_back(Named(s));
   auto kept = FilterOnly(points, "top10,50,top20");
   ASSERT_TRUE(kept.ok()) << kept.status();
-  EXPECT_EQ(Schemes(*kept),
-            (std::vector<std::string>{"fp8_top10_coco", "fp8_top50_coco", "top20"}));
+  EXPECT_EQ(Schemes(*kept), (std::vector<std::string>{"fp8_top10_coco", "fp8_top50_coco", "top20"}));
 }
 
 TEST(FilterOnlyTest, ATokenMatchingNothingIsAnError) {

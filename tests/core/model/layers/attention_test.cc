@@ -24,7 +24,8 @@ std::function<torch::Tensor()> Failing(Throw t) {
 
 TEST(FlashOrFallbackTest, OutOfMemoryIsNeverSwallowed) {
   bool fell_back = false;
-  auto oom = Failing([] { TORCH_CHECK_WITH(OutOfMemoryError, false, "CUDA out of memory. Tried to allocate 4.00 GiB"); });
+  auto oom =
+      Failing([] { TORCH_CHECK_WITH(OutOfMemoryError, false, "CUDA out of memory. Tried to allocate 4.00 GiB"); });
   auto fallback = [&] {
     fell_back = true;
     return Loop();
@@ -53,8 +54,9 @@ TEST(FlashOrFallbackTest, UnavailableKernelFallsBack) {
       Failing([] { TORCH_CHECK(false, "FlashAttention forward only supports head dimension at most 256"); }),
       Failing([] { TORCH_CHECK(false, "CUDA error: no kernel image is available for execution on the device"); }),
       Failing([] {
-        TORCH_CHECK_NOT_IMPLEMENTED(false, "Could not run 'aten::_flash_attention_forward' with arguments from the "
-                                           "'CUDA' backend.");
+        TORCH_CHECK_NOT_IMPLEMENTED(false,
+                                    "Could not run 'aten::_flash_attention_forward' with arguments from the "
+                                    "'CUDA' backend.");
       }),
   };
   for (size_t i = 0; i < unavailable.size(); ++i) {
@@ -86,15 +88,13 @@ struct DecodeCase {
 DecodeCase MakeDecodeCase(torch::TensorOptions opts) {
   torch::manual_seed(0);
   torch::Tensor buf_k = torch::randn({1, 2, 64, 64}), buf_v = torch::randn({1, 2, 64, 64});
-  return {torch::randn({1, 16, 1, 64}).to(opts), buf_k.to(opts).narrow(2, 0, 37),
-          buf_v.to(opts).narrow(2, 0, 37)};
+  return {torch::randn({1, 16, 1, 64}).to(opts), buf_k.to(opts).narrow(2, 0, 37), buf_v.to(opts).narrow(2, 0, 37)};
 }
 
 TEST(DecodeAttentionTest, OnTheCpuIsCausalAttention) {
   torch::InferenceMode guard;
   DecodeCase c = MakeDecodeCase(torch::kFloat32);
-  EXPECT_TRUE(torch::equal(DecodeAttention(c.q, c.k, c.v, 0.125),
-                           CausalAttention(c.q, c.k, c.v, /*mask=*/{}, 0.125)));
+  EXPECT_TRUE(torch::equal(DecodeAttention(c.q, c.k, c.v, 0.125), CausalAttention(c.q, c.k, c.v, /*mask=*/{}, 0.125)));
 }
 
 TEST(DecodeAttentionTest, CudaBf16MatchesFloat32Reference) {

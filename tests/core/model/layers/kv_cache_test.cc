@@ -31,8 +31,7 @@ TEST(KvCache, KeysThatDoNotContinueTheCacheThrow) {
   LayerKvCache layer(8);
   layer.Append(torch::zeros({1, 2, 3, 4}), torch::zeros({1, 2, 3, 4}));
   EXPECT_THROW(layer.Append(torch::zeros({1, 3, 1, 4}), torch::zeros({1, 3, 1, 4})), c10::Error);
-  EXPECT_THROW(layer.Append(torch::zeros({1, 2, 1, 4}, torch::kFloat64),
-                            torch::zeros({1, 2, 1, 4}, torch::kFloat64)),
+  EXPECT_THROW(layer.Append(torch::zeros({1, 2, 1, 4}, torch::kFloat64), torch::zeros({1, 2, 1, 4}, torch::kFloat64)),
                c10::Error);
   EXPECT_THROW(layer.Append(torch::zeros({1, 2, 1, 4}), torch::zeros({1, 2, 2, 4})), c10::Error);
   EXPECT_EQ(layer.length(), 3);

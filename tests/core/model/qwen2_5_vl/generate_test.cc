@@ -70,8 +70,7 @@ class GenerateTest : public ::testing::Test {
 
   // The reference: no cache, a full forward over prompt + generated tokens per
   // step, argmax of the last position. Fills each step's logits [vocab].
-  std::vector<int64_t> NoCacheGreedy(const Qwen2_5_VLInputs& prompt, int64_t n,
-                                     std::vector<torch::Tensor>* logits) {
+  std::vector<int64_t> NoCacheGreedy(const Qwen2_5_VLInputs& prompt, int64_t n, std::vector<torch::Tensor>* logits) {
     torch::InferenceMode guard;
     std::vector<int64_t> tokens;
     Qwen2_5_VLInputs in = prompt;
@@ -82,8 +81,7 @@ class GenerateTest : public ::testing::Test {
       torch::Tensor last = (*out)[0][-1];
       logits->push_back(last);
       tokens.push_back(last.argmax().item<int64_t>());
-      in.input_ids =
-          torch::cat({in.input_ids, torch::full({1, 1}, tokens.back(), torch::kInt64)}, 1);
+      in.input_ids = torch::cat({in.input_ids, torch::full({1, 1}, tokens.back(), torch::kInt64)}, 1);
     }
     return tokens;
   }
@@ -112,9 +110,7 @@ class GenerateTest : public ::testing::Test {
 };
 std::filesystem::path* GenerateTest::dir_ = nullptr;
 
-TEST_F(GenerateTest, TextPromptMatchesFullForwardWithoutCache) {
-  ExpectMatchesNoCache(Prompt(/*image=*/false));
-}
+TEST_F(GenerateTest, TextPromptMatchesFullForwardWithoutCache) { ExpectMatchesNoCache(Prompt(/*image=*/false)); }
 
 TEST_F(GenerateTest, ImagePromptMatchesFullForwardWithoutCache) {
   Qwen2_5_VLInputs prompt = Prompt(/*image=*/true);
@@ -131,8 +127,7 @@ TEST_F(GenerateTest, LeftAndRightPaddingAreStripped) {
   auto zeros = torch::zeros({1, 3}, torch::kInt64);
   for (bool left : {true, false}) {
     Qwen2_5_VLInputs padded = prompt;
-    padded.input_ids =
-        left ? torch::cat({zeros, prompt.input_ids}, 1) : torch::cat({prompt.input_ids, zeros}, 1);
+    padded.input_ids = left ? torch::cat({zeros, prompt.input_ids}, 1) : torch::cat({prompt.input_ids, zeros}, 1);
     auto ones = torch::ones({1, s}, torch::kInt64);
     padded.attention_mask = left ? torch::cat({zeros, ones}, 1) : torch::cat({ones, zeros}, 1);
     ASSERT_OK_AND_ASSIGN(GenerateResult r, GreedyGenerate(model_, padded, o));
@@ -185,8 +180,7 @@ TEST_F(GenerateTest, EveryStepGoesThroughLinearHooks) {
 }
 
 TEST_F(GenerateTest, NonFiniteLogitsStopDecodingWithoutEmitting) {
-  model_->lm_head->set_hook(
-      std::make_shared<CountingHook>(/*nan_from=*/3));  // prefill + 2 steps are finite
+  model_->lm_head->set_hook(std::make_shared<CountingHook>(/*nan_from=*/3));  // prefill + 2 steps are finite
   GenerateOptions o;
   o.max_new_tokens = kNewTokens;
   o.keep_logits = true;
@@ -201,8 +195,7 @@ TEST_F(GenerateTest, NonFiniteLogitsStopDecodingWithoutEmitting) {
 TEST_F(GenerateTest, BadPromptsAndOptionsAreInvalidArgument) {
   const Qwen2_5_VLInputs good = Prompt(/*image=*/false);
   GenerateOptions o;
-  auto expect = [&](const Qwen2_5_VLInputs& in, const GenerateOptions& opts,
-                    absl::string_view needle) {
+  auto expect = [&](const Qwen2_5_VLInputs& in, const GenerateOptions& opts, absl::string_view needle) {
     absl::StatusOr<GenerateResult> r = absl::UnknownError("not run");
     EXPECT_NO_THROW(r = GreedyGenerate(model_, in, opts));
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
