@@ -26,6 +26,8 @@ APT_PACKAGES=(
   prometheus  # promtool: tests check autoquantd's /metrics with `promtool check metrics`; deploy/prometheus with check/test rules
   docker-compose  # tests/python/test_deploy.py: `docker-compose config` on docker-compose.yml (no engine needed)
   clang libclang-rt-dev  # scripts/fuzz.sh: libFuzzer (-fsanitize=fuzzer) ships in clang's runtime package
+  clang-format  # scripts/check_format.sh (the test command): every C++ file as .clang-format writes it
+  libclang1-14  # scripts/lint_cpp.py (the test command) parses the sources with it
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -2,7 +2,9 @@
 # The test command: sets up (scripts/setup.sh: packages, venv), then builds autoquant once with
 # AddressSanitizer + UndefinedBehaviorSanitizer ($BUILD_DIR, default build-asan/) and runs every C++
 # test (ctest: GoogleTest) and every Python test (pytest, which drives the same binaries) against
-# that build; then the job queue and store tests under ThreadSanitizer (build-tsan/, jobs_test only),
+# that build (after a check that every C++ file is formatted, scripts/check_format.sh, and, once built,
+# the C++ lint, scripts/lint_cpp.py: torch calls inside TorchCall, short functions); then the job
+# queue and store tests under ThreadSanitizer (build-tsan/, jobs_test only),
 # a short libFuzzer run of every parser target (scripts/fuzz.sh, build-fuzz/), and, where nvcc
 # exists, a compile of the CUDA kernels (build/, target aq_kernels). Exits non-zero if anything fails.
 #
@@ -30,10 +32,14 @@ phase "setup: packages and Python environment (scripts/setup.sh)"
 AUTOQUANT_SKIP_BUILD=1 bash scripts/setup.sh
 JOBS="${AUTOQUANT_JOBS:-$(nproc)}"
 
+# Seconds, and before the build: a formatting slip fails at once, not after half an hour.
+phase "formatting (scripts/check_format.sh)"
+bash scripts/check_format.sh
+
 if [ "${AUTOQUANT_SKIP_ASAN:-0}" != "1" ]; then
   BUILD_DIR="${BUILD_DIR:-$ROOT/build-asan}"
   phase "build with ASan + UBSan ($BUILD_DIR)"
-  bash scripts/build.sh "$BUILD_DIR" Sanitized -DAUTOQUANT_SANITIZE=ON
+  bash scripts/build.sh "$BUILD_DIR" Sanitized -DAUTOQUANT_SANITIZE=ON -DAUTOQUANT_WERROR=ON
   # LibTorch itself is not instrumented; its one-time global allocations are not leaks of ours.
   # Exported: the Python tests' daemons and CLIs run with the same options.
   export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:detect_odr_violation=0"
@@ -44,6 +50,10 @@ else
   bash scripts/build.sh "$BUILD_DIR" "${BUILD_TYPE:-RelWithDebInfo}"
 fi
 export BUILD_DIR
+
+# The rules the compiler does not check: no torch call throws past a Status, no long function.
+phase "C++ lint (scripts/lint_cpp.py)"
+"$CACHE/venv/bin/python" scripts/lint_cpp.py "$BUILD_DIR"
 
 phase "C++ tests ($BUILD_DIR)"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS"

@@ -202,57 +202,61 @@ absl::Status RunModelGenerate(const ModelGenerateOptions& o, std::ostream& out) 
 }
 
 absl::Status RunModelBench(const ModelBenchOptions& o, std::ostream& out) {
-  ASSIGN_OR_RETURN(torch::Device device, ParseDevice(o.device));
-  ASSIGN_OR_RETURN(torch::ScalarType dtype, ParseDtype(o.dtype, device));
-  ASSIGN_OR_RETURN(auto hw, ParseHxW(o.image));
-  ASSIGN_OR_RETURN(Qwen2_5_VLModel model, Load(o.model, device, dtype));
-  const auto& v = model->config().vision;
-  const int64_t image_tokens =
-      o.images * (hw.first / v.patch_size) * (hw.second / v.patch_size) / (v.spatial_merge_size * v.spatial_merge_size);
-  SynthOptions synth;
-  synth.samples = o.batch;
-  synth.images_per_sample = o.images;
-  synth.image_height = hw.first;
-  synth.image_width = hw.second;
-  synth.seq_len = o.text_tokens + image_tokens + 2 * o.images;
-  ASSIGN_OR_RETURN(CalibSet set, SynthesizeCalibSet(model->config(), synth));
-  RETURN_IF_ERROR(set.To(device));
-  ASSIGN_OR_RETURN(Qwen2_5_VLInputs in, set.Batch(0, set.num_samples()));
-  torch::InferenceMode guard;
-  auto sync = [&] {
-    if (device.is_cuda()) torch::cuda::synchronize();
-  };
-  std::vector<double> ms;
-  for (int64_t i = 0; i < o.warmup + o.iters; ++i) {
-    sync();
-    auto t0 = std::chrono::steady_clock::now();
-    ASSIGN_OR_RETURN(torch::Tensor logits, model->Forward(in));
-    sync();
-    auto t1 = std::chrono::steady_clock::now();
-    if (i >= o.warmup) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-  }
-  if (ms.empty()) return absl::InvalidArgumentError("--iters must be positive");
-  std::vector<double> sorted = ms;
-  std::sort(sorted.begin(), sorted.end());
-  const double median =
-      sorted.size() % 2 ? sorted[sorted.size() / 2] : 0.5 * (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]);
-  const int64_t tokens = o.batch * set.seq_len();
-  nlohmann::ordered_json j;
-  j["model"] = o.model;
-  j["device"] = device.str();
-  j["dtype"] = std::string(c10::toString(dtype));
-  j["batch"] = o.batch;
-  j["seq_len"] = set.seq_len();
-  j["images_per_sample"] = o.images;
-  j["image"] = o.image;
-  j["iters"] = o.iters;
-  j["median_ms"] = median;
-  j["min_ms"] = sorted.front();
-  j["max_ms"] = sorted.back();
-  j["tokens_per_s"] = tokens / (median / 1000.0);
-  j["samples_ms"] = ms;
-  out << j.dump() << "\n";
-  return absl::OkStatus();
+  return TorchCall(
+      [&]() -> absl::Status {
+        ASSIGN_OR_RETURN(torch::Device device, ParseDevice(o.device));
+        ASSIGN_OR_RETURN(torch::ScalarType dtype, ParseDtype(o.dtype, device));
+        ASSIGN_OR_RETURN(auto hw, ParseHxW(o.image));
+        ASSIGN_OR_RETURN(Qwen2_5_VLModel model, Load(o.model, device, dtype));
+        const auto& v = model->config().vision;
+        const int64_t image_tokens = o.images * (hw.first / v.patch_size) * (hw.second / v.patch_size) /
+                                     (v.spatial_merge_size * v.spatial_merge_size);
+        SynthOptions synth;
+        synth.samples = o.batch;
+        synth.images_per_sample = o.images;
+        synth.image_height = hw.first;
+        synth.image_width = hw.second;
+        synth.seq_len = o.text_tokens + image_tokens + 2 * o.images;
+        ASSIGN_OR_RETURN(CalibSet set, SynthesizeCalibSet(model->config(), synth));
+        RETURN_IF_ERROR(set.To(device));
+        ASSIGN_OR_RETURN(Qwen2_5_VLInputs in, set.Batch(0, set.num_samples()));
+        torch::InferenceMode guard;
+        auto sync = [&] {
+          if (device.is_cuda()) torch::cuda::synchronize();
+        };
+        std::vector<double> ms;
+        for (int64_t i = 0; i < o.warmup + o.iters; ++i) {
+          sync();
+          auto t0 = std::chrono::steady_clock::now();
+          ASSIGN_OR_RETURN(torch::Tensor logits, model->Forward(in));
+          sync();
+          auto t1 = std::chrono::steady_clock::now();
+          if (i >= o.warmup) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+        }
+        if (ms.empty()) return absl::InvalidArgumentError("--iters must be positive");
+        std::vector<double> sorted = ms;
+        std::sort(sorted.begin(), sorted.end());
+        const double median = sorted.size() % 2 ? sorted[sorted.size() / 2]
+                                                : 0.5 * (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]);
+        const int64_t tokens = o.batch * set.seq_len();
+        nlohmann::ordered_json j;
+        j["model"] = o.model;
+        j["device"] = device.str();
+        j["dtype"] = std::string(c10::toString(dtype));
+        j["batch"] = o.batch;
+        j["seq_len"] = set.seq_len();
+        j["images_per_sample"] = o.images;
+        j["image"] = o.image;
+        j["iters"] = o.iters;
+        j["median_ms"] = median;
+        j["min_ms"] = sorted.front();
+        j["max_ms"] = sorted.back();
+        j["tokens_per_s"] = tokens / (median / 1000.0);
+        j["samples_ms"] = ms;
+        out << j.dump() << "\n";
+        return absl::OkStatus();
+      },
+      "model bench");
 }
 
 void AddModelCommand(CLI::App& app, absl::Status* status) {

@@ -104,11 +104,12 @@ absl::StatusOr<StoredFp8Weight> QuantizedWeight(torch::Tensor w, ExportFormat fo
     ASSIGN_OR_RETURN(w, TorchCall([&] { return w.to(device); }, "copy of a weight to the quantizing device"));
     return QuantizeForExport(w, format);
   }
-  // The writer's workers quantize at once: each on a stream of its own, so that their copies and kernels
-  // overlap instead of queueing on the default stream. Every use of the result is inside this scope.
-  c10::cuda::CUDAStreamGuard own_stream(QuantizeStream(device));
   return TorchCall(
       [&]() -> absl::StatusOr<StoredFp8Weight> {
+        // The writer's workers quantize at once: each on a stream of its own, so that their copies and
+        // kernels overlap instead of queueing on the default stream. Every use of the result is inside
+        // this scope (and a stream that cannot be had is an error, not an exception on a writer thread).
+        c10::cuda::CUDAStreamGuard own_stream(QuantizeStream(device));
         torch::Tensor d = w;
         if (!w.is_cuda()) {
           torch::Tensor staged = PinnedLike(w);
@@ -307,19 +308,24 @@ absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline
     const bool hash = known.empty() && options.layout == ExportLayout::kStandalone;
     fp8_sources.push_back(
         [&base, name, resident = q->second.resident, f, device, hash]() -> absl::StatusOr<StoredFp8Weight> {
-          // Producers run on helper threads: make the quantizing device theirs.
-          c10::OptionalDeviceGuard guard(device.is_cuda() ? std::optional<c10::Device>(device) : std::nullopt);
-          torch::Tensor w = resident;
-          if (!w.defined()) {
-            ASSIGN_OR_RETURN(w, base.Get(name));
-          }
-          ASSIGN_OR_RETURN(StoredFp8Weight q, QuantizedWeight(std::move(w), f, device));
-          if (hash && q.weight.device().is_cpu() && q.weight.is_contiguous()) {
-            Sha256 h;
-            h.Update(q.weight.const_data_ptr(), static_cast<size_t>(q.weight.nbytes()));
-            ASSIGN_OR_RETURN(q.weight_sha256, h.HexDigest());
-          }
-          return q;
+          // Producers run on helper threads, where an exception would end the process: everything,
+          // making the quantizing device theirs included, runs inside TorchCall.
+          return TorchCall(
+              [&]() -> absl::StatusOr<StoredFp8Weight> {
+                c10::OptionalDeviceGuard guard(device.is_cuda() ? std::optional<c10::Device>(device) : std::nullopt);
+                torch::Tensor w = resident;
+                if (!w.defined()) {
+                  ASSIGN_OR_RETURN(w, base.Get(name));
+                }
+                ASSIGN_OR_RETURN(StoredFp8Weight q, QuantizedWeight(std::move(w), f, device));
+                if (hash && q.weight.device().is_cpu() && q.weight.is_contiguous()) {
+                  Sha256 h;
+                  h.Update(q.weight.const_data_ptr(), static_cast<size_t>(q.weight.nbytes()));
+                  ASSIGN_OR_RETURN(q.weight_sha256, h.HexDigest());
+                }
+                return q;
+              },
+              "quantizing a weight for export");
         });
     tensors.push_back({{name, DType::kF8E4M3, info->shape},
                        [source = fp8_sources.back(), prefetcher, k, stored]() -> absl::StatusOr<torch::Tensor> {

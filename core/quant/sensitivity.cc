@@ -144,26 +144,31 @@ namespace {
 // so the whole head at once would set the peak. Each position's gradient
 // is (softmax - onehot) / valid tokens, as in the unsliced loss.
 absl::Status BackwardNextTokenLoss(Qwen2_5_VLModel& model, const torch::Tensor& x, const Qwen2_5_VLInputs& in) {
-  constexpr int64_t kSlice = 256;
-  using torch::indexing::Slice;
-  torch::Tensor target = in.input_ids.to(x.device()).index({Slice(), Slice(1, torch::indexing::None)}).to(torch::kLong);
-  if (in.attention_mask.defined()) {
-    torch::Tensor valid =
-        in.attention_mask.to(x.device()).index({Slice(), Slice(1, torch::indexing::None)}).to(torch::kBool);
-    target = torch::where(valid, target, torch::full_like(target, -100));
-  }
-  const double count = (target != -100).sum().item<double>();
-  if (count == 0) return absl::OkStatus();  // nothing to predict: no gradient
-  const int64_t positions = target.size(1);
-  for (int64_t s0 = 0; s0 < positions; s0 += kSlice) {
-    const int64_t n = std::min(kSlice, positions - s0);
-    torch::Tensor logits = model->Head(x.narrow(1, s0, n)).to(torch::kFloat32);
-    torch::Tensor ce = torch::nn::functional::cross_entropy(
-        logits.reshape({-1, logits.size(-1)}), target.narrow(1, s0, n).reshape({-1}),
-        torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
-    (ce / count).backward();
-  }
-  return absl::OkStatus();
+  return TorchCall(
+      [&]() -> absl::Status {
+        constexpr int64_t kSlice = 256;
+        using torch::indexing::Slice;
+        torch::Tensor target =
+            in.input_ids.to(x.device()).index({Slice(), Slice(1, torch::indexing::None)}).to(torch::kLong);
+        if (in.attention_mask.defined()) {
+          torch::Tensor valid =
+              in.attention_mask.to(x.device()).index({Slice(), Slice(1, torch::indexing::None)}).to(torch::kBool);
+          target = torch::where(valid, target, torch::full_like(target, -100));
+        }
+        const double count = (target != -100).sum().item<double>();
+        if (count == 0) return absl::OkStatus();  // nothing to predict: no gradient
+        const int64_t positions = target.size(1);
+        for (int64_t s0 = 0; s0 < positions; s0 += kSlice) {
+          const int64_t n = std::min(kSlice, positions - s0);
+          torch::Tensor logits = model->Head(x.narrow(1, s0, n)).to(torch::kFloat32);
+          torch::Tensor ce = torch::nn::functional::cross_entropy(
+              logits.reshape({-1, logits.size(-1)}), target.narrow(1, s0, n).reshape({-1}),
+              torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
+          (ce / count).backward();
+        }
+        return absl::OkStatus();
+      },
+      "the next-token loss's gradient");
 }
 
 // Decoder layers whose graph a gradient batch keeps (PassOptions::graph_layers).
@@ -183,93 +188,102 @@ int GraphLayers(const PassOptions& o, int num_layers, int64_t layer_bytes, const
 // the bytes one recomputed layer's graph (activations and ScoreHook deltas) holds.
 absl::Status ScoreGradientBatch(Qwen2_5_VLModel& model, const Qwen2_5_VLInputs& in, bool vision, int keep,
                                 int64_t* layer_bytes) {
-  const int num_layers = static_cast<int>(model->layers().size());
-  const int first_kept = num_layers - keep;
-  DecoderInputs prep;
-  std::vector<torch::Tensor> hs;  // hs[i]: the input of layer i
-  {
-    torch::NoGradGuard no_grad;
-    ASSIGN_OR_RETURN(prep, model->Prepare(in));
-    hs.push_back(prep.hidden);
-    for (int i = 0; i < first_kept; ++i) hs.push_back(model->layers()[i]->forward(hs.back(), prep));
-  }
-  torch::Tensor g;
-  {
-    torch::Tensor kept_in = hs.back().detach().requires_grad_(true);
-    hs.pop_back();
-    torch::Tensor h = kept_in;
-    for (int i = first_kept; i < num_layers; ++i) h = model->layers()[i]->forward(h, prep);
-    // The head's gradient goes to a leaf first: it runs in slices, each its own backward.
-    torch::Tensor top = h.detach().requires_grad_(true);
-    RETURN_IF_ERROR(BackwardNextTokenLoss(model, top, in));
-    g = top.grad();
-    if (!g.defined()) return absl::OkStatus();  // nothing to predict in this batch: no gradient anywhere
-    if (keep > 0) {
-      torch::autograd::backward({h}, {g});
-      g = kept_in.grad();
-    }
-  }
-  const torch::Device device = prep.hidden.device();
-  for (int i = first_kept - 1; i >= 0; --i) {
-    torch::Tensor xi = hs[i].detach().requires_grad_(true);
-    const bool measure = *layer_bytes == 0 && device.is_cuda();
-    const int64_t before = measure ? DeviceMemoryNow(device).allocated : 0;
-    torch::Tensor out = model->layers()[i]->forward(xi, prep);
-    if (measure) *layer_bytes = std::max<int64_t>(1, DeviceMemoryNow(device).allocated - before);
-    torch::autograd::backward({out}, {g});
-    g = xi.grad();
-    hs.pop_back();
-  }
-  if (vision && in.pixel_values.defined()) {
-    // The image features reach the decoder through the embeddings: rerun the
-    // vision tower with gradients and push dL/d(embeddings) into it.
-    Qwen2_5_VLInputs vin = in;
-    vin.pixel_values = in.pixel_values.detach().to(torch::kFloat32).requires_grad_(true);
-    ASSIGN_OR_RETURN(DecoderInputs p2, model->Prepare(vin));
-    torch::autograd::backward({p2.hidden}, {g});
-  }
-  return absl::OkStatus();
+  return TorchCall(
+      [&]() -> absl::Status {
+        const int num_layers = static_cast<int>(model->layers().size());
+        const int first_kept = num_layers - keep;
+        DecoderInputs prep;
+        std::vector<torch::Tensor> hs;  // hs[i]: the input of layer i
+        {
+          torch::NoGradGuard no_grad;
+          ASSIGN_OR_RETURN(prep, model->Prepare(in));
+          hs.push_back(prep.hidden);
+          for (int i = 0; i < first_kept; ++i) hs.push_back(model->layers()[i]->forward(hs.back(), prep));
+        }
+        torch::Tensor g;
+        {
+          torch::Tensor kept_in = hs.back().detach().requires_grad_(true);
+          hs.pop_back();
+          torch::Tensor h = kept_in;
+          for (int i = first_kept; i < num_layers; ++i) h = model->layers()[i]->forward(h, prep);
+          // The head's gradient goes to a leaf first: it runs in slices, each its own backward.
+          torch::Tensor top = h.detach().requires_grad_(true);
+          RETURN_IF_ERROR(BackwardNextTokenLoss(model, top, in));
+          g = top.grad();
+          if (!g.defined()) return absl::OkStatus();  // nothing to predict in this batch: no gradient anywhere
+          if (keep > 0) {
+            torch::autograd::backward({h}, {g});
+            g = kept_in.grad();
+          }
+        }
+        const torch::Device device = prep.hidden.device();
+        for (int i = first_kept - 1; i >= 0; --i) {
+          torch::Tensor xi = hs[i].detach().requires_grad_(true);
+          const bool measure = *layer_bytes == 0 && device.is_cuda();
+          const int64_t before = measure ? DeviceMemoryNow(device).allocated : 0;
+          torch::Tensor out = model->layers()[i]->forward(xi, prep);
+          if (measure) *layer_bytes = std::max<int64_t>(1, DeviceMemoryNow(device).allocated - before);
+          torch::autograd::backward({out}, {g});
+          g = xi.grad();
+          hs.pop_back();
+        }
+        if (vision && in.pixel_values.defined()) {
+          // The image features reach the decoder through the embeddings: rerun the
+          // vision tower with gradients and push dL/d(embeddings) into it.
+          Qwen2_5_VLInputs vin = in;
+          vin.pixel_values = in.pixel_values.detach().to(torch::kFloat32).requires_grad_(true);
+          ASSIGN_OR_RETURN(DecoderInputs p2, model->Prepare(vin));
+          torch::autograd::backward({p2.hidden}, {g});
+        }
+        return absl::OkStatus();
+      },
+      "gradient scoring");
 }
 
 absl::Status ScoreKlBatch(Qwen2_5_VLModel& model, const Qwen2_5_VLInputs& in, const std::vector<QuantGroup>& groups,
                           const std::vector<Format>& formats, const CalibrationResult& amax,
                           std::vector<std::pair<std::string, Linear>>& linears,
                           std::vector<std::vector<double>>* scores, const PassOptions& options) {
-  torch::InferenceMode guard;
-  ASSIGN_OR_RETURN(DecoderInputs prep, model->Prepare(in));
-  std::vector<torch::Tensor> hs = {prep.hidden};
-  for (auto& layer : model->layers()) hs.push_back(layer->forward(hs.back(), prep));
-  // float64: KL between nearly equal distributions is a difference of large
-  // sums; in float32 its rounding noise (~1e-6) can outweigh the KL itself.
-  torch::Tensor logp_ref = torch::log_softmax(model->Head(hs.back()).to(torch::kFloat64), -1);
-  torch::Tensor p_ref = logp_ref.exp();
-  torch::Tensor valid = in.attention_mask.defined() ? in.attention_mask.to(logp_ref.device()).to(torch::kFloat64)
-                                                    : torch::ones(logp_ref.sizes().slice(0, 2), logp_ref.options());
-  const int num_layers = static_cast<int>(model->layers().size());
-  for (size_t g = 0; g < groups.size(); ++g) {
-    RETURN_IF_ERROR(CheckCancel(options));
-    const int start = StartLayer(groups[g], num_layers);
-    for (size_t f = 0; f + 1 < formats.size(); ++f) {
-      HookScope scope(linears);
-      for (size_t li : groups[g].linear_index) {
-        scope.Set(li, std::make_shared<FakeQuantHook>(*linears[li].second, AmaxOf(amax.input_amax[li]),
-                                                      AmaxOf(amax.weight_amax[li])));
-      }
-      // Vision groups change the embeddings: rerun from the vision tower.
-      DecoderInputs local;
-      const DecoderInputs* p = &prep;
-      if (start < 0) {
-        ASSIGN_OR_RETURN(local, model->Prepare(in));
-        p = &local;
-      }
-      torch::Tensor h = start < 0 ? local.hidden : hs[start];
-      for (int i = std::max(start, 0); i < num_layers; ++i) h = model->layers()[i]->forward(h, *p);
-      torch::Tensor logq = torch::log_softmax(model->Head(h).to(torch::kFloat64), -1);
-      torch::Tensor kl = (p_ref * (logp_ref - logq)).sum(-1);
-      (*scores)[g][f] += (kl * valid).sum().item<double>();
-    }
-  }
-  return absl::OkStatus();
+  return TorchCall(
+      [&]() -> absl::Status {
+        torch::InferenceMode guard;
+        ASSIGN_OR_RETURN(DecoderInputs prep, model->Prepare(in));
+        std::vector<torch::Tensor> hs = {prep.hidden};
+        for (auto& layer : model->layers()) hs.push_back(layer->forward(hs.back(), prep));
+        // float64: KL between nearly equal distributions is a difference of large
+        // sums; in float32 its rounding noise (~1e-6) can outweigh the KL itself.
+        torch::Tensor logp_ref = torch::log_softmax(model->Head(hs.back()).to(torch::kFloat64), -1);
+        torch::Tensor p_ref = logp_ref.exp();
+        torch::Tensor valid = in.attention_mask.defined()
+                                  ? in.attention_mask.to(logp_ref.device()).to(torch::kFloat64)
+                                  : torch::ones(logp_ref.sizes().slice(0, 2), logp_ref.options());
+        const int num_layers = static_cast<int>(model->layers().size());
+        for (size_t g = 0; g < groups.size(); ++g) {
+          RETURN_IF_ERROR(CheckCancel(options));
+          const int start = StartLayer(groups[g], num_layers);
+          for (size_t f = 0; f + 1 < formats.size(); ++f) {
+            HookScope scope(linears);
+            for (size_t li : groups[g].linear_index) {
+              scope.Set(li, std::make_shared<FakeQuantHook>(*linears[li].second, AmaxOf(amax.input_amax[li]),
+                                                            AmaxOf(amax.weight_amax[li])));
+            }
+            // Vision groups change the embeddings: rerun from the vision tower.
+            DecoderInputs local;
+            const DecoderInputs* p = &prep;
+            if (start < 0) {
+              ASSIGN_OR_RETURN(local, model->Prepare(in));
+              p = &local;
+            }
+            torch::Tensor h = start < 0 ? local.hidden : hs[start];
+            for (int i = std::max(start, 0); i < num_layers; ++i) h = model->layers()[i]->forward(h, *p);
+            torch::Tensor logq = torch::log_softmax(model->Head(h).to(torch::kFloat64), -1);
+            torch::Tensor kl = (p_ref * (logp_ref - logq)).sum(-1);
+            (*scores)[g][f] += (kl * valid).sum().item<double>();
+          }
+        }
+        return absl::OkStatus();
+      },
+      "kl_div scoring");
 }
 
 }  // namespace

@@ -60,77 +60,84 @@ void Qwen2_5_VLModelImpl::TieWeights() {
 }
 
 absl::Status Qwen2_5_VLModelImpl::ValidateInputs(const Qwen2_5_VLInputs& in) const {
-  const auto& v = config_.vision;
-  if (!in.input_ids.defined()) return Bad("input_ids is missing");
-  if (in.input_ids.scalar_type() != torch::kInt64) {
-    return Bad(absl::StrCat("input_ids must be int64, got ", c10::toString(in.input_ids.scalar_type())));
-  }
-  if (in.input_ids.dim() != 2 || in.input_ids.size(0) == 0 || in.input_ids.size(1) == 0) {
-    return Bad(absl::StrCat("input_ids must be [batch, seq_len] and non-empty, got ", ShapeString(in.input_ids)));
-  }
-  const int64_t vocab = config_.text.vocab_size;
-  ASSIGN_OR_RETURN(std::vector<int64_t> ids, ToVector(in.input_ids, "input_ids"));
-  int64_t image_tokens = 0;
-  for (int64_t id : ids) {
-    if (id < 0 || id >= vocab) return Bad(absl::StrCat("input_ids holds token id ", id, " outside [0, ", vocab, ")"));
-    if (id == config_.video_token_id) {
-      return absl::UnimplementedError("input_ids holds video tokens; video inputs are not supported");
-    }
-    image_tokens += id == config_.image_token_id;
-  }
-  if (in.attention_mask.defined()) {
-    if (!IsInteger(in.attention_mask) && in.attention_mask.scalar_type() != torch::kBool) {
-      return Bad(absl::StrCat("attention_mask must be an integer or bool tensor, got ",
-                              c10::toString(in.attention_mask.scalar_type())));
-    }
-    if (!in.attention_mask.sizes().equals(in.input_ids.sizes())) {
-      return Bad(absl::StrCat("attention_mask has shape ", ShapeString(in.attention_mask), ", input_ids has shape ",
-                              ShapeString(in.input_ids)));
-    }
-  }
-  const bool has_pixels = in.pixel_values.defined(), has_grid = in.image_grid_thw.defined();
-  if (has_pixels && !has_grid) return Bad("pixel_values given without image_grid_thw");
-  if (has_grid && !has_pixels) return Bad("image_grid_thw given without pixel_values");
-  if (!has_pixels) {
-    if (image_tokens != 0) {
-      return Bad(absl::StrCat("input_ids holds ", image_tokens, " image tokens (id ", config_.image_token_id,
-                              ") but no pixel_values were given"));
-    }
-    return absl::OkStatus();
-  }
-  const int64_t patch_dim = v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size;
-  if (!in.pixel_values.is_floating_point() || in.pixel_values.dim() != 2 || in.pixel_values.size(1) != patch_dim) {
-    return Bad(absl::StrCat("pixel_values must be a floating [patches, ", patch_dim, "] tensor, got ",
-                            c10::toString(in.pixel_values.scalar_type()), " ", ShapeString(in.pixel_values)));
-  }
-  if (!IsInteger(in.image_grid_thw) || in.image_grid_thw.dim() != 2 || in.image_grid_thw.size(1) != 3 ||
-      in.image_grid_thw.size(0) == 0) {
-    return Bad(absl::StrCat("image_grid_thw must be an integer [images, 3] tensor, got ",
-                            c10::toString(in.image_grid_thw.scalar_type()), " ", ShapeString(in.image_grid_thw)));
-  }
-  const int64_t merge = v.spatial_merge_size;
-  int64_t patches = 0;
-  ASSIGN_OR_RETURN(std::vector<GridThw> grids, Grids(in.image_grid_thw));
-  for (size_t i = 0; i < grids.size(); ++i) {
-    const GridThw& g = grids[i];
-    if (g.t <= 0 || g.h <= 0 || g.w <= 0) {
-      return Bad(absl::StrCat("image_grid_thw[", i, "] = (", g.t, ", ", g.h, ", ", g.w, ") has a non-positive size"));
-    }
-    if (g.h % merge != 0 || g.w % merge != 0) {
-      return Bad(absl::StrCat("image_grid_thw[", i, "] = (", g.t, ", ", g.h, ", ", g.w,
-                              "): h and w must be divisible by spatial_merge_size ", merge));
-    }
-    patches += g.patches();
-  }
-  if (patches != in.pixel_values.size(0)) {
-    return Bad(absl::StrCat("pixel_values has ", in.pixel_values.size(0),
-                            " patches but image_grid_thw describes sum(t*h*w) = ", patches));
-  }
-  if (image_tokens != patches / (merge * merge)) {
-    return Bad(absl::StrCat("input_ids holds ", image_tokens, " image tokens but the images have ",
-                            patches / (merge * merge), " merged patches (sum(t*h*w) / ", merge * merge, ")"));
-  }
-  return absl::OkStatus();
+  return TorchCall(
+      [&]() -> absl::Status {
+        const auto& v = config_.vision;
+        if (!in.input_ids.defined()) return Bad("input_ids is missing");
+        if (in.input_ids.scalar_type() != torch::kInt64) {
+          return Bad(absl::StrCat("input_ids must be int64, got ", c10::toString(in.input_ids.scalar_type())));
+        }
+        if (in.input_ids.dim() != 2 || in.input_ids.size(0) == 0 || in.input_ids.size(1) == 0) {
+          return Bad(absl::StrCat("input_ids must be [batch, seq_len] and non-empty, got ", ShapeString(in.input_ids)));
+        }
+        const int64_t vocab = config_.text.vocab_size;
+        ASSIGN_OR_RETURN(std::vector<int64_t> ids, ToVector(in.input_ids, "input_ids"));
+        int64_t image_tokens = 0;
+        for (int64_t id : ids) {
+          if (id < 0 || id >= vocab)
+            return Bad(absl::StrCat("input_ids holds token id ", id, " outside [0, ", vocab, ")"));
+          if (id == config_.video_token_id) {
+            return absl::UnimplementedError("input_ids holds video tokens; video inputs are not supported");
+          }
+          image_tokens += id == config_.image_token_id;
+        }
+        if (in.attention_mask.defined()) {
+          if (!IsInteger(in.attention_mask) && in.attention_mask.scalar_type() != torch::kBool) {
+            return Bad(absl::StrCat("attention_mask must be an integer or bool tensor, got ",
+                                    c10::toString(in.attention_mask.scalar_type())));
+          }
+          if (!in.attention_mask.sizes().equals(in.input_ids.sizes())) {
+            return Bad(absl::StrCat("attention_mask has shape ", ShapeString(in.attention_mask),
+                                    ", input_ids has shape ", ShapeString(in.input_ids)));
+          }
+        }
+        const bool has_pixels = in.pixel_values.defined(), has_grid = in.image_grid_thw.defined();
+        if (has_pixels && !has_grid) return Bad("pixel_values given without image_grid_thw");
+        if (has_grid && !has_pixels) return Bad("image_grid_thw given without pixel_values");
+        if (!has_pixels) {
+          if (image_tokens != 0) {
+            return Bad(absl::StrCat("input_ids holds ", image_tokens, " image tokens (id ", config_.image_token_id,
+                                    ") but no pixel_values were given"));
+          }
+          return absl::OkStatus();
+        }
+        const int64_t patch_dim = v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size;
+        if (!in.pixel_values.is_floating_point() || in.pixel_values.dim() != 2 ||
+            in.pixel_values.size(1) != patch_dim) {
+          return Bad(absl::StrCat("pixel_values must be a floating [patches, ", patch_dim, "] tensor, got ",
+                                  c10::toString(in.pixel_values.scalar_type()), " ", ShapeString(in.pixel_values)));
+        }
+        if (!IsInteger(in.image_grid_thw) || in.image_grid_thw.dim() != 2 || in.image_grid_thw.size(1) != 3 ||
+            in.image_grid_thw.size(0) == 0) {
+          return Bad(absl::StrCat("image_grid_thw must be an integer [images, 3] tensor, got ",
+                                  c10::toString(in.image_grid_thw.scalar_type()), " ", ShapeString(in.image_grid_thw)));
+        }
+        const int64_t merge = v.spatial_merge_size;
+        int64_t patches = 0;
+        ASSIGN_OR_RETURN(std::vector<GridThw> grids, Grids(in.image_grid_thw));
+        for (size_t i = 0; i < grids.size(); ++i) {
+          const GridThw& g = grids[i];
+          if (g.t <= 0 || g.h <= 0 || g.w <= 0) {
+            return Bad(
+                absl::StrCat("image_grid_thw[", i, "] = (", g.t, ", ", g.h, ", ", g.w, ") has a non-positive size"));
+          }
+          if (g.h % merge != 0 || g.w % merge != 0) {
+            return Bad(absl::StrCat("image_grid_thw[", i, "] = (", g.t, ", ", g.h, ", ", g.w,
+                                    "): h and w must be divisible by spatial_merge_size ", merge));
+          }
+          patches += g.patches();
+        }
+        if (patches != in.pixel_values.size(0)) {
+          return Bad(absl::StrCat("pixel_values has ", in.pixel_values.size(0),
+                                  " patches but image_grid_thw describes sum(t*h*w) = ", patches));
+        }
+        if (image_tokens != patches / (merge * merge)) {
+          return Bad(absl::StrCat("input_ids holds ", image_tokens, " image tokens but the images have ",
+                                  patches / (merge * merge), " merged patches (sum(t*h*w) / ", merge * merge, ")"));
+        }
+        return absl::OkStatus();
+      },
+      "checking the model inputs");
 }
 
 absl::StatusOr<DecoderInputs> Qwen2_5_VLModelImpl::Prepare(const Qwen2_5_VLInputs& in) {

@@ -148,7 +148,9 @@ TEST_F(SchemeOverlayTest, RunsTheSchemeWhileInstalledAndTheBaseAfter) {
       const std::string parent = name.substr(0, name.rfind('.'));
       std::pair<float, float> s{hook->weight_scale().item<float>(), hook->input_scale().item<float>()};
       auto [it, fresh] = by_parent.emplace(parent, s);
-      if (!fresh) EXPECT_EQ(it->second, s) << name;
+      if (!fresh) {
+        EXPECT_EQ(it->second, s) << name;
+      }
     }
   }
   EXPECT_FALSE(by_parent.empty());
