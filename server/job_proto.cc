@@ -8,9 +8,8 @@
 namespace autoquant {
 namespace {
 
-void SetTime(int64_t ms, google::protobuf::Timestamp* t) {
-  if (ms <= 0) return;
-  *t = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(ms);
+google::protobuf::Timestamp ToTimestamp(int64_t ms) {
+  return google::protobuf::util::TimeUtil::MillisecondsToTimestamp(ms);
 }
 
 }  // namespace
@@ -165,9 +164,10 @@ void JobToProto(const Job& j, int queue_position, v1::Job* p) {
   p->set_phase(PhaseToProto(j.phase));
   p->set_progress(j.progress);
   p->set_message(j.message);
-  SetTime(j.created_ms, p->mutable_created_at());
-  SetTime(j.started_ms, p->mutable_started_at());
-  SetTime(j.finished_ms, p->mutable_finished_at());
+  // A time not reached yet (0) stays unset: a queued job has no started_at, not one of 1970.
+  if (j.created_ms > 0) *p->mutable_created_at() = ToTimestamp(j.created_ms);
+  if (j.started_ms > 0) *p->mutable_started_at() = ToTimestamp(j.started_ms);
+  if (j.finished_ms > 0) *p->mutable_finished_at() = ToTimestamp(j.finished_ms);
   if (j.result) {
     auto* r = p->mutable_result();
     r->set_output_dir(j.result->output_dir);
@@ -189,7 +189,7 @@ void JobToProto(const Job& j, int queue_position, v1::Job* p) {
 
 void LogToProto(const LogEntry& e, v1::LogLine* p) {
   p->set_sequence(e.sequence);
-  SetTime(e.time_ms, p->mutable_time());
+  if (e.time_ms > 0) *p->mutable_time() = ToTimestamp(e.time_ms);
   p->set_level(e.level);
   p->set_message(e.message);
   if (e.state) p->set_state(StateToProto(*e.state));

@@ -267,9 +267,10 @@ class SqliteJobStore : public JobStore {
     return InTransaction<std::optional<Job>>([&] { return ClaimLocked(); });
   }
 
+  // One write transaction (BEGIN IMMEDIATE waits in the busy timeout for another writer), so that the
+  // sequence number read and the line written are one step.
   absl::StatusOr<int64_t> AppendLog(const std::string& id, const LogEntry& e, const Lease* /*lease*/) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return AppendLogLocked(id, e);
+    return InTransaction<int64_t>([&] { return AppendLogLocked(id, e); });
   }
 
   absl::StatusOr<std::vector<LogEntry>> ReadLogs(const std::string& id, int64_t after, int limit) override {
@@ -580,11 +581,16 @@ class SqliteJobStore : public JobStore {
   }
 
   absl::StatusOr<int64_t> AppendLogLocked(const std::string& id, const LogEntry& e) {
-    Stmt next(db_, "SELECT COALESCE(MAX(sequence), 0) + 1 FROM logs WHERE job_id = ?1");
-    RETURN_IF_ERROR(next.prepared());
-    next.Bind(1, id);
-    ASSIGN_OR_RETURN(bool row, next.Step());
-    const int64_t seq = row ? next.Int(0) : 1;
+    int64_t seq = 1;
+    {
+      // Finalized before the INSERT: a statement left open holds a read snapshot, and a connection
+      // reading a snapshot cannot wait for another's write lock (SQLite answers BUSY at once).
+      Stmt next(db_, "SELECT COALESCE(MAX(sequence), 0) + 1 FROM logs WHERE job_id = ?1");
+      RETURN_IF_ERROR(next.prepared());
+      next.Bind(1, id);
+      ASSIGN_OR_RETURN(bool row, next.Step());
+      if (row) seq = next.Int(0);
+    }
     Stmt s(db_,
            "INSERT INTO logs(job_id, sequence, time_ms, level, message, phase, progress, state) "
            "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
