@@ -197,8 +197,11 @@ def main():
         return 1
     pch = None
     if torch_flags is not None:
-        pch = build / "lint-torch.pch"
-        make_pch(torch_flags, pch)
+        # LINT_PCH: where the precompiled LibTorch header lives (default in BUILD_DIR); one already there
+        # is reused, so that several runs over the same build (tests/python/test_lint_cpp.py) make it once.
+        pch = pathlib.Path(os.environ.get("LINT_PCH", build / "lint-torch.pch"))
+        if not pch.exists() or "LINT_PCH" not in os.environ:
+            make_pch(torch_flags, pch)
     jobs = [(p, f, str(pch) if t else None) for p, f, t in jobs]
     allowed = allowed_long()
     problems, seen_long = 0, set()

@@ -6,6 +6,7 @@ flags (LibTorch's headers), as the test command parses core/:
 - a function over 80 lines in core/ is reported unless scripts/long_functions.txt lists it, and a listed
   function that is no longer long is reported too (the list only shrinks)."""
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -53,7 +54,13 @@ def torch_command():
     pytest.fail(f"no compile command for core/util/torch_status.cc in {BUILD_DIR}")
 
 
-def run_lint(tmp_path, source, listed=""):
+@pytest.fixture(scope="module")
+def pch(tmp_path_factory):
+    """One precompiled LibTorch header for the module's runs (the lint makes it on first use)."""
+    return tmp_path_factory.mktemp("lint-pch") / "torch.pch"
+
+
+def run_lint(tmp_path, pch, source, listed=""):
     """The lint, copied into a tree of its own (tmp_path) whose core/ holds only the probe file."""
     (tmp_path / "scripts").mkdir(exist_ok=True)
     (tmp_path / "core").mkdir(exist_ok=True)
@@ -69,28 +76,28 @@ def run_lint(tmp_path, source, listed=""):
     (build / "compile_commands.json").write_text(json.dumps(
         [{"directory": c["directory"], "file": str(src), "arguments": argv}]))
     r = subprocess.run([sys.executable, str(tmp_path / "scripts" / "lint_cpp.py"), str(build)], capture_output=True,
-                       text=True, timeout=600)
+                       text=True, timeout=600, env={**os.environ, "LINT_PCH": str(pch)})
     return r, [l for l in r.stdout.splitlines() if l.strip()]
 
 
-def test_a_throwing_call_outside_torchcall_and_a_long_function_are_reported_and_nothing_else(tmp_path):
-    r, found = run_lint(tmp_path, SOURCE.replace("LONG_BODY", LONG))
+def test_a_throwing_call_outside_torchcall_and_a_long_function_are_reported_and_nothing_else(tmp_path, pch):
+    r, found = run_lint(tmp_path, pch, SOURCE.replace("LONG_BODY", LONG))
     assert r.returncode == 1, r.stdout + r.stderr
     assert len(found) == 2, found
     assert "core/probe.cc:8:" in found[0] and "Bad()" in found[0] and "add_" in found[0], found
     assert "Long() is 88 lines" in found[1], found
 
 
-def test_with_the_call_wrapped_and_the_long_function_listed_it_passes(tmp_path):
+def test_with_the_call_wrapped_and_the_long_function_listed_it_passes(tmp_path, pch):
     fixed = SOURCE.replace("  t.add_(1);  // may throw: outside the wrapper",
                            "  if (absl::Status s = TorchCall([&] { t.add_(1); }); !s.ok()) return s;")
     assert fixed != SOURCE
-    r, found = run_lint(tmp_path, fixed.replace("LONG_BODY", LONG), listed="core/probe.cc Long  a test\n")
+    r, found = run_lint(tmp_path, pch, fixed.replace("LONG_BODY", LONG), listed="core/probe.cc Long  a test\n")
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_a_listed_function_that_is_no_longer_long_must_leave_the_list(tmp_path):
+def test_a_listed_function_that_is_no_longer_long_must_leave_the_list(tmp_path, pch):
     fixed = SOURCE.replace("  t.add_(1);  // may throw: outside the wrapper", "")
-    r, found = run_lint(tmp_path, fixed.replace("LONG_BODY", ""), listed="core/probe.cc Long  a test\n")
+    r, found = run_lint(tmp_path, pch, fixed.replace("LONG_BODY", ""), listed="core/probe.cc Long  a test\n")
     assert r.returncode == 1, r.stdout + r.stderr
     assert found == ["scripts/long_functions.txt: core/probe.cc Long is no longer over 80 lines: remove it"], found
