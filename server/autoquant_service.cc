@@ -388,7 +388,7 @@ absl::Status AutoQuantService::DoSubmitSweep(const v1::SubmitSweepRequest& req, 
 
 absl::Status AutoQuantService::DoEvaluateScheme(const v1::EvaluateSchemeRequest& req, v1::Job* resp) {
   JobSpec spec;
-  spec.kind = kJobKindEvaluate;
+  spec.kind = JobKind::kEvaluate;
   spec.scheme = req.scheme();
   spec.priority = req.priority();
   ASSIGN_OR_RETURN(Job job, d_->jobs->Submit(spec, req.idempotency_key()));

@@ -1,14 +1,19 @@
 #include "server/daemon.h"
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <iostream>
+#include <memory>
+#include <mutex>
 #include <thread>
 
 #include <sys/stat.h>
 
 #include "absl/strings/str_cat.h"
+#include "core/engine/engine.h"
+#include "core/eval/evaluator.h"
 #include "core/jobs/engine_job_runner.h"
 #include "core/jobs/job_manager.h"
 #include "core/jobs/job_store.h"
@@ -69,48 +74,95 @@ int Fail(const absl::Status& s, const char* what) {
   return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }
 
-}  // namespace
+// The daemon's life as named steps, in the order RunDaemon takes them. Members are declared in the
+// order they are made, so that they are destroyed in reverse: the service and its pools before the
+// context they use, the job manager after the runner and engine it drives are stopped.
+class Daemon {
+ public:
+  explicit Daemon(const DaemonOptions& o) : o_(o) {}
 
-int RunDaemon(const DaemonOptions& o) {
+  // Each step returns 0 to go on, or the process's exit code.
+  int Start();     // logging, signals, credentials, the metrics endpoint, the models root
+  int OpenJobs();  // the job store, what a previous process left, the service and its pools
+  int Listen();    // the gRPC server, health NOT_SERVING, the bound port on stdout
+  void WatchStopSignals();
+  void Load();   // the engine and the evaluator, then SERVING; a failure ends the process
+  void Serve();  // health and device memory, every second, until a stop signal
+  void Drain();
+
+ private:
+  void SampleOnce(bool* healthy);
+
+  const DaemonOptions& o_;
+  std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
+  std::string token_;
+  std::unique_ptr<MetricsServer> metrics_server_;
+  std::string metrics_address_;
+  std::unique_ptr<TokenAuth> auth_;
+  std::shared_ptr<grpc::ServerCredentials> creds_;
+  std::string daemon_id_;
+  std::unique_ptr<JobStore> store_;
+  bool fleet_ = false;
+  std::unique_ptr<DaemonMetrics> metrics_;
+  std::unique_ptr<JobManager> jobs_;
+  DaemonContext ctx_;
+  std::unique_ptr<AutoQuantService> service_;
+  // Two pools: submits and cancels, which wait for the store's writes, cannot take the threads that
+  // status, lists and log streams (reads, which a stalled write does not hold up) need.
+  std::unique_ptr<RequestExecutor> writes_, reads_;
+  std::unique_ptr<grpc::Server> server_;
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stop_ = false;
+  std::atomic<bool> serving_{false};
+  std::thread signals_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<Evaluator> evaluator_;
+  EngineFacts facts_;
+  EvalSetFacts eval_facts_;
+  std::unique_ptr<EngineJobRunner> runner_;
+  std::thread sampler_;
+};
+
+int Daemon::Start() {
   // Logs go to stderr: stdout's first line is the bound port, which scripts read.
   spdlog::set_default_logger(spdlog::stderr_color_mt("autoquantd"));
-  spdlog::set_level(spdlog::level::from_str(o.log_level == "warning" ? "warn" : o.log_level));
+  spdlog::set_level(spdlog::level::from_str(o_.log_level == "warning" ? "warn" : o_.log_level));
   if (absl::Status s = InstallStopSignalHandlers(); !s.ok()) return Fail(s, "signal handlers");
-  auto registry = std::make_shared<prometheus::Registry>();
-  auto token = LoadToken(o.token_file, "AUTOQUANT_TOKEN");
+  auto token = LoadToken(o_.token_file, "AUTOQUANT_TOKEN");
   if (!token.ok()) return Fail(token.status(), "auth");
-  if (token->empty() && !o.insecure && !IsLoopbackAddress(o.listen)) {
+  token_ = *token;
+  if (token_.empty() && !o_.insecure && !IsLoopbackAddress(o_.listen)) {
     return Fail(absl::InvalidArgumentError(
-                    absl::StrCat("--listen ", o.listen,
+                    absl::StrCat("--listen ", o_.listen,
                                  " is reachable off this machine but no token is configured: pass "
                                  "--token-file FILE (or set AUTOQUANT_TOKEN), or --insecure to run without one")),
                 "refusing to start");
   }
-  std::unique_ptr<MetricsServer> metrics_server;
-  std::string metrics_address;
-  if (!o.metrics.empty()) {
-    auto started = MetricsServer::Start({.flag = o.metrics, .token = *token, .insecure = o.insecure}, registry);
+  if (!o_.metrics.empty()) {
+    auto started = MetricsServer::Start({.flag = o_.metrics, .token = token_, .insecure = o_.insecure}, registry_);
     if (!started.ok()) {
       return Fail(started.status(),
                   started.status().code() == absl::StatusCode::kInvalidArgument ? "refusing to start" : "metrics");
     }
-    metrics_server = *std::move(started);
-    metrics_address = metrics_server->address();
+    metrics_server_ = *std::move(started);
+    metrics_address_ = metrics_server_->address();
   }
-  TokenAuth auth(*token);
-  auto creds = Credentials(o);
+  auth_ = std::make_unique<TokenAuth>(token_);
+  auto creds = Credentials(o_);
   if (!creds.ok()) return Fail(creds.status(), "tls");
+  creds_ = *creds;
 
   // Before anything is created in it: the job store must not land inside the base model.
-  if (absl::Status s = CheckNotInside(o.models_root, "--models-root",
-                                      {{o.model, "the base model directory"},
-                                       {o.calib, "the calibration file"},
-                                       {o.eval_set, "the evaluation set"}});
+  if (absl::Status s = CheckNotInside(o_.models_root, "--models-root",
+                                      {{o_.model, "the base model directory"},
+                                       {o_.calib, "the calibration file"},
+                                       {o_.eval_set, "the evaluation set"}});
       !s.ok()) {
     return Fail(s, "models root");
   }
   std::error_code ec;
-  const std::filesystem::path root(o.models_root);
+  const std::filesystem::path root(o_.models_root);
   if (!root.parent_path().empty()) std::filesystem::create_directories(root.parent_path(), ec);
   // mkdir's own mode, not the umask's default: a root the daemon creates is never writable by others.
   for (const std::filesystem::path& dir : {root, root / ".autoquant"}) {
@@ -119,206 +171,225 @@ int RunDaemon(const DaemonOptions& o) {
     }
     const char* what = dir == root ? "the models root (--models-root)" : "the daemon's directory";
     if (absl::Status s = CheckOnlyOwnerWrites(dir, what); !s.ok()) {
-      if (!o.insecure_models_root) return Fail(s, "refusing to start");
+      if (!o_.insecure_models_root) return Fail(s, "refusing to start");
       spdlog::warn("--insecure-models-root: {}", std::string(s.message()));
     }
   }
-  auto removed = RemoveStaleStaging(o.models_root);
+  auto removed = RemoveStaleStaging(o_.models_root);
   if (!removed.ok()) return Fail(removed.status(), "cleaning stale staging directories");
-  if (*removed > 0)
+  if (*removed > 0) {
     spdlog::info("removed {} leftovers (staging directories, temporary files) of dead processes", *removed);
-
-  const std::string daemon_id = NewDaemonId();
-  auto store =
-      OpenJobStore(o.store, {.owner = daemon_id, .lease_seconds = o.lease_seconds, .max_attempts = o.max_attempts});
-  if (!store.ok()) return Fail(store.status(), "job store");
-  const bool fleet = (*store)->lease_seconds() > 0;
-  if (fleet) {
-    spdlog::info("fleet mode: job store {}, daemon id {}, leases of {:.1f} s", RedactedStoreUrl(o.store), daemon_id,
-                 o.lease_seconds);
   }
+  return 0;
+}
 
-  DaemonMetrics metrics(registry);
-  JobManager jobs(store->get(), &metrics, {.max_attempts = o.max_attempts, .max_queued = o.max_queued});
-  auto recovered = jobs.Recover();
+int Daemon::OpenJobs() {
+  daemon_id_ = NewDaemonId();
+  auto store =
+      OpenJobStore(o_.store, {.owner = daemon_id_, .lease_seconds = o_.lease_seconds, .max_attempts = o_.max_attempts});
+  if (!store.ok()) return Fail(store.status(), "job store");
+  store_ = *std::move(store);
+  fleet_ = store_->lease_seconds() > 0;
+  if (fleet_) {
+    spdlog::info("fleet mode: job store {}, daemon id {}, leases of {:.1f} s", RedactedStoreUrl(o_.store), daemon_id_,
+                 o_.lease_seconds);
+  }
+  metrics_ = std::make_unique<DaemonMetrics>(registry_);
+  jobs_ = std::make_unique<JobManager>(store_.get(), metrics_.get(),
+                                       JobManagerOptions{.max_attempts = o_.max_attempts, .max_queued = o_.max_queued});
+  auto recovered = jobs_->Recover();
   if (!recovered.ok()) return Fail(recovered.status(), "recovering jobs");
   for (const Job& j : *recovered) {
     spdlog::warn("job {} ({}) {}: now {}", j.id, j.spec.scheme,
-                 fleet ? "was running on a daemon whose lease expired" : "was running when the daemon stopped",
+                 fleet_ ? "was running on a daemon whose lease expired" : "was running when the daemon stopped",
                  std::string(JobStateName(j.state)));
   }
-  auto counts = (*store)->CountByState();
+  auto counts = store_->CountByState();
   if (!counts.ok()) return Fail(counts.status(), "job store");
-  metrics.SetJobCounts(*counts);
-  metrics.OnQueueDepth((*counts)[JobState::kQueued]);
+  metrics_->SetJobCounts(*counts);
+  metrics_->OnQueueDepth((*counts)[JobState::kQueued]);
 
-  DaemonContext ctx;
-  ctx.jobs = &jobs;
-  ctx.auth = &auth;
-  ctx.metrics = &metrics;
-  ctx.model_path = o.model;
-  ctx.calib_path = o.calib;
-  ctx.models_root = o.models_root;
-  ctx.metrics_address = metrics_address;
-  ctx.batch_size = o.batch_size;
-  ctx.daemon_id = daemon_id;
-  ctx.job_store = RedactedStoreUrl(o.store);
-  AutoQuantService service(&ctx);
-  // After the service and the context, so that they are destroyed (their threads joined) before them.
-  // Two pools: submits and cancels, which wait for the store's writes, cannot take the threads that
-  // status, lists and log streams (reads, which a stalled write does not hold up) need.
-  RequestExecutor writes({.threads = o.request_threads, .max_queued = o.request_queue}, metrics.RequestPool("writes"));
-  RequestExecutor reads({.threads = o.request_threads, .max_queued = o.request_queue}, metrics.RequestPool("reads"));
-  ctx.writes = &writes;
-  ctx.reads = &reads;
+  ctx_.jobs = jobs_.get();
+  ctx_.auth = auth_.get();
+  ctx_.metrics = metrics_.get();
+  ctx_.model_path = o_.model;
+  ctx_.calib_path = o_.calib;
+  ctx_.models_root = o_.models_root;
+  ctx_.metrics_address = metrics_address_;
+  ctx_.batch_size = o_.batch_size;
+  ctx_.daemon_id = daemon_id_;
+  ctx_.job_store = RedactedStoreUrl(o_.store);
+  service_ = std::make_unique<AutoQuantService>(&ctx_);
+  const RequestExecutorOptions pool{.threads = o_.request_threads, .max_queued = o_.request_queue};
+  writes_ = std::make_unique<RequestExecutor>(pool, metrics_->RequestPool("writes"));
+  reads_ = std::make_unique<RequestExecutor>(pool, metrics_->RequestPool("reads"));
+  ctx_.writes = writes_.get();
+  ctx_.reads = reads_.get();
+  return 0;
+}
 
+int Daemon::Listen() {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(o.listen, *creds, &port);
-  builder.RegisterService(&service);
+  builder.AddListeningPort(o_.listen, creds_, &port);
+  builder.RegisterService(service_.get());
   builder.SetMaxReceiveMessageSize(16 << 20);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || port == 0) {
+  server_ = builder.BuildAndStart();
+  if (!server_ || port == 0) {
     return Fail(absl::UnavailableError(
-                    absl::StrCat("cannot listen on ", o.listen, " (address in use or invalid; use HOST:PORT)")),
+                    absl::StrCat("cannot listen on ", o_.listen, " (address in use or invalid; use HOST:PORT)")),
                 "listen");
   }
-  SetHealth(server.get(), false);
+  SetHealth(server_.get(), false);
   std::cout << port << std::endl;  // stdout's first line: the bound port
-  spdlog::info("listening on {} (port {}), metrics {}, auth {}, tls {}", o.listen, port,
-               metrics_address.empty() ? "off" : metrics_address, auth.enabled() ? "token" : "off",
-               o.tls_cert.empty() ? "off" : (o.tls_client_ca.empty() ? "on" : "mutual"));
+  spdlog::info("listening on {} (port {}), metrics {}, auth {}, tls {}", o_.listen, port,
+               metrics_address_.empty() ? "off" : metrics_address_, auth_->enabled() ? "token" : "off",
+               o_.tls_cert.empty() ? "off" : (o_.tls_client_ca.empty() ? "on" : "mutual"));
+  return 0;
+}
 
-  // Stop signals: while loading nothing runs (every job is safely stored), so exit at once;
-  // once serving, drain.
-  std::mutex stop_mu;
-  std::condition_variable stop_cv;
-  bool stop = false;
-  std::atomic<bool> serving{false};
-  std::thread signals([&] {
+// While loading nothing runs (every job is safely stored), so a stop signal exits at once; once
+// serving, it drains.
+void Daemon::WatchStopSignals() {
+  signals_ = std::thread([this] {
     const int sig = WaitForStopSignal();
     spdlog::info("signal {}: shutting down", sig);
-    if (!serving.load()) {
-      SetHealth(server.get(), false);
+    if (!serving_.load()) {
+      SetHealth(server_.get(), false);
       std::_Exit(0);
     }
-    std::lock_guard<std::mutex> lock(stop_mu);
-    stop = true;
-    stop_cv.notify_all();
+    std::lock_guard<std::mutex> lock(stop_mu_);
+    stop_ = true;
+    stop_cv_.notify_all();
   });
+}
 
+void Daemon::Load() {
   const auto t0 = std::chrono::steady_clock::now();
-  EngineOptions eo;
-  eo.model_dir = o.model;
-  eo.calib_path = o.calib;
-  eo.baseline_cache = o.baseline_cache;
-  eo.eval_set = o.eval_set;
-  eo.device = o.device;
-  eo.dtype = o.dtype;
-  eo.batch_size = o.batch_size;
-  eo.export_threads = o.export_threads;
-  auto engine = Engine::Create(eo, [](const ProgressEvent& e) {
-    CrashPoint("load");
-    if (!e.message.empty()) spdlog::info("[load] {}", e.message);
-  });
   // A failure while loading ends the process: the signal thread is parked on its pipe, nothing else holds state.
   auto fail_loading = [&](const absl::Status& s, const char* what) {
     int rc = Fail(s, what);
-    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     std::_Exit(rc);
   };
+  auto engine = Engine::Create({.model_dir = o_.model,
+                                .calib_path = o_.calib,
+                                .baseline_cache = o_.baseline_cache,
+                                .eval_set = o_.eval_set,
+                                .device = o_.device,
+                                .dtype = o_.dtype,
+                                .batch_size = o_.batch_size,
+                                .export_threads = o_.export_threads},
+                               [](const ProgressEvent& e) {
+                                 CrashPoint("load");
+                                 if (!e.message.empty()) spdlog::info("[load] {}", e.message);
+                               });
   absl::Status warm = engine.ok() ? (*engine)->WarmUp() : engine.status();
   if (!warm.ok()) fail_loading(warm, "loading the model");
+  engine_ = *std::move(engine);
   // Loading CUDA and its libraries may have replaced the handlers.
-  if (absl::Status s = InstallStopSignalHandlers(); !s.ok())
+  if (absl::Status s = InstallStopSignalHandlers(); !s.ok()) {
     spdlog::warn("re-installing signal handlers: {}", std::string(s.message()));
-  ctx.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  metrics.SetModelLoadSeconds(ctx.load_seconds);
-  std::unique_ptr<Evaluator> evaluator;
-  if (!o.eval_set.empty()) {
-    EvalOptions ev;
-    ev.eval_set = o.eval_set;
-    ev.batch_size = o.batch_size;
-    ev.generate_tokens = o.eval_generate_tokens;
-    ev.generate_prompts = o.eval_generate_prompts;
-    ev.fp8_matmul = o.eval_fp8_matmul;
-    auto created = Evaluator::Create(engine->get(), ev);
+  }
+  ctx_.load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  metrics_->SetModelLoadSeconds(ctx_.load_seconds);
+  if (!o_.eval_set.empty()) {
+    auto created = Evaluator::Create(engine_.get(), {.eval_set = o_.eval_set,
+                                                     .batch_size = o_.batch_size,
+                                                     .generate_tokens = o_.eval_generate_tokens,
+                                                     .generate_prompts = o_.eval_generate_prompts,
+                                                     .fp8_matmul = o_.eval_fp8_matmul});
     if (!created.ok()) fail_loading(created.status(), "loading the evaluation set");
-    evaluator = *std::move(created);
-    spdlog::info("evaluation set {}: {} samples ({} with images)", o.eval_set, evaluator->samples(),
-                 evaluator->samples_with_images());
+    evaluator_ = *std::move(created);
+    spdlog::info("evaluation set {}: {} samples ({} with images)", o_.eval_set, evaluator_->samples(),
+                 evaluator_->samples_with_images());
+    eval_facts_ = {evaluator_->options().eval_set.string(), evaluator_->fingerprint(),
+                   static_cast<int64_t>(evaluator_->samples())};
+    ctx_.eval_set = &eval_facts_;
   }
-  Engine* e = engine->get();
-  EngineFacts facts{
-      .model_fingerprint = e->model_fingerprint(),
-      .calib_fingerprint = e->calib_fingerprint(),
-      .device = e->device(),
-      .dtype = e->dtype(),
-      .calib_samples = static_cast<int64_t>(e->calib_samples()),
-      .device_memory = [e] { return e->device_memory(); },
-      .cached_baseline_keys = [e] { return e->cached_baseline_keys(); },
-      .cached_baseline = [e](ScoreMethod m, int calib_steps, int score_steps,
-                             bool vision) { return e->CachedBaseline(m, calib_steps, score_steps, vision); }};
-  EvalSetFacts eval_facts;
-  if (evaluator) {
-    eval_facts = {evaluator->options().eval_set.string(), evaluator->fingerprint(),
-                  static_cast<int64_t>(evaluator->samples())};
-    ctx.eval_set = &eval_facts;
-  }
-  ctx.engine = &facts;
+  Engine* e = engine_.get();
+  facts_ = {.model_fingerprint = e->model_fingerprint(),
+            .calib_fingerprint = e->calib_fingerprint(),
+            .device = e->device(),
+            .dtype = e->dtype(),
+            .calib_samples = static_cast<int64_t>(e->calib_samples()),
+            .device_memory = [e] { return e->device_memory(); },
+            .cached_baseline_keys = [e] { return e->cached_baseline_keys(); },
+            .cached_baseline = [e](ScoreMethod m, int calib_steps, int score_steps,
+                                   bool vision) { return e->CachedBaseline(m, calib_steps, score_steps, vision); }};
+  ctx_.engine = &facts_;
   // --layout is checked by its flag's validator; the fallback never applies.
   // The job store also keeps the records of the blobs this daemon produced (blob_records.h).
-  EngineJobRunner runner(engine->get(), o.models_root, evaluator.get(),
-                         ParseExportLayout(o.layout).value_or(ExportLayout::kShared), store->get());
-  jobs.Start(&runner);
-  serving = true;
-  SetHealth(server.get(), true);
-  metrics.SetServing(true);
-  spdlog::info("serving: model {} on {} ({}), loaded and warmed up in {:.2f} s", o.model, (*engine)->device(),
-               (*engine)->dtype(), ctx.load_seconds.load());
+  runner_ = std::make_unique<EngineJobRunner>(
+      e, o_.models_root, evaluator_.get(), ParseExportLayout(o_.layout).value_or(ExportLayout::kShared), store_.get());
+  jobs_->Start(runner_.get());
+  serving_ = true;
+  SetHealth(server_.get(), true);
+  metrics_->SetServing(true);
+  spdlog::info("serving: model {} on {} ({}), loaded and warmed up in {:.2f} s", o_.model, e->device(), e->dtype(),
+               ctx_.load_seconds.load());
+}
 
-  std::thread sampler([&] {
-    std::unique_lock<std::mutex> lock(stop_mu);
+// NOT_SERVING while the job store cannot record jobs (a full disk), SERVING again once it can; the
+// device's memory; in a fleet, the shared table's counts (other daemons change it too).
+void Daemon::SampleOnce(bool* healthy) {
+  if (const bool up = jobs_->serving(); up != *healthy) {
+    *healthy = up;
+    SetHealth(server_.get(), up);
+    metrics_->SetServing(up);
+  }
+  DeviceMemory m = engine_->device_memory();
+  metrics_->SetDeviceMemory(m.allocated, m.reserved, m.peak_reserved, m.total);
+}
+
+void Daemon::Serve() {
+  sampler_ = std::thread([this] {
+    std::unique_lock<std::mutex> lock(stop_mu_);
     bool healthy = true;
-    while (!stop) {
-      // NOT_SERVING while the job store cannot record jobs (a full disk), SERVING again once it can.
-      if (const bool up = jobs.serving(); up != healthy) {
-        healthy = up;
-        SetHealth(server.get(), up);
-        metrics.SetServing(up);
-      }
-      DeviceMemory m = (*engine)->device_memory();
-      metrics.SetDeviceMemory(m.allocated, m.reserved, m.peak_reserved, m.total);
-      if (fleet) {
-        // Other daemons change the shared table too: follow it, not only this daemon's own changes.
+    while (!stop_) {
+      SampleOnce(&healthy);
+      if (fleet_) {
         lock.unlock();
-        if (auto counts = (*store)->CountByState(); counts.ok()) {
-          metrics.SetJobCounts(*counts);
-          metrics.OnQueueDepth((*counts)[JobState::kQueued]);
+        if (auto counts = store_->CountByState(); counts.ok()) {
+          metrics_->SetJobCounts(*counts);
+          metrics_->OnQueueDepth((*counts)[JobState::kQueued]);
         }
         lock.lock();
       }
-      stop_cv.wait_for(lock, std::chrono::seconds(1));
+      stop_cv_.wait_for(lock, std::chrono::seconds(1));
     }
   });
+  std::unique_lock<std::mutex> lock(stop_mu_);
+  stop_cv_.wait(lock, [&] { return stop_; });
+}
 
-  {
-    std::unique_lock<std::mutex> lock(stop_mu);
-    stop_cv.wait(lock, [&] { return stop; });
-  }
-  SetHealth(server.get(), false);
-  metrics.SetServing(false);
-  jobs.Drain();  // the running job stops at its next check and is re-queued
+void Daemon::Drain() {
+  SetHealth(server_.get(), false);
+  metrics_->SetServing(false);
+  jobs_->Drain();  // the running job stops at its next check and is re-queued
   // Queued RPCs answer UNAVAILABLE, running ones finish, later ones are refused at once; then gRPC's
   // Shutdown, which waits for every call to be finished, has no call left that only the executor would finish.
-  writes.Stop();
-  reads.Stop();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  sampler.join();
-  signals.join();
+  writes_->Stop();
+  reads_->Stop();
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  sampler_.join();
+  signals_.join();
   spdlog::info("stopped cleanly");
+}
+
+}  // namespace
+
+int RunDaemon(const DaemonOptions& o) {
+  Daemon d(o);
+  for (int (Daemon::*step)() : {&Daemon::Start, &Daemon::OpenJobs, &Daemon::Listen}) {
+    if (int rc = (d.*step)(); rc != 0) return rc;
+  }
+  d.WatchStopSignals();
+  d.Load();
+  d.Serve();
+  d.Drain();
   return 0;
 }
 

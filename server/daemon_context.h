@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/engine/engine.h"  // DeviceMemory (the header is torch-free; nothing of Engine is called here)
 #include "core/jobs/job_manager.h"
 #include "core/quant/baseline.h"
-#include "core/quant/engine.h"  // DeviceMemory (the header is torch-free; nothing of Engine is called here)
 #include "server/daemon_metrics.h"
 #include "server/request_executor.h"
 #include "server/token_auth.h"

@@ -133,7 +133,7 @@ void DaemonMetrics::OnStateChange(const Job& job, JobState from) {
           .Observe(double(job.finished_ms - job.started_ms) / 1000.0);
     }
     if (job.state == JobState::kSucceeded && job.result) {
-      if (job.spec.kind == kJobKindScheme) (job.result->baseline_reused ? cache_hits_ : cache_misses_).Increment();
+      if (job.spec.kind == JobKind::kScheme) (job.result->baseline_reused ? cache_hits_ : cache_misses_).Increment();
       for (const auto& [name, value] : job.result->metrics) {
         if (name.rfind("eval_", 0) != 0) continue;
         scheme_eval_.Add({{"scheme", job.spec.scheme}, {"metric", name.substr(5)}}).Set(value);
@@ -148,22 +148,23 @@ void DaemonMetrics::OnStateChange(const Job& job, JobState from) {
 }
 
 void DaemonMetrics::OnProgress(const Job& job, const RunnerEvent& e) {
-  if (e.phase == "calibrate") calib_batches_.Increment();
-  if (e.phase == "score") score_batches_.Increment();
+  if (e.phase == Phase::kCalibrate) calib_batches_.Increment();
+  if (e.phase == Phase::kScore) score_batches_.Increment();
   std::lock_guard<std::mutex> lock(mu_);
   auto& g = progress_by_job_[job.id];
   if (!g) g = &progress_.Add({{"job_id", job.id}, {"scheme", job.spec.scheme}});
   g->Set(job.progress);
   auto& ph = phase_by_job_[job.id];
-  if (ph.first != e.phase) {
+  if (!ph.second || ph.first != e.phase) {
     if (ph.second) phase_.Remove(ph.second);
-    ph = {e.phase, &phase_.Add({{"job_id", job.id}, {"scheme", job.spec.scheme}, {"phase", e.phase}})};
+    ph = {e.phase,
+          &phase_.Add({{"job_id", job.id}, {"scheme", job.spec.scheme}, {"phase", std::string(PhaseName(e.phase))}})};
     ph.second->Set(1);
   }
 }
 
-void DaemonMetrics::OnPhaseDone(const Job& job, const std::string& phase, double seconds) {
-  phase_seconds_.Add({{"phase", phase}}, kSecondsBuckets).Observe(seconds);
+void DaemonMetrics::OnPhaseDone(const Job& job, Phase phase, double seconds) {
+  phase_seconds_.Add({{"phase", std::string(PhaseName(phase))}}, kSecondsBuckets).Observe(seconds);
 }
 
 void DaemonMetrics::OnQueueDepth(int64_t queued) { queue_depth_.Set(double(queued)); }

@@ -58,7 +58,7 @@ class DaemonMetrics : public JobObserver {
   void OnSubmitted(const Job& job) override;
   void OnStateChange(const Job& job, JobState from) override;
   void OnProgress(const Job& job, const RunnerEvent& event) override;
-  void OnPhaseDone(const Job& job, const std::string& phase, double seconds) override;
+  void OnPhaseDone(const Job& job, Phase phase, double seconds) override;
   void OnQueueDepth(int64_t queued) override;
   // Logged as a warning (the job's own log cannot be written any more).
   void OnLeaseLost(const Job& job, const absl::Status& why) override;
@@ -129,7 +129,7 @@ class DaemonMetrics : public JobObserver {
 
   std::mutex mu_;  // guards the per-running-job series below
   std::map<std::string, prometheus::Gauge*> progress_by_job_;
-  std::map<std::string, std::pair<std::string, prometheus::Gauge*>> phase_by_job_;
+  std::map<std::string, std::pair<Phase, prometheus::Gauge*>> phase_by_job_;
 };
 
 }  // namespace autoquant

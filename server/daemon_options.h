@@ -22,7 +22,7 @@ struct DaemonOptions {
   std::string dtype = "auto";
   int batch_size = 1;
   int export_threads = 0;         // standalone exports' writer threads; 0: the engine's rule (EngineOptions)
-  std::string layout = "shared";  // export_layout.h: the default for jobs that name none
+  std::string layout = "shared";  // scheme_spec.h's ExportLayout: the default for jobs that name none
   int64_t max_queued = 10000;
   // RPC work (parse, job store, scheme files) runs on two pools (writes, reads) of this many threads each,
   // never on gRPC's (request_executor.h); beyond request_queue waiting RPCs in a pool, new ones get

@@ -1,7 +1,5 @@
 #include "server/job_proto.h"
 
-#include <cmath>
-
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -17,68 +15,58 @@ google::protobuf::Timestamp ToTimestamp(int64_t ms) {
 absl::StatusOr<JobSpec> SpecFromProto(const v1::SchemeSpec& p) {
   JobSpec s;
   s.scheme = p.scheme();
+  SchemeSelection& sel = s.selection;
   switch (p.selection_case()) {
     case v1::SchemeSpec::kCoverage:
-      if (!std::isfinite(p.coverage()) || p.coverage() <= 0 || p.coverage() > 1) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("coverage ", p.coverage(),
-                         " is not a fraction in (0, 1]: 0.1 quantizes the 10% least-sensitive "
-                         "groups, 1 quantizes all of them"));
-      }
-      s.coverage = p.coverage();
+      sel.coverage = p.coverage();
       break;
     case v1::SchemeSpec::kCoverageManifest: {
       const auto& m = p.coverage_manifest();
-      s.has_manifest = true;
-      s.manifest_selected.assign(m.selected_layers().begin(), m.selected_layers().end());
-      s.manifest_dropped.assign(m.dropped_layers().begin(), m.dropped_layers().end());
-      s.manifest_disabled.assign(m.disabled_layers().begin(), m.disabled_layers().end());
+      sel.coverage_manifest = CoverageManifest{
+          .selected_layers = {m.selected_layers().begin(), m.selected_layers().end()},
+          .dropped_layers = {m.dropped_layers().begin(), m.dropped_layers().end()},
+          .disabled_layers = {m.disabled_layers().begin(), m.disabled_layers().end()},
+      };
       break;
     }
     case v1::SchemeSpec::SELECTION_NOT_SET:
       break;
   }
-  s.disabled_layers.assign(p.disabled_layers().begin(), p.disabled_layers().end());
-  if (p.has_effective_bits()) {
-    if (!std::isfinite(p.effective_bits())) {
-      return absl::InvalidArgumentError("effective_bits must be a number in (0, 16): 16 bits is the base model itself");
-    }
-    s.effective_bits = p.effective_bits();
-  }
+  sel.disabled_layers.assign(p.disabled_layers().begin(), p.disabled_layers().end());
+  if (p.has_effective_bits()) sel.effective_bits = p.effective_bits();
   switch (p.method()) {
     case v1::SCORE_METHOD_UNSPECIFIED:
     case v1::SCORE_METHOD_GRADIENT:
-      s.method = "gradient";
+      s.method = ScoreMethod::kGradient;
       break;
     case v1::SCORE_METHOD_KL_DIV:
-      s.method = "kl_div";
+      s.method = ScoreMethod::kKlDiv;
       break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat("unknown score method ", p.method()));
+      return absl::InvalidArgumentError(absl::StrCat("method: unknown score method ", p.method()));
   }
   switch (p.format()) {
     case v1::EXPORT_FORMAT_UNSPECIFIED:
     case v1::EXPORT_FORMAT_COMPRESSED_TENSORS:
-      s.format = "compressed-tensors";
+      s.format = ExportFormat::kCompressedTensors;
       break;
     case v1::EXPORT_FORMAT_MODELOPT:
-      s.format = "modelopt";
+      s.format = ExportFormat::kModelOpt;
       break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat("unknown export format ", p.format()));
+      return absl::InvalidArgumentError(absl::StrCat("format: unknown export format ", p.format()));
   }
   switch (p.layout()) {
     case v1::OUTPUT_LAYOUT_UNSPECIFIED:
-      s.layout = "";
       break;
     case v1::OUTPUT_LAYOUT_SHARED:
-      s.layout = "shared";
+      s.layout = ExportLayout::kShared;
       break;
     case v1::OUTPUT_LAYOUT_STANDALONE:
-      s.layout = "standalone";
+      s.layout = ExportLayout::kStandalone;
       break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat("unknown output layout ", p.layout()));
+      return absl::InvalidArgumentError(absl::StrCat("layout: unknown output layout ", p.layout()));
   }
   s.evaluate = p.evaluate();
   s.overwrite = p.overwrite();
@@ -92,19 +80,22 @@ absl::StatusOr<JobSpec> SpecFromProto(const v1::SchemeSpec& p) {
 
 void SpecToProto(const JobSpec& s, v1::SchemeSpec* p) {
   p->set_scheme(s.scheme);
-  if (s.coverage) p->set_coverage(*s.coverage);
-  if (s.has_manifest) {
+  const SchemeSelection& sel = s.selection;
+  if (sel.coverage) p->set_coverage(*sel.coverage);
+  if (sel.coverage_manifest) {
     auto* m = p->mutable_coverage_manifest();
-    for (const auto& k : s.manifest_selected) m->add_selected_layers(k);
-    for (const auto& k : s.manifest_dropped) m->add_dropped_layers(k);
-    for (const auto& k : s.manifest_disabled) m->add_disabled_layers(k);
+    for (const auto& k : sel.coverage_manifest->selected_layers) m->add_selected_layers(k);
+    for (const auto& k : sel.coverage_manifest->dropped_layers) m->add_dropped_layers(k);
+    for (const auto& k : sel.coverage_manifest->disabled_layers) m->add_disabled_layers(k);
   }
-  for (const auto& d : s.disabled_layers) p->add_disabled_layers(d);
-  if (s.effective_bits) p->set_effective_bits(*s.effective_bits);
-  p->set_method(s.method == "kl_div" ? v1::SCORE_METHOD_KL_DIV : v1::SCORE_METHOD_GRADIENT);
-  p->set_format(s.format == "modelopt" ? v1::EXPORT_FORMAT_MODELOPT : v1::EXPORT_FORMAT_COMPRESSED_TENSORS);
-  if (s.layout == "shared") p->set_layout(v1::OUTPUT_LAYOUT_SHARED);
-  if (s.layout == "standalone") p->set_layout(v1::OUTPUT_LAYOUT_STANDALONE);
+  for (const auto& d : sel.disabled_layers) p->add_disabled_layers(d);
+  if (sel.effective_bits) p->set_effective_bits(*sel.effective_bits);
+  p->set_method(s.method == ScoreMethod::kKlDiv ? v1::SCORE_METHOD_KL_DIV : v1::SCORE_METHOD_GRADIENT);
+  p->set_format(s.format == ExportFormat::kModelOpt ? v1::EXPORT_FORMAT_MODELOPT
+                                                    : v1::EXPORT_FORMAT_COMPRESSED_TENSORS);
+  if (s.layout) {
+    p->set_layout(*s.layout == ExportLayout::kShared ? v1::OUTPUT_LAYOUT_SHARED : v1::OUTPUT_LAYOUT_STANDALONE);
+  }
   p->set_overwrite(s.overwrite);
   p->set_include_vision(s.include_vision);
   p->set_calib_steps(s.calib_steps);
@@ -114,13 +105,22 @@ void SpecToProto(const JobSpec& s, v1::SchemeSpec* p) {
   p->set_evaluate(s.evaluate);
 }
 
-v1::Phase PhaseToProto(const std::string& phase) {
-  if (phase == "calibrate") return v1::PHASE_CALIBRATE;
-  if (phase == "score") return v1::PHASE_SCORE;
-  if (phase == "search") return v1::PHASE_SEARCH;
-  if (phase == "export") return v1::PHASE_EXPORT;
-  if (phase == "evaluate") return v1::PHASE_EVALUATE;
-  if (phase == "load") return v1::PHASE_LOAD;
+v1::Phase PhaseToProto(std::optional<Phase> phase) {
+  if (!phase) return v1::PHASE_UNSPECIFIED;
+  switch (*phase) {
+    case Phase::kLoad:
+      return v1::PHASE_LOAD;
+    case Phase::kCalibrate:
+      return v1::PHASE_CALIBRATE;
+    case Phase::kScore:
+      return v1::PHASE_SCORE;
+    case Phase::kSearch:
+      return v1::PHASE_SEARCH;
+    case Phase::kExport:
+      return v1::PHASE_EXPORT;
+    case Phase::kEvaluate:
+      return v1::PHASE_EVALUATE;
+  }
   return v1::PHASE_UNSPECIFIED;
 }
 
@@ -184,7 +184,7 @@ void JobToProto(const Job& j, int queue_position, v1::Job* p) {
   p->set_sweep_id(j.sweep_id);
   p->set_attempts(j.attempts);
   p->set_daemon_id(j.owner);
-  p->set_kind(j.spec.kind == kJobKindEvaluate ? v1::JOB_KIND_EVALUATE : v1::JOB_KIND_SCHEME);
+  p->set_kind(j.spec.kind == JobKind::kEvaluate ? v1::JOB_KIND_EVALUATE : v1::JOB_KIND_SCHEME);
 }
 
 void LogToProto(const LogEntry& e, v1::LogLine* p) {

@@ -1,6 +1,7 @@
-// Conversions between the wire types (autoquant.v1) and core/jobs' types.
-// Field-level checks that need no engine live here (enums, NaN, evaluate);
-// everything about the model lives in the runner's Validate.
+// Conversions between the wire types (autoquant.v1) and core/jobs' types: the one place where the
+// wire's enums meet core's (the service and the CLI's remote commands use it). SpecFromProto refuses
+// only enum values it does not know; the spec's own rules are ValidateSchemeSpec's (scheme_spec.h, which
+// JobManager applies at submit) and everything about the model is the runner's Validate.
 #pragma once
 
 #include "absl/status/statusor.h"
@@ -14,7 +15,7 @@ void SpecToProto(const JobSpec& s, v1::SchemeSpec* p);
 // `queue_position`: 1-based, 0 when not queued.
 void JobToProto(const Job& j, int queue_position, v1::Job* p);
 void LogToProto(const LogEntry& e, v1::LogLine* p);
-v1::Phase PhaseToProto(const std::string& phase);
+v1::Phase PhaseToProto(std::optional<Phase> phase);
 v1::JobState StateToProto(JobState s);
 absl::StatusOr<JobState> StateFromProto(v1::JobState s);
 

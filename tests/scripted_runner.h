@@ -31,7 +31,7 @@ class ScriptedRunner : public JobRunner {
       std::lock_guard<std::mutex> lock(mu);
       ran.push_back(spec.scheme);
     }
-    for (const char* phase : {"calibrate", "score", "search", "export"}) {
+    for (Phase phase : {Phase::kCalibrate, Phase::kScore, Phase::kSearch, Phase::kExport}) {
       for (int step = 0; step < 4; ++step) {
         while (hold.load() && !cancel->load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
         if (step_delay.count() > 0) std::this_thread::sleep_for(step_delay);

@@ -2,8 +2,8 @@
 
 #include <iostream>
 
-#include "core/quant/diversity.h"
-#include "core/quant/integrity.h"
+#include "core/scheme/integrity.h"
+#include "core/scheme/scheme_diff.h"
 #include "core/util/status_macros.h"
 
 namespace autoquant::cli {
@@ -13,7 +13,7 @@ absl::Status RunDiff(const DiffOptions& o, std::ostream& out) {
   // A manifest says what the bytes must be; bytes that changed since export
   // would make every comparison below meaningless.
   for (const auto& d : dirs) RETURN_IF_ERROR(VerifySchemeIntegrity(d));
-  ASSIGN_OR_RETURN(DiversityReport r, CheckDiversity(dirs));
+  ASSIGN_OR_RETURN(SchemeDiffReport r, DiffSchemes(dirs));
   out << (o.json ? r.ToJson().dump(2) + "\n" : r.ToText());
   if (!r.ok()) {
     // A failed check, not a bad request: exit 1.

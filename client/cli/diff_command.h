@@ -1,6 +1,6 @@
 // `autoquant diff DIR DIR... [--json]`: verifies each scheme's tensor digests
-// against its manifest (core/quant/integrity.h), then the weight-diversity
-// check across scheme directories (core/quant/diversity.h). Exit code 1 when
+// against its manifest (core/scheme/integrity.h), then the weight-diversity
+// check across scheme directories (core/scheme/scheme_diff.h). Exit code 1 when
 // a tensor's bytes changed since export (the error names the tensor), two
 // schemes are bit-identical, or a scheme disagrees with its own manifest.
 #pragma once

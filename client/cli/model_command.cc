@@ -24,7 +24,7 @@
 #include "core/model/qwen2_5_vl/model.h"
 #include "core/model/qwen2_5_vl/presets.h"
 #include "core/model/qwen2_5_vl/weights.h"
-#include "core/quant/scheme_loader.h"
+#include "core/scheme/scheme_loader.h"
 #include "core/util/file_util.h"
 #include "core/util/path_guard.h"
 #include "core/util/status_macros.h"

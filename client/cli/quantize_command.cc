@@ -8,8 +8,8 @@
 #include "absl/strings/str_format.h"
 #include "client/cli/interrupt.h"
 #include "client/cli/leftovers.h"
-#include "core/quant/engine.h"
-#include "core/quant/manifests.h"
+#include "core/engine/engine.h"
+#include "core/scheme/manifests.h"
 #include "core/util/file_util.h"
 #include "core/util/path_guard.h"
 #include "core/util/status_macros.h"
@@ -81,7 +81,7 @@ absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostre
     ASSIGN_OR_RETURN(CoverageManifest m, ParseCoverageManifest(j, o.coverage_manifest));
     req.selection.coverage_manifest = m;
   }
-  RETURN_IF_ERROR(ValidateSelection(req.selection));
+  RETURN_IF_ERROR(ValidateSchemeSpec(req));
 
   EngineOptions eo;
   eo.model_dir = o.model;
@@ -109,29 +109,8 @@ absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostre
                          r.groups_quantized, r.groups_total, r.effective_bits,
                          r.baseline_reused ? "reused" : "computed");
   if (o.json) {
-    nlohmann::ordered_json j;
-    j["out_dir"] = r.out_dir.string();
-    j["scheme"] = r.scheme;
-    j["format"] = std::string(ExportFormatName(req.format));
-    j["effective_bits"] = r.effective_bits;
-    j["groups_quantized"] = r.groups_quantized;
-    j["groups_total"] = r.groups_total;
-    j["baseline_key"] = r.baseline_key;
-    j["baseline_reused"] = r.baseline_reused;
+    nlohmann::ordered_json j = r.ToJson();
     j["scoring_passes"] = engine->scoring_passes();
-    j["baseline_seconds"] = r.baseline_seconds;
-    j["export_seconds"] = r.export_seconds;
-    j["export_write_seconds"] = r.export_write_seconds;
-    j["export_check_seconds"] = r.export_check_seconds;
-    j["export_bytes"] = r.export_bytes;
-    j["export_tensor_bytes"] = r.export_tensor_bytes;
-    j["layout"] = std::string(ExportLayoutName(r.layout));
-    if (r.layout == ExportLayout::kShared) {
-      j["blobs_reused"] = r.blobs_reused;
-      j["blobs_written"] = r.blobs_written;
-      j["blobs_copied"] = r.blobs_copied;
-    }
-    j["baseline_peak_device_bytes"] = r.baseline_peak_device_bytes;
     j["device"] = engine->device();
     j["dtype"] = engine->dtype();
     out << j.dump(2) << "\n";

@@ -7,14 +7,14 @@
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
+#include "core/engine/engine_access.h"
 #include "core/eval/logit_metrics.h"
 #include "core/io/checkpoint.h"
 #include "core/model/qwen2_5_vl/calib_set.h"
 #include "core/model/qwen2_5_vl/generate.h"
 #include "core/model/qwen2_5_vl/model.h"
-#include "core/quant/engine_access.h"
-#include "core/quant/manifests.h"
-#include "core/quant/scheme_overlay.h"
+#include "core/scheme/manifests.h"
+#include "core/scheme/scheme_overlay.h"
 #include "core/util/dir_handle.h"
 #include "core/util/elapsed.h"
 #include "core/util/file_util.h"

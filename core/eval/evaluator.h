@@ -1,7 +1,7 @@
 // Evaluation of scheme checkpoints against the engine's resident base model
 // (docs/evaluation.md): perplexity, last-token logit MSE and KL on a held-out
 // evaluation set, and greedy sanity generation, with the scheme run as an FP8
-// engine deploys it (core/quant/scheme_overlay.h). Results go to the scheme's
+// engine deploys it (core/scheme/scheme_overlay.h). Results go to the scheme's
 // layer-sensitivity/evaluation.json.
 //
 //   ASSIGN_OR_RETURN(auto ev, Evaluator::Create(engine.get(), {.eval_set = "eval.safetensors"}));
@@ -20,7 +20,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "core/quant/engine.h"
+#include "core/engine/engine.h"
 
 namespace autoquant {
 

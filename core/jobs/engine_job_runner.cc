@@ -3,9 +3,9 @@
 #include <sys/stat.h>
 
 #include "absl/strings/str_cat.h"
-#include "core/quant/integrity.h"
-#include "core/quant/manifests.h"
 #include "core/quant/scheme_name.h"
+#include "core/scheme/integrity.h"
+#include "core/scheme/manifests.h"
 #include "core/util/file_util.h"
 #include "core/util/status_macros.h"
 
@@ -34,37 +34,14 @@ absl::Status NeedEvaluator(const Evaluator* evaluator) {
 absl::StatusOr<SchemeRequest> EngineJobRunner::ToRequest(const JobSpec& spec) const {
   RETURN_IF_ERROR(ValidateSchemeName(spec.scheme));
   SchemeRequest r;
-  r.scheme = spec.scheme;
+  static_cast<SchemeSpec&>(r) = spec;
+  if (!r.layout) r.layout = default_layout_;
   r.out_dir = root_ / spec.scheme;
   struct stat st;
   if (::lstat(r.out_dir.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
     return absl::FailedPreconditionError(absl::StrCat(
         r.out_dir.string(), " is a symbolic link; the daemon writes only real directories under the models root ",
         root_.string(), " (choose another scheme name or remove the link)"));
-  }
-  if (spec.has_manifest && spec.coverage) {
-    return absl::InvalidArgumentError("give either a coverage or a coverage manifest, not both");
-  }
-  r.selection.coverage = spec.coverage;
-  if (spec.has_manifest) {
-    CoverageManifest m;
-    m.selected_layers = spec.manifest_selected;
-    m.dropped_layers = spec.manifest_dropped;
-    m.disabled_layers = spec.manifest_disabled;
-    r.selection.coverage_manifest = std::move(m);
-  }
-  r.selection.disabled_layers = spec.disabled_layers;
-  r.selection.effective_bits = spec.effective_bits;
-  ASSIGN_OR_RETURN(r.method, ParseScoreMethod(spec.method));
-  ASSIGN_OR_RETURN(r.format, ParseExportFormat(spec.format));
-  r.calib_steps = spec.calib_steps;
-  r.score_steps = spec.score_steps;
-  r.batch_size = spec.batch_size;
-  r.include_vision = spec.include_vision;
-  r.overwrite = spec.overwrite;
-  r.layout = default_layout_;
-  if (!spec.layout.empty()) {
-    ASSIGN_OR_RETURN(r.layout, ParseExportLayout(spec.layout));
   }
   r.blob_store = root_;
   r.blob_store_below = ".autoquant/blobs";
@@ -73,21 +50,12 @@ absl::StatusOr<SchemeRequest> EngineJobRunner::ToRequest(const JobSpec& spec) co
 }
 
 absl::Status EngineJobRunner::Validate(const JobSpec& spec) {
-  if (spec.kind == kJobKindEvaluate) {
+  if (spec.kind == JobKind::kEvaluate) {
     RETURN_IF_ERROR(NeedEvaluator(evaluator_));
     ASSIGN_OR_RETURN(fs::path dir, ExistingSchemeDir(root_, spec.scheme));
     return evaluator_->Validate(dir);
   }
-  if (spec.kind != kJobKindScheme) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown job kind '", spec.kind, "'"));
-  }
   if (spec.evaluate) RETURN_IF_ERROR(NeedEvaluator(evaluator_));
-  if (spec.calib_steps < 0 || spec.score_steps < 0) {
-    return absl::InvalidArgumentError("calib_steps and score_steps must be >= 0 (0 = the default)");
-  }
-  if (spec.batch_size < 0) {
-    return absl::InvalidArgumentError("batch_size must be >= 0 (0 = the daemon's --batch-size)");
-  }
   ASSIGN_OR_RETURN(SchemeRequest r, ToRequest(spec));
   return engine_->ValidateScheme(r);
 }
@@ -124,13 +92,13 @@ absl::StatusOr<JobResultInfo> EngineJobRunner::Run(const Job& job, const RunnerE
   ProgressFn progress = [&](const ProgressEvent& e) {
     if (!on_event) return;
     RunnerEvent ev;
-    ev.phase = std::string(PhaseName(e.phase));
+    ev.phase = e.phase;
     ev.fraction = e.fraction;
     ev.message = e.message;
     ev.warning = e.warning;
     on_event(ev);
   };
-  if (spec.kind == kJobKindEvaluate) {
+  if (spec.kind == JobKind::kEvaluate) {
     RETURN_IF_ERROR(NeedEvaluator(evaluator_));
     ASSIGN_OR_RETURN(fs::path dir, ExistingSchemeDir(root_, spec.scheme));
     ASSIGN_OR_RETURN(EvalSummary e, evaluator_->Evaluate(dir, progress, cancel));
@@ -184,25 +152,7 @@ absl::StatusOr<JobResultInfo> EngineJobRunner::Run(const Job& job, const RunnerE
   out.groups_total = static_cast<int>(s.groups_total);
   out.baseline_reused = s.baseline_reused;
   out.baseline_key = s.baseline_key;
-  out.metrics["baseline_seconds"] = s.baseline_seconds;
-  out.metrics["export_seconds"] = s.export_seconds;
-  out.metrics["export_bytes"] = static_cast<double>(s.export_bytes);
-  out.metrics["export_tensor_bytes"] = static_cast<double>(s.export_tensor_bytes);
-  out.metrics["export_write_seconds"] = s.export_write_seconds;
-  out.metrics["export_check_seconds"] = s.export_check_seconds;
-  out.metrics["export_resident_weights"] = static_cast<double>(s.export_resident_weights);
-  if (s.layout == ExportLayout::kShared) {
-    out.metrics["blobs_reused"] = static_cast<double>(s.blobs_reused);
-    out.metrics["blobs_written"] = static_cast<double>(s.blobs_written);
-    out.metrics["blobs_copied"] = static_cast<double>(s.blobs_copied);
-    out.metrics["blob_records_failed"] = static_cast<double>(s.blob_records_failed);
-  } else {
-    out.metrics["export_produce_seconds"] = s.export_produce_seconds;
-    out.metrics["export_hash_seconds"] = s.export_hash_seconds;
-    out.metrics["export_pwrite_seconds"] = s.export_pwrite_seconds;
-    out.metrics["export_writer_threads"] = static_cast<double>(s.export_writer_threads);
-  }
-  out.metrics["baseline_peak_device_bytes"] = static_cast<double>(s.baseline_peak_device_bytes);
+  out.metrics = s.ToMetrics();
   if (spec.evaluate) {
     auto e = evaluator_->Evaluate(s.out_dir, progress, cancel);
     if (!e.ok()) {

@@ -1,6 +1,6 @@
 // The daemon's JobRunner: turns a stored JobSpec into an engine SchemeRequest
 // whose output is <models_root>/<scheme>, and runs it on the resident engine.
-// Torch-free (reaches the engine through core/quant/engine.h).
+// Torch-free (reaches the engine through core/engine/engine.h).
 //
 // Evaluation (kind "evaluate", or a scheme with `evaluate`) runs on the
 // daemon's Evaluator, which holds the evaluation set; without one such jobs
@@ -17,10 +17,10 @@
 
 #include <filesystem>
 
+#include "core/engine/engine.h"
 #include "core/eval/evaluator.h"
 #include "core/jobs/job_runner.h"
 #include "core/jobs/scheme_dir.h"
-#include "core/quant/engine.h"
 
 namespace autoquant {
 

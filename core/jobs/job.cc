@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/util/json_int.h"
+#include "core/util/status_macros.h"
 
 namespace autoquant {
 using json = nlohmann::json;
@@ -56,63 +57,39 @@ absl::Status CheckTransition(JobState from, JobState to) {
       absl::StrCat("job is ", JobStateName(from), "; it cannot become ", JobStateName(to)));
 }
 
+absl::string_view JobKindName(JobKind k) { return k == JobKind::kEvaluate ? "evaluate" : "scheme"; }
+
 json JobSpec::ToJson() const {
   json j;
-  j["kind"] = kind;
-  j["scheme"] = scheme;
-  j["coverage"] = coverage ? json(*coverage) : json(nullptr);
-  if (has_manifest) {
-    j["coverage_manifest"] = {{"selected_layers", manifest_selected},
-                              {"dropped_layers", manifest_dropped},
-                              {"disabled_layers", manifest_disabled}};
-  } else {
-    j["coverage_manifest"] = nullptr;
-  }
-  j["disabled_layers"] = disabled_layers;
-  j["effective_bits"] = effective_bits ? json(*effective_bits) : json(nullptr);
-  j["method"] = method;
-  j["format"] = format;
-  // Only when set, so that the JSON of specs stored before layouts existed is unchanged.
-  if (!layout.empty()) j["layout"] = layout;
-  if (batch_size != 0) j["batch_size"] = batch_size;
-  j["overwrite"] = overwrite;
-  j["include_vision"] = include_vision;
-  j["calib_steps"] = calib_steps;
-  j["score_steps"] = score_steps;
+  j["kind"] = JobKindName(kind);
+  SchemeSpecToJson(*this, &j);
   j["priority"] = priority;
   j["evaluate"] = evaluate;
   return j;
 }
 
 absl::StatusOr<JobSpec> JobSpec::FromJson(const json& j) {
+  JobSpec s;
+  std::string kind;
   try {
-    JobSpec s;
-    s.kind = j.value("kind", std::string(kJobKindScheme));  // rows from before evaluation jobs have none
-    s.scheme = j.at("scheme").get<std::string>();
-    if (!j.at("coverage").is_null()) s.coverage = j.at("coverage").get<double>();
-    const json& m = j.at("coverage_manifest");
-    if (!m.is_null()) {
-      s.has_manifest = true;
-      s.manifest_selected = m.at("selected_layers").get<std::vector<std::string>>();
-      s.manifest_dropped = m.at("dropped_layers").get<std::vector<std::string>>();
-      s.manifest_disabled = m.value("disabled_layers", std::vector<std::string>{});
-    }
-    s.disabled_layers = j.at("disabled_layers").get<std::vector<std::string>>();
-    if (!j.at("effective_bits").is_null()) s.effective_bits = j.at("effective_bits").get<double>();
-    s.method = j.at("method").get<std::string>();
-    s.format = j.at("format").get<std::string>();
-    s.layout = j.value("layout", std::string());
-    s.batch_size = j.contains("batch_size") ? JsonInt<int>(j.at("batch_size")) : 0;
-    s.overwrite = j.at("overwrite").get<bool>();
-    s.include_vision = j.at("include_vision").get<bool>();
-    s.calib_steps = JsonInt<int>(j.at("calib_steps"));
-    s.score_steps = JsonInt<int>(j.at("score_steps"));
+    kind = j.value("kind", std::string("scheme"));  // rows from before evaluation jobs have none
     s.priority = JsonInt<int>(j.at("priority"));
     s.evaluate = j.value("evaluate", false);
-    return s;
   } catch (const json::exception& e) {
     return absl::DataLossError(absl::StrCat("stored job spec is malformed: ", e.what()));
   }
+  if (kind == "scheme") {
+    s.kind = JobKind::kScheme;
+  } else if (kind == "evaluate") {
+    s.kind = JobKind::kEvaluate;
+  } else {
+    return absl::DataLossError(absl::StrCat("stored job spec is malformed: unknown job kind '", kind, "'"));
+  }
+  ASSIGN_OR_RETURN(static_cast<SchemeSpec&>(s), SchemeSpecFromJson(j));
+  // The rule a submit passed, applied again: a row edited or written by another version is refused with
+  // the reason rather than run with a meaning nobody asked for.
+  if (s.kind == JobKind::kScheme) RETURN_IF_ERROR(ValidateSchemeSpec(s));
+  return s;
 }
 
 json JobResultInfo::ToJson() const {
@@ -139,6 +116,13 @@ JobResultInfo JobResultInfo::FromJson(const json& j) {
     }
   }
   return r;
+}
+
+std::string StoredPhase(std::optional<Phase> p) { return p ? std::string(PhaseName(*p)) : std::string(); }
+
+std::optional<Phase> PhaseFromStore(absl::string_view text) {
+  auto p = ParsePhase(text);
+  return p.ok() ? std::optional<Phase>(*p) : std::nullopt;
 }
 
 int64_t NowMs() {

@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "core/quant/scheme_spec.h"
 #include "nlohmann/json.hpp"
 
 namespace autoquant {
@@ -30,34 +31,24 @@ bool IsTerminal(JobState s);
 absl::Status CheckTransition(JobState from, JobState to);
 
 // What a job does.
-inline constexpr char kJobKindScheme[] = "scheme";      // produce a scheme (and evaluate it with `evaluate`)
-inline constexpr char kJobKindEvaluate[] = "evaluate";  // evaluate an existing scheme directory
+enum class JobKind {
+  kScheme,    // produce a scheme (and evaluate it with `evaluate`)
+  kEvaluate,  // evaluate an existing scheme directory (only the spec's scheme name is used)
+};
+absl::string_view JobKindName(JobKind k);  // "scheme" | "evaluate"
 
-// One job: the request, as the daemon stores it.
-struct JobSpec {
-  std::string kind = kJobKindScheme;
-  std::string scheme;
-  std::optional<double> coverage;
-  bool has_manifest = false;
-  std::vector<std::string> manifest_selected;
-  std::vector<std::string> manifest_dropped;
-  std::vector<std::string> manifest_disabled;
-  std::vector<std::string> disabled_layers;
-  std::optional<double> effective_bits;
-  std::string method = "gradient";            // gradient | kl_div
-  std::string format = "compressed-tensors";  // compressed-tensors | modelopt
-  std::string layout;                         // shared | standalone | "" (the daemon's --layout)
-  bool overwrite = false;
-  bool include_vision = false;
-  int calib_steps = 0;
-  int score_steps = 0;
-  int batch_size = 0;  // 0: the daemon's --batch-size
+// One job: the user's scheme spec (scheme_spec.h; layout none: the daemon's --layout, batch_size 0: its
+// --batch-size) and how the queue treats it, as the daemon stores it.
+struct JobSpec : SchemeSpec {
+  JobKind kind = JobKind::kScheme;
   int priority = 0;
   bool evaluate = false;  // kind scheme: evaluate the scheme once written
 
+  // The store's JSON (scheme_spec.h's plus kind, priority, evaluate). FromJson is DataLoss for a
+  // malformed row and InvalidArgument for a scheme job whose spec ValidateSchemeSpec refuses.
   nlohmann::json ToJson() const;
   static absl::StatusOr<JobSpec> FromJson(const nlohmann::json& j);
-  bool operator==(const JobSpec& o) const { return ToJson() == o.ToJson(); }
+  bool operator==(const JobSpec&) const = default;
 };
 
 struct JobResultInfo {
@@ -80,7 +71,7 @@ struct Job {
   std::string sweep_id;
   JobSpec spec;
   JobState state = JobState::kQueued;
-  std::string phase;  // "" or an engine phase name: calibrate, score, search, export, evaluate
+  std::optional<Phase> phase;  // none until the runner reports one
   double progress = 0;
   std::string message;
   int64_t created_ms = 0;  // Unix epoch milliseconds; 0 = not yet
@@ -112,10 +103,15 @@ struct LogEntry {
   int64_t time_ms = 0;
   std::string level;  // info | warning | error
   std::string message;
-  std::string phase;
+  std::optional<Phase> phase;
   double progress = 0;
   std::optional<JobState> state;  // set on the line recording a terminal state
 };
+
+// A phase as the stores keep it: its name, "" for none. An unknown name reads as none (a row written by
+// a later version with a new phase is still listed).
+std::string StoredPhase(std::optional<Phase> p);
+std::optional<Phase> PhaseFromStore(absl::string_view text);
 
 int64_t NowMs();
 // A fresh random job id, e.g. "j-5f0c3a9e21b47d68".

@@ -16,29 +16,29 @@ namespace {
 // Where each phase sits within a job's overall progress. A reused baseline
 // skips calibrate and score, so progress jumps to search.
 struct PhaseSpan {
-  const char* phase;
+  Phase phase;
   double begin, end;
 };
 constexpr PhaseSpan kSchemeSpans[] = {
-    {"calibrate", 0.00, 0.30},
-    {"score", 0.30, 0.65},
-    {"search", 0.65, 0.67},
-    {"export", 0.67, 1.00},
+    {Phase::kCalibrate, 0.00, 0.30},
+    {Phase::kScore, 0.30, 0.65},
+    {Phase::kSearch, 0.65, 0.67},
+    {Phase::kExport, 0.67, 1.00},
 };
 constexpr PhaseSpan kEvaluatedSchemeSpans[] = {
-    {"calibrate", 0.00, 0.25}, {"score", 0.25, 0.50},    {"search", 0.50, 0.52},
-    {"export", 0.52, 0.75},    {"evaluate", 0.75, 1.00},
+    {Phase::kCalibrate, 0.00, 0.25}, {Phase::kScore, 0.25, 0.50},    {Phase::kSearch, 0.50, 0.52},
+    {Phase::kExport, 0.52, 0.75},    {Phase::kEvaluate, 0.75, 1.00},
 };
-constexpr PhaseSpan kEvaluateSpans[] = {{"evaluate", 0.00, 1.00}};
+constexpr PhaseSpan kEvaluateSpans[] = {{Phase::kEvaluate, 0.00, 1.00}};
 
-double JobProgress(const JobSpec& spec, const std::string& phase, double fraction) {
+double JobProgress(const JobSpec& spec, Phase phase, double fraction) {
   auto in = [&](const auto& spans) {
     for (const auto& s : spans) {
       if (phase == s.phase) return s.begin + (s.end - s.begin) * std::clamp(fraction, 0.0, 1.0);
     }
     return 0.0;
   };
-  if (spec.kind == kJobKindEvaluate) return in(kEvaluateSpans);
+  if (spec.kind == JobKind::kEvaluate) return in(kEvaluateSpans);
   return spec.evaluate ? in(kEvaluatedSchemeSpans) : in(kSchemeSpans);
 }
 
@@ -187,7 +187,7 @@ absl::StatusOr<Job> JobManager::SetState(const std::string& id, JobState to, con
 }
 
 absl::Status JobManager::Log(const std::string& id, const std::string& level, const std::string& message,
-                             const std::string& phase, double progress, const Lease* lease) {
+                             std::optional<Phase> phase, double progress, const Lease* lease) {
   LogEntry e;
   e.level = level;
   e.message = message;
@@ -282,7 +282,10 @@ absl::StatusOr<std::pair<std::string, std::vector<Job>>> JobManager::SubmitSweep
   }
   std::map<std::string, size_t> names;
   for (size_t i = 0; i < specs.size(); ++i) {
-    absl::Status s = runner_->Validate(specs[i]);
+    // The request's own rules first (the same function the CLI and the engine apply), then what needs
+    // the model and the disk.
+    absl::Status s = specs[i].kind == JobKind::kScheme ? ValidateSchemeSpec(specs[i]) : absl::OkStatus();
+    if (s.ok()) s = runner_->Validate(specs[i]);
     if (!s.ok()) {
       return sweep
                  ? absl::Status(s.code(), absl::StrCat("point ", i, " (scheme '", specs[i].scheme, "'): ", s.message()))
@@ -484,17 +487,18 @@ void JobManager::RunOne(Job job) {
   auto fenced = [&](const absl::Status& s) {
     if (absl::IsAborted(s)) LoseLease(s);
   };
-  std::string phase;
+  std::optional<Phase> phase;
   auto phase_start = Clock::now();
   int decile = -1;
   auto end_phase = [&] {
-    if (phase.empty()) return;
+    if (!phase) return;
     double secs = std::chrono::duration<double>(Clock::now() - phase_start).count();
-    if (observer_) observer_->OnPhaseDone(job, phase, secs);
-    fenced(Log(job.id, "info", absl::StrFormat("%s done in %.2f s", phase, secs), phase, job.progress, &lease));
+    if (observer_) observer_->OnPhaseDone(job, *phase, secs);
+    fenced(Log(job.id, "info", absl::StrFormat("%s done in %.2f s", PhaseName(*phase), secs), phase, job.progress,
+               &lease));
   };
   RunnerEventFn on_event = [&](const RunnerEvent& e) {
-    CrashPoint(e.phase);
+    CrashPoint(std::string(PhaseName(e.phase)));
     if (e.phase != phase) {
       end_phase();
       phase = e.phase;
@@ -507,10 +511,10 @@ void JobManager::RunOne(Job job) {
     const int d = static_cast<int>(std::floor(e.fraction * 10));
     if (d == decile && e.message.empty()) return;
     decile = d;
-    absl::Status progressed = store_->UpdateProgress(job.id, job.phase, job.progress, &lease);
+    absl::Status progressed = store_->UpdateProgress(job.id, e.phase, job.progress, &lease);
     NoteStore(progressed, "recording a job's progress");
     fenced(progressed);
-    std::string msg = absl::StrFormat("[%s] %3.0f%%", e.phase, e.fraction * 100);
+    std::string msg = absl::StrFormat("[%s] %3.0f%%", PhaseName(e.phase), e.fraction * 100);
     if (!e.message.empty()) absl::StrAppend(&msg, "  ", e.message);
     fenced(Log(job.id, e.warning ? "warning" : "info", msg, e.phase, job.progress, &lease));
   };
@@ -570,7 +574,7 @@ void JobManager::RunOne(Job job) {
           [&](Job& j) {
             j.result = *result;
             j.progress = 1;
-            j.phase = "";
+            j.phase.reset();
             j.message = "";
           },
           e, &lease);
@@ -581,7 +585,7 @@ void JobManager::RunOne(Job job) {
           job.id, JobState::kQueued,
           [](Job& j) {
             j.attempts = std::max(0, j.attempts - 1);
-            j.phase = "";
+            j.phase.reset();
             j.progress = 0;
             j.message = "re-queued at shutdown";
           },
@@ -592,7 +596,7 @@ void JobManager::RunOne(Job job) {
       done = SetState(
           job.id, JobState::kCancelled,
           [](Job& j) {
-            j.phase = "";
+            j.phase.reset();
             j.message = "cancelled by request";
           },
           e, &lease);
@@ -620,7 +624,8 @@ void JobManager::RunOne(Job job) {
     // The store still refused the final state when the daemon was told to stop: leave the job RUNNING,
     // so the next start (or, in a fleet, the lease's expiry) re-queues it, rather than pretending it
     // finished.
-    Log(job.id, "error", absl::StrCat("could not record the job's end: ", StatusText(done.status())), "", 0, &lease)
+    Log(job.id, "error", absl::StrCat("could not record the job's end: ", StatusText(done.status())), std::nullopt, 0,
+        &lease)
         .IgnoreError();
   }
 }

@@ -63,7 +63,7 @@ class JobObserver {
   virtual void OnSubmitted(const Job& job) {}
   virtual void OnStateChange(const Job& job, JobState from) {}
   virtual void OnProgress(const Job& job, const RunnerEvent& event) {}
-  virtual void OnPhaseDone(const Job& job, const std::string& phase, double seconds) {}
+  virtual void OnPhaseDone(const Job& job, Phase phase, double seconds) {}
   virtual void OnQueueDepth(int64_t queued) {}
   // This daemon lost the lease of a job it ran (fleet mode): `why` says who
   // holds the job now; the job's own log cannot be written by this daemon any
@@ -131,7 +131,7 @@ class JobManager {
   absl::StatusOr<Job> SetState(const std::string& id, JobState to, const std::function<void(Job&)>& mutate,
                                const std::optional<LogEntry>& log, const Lease* lease = nullptr);
   absl::Status Log(const std::string& id, const std::string& level, const std::string& message,
-                   const std::string& phase = "", double progress = 0, const Lease* lease = nullptr);
+                   std::optional<Phase> phase = std::nullopt, double progress = 0, const Lease* lease = nullptr);
   void Notify(const std::string& id);
   void NotifyAll();
   void NotifierLoop();

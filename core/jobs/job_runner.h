@@ -14,7 +14,7 @@
 namespace autoquant {
 
 struct RunnerEvent {
-  std::string phase;     // calibrate | score | search | export | evaluate
+  Phase phase = Phase::kLoad;
   double fraction = 0;   // within the phase
   std::string message;   // optional detail for the job's log
   bool warning = false;  // logged at warning level

@@ -94,8 +94,7 @@ class JobStore : public BlobRecords {
 
   // Phase and progress of a RUNNING job (no-op otherwise). `lease` as for
   // Transition.
-  virtual absl::Status UpdateProgress(const std::string& id, const std::string& phase, double progress,
-                                      const Lease* lease) = 0;
+  virtual absl::Status UpdateProgress(const std::string& id, Phase phase, double progress, const Lease* lease) = 0;
 
   // The next queued job by priority (higher first), then submission order,
   // moved to RUNNING with attempts + 1; nullopt when none is queued. A

@@ -90,7 +90,7 @@ absl::StatusOr<Job> FromRow(const pqxx::row& r) {
   absl::StatusOr<JobState> state = ParseJobState(r["state"].as<std::string>());
   if (!state.ok()) return absl::DataLossError(absl::StrCat("job ", j.id, ": stored ", state.status().message()));
   j.state = *state;
-  j.phase = r["phase"].as<std::string>();
+  j.phase = PhaseFromStore(r["phase"].as<std::string>());
   j.progress = r["progress"].as<double>();
   j.message = r["message"].as<std::string>();
   j.created_ms = r["created_ms"].as<int64_t>();
@@ -277,21 +277,20 @@ class PostgresJobStore : public JobStore {
         .status();
   }
 
-  absl::Status UpdateProgress(const std::string& id, const std::string& phase, double progress,
-                              const Lease* lease) override {
+  absl::Status UpdateProgress(const std::string& id, Phase phase, double progress, const Lease* lease) override {
     return Call<bool>("recording progress", true,
                       [&](pqxx::connection& c) -> absl::StatusOr<bool> {
                         pqxx::work w(c);
                         if (lease == nullptr) {
                           w.exec_params(
                               "UPDATE autoquant_jobs SET phase = $2, progress = $3 WHERE id = $1 AND state = 'running'",
-                              id, phase, progress);
+                              id, std::string(PhaseName(phase)), progress);
                         } else {
                           pqxx::result r =
                               w.exec_params(absl::StrCat("UPDATE autoquant_jobs SET phase = $4, progress = $5 "
                                                          "WHERE id = $1 AND ",
                                                          kFence, " RETURNING id"),
-                                            id, lease->owner, lease->epoch, phase, progress);
+                                            id, lease->owner, lease->epoch, std::string(PhaseName(phase)), progress);
                           if (r.empty()) return LeaseLost(w, id, *lease);
                         }
                         w.commit();
@@ -371,7 +370,7 @@ class PostgresJobStore : public JobStore {
             e.time_ms = row[1].as<int64_t>();
             e.level = row[2].as<std::string>();
             e.message = row[3].as<std::string>();
-            e.phase = row[4].as<std::string>();
+            e.phase = PhaseFromStore(row[4].as<std::string>());
             e.progress = row[5].as<double>();
             if (!row[6].is_null()) {
               ASSIGN_OR_RETURN(JobState st, ParseJobState(row[6].as<std::string>()));
@@ -519,7 +518,7 @@ class PostgresJobStore : public JobStore {
               moved = TransitionTx(
                   w, id, JobState::kQueued,
                   [](Job& j) {
-                    j.phase = "";
+                    j.phase.reset();
                     j.progress = 0;
                     j.message = "re-queued after its daemon's lease expired";
                   },
@@ -689,8 +688,8 @@ class PostgresJobStore : public JobStore {
     w.exec_params(
         "INSERT INTO autoquant_job_logs(job_id, sequence, time_ms, level, message, phase, progress, state) "
         "VALUES($1, $2, $3, $4, $5, $6, $7, NULLIF($8, ''))",
-        id, seq, e.time_ms ? e.time_ms : NowMs(), e.level.empty() ? std::string("info") : e.level, e.message, e.phase,
-        e.progress, e.state ? StateText(*e.state) : std::string());
+        id, seq, e.time_ms ? e.time_ms : NowMs(), e.level.empty() ? std::string("info") : e.level, e.message,
+        StoredPhase(e.phase), e.progress, e.state ? StateText(*e.state) : std::string());
     return seq;
   }
 
@@ -718,7 +717,7 @@ class PostgresJobStore : public JobStore {
         "UPDATE autoquant_jobs SET state = $2, phase = $3, progress = $4, message = $5, started_ms = $6, "
         "finished_ms = $7, attempts = $8, result = NULLIF($9, ''), cancel_requested = $10, "
         "lease_expires = CASE WHEN $2 = 'running' THEN lease_expires ELSE NULL END WHERE id = $1",
-        id, StateText(j.state), j.phase, j.progress, j.message, j.started_ms, j.finished_ms, j.attempts,
+        id, StateText(j.state), StoredPhase(j.phase), j.progress, j.message, j.started_ms, j.finished_ms, j.attempts,
         j.result ? j.result->ToJson().dump() : std::string(), j.cancel_requested);
     if (log) {
       LogEntry e = *log;

@@ -43,11 +43,11 @@ absl::Status CheckSpec(const JobSpec& spec, const std::string& prefix, size_t* t
     return absl::InvalidArgumentError(absl::StrCat(prefix, "scheme: ", name.message()));
   }
   tally.text += spec.scheme.size();
-  RETURN_IF_ERROR(CheckList(prefix + "disabled_layers", spec.disabled_layers, true, &tally));
-  if (spec.has_manifest) {
-    RETURN_IF_ERROR(CheckList(prefix + "coverage_manifest.selected_layers", spec.manifest_selected, false, &tally));
-    RETURN_IF_ERROR(CheckList(prefix + "coverage_manifest.dropped_layers", spec.manifest_dropped, false, &tally));
-    RETURN_IF_ERROR(CheckList(prefix + "coverage_manifest.disabled_layers", spec.manifest_disabled, true, &tally));
+  RETURN_IF_ERROR(CheckList(prefix + "disabled_layers", spec.selection.disabled_layers, true, &tally));
+  if (const auto& m = spec.selection.coverage_manifest) {
+    RETURN_IF_ERROR(CheckList(prefix + "coverage_manifest.selected_layers", m->selected_layers, false, &tally));
+    RETURN_IF_ERROR(CheckList(prefix + "coverage_manifest.dropped_layers", m->dropped_layers, false, &tally));
+    RETURN_IF_ERROR(CheckList(prefix + "coverage_manifest.disabled_layers", m->disabled_layers, true, &tally));
   }
   if (tally.patterns > kMaxPatternBytes) {
     return absl::InvalidArgumentError(absl::StrCat(prefix, "disabled_layers and ", prefix,

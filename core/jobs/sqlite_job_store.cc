@@ -246,12 +246,11 @@ class SqliteJobStore : public JobStore {
     return InTransaction<Job>([&] { return TransitionLocked(id, to, mutate, log); });
   }
 
-  absl::Status UpdateProgress(const std::string& id, const std::string& phase, double progress,
-                              const Lease* /*lease*/) override {
+  absl::Status UpdateProgress(const std::string& id, Phase phase, double progress, const Lease* /*lease*/) override {
     std::lock_guard<std::mutex> lock(mu_);
     Stmt s(db_, "UPDATE jobs SET phase = ?1, progress = ?2 WHERE id = ?3 AND state = 'running'");
     RETURN_IF_ERROR(s.prepared());
-    s.Bind(1, phase).BindDouble(2, progress).Bind(3, id);
+    s.Bind(1, std::string(PhaseName(phase))).BindDouble(2, progress).Bind(3, id);
     return s.Run();
   }
 
@@ -289,7 +288,7 @@ class SqliteJobStore : public JobStore {
       e.time_ms = s.Int(1);
       e.level = s.Text(2);
       e.message = s.Text(3);
-      e.phase = s.Text(4);
+      e.phase = PhaseFromStore(s.Text(4));
       e.progress = s.Double(5);
       if (!s.IsNull(6)) {
         ASSIGN_OR_RETURN(JobState st, ParseJobState(s.Text(6)));
@@ -418,7 +417,7 @@ class SqliteJobStore : public JobStore {
     absl::StatusOr<JobState> state = ParseJobState(s.Text(5));
     if (!state.ok()) return absl::DataLossError(absl::StrCat("job ", j.id, ": stored ", state.status().message()));
     j.state = *state;
-    j.phase = s.Text(6);
+    j.phase = PhaseFromStore(s.Text(6));
     j.progress = s.Double(7);
     j.message = s.Text(8);
     j.created_ms = s.Int(9);
@@ -458,7 +457,10 @@ class SqliteJobStore : public JobStore {
            "UPDATE jobs SET state = ?1, phase = ?2, progress = ?3, message = ?4, started_ms = ?5, "
            "finished_ms = ?6, attempts = ?7, result = ?8, cancel_requested = ?10 WHERE id = ?9");
     RETURN_IF_ERROR(s.prepared());
-    s.Bind(1, std::string(JobStateName(j.state))).Bind(2, j.phase).BindDouble(3, j.progress).Bind(4, j.message);
+    s.Bind(1, std::string(JobStateName(j.state)))
+        .Bind(2, StoredPhase(j.phase))
+        .BindDouble(3, j.progress)
+        .Bind(4, j.message);
     s.Bind(5, j.started_ms).Bind(6, j.finished_ms).Bind(7, static_cast<int64_t>(j.attempts));
     if (j.result) {
       s.Bind(8, j.result->ToJson().dump());
@@ -556,7 +558,7 @@ class SqliteJobStore : public JobStore {
                                 [](Job& j) {
                                   j.attempts += 1;
                                   j.started_ms = NowMs();
-                                  j.phase = "";
+                                  j.phase.reset();
                                   j.progress = 0;
                                   j.message = "";
                                 },
@@ -596,7 +598,7 @@ class SqliteJobStore : public JobStore {
            "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
     RETURN_IF_ERROR(s.prepared());
     s.Bind(1, id).Bind(2, seq).Bind(3, e.time_ms ? e.time_ms : NowMs()).Bind(4, e.level.empty() ? "info" : e.level);
-    s.Bind(5, e.message).Bind(6, e.phase).BindDouble(7, e.progress);
+    s.Bind(5, e.message).Bind(6, StoredPhase(e.phase)).BindDouble(7, e.progress);
     if (e.state) {
       s.Bind(8, std::string(JobStateName(*e.state)));
     } else {
@@ -632,7 +634,7 @@ class SqliteJobStore : public JobStore {
         ASSIGN_OR_RETURN(Job r, TransitionLocked(
                                     id, JobState::kQueued,
                                     [](Job& j) {
-                                      j.phase = "";
+                                      j.phase.reset();
                                       j.progress = 0;
                                       j.message = "re-queued after the daemon restarted";
                                     },

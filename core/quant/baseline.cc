@@ -4,7 +4,6 @@
 #include <cmath>
 #include <numeric>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/util/file_util.h"
@@ -14,15 +13,6 @@
 
 namespace autoquant {
 using json = nlohmann::json;
-
-absl::string_view ScoreMethodName(ScoreMethod m) { return m == ScoreMethod::kGradient ? "gradient" : "kl_div"; }
-
-absl::StatusOr<ScoreMethod> ParseScoreMethod(absl::string_view name) {
-  std::string n = absl::AsciiStrToLower(name);
-  if (n == "gradient") return ScoreMethod::kGradient;
-  if (n == "kl_div" || n == "kl-div") return ScoreMethod::kKlDiv;
-  return absl::InvalidArgumentError(absl::StrCat("unknown score method '", name, "' (gradient | kl_div)"));
-}
 
 absl::StatusOr<std::string> BaselineKey(const BaselineInputs& in) {
   json j;

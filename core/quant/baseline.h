@@ -24,13 +24,10 @@
 #include "absl/status/statusor.h"
 #include "core/quant/formats.h"
 #include "core/quant/groups.h"
+#include "core/quant/scheme_spec.h"
 #include "nlohmann/json.hpp"
 
 namespace autoquant {
-
-enum class ScoreMethod { kGradient, kKlDiv };
-absl::string_view ScoreMethodName(ScoreMethod m);
-absl::StatusOr<ScoreMethod> ParseScoreMethod(absl::string_view name);
 
 struct BaselineInputs {
   std::string model_fingerprint;  // hex SHA-256 of config + weights

@@ -107,27 +107,6 @@ absl::StatusOr<double> ParseCoverage(absl::string_view text) {
   return v;
 }
 
-absl::Status ValidateSelection(const SchemeSelection& s) {
-  const int given =
-      int(s.coverage.has_value()) + int(s.coverage_manifest.has_value()) + int(s.effective_bits.has_value());
-  if (given != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        given == 0 ? "no selection given" : "more than one selection given",
-        ": give exactly one of a coverage (0.1, top10 or 10%; 1 quantizes every group), a coverage manifest or "
-        "an effective-bits target (CLI: --coverage, --coverage-manifest, --effective-bits; "
-        "gRPC SchemeSpec: coverage, coverage_manifest, effective_bits)"));
-  }
-  if (s.coverage && !(*s.coverage > 0 && *s.coverage <= 1)) {
-    return absl::InvalidArgumentError(absl::StrCat("coverage ", *s.coverage, " is outside (0, 1]: ", kCoverageForms));
-  }
-  if (s.effective_bits && !(*s.effective_bits > 0 && *s.effective_bits < 16)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("effective bits ", *s.effective_bits,
-                     " is outside (0, 16): the target is the average weight bits, below the base's 16"));
-  }
-  return absl::OkStatus();
-}
-
 std::vector<std::string> EffectiveDisabledLayers(const SchemeSelection& s) {
   std::vector<std::string> out;
   // A hash set, not a search of `out`: a request's patterns come by the thousand.

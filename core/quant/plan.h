@@ -31,16 +31,11 @@
 
 #include "absl/status/statusor.h"
 #include "core/quant/baseline.h"
+#include "core/quant/scheme_spec.h"
 #include "core/quant/search.h"
 #include "nlohmann/json.hpp"
 
 namespace autoquant {
-
-struct CoverageManifest {
-  std::vector<std::string> selected_layers;
-  std::vector<std::string> dropped_layers;
-  std::vector<std::string> disabled_layers;  // optional in the file; merged with the request's
-};
 
 // Accepts the seed manifests' shape: {"selected_layers": [...], "dropped_layers": [...],
 // optionally "disabled_layers": [...], anything else ignored}. InvalidArgument when a
@@ -51,20 +46,10 @@ absl::StatusOr<CoverageManifest> ParseCoverageManifest(const nlohmann::json& j, 
 // manifest partitions `keys` exactly.
 absl::Status ValidatePartition(const CoverageManifest& m, const std::vector<std::string>& keys);
 
-struct SchemeSelection {
-  std::optional<double> coverage;  // (0, 1]
-  std::optional<CoverageManifest> coverage_manifest;
-  std::vector<std::string> disabled_layers;  // fnmatch patterns (ModelOpt's disabled_layers)
-  std::optional<double> effective_bits;      // (0, 16): below the base's 16 bits
-};
-
 // Parses a coverage: a fraction in (0, 1] ("0.1", "1"), "topXX" or "XX%" with
 // XX in (0, 100]. A bare number above 1, an empty string, NaN or anything else
 // is InvalidArgument naming the accepted forms.
 absl::StatusOr<double> ParseCoverage(absl::string_view text);
-
-// The exactly-one rule and the value ranges: InvalidArgument otherwise.
-absl::Status ValidateSelection(const SchemeSelection& s);
 
 // The request's disabled_layers followed by the coverage manifest's (without
 // repeats): the patterns a scheme applies.

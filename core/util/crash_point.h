@@ -9,7 +9,7 @@
 // the process go on. Without the variables a call costs a string compare.
 //
 //   CrashPoint("published");    // AUTOQUANT_CRASH_AT=published   -> killed here
-//   CrashPoint(event.phase);    // AUTOQUANT_OOM_AT=score:3       -> out of memory after the third scoring event
+//   CrashPoint(PhaseName(e.phase)); // AUTOQUANT_OOM_AT=score:3       -> out of memory after the third scoring event
 //
 // Names in use: "submitted" (a job stored, its RPC not yet answered), "claimed"
 // (a job taken from the queue, not yet run), "load" (model loading),

@@ -53,7 +53,7 @@ stop_daemon() { kill -TERM $PID; wait $PID; echo "daemon exit $?"; }
 
 rc=0
 echo "== _scaled_mm against emulation per Linear (3B shapes, bf16)"
-"$BIN/quant_test" --gtest_filter='*ScaledMm*' 2>&1 | grep -E "scaled_mm vs|OK|FAILED|SKIPPED"
+"$BIN/scheme_test" --gtest_filter='*ScaledMm*' 2>&1 | grep -E "scaled_mm vs|OK|FAILED|SKIPPED"
 
 start_daemon scaled || exit 1
 s=$SECONDS

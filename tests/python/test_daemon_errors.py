@@ -84,7 +84,7 @@ BAD = [
     ("effective-bits-infeasible", lambda j: scheme(spec(effective_bits=4.0)), C.OUT_OF_RANGE,
      ["effective bits 4", "infeasible", "minimum achievable is 8"]),
     ("effective-bits-above-16", lambda j: scheme(spec(effective_bits=17.0)), C.INVALID_ARGUMENT,
-     ["effective bits 17", "(0, 16)"]),
+     ["effective_bits 17", "(0, 16)"]),
     ("two-selections", lambda j: scheme(spec(coverage=0.5, effective_bits=12.0)), C.INVALID_ARGUMENT,
      ["more than one selection", "effective_bits"]),
     ("evaluate-without-eval-set", lambda j: scheme(spec(coverage=0.5, evaluate=True)), C.FAILED_PRECONDITION,

@@ -626,7 +626,7 @@ USAGE_ERRORS = [
     (Q + ["--coverage", "0.5", "--device", "cuda:x"], "auto | cpu | cuda"),
     (Q + ["--coverage", "0.5", "--dtype", "fp16"], "dtype"),
     (Q + ["--coverage", "0.5", "--batch-size", "0"], "batch size"),
-    (Q + ["--coverage", "0.5", "--calib-steps", "-1"], "step counts"),
+    (Q + ["--coverage", "0.5", "--calib-steps", "-1"], "calib_steps"),
     (FWD + ["--device", "tpu"], "auto | cpu | cuda"),
     (FWD + ["--device", "cpu", "--dtype", "fp16"], "dtype"),
     (["model", "bench", "--model", "{m}", "--device", "tpu"], "auto | cpu | cuda"),

@@ -289,8 +289,9 @@ Job BigJob(const std::string& scheme, size_t bytes) {
   Job j;
   j.id = NewJobId();
   j.spec.scheme = scheme;
-  j.spec.has_manifest = true;
-  for (size_t n = 0; n < bytes; n += 200) j.spec.manifest_selected.push_back(std::string(199, 'k') + "*");
+  j.spec.selection.coverage_manifest.emplace();
+  for (size_t n = 0; n < bytes; n += 200)
+    j.spec.selection.coverage_manifest->selected_layers.push_back(std::string(199, 'k') + "*");
   j.created_ms = NowMs();
   return j;
 }

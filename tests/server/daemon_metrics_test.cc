@@ -59,7 +59,7 @@ class DaemonMetricsTest : public ::testing::Test {
     return 0;
   }
 
-  static RunnerEvent Event(const std::string& phase, double fraction) {
+  static RunnerEvent Event(Phase phase, double fraction) {
     RunnerEvent e;
     e.phase = phase;
     e.fraction = fraction;
@@ -70,7 +70,7 @@ class DaemonMetricsTest : public ::testing::Test {
     Job j;
     j.id = id;
     j.spec.scheme = scheme;
-    j.spec.coverage = 0.5;
+    j.spec.selection.coverage = 0.5;
     return j;
   }
 
@@ -187,8 +187,8 @@ TEST_F(DaemonMetricsTest, RunningJobHasProgressAndOnePhaseSeriesUntilItEnds) {
   Job j = MakeJob("j-7", "top10");
   j.state = JobState::kRunning;
   j.progress = 0.2;
-  metrics_.OnProgress(j, Event("calibrate", 0.5));
-  metrics_.OnProgress(j, Event("calibrate", 1));
+  metrics_.OnProgress(j, Event(Phase::kCalibrate, 0.5));
+  metrics_.OnProgress(j, Event(Phase::kCalibrate, 1));
   const Labels job = {{"job_id", "j-7"}, {"scheme", "top10"}};
   EXPECT_EQ(Value("autoquant_job_progress_ratio", job), 0.2);
   EXPECT_EQ(Value("autoquant_job_phase", {{"job_id", "j-7"}, {"scheme", "top10"}, {"phase", "calibrate"}}), 1.0);
@@ -196,7 +196,7 @@ TEST_F(DaemonMetricsTest, RunningJobHasProgressAndOnePhaseSeriesUntilItEnds) {
   EXPECT_EQ(Value("autoquant_scoring_batches_total"), 0.0);
 
   j.progress = 0.6;
-  metrics_.OnProgress(j, Event("score", 0.1));
+  metrics_.OnProgress(j, Event(Phase::kScore, 0.1));
   EXPECT_EQ(Value("autoquant_job_progress_ratio", job), 0.6);
   EXPECT_EQ(Value("autoquant_job_phase", {{"job_id", "j-7"}, {"scheme", "top10"}, {"phase", "score"}}), 1.0);
   EXPECT_EQ(SeriesCount("autoquant_job_phase"), 1u);  // calibrate's series is gone
@@ -211,7 +211,7 @@ TEST_F(DaemonMetricsTest, RunningJobHasProgressAndOnePhaseSeriesUntilItEnds) {
 TEST_F(DaemonMetricsTest, LostLeaseCountsAndDropsTheJobsSeries) {
   Job j = MakeJob("j-9", "s");
   j.state = JobState::kRunning;
-  metrics_.OnProgress(j, Event("export", 0));
+  metrics_.OnProgress(j, Event(Phase::kExport, 0));
   ASSERT_EQ(SeriesCount("autoquant_job_progress_ratio"), 1u);
   metrics_.OnLeaseLost(j, absl::AbortedError("now held by gpu-node-2"));
   EXPECT_EQ(Value("autoquant_leases_lost_total"), 1.0);
@@ -221,8 +221,8 @@ TEST_F(DaemonMetricsTest, LostLeaseCountsAndDropsTheJobsSeries) {
 
 TEST_F(DaemonMetricsTest, PhaseDurationsQueueDepthAndStoreErrors) {
   Job j = MakeJob("j-1", "a");
-  metrics_.OnPhaseDone(j, "score", 1.25);
-  metrics_.OnPhaseDone(j, "score", 0.75);
+  metrics_.OnPhaseDone(j, Phase::kScore, 1.25);
+  metrics_.OnPhaseDone(j, Phase::kScore, 0.75);
   auto score = Series("autoquant_phase_duration_seconds", {{"phase", "score"}});
   ASSERT_TRUE(score.has_value());
   EXPECT_EQ(score->histogram.sample_count, 2u);

@@ -45,16 +45,16 @@ TEST(SpecFromProtoTest, CarriesEveryField) {
   p.set_batch_size(2);
   p.set_priority(-7);
   ASSERT_OK_AND_ASSIGN(JobSpec s, SpecFromProto(p));
-  EXPECT_EQ(s.kind, kJobKindScheme);
+  EXPECT_EQ(s.kind, JobKind::kScheme);
   EXPECT_EQ(s.scheme, "top25");
-  ASSERT_TRUE(s.coverage.has_value());
-  EXPECT_DOUBLE_EQ(*s.coverage, 0.25);
-  EXPECT_FALSE(s.has_manifest);
-  EXPECT_THAT(s.disabled_layers, ElementsAre("*visual*", "lm_head"));
-  EXPECT_FALSE(s.effective_bits.has_value());
-  EXPECT_EQ(s.method, "kl_div");
-  EXPECT_EQ(s.format, "modelopt");
-  EXPECT_EQ(s.layout, "standalone");
+  ASSERT_TRUE(s.selection.coverage.has_value());
+  EXPECT_DOUBLE_EQ(*s.selection.coverage, 0.25);
+  EXPECT_FALSE(s.selection.coverage_manifest.has_value());
+  EXPECT_THAT(s.selection.disabled_layers, ElementsAre("*visual*", "lm_head"));
+  EXPECT_FALSE(s.selection.effective_bits.has_value());
+  EXPECT_EQ(s.method, ScoreMethod::kKlDiv);
+  EXPECT_EQ(s.format, ExportFormat::kModelOpt);
+  EXPECT_EQ(s.layout, ExportLayout::kStandalone);
   EXPECT_TRUE(s.overwrite);
   EXPECT_TRUE(s.evaluate);
   EXPECT_TRUE(s.include_vision);
@@ -74,14 +74,16 @@ TEST(SpecFromProtoTest, CoverageManifestFillsTheManifestListsAndNoCoverage) {
   m->add_disabled_layers("*layers.0.*");
   p.set_effective_bits(12.5);
   ASSERT_OK_AND_ASSIGN(JobSpec s, SpecFromProto(p));
-  EXPECT_TRUE(s.has_manifest);
-  EXPECT_FALSE(s.coverage.has_value());
-  EXPECT_THAT(s.manifest_selected, ElementsAre("language_model.layers.1.mlp.down_proj.quant_recipe",
-                                               "language_model.layers.3.mlp.down_proj.quant_recipe"));
-  EXPECT_THAT(s.manifest_dropped, ElementsAre("language_model.layers.0.mlp.down_proj.quant_recipe"));
-  EXPECT_THAT(s.manifest_disabled, ElementsAre("*layers.0.*"));
-  ASSERT_TRUE(s.effective_bits.has_value());
-  EXPECT_DOUBLE_EQ(*s.effective_bits, 12.5);
+  EXPECT_TRUE(s.selection.coverage_manifest.has_value());
+  EXPECT_FALSE(s.selection.coverage.has_value());
+  EXPECT_THAT(s.selection.coverage_manifest->selected_layers,
+              ElementsAre("language_model.layers.1.mlp.down_proj.quant_recipe",
+                          "language_model.layers.3.mlp.down_proj.quant_recipe"));
+  EXPECT_THAT(s.selection.coverage_manifest->dropped_layers,
+              ElementsAre("language_model.layers.0.mlp.down_proj.quant_recipe"));
+  EXPECT_THAT(s.selection.coverage_manifest->disabled_layers, ElementsAre("*layers.0.*"));
+  ASSERT_TRUE(s.selection.effective_bits.has_value());
+  EXPECT_DOUBLE_EQ(*s.selection.effective_bits, 12.5);
 }
 
 // Unset enums mean the documented defaults; an unset layout stays "" (the
@@ -90,12 +92,12 @@ TEST(SpecFromProtoTest, UnspecifiedValuesTakeTheDefaults) {
   v1::SchemeSpec p;
   p.set_scheme("bare");
   ASSERT_OK_AND_ASSIGN(JobSpec s, SpecFromProto(p));
-  EXPECT_EQ(s.method, "gradient");
-  EXPECT_EQ(s.format, "compressed-tensors");
-  EXPECT_EQ(s.layout, "");
-  EXPECT_FALSE(s.coverage.has_value());
-  EXPECT_FALSE(s.has_manifest);
-  EXPECT_FALSE(s.effective_bits.has_value());
+  EXPECT_EQ(s.method, ScoreMethod::kGradient);
+  EXPECT_EQ(s.format, ExportFormat::kCompressedTensors);
+  EXPECT_FALSE(s.layout.has_value());
+  EXPECT_FALSE(s.selection.coverage.has_value());
+  EXPECT_FALSE(s.selection.coverage_manifest.has_value());
+  EXPECT_FALSE(s.selection.effective_bits.has_value());
   EXPECT_FALSE(s.evaluate);
   EXPECT_EQ(s.batch_size, 0);
 }
@@ -103,11 +105,11 @@ TEST(SpecFromProtoTest, UnspecifiedValuesTakeTheDefaults) {
 TEST(SpecFromProtoTest, MapsEveryEnumValue) {
   struct MethodCase {
     v1::ScoreMethod wire;
-    const char* core;
+    ScoreMethod core;
   };
-  for (const MethodCase& c :
-       {MethodCase{v1::SCORE_METHOD_UNSPECIFIED, "gradient"}, MethodCase{v1::SCORE_METHOD_GRADIENT, "gradient"},
-        MethodCase{v1::SCORE_METHOD_KL_DIV, "kl_div"}}) {
+  for (const MethodCase& c : {MethodCase{v1::SCORE_METHOD_UNSPECIFIED, ScoreMethod::kGradient},
+                              MethodCase{v1::SCORE_METHOD_GRADIENT, ScoreMethod::kGradient},
+                              MethodCase{v1::SCORE_METHOD_KL_DIV, ScoreMethod::kKlDiv}}) {
     v1::SchemeSpec p = CoverageProto(0.5);
     p.set_method(c.wire);
     ASSERT_OK_AND_ASSIGN(JobSpec s, SpecFromProto(p));
@@ -115,11 +117,11 @@ TEST(SpecFromProtoTest, MapsEveryEnumValue) {
   }
   struct FormatCase {
     v1::ExportFormat wire;
-    const char* core;
+    ExportFormat core;
   };
-  for (const FormatCase& c : {FormatCase{v1::EXPORT_FORMAT_UNSPECIFIED, "compressed-tensors"},
-                              FormatCase{v1::EXPORT_FORMAT_COMPRESSED_TENSORS, "compressed-tensors"},
-                              FormatCase{v1::EXPORT_FORMAT_MODELOPT, "modelopt"}}) {
+  for (const FormatCase& c : {FormatCase{v1::EXPORT_FORMAT_UNSPECIFIED, ExportFormat::kCompressedTensors},
+                              FormatCase{v1::EXPORT_FORMAT_COMPRESSED_TENSORS, ExportFormat::kCompressedTensors},
+                              FormatCase{v1::EXPORT_FORMAT_MODELOPT, ExportFormat::kModelOpt}}) {
     v1::SchemeSpec p = CoverageProto(0.5);
     p.set_format(c.wire);
     ASSERT_OK_AND_ASSIGN(JobSpec s, SpecFromProto(p));
@@ -127,11 +129,11 @@ TEST(SpecFromProtoTest, MapsEveryEnumValue) {
   }
   struct LayoutCase {
     v1::OutputLayout wire;
-    const char* core;
+    std::optional<ExportLayout> core;
   };
-  for (const LayoutCase& c :
-       {LayoutCase{v1::OUTPUT_LAYOUT_UNSPECIFIED, ""}, LayoutCase{v1::OUTPUT_LAYOUT_SHARED, "shared"},
-        LayoutCase{v1::OUTPUT_LAYOUT_STANDALONE, "standalone"}}) {
+  for (const LayoutCase& c : {LayoutCase{v1::OUTPUT_LAYOUT_UNSPECIFIED, std::nullopt},
+                              LayoutCase{v1::OUTPUT_LAYOUT_SHARED, ExportLayout::kShared},
+                              LayoutCase{v1::OUTPUT_LAYOUT_STANDALONE, ExportLayout::kStandalone}}) {
     v1::SchemeSpec p = CoverageProto(0.5);
     p.set_layout(c.wire);
     ASSERT_OK_AND_ASSIGN(JobSpec s, SpecFromProto(p));
@@ -139,17 +141,20 @@ TEST(SpecFromProtoTest, MapsEveryEnumValue) {
   }
 }
 
-TEST(SpecFromProtoTest, CoverageMustBeAFractionInZeroToOne) {
+// The wire's values arrive as sent; the one spec validation (scheme_spec.h, applied at submit) refuses them.
+TEST(SpecFromProtoTest, CoverageOutsideZeroToOneArrivesAndValidationRefusesIt) {
   for (double ok : {1e-9, 0.5, 1.0}) {
     auto s = SpecFromProto(CoverageProto(ok));
     ASSERT_TRUE(s.ok()) << ok << ": " << s.status();
-    EXPECT_DOUBLE_EQ(*s->coverage, ok);
+    EXPECT_DOUBLE_EQ(*s->selection.coverage, ok);
+    ASSERT_OK(ValidateSchemeSpec(*s));
   }
   for (double bad : {0.0, -0.1, 1.0000001, 10.0, std::nan(""), std::numeric_limits<double>::infinity()}) {
-    auto s = SpecFromProto(CoverageProto(bad));
-    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << bad;
-    EXPECT_THAT(s.status().message(), HasSubstr("coverage")) << bad;
-    EXPECT_THAT(s.status().message(), HasSubstr("(0, 1]")) << bad;
+    ASSERT_OK_AND_ASSIGN(JobSpec s, SpecFromProto(CoverageProto(bad)));
+    absl::Status st = ValidateSchemeSpec(s);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(st.message(), HasSubstr("coverage")) << bad;
+    EXPECT_THAT(st.message(), HasSubstr("(0, 1]")) << bad;
   }
 }
 
@@ -158,9 +163,10 @@ TEST(SpecFromProtoTest, NonFiniteEffectiveBitsAreRefusedNamingTheField) {
     v1::SchemeSpec p;
     p.set_scheme("bits");
     p.set_effective_bits(bad);
-    auto s = SpecFromProto(p);
-    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << bad;
-    EXPECT_THAT(s.status().message(), HasSubstr("effective_bits")) << bad;
+    ASSERT_OK_AND_ASSIGN(JobSpec s, SpecFromProto(p));
+    absl::Status st = ValidateSchemeSpec(s);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(st.message(), HasSubstr("effective_bits")) << bad;
   }
 }
 
@@ -188,12 +194,12 @@ TEST(SpecFromProtoTest, UnknownEnumNumbersAreRefusedNamingTheField) {
 TEST(SpecToProtoTest, WritesEveryFieldAndTheEnums) {
   JobSpec s;
   s.scheme = "kl";
-  s.coverage = 0.75;
-  s.disabled_layers = {"*visual*"};
-  s.effective_bits = 14;
-  s.method = "kl_div";
-  s.format = "modelopt";
-  s.layout = "shared";
+  s.selection.coverage = 0.75;
+  s.selection.disabled_layers = {"*visual*"};
+  s.selection.effective_bits = 14;
+  s.method = ScoreMethod::kKlDiv;
+  s.format = ExportFormat::kModelOpt;
+  s.layout = ExportLayout::kShared;
   s.overwrite = true;
   s.include_vision = true;
   s.calib_steps = 5;
@@ -229,7 +235,7 @@ TEST(SpecToProtoTest, WritesEveryFieldAndTheEnums) {
   EXPECT_EQ(q.method(), v1::SCORE_METHOD_GRADIENT);
   EXPECT_EQ(q.format(), v1::EXPORT_FORMAT_COMPRESSED_TENSORS);
   EXPECT_EQ(q.layout(), v1::OUTPUT_LAYOUT_UNSPECIFIED);
-  defaults.layout = "standalone";
+  defaults.layout = ExportLayout::kStandalone;
   SpecToProto(defaults, &q);
   EXPECT_EQ(q.layout(), v1::OUTPUT_LAYOUT_STANDALONE);
 }
@@ -239,27 +245,27 @@ TEST(SpecToProtoTest, WritesEveryFieldAndTheEnums) {
 TEST(SpecRoundTripTest, JobSpecSurvivesTheWireBothWays) {
   JobSpec coverage;
   coverage.scheme = "top10";
-  coverage.coverage = 0.1;
-  coverage.disabled_layers = {"lm_head", "*layers.0.*"};
-  coverage.method = "kl_div";
-  coverage.layout = "standalone";
+  coverage.selection.coverage = 0.1;
+  coverage.selection.disabled_layers = {"lm_head", "*layers.0.*"};
+  coverage.method = ScoreMethod::kKlDiv;
+  coverage.layout = ExportLayout::kStandalone;
   coverage.calib_steps = 2;
   coverage.batch_size = 4;
   coverage.priority = 3;
 
   JobSpec manifest;
   manifest.scheme = "seeded";
-  manifest.has_manifest = true;
-  manifest.manifest_selected = {"a.quant_recipe"};
-  manifest.manifest_dropped = {"b.quant_recipe", "c.quant_recipe"};
-  manifest.manifest_disabled = {"c*"};
-  manifest.format = "modelopt";
+  manifest.selection.coverage_manifest.emplace();
+  manifest.selection.coverage_manifest->selected_layers = {"a.quant_recipe"};
+  manifest.selection.coverage_manifest->dropped_layers = {"b.quant_recipe", "c.quant_recipe"};
+  manifest.selection.coverage_manifest->disabled_layers = {"c*"};
+  manifest.format = ExportFormat::kModelOpt;
   manifest.evaluate = true;
 
   JobSpec bits;
   bits.scheme = "bits12";
-  bits.effective_bits = 12;
-  bits.layout = "shared";
+  bits.selection.effective_bits = 12;
+  bits.layout = ExportLayout::kShared;
   bits.include_vision = true;
   bits.overwrite = true;
   bits.score_steps = 7;
@@ -301,16 +307,17 @@ TEST(StateProtoTest, UnspecifiedOrUnknownStateIsRefusedNamingTheFilter) {
   }
 }
 
-TEST(PhaseProtoTest, EveryEnginePhaseHasItsEnumAndAnythingElseIsUnspecified) {
-  EXPECT_EQ(PhaseToProto("load"), v1::PHASE_LOAD);
-  EXPECT_EQ(PhaseToProto("calibrate"), v1::PHASE_CALIBRATE);
-  EXPECT_EQ(PhaseToProto("score"), v1::PHASE_SCORE);
-  EXPECT_EQ(PhaseToProto("search"), v1::PHASE_SEARCH);
-  EXPECT_EQ(PhaseToProto("export"), v1::PHASE_EXPORT);
-  EXPECT_EQ(PhaseToProto("evaluate"), v1::PHASE_EVALUATE);
-  EXPECT_EQ(PhaseToProto(""), v1::PHASE_UNSPECIFIED);
-  EXPECT_EQ(PhaseToProto("Export"), v1::PHASE_UNSPECIFIED);
-  EXPECT_EQ(PhaseToProto("exporting"), v1::PHASE_UNSPECIFIED);
+TEST(PhaseProtoTest, EveryEnginePhaseHasItsEnumAndNoneIsUnspecified) {
+  EXPECT_EQ(PhaseToProto(Phase::kLoad), v1::PHASE_LOAD);
+  EXPECT_EQ(PhaseToProto(Phase::kCalibrate), v1::PHASE_CALIBRATE);
+  EXPECT_EQ(PhaseToProto(Phase::kScore), v1::PHASE_SCORE);
+  EXPECT_EQ(PhaseToProto(Phase::kSearch), v1::PHASE_SEARCH);
+  EXPECT_EQ(PhaseToProto(Phase::kExport), v1::PHASE_EXPORT);
+  EXPECT_EQ(PhaseToProto(Phase::kEvaluate), v1::PHASE_EVALUATE);
+  EXPECT_EQ(PhaseToProto(std::nullopt), v1::PHASE_UNSPECIFIED);
+  // A stored name this version does not know reads as no phase (job.h's PhaseFromStore).
+  EXPECT_EQ(PhaseToProto(PhaseFromStore("exporting")), v1::PHASE_UNSPECIFIED);
+  EXPECT_EQ(PhaseToProto(PhaseFromStore("export")), v1::PHASE_EXPORT);
 }
 
 Job FinishedJob() {
@@ -319,10 +326,10 @@ Job FinishedJob() {
   j.idempotency_key = "key-1";
   j.sweep_id = "s-1";
   j.spec.scheme = "top50";
-  j.spec.coverage = 0.5;
-  j.spec.method = "kl_div";
+  j.spec.selection.coverage = 0.5;
+  j.spec.method = ScoreMethod::kKlDiv;
   j.state = JobState::kSucceeded;
-  j.phase = "export";
+  j.phase = Phase::kExport;
   j.progress = 1;
   j.message = "done";
   j.created_ms = 1700000000123;
@@ -382,7 +389,7 @@ TEST(JobToProtoTest, QueuedJobHasItsPositionAndNoUnsetTimesOrResult) {
   Job j;
   j.id = "j-1";
   j.spec.scheme = "eval-me";
-  j.spec.kind = kJobKindEvaluate;
+  j.spec.kind = JobKind::kEvaluate;
   j.created_ms = 5000;
   v1::Job p;
   JobToProto(j, 3, &p);
@@ -404,7 +411,7 @@ TEST(LogToProtoTest, CopiesTheLineAndSetsTheStateOnlyOnTerminalLines) {
   e.time_ms = 1700000000500;
   e.level = "warning";
   e.message = "baseline cache unwritable";
-  e.phase = "score";
+  e.phase = Phase::kScore;
   e.progress = 0.4;
   v1::LogLine p;
   LogToProto(e, &p);
@@ -418,7 +425,7 @@ TEST(LogToProtoTest, CopiesTheLineAndSetsTheStateOnlyOnTerminalLines) {
   EXPECT_EQ(p.state(), v1::JOB_STATE_UNSPECIFIED);
 
   e.state = JobState::kFailed;
-  e.phase = "";
+  e.phase.reset();
   v1::LogLine last;
   LogToProto(e, &last);
   EXPECT_EQ(last.state(), v1::JOB_STATE_FAILED);

@@ -7,9 +7,10 @@
 #include "client/cli/remote/job_view.h"
 #include "client/cli/remote/remote_common.h"
 #include "client/cli/remote/sweep_plan.h"
-#include "core/quant/baseline.h"
-#include "core/quant/hf_quant_config.h"
+#include "core/jobs/job.h"
+#include "core/quant/scheme_spec.h"
 #include "core/util/status_macros.h"
+#include "server/job_proto.h"
 
 namespace autoquant::cli {
 namespace {
@@ -47,27 +48,17 @@ void AddSpecOptions(CLI::App* cmd, SpecOptions* o) {
   cmd->add_flag("--wait", o->wait, "wait for the job(s) with progress; exit code 1 if one failed or was cancelled");
 }
 
-absl::Status FillSpec(const SpecOptions& o, v1::SchemeSpec* spec) {
-  ASSIGN_OR_RETURN(ScoreMethod method, ParseScoreMethod(o.method));
-  ASSIGN_OR_RETURN(ExportFormat format, ParseExportFormat(o.format));
-  spec->set_method(method == ScoreMethod::kKlDiv ? v1::SCORE_METHOD_KL_DIV : v1::SCORE_METHOD_GRADIENT);
-  spec->set_format(format == ExportFormat::kModelOpt ? v1::EXPORT_FORMAT_MODELOPT
-                                                     : v1::EXPORT_FORMAT_COMPRESSED_TENSORS);
-  for (const auto& p : o.disabled_layers) spec->add_disabled_layers(p);
-  spec->set_overwrite(o.overwrite);
-  spec->set_include_vision(o.include_vision);
-  spec->set_calib_steps(o.calib_steps);
-  spec->set_score_steps(o.score_steps);
-  spec->set_priority(o.priority);
-  spec->set_evaluate(o.evaluate);
+absl::Status FillSpec(const SpecOptions& o, JobSpec* spec) {
+  ASSIGN_OR_RETURN(spec->method, ParseScoreMethod(o.method));
+  ASSIGN_OR_RETURN(spec->format, ParseExportFormat(o.format));
+  spec->selection.disabled_layers = o.disabled_layers;
+  spec->overwrite = o.overwrite;
+  spec->include_vision = o.include_vision;
+  spec->calib_steps = o.calib_steps;
+  spec->score_steps = o.score_steps;
+  spec->priority = o.priority;
+  spec->evaluate = o.evaluate;
   return absl::OkStatus();
-}
-
-void SetManifest(const CoverageManifest& m, v1::SchemeSpec* spec) {
-  auto* p = spec->mutable_coverage_manifest();
-  for (const auto& k : m.selected_layers) p->add_selected_layers(k);
-  for (const auto& k : m.dropped_layers) p->add_dropped_layers(k);
-  for (const auto& k : m.disabled_layers) p->add_disabled_layers(k);
 }
 
 // Prints the submitted jobs, or waits for them and prints how they ended.
@@ -101,19 +92,19 @@ struct SubmitOptions {
 };
 
 absl::Status RunSubmit(const SubmitOptions& o) {
-  v1::SubmitSchemeRequest req;
-  v1::SchemeSpec* spec = req.mutable_spec();
-  spec->set_scheme(o.scheme);
+  JobSpec spec;
+  spec.scheme = o.scheme;
   if (!o.coverage.empty()) {
     ASSIGN_OR_RETURN(double c, ParseCoverage(o.coverage));
-    spec->set_coverage(c);
+    spec.selection.coverage = c;
   }
   if (!o.coverage_manifest.empty()) {
-    ASSIGN_OR_RETURN(CoverageManifest m, ReadCoverageManifest(o.coverage_manifest));
-    SetManifest(m, spec);
+    ASSIGN_OR_RETURN(spec.selection.coverage_manifest, ReadCoverageManifest(o.coverage_manifest));
   }
-  if (o.effective_bits) spec->set_effective_bits(*o.effective_bits);
-  RETURN_IF_ERROR(FillSpec(o.spec, spec));
+  spec.selection.effective_bits = o.effective_bits;
+  RETURN_IF_ERROR(FillSpec(o.spec, &spec));
+  v1::SubmitSchemeRequest req;
+  SpecToProto(spec, req.mutable_spec());
   req.set_idempotency_key(o.spec.idempotency_key);
   ASSIGN_OR_RETURN(Connection c, Connect(o.common.connection));
   v1::Job job;
@@ -159,11 +150,12 @@ absl::Status RunSweep(const SweepOptions& o) {
   }
   v1::SubmitSweepRequest req;
   for (const auto& p : points) {
-    v1::SchemeSpec* spec = req.add_points();
-    spec->set_scheme(p.scheme);
-    if (p.coverage) spec->set_coverage(*p.coverage);
-    if (p.manifest) SetManifest(*p.manifest, spec);
-    RETURN_IF_ERROR(FillSpec(o.spec, spec));
+    JobSpec spec;
+    spec.scheme = p.scheme;
+    spec.selection.coverage = p.coverage;
+    spec.selection.coverage_manifest = p.manifest;
+    RETURN_IF_ERROR(FillSpec(o.spec, &spec));
+    SpecToProto(spec, req.add_points());
   }
   req.set_idempotency_key(o.spec.idempotency_key);
   if (o.dry_run) {

@@ -42,7 +42,7 @@ absl::StatusOr<Qwen2_5_VLConfig> CheckpointConfig(const Checkpoint& ckpt);
 // OK if the checkpoint fits `model` exactly.
 absl::Status VerifyCheckpointKeys(const Checkpoint& ckpt, Qwen2_5_VLModel& model);
 
-// How a quantized checkpoint (core/quant/scheme_loader.h) plugs into loading:
+// How a quantized checkpoint (core/scheme/scheme_loader.h) plugs into loading:
 // its extra tensors (scales) are skipped by key verification and its FP8
 // weights are turned into dense ones before the copy to the model.
 struct LoadHooks {

@@ -60,8 +60,7 @@ class FullDiskStore : public JobStore {
     RETURN_IF_ERROR(Write());
     return inner_->RequestCancel(id);
   }
-  absl::Status UpdateProgress(const std::string& id, const std::string& phase, double progress,
-                              const Lease* lease) override {
+  absl::Status UpdateProgress(const std::string& id, Phase phase, double progress, const Lease* lease) override {
     RETURN_IF_ERROR(Write());
     return inner_->UpdateProgress(id, phase, progress, lease);
   }
@@ -140,7 +139,7 @@ class JobManagerTest : public ::testing::Test {
   JobSpec Spec(const std::string& scheme, int priority = 0) {
     JobSpec s;
     s.scheme = scheme;
-    s.coverage = 0.5;
+    s.selection.coverage = 0.5;
     s.priority = priority;
     return s;
   }
@@ -195,6 +194,36 @@ TEST_F(JobManagerTest, BadSpecIsRejectedAtSubmitAndNothingIsStored) {
   EXPECT_EQ(sweep.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(sweep.status().message().find("point 1"), std::string::npos) << sweep.status();
   EXPECT_TRUE(manager_->List({})->jobs.empty());
+}
+
+// The spec's own rules (scheme_spec.h) are the manager's, whatever the runner: the scripted runner
+// accepts all of these, the manager does not. An evaluation job carries no selection and passes.
+TEST_F(JobManagerTest, TheOneSpecValidationRunsAtSubmitForEveryRunner) {
+  manager_->Start(&runner_);
+  JobSpec none = Spec("none");
+  none.selection.coverage.reset();
+  JobSpec two = Spec("two");
+  two.selection.effective_bits = 12;
+  JobSpec range = Spec("range");
+  range.selection.coverage = 1.5;
+  JobSpec steps = Spec("steps");
+  steps.score_steps = -1;
+  JobSpec batch = Spec("batch");
+  batch.batch_size = -2;
+  for (const auto& [spec, words] : std::vector<std::pair<JobSpec, std::string>>{{none, "no selection given"},
+                                                                                {two, "more than one selection"},
+                                                                                {range, "coverage 1.5"},
+                                                                                {steps, "score_steps"},
+                                                                                {batch, "batch_size"}}) {
+    auto r = manager_->Submit(spec, "");
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << spec.scheme;
+    EXPECT_NE(r.status().message().find(words), std::string::npos) << r.status();
+  }
+  EXPECT_TRUE(manager_->List({})->jobs.empty());
+  JobSpec eval;
+  eval.kind = JobKind::kEvaluate;
+  eval.scheme = "evaluated";
+  ASSERT_OK(manager_->Submit(eval, "").status());
 }
 
 TEST_F(JobManagerTest, SweepNamesMustBeDistinctAndKeysArePerPoint) {
@@ -278,7 +307,7 @@ TEST_F(JobManagerTest, RetriedSubmitReturnsTheStoredJobEvenAfterItRan) {
   EXPECT_EQ(manager_->Submit(Spec("once"), "other-key").status().code(), absl::StatusCode::kAlreadyExists);
   // The same key with another spec is still refused.
   JobSpec changed = Spec("once");
-  changed.coverage = 0.9;
+  changed.selection.coverage = 0.9;
   EXPECT_FALSE(manager_->Submit(changed, "key-once").ok());
   EXPECT_EQ(runner_.ran, std::vector<std::string>{"once"});
 }

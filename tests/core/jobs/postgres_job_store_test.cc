@@ -22,7 +22,7 @@ Job MakeJob(const std::string& scheme, const std::string& key = "", int priority
   Job j;
   j.id = NewJobId();
   j.spec.scheme = scheme;
-  j.spec.coverage = 0.5;
+  j.spec.selection.coverage = 0.5;
   j.spec.priority = priority;
   j.idempotency_key = key;
   j.affinity = affinity;
@@ -95,8 +95,8 @@ TEST_F(PostgresJobStoreTest, InsertGetListLogsAndCountsAreSharedByEveryDaemon) {
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(got->spec.scheme, "top10");
   EXPECT_EQ(got->state, JobState::kQueued);
-  ASSERT_TRUE(got->spec.coverage.has_value());
-  EXPECT_DOUBLE_EQ(*got->spec.coverage, 0.5);
+  ASSERT_TRUE(got->spec.selection.coverage.has_value());
+  EXPECT_DOUBLE_EQ(*got->spec.selection.coverage, 0.5);
   EXPECT_EQ(LogMessages(b_.get(), id), std::vector<std::string>{"queued"});
   EXPECT_EQ(b_->Get("nope").status().code(), absl::StatusCode::kNotFound);
   for (int i = 0; i < 4; ++i) Insert(b_.get(), MakeJob(absl::StrCat("s", i)));
@@ -135,7 +135,7 @@ TEST_F(PostgresJobStoreTest, ClaimOrderQueuePositionAndTransitions) {
   EXPECT_EQ(*b_->QueuePosition(j.id), 0);
   EXPECT_TRUE(AnyContains(LogMessages(a_.get(), j.id), "started (attempt 1) on daemon daemon-b"));
   const Lease lease{j.owner, j.lease_epoch};
-  ASSERT_TRUE(b_->UpdateProgress(j.id, "score", 0.4, &lease).ok());
+  ASSERT_TRUE(b_->UpdateProgress(j.id, Phase::kScore, 0.4, &lease).ok());
   LogEntry done;
   done.message = "succeeded";
   auto finished = b_->Transition(
@@ -251,7 +251,7 @@ TEST_F(PostgresJobStoreTest, ExpiredLeaseIsRequeuedAndTheLateOwnerIsFencedOut) {
 
   // The late owner wakes up: every write it tries is refused, and says who has the job now.
   JobStore* late = shortlived->get();
-  absl::Status progress = late->UpdateProgress(id, "export", 0.9, &stale);
+  absl::Status progress = late->UpdateProgress(id, Phase::kExport, 0.9, &stale);
   EXPECT_EQ(progress.code(), absl::StatusCode::kAborted) << progress;
   EXPECT_NE(progress.message().find("daemon-b"), std::string::npos) << progress;
   LogEntry line;
@@ -276,7 +276,7 @@ TEST_F(PostgresJobStoreTest, ExpiredLeaseIsRequeuedAndTheLateOwnerIsFencedOut) {
 
   // The new owner's writes go through.
   const Lease fresh{(*retaken)->owner, (*retaken)->lease_epoch};
-  EXPECT_TRUE(b_->UpdateProgress(id, "export", 0.5, &fresh).ok());
+  EXPECT_TRUE(b_->UpdateProgress(id, Phase::kExport, 0.5, &fresh).ok());
   EXPECT_TRUE(b_->WhileLeaseHeld(id, fresh, [&] {
                   published = true;
                   return absl::OkStatus();
@@ -440,7 +440,7 @@ class CountingRunner : public JobRunner {
                                     const PublishGate& gate) override {
     for (int step = 0; step < 3; ++step) {
       if (cancel->load()) return absl::CancelledError("cancelled");
-      on_event({"export", (step + 1) / 3.0, "", false});
+      on_event({Phase::kExport, (step + 1) / 3.0, "", false});
       std::this_thread::sleep_for(10ms);
     }
     absl::Status published = PublishThrough(gate, [&] {
@@ -470,7 +470,7 @@ TEST_F(PostgresJobStoreTest, TwoManagersOverOneStoreRunEveryJobExactlyOnce) {
   for (int i = 0; i < 10; ++i) {
     JobSpec spec;
     spec.scheme = absl::StrCat("s", i);
-    spec.coverage = 0.5;
+    spec.selection.coverage = 0.5;
     auto j = (i % 2 ? mb : ma).Submit(spec, "");
     ASSERT_TRUE(j.ok()) << j.status();
     EXPECT_EQ(j->affinity, "m:c");

@@ -17,15 +17,15 @@ using ::testing::HasSubstr;
 JobSpec Coverage(const std::string& scheme) {
   JobSpec s;
   s.scheme = scheme;
-  s.coverage = 0.5;
+  s.selection.coverage = 0.5;
   return s;
 }
 
 // Every list of a spec at its count limit, within the spec's text budget.
 JobSpec AtTheLimits() {
   JobSpec s = Coverage("at-the-limits");
-  s.coverage.reset();
-  s.has_manifest = true;
+  s.selection.coverage.reset();
+  s.selection.coverage_manifest.emplace();
   // The two pattern lists fill the pattern budget, the two key lists the rest of the spec's.
   const size_t pattern_length = kMaxPatternBytes / (2 * kMaxListEntries);
   const size_t key_length = (kMaxSpecTextBytes - kMaxPatternBytes - s.scheme.size()) / (2 * kMaxListEntries);
@@ -38,10 +38,10 @@ JobSpec AtTheLimits() {
     }
     return v;
   };
-  s.disabled_layers = entries("a", pattern_length);
-  s.manifest_disabled = entries("m", pattern_length);
-  s.manifest_selected = entries("s", key_length);
-  s.manifest_dropped = entries("d", key_length);
+  s.selection.disabled_layers = entries("a", pattern_length);
+  s.selection.coverage_manifest->disabled_layers = entries("m", pattern_length);
+  s.selection.coverage_manifest->selected_layers = entries("s", key_length);
+  s.selection.coverage_manifest->dropped_layers = entries("d", key_length);
   return s;
 }
 
@@ -56,7 +56,7 @@ TEST(RequestLimitsTest, ASpecAtEveryLimitPassesAndStaysSmallWhenStored) {
 
 TEST(RequestLimitsTest, TooManyPatternsNameTheFieldTheLimitAndTheCount) {
   JobSpec s = Coverage("many");
-  s.disabled_layers.assign(40000, "*mlp*");
+  s.selection.disabled_layers.assign(40000, "*mlp*");
   const auto t0 = std::chrono::steady_clock::now();
   absl::Status st = CheckSubmitLimits({s}, "");
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(200));
@@ -65,11 +65,11 @@ TEST(RequestLimitsTest, TooManyPatternsNameTheFieldTheLimitAndTheCount) {
 }
 
 TEST(RequestLimitsTest, EveryListOfTheManifestIsCounted) {
-  for (auto member : {&JobSpec::manifest_selected, &JobSpec::manifest_dropped, &JobSpec::manifest_disabled}) {
+  for (auto member :
+       {&CoverageManifest::selected_layers, &CoverageManifest::dropped_layers, &CoverageManifest::disabled_layers}) {
     JobSpec s = Coverage("m");
-    s.coverage.reset();
-    s.has_manifest = true;
-    (s.*member).assign(kMaxListEntries + 1, "k");
+    s.selection.coverage.reset();
+    (s.selection.coverage_manifest.emplace().*member).assign(kMaxListEntries + 1, "k");
     absl::Status st = CheckSubmitLimits({s}, "");
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(st.message(), AllOf(HasSubstr("coverage_manifest."), HasSubstr("4097")));
@@ -78,14 +78,14 @@ TEST(RequestLimitsTest, EveryListOfTheManifestIsCounted) {
 
 TEST(RequestLimitsTest, ALongEntryIsNamedByItsIndex) {
   JobSpec s = Coverage("long");
-  s.disabled_layers = {"*a*", std::string(kMaxEntryLength + 1, 'x')};
+  s.selection.disabled_layers = {"*a*", std::string(kMaxEntryLength + 1, 'x')};
   absl::Status st = CheckSubmitLimits({s}, "");
   EXPECT_THAT(st.message(), AllOf(HasSubstr("disabled_layers[1]"), HasSubstr("257"), HasSubstr("256")));
 }
 
 TEST(RequestLimitsTest, PatternBytesTogetherAreBounded) {
   JobSpec s = Coverage("bytes");
-  s.disabled_layers.assign(300, std::string(kMaxEntryLength, '*'));  // 75 KiB, each entry within limits
+  s.selection.disabled_layers.assign(300, std::string(kMaxEntryLength, '*'));  // 75 KiB, each entry within limits
   absl::Status st = CheckSubmitLimits({s}, "");
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(st.message(), AllOf(HasSubstr("bytes of patterns"), HasSubstr(absl::StrCat(kMaxPatternBytes))));
@@ -93,13 +93,13 @@ TEST(RequestLimitsTest, PatternBytesTogetherAreBounded) {
 
 TEST(RequestLimitsTest, ControlCharactersAreRefused) {
   JobSpec s = Coverage("ctl");
-  s.disabled_layers = {"*mlp*\n"};
+  s.selection.disabled_layers = {"*mlp*\n"};
   EXPECT_THAT(CheckSubmitLimits({s}, "").message(), AllOf(HasSubstr("disabled_layers[0]"), HasSubstr("0x0a")));
 }
 
 TEST(RequestLimitsTest, SweepFieldsAreNamedByPoint) {
   std::vector<JobSpec> points = {Coverage("a"), Coverage("b")};
-  points[1].disabled_layers.assign(kMaxListEntries + 1, "*");
+  points[1].selection.disabled_layers.assign(kMaxListEntries + 1, "*");
   EXPECT_THAT(CheckSubmitLimits(points, "").message(), HasSubstr("points[1].disabled_layers"));
   std::vector<JobSpec> many(kMaxSweepPoints + 1, Coverage("p"));
   EXPECT_THAT(CheckSubmitLimits(many, "").message(), AllOf(HasSubstr("points"), HasSubstr("1001")));
@@ -110,7 +110,7 @@ TEST(RequestLimitsTest, ASweepsTextTogetherIsBounded) {
   std::vector<JobSpec> points;
   for (int i = 0; i < 200; ++i) {
     JobSpec s = Coverage(absl::StrCat("p", i));
-    s.disabled_layers.assign(60, std::string(200, '*'));  // 12 KB each, 2.4 MB in all
+    s.selection.disabled_layers.assign(60, std::string(200, '*'));  // 12 KB each, 2.4 MB in all
     points.push_back(s);
   }
   absl::Status st = CheckSubmitLimits(points, "");
@@ -128,7 +128,7 @@ TEST(RequestLimitsTest, SchemeNamesThatReadAsOptionsAreRefused) {
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(st.message(), AllOf(HasSubstr("scheme"), HasSubstr("starts with '-'")));
   JobSpec eval;
-  eval.kind = kJobKindEvaluate;
+  eval.kind = JobKind::kEvaluate;
   eval.scheme = "-x";
   EXPECT_EQ(CheckSubmitLimits({eval}, "").code(), absl::StatusCode::kInvalidArgument);
 }

@@ -1,5 +1,6 @@
 #include "core/jobs/sqlite_job_store.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -20,7 +21,7 @@ Job MakeJob(const std::string& scheme, const std::string& key = "", int priority
   Job j;
   j.id = NewJobId();
   j.spec.scheme = scheme;
-  j.spec.coverage = 0.5;
+  j.spec.selection.coverage = 0.5;
   j.spec.priority = priority;
   j.idempotency_key = key;
   j.created_ms = NowMs();
@@ -48,8 +49,8 @@ TEST_F(SqliteJobStoreTest, InsertGetAndFirstLogLine) {
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(got->spec.scheme, "top10");
   EXPECT_EQ(got->state, JobState::kQueued);
-  ASSERT_TRUE(got->spec.coverage.has_value());
-  EXPECT_DOUBLE_EQ(*got->spec.coverage, 0.5);
+  ASSERT_TRUE(got->spec.selection.coverage.has_value());
+  EXPECT_DOUBLE_EQ(*got->spec.selection.coverage, 0.5);
   auto logs = store_->ReadLogs(got->id, 0, 10);
   ASSERT_TRUE(logs.ok());
   ASSERT_EQ(logs->size(), 1u);
@@ -363,7 +364,8 @@ TEST_F(SqliteJobStoreTest, FullDiskIsResourceExhaustedNamingTheStoreAndLeavesItU
   auto s = OpenSqliteJobStore(path, /*max_pages_for_test=*/1);  // then no page more: SQLITE_FULL, as a full disk
   ASSERT_TRUE(s.ok()) << s.status();
   Job big = MakeJob("big");
-  for (int i = 0; i < 200; ++i) big.spec.disabled_layers.push_back(std::string(1000, static_cast<char>('a' + i % 26)));
+  for (int i = 0; i < 200; ++i)
+    big.spec.selection.disabled_layers.push_back(std::string(1000, static_cast<char>('a' + i % 26)));
   std::vector<bool> created;
   auto r = (*s)->Insert({big}, "queued", &created);
   ASSERT_FALSE(r.ok());
@@ -448,20 +450,23 @@ namespace {
 // Evaluation jobs are stored with their kind; rows written before kinds existed read as scheme jobs.
 TEST(JobSpecJsonTest, KindAndEvaluateRoundTripAndOldRowsAreSchemes) {
   JobSpec s;
-  s.kind = kJobKindEvaluate;
+  s.kind = JobKind::kEvaluate;
   s.scheme = "top50";
   s.evaluate = true;
   auto back = JobSpec::FromJson(s.ToJson());
   ASSERT_TRUE(back.ok()) << back.status();
-  EXPECT_EQ(back->kind, kJobKindEvaluate);
+  EXPECT_EQ(back->kind, JobKind::kEvaluate);
   EXPECT_TRUE(back->evaluate);
   EXPECT_EQ(*back, s);
-  nlohmann::json old = JobSpec{}.ToJson();
+  JobSpec before;
+  before.scheme = "old";
+  before.selection.coverage = 0.5;
+  nlohmann::json old = before.ToJson();
   old.erase("kind");
   old.erase("evaluate");
   auto read = JobSpec::FromJson(old);
   ASSERT_TRUE(read.ok()) << read.status();
-  EXPECT_EQ(read->kind, kJobKindScheme);
+  EXPECT_EQ(read->kind, JobKind::kScheme);
   EXPECT_FALSE(read->evaluate);
 }
 
@@ -475,6 +480,33 @@ TEST(JobSpecJsonTest, NonIntegerOrOutOfRangeCountsAreDataLoss) {
     ASSERT_FALSE(s.ok()) << bad;
     EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss);
   }
+}
+
+// Names are the storage edge: an unknown one is a malformed row (DataLoss, naming it); a well-formed
+// scheme spec that the one validation refuses is refused with its reason, not run.
+TEST(JobSpecJsonTest, UnknownNamesAreDataLossAndInvalidSpecsAreRefused) {
+  JobSpec good;
+  good.scheme = "s";
+  good.selection.coverage = 0.5;
+  for (const auto& [field, value] : std::vector<std::pair<std::string, std::string>>{
+           {"method", "fisher"}, {"format", "gguf"}, {"layout", "flat"}, {"kind", "distill"}}) {
+    nlohmann::json j = good.ToJson();
+    j[field] = value;
+    auto s = JobSpec::FromJson(j);
+    ASSERT_FALSE(s.ok()) << field;
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss) << field;
+    EXPECT_THAT(s.status().message(), ::testing::HasSubstr("'" + value + "'")) << field;
+  }
+  nlohmann::json both = good.ToJson();
+  both["effective_bits"] = 12;
+  auto s = JobSpec::FromJson(both);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.status().message(), ::testing::HasSubstr("more than one selection"));
+  // An evaluation job names only its scheme: no selection is needed.
+  JobSpec eval;
+  eval.kind = JobKind::kEvaluate;
+  eval.scheme = "s";
+  ASSERT_OK(JobSpec::FromJson(eval.ToJson()).status());
 }
 
 TEST_F(SqliteJobStoreTest, OneDaemonsStoreKeepsNoLeasesAndPublishesFreely) {

@@ -1,0 +1,89 @@
+#include "core/scheme/scheme_loader.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <map>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "core/model/qwen2_5_vl/weights.h"
+#include "core/quant/fp8.h"
+#include "core/quant/linear_hooks.h"
+#include "core/util/status_macros.h"
+#include "core/util/torch_status.h"
+
+namespace autoquant {
+
+bool HasFp8Weights(const Checkpoint& ckpt) {
+  for (const auto& f : ckpt.files()) {
+    for (const auto& t : f->tensors()) {
+      if (t.dtype == DType::kF8E4M3) return true;
+    }
+  }
+  return false;
+}
+
+absl::StatusOr<float> ReadPerTensorScale(const Checkpoint& ckpt, const std::string& key) {
+  const TensorInfo* info = ckpt.Find(key);
+  if (info == nullptr) return absl::InvalidArgumentError(absl::StrCat("FP8 checkpoint lacks '", key, "'"));
+  if (info->numel() != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", key, "' is not a per-tensor scale (shape has ", info->numel(), " elements)"));
+  }
+  ASSIGN_OR_RETURN(torch::Tensor t, ckpt.Get(key));
+  ASSIGN_OR_RETURN(float v, TorchCall([&] { return t.to(torch::kFloat32).reshape({}).item<float>(); }, key));
+  // A NaN, infinite or negative scale would load as a model of garbage that runs without error.
+  if (!std::isfinite(v) || v < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("'", key, "' = ", v, " is not a finite non-negative scale"));
+  }
+  return v;
+}
+
+absl::StatusOr<LoadedScheme> LoadScheme(const Checkpoint& ckpt, torch::Device device, torch::ScalarType dtype) {
+  // Checkpoint module name -> (weight scale, input scale) for every FP8 weight.
+  std::map<std::string, std::pair<float, float>> scales;
+  for (const auto& name : ckpt.TensorNames()) {
+    const TensorInfo* info = ckpt.Find(name);
+    if (info->dtype != DType::kF8E4M3) continue;
+    if (!absl::EndsWith(name, ".weight")) {
+      return absl::InvalidArgumentError(absl::StrCat("FP8 tensor '", name, "' is not a Linear weight"));
+    }
+    std::string m = name.substr(0, name.size() - 7);
+    ASSIGN_OR_RETURN(float ws, ReadPerTensorScale(ckpt, m + ".weight_scale"));
+    ASSIGN_OR_RETURN(float is, ReadPerTensorScale(ckpt, m + ".input_scale"));
+    scales[m] = {ws, is};
+  }
+  LoadHooks hooks;
+  hooks.skip_key = [](const std::string& key) {
+    return absl::EndsWith(key, ".weight_scale") || absl::EndsWith(key, ".input_scale");
+  };
+  hooks.transform = [&scales](const std::string& key, const torch::Tensor& src) -> absl::StatusOr<torch::Tensor> {
+    if (src.scalar_type() != torch::kFloat8_e4m3fn) return src;
+    // Every FP8 tensor was checked above to be a "<m>.weight" with scales; find, not at(), all the same.
+    auto it = scales.find(key.substr(0, key.size() - 7));
+    if (it == scales.end()) return absl::InternalError(absl::StrCat("no scales recorded for FP8 tensor '", key, "'"));
+    const float ws = it->second.first;
+    return TorchCall([&] { return DequantizeFp8(src, torch::tensor(ws)); }, key);
+  };
+  LoadedScheme out;
+  ASSIGN_OR_RETURN(out.model, LoadQwen2_5_VL(ckpt, device, dtype, hooks));
+  for (auto& [name, lin] : out.model->Linears()) {
+    // Model names are transformers 5.x; the checkpoint may use the legacy ones.
+    auto it = scales.find(name);
+    if (it == scales.end()) it = scales.find(LegacyTensorName(name));
+    if (it == scales.end()) continue;
+    const float input_amax = it->second.second * kFp8E4M3Max;
+    // A device allocation: out of memory here is as real as in the weights.
+    ASSIGN_OR_RETURN(torch::Tensor amax, TorchCall([&] { return torch::tensor(input_amax).to(device); }, name));
+    lin->set_hook(std::make_shared<InputQuantHook>(std::move(amax)));
+    ++out.quantized_linears;
+  }
+  if (out.quantized_linears != scales.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(scales.size() - out.quantized_linears, " FP8 weights do not belong to a Linear of the model"));
+  }
+  return out;
+}
+
+}  // namespace autoquant

@@ -1,0 +1,160 @@
+#include "core/scheme/scheme_overlay.h"
+
+#include <torch/torch.h>
+
+#include <map>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "core/model/qwen2_5_vl/weights.h"
+#include "core/quant/fp8.h"
+#include "core/quant/groups.h"
+#include "core/scheme/scheme_loader.h"
+#include "core/util/status_macros.h"
+#include "core/util/torch_status.h"
+
+namespace autoquant {
+namespace {
+
+constexpr absl::string_view kWeight = ".weight";
+
+struct Fp8Weight {
+  std::string key;  // checkpoint key of the weight
+  float weight_scale = 1, input_scale = 1;
+};
+
+}  // namespace
+
+absl::StatusOr<SchemeOverlay> BuildSchemeOverlay(const Checkpoint& scheme, Qwen2_5_VLModel& model, Fp8Matmul matmul) {
+  const torch::Device device = model->device();
+  const torch::ScalarType dtype = model->dtype();
+  SchemeOverlay out;
+  ASSIGN_OR_RETURN(out.matmul, ResolveFp8Matmul(matmul, device));
+
+  std::map<std::string, Linear> linears;  // model (transformers 5.x) name -> Linear
+  for (auto& [name, lin] : model->Linears()) linears.emplace(name, lin);
+
+  // Model module name -> its FP8 weight in the scheme.
+  std::map<std::string, Fp8Weight> fp8;
+  for (const auto& key : scheme.TensorNames()) {
+    if (scheme.Find(key)->dtype != DType::kF8E4M3) continue;
+    const std::string canonical = CanonicalTensorName(key);
+    if (!absl::EndsWith(canonical, kWeight)) {
+      return absl::InvalidArgumentError(absl::StrCat("FP8 tensor '", key, "' is not a Linear weight"));
+    }
+    const std::string module = canonical.substr(0, canonical.size() - kWeight.size());
+    if (!linears.count(module)) {
+      return absl::InvalidArgumentError(absl::StrCat("FP8 weight '", key, "' belongs to no Linear of the base model"));
+    }
+    const std::string m = key.substr(0, key.size() - kWeight.size());
+    Fp8Weight w{key};
+    ASSIGN_OR_RETURN(w.weight_scale, ReadPerTensorScale(scheme, m + ".weight_scale"));
+    ASSIGN_OR_RETURN(w.input_scale, ReadPerTensorScale(scheme, m + ".input_scale"));
+    fp8.emplace(module, std::move(w));
+  }
+
+  // vLLM's fused shards: all FP8 or none; max scales shared.
+  std::map<std::string, std::vector<std::string>> fused;  // fused GEMM -> its shards, model order
+  for (const auto& [name, lin] : linears) {
+    const std::string g = FusedGemmName(name);
+    if (!g.empty()) fused[g].push_back(name);
+  }
+  std::map<std::string, std::pair<float, float>> shared_scales;  // module -> (weight, input) scale used
+  for (const auto& [module, w] : fp8) shared_scales[module] = {w.weight_scale, w.input_scale};
+  for (const auto& [gemm, shards] : fused) {
+    size_t quantized = 0;
+    for (const auto& s : shards) quantized += fp8.count(s);
+    if (quantized == 0) continue;
+    if (quantized != shards.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("mixed quantization within the fused layer ", gemm, ": ", quantized, " of ", shards.size(),
+                       " shards are FP8 (vLLM refuses such a checkpoint: \"Mixed quant_algo within fused layer\")"));
+    }
+    float ws = 0, is = 0;
+    for (const auto& s : shards) {
+      ws = std::max(ws, fp8.at(s).weight_scale);
+      is = std::max(is, fp8.at(s).input_scale);
+    }
+    for (const auto& s : shards) shared_scales[s] = {ws, is};
+  }
+
+  for (const auto& [module, w] : fp8) {
+    Linear lin = linears.at(module);
+    ASSIGN_OR_RETURN(torch::Tensor q, scheme.Get(w.key));
+    if (q.sizes() != lin->weight.sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat("FP8 weight '", w.key, "' has shape ", c10::str(q.sizes()),
+                                                     "; the base model's Linear has ", c10::str(lin->weight.sizes())));
+    }
+    const auto [ws, is] = shared_scales.at(module);
+    const bool requantize = ws != w.weight_scale;
+    ASSIGN_OR_RETURN(auto hook, TorchCall(
+                                    [&] {
+                                      torch::Tensor wq = q.to(device);
+                                      const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+                                      torch::Tensor ws_t = torch::tensor(ws, f32).reshape({});
+                                      if (requantize)
+                                        wq = QuantizeFp8(DequantizeFp8(wq, torch::tensor(w.weight_scale, f32)), ws_t);
+                                      return std::make_shared<Fp8LinearHook>(
+                                          wq, ws_t, torch::tensor(is, f32).reshape({}), out.matmul);
+                                    },
+                                    w.key));
+    out.requantized_shards += requantize;
+    out.scaled_mm_linears += hook->uses_scaled_mm();
+    out.hooks.emplace_back(lin, std::move(hook));
+  }
+
+  // Every other tensor must be the base's. Parameters by model name; a tied
+  // lm_head shares embed_tokens' storage and may be absent from the scheme.
+  std::map<std::string, torch::Tensor> params;
+  for (const auto& item : model->named_parameters(/*recurse=*/true)) params.emplace(item.key(), item.value());
+  std::set<std::string> replaced;
+  for (const auto& [module, w] : fp8) replaced.insert(module + std::string(kWeight));
+  std::set<std::string> seen;
+  for (const auto& key : scheme.TensorNames()) {
+    const TensorInfo* info = scheme.Find(key);
+    if (info->dtype == DType::kF8E4M3 || absl::EndsWith(key, ".weight_scale") || absl::EndsWith(key, ".input_scale")) {
+      continue;
+    }
+    const std::string name = CanonicalTensorName(key);
+    if (absl::EndsWith(name, ".inv_freq")) continue;  // non-persistent rotary buffers of old checkpoints
+    auto it = params.find(name);
+    if (it == params.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("scheme tensor '", key, "' is no parameter of the base model"));
+    }
+    seen.insert(name);
+    ASSIGN_OR_RETURN(torch::Tensor t, scheme.Get(key));
+    ASSIGN_OR_RETURN(bool equal, TorchCall(
+                                     [&] {
+                                       torch::Tensor s = t.to(device, dtype);
+                                       return s.sizes() == it->second.sizes() && torch::equal(s, it->second.detach());
+                                     },
+                                     key));
+    if (!equal) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "scheme tensor '", key, "' differs from the base model's: the scheme was not made from the model this ",
+          "daemon holds, so it cannot be evaluated against it"));
+    }
+    ++out.tensors_checked;
+  }
+  const bool tied = model->config().tie_word_embeddings;
+  for (const auto& [name, p] : params) {
+    if (seen.count(name) || replaced.count(name) || (tied && name == "lm_head.weight")) continue;
+    return absl::InvalidArgumentError(absl::StrCat("the scheme lacks tensor '", name, "' of the base model"));
+  }
+  return out;
+}
+
+OverlayGuard::OverlayGuard(const SchemeOverlay& overlay) {
+  for (const auto& [layer, hook] : overlay.hooks) {
+    Linear lin = layer;  // a holder copy: the same module, not const
+    previous_.emplace_back(lin, lin->hook());
+    lin->set_hook(hook);
+  }
+}
+
+OverlayGuard::~OverlayGuard() {
+  for (auto& [lin, hook] : previous_) lin->set_hook(hook);
+}
+
+}  // namespace autoquant
