@@ -21,12 +21,12 @@ namespace autoquant {
 
 // How group sensitivity is scored (ModelOpt auto_quantize's two methods).
 enum class ScoreMethod { kGradient, kKlDiv };
-absl::string_view ScoreMethodName(ScoreMethod m);                // "gradient" | "kl_div"
+absl::string_view ScoreMethodName(ScoreMethod m);                      // "gradient" | "kl_div"
 absl::StatusOr<ScoreMethod> ParseScoreMethod(absl::string_view name);  // also "kl-div", any case
 
 // The checkpoint's quantization metadata (hf_quant_config.h has both formats' files).
 enum class ExportFormat { kModelOpt, kCompressedTensors };
-absl::string_view ExportFormatName(ExportFormat f);                  // "modelopt" | "compressed-tensors"
+absl::string_view ExportFormatName(ExportFormat f);                      // "modelopt" | "compressed-tensors"
 absl::StatusOr<ExportFormat> ParseExportFormat(absl::string_view name);  // also "compressed_tensors", any case
 
 // How a scheme's weights are stored (export.h): standalone shards of its own, or shared
