@@ -81,7 +81,13 @@ absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostre
     ASSIGN_OR_RETURN(CoverageManifest m, ParseCoverageManifest(j, o.coverage_manifest));
     req.selection.coverage_manifest = m;
   }
-  RETURN_IF_ERROR(ValidateSchemeSpec(req));
+  if (absl::Status v = ValidateSchemeSpec(req); !v.ok()) {
+    // Core names the request's fields; here they are flags.
+    return absl::InvalidArgumentError(
+        absl::StrCat(v.message(),
+                     " (flags: --coverage, --coverage-manifest, --effective-bits, --calib-steps, "
+                     "--score-steps, --batch-size)"));
+  }
 
   EngineOptions eo;
   eo.model_dir = o.model;
