@@ -8,6 +8,7 @@
 # a short libFuzzer run of every parser target (scripts/fuzz.sh, build-fuzz/), and, where nvcc
 # exists, a compile of the CUDA kernels (build/, target aq_kernels). Exits non-zero if anything fails.
 #
+# The benchmarks (bench/) are not built: the test command runs none of them (the GPU bundle builds them).
 # One instrumented build serves both test suites: a second, plain build of every target cost a fresh
 # 2-core machine about 20 minutes and found nothing the sanitized one does not. The sanitized build
 # is scripts/build.sh's build type Sanitized (-O1 -g1, half the compile time of RelWithDebInfo).
@@ -39,7 +40,7 @@ bash scripts/check_format.sh
 if [ "${AUTOQUANT_SKIP_ASAN:-0}" != "1" ]; then
   BUILD_DIR="${BUILD_DIR:-$ROOT/build-asan}"
   phase "build with ASan + UBSan ($BUILD_DIR)"
-  bash scripts/build.sh "$BUILD_DIR" Sanitized -DAUTOQUANT_SANITIZE=ON -DAUTOQUANT_WERROR=ON
+  bash scripts/build.sh "$BUILD_DIR" Sanitized -DAUTOQUANT_SANITIZE=ON -DAUTOQUANT_WERROR=ON -DAUTOQUANT_BUILD_BENCH=OFF
   # LibTorch itself is not instrumented; its one-time global allocations are not leaks of ours.
   # Exported: the Python tests' daemons and CLIs run with the same options.
   export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:detect_odr_violation=0"
@@ -59,7 +60,11 @@ phase "C++ tests ($BUILD_DIR)"
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS"
 
 phase "Python tests (against $BUILD_DIR)"
-AUTOQUANT_BUILD_DIR="$BUILD_DIR" "$CACHE/venv/bin/python" -m pytest tests/python -q --durations=15
+# A worker per core, each taking whole files (--dist loadfile: a file's module-scoped daemon is
+# started once, by the worker that runs the file). Every test starts its servers on free ports and
+# keeps its files under its own temporary directory, so workers share nothing.
+AUTOQUANT_BUILD_DIR="$BUILD_DIR" "$CACHE/venv/bin/python" -m pytest tests/python -q --durations=15 \
+  -n "$JOBS" --dist loadfile
 
 if [ "${AUTOQUANT_SKIP_TSAN:-0}" != "1" ]; then
   # The job queue and store are the code with threads of its own (worker, RPC threads, subscribers);

@@ -496,14 +496,14 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* AutoQuantService::StreamLogs(Ctx* ct
 }
 
 absl::Status AutoQuantService::DoGetSensitivity(const v1::GetSensitivityRequest& req, v1::Sensitivity* resp) {
-  const EngineFacts* engine = d_->engine.load();
+  const EngineInfo* engine = d_->engine.load();
   if (!engine) return absl::UnavailableError("the model is still loading; retry when health is SERVING");
-  ScoreMethod method = req.method() == v1::SCORE_METHOD_KL_DIV ? ScoreMethod::kKlDiv : ScoreMethod::kGradient;
+  ASSIGN_OR_RETURN(const ScoreMethod method, MethodFromProto(req.method()));
   if (req.calib_steps() < 0 || req.score_steps() < 0) {
     return absl::InvalidArgumentError("calib_steps and score_steps must be >= 0");
   }
-  ASSIGN_OR_RETURN(Baseline b,
-                   engine->cached_baseline(method, req.calib_steps(), req.score_steps(), req.include_vision()));
+  ASSIGN_OR_RETURN(Baseline b, engine->CachedBaseline(method, req.calib_steps(), req.score_steps(),
+                                                      req.include_vision(), /*batch_size=*/0));
   resp->set_baseline_key(b.key);
   std::vector<int> rank(b.groups.size());
   for (size_t r = 0; r < b.ranking.size(); ++r) rank[b.ranking[r]] = static_cast<int>(r);
@@ -536,12 +536,12 @@ absl::Status AutoQuantService::DoGetServerInfo(v1::ServerInfo* resp) {
   resp->set_running_job_id(d_->jobs->running_job_id());
   // From memory, not the store: GetServerInfo answers on the callback thread, even while the store stalls.
   resp->set_queued_jobs(static_cast<int32_t>(d_->metrics->queued_jobs()));
-  if (const EngineFacts* e = d_->engine.load()) {
-    resp->set_model_fingerprint(e->model_fingerprint);
-    resp->set_calib_fingerprint(e->calib_fingerprint);
-    resp->set_calib_samples(static_cast<int32_t>(e->calib_samples));
-    resp->set_device(e->device);
-    resp->set_dtype(e->dtype);
+  if (const EngineInfo* e = d_->engine.load()) {
+    resp->set_model_fingerprint(e->model_fingerprint());
+    resp->set_calib_fingerprint(e->calib_fingerprint());
+    resp->set_calib_samples(static_cast<int32_t>(e->calib_samples()));
+    resp->set_device(e->device());
+    resp->set_dtype(e->dtype());
     DeviceMemory m = e->device_memory();
     resp->set_device_memory_allocated_bytes(m.allocated);
     resp->set_device_memory_reserved_bytes(m.reserved);

@@ -118,7 +118,6 @@ class Daemon {
   std::thread signals_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<Evaluator> evaluator_;
-  EngineFacts facts_;
   EvalSetFacts eval_facts_;
   std::unique_ptr<EngineJobRunner> runner_;
   std::thread sampler_;
@@ -185,8 +184,7 @@ int Daemon::Start() {
 
 int Daemon::OpenJobs() {
   daemon_id_ = NewDaemonId();
-  auto store =
-      OpenJobStore(o_.store, {.owner = daemon_id_, .lease_seconds = o_.lease_seconds, .max_attempts = o_.max_attempts});
+  auto store = OpenJobStore(o_.store, {.owner = daemon_id_, .lease_seconds = o_.lease_seconds});
   if (!store.ok()) return Fail(store.status(), "job store");
   store_ = *std::move(store);
   fleet_ = store_->lease_seconds() > 0;
@@ -310,16 +308,7 @@ void Daemon::Load() {
     ctx_.eval_set = &eval_facts_;
   }
   Engine* e = engine_.get();
-  facts_ = {.model_fingerprint = e->model_fingerprint(),
-            .calib_fingerprint = e->calib_fingerprint(),
-            .device = e->device(),
-            .dtype = e->dtype(),
-            .calib_samples = static_cast<int64_t>(e->calib_samples()),
-            .device_memory = [e] { return e->device_memory(); },
-            .cached_baseline_keys = [e] { return e->cached_baseline_keys(); },
-            .cached_baseline = [e](ScoreMethod m, int calib_steps, int score_steps,
-                                   bool vision) { return e->CachedBaseline(m, calib_steps, score_steps, vision); }};
-  ctx_.engine = &facts_;
+  ctx_.engine = e;
   // --layout is checked by its flag's validator; the fallback never applies.
   // The job store also keeps the records of the blobs this daemon produced (blob_records.h).
   runner_ = std::make_unique<EngineJobRunner>(

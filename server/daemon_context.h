@@ -2,10 +2,9 @@
 // request pools their work runs on, and what they read of the engine and the evaluation set once loaded (null while
 // loading). Owned by main.
 //
-// The handlers reach the engine only through EngineFacts (plain values and
-// callables filled by daemon.cc), so the service library neither links nor
-// builds the engine: its tests, ThreadSanitizer's included, run it with a
-// scripted runner and no model.
+// The handlers reach the engine only through EngineInfo (core/engine/engine_info.h,
+// torch-free), so the service library neither links nor builds the engine: its
+// tests, ThreadSanitizer's included, run it with a scripted runner and no model.
 #pragma once
 
 #include <atomic>
@@ -15,7 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/engine/engine.h"  // DeviceMemory (the header is torch-free; nothing of Engine is called here)
+#include "core/engine/engine_info.h"
 #include "core/jobs/job_manager.h"
 #include "core/quant/baseline.h"
 #include "server/daemon_metrics.h"
@@ -23,16 +22,6 @@
 #include "server/token_auth.h"
 
 namespace autoquant {
-
-struct EngineFacts {
-  std::string model_fingerprint, calib_fingerprint, device, dtype;
-  int64_t calib_samples = 0;
-  std::function<DeviceMemory()> device_memory;
-  std::function<std::vector<std::string>()> cached_baseline_keys;
-  // A baseline the engine already holds (or has cached on disk); FailedPrecondition otherwise.
-  std::function<absl::StatusOr<Baseline>(ScoreMethod, int calib_steps, int score_steps, bool include_vision)>
-      cached_baseline;
-};
 
 struct EvalSetFacts {
   std::string path, fingerprint;
@@ -49,7 +38,7 @@ struct DaemonContext {
   // service are destroyed.
   RequestExecutor* writes = nullptr;
   RequestExecutor* reads = nullptr;
-  std::atomic<const EngineFacts*> engine{nullptr};     // null while loading
+  std::atomic<const EngineInfo*> engine{nullptr};      // null while loading
   std::atomic<const EvalSetFacts*> eval_set{nullptr};  // null: no --eval-set, or still loading
   std::atomic<double> load_seconds{0};
   int batch_size = 1;

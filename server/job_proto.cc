@@ -1,6 +1,7 @@
 #include "server/job_proto.h"
 
 #include "absl/strings/str_cat.h"
+#include "core/util/status_macros.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace autoquant {
@@ -11,6 +12,22 @@ google::protobuf::Timestamp ToTimestamp(int64_t ms) {
 }
 
 }  // namespace
+
+absl::StatusOr<ScoreMethod> MethodFromProto(int m) {
+  switch (m) {
+    case v1::SCORE_METHOD_UNSPECIFIED:
+    case v1::SCORE_METHOD_GRADIENT:
+      return ScoreMethod::kGradient;
+    case v1::SCORE_METHOD_KL_DIV:
+      return ScoreMethod::kKlDiv;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("method: unknown score method ", m));
+  }
+}
+
+v1::ScoreMethod MethodToProto(ScoreMethod m) {
+  return m == ScoreMethod::kKlDiv ? v1::SCORE_METHOD_KL_DIV : v1::SCORE_METHOD_GRADIENT;
+}
 
 absl::StatusOr<JobSpec> SpecFromProto(const v1::SchemeSpec& p) {
   JobSpec s;
@@ -34,17 +51,7 @@ absl::StatusOr<JobSpec> SpecFromProto(const v1::SchemeSpec& p) {
   }
   sel.disabled_layers.assign(p.disabled_layers().begin(), p.disabled_layers().end());
   if (p.has_effective_bits()) sel.effective_bits = p.effective_bits();
-  switch (p.method()) {
-    case v1::SCORE_METHOD_UNSPECIFIED:
-    case v1::SCORE_METHOD_GRADIENT:
-      s.method = ScoreMethod::kGradient;
-      break;
-    case v1::SCORE_METHOD_KL_DIV:
-      s.method = ScoreMethod::kKlDiv;
-      break;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat("method: unknown score method ", p.method()));
-  }
+  ASSIGN_OR_RETURN(s.method, MethodFromProto(p.method()));
   switch (p.format()) {
     case v1::EXPORT_FORMAT_UNSPECIFIED:
     case v1::EXPORT_FORMAT_COMPRESSED_TENSORS:
@@ -90,7 +97,7 @@ void SpecToProto(const JobSpec& s, v1::SchemeSpec* p) {
   }
   for (const auto& d : sel.disabled_layers) p->add_disabled_layers(d);
   if (sel.effective_bits) p->set_effective_bits(*sel.effective_bits);
-  p->set_method(s.method == ScoreMethod::kKlDiv ? v1::SCORE_METHOD_KL_DIV : v1::SCORE_METHOD_GRADIENT);
+  p->set_method(MethodToProto(s.method));
   p->set_format(s.format == ExportFormat::kModelOpt ? v1::EXPORT_FORMAT_MODELOPT
                                                     : v1::EXPORT_FORMAT_COMPRESSED_TENSORS);
   if (s.layout) {

@@ -1,5 +1,4 @@
 #include "core/engine/engine.h"
-#include "core/engine/engine_access.h"
 
 #include <torch/torch.h>
 
@@ -48,6 +47,19 @@ struct Engine::Impl {
   int scoring_passes = 0;
   int64_t last_baseline_peak_bytes = 0;
   std::atomic<int64_t> peak_seen{0};  // highest peak reserved observed before any ResetPeak
+
+  // The baselines' life, in GetBaseline's order (defined below, after the helpers they use).
+  // The baseline held in memory, else in the cache directory (a bad entry is a warning, not an error).
+  std::optional<Baseline> Remembered(const std::string& key, const ProgressFn& progress);
+  // Takes the cache entry's lock (*lock), waiting while another process holds it; returns what that
+  // process cached meanwhile, if anything. Without a usable cache: no lock and nothing (a warning).
+  absl::StatusOr<std::optional<Baseline>> WaitForOthers(const std::string& key, const ProgressFn& progress,
+                                                        const std::atomic<bool>* cancel, std::optional<FileLock>* lock);
+  // Calibration, scoring, costs and ranking.
+  absl::StatusOr<Baseline> Compute(const BaselineInputs& in, const std::string& key, const ProgressFn& progress,
+                                   const std::atomic<bool>* cancel);
+  // Into memory, and into the cache directory when there is one (a failed save is a warning).
+  void Keep(const Baseline& b, const ProgressFn& progress);
 };
 
 namespace {
@@ -123,8 +135,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
 }
 
 int Engine::scoring_passes() const { return impl_->scoring_passes; }
-Qwen2_5_VLModel& EngineModel(Engine& engine) { return engine.impl_->model; }
-const CalibSet& EngineCalibSet(const Engine& engine) { return engine.impl_->calib; }
+Qwen2_5_VLModel& Engine::resident_model() { return impl_->model; }
+const CalibSet& Engine::calib_set() const { return impl_->calib; }
 std::string Engine::device() const { return impl_->device.str(); }
 std::string Engine::dtype() const { return impl_->dtype == torch::kBFloat16 ? "bfloat16" : "float32"; }
 const std::string& Engine::model_fingerprint() const { return impl_->model_fp; }
@@ -132,89 +144,87 @@ const std::string& Engine::calib_fingerprint() const { return impl_->calib_fp; }
 int64_t Engine::calib_samples() const { return impl_->calib.num_samples(); }
 const EngineOptions& Engine::options() const { return impl_->options; }
 
-absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps, int score_steps, bool include_vision,
-                                             const ProgressFn& progress, const std::atomic<bool>* cancel, bool* reused,
-                                             int batch_size) {
-  Impl& s = *impl_;
-  ASSIGN_OR_RETURN(BaselineInputs in, InputsFor(method, calib_steps, score_steps, include_vision, batch_size));
-  calib_steps = in.calib_steps;
-  score_steps = in.score_steps;
-  ASSIGN_OR_RETURN(const std::string key, BaselineKey(in));
-  if (reused) *reused = true;
+std::optional<Baseline> Engine::Impl::Remembered(const std::string& key, const ProgressFn& progress) {
   {
-    std::lock_guard<std::mutex> lock(s.cache_mu);
-    if (auto it = s.cache.find(key); it != s.cache.end()) return it->second;
+    std::lock_guard<std::mutex> lock(cache_mu);
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
   }
-  if (!s.options.baseline_cache.empty()) {
-    auto loaded = LoadBaseline(s.options.baseline_cache, key);
-    if (loaded.ok()) {
-      std::lock_guard<std::mutex> lock(s.cache_mu);
-      s.cache[key] = *loaded;
-      return *loaded;
-    }
-    // A bad entry costs a recomputation, not the scheme; but say so: silence
-    // would hide a cache directory that keeps getting damaged.
-    if (!absl::IsNotFound(loaded.status()) && progress) {
-      progress(
-          ProgressEvent{Phase::kCalibrate, 0,
-                        absl::StrCat("ignoring the cached baseline (", loaded.status().ToString(), "); recomputing it"),
-                        /*warning=*/true});
-    }
+  if (options.baseline_cache.empty()) return std::nullopt;
+  auto loaded = LoadBaseline(options.baseline_cache, key);
+  if (loaded.ok()) {
+    std::lock_guard<std::mutex> lock(cache_mu);
+    cache[key] = *loaded;
+    return *std::move(loaded);
   }
-  // Another process sharing the cache (a daemon of the same fleet, the CLI) may be computing this very
-  // baseline right now: wait for it and use what it cached rather than compute it a second time.
-  std::optional<FileLock> file_lock;
+  // A bad entry costs a recomputation, not the scheme; but say so: silence would hide a cache
+  // directory that keeps getting damaged.
+  if (!absl::IsNotFound(loaded.status()) && progress) {
+    progress(
+        ProgressEvent{Phase::kCalibrate, 0,
+                      absl::StrCat("ignoring the cached baseline (", loaded.status().ToString(), "); recomputing it"),
+                      /*warning=*/true});
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<std::optional<Baseline>> Engine::Impl::WaitForOthers(const std::string& key, const ProgressFn& progress,
+                                                                    const std::atomic<bool>* cancel,
+                                                                    std::optional<FileLock>* lock) {
+  if (options.baseline_cache.empty()) return std::nullopt;
   std::error_code no_cache;
-  if (!s.options.baseline_cache.empty()) std::filesystem::create_directories(s.options.baseline_cache, no_cache);
-  // (A cache directory that cannot be created is reported once, by the save below.)
-  if (!s.options.baseline_cache.empty() && !no_cache) {
-    auto locked = FileLock::Acquire(s.options.baseline_cache / (".baseline-" + key + ".lock"), cancel, [&] {
-      if (progress) {
-        progress(ProgressEvent{Phase::kCalibrate, 0,
-                               absl::StrCat("another process is computing baseline ", key.substr(0, 12),
-                                            " in the shared cache; waiting to use it")});
-      }
-    });
-    if (locked.ok()) {
-      file_lock.emplace(*std::move(locked));
-      if (auto loaded = LoadBaseline(s.options.baseline_cache, key); loaded.ok()) {
-        std::lock_guard<std::mutex> l(s.cache_mu);
-        s.cache[key] = *loaded;
-        return *loaded;
-      }
-    } else if (absl::IsCancelled(locked.status())) {
-      return locked.status();
-    } else if (progress) {
+  std::filesystem::create_directories(options.baseline_cache, no_cache);
+  // (A cache directory that cannot be created is reported once, by Keep's save.)
+  if (no_cache) return std::nullopt;
+  auto locked = FileLock::Acquire(options.baseline_cache / (".baseline-" + key + ".lock"), cancel, [&] {
+    if (progress) {
+      progress(ProgressEvent{Phase::kCalibrate, 0,
+                             absl::StrCat("another process is computing baseline ", key.substr(0, 12),
+                                          " in the shared cache; waiting to use it")});
+    }
+  });
+  if (absl::IsCancelled(locked.status())) return locked.status();
+  if (!locked.ok()) {
+    if (progress) {
       progress(ProgressEvent{Phase::kCalibrate, 0,
                              absl::StrCat("cannot lock the baseline cache (", locked.status().message(),
                                           "); computing without it, so another daemon may compute it too"),
                              /*warning=*/true});
     }
+    return std::nullopt;
   }
-  if (reused) *reused = false;
+  lock->emplace(*std::move(locked));
+  auto loaded = LoadBaseline(options.baseline_cache, key);
+  if (!loaded.ok()) return std::nullopt;
+  std::lock_guard<std::mutex> l(cache_mu);
+  cache[key] = *loaded;
+  return *std::move(loaded);
+}
 
+absl::StatusOr<Baseline> Engine::Impl::Compute(const BaselineInputs& in, const std::string& key,
+                                               const ProgressFn& progress, const std::atomic<bool>* cancel) {
   Baseline b;
   b.key = key;
   b.inputs = in;
   b.formats = {Format::kFp8, Format::kNone};
-  b.linears = s.linears;
-  ASSIGN_OR_RETURN(b.groups, QuantizableGroups(b.linears, include_vision, s.tied_head));
+  b.linears = linears;
+  ASSIGN_OR_RETURN(b.groups, QuantizableGroups(b.linears, in.include_vision, tied_head));
 
-  RaiseTo(s.peak_seen, PeakReserved(s.device));
-  ResetPeakReserved(s.device);
+  RaiseTo(peak_seen, PeakReserved(device));
+  ResetPeakReserved(device);
   auto t0 = std::chrono::steady_clock::now();
-  PassOptions calib_opts{calib_steps, in.batch_size, cancel, [&](double f) { Report(progress, Phase::kCalibrate, f); }};
-  ASSIGN_OR_RETURN(CalibrationResult amax, Calibrate(s.model, s.calib, calib_opts));
+  PassOptions calib_opts{in.calib_steps, in.batch_size, cancel,
+                         [&](double f) { Report(progress, Phase::kCalibrate, f); }};
+  ASSIGN_OR_RETURN(CalibrationResult amax, Calibrate(model, calib, calib_opts));
   b.calib_seconds = Seconds(t0);
   auto t1 = std::chrono::steady_clock::now();
-  PassOptions score_opts{score_steps, in.batch_size, cancel, [&](double f) { Report(progress, Phase::kScore, f); }};
-  score_opts.graph_bytes = s.options.score_graph_bytes;
-  ++s.scoring_passes;
+  PassOptions score_opts{in.score_steps, in.batch_size, cancel, [&](double f) { Report(progress, Phase::kScore, f); }};
+  score_opts.graph_bytes = options.score_graph_bytes;
+  ++scoring_passes;
   ASSIGN_OR_RETURN(std::vector<std::vector<double>> scores,
-                   ScoreGroups(s.model, s.calib, method, b.groups, b.formats, amax, score_opts));
+                   ScoreGroups(model, calib, in.method, b.groups, b.formats, amax, score_opts));
   b.score_seconds = Seconds(t1);
-  s.last_baseline_peak_bytes = PeakReserved(s.device);
-  RaiseTo(s.peak_seen, s.last_baseline_peak_bytes);
+  last_baseline_peak_bytes = PeakReserved(device);
+  RaiseTo(peak_seen, last_baseline_peak_bytes);
 
   b.input_amax = {amax.input_amax};
   b.weight_amax = {amax.weight_amax};
@@ -226,19 +236,39 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
     b.total_weight_numel += g.weight_numel;
   }
   b.ComputeRanking();
-  if (!s.options.baseline_cache.empty()) {
-    // Losing the cache costs the next process a recomputation; losing the
-    // baseline just computed would cost this one.
-    if (absl::Status saved = SaveBaseline(b, s.options.baseline_cache); !saved.ok()) {
-      if (progress) {
-        progress(ProgressEvent{Phase::kScore, 1.0,
-                               absl::StrCat("baseline not cached (", saved.message(), "); using it from memory"),
-                               /*warning=*/true});
-      }
+  return b;
+}
+
+void Engine::Impl::Keep(const Baseline& b, const ProgressFn& progress) {
+  if (!options.baseline_cache.empty()) {
+    // Losing the cache costs the next process a recomputation; losing the baseline just computed
+    // would cost this one.
+    if (absl::Status saved = SaveBaseline(b, options.baseline_cache); !saved.ok() && progress) {
+      progress(ProgressEvent{Phase::kScore, 1.0,
+                             absl::StrCat("baseline not cached (", saved.message(), "); using it from memory"),
+                             /*warning=*/true});
     }
   }
-  std::lock_guard<std::mutex> lock(s.cache_mu);
-  s.cache[key] = b;
+  std::lock_guard<std::mutex> lock(cache_mu);
+  cache[b.key] = b;
+}
+
+absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps, int score_steps, bool include_vision,
+                                             const ProgressFn& progress, const std::atomic<bool>* cancel, bool* reused,
+                                             int batch_size) {
+  Impl& s = *impl_;
+  ASSIGN_OR_RETURN(BaselineInputs in, InputsFor(method, calib_steps, score_steps, include_vision, batch_size));
+  ASSIGN_OR_RETURN(const std::string key, BaselineKey(in));
+  if (reused) *reused = true;
+  if (std::optional<Baseline> b = s.Remembered(key, progress)) return *std::move(b);
+  // Another process sharing the cache (a daemon of the same fleet, the CLI) may be computing this very
+  // baseline right now: wait for it and use what it cached rather than compute it a second time.
+  std::optional<FileLock> lock;
+  ASSIGN_OR_RETURN(std::optional<Baseline> theirs, s.WaitForOthers(key, progress, cancel, &lock));
+  if (theirs) return *std::move(theirs);
+  if (reused) *reused = false;
+  ASSIGN_OR_RETURN(Baseline b, s.Compute(in, key, progress, cancel));
+  s.Keep(b, progress);
   return b;
 }
 

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/engine/engine_info.h"
 #include "core/engine/scheme_result.h"
 #include "core/io/blob_records.h"
 #include "core/quant/baseline.h"
@@ -88,19 +89,11 @@ struct ProgressEvent {
 };
 using ProgressFn = std::function<void(const ProgressEvent&)>;
 
-// Device memory as the CUDA caching allocator sees it (all 0 on CPU).
-struct DeviceMemory {
-  int64_t allocated = 0;      // in use by tensors now
-  int64_t reserved = 0;       // held by the allocator now
-  int64_t peak_reserved = 0;  // highest reserved since the engine was created
-  int64_t total = 0;          // the device's memory (a MIG slice's own); 0 on the CPU
-};
-
-class Engine {
+class Engine : public EngineInfo {
  public:
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options,
                                                         const ProgressFn& progress = nullptr);
-  ~Engine();
+  ~Engine() override;
 
   // Validates the request (ValidateScheme), computes or reuses the baseline,
   // plans and exports.
@@ -130,28 +123,29 @@ class Engine {
   // runs on the device before a daemon reports SERVING.
   absl::Status WarmUp();
 
-  // The baseline for these settings if it is in memory or in the baseline
-  // cache; FailedPrecondition if it has not been computed. Thread-safe
-  // (the daemon's RPC threads call it while the worker runs a scheme).
+  // EngineInfo: thread-safe (the daemon's RPC threads call these while the worker runs a scheme).
   absl::StatusOr<Baseline> CachedBaseline(ScoreMethod method, int calib_steps, int score_steps, bool include_vision,
-                                          int batch_size = 0) const;
-  // Keys of the baselines held in memory. Thread-safe.
-  std::vector<std::string> cached_baseline_keys() const;
-  // Thread-safe.
-  DeviceMemory device_memory() const;
+                                          int batch_size) const override;
+  std::vector<std::string> cached_baseline_keys() const override;
+  DeviceMemory device_memory() const override;
+  std::string device() const override;
+  std::string dtype() const override;
+  const std::string& model_fingerprint() const override;
+  const std::string& calib_fingerprint() const override;
+  int64_t calib_samples() const override;
 
   // How many scoring passes this engine ran (tests use it to prove reuse).
   int scoring_passes() const;
-  std::string device() const;
-  std::string dtype() const;
-  const std::string& model_fingerprint() const;
-  const std::string& calib_fingerprint() const;
-  int64_t calib_samples() const;
   const EngineOptions& options() const;
 
+  // The resident model and calibration set, for work that runs beside the engine on the worker
+  // thread and must not load a second copy (evaluation: core/eval/evaluator.h). Not thread-safe:
+  // use them only where RunScheme could be called, never while it runs; a scheme's hooks are gone
+  // when RunScheme returns, so the model is the base model between schemes.
+  Qwen2_5_VLModel& resident_model();
+  const CalibSet& calib_set() const;
+
  private:
-  friend Qwen2_5_VLModel& EngineModel(Engine& engine);
-  friend const CalibSet& EngineCalibSet(const Engine& engine);
   struct Impl;
   explicit Engine(std::unique_ptr<Impl> impl);
   // The canonical step counts and key inputs for these settings.

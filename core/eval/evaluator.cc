@@ -7,7 +7,7 @@
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
-#include "core/engine/engine_access.h"
+#include "core/engine/engine.h"
 #include "core/eval/logit_metrics.h"
 #include "core/io/checkpoint.h"
 #include "core/model/qwen2_5_vl/calib_set.h"
@@ -77,7 +77,7 @@ struct Evaluator::Impl {
   std::vector<Generation> base_generation;
 
   absl::StatusOr<Pass> RunPass(const ProgressFn& progress, double from, double to, const std::atomic<bool>* cancel) {
-    Qwen2_5_VLModel& model = EngineModel(*engine);
+    Qwen2_5_VLModel& model = engine->resident_model();
     Pass p;
     std::vector<torch::Tensor> last;
     const auto ranges = set.BatchRanges(options.batch_size);
@@ -104,7 +104,7 @@ struct Evaluator::Impl {
                                                    const std::atomic<bool>* cancel) {
     std::vector<Generation> out;
     if (options.generate_tokens <= 0) return out;
-    Qwen2_5_VLModel& model = EngineModel(*engine);
+    Qwen2_5_VLModel& model = engine->resident_model();
     GenerateOptions g;
     g.max_new_tokens = options.generate_tokens;
     for (size_t i = 0; i < prompts.size(); ++i) {
@@ -116,6 +116,20 @@ struct Evaluator::Impl {
     }
     return out;
   }
+
+  // Evaluate's steps (defined below).
+  struct SchemeRun;
+  // The scheme's pass and generations, under its overlay (removed on return).
+  absl::StatusOr<SchemeRun> RunScheme(const SchemeOverlay& overlay, const ProgressFn& progress,
+                                      const std::atomic<bool>* cancel);
+  // Perplexity and last-token logit metrics against the base: fills `out`, returns the "summary" and
+  // "per_sample" sections of evaluation.json.
+  absl::StatusOr<ojson> CompareLogits(const Pass& scheme, EvalSummary* out);
+  // Greedy generations against the base's: fills `out`, returns the "generation" section.
+  ojson CompareGenerations(const std::vector<Generation>& scheme, EvalSummary* out);
+  // evaluation.json's identification: format, scheme, producer, base, evaluation set, scheme, execution.
+  ojson Provenance(const SchemeManifest& manifest, const SchemeOverlay& overlay, const EvalSummary& out,
+                   int64_t with_images);
 };
 
 Evaluator::Evaluator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -149,8 +163,8 @@ absl::StatusOr<std::unique_ptr<Evaluator>> Evaluator::Create(Engine* engine, con
     return absl::InvalidArgumentError(absl::StrCat("evaluation set: ", loaded.status().message()));
   }
   impl->set = *std::move(loaded);
-  Qwen2_5_VLModel& model = EngineModel(*engine);
-  const CalibSet& calib = EngineCalibSet(*engine);
+  Qwen2_5_VLModel& model = engine->resident_model();
+  const CalibSet& calib = engine->calib_set();
 
   // Held out: no sample (tokens and pixels) may also be a calibration sample.
   RETURN_IF_ERROR(TorchCall(
@@ -235,6 +249,144 @@ std::map<std::string, double> EvalSummary::AsMetrics() const {
           {"eval_seconds", seconds}};
 }
 
+// What Evaluate measures of one scheme and how its numbers compare with the base's.
+struct Evaluator::Impl::SchemeRun {
+  Pass pass;
+  std::vector<Generation> generation;
+  double metrics_seconds = 0, generation_seconds = 0;
+};
+
+absl::StatusOr<Evaluator::Impl::SchemeRun> Evaluator::Impl::RunScheme(const SchemeOverlay& overlay,
+                                                                      const ProgressFn& progress,
+                                                                      const std::atomic<bool>* cancel) {
+  SchemeRun r;
+  OverlayGuard guard(overlay);
+  auto t = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(r.pass, RunPass(progress, 0.45, 0.85, cancel));
+  r.metrics_seconds = Seconds(t);
+  t = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(r.generation, Generate(progress, 0.85, 0.98, cancel));
+  r.generation_seconds = Seconds(t);
+  return r;
+}
+
+absl::StatusOr<ojson> Evaluator::Impl::CompareLogits(const Pass& q, EvalSummary* out) {
+  std::vector<double> mse, kl;
+  RETURN_IF_ERROR(TorchCall(
+      [&] {
+        mse = ToVector(LogitMse(base.last_logits, q.last_logits));
+        kl = ToVector(LogitKl(base.last_logits, q.last_logits));
+      },
+      "evaluation metrics"));
+  const int64_t n = set.num_samples();
+  const bool any_images = std::find(has_images.begin(), has_images.end(), true) != has_images.end();
+  const char* over = any_images ? "samples_with_images" : "all_samples";
+  std::vector<double> mse_over, kl_over, dnll;
+  double base_nll = 0, scheme_nll = 0, tokens = 0;
+  ojson per_sample = ojson::array();
+  for (int64_t i = 0; i < n; ++i) {
+    if (!any_images || has_images[i]) {
+      mse_over.push_back(mse[i]);
+      kl_over.push_back(kl[i]);
+    }
+    dnll.push_back(q.nll[i] - base.nll[i]);
+    base_nll += base.nll[i];
+    scheme_nll += q.nll[i];
+    tokens += base.tokens[i];
+    per_sample.push_back({{"index", i},
+                          {"has_images", static_cast<bool>(has_images[i])},
+                          {"tokens", static_cast<int64_t>(base.tokens[i])},
+                          {"nll_base", base.nll[i]},
+                          {"nll_scheme", q.nll[i]},
+                          {"logit_mse_last_token", mse[i]},
+                          {"logit_kl_last_token", kl[i]}});
+  }
+  if (tokens > 0) {
+    out->perplexity_base = std::exp(base_nll / tokens);
+    out->perplexity = std::exp(scheme_nll / tokens);
+  }
+  out->perplexity_delta = out->perplexity - out->perplexity_base;
+  const MeanCi d = RatioWithCi(dnll, base.tokens);
+  out->perplexity_delta_lo = out->perplexity_base * std::expm1(d.lo);
+  out->perplexity_delta_hi = out->perplexity_base * std::expm1(d.hi);
+  const MeanCi m = MeanWithCi(mse_over), k = MeanWithCi(kl_over);
+  out->logit_mse = m.mean, out->logit_mse_lo = m.lo, out->logit_mse_hi = m.hi;
+  out->logit_kl = k.mean, out->logit_kl_lo = k.lo, out->logit_kl_hi = k.hi;
+  ojson j;
+  j["summary"] = {{"perplexity",
+                   {{"base", out->perplexity_base},
+                    {"scheme", out->perplexity},
+                    {"delta", out->perplexity_delta},
+                    {"delta_ci95", {out->perplexity_delta_lo, out->perplexity_delta_hi}},
+                    {"tokens", static_cast<int64_t>(tokens)},
+                    {"samples", n}}},
+                  {"logit_mse_last_token", CiJson(m, over)},
+                  {"logit_kl_last_token", CiJson(k, over)}};
+  j["per_sample"] = std::move(per_sample);
+  return j;
+}
+
+ojson Evaluator::Impl::CompareGenerations(const std::vector<Generation>& gen, EvalSummary* out) {
+  ojson prompts_json = ojson::array();
+  double agreement = 0, base_tokens = 0, base_s = 0, scheme_tokens = 0, scheme_s = 0;
+  for (size_t i = 0; i < gen.size(); ++i) {
+    const Generation& b = base_generation[i];
+    const Generation& g = gen[i];
+    size_t agree = 0;
+    while (agree < b.tokens.size() && agree < g.tokens.size() && b.tokens[agree] == g.tokens[agree]) ++agree;
+    agreement += agree;
+    // Decode throughput: one-token steps after the prefill.
+    base_tokens += b.decode_steps, base_s += b.decode_seconds;
+    scheme_tokens += g.decode_steps, scheme_s += g.decode_seconds;
+    out->generation_finite = out->generation_finite && g.finite && b.finite;
+    prompts_json.push_back({{"index", prompts[i]},
+                            {"has_images", static_cast<bool>(has_images[prompts[i]])},
+                            {"prompt_tokens", prompt_tokens[i]},
+                            {"base_tokens", b.tokens},
+                            {"scheme_tokens", g.tokens},
+                            {"agreement", agree},
+                            {"finite", g.finite},
+                            {"base_finite", b.finite}});
+  }
+  if (!gen.empty()) out->generation_agreement = agreement / gen.size();
+  out->scheme_tokens_per_second = scheme_s > 0 ? scheme_tokens / scheme_s : 0;
+  return {{"max_new_tokens", options.generate_tokens},
+          {"all_finite", out->generation_finite},
+          {"mean_agreement", out->generation_agreement},
+          {"base_tokens_per_second", base_s > 0 ? base_tokens / base_s : 0.0},
+          {"scheme_tokens_per_second", out->scheme_tokens_per_second},
+          {"prompts", std::move(prompts_json)}};
+}
+
+ojson Evaluator::Impl::Provenance(const SchemeManifest& manifest, const SchemeOverlay& overlay, const EvalSummary& out,
+                                  int64_t with_images) {
+  ojson j;
+  j["format"] = "autoquant.evaluation.v1";
+  j["scheme"] = manifest.scheme;
+  j["producer"] = {{"name", "autoquant"}, {"version", AUTOQUANT_VERSION}};
+  j["base_model_fingerprint"] = engine->model_fingerprint();
+  j["eval_set"] = {{"path", fs::absolute(options.eval_set).string()},
+                   {"fingerprint", fingerprint},
+                   {"samples", set.num_samples()},
+                   {"samples_with_images", with_images}};
+  const double groups_total = manifest.num_groups;
+  j["scheme_info"] = {
+      {"coverage",
+       manifest.coverage ? *manifest.coverage : (groups_total > 0 ? manifest.num_quantized / groups_total : 0.0)},
+      {"coverage_requested", manifest.coverage.has_value()},
+      {"effective_bits", manifest.effective_bits},
+      {"groups_quantized", manifest.num_quantized},
+      {"groups_total", manifest.num_groups},
+      {"quantized_linears", overlay.hooks.size()}};
+  j["execution"] = {{"device", engine->device()},
+                    {"dtype", engine->dtype()},
+                    {"fp8_matmul", out.fp8_matmul},
+                    {"scaled_mm_linears", overlay.scaled_mm_linears},
+                    {"requantized_shards", overlay.requantized_shards},
+                    {"batch_size", options.batch_size}};
+  return j;
+}
+
 absl::StatusOr<EvalSummary> Evaluator::Evaluate(const fs::path& scheme_dir, const ProgressFn& progress,
                                                 const std::atomic<bool>* cancel) {
   const auto start = std::chrono::steady_clock::now();
@@ -245,7 +397,6 @@ absl::StatusOr<EvalSummary> Evaluator::Evaluate(const fs::path& scheme_dir, cons
   RETURN_IF_ERROR(dir.CheckPlainTree());
   ASSIGN_OR_RETURN(SchemeManifest manifest, ReadSchemeManifest(dir.ProcPath()));
   ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::Open(dir.ProcPath()));
-  Qwen2_5_VLModel& model = EngineModel(*s.engine);
 
   // Base numbers once per evaluator: the base model does not change.
   if (!s.base_done) {
@@ -255,131 +406,20 @@ absl::StatusOr<EvalSummary> Evaluator::Evaluate(const fs::path& scheme_dir, cons
     s.base_done = true;
   }
   Report(progress, 0.4, "laying the scheme over the base model");
-  ASSIGN_OR_RETURN(SchemeOverlay overlay, BuildSchemeOverlay(ckpt, model, s.matmul));
-  Pass q;
-  std::vector<Generation> gen;
-  double metrics_seconds = 0, generation_seconds = 0;
-  {
-    OverlayGuard guard(overlay);
-    auto t = std::chrono::steady_clock::now();
-    ASSIGN_OR_RETURN(q, s.RunPass(progress, 0.45, 0.85, cancel));
-    metrics_seconds = Seconds(t);
-    t = std::chrono::steady_clock::now();
-    ASSIGN_OR_RETURN(gen, s.Generate(progress, 0.85, 0.98, cancel));
-    generation_seconds = Seconds(t);
-  }
+  ASSIGN_OR_RETURN(SchemeOverlay overlay, BuildSchemeOverlay(ckpt, s.engine->resident_model(), s.matmul));
+  ASSIGN_OR_RETURN(Impl::SchemeRun run, s.RunScheme(overlay, progress, cancel));
 
-  std::vector<double> mse, kl;
-  RETURN_IF_ERROR(TorchCall(
-      [&] {
-        mse = ToVector(LogitMse(s.base.last_logits, q.last_logits));
-        kl = ToVector(LogitKl(s.base.last_logits, q.last_logits));
-      },
-      "evaluation metrics"));
-
-  const int64_t n = s.set.num_samples();
-  const bool any_images = std::find(s.has_images.begin(), s.has_images.end(), true) != s.has_images.end();
-  const char* over = any_images ? "samples_with_images" : "all_samples";
-  std::vector<double> mse_over, kl_over, dnll;
-  double base_nll = 0, scheme_nll = 0, tokens = 0;
-  ojson per_sample = ojson::array();
-  for (int64_t i = 0; i < n; ++i) {
-    if (!any_images || s.has_images[i]) {
-      mse_over.push_back(mse[i]);
-      kl_over.push_back(kl[i]);
-    }
-    dnll.push_back(q.nll[i] - s.base.nll[i]);
-    base_nll += s.base.nll[i];
-    scheme_nll += q.nll[i];
-    tokens += s.base.tokens[i];
-    per_sample.push_back({{"index", i},
-                          {"has_images", static_cast<bool>(s.has_images[i])},
-                          {"tokens", static_cast<int64_t>(s.base.tokens[i])},
-                          {"nll_base", s.base.nll[i]},
-                          {"nll_scheme", q.nll[i]},
-                          {"logit_mse_last_token", mse[i]},
-                          {"logit_kl_last_token", kl[i]}});
-  }
   EvalSummary out;
   out.fp8_matmul = std::string(Fp8MatmulName(overlay.matmul));
-  if (tokens > 0) {
-    out.perplexity_base = std::exp(base_nll / tokens);
-    out.perplexity = std::exp(scheme_nll / tokens);
-  }
-  out.perplexity_delta = out.perplexity - out.perplexity_base;
-  const MeanCi d = RatioWithCi(dnll, s.base.tokens);
-  out.perplexity_delta_lo = out.perplexity_base * std::expm1(d.lo);
-  out.perplexity_delta_hi = out.perplexity_base * std::expm1(d.hi);
-  const MeanCi m = MeanWithCi(mse_over), k = MeanWithCi(kl_over);
-  out.logit_mse = m.mean, out.logit_mse_lo = m.lo, out.logit_mse_hi = m.hi;
-  out.logit_kl = k.mean, out.logit_kl_lo = k.lo, out.logit_kl_hi = k.hi;
-
-  ojson prompts = ojson::array();
-  double agreement = 0, base_tokens = 0, base_s = 0, scheme_tokens = 0, scheme_s = 0;
-  for (size_t i = 0; i < gen.size(); ++i) {
-    const Generation& b = s.base_generation[i];
-    const Generation& g = gen[i];
-    size_t agree = 0;
-    while (agree < b.tokens.size() && agree < g.tokens.size() && b.tokens[agree] == g.tokens[agree]) ++agree;
-    agreement += agree;
-    // Decode throughput: one-token steps after the prefill.
-    base_tokens += b.decode_steps, base_s += b.decode_seconds;
-    scheme_tokens += g.decode_steps, scheme_s += g.decode_seconds;
-    out.generation_finite = out.generation_finite && g.finite && b.finite;
-    prompts.push_back({{"index", s.prompts[i]},
-                       {"has_images", static_cast<bool>(s.has_images[s.prompts[i]])},
-                       {"prompt_tokens", s.prompt_tokens[i]},
-                       {"base_tokens", b.tokens},
-                       {"scheme_tokens", g.tokens},
-                       {"agreement", agree},
-                       {"finite", g.finite},
-                       {"base_finite", b.finite}});
-  }
-  if (!gen.empty()) out.generation_agreement = agreement / gen.size();
-  out.scheme_tokens_per_second = scheme_s > 0 ? scheme_tokens / scheme_s : 0;
+  ASSIGN_OR_RETURN(ojson logits, s.CompareLogits(run.pass, &out));
+  ojson generation = s.CompareGenerations(run.generation, &out);
   out.seconds = Seconds(start);
 
-  ojson j;
-  j["format"] = "autoquant.evaluation.v1";
-  j["scheme"] = manifest.scheme;
-  j["producer"] = {{"name", "autoquant"}, {"version", AUTOQUANT_VERSION}};
-  j["base_model_fingerprint"] = s.engine->model_fingerprint();
-  j["eval_set"] = {{"path", fs::absolute(s.options.eval_set).string()},
-                   {"fingerprint", s.fingerprint},
-                   {"samples", n},
-                   {"samples_with_images", samples_with_images()}};
-  const double groups_total = manifest.num_groups;
-  j["scheme_info"] = {
-      {"coverage",
-       manifest.coverage ? *manifest.coverage : (groups_total > 0 ? manifest.num_quantized / groups_total : 0.0)},
-      {"coverage_requested", manifest.coverage.has_value()},
-      {"effective_bits", manifest.effective_bits},
-      {"groups_quantized", manifest.num_quantized},
-      {"groups_total", manifest.num_groups},
-      {"quantized_linears", overlay.hooks.size()}};
-  j["execution"] = {{"device", s.engine->device()},
-                    {"dtype", s.engine->dtype()},
-                    {"fp8_matmul", out.fp8_matmul},
-                    {"scaled_mm_linears", overlay.scaled_mm_linears},
-                    {"requantized_shards", overlay.requantized_shards},
-                    {"batch_size", s.options.batch_size}};
-  j["summary"] = {{"perplexity",
-                   {{"base", out.perplexity_base},
-                    {"scheme", out.perplexity},
-                    {"delta", out.perplexity_delta},
-                    {"delta_ci95", {out.perplexity_delta_lo, out.perplexity_delta_hi}},
-                    {"tokens", static_cast<int64_t>(tokens)},
-                    {"samples", n}}},
-                  {"logit_mse_last_token", CiJson(m, over)},
-                  {"logit_kl_last_token", CiJson(k, over)}};
-  j["per_sample"] = std::move(per_sample);
-  j["generation"] = {{"max_new_tokens", s.options.generate_tokens},
-                     {"all_finite", out.generation_finite},
-                     {"mean_agreement", out.generation_agreement},
-                     {"base_tokens_per_second", base_s > 0 ? base_tokens / base_s : 0.0},
-                     {"scheme_tokens_per_second", out.scheme_tokens_per_second},
-                     {"prompts", std::move(prompts)}};
-  j["seconds"] = {{"metrics", metrics_seconds}, {"generation", generation_seconds}, {"total", out.seconds}};
+  ojson j = s.Provenance(manifest, overlay, out, samples_with_images());
+  j["summary"] = std::move(logits["summary"]);
+  j["per_sample"] = std::move(logits["per_sample"]);
+  j["generation"] = std::move(generation);
+  j["seconds"] = {{"metrics", run.metrics_seconds}, {"generation", run.generation_seconds}, {"total", out.seconds}};
   out.evaluation_json = scheme_dir / "layer-sensitivity" / "evaluation.json";
   ASSIGN_OR_RETURN(DirHandle sensitivity, dir.OpenDir("layer-sensitivity"));
   RETURN_IF_ERROR(sensitivity.WriteFileAtomic("evaluation.json", j.dump(2) + "\n"));

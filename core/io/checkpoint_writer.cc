@@ -51,167 +51,219 @@ uint64_t ShardLimit(const std::vector<PlannedTensor>& plan, const ShardingOption
   return std::clamp(even, std::min(options.min_shard_bytes, options.max_shard_bytes), options.max_shard_bytes);
 }
 
-absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::path& dir,
-                                                       const std::vector<PlannedTensor>& plan,
-                                                       const ShardingOptions& options) {
-  auto shards = PlanShards(plan, ShardLimit(plan, options));
-  const bool indexed = shards.size() > 1 || options.always_index;
-  ShardingResult result;
-  // Every shard's file and header first: each tensor's place is then known, and the workers below write
-  // tensors where they belong, several at once (one writing thread left the disk idle while it waited
-  // for the next tensor to be produced and hashed).
-  std::vector<SafetensorsWriter> writers;
-  std::vector<std::pair<size_t, size_t>> place(plan.size());  // plan index -> (shard, index in shard)
-  for (size_t s = 0; s < shards.size(); ++s) {
-    std::string file = indexed ? absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, shards.size())
-                               : std::string("model.safetensors");
-    std::vector<TensorSpec> specs;
-    for (size_t j = 0; j < shards[s].size(); ++j) {
-      specs.push_back(plan[shards[s][j]].spec);
-      place[shards[s][j]] = {s, j};
+namespace {
+
+// One WriteShardedSafetensors call: the shards' writers, the tasks the workers share, and what they
+// found. Workers take tasks and write; the calling thread reports progress, then finishes the shards.
+class ShardedWrite {
+ public:
+  ShardedWrite(const std::vector<PlannedTensor>& plan, const ShardingOptions& options)
+      : plan_(plan),
+        options_(options),
+        shards_(PlanShards(plan, ShardLimit(plan, options))),
+        indexed_(shards_.size() > 1 || options.always_index),
+        place_(plan.size()),
+        sha256_(plan.size()) {}
+
+  // Every shard's file and header first: each tensor's place is then known, and the workers write tensors
+  // where they belong, several at once (one writing thread left the disk idle while it waited for the next
+  // tensor to be produced and hashed).
+  absl::Status OpenShards(const std::filesystem::path& dir) {
+    for (size_t s = 0; s < shards_.size(); ++s) {
+      std::string file = indexed_ ? absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, shards_.size())
+                                  : std::string("model.safetensors");
+      std::vector<TensorSpec> specs;
+      for (size_t j = 0; j < shards_[s].size(); ++j) {
+        specs.push_back(plan_[shards_[s][j]].spec);
+        place_[shards_[s][j]] = {s, j};
+      }
+      ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(dir / file, specs, options_.metadata));
+      writers_.push_back(std::move(writer));
+      result_.files.push_back(std::move(file));
     }
-    ASSIGN_OR_RETURN(auto writer, SafetensorsWriter::Create(dir / file, specs, options.metadata));
-    writers.push_back(std::move(writer));
-    result.files.push_back(std::move(file));
+    return absl::OkStatus();
   }
+
   // Tasks over the plan in shard order: a tensor and the ones produced after_previous. Each belongs to the
   // shard of its first tensor; workers take the next task of the shard fewest of them are writing, so that
   // they write different files (writes to one file serialize on its inode lock).
-  std::vector<size_t> order;
-  for (const auto& shard : shards) order.insert(order.end(), shard.begin(), shard.end());
-  std::vector<std::pair<size_t, size_t>> tasks;  // [begin, end) positions in `order`
-  std::vector<std::vector<size_t>> shard_tasks(shards.size());
-  for (size_t k = 0; k < order.size(); ++k) {
-    if (k == 0 || !plan[order[k]].after_previous) {
-      shard_tasks[place[order[k]].first].push_back(tasks.size());
-      tasks.emplace_back(k, k);
+  void PlanTasks() {
+    for (const auto& shard : shards_) order_.insert(order_.end(), shard.begin(), shard.end());
+    shard_tasks_.resize(shards_.size());
+    for (size_t k = 0; k < order_.size(); ++k) {
+      if (k == 0 || !plan_[order_[k]].after_previous) {
+        shard_tasks_[place_[order_[k]].first].push_back(tasks_.size());
+        tasks_.emplace_back(k, k);
+      }
+      tasks_.back().second = k + 1;
     }
-    tasks.back().second = k + 1;
+    shard_next_.assign(shards_.size(), 0);
+    shard_active_.assign(shards_.size(), 0);
   }
-  std::vector<size_t> shard_next(shards.size(), 0), shard_active(shards.size(), 0);
 
-  std::vector<std::string> sha256(plan.size());
-  std::mutex mu;
-  std::condition_variable progressed;
-  size_t done = 0, workers_left = 0;
-  absl::Status error;  // the first one; the workers stop taking tasks once it is set
-  std::atomic<bool> stop{false};
+  // Runs the workers and reports progress from this thread (callers' callbacks need not be thread-safe)
+  // until they are done; the first error.
+  absl::Status Run() {
+    const size_t n_workers = std::min<size_t>(tasks_.size(), static_cast<size_t>(std::max(1, options_.producers)));
+    workers_left_ = n_workers;
+    std::vector<std::thread> threads;
+    for (size_t w = 0; w < n_workers; ++w) threads.emplace_back([this] { Work(); });
+    ReportProgress();
+    for (auto& t : threads) t.join();
+    RETURN_IF_ERROR(error_);
+    // Set after the last task was taken: still a cancel (the temporary files go with the writers).
+    if (Cancelled()) return absl::CancelledError("checkpoint write cancelled");
+    return absl::OkStatus();
+  }
+
+  // Publishes every shard, and the index when there are several.
+  absl::StatusOr<ShardingResult> Finish(const std::filesystem::path& dir) {
+    for (size_t s = 0; s < shards_.size(); ++s) {
+      RETURN_IF_ERROR(writers_[s].Finish());
+      for (size_t i : shards_[s]) {
+        result_.weight_map[plan_[i].spec.name] = result_.files[s];
+        result_.sha256[plan_[i].spec.name] = std::move(sha256_[i]);
+        result_.total_bytes += plan_[i].spec.nbytes();
+      }
+    }
+    if (indexed_) RETURN_IF_ERROR(WriteSafetensorsIndex(dir, result_.weight_map, result_.total_bytes));
+    return std::move(result_);
+  }
+
+ private:
+  bool Cancelled() const { return options_.cancel != nullptr && options_.cancel->load(); }
+
   // The next task, from the shard with the fewest workers on it (the first such); none when all are taken.
-  auto take_task = [&](size_t* shard) -> std::optional<size_t> {
-    std::lock_guard<std::mutex> lock(mu);
+  std::optional<size_t> TakeTask(size_t* shard) {
+    std::lock_guard<std::mutex> lock(mu_);
     std::optional<size_t> best;
-    for (size_t sh = 0; sh < shards.size(); ++sh) {
-      if (shard_next[sh] == shard_tasks[sh].size()) continue;
-      if (!best || shard_active[sh] < shard_active[*best]) best = sh;
+    for (size_t sh = 0; sh < shards_.size(); ++sh) {
+      if (shard_next_[sh] == shard_tasks_[sh].size()) continue;
+      if (!best || shard_active_[sh] < shard_active_[*best]) best = sh;
     }
     if (!best) return std::nullopt;
     *shard = *best;
-    ++shard_active[*best];
-    return shard_tasks[*best][shard_next[*best]++];
-  };
-  auto fail = [&](absl::Status st) {
-    std::lock_guard<std::mutex> lock(mu);
-    if (error.ok()) error = std::move(st);
-    stop = true;
-  };
-  // Each worker produces a task's tensors (an FP8 quantization, a device-to-host copy), hashes their bytes
-  // and writes them at their offsets, then takes the next task.
-  auto work = [&] {
+    ++shard_active_[*best];
+    return shard_tasks_[*best][shard_next_[*best]++];
+  }
+
+  // Records the first error; the workers stop taking tasks once one is set.
+  void Fail(absl::Status st) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (error_.ok()) error_ = std::move(st);
+    stop_ = true;
+  }
+
+  // Produces plan tensor `i` (an FP8 quantization, a device-to-host copy), hashes its bytes unless its
+  // digest is known, and writes it at its offset.
+  absl::Status WriteTensor(size_t i, WriterSeconds* mine) {
+    const PlannedTensor& p = plan_[i];
+    auto t0 = std::chrono::steady_clock::now();
+    ASSIGN_OR_RETURN(torch::Tensor produced, TorchCall(p.produce, p.spec.name));
+    ASSIGN_OR_RETURN(torch::Tensor host,
+                     TorchCall(
+                         [&] {
+                           torch::Tensor d = produced.layout() == torch::kStrided ? produced : produced.to_dense();
+                           return d.to(torch::kCPU).contiguous();
+                         },
+                         absl::StrCat("cannot write tensor '", p.spec.name, "'")));
+    auto t1 = std::chrono::steady_clock::now();
+    mine->produce += SecondsBetween(t0, t1);
+    std::string hex = p.sha256;
+    if (hex.empty() && p.produced_sha256) hex = p.produced_sha256();
+    if (hex.empty()) {
+      Sha256 h;
+      h.Update(host.const_data_ptr(), static_cast<size_t>(host.nbytes()));
+      ASSIGN_OR_RETURN(hex, h.HexDigest());
+    }
+    auto t2 = std::chrono::steady_clock::now();
+    mine->hash += SecondsBetween(t1, t2);
+    absl::Status written = writers_[place_[i].first].WriteAt(place_[i].second, host);
+    mine->write += Seconds(t2);
+    RETURN_IF_ERROR(written);
+    sha256_[i] = std::move(hex);
+    return absl::OkStatus();
+  }
+
+  // A worker: takes a task, writes its tensors, takes the next.
+  void Work() {
     WriterSeconds mine;
-    while (!stop.load()) {
+    while (!stop_.load()) {
       size_t shard = 0;
-      const std::optional<size_t> next = take_task(&shard);
+      const std::optional<size_t> next = TakeTask(&shard);
       if (!next) break;
-      const size_t t = *next;
-      if (options.cancel != nullptr && options.cancel->load()) {
-        fail(absl::CancelledError("checkpoint write cancelled"));
+      if (Cancelled()) {
+        Fail(absl::CancelledError("checkpoint write cancelled"));
         break;
       }
-      for (size_t k = tasks[t].first; k < tasks[t].second && !stop.load(); ++k) {
-        const size_t i = order[k];
-        const PlannedTensor& p = plan[i];
-        auto t0 = std::chrono::steady_clock::now();
-        absl::StatusOr<torch::Tensor> host = TorchCall(p.produce, p.spec.name);
-        if (host.ok()) {
-          host = TorchCall(
-              [&] {
-                torch::Tensor d = host->layout() == torch::kStrided ? *host : host->to_dense();
-                return d.to(torch::kCPU).contiguous();
-              },
-              absl::StrCat("cannot write tensor '", p.spec.name, "'"));
-        }
-        if (!host.ok()) {
-          fail(host.status());
+      for (size_t k = tasks_[*next].first; k < tasks_[*next].second && !stop_.load(); ++k) {
+        if (absl::Status st = WriteTensor(order_[k], &mine); !st.ok()) {
+          Fail(std::move(st));
           break;
         }
-        auto t1 = std::chrono::steady_clock::now();
-        mine.produce += SecondsBetween(t0, t1);
-        absl::StatusOr<std::string> hex = p.sha256;
-        if (hex->empty() && p.produced_sha256) hex = p.produced_sha256();
-        if (hex->empty()) {
-          Sha256 h;
-          h.Update(host->const_data_ptr(), static_cast<size_t>(host->nbytes()));
-          hex = h.HexDigest();
-        }
-        auto t2 = std::chrono::steady_clock::now();
-        mine.hash += SecondsBetween(t1, t2);
-        absl::Status st = hex.ok() ? writers[place[i].first].WriteAt(place[i].second, *host) : hex.status();
-        mine.write += Seconds(t2);
-        if (!st.ok()) {
-          fail(std::move(st));
-          break;
-        }
-        sha256[i] = *std::move(hex);
-        std::lock_guard<std::mutex> lock(mu);
-        ++done;
-        progressed.notify_one();
+        std::lock_guard<std::mutex> lock(mu_);
+        ++done_;
+        progressed_.notify_one();
       }
-      std::lock_guard<std::mutex> lock(mu);
-      --shard_active[shard];
+      std::lock_guard<std::mutex> lock(mu_);
+      --shard_active_[shard];
     }
-    std::lock_guard<std::mutex> lock(mu);
-    result.seconds.produce += mine.produce;
-    result.seconds.hash += mine.hash;
-    result.seconds.write += mine.write;
-    --workers_left;
-    progressed.notify_one();
-  };
-  const size_t n_workers = std::min<size_t>(tasks.size(), static_cast<size_t>(std::max(1, options.producers)));
-  workers_left = n_workers;
-  std::vector<std::thread> threads;
-  for (size_t w = 0; w < n_workers; ++w) threads.emplace_back(work);
-  {
-    // Progress from this thread only (callers' callbacks need not be thread-safe).
-    std::unique_lock<std::mutex> lock(mu);
+    std::lock_guard<std::mutex> lock(mu_);
+    result_.seconds.produce += mine.produce;
+    result_.seconds.hash += mine.hash;
+    result_.seconds.write += mine.write;
+    --workers_left_;
+    progressed_.notify_one();
+  }
+
+  // Every count in turn, as the callback's contract says (after each tensor), however many tensors
+  // finished while it ran; returns when every worker has stopped.
+  void ReportProgress() {
+    std::unique_lock<std::mutex> lock(mu_);
     size_t reported = 0;
-    // Every count in turn, as the callback's contract says (after each tensor), however many tensors
-    // finished while it ran.
-    while (workers_left > 0 || reported != done) {
-      progressed.wait(lock, [&] { return workers_left == 0 || done != reported; });
-      while (reported != done) {
+    while (workers_left_ > 0 || reported != done_) {
+      progressed_.wait(lock, [&] { return workers_left_ == 0 || done_ != reported; });
+      while (reported != done_) {
         ++reported;
-        if (options.progress && error.ok()) {
+        if (options_.progress && error_.ok()) {
           lock.unlock();
-          options.progress(reported, plan.size());
+          options_.progress(reported, plan_.size());
           lock.lock();
         }
       }
     }
   }
-  for (auto& t : threads) t.join();
-  RETURN_IF_ERROR(error);
-  // Set after the last task was taken: still a cancel (the temporary files go with the writers).
-  if (options.cancel != nullptr && options.cancel->load()) return absl::CancelledError("checkpoint write cancelled");
-  for (size_t s = 0; s < shards.size(); ++s) {
-    RETURN_IF_ERROR(writers[s].Finish());
-    for (size_t i : shards[s]) {
-      result.weight_map[plan[i].spec.name] = result.files[s];
-      result.sha256[plan[i].spec.name] = std::move(sha256[i]);
-      result.total_bytes += plan[i].spec.nbytes();
-    }
-  }
-  if (indexed) RETURN_IF_ERROR(WriteSafetensorsIndex(dir, result.weight_map, result.total_bytes));
-  return result;
+
+  const std::vector<PlannedTensor>& plan_;
+  const ShardingOptions& options_;
+  const std::vector<std::vector<size_t>> shards_;
+  const bool indexed_;
+  std::vector<SafetensorsWriter> writers_;
+  std::vector<std::pair<size_t, size_t>> place_;  // plan index -> (shard, index in shard)
+  std::vector<size_t> order_;                     // plan indices in shard order
+  std::vector<std::pair<size_t, size_t>> tasks_;  // [begin, end) positions in order_
+  std::vector<std::vector<size_t>> shard_tasks_;
+  std::vector<std::string> sha256_;  // per plan index; each written by the one worker that wrote the tensor
+  ShardingResult result_;
+
+  std::mutex mu_;  // guards what follows
+  std::vector<size_t> shard_next_, shard_active_;
+  std::condition_variable progressed_;
+  size_t done_ = 0, workers_left_ = 0;
+  absl::Status error_;  // the first one
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace
+
+absl::StatusOr<ShardingResult> WriteShardedSafetensors(const std::filesystem::path& dir,
+                                                       const std::vector<PlannedTensor>& plan,
+                                                       const ShardingOptions& options) {
+  ShardedWrite write(plan, options);
+  RETURN_IF_ERROR(write.OpenShards(dir));
+  write.PlanTasks();
+  RETURN_IF_ERROR(write.Run());
+  return write.Finish(dir);
 }
 
 }  // namespace autoquant

@@ -133,8 +133,39 @@ void JobManager::PublishQueueDepth() {
   if (n.ok()) observer_->OnQueueDepth(*n);
 }
 
+Recovery RecoveryFor(const Job& job, const Interruption& why, int max_attempts) {
+  const std::string cause =
+      why.lease_expired_seconds_ago
+          ? absl::StrFormat(
+                "the lease of daemon %s expired %.1f s ago while this job ran (attempt %d): it stopped "
+                "renewing it (died, hung, or lost the database)",
+                job.owner, *why.lease_expired_seconds_ago, job.attempts)
+          : absl::StrCat("the daemon stopped while this job ran (attempt ", job.attempts, ")");
+  Recovery r;
+  if (job.attempts < max_attempts || job.cancel_requested) {
+    r.to = JobState::kQueued;
+    r.message = why.lease_expired_seconds_ago ? "re-queued after its daemon's lease expired"
+                                              : "re-queued after the daemon restarted";
+    r.log.level = "warning";
+    r.log.message = absl::StrCat(cause, "; re-queued", job.cancel_requested ? " to finish its requested cancel" : "",
+                                 " (its unpublished output is discarded; a scheme it had already published is "
+                                 "verified and kept)");
+  } else {
+    r.to = JobState::kFailed;
+    r.log.level = "error";
+    r.log.message = absl::StrCat(cause, "; it has been started ", job.attempts,
+                                 " times, so it failed instead of being re-queued again (resubmit to retry)");
+    r.message = r.log.message;
+  }
+  return r;
+}
+
+RecoveryPolicy RecoveryPolicyFor(int max_attempts) {
+  return [max_attempts](const Job& job, const Interruption& why) { return RecoveryFor(job, why, max_attempts); };
+}
+
 absl::StatusOr<std::vector<Job>> JobManager::Recover() {
-  ASSIGN_OR_RETURN(std::vector<Job> changed, store_->RecoverInterrupted(options_.max_attempts));
+  ASSIGN_OR_RETURN(std::vector<Job> changed, store_->RecoverInterrupted(RecoveryPolicyFor(options_.max_attempts)));
   ReportRequeued(changed);
   PublishQueueDepth();
   return changed;
@@ -180,10 +211,14 @@ absl::StatusOr<Job> JobManager::SetState(const std::string& id, JobState to, con
   absl::StatusOr<Job> after = store_->Transition(id, to, mutate, log, lease);
   NoteStore(after.status(), "recording a job's state");
   if (!after.ok()) return after.status();
-  if (observer_) observer_->OnStateChange(*after, before->state);
-  PublishQueueDepth();
-  Notify(id);
+  Moved(*after, before->state);
   return after;
+}
+
+void JobManager::Moved(const Job& job, JobState from, bool publish_depth) {
+  if (observer_) observer_->OnStateChange(job, from);
+  if (publish_depth) PublishQueueDepth();
+  Notify(job.id);
 }
 
 absl::Status JobManager::Log(const std::string& id, const std::string& level, const std::string& message,
@@ -207,10 +242,7 @@ void JobManager::LoseLease(const absl::Status& why) {
 }
 
 void JobManager::ReportRequeued(const std::vector<Job>& jobs) {
-  for (const Job& j : jobs) {
-    if (observer_) observer_->OnStateChange(j, JobState::kRunning);
-    Notify(j.id);
-  }
+  for (const Job& j : jobs) Moved(j, JobState::kRunning, /*publish_depth=*/false);
   if (!jobs.empty()) {
     PublishQueueDepth();
     std::lock_guard<std::mutex> lock(mu_);
@@ -248,7 +280,7 @@ void JobManager::LeaseLoop() {
       // Unavailable (the database is down): keep trying; if it stays down past the lease, another
       // daemon takes the job over and this one's writes are refused from then on.
     }
-    auto requeued = store_->RequeueExpired(options_.max_attempts);
+    auto requeued = store_->RequeueExpired(RecoveryPolicyFor(options_.max_attempts));
     if (requeued.ok()) ReportRequeued(*requeued);
   }
 }
@@ -454,6 +486,10 @@ void JobManager::WorkerLoop() {
         NoteStore(writable, nullptr);
         if (!writable.ok()) break;
       }
+      // Whoever looks for work first gives the jobs of dead daemons back to the queue.
+      auto requeued = store_->RequeueExpired(RecoveryPolicyFor(options_.max_attempts));
+      NoteStore(requeued.status(), "re-queueing the jobs of expired leases", requeued.ok() && !requeued->empty());
+      if (requeued.ok()) ReportRequeued(*requeued);
       auto next = store_->ClaimNext(affinity_);
       NoteStore(next.status(), "claiming the next job", next.ok() && next->has_value());
       if (!next.ok() || !next->has_value()) break;
@@ -468,9 +504,7 @@ void JobManager::WorkerLoop() {
         cancel_pending_.clear();  // any other entry is a job that finished before its cancel arrived
         requeue_running_ = false;
       }
-      if (observer_) observer_->OnStateChange(job, JobState::kQueued);
-      PublishQueueDepth();
-      Notify(job.id);
+      Moved(job, JobState::kQueued);
       RunOne(std::move(job));
       std::lock_guard<std::mutex> lock(mu_);
       running_id_.clear();
@@ -478,47 +512,64 @@ void JobManager::WorkerLoop() {
   }
 }
 
-void JobManager::RunOne(Job job) {
-  using Clock = std::chrono::steady_clock;
-  const auto job_start = Clock::now();
-  // Every write for this job carries the claim's lease (ignored by a single-daemon store).
-  const Lease lease{job.owner, job.lease_epoch};
-  // A refused write means the job was taken over: stop, and write nothing more for it.
-  auto fenced = [&](const absl::Status& s) {
-    if (absl::IsAborted(s)) LoseLease(s);
-  };
-  std::optional<Phase> phase;
-  auto phase_start = Clock::now();
-  int decile = -1;
-  auto end_phase = [&] {
-    if (!phase) return;
-    double secs = std::chrono::duration<double>(Clock::now() - phase_start).count();
-    if (observer_) observer_->OnPhaseDone(job, *phase, secs);
-    fenced(Log(job.id, "info", absl::StrFormat("%s done in %.2f s", PhaseName(*phase), secs), phase, job.progress,
-               &lease));
-  };
-  RunnerEventFn on_event = [&](const RunnerEvent& e) {
+// What the worker reports while the runner works on a job: each phase's end (timed, a log line), the
+// job's progress in the store (a line per tenth of a phase, and every line with a message).
+class JobManager::ProgressReporter {
+ public:
+  ProgressReporter(JobManager* m, Job* job, const Lease* lease) : m_(m), job_(job), lease_(lease) {}
+
+  void OnEvent(const RunnerEvent& e) {
     CrashPoint(std::string(PhaseName(e.phase)));
-    if (e.phase != phase) {
-      end_phase();
-      phase = e.phase;
-      phase_start = Clock::now();
-      decile = -1;
+    if (e.phase != phase_) {
+      EndPhase();
+      phase_ = e.phase;
+      phase_start_ = Clock::now();
+      decile_ = -1;
     }
-    job.phase = e.phase;
-    job.progress = JobProgress(job.spec, e.phase, e.fraction);
-    if (observer_) observer_->OnProgress(job, e);
+    job_->phase = e.phase;
+    job_->progress = JobProgress(job_->spec, e.phase, e.fraction);
+    if (m_->observer_) m_->observer_->OnProgress(*job_, e);
     const int d = static_cast<int>(std::floor(e.fraction * 10));
-    if (d == decile && e.message.empty()) return;
-    decile = d;
-    absl::Status progressed = store_->UpdateProgress(job.id, e.phase, job.progress, &lease);
-    NoteStore(progressed, "recording a job's progress");
-    fenced(progressed);
+    if (d == decile_ && e.message.empty()) return;
+    decile_ = d;
+    absl::Status progressed = m_->store_->UpdateProgress(job_->id, e.phase, job_->progress, lease_);
+    m_->NoteStore(progressed, "recording a job's progress");
+    m_->Fenced(progressed);
     std::string msg = absl::StrFormat("[%s] %3.0f%%", PhaseName(e.phase), e.fraction * 100);
     if (!e.message.empty()) absl::StrAppend(&msg, "  ", e.message);
-    fenced(Log(job.id, e.warning ? "warning" : "info", msg, e.phase, job.progress, &lease));
-  };
-  PublishGate gate = [&](const std::function<absl::Status()>& publish) {
+    m_->Fenced(m_->Log(job_->id, e.warning ? "warning" : "info", msg, e.phase, job_->progress, lease_));
+  }
+
+  void EndPhase() {
+    if (!phase_) return;
+    const double secs = std::chrono::duration<double>(Clock::now() - phase_start_).count();
+    if (m_->observer_) m_->observer_->OnPhaseDone(*job_, *phase_, secs);
+    m_->Fenced(m_->Log(job_->id, "info", absl::StrFormat("%s done in %.2f s", PhaseName(*phase_), secs), phase_,
+                       job_->progress, lease_));
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  JobManager* m_;
+  Job* job_;
+  const Lease* lease_;
+  std::optional<Phase> phase_;
+  Clock::time_point phase_start_ = Clock::now();
+  int decile_ = -1;
+};
+
+void JobManager::Fenced(const absl::Status& s) {
+  // A refused write means the job was taken over: stop, and write nothing more for it.
+  if (absl::IsAborted(s)) LoseLease(s);
+}
+
+bool JobManager::WaitUnlessDraining(std::chrono::milliseconds wait) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return !cv_.wait_for(lock, wait, [this] { return draining_; });
+}
+
+PublishGate JobManager::LeaseGate(const std::string& id, const Lease& lease) {
+  return [this, id, lease](const std::function<absl::Status()>& publish) {
     // A store that cannot confirm the lease (a full disk, a database that is down) is waited out, as for
     // the job's end: the work is done, and failing the job now would throw it away. Only a refusal that
     // came before the publish ran is retried; a failed publish is the job's own failure.
@@ -527,24 +578,101 @@ void JobManager::RunOne(Job job) {
       ran = true;
       return publish();
     };
-    absl::Status s = store_->WhileLeaseHeld(job.id, lease, publish_once);
+    absl::Status s = store_->WhileLeaseHeld(id, lease, publish_once);
     for (auto wait = kFirstStoreRetry; !ran && IsStoreFailure(s); wait = std::min(2 * wait, kLastStoreRetry)) {
       NoteStore(s, "confirming the job's lease before publishing", false);
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        if (cv_.wait_for(lock, wait, [this] { return draining_; })) break;
-      }
-      s = store_->WhileLeaseHeld(job.id, lease, publish_once);
+      if (!WaitUnlessDraining(wait)) break;
+      s = store_->WhileLeaseHeld(id, lease, publish_once);
     }
     if (s.ok()) NoteStore(s, nullptr);
-    fenced(s);
+    Fenced(s);
     return s;
   };
+}
+
+absl::StatusOr<Job> JobManager::RecordEnd(const Job& job, const Lease& lease, absl::StatusOr<JobResultInfo>& result,
+                                          double seconds, bool requeue) {
+  LogEntry e;
+  if (result.ok()) {
+    result->metrics["job_seconds"] = seconds;
+    e.level = "info";
+    e.message = absl::StrFormat("succeeded: %s (%d of %d groups in FP8, effective bits %.4f, baseline %s)",
+                                result->output_dir, result->groups_quantized, result->groups_total,
+                                result->effective_bits, result->baseline_reused ? "reused" : "computed");
+    return SetState(
+        job.id, JobState::kSucceeded,
+        [&](Job& j) {
+          j.result = *result;
+          j.progress = 1;
+          j.phase.reset();
+          j.message = "";
+        },
+        e, &lease);
+  }
+  if (result.status().code() == absl::StatusCode::kCancelled && requeue) {
+    e.level = "warning";
+    e.message = "the daemon is shutting down: stopped at a safe point and re-queued (nothing was published)";
+    return SetState(
+        job.id, JobState::kQueued,
+        [](Job& j) {
+          j.attempts = std::max(0, j.attempts - 1);
+          j.phase.reset();
+          j.progress = 0;
+          j.message = "re-queued at shutdown";
+        },
+        e, &lease);
+  }
+  if (result.status().code() == absl::StatusCode::kCancelled) {
+    e.level = "info";
+    e.message = "cancelled; nothing was published";
+    return SetState(
+        job.id, JobState::kCancelled,
+        [](Job& j) {
+          j.phase.reset();
+          j.message = "cancelled by request";
+        },
+        e, &lease);
+  }
+  e.level = "error";
+  e.message = absl::StrCat("failed: ", StatusText(result.status()));
+  return SetState(
+      job.id, JobState::kFailed, [&](Job& j) { j.message = StatusText(result.status()); }, e, &lease);
+}
+
+void JobManager::StoreEnd(const Job& job, const Lease& lease, absl::StatusOr<JobResultInfo> result, double seconds,
+                          bool requeue) {
+  // A store that cannot record the end (a full disk, a database that is down) is waited out: the job
+  // stays this worker's, and the queue behind it waits, until the end is stored or the daemon drains.
+  absl::StatusOr<Job> done = RecordEnd(job, lease, result, seconds, requeue);
+  for (auto wait = kFirstStoreRetry; !done.ok() && IsStoreFailure(done.status());
+       wait = std::min(2 * wait, kLastStoreRetry)) {
+    if (!WaitUnlessDraining(wait)) break;
+    done = RecordEnd(job, lease, result, seconds, requeue);
+  }
+  if (absl::IsAborted(done.status())) {
+    // Taken over between the run's end and this write (the lease expired meanwhile).
+    if (observer_) observer_->OnLeaseLost(job, done.status());
+  } else if (!done.ok()) {
+    // The store still refused the final state when the daemon was told to stop: leave the job RUNNING,
+    // so the next start (or, in a fleet, the lease's expiry) re-queues it, rather than pretending it
+    // finished.
+    Log(job.id, "error", absl::StrCat("could not record the job's end: ", StatusText(done.status())), std::nullopt, 0,
+        &lease)
+        .IgnoreError();
+  }
+}
+
+void JobManager::RunOne(Job job) {
+  const auto job_start = std::chrono::steady_clock::now();
+  // Every write for this job carries the claim's lease (ignored by a single-daemon store).
+  const Lease lease{job.owner, job.lease_epoch};
+  ProgressReporter progress(this, &job, &lease);
+  RunnerEventFn on_event = [&](const RunnerEvent& e) { progress.OnEvent(e); };
   absl::Status same_model = CheckSameModel(job, affinity_);
   absl::StatusOr<JobResultInfo> result =
-      same_model.ok() ? runner_->Run(job, on_event, &cancel_running_, gate) : same_model;
-  end_phase();
-  const double secs = std::chrono::duration<double>(Clock::now() - job_start).count();
+      same_model.ok() ? runner_->Run(job, on_event, &cancel_running_, LeaseGate(job.id, lease)) : same_model;
+  progress.EndPhase();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - job_start).count();
 
   bool requeue = false;
   std::optional<absl::Status> lost;
@@ -558,76 +686,7 @@ void JobManager::RunOne(Job job) {
     if (observer_) observer_->OnLeaseLost(job, *lost);
     return;
   }
-  // A store that cannot record the end (a full disk, a database that is down) is waited out: the job
-  // stays this worker's, and the queue behind it waits, until the end is stored or the daemon drains.
-  auto record_end = [&]() -> absl::StatusOr<Job> {
-    LogEntry e;
-    absl::StatusOr<Job> done;
-    if (result.ok()) {
-      result->metrics["job_seconds"] = secs;
-      e.level = "info";
-      e.message = absl::StrFormat("succeeded: %s (%d of %d groups in FP8, effective bits %.4f, baseline %s)",
-                                  result->output_dir, result->groups_quantized, result->groups_total,
-                                  result->effective_bits, result->baseline_reused ? "reused" : "computed");
-      done = SetState(
-          job.id, JobState::kSucceeded,
-          [&](Job& j) {
-            j.result = *result;
-            j.progress = 1;
-            j.phase.reset();
-            j.message = "";
-          },
-          e, &lease);
-    } else if (result.status().code() == absl::StatusCode::kCancelled && requeue) {
-      e.level = "warning";
-      e.message = "the daemon is shutting down: stopped at a safe point and re-queued (nothing was published)";
-      done = SetState(
-          job.id, JobState::kQueued,
-          [](Job& j) {
-            j.attempts = std::max(0, j.attempts - 1);
-            j.phase.reset();
-            j.progress = 0;
-            j.message = "re-queued at shutdown";
-          },
-          e, &lease);
-    } else if (result.status().code() == absl::StatusCode::kCancelled) {
-      e.level = "info";
-      e.message = "cancelled; nothing was published";
-      done = SetState(
-          job.id, JobState::kCancelled,
-          [](Job& j) {
-            j.phase.reset();
-            j.message = "cancelled by request";
-          },
-          e, &lease);
-    } else {
-      e.level = "error";
-      e.message = absl::StrCat("failed: ", StatusText(result.status()));
-      done = SetState(
-          job.id, JobState::kFailed, [&](Job& j) { j.message = StatusText(result.status()); }, e, &lease);
-    }
-    return done;
-  };
-  absl::StatusOr<Job> done = record_end();
-  for (auto wait = kFirstStoreRetry; !done.ok() && IsStoreFailure(done.status());
-       wait = std::min(2 * wait, kLastStoreRetry)) {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (cv_.wait_for(lock, wait, [this] { return draining_; })) break;
-    }
-    done = record_end();
-  }
-  if (absl::IsAborted(done.status())) {
-    // Taken over between the run's end and this write (the lease expired meanwhile).
-    if (observer_) observer_->OnLeaseLost(job, done.status());
-  } else if (!done.ok()) {
-    // The store still refused the final state when the daemon was told to stop: leave the job RUNNING,
-    // so the next start (or, in a fleet, the lease's expiry) re-queues it, rather than pretending it
-    // finished.
-    Log(job.id, "error", absl::StrCat("could not record the job's end: ", StatusText(done.status())), std::nullopt, 0,
-        &lease)
-        .IgnoreError();
-  }
+  StoreEnd(job, lease, std::move(result), secs, requeue);
 }
 
 }  // namespace autoquant

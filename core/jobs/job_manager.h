@@ -10,8 +10,12 @@
 //   jobs.Drain();                             // on SIGTERM: stop, re-queue the running job
 //
 // Thread-safe: RPC threads call Submit/Get/List/Cancel/Subscribe while the
-// worker runs. Every state change goes through SetState (store transition +
-// observer), so gauges kept by the observer cannot drift from the store.
+// worker runs. The manager owns the state machine's policy: every change it
+// asks for goes through SetState (a store transition, checked by
+// CheckTransition), what becomes of an interrupted job is RecoveryFor (the
+// stores apply it), and every change, the store's own included (a claim, a
+// recovery), reaches the observer through one place (Moved), so gauges kept
+// by the observer cannot drift from the store.
 //
 // With a shared store (a fleet, store->lease_seconds() > 0) a lease thread
 // also runs: it renews the running job's lease (every third of its term, at
@@ -37,6 +41,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -76,6 +81,14 @@ class JobObserver {
   // The store took a write again after failing.
   virtual void OnStoreRecovered() {}
 };
+
+// The one policy for a job cut off mid-run (JobStore::RecoverInterrupted and RequeueExpired apply
+// it): back to QUEUED while it has been started fewer than `max_attempts` times, or when its cancel
+// was requested (its next run ends at once, cancelled, or keeps a scheme the cut-off run had already
+// published, as a live cancel that came too late would); FAILED otherwise. The log line says why and
+// which; a lease's expiry names the daemon that held it.
+Recovery RecoveryFor(const Job& job, const Interruption& why, int max_attempts);
+RecoveryPolicy RecoveryPolicyFor(int max_attempts);
 
 struct JobManagerOptions {
   int max_attempts = 2;        // a job cut off mid-run is re-queued once, then failed
@@ -141,11 +154,27 @@ class JobManager {
   void NoteStore(const absl::Status& s, const char* what, bool wrote = true);
   void PublishQueueDepth();
   void WorkerLoop();
+  // One claimed job: run it (progress reported, publish gated by the lease), then store its end.
   void RunOne(Job job);
+  class ProgressReporter;
+  // Stops the running job when `s` says its lease was refused (Aborted).
+  void Fenced(const absl::Status& s);
+  // Waits `wait`; false when the daemon began draining meanwhile.
+  bool WaitUnlessDraining(std::chrono::milliseconds wait);
+  // The runner's publish gate: publishes only while the job's lease holds, waiting out a failing store.
+  PublishGate LeaseGate(const std::string& id, const Lease& lease);
+  // Moves the job to its end state (succeeded, re-queued at shutdown, cancelled or failed) with its line.
+  absl::StatusOr<Job> RecordEnd(const Job& job, const Lease& lease, absl::StatusOr<JobResultInfo>& result,
+                                double seconds, bool requeue);
+  // RecordEnd, retried with backoff while the store fails, until stored or draining.
+  void StoreEnd(const Job& job, const Lease& lease, absl::StatusOr<JobResultInfo> result, double seconds, bool requeue);
   void LeaseLoop();
   // The running job's lease was refused: stop the job, remember why (first reason wins).
   void LoseLease(const absl::Status& why);
   void ReportRequeued(const std::vector<Job>& jobs);
+  // Every state change's effects beyond the store, in one place: the observer (and so the gauges), the
+  // queue depth, the job's followers. SetState's own, and those the store made (a claim, a recovery).
+  void Moved(const Job& job, JobState from, bool publish_depth = true);
 
   JobStore* store_;
   JobObserver* observer_;

@@ -19,10 +19,14 @@
 // ("postgresql://...", postgres_job_store.h) is shared by a fleet of daemons:
 // a claim gives the daemon a lease (owner id + fencing token, Job::owner and
 // Job::lease_epoch) that its Heartbeat renews; a job whose lease expired is
-// re-queued by whichever daemon notices (RequeueExpired, also run at every
-// claim), and from then on the old owner's fenced writes (those given its
-// Lease) fail with Aborted, so a daemon that was only paused cannot finish a
-// job twice.
+// given back by whichever daemon notices (RequeueExpired, which the job
+// manager also runs before every claim), and from then on the old owner's
+// fenced writes (those given its Lease) fail with Aborted, so a daemon that
+// was only paused cannot finish a job twice.
+//
+// Stores hold no policy: what becomes of an interrupted job (re-queued, or
+// failed after too many starts) is the job manager's RecoveryPolicy, which a
+// store applies inside the transaction that found the job.
 //
 // A store also keeps the daemon's records of the blobs it produced
 // (BlobRecords, core/io/blob_records.h: blob key -> blob id and size), so
@@ -58,6 +62,31 @@ struct JobPage {
   // logs them.
   std::vector<std::string> unreadable;
 };
+
+// Why a RUNNING job is being given back without its daemon finishing it.
+struct Interruption {
+  // Shared stores: the job's lease expired this long ago (its daemon died, hung or lost the database).
+  // None: the single daemon that ran it stopped (a crash, kill -9) and this is its restart.
+  std::optional<double> lease_expired_seconds_ago;
+};
+
+// What becomes of an interrupted job: it moves to `to` (kQueued or kFailed) with `message` as the
+// job's message and `log` appended; a re-queued job's phase and progress are reset.
+struct Recovery {
+  JobState to = JobState::kQueued;
+  std::string message;
+  LogEntry log;
+};
+using RecoveryPolicy = std::function<Recovery(const Job& job, const Interruption& why)>;
+
+// What a store does to the job row it moves by a Recovery (besides the state and the log line).
+inline void ApplyRecovery(const Recovery& r, Job& job) {
+  if (r.to == JobState::kQueued) {
+    job.phase.reset();
+    job.progress = 0;
+  }
+  job.message = r.message;
+}
 
 class JobStore : public BlobRecords {
  public:
@@ -98,8 +127,7 @@ class JobStore : public BlobRecords {
 
   // The next queued job by priority (higher first), then submission order,
   // moved to RUNNING with attempts + 1; nullopt when none is queued. A
-  // shared store first re-queues expired leases (RequeueExpired), claims
-  // only jobs whose affinity is `affinity` or empty, skips rows another
+  // shared store claims only jobs whose affinity is `affinity` or empty, skips rows another
   // daemon is claiming (FOR UPDATE SKIP LOCKED), and returns the job with its
   // new lease (owner, lease_epoch). A single-daemon store ignores `affinity`.
   virtual absl::StatusOr<std::optional<Job>> ClaimNext(const std::string& affinity) = 0;
@@ -114,13 +142,12 @@ class JobStore : public BlobRecords {
   virtual absl::StatusOr<int> QueuePosition(const std::string& id) = 0;
   virtual absl::StatusOr<std::map<JobState, int64_t>> CountByState() = 0;
 
-  // At a daemon's start: each job cut off mid-run goes back to QUEUED if it
-  // has been started fewer than `max_attempts` times, else to FAILED, each
-  // with a log line saying so. Returns the jobs it changed. Cut off means
-  // RUNNING in a single-daemon store; in a shared store only a RUNNING job
-  // whose lease expired (other daemons' live jobs are left alone), i.e.
+  // At a daemon's start: each job cut off mid-run gets what `policy` decides,
+  // in one transaction with finding it. Returns the jobs it changed. Cut off
+  // means RUNNING in a single-daemon store; in a shared store only a RUNNING
+  // job whose lease expired (other daemons' live jobs are left alone), i.e.
   // RequeueExpired.
-  virtual absl::StatusOr<std::vector<Job>> RecoverInterrupted(int max_attempts) = 0;
+  virtual absl::StatusOr<std::vector<Job>> RecoverInterrupted(const RecoveryPolicy& policy) = 0;
 
   // A small real write, to tell when a store that failed (a full disk, a
   // database server that is down) takes writes again. ResourceExhausted for
@@ -143,16 +170,16 @@ class JobStore : public BlobRecords {
   // returns. A single-daemon store just runs `publish`.
   virtual absl::Status WhileLeaseHeld(const std::string& id, const Lease& lease,
                                       const std::function<absl::Status()>& publish) = 0;
-  // RUNNING jobs whose lease expired go back to QUEUED (or to FAILED after
-  // `max_attempts` starts), each with a log line naming the daemon that lost
-  // it. Returns the jobs it changed; none in a single-daemon store.
-  virtual absl::StatusOr<std::vector<Job>> RequeueExpired(int max_attempts) = 0;
+  // RUNNING jobs whose lease expired get what `policy` decides, each in the
+  // transaction that found it (a job being published, its row locked, is
+  // left for the next look). Returns the jobs it changed; none in a
+  // single-daemon store.
+  virtual absl::StatusOr<std::vector<Job>> RequeueExpired(const RecoveryPolicy& policy) = 0;
 };
 
 struct JobStoreOptions {
   std::string owner;          // this daemon's id in a fleet (NewDaemonId() if empty)
   double lease_seconds = 30;  // shared stores: how long a claim lasts without a heartbeat
-  int max_attempts = 2;       // shared stores: for the re-queue a claim runs first
 };
 
 // "sqlite:PATH" (created if missing; WAL mode) or "postgresql://..." /

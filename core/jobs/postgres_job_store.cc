@@ -300,8 +300,6 @@ class PostgresJobStore : public JobStore {
   }
 
   absl::StatusOr<std::optional<Job>> ClaimNext(const std::string& affinity) override {
-    // Whoever looks for work first gives the jobs of dead daemons back to the queue.
-    RETURN_IF_ERROR(RequeueExpired(options_.max_attempts).status());
     return Call<
         std::optional<Job>>("claiming a job", true, [&](pqxx::connection& c) -> absl::StatusOr<std::optional<Job>> {
       // SKIP LOCKED: a row another daemon is claiming (or cancelling) right now is passed over, so
@@ -415,8 +413,8 @@ class PostgresJobStore : public JobStore {
   }
 
   // Other daemons' RUNNING jobs are alive as long as their leases are: only expired ones are taken back.
-  absl::StatusOr<std::vector<Job>> RecoverInterrupted(int max_attempts) override {
-    return RequeueExpired(max_attempts);
+  absl::StatusOr<std::vector<Job>> RecoverInterrupted(const RecoveryPolicy& policy) override {
+    return RequeueExpired(policy);
   }
 
   double lease_seconds() const override { return options_.lease_seconds; }
@@ -490,7 +488,7 @@ class PostgresJobStore : public JobStore {
         .status();
   }
 
-  absl::StatusOr<std::vector<Job>> RequeueExpired(int max_attempts) override {
+  absl::StatusOr<std::vector<Job>> RequeueExpired(const RecoveryPolicy& policy) override {
     return Call<std::vector<Job>>(
         "re-queueing expired leases", true, [&](pqxx::connection& c) -> absl::StatusOr<std::vector<Job>> {
           pqxx::work w(c);
@@ -504,34 +502,10 @@ class PostgresJobStore : public JobStore {
             const std::string id = row[0].as<std::string>();
             const double late = row[1].as<double>();
             ASSIGN_OR_RETURN(Job j, GetWhere(w, "id", id));
-            LogEntry e;
-            const std::string why = absl::StrFormat(
-                "the lease of daemon %s expired %.1f s ago while this job ran (attempt %d): it stopped renewing it "
-                "(died, hung, or lost the database)",
-                j.owner, late, j.attempts);
-            absl::StatusOr<Job> moved;
-            if (j.attempts < max_attempts || j.cancel_requested) {
-              e.level = "warning";
-              e.message = absl::StrCat(why, "; re-queued", j.cancel_requested ? " to finish its requested cancel" : "",
-                                       " (its unpublished output is discarded; a scheme it had already published is "
-                                       "verified and kept)");
-              moved = TransitionTx(
-                  w, id, JobState::kQueued,
-                  [](Job& j) {
-                    j.phase.reset();
-                    j.progress = 0;
-                    j.message = "re-queued after its daemon's lease expired";
-                  },
-                  e, nullptr);
-            } else {
-              e.level = "error";
-              e.message = absl::StrCat(why, "; it has been started ", j.attempts,
-                                       " times, so it failed instead of being re-queued again (resubmit to retry)");
-              moved = TransitionTx(
-                  w, id, JobState::kFailed, [&](Job& j) { j.message = e.message; }, e, nullptr);
-            }
-            if (!moved.ok()) return moved.status();
-            changed.push_back(*std::move(moved));
+            const Recovery r = policy(j, Interruption{.lease_expired_seconds_ago = late});
+            ASSIGN_OR_RETURN(Job moved, TransitionTx(
+                                            w, id, r.to, [&](Job& j) { ApplyRecovery(r, j); }, r.log, nullptr));
+            changed.push_back(std::move(moved));
           }
           w.commit();
           return changed;
@@ -751,7 +725,6 @@ absl::StatusOr<std::unique_ptr<JobStore>> OpenPostgresJobStore(const std::string
   if (!(o.lease_seconds > 0)) {
     return absl::InvalidArgumentError(absl::StrCat("--lease-seconds must be > 0 (got ", o.lease_seconds, ")"));
   }
-  if (o.max_attempts < 1) return absl::InvalidArgumentError("--max-attempts must be >= 1");
   // A server that drops packets would otherwise hold the first connection for minutes.
   std::string u = url;
   if (!absl::StrContains(u, "connect_timeout="))

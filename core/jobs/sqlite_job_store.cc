@@ -331,8 +331,8 @@ class SqliteJobStore : public JobStore {
     return out;
   }
 
-  absl::StatusOr<std::vector<Job>> RecoverInterrupted(int max_attempts) override {
-    return InTransaction<std::vector<Job>>([&] { return RecoverLocked(max_attempts); });
+  absl::StatusOr<std::vector<Job>> RecoverInterrupted(const RecoveryPolicy& policy) override {
+    return InTransaction<std::vector<Job>>([&] { return RecoverLocked(policy); });
   }
 
   double lease_seconds() const override { return 0; }
@@ -348,7 +348,9 @@ class SqliteJobStore : public JobStore {
     return publish();
   }
 
-  absl::StatusOr<std::vector<Job>> RequeueExpired(int /*max_attempts*/) override { return std::vector<Job>(); }
+  absl::StatusOr<std::vector<Job>> RequeueExpired(const RecoveryPolicy& /*policy*/) override {
+    return std::vector<Job>();
+  }
 
   absl::StatusOr<std::optional<BlobRecord>> LookupBlob(const std::string& key) override {
     std::lock_guard<std::mutex> lock(reader_mu_);
@@ -608,7 +610,7 @@ class SqliteJobStore : public JobStore {
     return seq;
   }
 
-  absl::StatusOr<std::vector<Job>> RecoverLocked(int max_attempts) {
+  absl::StatusOr<std::vector<Job>> RecoverLocked(const RecoveryPolicy& policy) {
     std::vector<std::string> ids;
     {
       Stmt s(db_, "SELECT id FROM jobs WHERE state = 'running' ORDER BY seq");
@@ -622,32 +624,10 @@ class SqliteJobStore : public JobStore {
     std::vector<Job> changed;
     for (const auto& id : ids) {
       ASSIGN_OR_RETURN(Job j, GetOn(db_, id));
-      LogEntry e;
-      // A job whose cancel was requested goes back too: its next run ends at once, cancelled, or keeps
-      // the scheme the interrupted run had already published (as a live cancel that came too late would).
-      if (j.attempts < max_attempts || j.cancel_requested) {
-        e.level = "warning";
-        e.message = absl::StrCat("the daemon stopped while this job ran (attempt ", j.attempts, "); re-queued",
-                                 j.cancel_requested ? " to finish its requested cancel" : "",
-                                 " (its unpublished output was discarded; a scheme it had already published is "
-                                 "verified and kept)");
-        ASSIGN_OR_RETURN(Job r, TransitionLocked(
-                                    id, JobState::kQueued,
-                                    [](Job& j) {
-                                      j.phase.reset();
-                                      j.progress = 0;
-                                      j.message = "re-queued after the daemon restarted";
-                                    },
-                                    e));
-        changed.push_back(std::move(r));
-      } else {
-        e.level = "error";
-        e.message = absl::StrCat("the daemon stopped while this job ran, ", j.attempts,
-                                 " times; failed instead of being re-queued again (resubmit to retry)");
-        ASSIGN_OR_RETURN(Job r, TransitionLocked(
-                                    id, JobState::kFailed, [&](Job& j) { j.message = e.message; }, e));
-        changed.push_back(std::move(r));
-      }
+      const Recovery r = policy(j, Interruption{});
+      ASSIGN_OR_RETURN(Job moved, TransitionLocked(
+                                      id, r.to, [&](Job& j) { ApplyRecovery(r, j); }, r.log));
+      changed.push_back(std::move(moved));
     }
     return changed;
   }

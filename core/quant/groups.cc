@@ -3,26 +3,21 @@
 #include <fnmatch.h>
 
 #include <map>
-#include <regex>
 #include <string_view>
 #include <unordered_set>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/model/qwen2_5_vl/architecture.h"
 #include "core/util/status_macros.h"
 
 namespace autoquant {
 namespace {
 
-// Returns the grouping key (without ".quant_recipe") ModelOpt's rules give, in their order:
-// q/k/v, then all experts of a layer, then gate/up. "#" keeps keys apart from module names.
+// The grouping key (without ".quant_recipe"): a fused GEMM's shards share one; "#" keeps keys
+// apart from module names.
 std::string GroupName(const std::string& rel) {
-  static const std::regex kExperts(R"(^(.*?\.mlp\.experts)\.\d+\.(gate_proj|up_proj|down_proj)$)");
-  const std::string fused = FusedGemmName(rel);
-  if (absl::EndsWith(fused, ".qkv_proj")) return fused + "#";
-  std::smatch m;
-  if (std::regex_match(rel, m, kExperts)) return m[1].str() + "#experts";
+  const std::string fused = qwen2_5_vl::FusedGemmOf(rel);
   return fused.empty() ? rel : fused + "#";
 }
 
@@ -30,23 +25,7 @@ bool Matches(const std::string& pattern, const std::string& name) {
   return ::fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
 }
 
-bool IsVision(const std::string& rel) { return absl::StartsWith(rel, "visual."); }
-
 }  // namespace
-
-std::string FusedGemmName(const std::string& module) {
-  const size_t dot = module.rfind('.');
-  if (dot == std::string::npos) return "";
-  const std::string leaf = module.substr(dot + 1), parent = module.substr(0, dot);
-  if (leaf == "q_proj" || leaf == "k_proj" || leaf == "v_proj") return parent + ".qkv_proj";
-  if (leaf == "gate_proj" || leaf == "up_proj") return parent + ".gate_up_proj";
-  return "";
-}
-
-std::string RelativeModuleName(const std::string& full_name) {
-  if (absl::StartsWith(full_name, "model.")) return full_name.substr(6);
-  return full_name;
-}
 
 absl::StatusOr<std::vector<QuantGroup>> BuildGroups(const std::vector<LinearDesc>& linears,
                                                     const GroupingOptions& options) {
@@ -58,7 +37,7 @@ absl::StatusOr<std::vector<QuantGroup>> BuildGroups(const std::vector<LinearDesc
   std::vector<std::unordered_set<std::string_view>> disabled_by_seen;
   for (size_t i = 0; i < linears.size(); ++i) {
     const std::string& full = linears[i].name;
-    const std::string rel = RelativeModuleName(full);
+    const std::string rel = qwen2_5_vl::InnerName(full);
     std::vector<const std::string*> hits;
     for (size_t p = 0; p < options.disabled_layers.size(); ++p) {
       const std::string& pat = options.disabled_layers[p];
@@ -67,7 +46,7 @@ absl::StatusOr<std::vector<QuantGroup>> BuildGroups(const std::vector<LinearDesc
         hits.push_back(&pat);
       }
     }
-    if (IsVision(rel) && !options.include_vision) continue;
+    if (qwen2_5_vl::IsVision(rel) && !options.include_vision) continue;
     std::string gname = GroupName(rel);
     auto [it, inserted] = by_name.emplace(gname, groups.size());
     if (inserted) {
@@ -108,7 +87,7 @@ absl::StatusOr<std::vector<QuantGroup>> QuantizableGroups(const std::vector<Line
   ASSIGN_OR_RETURN(std::vector<QuantGroup> groups, BuildGroups(linears, {.include_vision = include_vision}));
   std::vector<QuantGroup> out;
   for (auto& g : groups) {
-    if (tied_head && g.key == "lm_head.quant_recipe") continue;
+    if (tied_head && qwen2_5_vl::SiteOf(g.modules.front()).part == qwen2_5_vl::Part::kHead) continue;
     out.push_back(std::move(g));
   }
   return out;

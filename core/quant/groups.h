@@ -2,10 +2,9 @@
 //
 // Linears that must share a format (they are fused into one GEMM by engines:
 // q/k/v, gate/up) form one group; o_proj, down_proj, lm_head and the rest are
-// groups of one. Rules, first match wins (ModelOpt's quant_grouping_rules):
-//   ^(.*?)\.(q_proj|k_proj|v_proj)$          -> q/k/v
-//   ^(.*?\.mlp\.experts)\.\d+\.(gate|up|down)_proj$ -> all experts of a layer
-//   ^(.*?)\.(gate_proj|up_proj)$             -> gate/up
+// groups of one. These are ModelOpt's quant_grouping_rules for q/k/v and gate/up, which are
+// the model's fused GEMMs (qwen2_5_vl::FusedGemmOf); its third rule, all experts of a layer, has
+// nothing to match in a model without experts.
 // A group's key is "<first member>.quant_recipe" with the member's name
 // relative to the inner model (the Qwen2_5_VLModel ModelOpt is called on):
 // "language_model.layers.0.self_attn.q_proj.quant_recipe". lm_head keeps its
@@ -51,14 +50,6 @@ struct GroupingOptions {
   bool include_vision = false;
   std::vector<std::string> disabled_layers;  // fnmatch patterns
 };
-
-// The GEMM an engine fuses a Linear into (vLLM's packed modules): "<parent>.qkv_proj" for
-// q_proj/k_proj/v_proj, "<parent>.gate_up_proj" for gate_proj/up_proj; "" for a Linear that is its own
-// GEMM. The q/k/v and gate/up grouping rules above are this one.
-std::string FusedGemmName(const std::string& module);
-
-// Name relative to the inner model: strips a leading "model."; "lm_head" stays.
-std::string RelativeModuleName(const std::string& full_name);
 
 // Groups in model order. InvalidArgument when a disabled pattern matches no
 // Linear (listing the patterns), or when no Linear is quantizable.

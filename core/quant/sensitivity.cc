@@ -4,11 +4,10 @@
 
 #include <algorithm>
 #include <map>
-#include <regex>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/model/device_memory.h"
+#include "core/model/qwen2_5_vl/architecture.h"
 #include "core/quant/fp8.h"
 #include "core/quant/linear_hooks.h"
 #include "core/util/status_macros.h"
@@ -52,15 +51,11 @@ torch::Tensor AmaxOf(float amax) { return torch::tensor(amax); }
 // The first decoder layer a group's members live in; layers.size() for the
 // head (lm_head), -1 for the vision tower (the whole network reruns).
 int StartLayer(const QuantGroup& g, int num_layers) {
-  static const std::regex kLayer(R"(language_model\.layers\.(\d+)\.)");
   int start = num_layers;
   for (const auto& m : g.modules) {
-    std::smatch match;
-    if (std::regex_search(m, match, kLayer)) {
-      start = std::min(start, std::stoi(match[1].str()));
-    } else if (absl::StrContains(m, "visual.")) {
-      return -1;
-    }
+    const qwen2_5_vl::Site site = qwen2_5_vl::SiteOf(m);
+    if (site.part == qwen2_5_vl::Part::kVision) return -1;
+    if (site.part == qwen2_5_vl::Part::kText && site.layer >= 0) start = std::min(start, site.layer);
   }
   return start;
 }
@@ -346,7 +341,7 @@ absl::StatusOr<std::vector<std::vector<double>>> ScoreGroups(Qwen2_5_VLModel& mo
             }
             hooks[li] = std::make_shared<ScoreHook>(in_s, w_s);
             scope.Set(li, hooks[li]);
-            vision = vision || absl::StrContains(linears[li].first, "visual.");
+            vision = vision || qwen2_5_vl::IsVision(linears[li].first);
           }
         }
       },

@@ -17,6 +17,7 @@
 #include "core/io/checkpoint_writer.h"
 #include "core/io/tensor_digests.h"
 #include "core/io/torch_dtype.h"
+#include "core/model/qwen2_5_vl/architecture.h"
 #include "core/scheme/fp8_prefetch.h"
 #include "core/scheme/fp8_storage.h"
 #include "core/scheme/integrity.h"
@@ -35,12 +36,7 @@ using json = nlohmann::json;
 
 absl::StatusOr<std::string> CheckpointModuleName(const Checkpoint& base, const std::string& module) {
   if (base.Find(module + ".weight") != nullptr) return module;
-  std::string legacy = module;
-  if (absl::StartsWith(module, "model.language_model.")) {
-    legacy = "model." + module.substr(std::string("model.language_model.").size());
-  } else if (absl::StartsWith(module, "model.visual.")) {
-    legacy = module.substr(std::string("model.").size());
-  }
+  const std::string legacy = qwen2_5_vl::CheckpointKey(module, qwen2_5_vl::KeyLayout::kLegacy);
   if (base.Find(legacy + ".weight") != nullptr) return legacy;
   return absl::NotFoundError(absl::StrCat("module '", module, "' has no weight in checkpoint ", base.path().string(),
                                           " (tried '", module, ".weight' and '", legacy, ".weight')"));

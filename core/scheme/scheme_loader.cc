@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/model/qwen2_5_vl/architecture.h"
 #include "core/model/qwen2_5_vl/weights.h"
 #include "core/quant/fp8.h"
 #include "core/quant/linear_hooks.h"
@@ -71,7 +72,7 @@ absl::StatusOr<LoadedScheme> LoadScheme(const Checkpoint& ckpt, torch::Device de
   for (auto& [name, lin] : out.model->Linears()) {
     // Model names are transformers 5.x; the checkpoint may use the legacy ones.
     auto it = scales.find(name);
-    if (it == scales.end()) it = scales.find(LegacyTensorName(name));
+    if (it == scales.end()) it = scales.find(qwen2_5_vl::CheckpointKey(name, qwen2_5_vl::KeyLayout::kLegacy));
     if (it == scales.end()) continue;
     const float input_amax = it->second.second * kFp8E4M3Max;
     // A device allocation: out of memory here is as real as in the weights.

@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "core/model/qwen2_5_vl/architecture.h"
 #include "core/model/qwen2_5_vl/weights.h"
 #include "core/quant/fp8.h"
 #include "core/quant/groups.h"
@@ -24,22 +25,16 @@ struct Fp8Weight {
   float weight_scale = 1, input_scale = 1;
 };
 
-}  // namespace
+using Linears = std::map<std::string, Linear>;                  // model (transformers 5.x) name -> Linear
+using Fp8Weights = std::map<std::string, Fp8Weight>;            // model module name -> its FP8 weight in the scheme
+using Scales = std::map<std::string, std::pair<float, float>>;  // module -> (weight, input) scale used
 
-absl::StatusOr<SchemeOverlay> BuildSchemeOverlay(const Checkpoint& scheme, Qwen2_5_VLModel& model, Fp8Matmul matmul) {
-  const torch::Device device = model->device();
-  const torch::ScalarType dtype = model->dtype();
-  SchemeOverlay out;
-  ASSIGN_OR_RETURN(out.matmul, ResolveFp8Matmul(matmul, device));
-
-  std::map<std::string, Linear> linears;  // model (transformers 5.x) name -> Linear
-  for (auto& [name, lin] : model->Linears()) linears.emplace(name, lin);
-
-  // Model module name -> its FP8 weight in the scheme.
-  std::map<std::string, Fp8Weight> fp8;
+// The scheme's FP8 weights and their per-tensor scales; each must be a Linear's weight of the base model.
+absl::StatusOr<Fp8Weights> ReadFp8Weights(const Checkpoint& scheme, const Linears& linears) {
+  Fp8Weights fp8;
   for (const auto& key : scheme.TensorNames()) {
     if (scheme.Find(key)->dtype != DType::kF8E4M3) continue;
-    const std::string canonical = CanonicalTensorName(key);
+    const std::string canonical = qwen2_5_vl::ModelName(key);
     if (!absl::EndsWith(canonical, kWeight)) {
       return absl::InvalidArgumentError(absl::StrCat("FP8 tensor '", key, "' is not a Linear weight"));
     }
@@ -53,15 +48,19 @@ absl::StatusOr<SchemeOverlay> BuildSchemeOverlay(const Checkpoint& scheme, Qwen2
     ASSIGN_OR_RETURN(w.input_scale, ReadPerTensorScale(scheme, m + ".input_scale"));
     fp8.emplace(module, std::move(w));
   }
+  return fp8;
+}
 
-  // vLLM's fused shards: all FP8 or none; max scales shared.
+// The scales vLLM runs each FP8 Linear with: a fused GEMM's shards are all FP8 or none, and share the
+// largest of their scales.
+absl::StatusOr<Scales> FusedScales(const Fp8Weights& fp8, const Linears& linears) {
   std::map<std::string, std::vector<std::string>> fused;  // fused GEMM -> its shards, model order
   for (const auto& [name, lin] : linears) {
-    const std::string g = FusedGemmName(name);
+    const std::string g = qwen2_5_vl::FusedGemmOf(name);
     if (!g.empty()) fused[g].push_back(name);
   }
-  std::map<std::string, std::pair<float, float>> shared_scales;  // module -> (weight, input) scale used
-  for (const auto& [module, w] : fp8) shared_scales[module] = {w.weight_scale, w.input_scale};
+  Scales scales;
+  for (const auto& [module, w] : fp8) scales[module] = {w.weight_scale, w.input_scale};
   for (const auto& [gemm, shards] : fused) {
     size_t quantized = 0;
     for (const auto& s : shards) quantized += fp8.count(s);
@@ -76,9 +75,14 @@ absl::StatusOr<SchemeOverlay> BuildSchemeOverlay(const Checkpoint& scheme, Qwen2
       ws = std::max(ws, fp8.at(s).weight_scale);
       is = std::max(is, fp8.at(s).input_scale);
     }
-    for (const auto& s : shards) shared_scales[s] = {ws, is};
+    for (const auto& s : shards) scales[s] = {ws, is};
   }
+  return scales;
+}
 
+// A hook per FP8 weight, on the device, re-quantized to its shared scale where that differs.
+absl::Status HookFp8Weights(const Checkpoint& scheme, const Fp8Weights& fp8, const Scales& scales,
+                            const Linears& linears, torch::Device device, SchemeOverlay* out) {
   for (const auto& [module, w] : fp8) {
     Linear lin = linears.at(module);
     ASSIGN_OR_RETURN(torch::Tensor q, scheme.Get(w.key));
@@ -86,7 +90,7 @@ absl::StatusOr<SchemeOverlay> BuildSchemeOverlay(const Checkpoint& scheme, Qwen2
       return absl::InvalidArgumentError(absl::StrCat("FP8 weight '", w.key, "' has shape ", c10::str(q.sizes()),
                                                      "; the base model's Linear has ", c10::str(lin->weight.sizes())));
     }
-    const auto [ws, is] = shared_scales.at(module);
+    const auto [ws, is] = scales.at(module);
     const bool requantize = ws != w.weight_scale;
     ASSIGN_OR_RETURN(auto hook, TorchCall(
                                     [&] {
@@ -96,16 +100,22 @@ absl::StatusOr<SchemeOverlay> BuildSchemeOverlay(const Checkpoint& scheme, Qwen2
                                       if (requantize)
                                         wq = QuantizeFp8(DequantizeFp8(wq, torch::tensor(w.weight_scale, f32)), ws_t);
                                       return std::make_shared<Fp8LinearHook>(
-                                          wq, ws_t, torch::tensor(is, f32).reshape({}), out.matmul);
+                                          wq, ws_t, torch::tensor(is, f32).reshape({}), out->matmul);
                                     },
                                     w.key));
-    out.requantized_shards += requantize;
-    out.scaled_mm_linears += hook->uses_scaled_mm();
-    out.hooks.emplace_back(lin, std::move(hook));
+    out->requantized_shards += requantize;
+    out->scaled_mm_linears += hook->uses_scaled_mm();
+    out->hooks.emplace_back(lin, std::move(hook));
   }
+  return absl::OkStatus();
+}
 
-  // Every other tensor must be the base's. Parameters by model name; a tied
-  // lm_head shares embed_tokens' storage and may be absent from the scheme.
+// Every other tensor must be the base's. Parameters by model name; a tied lm_head shares embed_tokens'
+// storage and may be absent from the scheme.
+absl::Status CheckTheRestIsTheBase(const Checkpoint& scheme, const Fp8Weights& fp8, Qwen2_5_VLModel& model,
+                                   SchemeOverlay* out) {
+  const torch::Device device = model->device();
+  const torch::ScalarType dtype = model->dtype();
   std::map<std::string, torch::Tensor> params;
   for (const auto& item : model->named_parameters(/*recurse=*/true)) params.emplace(item.key(), item.value());
   std::set<std::string> replaced;
@@ -116,7 +126,7 @@ absl::StatusOr<SchemeOverlay> BuildSchemeOverlay(const Checkpoint& scheme, Qwen2
     if (info->dtype == DType::kF8E4M3 || absl::EndsWith(key, ".weight_scale") || absl::EndsWith(key, ".input_scale")) {
       continue;
     }
-    const std::string name = CanonicalTensorName(key);
+    const std::string name = qwen2_5_vl::ModelName(key);
     if (absl::EndsWith(name, ".inv_freq")) continue;  // non-persistent rotary buffers of old checkpoints
     auto it = params.find(name);
     if (it == params.end()) {
@@ -135,13 +145,28 @@ absl::StatusOr<SchemeOverlay> BuildSchemeOverlay(const Checkpoint& scheme, Qwen2
           "scheme tensor '", key, "' differs from the base model's: the scheme was not made from the model this ",
           "daemon holds, so it cannot be evaluated against it"));
     }
-    ++out.tensors_checked;
+    ++out->tensors_checked;
   }
   const bool tied = model->config().tie_word_embeddings;
   for (const auto& [name, p] : params) {
-    if (seen.count(name) || replaced.count(name) || (tied && name == "lm_head.weight")) continue;
+    if (seen.count(name) || replaced.count(name) || (tied && qwen2_5_vl::SiteOf(name).part == qwen2_5_vl::Part::kHead))
+      continue;
     return absl::InvalidArgumentError(absl::StrCat("the scheme lacks tensor '", name, "' of the base model"));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<SchemeOverlay> BuildSchemeOverlay(const Checkpoint& scheme, Qwen2_5_VLModel& model, Fp8Matmul matmul) {
+  SchemeOverlay out;
+  ASSIGN_OR_RETURN(out.matmul, ResolveFp8Matmul(matmul, model->device()));
+  Linears linears;
+  for (auto& [name, lin] : model->Linears()) linears.emplace(name, lin);
+  ASSIGN_OR_RETURN(Fp8Weights fp8, ReadFp8Weights(scheme, linears));
+  ASSIGN_OR_RETURN(Scales scales, FusedScales(fp8, linears));
+  RETURN_IF_ERROR(HookFp8Weights(scheme, fp8, scales, linears, model->device(), &out));
+  RETURN_IF_ERROR(CheckTheRestIsTheBase(scheme, fp8, model, &out));
   return out;
 }
 

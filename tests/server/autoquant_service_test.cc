@@ -241,6 +241,77 @@ grpc::Status RawCall(int port, const std::string& method, const std::string& byt
   return done.get_future().get();
 }
 
+// The engine as the service sees it (core/engine/engine_info.h): fixed values and one baseline.
+class FixedEngine : public EngineInfo {
+ public:
+  FixedEngine() {
+    baseline_.key = "b1";
+    baseline_.formats = {Format::kFp8, Format::kNone};
+    for (const char* name : {"language_model.layers.0.mlp.down_proj", "lm_head"}) {
+      QuantGroup g;
+      g.key = absl::StrCat(name, ".quant_recipe");
+      g.modules = {absl::StrCat("model.", name)};
+      baseline_.groups.push_back(g);
+    }
+    baseline_.scores = {{0.5, 0}, {0.25, 0}};
+    baseline_.costs = {{8, 16}, {4, 8}};
+    baseline_.ranking = {1, 0};  // least sensitive first
+  }
+  const std::string& model_fingerprint() const override { return model_fp_; }
+  const std::string& calib_fingerprint() const override { return calib_fp_; }
+  int64_t calib_samples() const override { return 16; }
+  std::string device() const override { return "cpu"; }
+  std::string dtype() const override { return "float32"; }
+  DeviceMemory device_memory() const override { return {.allocated = 1, .reserved = 2, .peak_reserved = 3}; }
+  std::vector<std::string> cached_baseline_keys() const override { return {baseline_.key}; }
+  absl::StatusOr<Baseline> CachedBaseline(ScoreMethod method, int, int, bool, int) const override {
+    if (method != ScoreMethod::kKlDiv) return absl::FailedPreconditionError("no gradient baseline yet");
+    return baseline_;
+  }
+
+ private:
+  std::string model_fp_ = "model-sha", calib_fp_ = "calib-sha";
+  Baseline baseline_;
+};
+
+TEST_F(ServiceTest, EngineBackedRpcsAnswerFromTheEngineOnceLoaded) {
+  auto stub = Stub();
+  auto sensitivity = [&](int method, v1::Sensitivity* out) {
+    grpc::ClientContext ctx;
+    v1::GetSensitivityRequest req;
+    req.set_method(static_cast<v1::ScoreMethod>(method));
+    return stub->GetSensitivity(&ctx, req, out);
+  };
+  v1::Sensitivity sens;
+  EXPECT_EQ(sensitivity(v1::SCORE_METHOD_KL_DIV, &sens).error_code(), grpc::StatusCode::UNAVAILABLE);
+
+  FixedEngine engine;
+  ctx_.engine = &engine;
+  grpc::ClientContext info_ctx;
+  v1::ServerInfo info;
+  ASSERT_TRUE(stub->GetServerInfo(&info_ctx, v1::GetServerInfoRequest(), &info).ok());
+  EXPECT_EQ(info.model_fingerprint(), "model-sha");
+  EXPECT_EQ(info.calib_fingerprint(), "calib-sha");
+  EXPECT_EQ(info.calib_samples(), 16);
+  EXPECT_EQ(info.device(), "cpu");
+  EXPECT_EQ(info.device_memory_peak_bytes(), 3);
+  EXPECT_THAT(info.cached_baselines(), ::testing::ElementsAre("b1"));
+
+  ASSERT_TRUE(sensitivity(v1::SCORE_METHOD_KL_DIV, &sens).ok());
+  ASSERT_EQ(sens.groups_size(), 2);
+  EXPECT_EQ(sens.baseline_key(), "b1");
+  EXPECT_EQ(sens.groups(0).key(), "language_model.layers.0.mlp.down_proj.quant_recipe");
+  EXPECT_EQ(sens.groups(0).scores().at("FP8"), 0.5);
+  EXPECT_EQ(sens.groups(1).rank(), 0);  // the least sensitive first
+  EXPECT_EQ(sens.groups(0).rank(), 1);
+  grpc::Status s = sensitivity(v1::SCORE_METHOD_GRADIENT, &sens);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  s = sensitivity(99, &sens);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_THAT(s.error_message(), ::testing::HasSubstr("unknown score method 99"));
+  ctx_.engine = nullptr;
+}
+
 TEST_F(ServiceTest, MalformedRequestsGetInvalidArgumentWithAMessage) {
   // Bytes that are no message at all, and a GetStatusRequest whose job_id is not UTF-8.
   for (const auto& [method, bytes] : std::vector<std::pair<std::string, std::string>>{

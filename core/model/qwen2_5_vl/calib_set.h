@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "core/io/qwen2_5_vl_config.h"
+#include "core/model/qwen2_5_vl/config.h"
 #include "core/model/qwen2_5_vl/model.h"
 
 namespace autoquant {

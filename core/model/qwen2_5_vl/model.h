@@ -30,8 +30,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/io/qwen2_5_vl_config.h"
 #include "core/model/layers/linear.h"
+#include "core/model/qwen2_5_vl/config.h"
 #include "core/model/qwen2_5_vl/text_model.h"
 #include "core/model/qwen2_5_vl/vision_tower.h"
 

@@ -8,9 +8,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/io/checkpoint_writer.h"
-#include "core/io/qwen2_5_vl_config.h"
 #include "core/io/torch_dtype.h"
 #include "core/model/layers/rms_norm.h"
+#include "core/model/qwen2_5_vl/architecture.h"
+#include "core/model/qwen2_5_vl/config.h"
 #include "core/model/qwen2_5_vl/model.h"
 #include "core/model/qwen2_5_vl/processor_files.h"
 #include "core/model/qwen2_5_vl/weights.h"
@@ -166,7 +167,7 @@ absl::Status InitRandomCheckpoint(const InitCheckpointOptions& options) {
   for (const auto& p : model->named_parameters()) {
     if (config.tie_word_embeddings && p.key() == "lm_head.weight") continue;
     PlannedTensor t;
-    t.spec.name = LegacyTensorName(p.key());
+    t.spec.name = qwen2_5_vl::CheckpointKey(p.key(), qwen2_5_vl::KeyLayout::kLegacy);
     t.spec.dtype = dtype;
     t.spec.shape.assign(p.value().sizes().begin(), p.value().sizes().end());
     const bool is_norm = norm_weights.count(p.key()) > 0;

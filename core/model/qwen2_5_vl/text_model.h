@@ -16,12 +16,12 @@
 
 #include <vector>
 
-#include "core/io/qwen2_5_vl_config.h"
 #include "core/model/layers/embedding.h"
 #include "core/model/layers/gated_mlp.h"
 #include "core/model/layers/kv_cache.h"
 #include "core/model/layers/linear.h"
 #include "core/model/layers/rms_norm.h"
+#include "core/model/qwen2_5_vl/config.h"
 
 namespace autoquant {
 

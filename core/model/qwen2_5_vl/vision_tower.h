@@ -12,10 +12,10 @@
 
 #include <vector>
 
-#include "core/io/qwen2_5_vl_config.h"
 #include "core/model/layers/gated_mlp.h"
 #include "core/model/layers/linear.h"
 #include "core/model/layers/rms_norm.h"
+#include "core/model/qwen2_5_vl/config.h"
 #include "core/model/qwen2_5_vl/vision_windows.h"
 
 namespace autoquant {

@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/model/qwen2_5_vl/architecture.h"
 #include "core/util/status_macros.h"
 #include "core/util/torch_status.h"
 
@@ -39,7 +40,7 @@ absl::StatusOr<std::map<std::string, std::string>> MatchKeys(const Checkpoint& c
   for (const std::string& key : ckpt.TensorNames()) {
     if (absl::EndsWith(key, ".inv_freq")) continue;
     if (hooks.skip_key && hooks.skip_key(key)) continue;
-    const std::string canon = CanonicalTensorName(key);
+    const std::string canon = qwen2_5_vl::ModelName(key);
     if (tied && canon == kLmHead) continue;
     auto it = expected.find(canon);
     if (it == expected.end()) {
@@ -69,19 +70,6 @@ absl::StatusOr<std::map<std::string, std::string>> MatchKeys(const Checkpoint& c
 }
 
 }  // namespace
-
-std::string CanonicalTensorName(const std::string& key) {
-  if (absl::StartsWith(key, "model.visual.") || absl::StartsWith(key, "model.language_model.")) return key;
-  if (absl::StartsWith(key, "visual.")) return absl::StrCat("model.", key);
-  if (absl::StartsWith(key, "model.")) return absl::StrCat("model.language_model.", key.substr(6));
-  return key;
-}
-
-std::string LegacyTensorName(const std::string& name) {
-  if (absl::StartsWith(name, "model.visual.")) return name.substr(6);
-  if (absl::StartsWith(name, "model.language_model.")) return absl::StrCat("model.", name.substr(21));
-  return name;
-}
 
 absl::StatusOr<Qwen2_5_VLConfig> CheckpointConfig(const Checkpoint& ckpt) {
   if (!ckpt.config().has_value()) {

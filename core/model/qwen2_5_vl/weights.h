@@ -2,7 +2,7 @@
 // layout:
 //   legacy (Hub, transformers 4.x):  model.layers.*, model.embed_tokens.*, model.norm.*, visual.*, lm_head.weight
 //   transformers 5.x:                model.language_model.*, model.visual.*, lm_head.weight
-// and config.json in either layout (see core/io/qwen2_5_vl_config.h).
+// and config.json in either layout (see config.h); the names are architecture.h's.
 //
 //   ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::Open(dir));
 //   ASSIGN_OR_RETURN(Qwen2_5_VLModel model, LoadQwen2_5_VL(ckpt, torch::kCUDA, torch::kBFloat16));
@@ -23,17 +23,10 @@
 
 #include "absl/status/statusor.h"
 #include "core/io/checkpoint.h"
-#include "core/io/qwen2_5_vl_config.h"
+#include "core/model/qwen2_5_vl/config.h"
 #include "core/model/qwen2_5_vl/model.h"
 
 namespace autoquant {
-
-// The transformers 5.x name of a checkpoint key in either layout
-// ("visual.x" -> "model.visual.x", "model.layers.0.x" ->
-// "model.language_model.layers.0.x"); other keys are returned unchanged.
-std::string CanonicalTensorName(const std::string& key);
-// The legacy (Hub) name of a transformers 5.x name; the inverse of the above.
-std::string LegacyTensorName(const std::string& name);
 
 // The checkpoint's config.json, parsed. InvalidArgument if it has none.
 absl::StatusOr<Qwen2_5_VLConfig> CheckpointConfig(const Checkpoint& ckpt);

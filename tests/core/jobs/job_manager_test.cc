@@ -84,9 +84,9 @@ class FullDiskStore : public JobStore {
   }
   absl::StatusOr<int> QueuePosition(const std::string& id) override { return inner_->QueuePosition(id); }
   absl::StatusOr<std::map<JobState, int64_t>> CountByState() override { return inner_->CountByState(); }
-  absl::StatusOr<std::vector<Job>> RecoverInterrupted(int max_attempts) override {
+  absl::StatusOr<std::vector<Job>> RecoverInterrupted(const RecoveryPolicy& policy) override {
     RETURN_IF_ERROR(Write());
-    return inner_->RecoverInterrupted(max_attempts);
+    return inner_->RecoverInterrupted(policy);
   }
   absl::Status CheckWritable() override {
     RETURN_IF_ERROR(Write());
@@ -100,8 +100,8 @@ class FullDiskStore : public JobStore {
                               const std::function<absl::Status()>& publish) override {
     return inner_->WhileLeaseHeld(id, lease, publish);
   }
-  absl::StatusOr<std::vector<Job>> RequeueExpired(int max_attempts) override {
-    return inner_->RequeueExpired(max_attempts);
+  absl::StatusOr<std::vector<Job>> RequeueExpired(const RecoveryPolicy& policy) override {
+    return inner_->RequeueExpired(policy);
   }
 
  private:
@@ -161,6 +161,36 @@ class JobManagerTest : public ::testing::Test {
   ScriptedRunner runner_;
   std::unique_ptr<JobManager> manager_;
 };
+
+// The one recovery policy, whichever store applies it (job_store_contract.h checks that both do).
+TEST(RecoveryPolicyTest, RequeuedWhileStartsRemainThenFailedAndACancelAlwaysGoesBack) {
+  Job j;
+  j.owner = "daemon-a";
+  struct Case {
+    int attempts;
+    bool cancel_requested;
+    std::optional<double> lease_expired;
+    JobState want;
+    const char* says;
+  };
+  const Case kCases[] = {
+      {1, false, std::nullopt, JobState::kQueued, "the daemon stopped while this job ran (attempt 1); re-queued"},
+      {2, false, std::nullopt, JobState::kFailed, "started 2 times, so it failed"},
+      {3, false, std::nullopt, JobState::kFailed, "resubmit to retry"},
+      {2, true, std::nullopt, JobState::kQueued, "re-queued to finish its requested cancel"},
+      {1, false, 1.5, JobState::kQueued, "the lease of daemon daemon-a expired 1.5 s ago"},
+      {2, false, 1.5, JobState::kFailed, "the lease of daemon daemon-a expired"},
+  };
+  for (const Case& c : kCases) {
+    j.attempts = c.attempts;
+    j.cancel_requested = c.cancel_requested;
+    const Recovery r = RecoveryFor(j, Interruption{.lease_expired_seconds_ago = c.lease_expired}, 2);
+    EXPECT_EQ(r.to, c.want) << c.says;
+    EXPECT_NE(r.log.message.find(c.says), std::string::npos) << r.log.message;
+    EXPECT_EQ(r.log.level, c.want == JobState::kQueued ? "warning" : "error");
+    EXPECT_FALSE(r.message.empty());
+  }
+}
 
 TEST_F(JobManagerTest, SubmitBeforeStartIsUnavailable) {
   EXPECT_EQ(manager_->Submit(Spec("a"), "").status().code(), absl::StatusCode::kUnavailable);

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/jobs/job_manager.h"
+#include "tests/core/jobs/job_store_contract.h"
 #include "tests/pg_test_server.h"
 #include "tests/test_util.h"
 
@@ -54,8 +55,8 @@ class PostgresJobStoreTest : public ::testing::Test {
     b_ = std::move(*b);
   }
 
-  absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& owner, double lease_seconds, int max_attempts = 2) {
-    return OpenJobStore(url_, {.owner = owner, .lease_seconds = lease_seconds, .max_attempts = max_attempts});
+  absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& owner, double lease_seconds) {
+    return OpenJobStore(url_, {.owner = owner, .lease_seconds = lease_seconds});
   }
 
   std::string Insert(JobStore* s, const Job& j) {
@@ -233,11 +234,15 @@ TEST_F(PostgresJobStoreTest, ExpiredLeaseIsRequeuedAndTheLateOwnerIsFencedOut) {
   auto none = b_->ClaimNext("");
   ASSERT_TRUE(none.ok());
   EXPECT_FALSE(none->has_value());
-  auto recovered = b_->RecoverInterrupted(2);
+  auto recovered = b_->RecoverInterrupted(RecoveryPolicyFor(2));
   ASSERT_TRUE(recovered.ok());
   EXPECT_TRUE(recovered->empty());
 
   std::this_thread::sleep_for(500ms);  // daemon-a stops heartbeating: dead, hung or cut off
+  // What daemon-b's manager does before each claim.
+  auto requeued = b_->RequeueExpired(RecoveryPolicyFor(2));
+  ASSERT_TRUE(requeued.ok()) << requeued.status();
+  EXPECT_EQ(requeued->size(), 1u);
   auto retaken = b_->ClaimNext("");
   ASSERT_TRUE(retaken.ok()) << retaken.status();
   ASSERT_TRUE(retaken->has_value());
@@ -285,16 +290,30 @@ TEST_F(PostgresJobStoreTest, ExpiredLeaseIsRequeuedAndTheLateOwnerIsFencedOut) {
   EXPECT_TRUE(b_->Transition(id, JobState::kSucceeded, nullptr, line, &fresh).ok());
 }
 
+TEST_F(PostgresJobStoreTest, EveryTransitionIsAllowedExactlyAsCheckTransitionSays) {
+  testing::ExpectEveryTransitionAsCheckTransitionSays(a_.get());
+}
+
+TEST_F(PostgresJobStoreTest, RecoveryIsAppliedAsTheManagersPolicySays) {
+  auto shortlived = Open("daemon-a", 0.2);
+  ASSERT_TRUE(shortlived.ok()) << shortlived.status();
+  testing::ExpectRecoveryAppliedAsThePolicySays(shortlived->get(), [&](const RecoveryPolicy& policy) {
+    std::this_thread::sleep_for(300ms);  // the lease expires: daemon-a stopped renewing it
+    return b_->RecoverInterrupted(policy);
+  });
+}
+
 TEST_F(PostgresJobStoreTest, AJobWhoseLeaseExpiresTooOftenFails) {
-  auto shortlived = Open("daemon-a", 0.2, /*max_attempts=*/2);
+  auto shortlived = Open("daemon-a", 0.2);
   ASSERT_TRUE(shortlived.ok());
   const std::string id = Insert(a_.get(), MakeJob("doomed"));
   for (int attempt = 1; attempt <= 2; ++attempt) {
+    ASSERT_TRUE((*shortlived)->RequeueExpired(RecoveryPolicyFor(2)).ok());
     auto c = (*shortlived)->ClaimNext("");
     ASSERT_TRUE(c.ok() && c->has_value()) << "attempt " << attempt;
     std::this_thread::sleep_for(300ms);
   }
-  auto swept = b_->RequeueExpired(2);
+  auto swept = b_->RequeueExpired(RecoveryPolicyFor(2));
   ASSERT_TRUE(swept.ok()) << swept.status();
   ASSERT_EQ(swept->size(), 1u);
   EXPECT_EQ(swept->front().state, JobState::kFailed);
@@ -338,7 +357,7 @@ TEST_F(PostgresJobStoreTest, PublishGateHoldsTheRowSoNoRequeueHappensMidPublish)
   absl::Status gate = (*shortlived)->WhileLeaseHeld(id, lease, [&] {
     // The rename takes longer than the whole lease: the sweeper must still not take the job.
     std::this_thread::sleep_for(500ms);
-    auto swept = b_->RequeueExpired(2);
+    auto swept = b_->RequeueExpired(RecoveryPolicyFor(2));
     EXPECT_TRUE(swept.ok()) << swept.status();
     if (swept.ok()) swept_during = *swept;
     return absl::OkStatus();

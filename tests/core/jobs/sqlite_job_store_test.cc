@@ -12,6 +12,8 @@
 
 #include "absl/strings/str_cat.h"
 
+#include "core/jobs/job_manager.h"
+#include "tests/core/jobs/job_store_contract.h"
 #include "tests/test_util.h"
 
 namespace autoquant {
@@ -146,6 +148,15 @@ TEST_F(SqliteJobStoreTest, TerminalStatesNeverChange) {
   EXPECT_EQ(*logs->back().state, JobState::kSucceeded);
 }
 
+TEST_F(SqliteJobStoreTest, EveryTransitionIsAllowedExactlyAsCheckTransitionSays) {
+  testing::ExpectEveryTransitionAsCheckTransitionSays(store_.get());
+}
+
+TEST_F(SqliteJobStoreTest, RecoveryIsAppliedAsTheManagersPolicySays) {
+  testing::ExpectRecoveryAppliedAsThePolicySays(
+      store_.get(), [&](const RecoveryPolicy& policy) { return store_->RecoverInterrupted(policy); });
+}
+
 TEST_F(SqliteJobStoreTest, SurvivesReopenAndRecoversInterruptedJobsOnceThenFails) {
   std::vector<bool> created;
   auto jobs = store_->Insert({MakeJob("a"), MakeJob("b")}, "queued", &created);
@@ -154,7 +165,7 @@ TEST_F(SqliteJobStoreTest, SurvivesReopenAndRecoversInterruptedJobsOnceThenFails
   store_.reset();
   auto reopened = OpenJobStore("sqlite:" + (dir_ / "jobs.db").string());
   ASSERT_TRUE(reopened.ok());
-  auto changed = (*reopened)->RecoverInterrupted(2);
+  auto changed = (*reopened)->RecoverInterrupted(RecoveryPolicyFor(2));
   ASSERT_TRUE(changed.ok());
   ASSERT_EQ(changed->size(), 1u);
   EXPECT_EQ(changed->front().state, JobState::kQueued);
@@ -163,7 +174,7 @@ TEST_F(SqliteJobStoreTest, SurvivesReopenAndRecoversInterruptedJobsOnceThenFails
   auto again = (*reopened)->ClaimNext("");
   ASSERT_TRUE(again.ok() && again->has_value());
   EXPECT_EQ((*again)->attempts, 2);
-  changed = (*reopened)->RecoverInterrupted(2);
+  changed = (*reopened)->RecoverInterrupted(RecoveryPolicyFor(2));
   ASSERT_TRUE(changed.ok());
   ASSERT_EQ(changed->size(), 1u);
   EXPECT_EQ(changed->front().state, JobState::kFailed);
@@ -184,7 +195,7 @@ TEST_F(SqliteJobStoreTest, CancelRequestOfARunningJobSurvivesReopenAndIsFinished
   ASSERT_TRUE(reopened.ok());
   EXPECT_TRUE((*reopened)->Get(a)->cancel_requested);
   // Attempts exhausted (max 1), yet the job goes back to the queue: its next run only finishes the cancel.
-  auto changed = (*reopened)->RecoverInterrupted(1);
+  auto changed = (*reopened)->RecoverInterrupted(RecoveryPolicyFor(1));
   ASSERT_TRUE(changed.ok());
   ASSERT_EQ(changed->size(), 1u);
   EXPECT_EQ(changed->front().state, JobState::kQueued);
@@ -534,7 +545,7 @@ TEST_F(SqliteJobStoreTest, OneDaemonsStoreKeepsNoLeasesAndPublishesFreely) {
   EXPECT_TRUE(published);
   EXPECT_EQ(store_->WhileLeaseHeld(id, none, [] { return absl::AlreadyExistsError("x"); }).code(),
             absl::StatusCode::kAlreadyExists);
-  auto swept = store_->RequeueExpired(2);
+  auto swept = store_->RequeueExpired(RecoveryPolicyFor(2));
   ASSERT_TRUE(swept.ok());
   EXPECT_TRUE(swept->empty());  // a running job is this daemon's own: only a restart re-queues it
   EXPECT_EQ(store_->Get(id)->state, JobState::kRunning);

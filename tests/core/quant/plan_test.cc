@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/model/qwen2_5_vl/architecture.h"
 #include "gmock/gmock.h"
 #include "tests/test_util.h"
 
@@ -21,7 +22,7 @@ Baseline FourGroups() {
     std::string name = "model.language_model.layers." + std::to_string(i) + ".mlp.down_proj";
     b.linears.push_back({name, 100, 10, 10});
     QuantGroup g;
-    g.key = RelativeModuleName(name) + ".quant_recipe";
+    g.key = qwen2_5_vl::InnerName(name) + ".quant_recipe";
     g.modules = {name};
     g.linear_index = {size_t(i)};
     g.weight_numel = 100;

@@ -1,4 +1,4 @@
-#include "core/io/qwen2_5_vl_config.h"
+#include "core/model/qwen2_5_vl/config.h"
 
 #include <numeric>
 #include <type_traits>
