@@ -28,6 +28,9 @@ say "a tiny random Qwen2.5-VL and a synthetic calibration set in $WORK"
   --samples 12 --seq-len 96 --images-per-sample 1 --image-size 56x56 --seed 2   # held out: another seed
 
 say "autoquantd: loads the model and the calibration set once, keeps them on the device"
+# Gone before the daemon starts: a repeat run must not read the last run's port from it (the shell may
+# look before the new daemon's redirection has emptied the file).
+rm -f "$WORK/autoquantd.out"
 "$AQD" --model "$WORK/base" --calib "$WORK/calib.safetensors" --models-root "$WORK/models" \
   --eval-set "$WORK/eval.safetensors" --listen 127.0.0.1:0 --metrics 127.0.0.1:0 --device auto >"$WORK/autoquantd.out" 2>"$WORK/autoquantd.log" &
 DAEMON=$!
@@ -38,14 +41,19 @@ stop_daemon() {
   fi
 }
 trap 'stop_daemon || true' EXIT
-for _ in $(seq 600); do  # the port is stdout's first line
-  [ -s "$WORK/autoquantd.out" ] && break
+# The port is stdout's first line; then health SERVING. Each wait is bounded: a daemon that never gets
+# there is a failure with its log, not a demo that hangs.
+waited=0
+until [ -s "$WORK/autoquantd.out" ]; do
   kill -0 "$DAEMON" 2>/dev/null || { cat "$WORK/autoquantd.log"; exit 1; }
+  [ $((waited += 1)) -le 600 ] || { echo "autoquantd printed no port in 60 s; its log:"; cat "$WORK/autoquantd.log"; exit 1; }
   sleep 0.1
 done
 export AUTOQUANT_SERVER="127.0.0.1:$(head -n1 "$WORK/autoquantd.out")"
+waited=0
 until "$AQ" server info --json 2>/dev/null | grep -q '"serving": *true'; do
   kill -0 "$DAEMON" 2>/dev/null || { cat "$WORK/autoquantd.log"; exit 1; }
+  [ $((waited += 1)) -le 1500 ] || { echo "autoquantd at $AUTOQUANT_SERVER not serving after 5 min; its log:"; cat "$WORK/autoquantd.log"; exit 1; }
   sleep 0.2
 done
 "$AQ" server info
