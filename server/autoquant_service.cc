@@ -502,8 +502,14 @@ absl::Status AutoQuantService::DoGetSensitivity(const v1::GetSensitivityRequest&
   if (req.calib_steps() < 0 || req.score_steps() < 0) {
     return absl::InvalidArgumentError("calib_steps and score_steps must be >= 0");
   }
-  ASSIGN_OR_RETURN(Baseline b, engine->CachedBaseline(method, req.calib_steps(), req.score_steps(),
-                                                      req.include_vision(), /*batch_size=*/0));
+  ASSIGN_OR_RETURN(std::vector<Format> formats, FormatsFromProto(req.formats()));
+  RETURN_IF_ERROR(CandidateFormats(formats).status());
+  ASSIGN_OR_RETURN(Baseline b, engine->CachedBaseline({.method = method,
+                                                       .calib_steps = req.calib_steps(),
+                                                       .score_steps = req.score_steps(),
+                                                       .include_vision = req.include_vision(),
+                                                       .batch_size = 0,
+                                                       .formats = std::move(formats)}));
   resp->set_baseline_key(b.key);
   std::vector<int> rank(b.groups.size());
   for (size_t r = 0; r < b.ranking.size(); ++r) rank[b.ranking[r]] = static_cast<int>(r);

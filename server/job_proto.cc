@@ -29,6 +29,43 @@ v1::ScoreMethod MethodToProto(ScoreMethod m) {
   return m == ScoreMethod::kKlDiv ? v1::SCORE_METHOD_KL_DIV : v1::SCORE_METHOD_GRADIENT;
 }
 
+absl::StatusOr<Format> FormatFromProto(int f) {
+  switch (f) {
+    case v1::QUANT_FORMAT_FP8:
+      return Format::kFp8;
+    case v1::QUANT_FORMAT_NVFP4:
+      return Format::kNvfp4;
+    case v1::QUANT_FORMAT_NVFP4_W4A16:
+      return Format::kNvfp4W4A16;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("formats: unknown quantization format ", f, " (QUANT_FORMAT_FP8, _NVFP4 or _NVFP4_W4A16)"));
+  }
+}
+
+v1::QuantFormat FormatToProto(Format f) {
+  switch (f) {
+    case Format::kNvfp4:
+      return v1::QUANT_FORMAT_NVFP4;
+    case Format::kNvfp4W4A16:
+      return v1::QUANT_FORMAT_NVFP4_W4A16;
+    case Format::kFp8:
+      return v1::QUANT_FORMAT_FP8;
+    case Format::kNone:
+      break;
+  }
+  return v1::QUANT_FORMAT_UNSPECIFIED;
+}
+
+absl::StatusOr<std::vector<Format>> FormatsFromProto(const google::protobuf::RepeatedField<int>& formats) {
+  std::vector<Format> out;
+  for (int f : formats) {
+    ASSIGN_OR_RETURN(Format format, FormatFromProto(f));
+    out.push_back(format);
+  }
+  return out;
+}
+
 absl::StatusOr<JobSpec> SpecFromProto(const v1::SchemeSpec& p) {
   JobSpec s;
   s.scheme = p.scheme();
@@ -82,6 +119,7 @@ absl::StatusOr<JobSpec> SpecFromProto(const v1::SchemeSpec& p) {
   s.batch_size = p.batch_size();
   s.score_steps = p.score_steps();
   s.priority = p.priority();
+  ASSIGN_OR_RETURN(s.formats, FormatsFromProto(p.formats()));
   return s;
 }
 
@@ -110,6 +148,7 @@ void SpecToProto(const JobSpec& s, v1::SchemeSpec* p) {
   p->set_score_steps(s.score_steps);
   p->set_priority(s.priority);
   p->set_evaluate(s.evaluate);
+  for (Format f : s.formats) p->add_formats(FormatToProto(f));
 }
 
 v1::Phase PhaseToProto(std::optional<Phase> phase) {

@@ -14,6 +14,10 @@ absl::StatusOr<JobSpec> SpecFromProto(const v1::SchemeSpec& p);
 // UNSPECIFIED is the default, gradient; InvalidArgument for a value this version does not know.
 absl::StatusOr<ScoreMethod> MethodFromProto(int m);
 v1::ScoreMethod MethodToProto(ScoreMethod m);
+// Quantization formats: UNSPECIFIED and unknown values are InvalidArgument naming the field.
+absl::StatusOr<Format> FormatFromProto(int f);
+v1::QuantFormat FormatToProto(Format f);
+absl::StatusOr<std::vector<Format>> FormatsFromProto(const google::protobuf::RepeatedField<int>& formats);
 void SpecToProto(const JobSpec& s, v1::SchemeSpec* p);
 // `queue_position`: 1-based, 0 when not queued.
 void JobToProto(const Job& j, int queue_position, v1::Job* p);

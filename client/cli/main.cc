@@ -11,6 +11,7 @@
 #include "client/cli/exit_codes.h"
 #include "client/cli/gc_command.h"
 #include "client/cli/inspect_command.h"
+#include "client/cli/numerics_command.h"
 #include "client/cli/model_command.h"
 #include "client/cli/quantize_command.h"
 #include "client/cli/remote/remote_commands.h"
@@ -20,7 +21,7 @@
 int main(int argc, char** argv) {
   autoquant::PreferExpandableCudaSegments();
   using namespace autoquant::cli;
-  CLI::App app{"autoquant: FP8 AutoQuant schemes for Qwen2.5-VL"};
+  CLI::App app{"autoquant: mixed-precision (NVFP4, FP8) AutoQuant schemes for Qwen2.5-VL"};
   app.set_version_flag("--version", std::string("autoquant ") + AUTOQUANT_VERSION);
   app.require_subcommand(1);
   app.footer(kExitCodesHelp);
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
   app.option_defaults()->always_capture_default();
   absl::Status status;
   AddInspectCommand(app, &status);
+  AddNumericsCommand(app, &status);
   AddModelCommand(app, &status);
   AddCalibCommand(app, &status);
   AddQuantizeCommand(app, &status);

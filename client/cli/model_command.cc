@@ -45,8 +45,8 @@ absl::StatusOr<std::pair<int64_t, int64_t>> ParseHxW(const std::string& s) {
 
 absl::StatusOr<Qwen2_5_VLModel> Load(const std::string& dir, torch::Device device, torch::ScalarType dtype) {
   ASSIGN_OR_RETURN(Checkpoint ckpt, Checkpoint::Open(dir));
-  // FP8 scheme directories run as an FP8 engine would (dequantized weights, quantized inputs).
-  if (HasFp8Weights(ckpt)) {
+  // Scheme directories run as an engine would (dequantized weights, quantized inputs).
+  if (HasQuantizedWeights(ckpt)) {
     ASSIGN_OR_RETURN(LoadedScheme scheme, LoadScheme(ckpt, device, dtype));
     return scheme.model;
   }

@@ -51,6 +51,7 @@ absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostre
   req.scheme = o.scheme;
   ASSIGN_OR_RETURN(req.method, ParseScoreMethod(o.method));
   ASSIGN_OR_RETURN(req.format, ParseExportFormat(o.format));
+  ASSIGN_OR_RETURN(req.formats, ParseFormatList(o.formats));
   req.calib_steps = o.calib_steps;
   req.score_steps = o.score_steps;
   req.include_vision = o.include_vision;
@@ -111,7 +112,7 @@ absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostre
   ASSIGN_OR_RETURN(auto engine, Engine::Create(eo, progress));
   RETURN_IF_ERROR(engine->ValidateScheme(req));
   ASSIGN_OR_RETURN(SchemeResult r, engine->RunScheme(req, progress, InstallInterruptHandler()));
-  log << absl::StrFormat("wrote %s: %d of %d groups in FP8, effective bits %.4f (baseline %s)\n", r.out_dir.string(),
+  log << absl::StrFormat("wrote %s: %d of %d groups quantized, effective bits %.4f (baseline %s)\n", r.out_dir.string(),
                          r.groups_quantized, r.groups_total, r.effective_bits,
                          r.baseline_reused ? "reused" : "computed");
   if (o.json) {
@@ -126,7 +127,7 @@ absl::Status RunQuantize(const QuantizeOptions& o, std::ostream& out, std::ostre
 
 void AddQuantizeCommand(CLI::App& app, absl::Status* status) {
   auto o = std::make_shared<QuantizeOptions>();
-  CLI::App* cmd = app.add_subcommand("quantize", "Produce one FP8 AutoQuant scheme checkpoint offline");
+  CLI::App* cmd = app.add_subcommand("quantize", "Produce one AutoQuant scheme checkpoint offline");
   cmd->footer(
       "Give exactly one selection: --coverage, --coverage-manifest or --effective-bits (--coverage 1 quantizes "
       "every group).");
@@ -151,8 +152,11 @@ void AddQuantizeCommand(CLI::App& app, absl::Status* status) {
   cmd->add_option("--method", o->method, "sensitivity method: gradient | kl_div");
   cmd->add_option("--format", o->format,
                   "export format: compressed-tensors (transformers, vLLM) | modelopt (vLLM, TensorRT-LLM only)");
+  cmd->add_option("--formats", o->formats,
+                  "quantization formats searched, comma-separated: nvfp4, w4a16_nvfp4, fp8 (default fp8; two or "
+                  "more need --effective-bits)");
   cmd->add_option("--layout", o->layout,
-                  "standalone (the scheme's own shards) | shared (each group's BF16 and FP8 versions and the rest "
+                  "standalone (the scheme's own shards) | shared (each group's BF16 and quantized versions and the rest "
                   "stored once as read-only blobs and hard-linked into the scheme; see --blob-store)")
       ->capture_default_str()
       ->check(CLI::IsMember({"standalone", "shared"}));

@@ -2,7 +2,7 @@
 // daemon uses.
 //   autoquant quantize --model DIR --calib FILE --out DIR [--scheme NAME]
 //     (--coverage X | --coverage-manifest FILE | --effective-bits B) [--disabled-layers PATTERN ...]
-//     [--method gradient|kl_div] [--format compressed-tensors|modelopt]
+//     [--method gradient|kl_div] [--format compressed-tensors|modelopt] [--formats nvfp4,fp8]
 //     [--calib-steps N] [--score-steps N] [--batch-size N] [--device auto|cpu|cuda]
 //     [--dtype auto|bfloat16|float32] [--baseline-cache DIR] [--include-vision] [--overwrite] [--json]
 //     [--layout standalone|shared] [--blob-store DIR]
@@ -24,6 +24,7 @@ struct QuantizeOptions {
                                                             device = "auto", dtype = "auto", baseline_cache,
                                                             layout = "standalone", blob_store;
   std::string coverage;
+  std::string formats;          // comma-separated quantization formats (ParseFormatList); empty: FP8
   bool coverage_given = false;  // also for --coverage "", which is an error, not "no coverage"
   std::vector<std::string> disabled_layers;
   std::optional<double> effective_bits;

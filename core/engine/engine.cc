@@ -205,9 +205,10 @@ absl::StatusOr<Baseline> Engine::Impl::Compute(const BaselineInputs& in, const s
   Baseline b;
   b.key = key;
   b.inputs = in;
-  b.formats = {Format::kFp8, Format::kNone};
+  ASSIGN_OR_RETURN(b.formats, CandidateFormats(in.formats));
   b.linears = linears;
   ASSIGN_OR_RETURN(b.groups, QuantizableGroups(b.linears, in.include_vision, tied_head));
+  RETURN_IF_ERROR(CheckFormatsFit(b.formats, b.linears, b.groups));
 
   RaiseTo(peak_seen, PeakReserved(device));
   ResetPeakReserved(device);
@@ -226,8 +227,9 @@ absl::StatusOr<Baseline> Engine::Impl::Compute(const BaselineInputs& in, const s
   last_baseline_peak_bytes = PeakReserved(device);
   RaiseTo(peak_seen, last_baseline_peak_bytes);
 
-  b.input_amax = {amax.input_amax};
-  b.weight_amax = {amax.weight_amax};
+  // Max calibration does not depend on the format: every format's quantizers see the same amax.
+  b.input_amax.assign(b.formats.size() - 1, amax.input_amax);
+  b.weight_amax.assign(b.formats.size() - 1, amax.weight_amax);
   b.scores = std::move(scores);
   for (const auto& g : b.groups) {
     std::vector<double> costs;
@@ -253,11 +255,10 @@ void Engine::Impl::Keep(const Baseline& b, const ProgressFn& progress) {
   cache[b.key] = b;
 }
 
-absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps, int score_steps, bool include_vision,
-                                             const ProgressFn& progress, const std::atomic<bool>* cancel, bool* reused,
-                                             int batch_size) {
+absl::StatusOr<Baseline> Engine::GetBaseline(const BaselineRequest& request, const ProgressFn& progress,
+                                             const std::atomic<bool>* cancel, bool* reused) {
   Impl& s = *impl_;
-  ASSIGN_OR_RETURN(BaselineInputs in, InputsFor(method, calib_steps, score_steps, include_vision, batch_size));
+  ASSIGN_OR_RETURN(BaselineInputs in, InputsFor(request));
   ASSIGN_OR_RETURN(const std::string key, BaselineKey(in));
   if (reused) *reused = true;
   if (std::optional<Baseline> b = s.Remembered(key, progress)) return *std::move(b);
@@ -272,9 +273,10 @@ absl::StatusOr<Baseline> Engine::GetBaseline(ScoreMethod method, int calib_steps
   return b;
 }
 
-absl::StatusOr<BaselineInputs> Engine::InputsFor(ScoreMethod method, int calib_steps, int score_steps,
-                                                 bool include_vision, int batch_size) const {
+absl::StatusOr<BaselineInputs> Engine::InputsFor(const BaselineRequest& request) const {
   const Impl& s = *impl_;
+  const int calib_steps = request.calib_steps, score_steps = request.score_steps;
+  int batch_size = request.batch_size;
   if (calib_steps < 0 || score_steps < 0) return absl::InvalidArgumentError("step counts must be >= 0");
   if (batch_size < 0) return absl::InvalidArgumentError("the batch size must be >= 0 (0 = the default)");
   if (batch_size == 0) batch_size = s.options.batch_size;
@@ -282,19 +284,19 @@ absl::StatusOr<BaselineInputs> Engine::InputsFor(ScoreMethod method, int calib_s
   BaselineInputs in;
   in.model_fingerprint = s.model_fp;
   in.calib_fingerprint = s.calib_fp;
-  in.method = method;
-  in.formats = {Format::kFp8};
+  in.method = request.method;
+  ASSIGN_OR_RETURN(std::vector<Format> candidates, CandidateFormats(request.formats));
+  in.formats.assign(candidates.begin(), candidates.end() - 1);
   in.calib_steps = calib_steps == 0 ? batches : std::min(calib_steps, batches);
   in.score_steps = score_steps == 0 ? std::min(batches, std::max(1, 128 / batch_size)) : std::min(score_steps, batches);
   in.batch_size = batch_size;
-  in.include_vision = include_vision;
+  in.include_vision = request.include_vision;
   in.compute_dtype = dtype();
   return in;
 }
 
-absl::StatusOr<Baseline> Engine::CachedBaseline(ScoreMethod method, int calib_steps, int score_steps,
-                                                bool include_vision, int batch_size) const {
-  ASSIGN_OR_RETURN(BaselineInputs in, InputsFor(method, calib_steps, score_steps, include_vision, batch_size));
+absl::StatusOr<Baseline> Engine::CachedBaseline(const BaselineRequest& request) const {
+  ASSIGN_OR_RETURN(BaselineInputs in, InputsFor(request));
   ASSIGN_OR_RETURN(const std::string key, BaselineKey(in));
   {
     std::lock_guard<std::mutex> lock(impl_->cache_mu);
@@ -305,9 +307,9 @@ absl::StatusOr<Baseline> Engine::CachedBaseline(ScoreMethod method, int calib_st
     if (loaded.ok()) return loaded;
   }
   return absl::FailedPreconditionError(
-      absl::StrCat("no ", ScoreMethodName(method),
+      absl::StrCat("no ", ScoreMethodName(request.method),
                    " baseline for these settings has been computed yet; submit a scheme "
-                   "with the same method and steps first"));
+                   "with the same method, steps and formats first"));
 }
 
 std::vector<std::string> Engine::cached_baseline_keys() const {
@@ -368,8 +370,9 @@ absl::Status Engine::ValidateScheme(const SchemeRequest& request) const {
   }
   RETURN_IF_ERROR(ValidateSchemeSpec(request));
   ASSIGN_OR_RETURN(std::vector<QuantGroup> groups, QuantizableGroups(s.linears, request.include_vision, s.tied_head));
-  return SelectCandidates(request.selection, s.linears, groups, request.include_vision, {Format::kFp8, Format::kNone})
-      .status();
+  ASSIGN_OR_RETURN(std::vector<Format> formats, CandidateFormats(request.formats));
+  RETURN_IF_ERROR(CheckFormatsFit(formats, s.linears, groups));
+  return SelectCandidates(request.selection, s.linears, groups, request.include_vision, formats).status();
 }
 
 absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, const ProgressFn& progress,
@@ -388,8 +391,7 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
   }
   auto t0 = std::chrono::steady_clock::now();
   bool reused = false;
-  ASSIGN_OR_RETURN(Baseline b, GetBaseline(request.method, request.calib_steps, request.score_steps,
-                                           request.include_vision, progress, cancel, &reused, request.batch_size));
+  ASSIGN_OR_RETURN(Baseline b, GetBaseline(BaselineRequestOf(request), progress, cancel, &reused));
   r.baseline_seconds = reused ? 0 : Seconds(t0);
   r.baseline_peak_device_bytes = reused ? 0 : impl_->last_baseline_peak_bytes;
   r.baseline_reused = reused;
@@ -397,7 +399,8 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
 
   Report(progress, Phase::kSearch, 0);
   ASSIGN_OR_RETURN(Plan plan, MakePlan(b, request.selection));
-  Report(progress, Phase::kSearch, 1, absl::StrCat(plan.num_quantized(b), " of ", b.groups.size(), " groups in FP8"));
+  Report(progress, Phase::kSearch, 1, absl::StrCat(plan.num_quantized(b), " of ", b.groups.size(), " groups quantized (",
+                                                   PlanFormatCounts(plan, b), ")"));
 
   auto t1 = std::chrono::steady_clock::now();
   ExportOptions eo;

@@ -115,17 +115,15 @@ class Engine : public EngineInfo {
   // The baseline for these settings: cached, or computed now. A cache file
   // that cannot be used (corrupt, inconsistent, unreadable) is reported as a
   // warning event, recomputed and replaced.
-  absl::StatusOr<Baseline> GetBaseline(ScoreMethod method, int calib_steps, int score_steps, bool include_vision,
-                                       const ProgressFn& progress = nullptr, const std::atomic<bool>* cancel = nullptr,
-                                       bool* reused = nullptr, int batch_size = 0);
+  absl::StatusOr<Baseline> GetBaseline(const BaselineRequest& request, const ProgressFn& progress = nullptr,
+                                       const std::atomic<bool>* cancel = nullptr, bool* reused = nullptr);
 
   // One forward pass over the first calibration sample: proves the model
   // runs on the device before a daemon reports SERVING.
   absl::Status WarmUp();
 
   // EngineInfo: thread-safe (the daemon's RPC threads call these while the worker runs a scheme).
-  absl::StatusOr<Baseline> CachedBaseline(ScoreMethod method, int calib_steps, int score_steps, bool include_vision,
-                                          int batch_size) const override;
+  absl::StatusOr<Baseline> CachedBaseline(const BaselineRequest& request) const override;
   std::vector<std::string> cached_baseline_keys() const override;
   DeviceMemory device_memory() const override;
   std::string device() const override;
@@ -149,8 +147,7 @@ class Engine : public EngineInfo {
   struct Impl;
   explicit Engine(std::unique_ptr<Impl> impl);
   // The canonical step counts and key inputs for these settings.
-  absl::StatusOr<BaselineInputs> InputsFor(ScoreMethod method, int calib_steps, int score_steps, bool include_vision,
-                                           int batch_size) const;
+  absl::StatusOr<BaselineInputs> InputsFor(const BaselineRequest& request) const;
   std::unique_ptr<Impl> impl_;
 };
 

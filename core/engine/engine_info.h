@@ -39,8 +39,7 @@ class EngineInfo {
   virtual std::vector<std::string> cached_baseline_keys() const = 0;
   // The baseline for these settings if it is in memory or in the baseline cache; FailedPrecondition
   // if it has not been computed. batch_size 0: the engine's.
-  virtual absl::StatusOr<Baseline> CachedBaseline(ScoreMethod method, int calib_steps, int score_steps,
-                                                  bool include_vision, int batch_size) const = 0;
+  virtual absl::StatusOr<Baseline> CachedBaseline(const BaselineRequest& request) const = 0;
 };
 
 }  // namespace autoquant

@@ -596,7 +596,7 @@ absl::StatusOr<Job> JobManager::RecordEnd(const Job& job, const Lease& lease, ab
   if (result.ok()) {
     result->metrics["job_seconds"] = seconds;
     e.level = "info";
-    e.message = absl::StrFormat("succeeded: %s (%d of %d groups in FP8, effective bits %.4f, baseline %s)",
+    e.message = absl::StrFormat("succeeded: %s (%d of %d groups quantized, effective bits %.4f, baseline %s)",
                                 result->output_dir, result->groups_quantized, result->groups_total,
                                 result->effective_bits, result->baseline_reused ? "reused" : "computed");
     return SetState(

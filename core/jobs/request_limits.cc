@@ -43,6 +43,7 @@ absl::Status CheckSpec(const JobSpec& spec, const std::string& prefix, size_t* t
     return absl::InvalidArgumentError(absl::StrCat(prefix, "scheme: ", name.message()));
   }
   tally.text += spec.scheme.size();
+  RETURN_IF_ERROR(CheckFieldCount(prefix + "formats", spec.formats.size(), kMaxFormats));
   RETURN_IF_ERROR(CheckList(prefix + "disabled_layers", spec.selection.disabled_layers, true, &tally));
   if (const auto& m = spec.selection.coverage_manifest) {
     RETURN_IF_ERROR(CheckList(prefix + "coverage_manifest.selected_layers", m->selected_layers, false, &tally));

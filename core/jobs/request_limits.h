@@ -30,6 +30,8 @@ namespace autoquant {
 // Entries of each list of a spec: disabled_layers, coverage_manifest.selected_layers,
 // .dropped_layers and .disabled_layers.
 inline constexpr size_t kMaxListEntries = 4096;
+// Entries of a spec's formats (each format at most once, so a longer list is wrong anyway).
+inline constexpr size_t kMaxFormats = 8;
 // Bytes of one entry of those lists (a pattern or a group key).
 inline constexpr size_t kMaxEntryLength = 256;
 // Bytes of all patterns of a spec together (disabled_layers and the manifest's): the scheme's

@@ -14,6 +14,13 @@
 namespace autoquant {
 using json = nlohmann::json;
 
+// Whole bit counts stay JSON integers, so that FP8-only baselines keep the keys they had before
+// formats with fractional bits (NVFP4's 4.5) existed.
+json BitsJson(double bits) {
+  if (bits == static_cast<double>(static_cast<int64_t>(bits))) return static_cast<int64_t>(bits);
+  return bits;
+}
+
 absl::StatusOr<std::string> BaselineKey(const BaselineInputs& in) {
   json j;
   j["v"] = 2;  // bump when the scoring algorithm changes meaning (2: the batch size is part of the key)
@@ -21,13 +28,17 @@ absl::StatusOr<std::string> BaselineKey(const BaselineInputs& in) {
   j["calib"] = in.calib_fingerprint;
   j["method"] = ScoreMethodName(in.method);
   j["formats"] = json::array();
-  for (Format f : in.formats) j["formats"].push_back({FormatName(f), SpecOf(f).bits});
+  for (Format f : in.formats) j["formats"].push_back({FormatName(f), BitsJson(SpecOf(f).bits)});
   j["calib_steps"] = in.calib_steps;
   j["score_steps"] = in.score_steps;
   j["batch_size"] = in.batch_size;
   j["include_vision"] = in.include_vision;
   j["dtype"] = in.compute_dtype;
   return Sha256Hex(j.dump());
+}
+
+BaselineRequest BaselineRequestOf(const SchemeSpec& spec) {
+  return {spec.method, spec.calib_steps, spec.score_steps, spec.include_vision, spec.batch_size, spec.formats};
 }
 
 void Baseline::ComputeRanking() {
@@ -56,7 +67,7 @@ json BaselineToJson(const Baseline& b) {
                  {"compute_dtype", b.inputs.compute_dtype}};
   j["formats"] = json::array();
   for (Format f : b.formats) {
-    j["formats"].push_back({{"name", FormatName(f)}, {"recipe", SpecOf(f).recipe}, {"bits", SpecOf(f).bits}});
+    j["formats"].push_back({{"name", FormatName(f)}, {"recipe", SpecOf(f).recipe}, {"bits", BitsJson(SpecOf(f).bits)}});
   }
   j["linears"] = json::array();
   for (const auto& l : b.linears) {
@@ -201,7 +212,7 @@ absl::StatusOr<Baseline> BaselineFromJson(const json& j) {
       absl::StatusOr<Format> format = ParseFormat(f.at("name").get<std::string>());
       if (!format.ok()) return Corrupt(std::string(format.status().message()));
       if (f.at("recipe").get<std::string>() != SpecOf(*format).recipe ||
-          JsonInt<int>(f.at("bits")) != SpecOf(*format).bits) {
+          !f.at("bits").is_number() || f.at("bits").get<double>() != SpecOf(*format).bits) {
         return Corrupt(absl::StrCat("format '", FormatName(*format), "' is recorded as ", f.at("recipe").dump(),
                                     " with ", f.at("bits").dump(), " bits, not as this autoquant defines it (",
                                     SpecOf(*format).recipe, ", ", SpecOf(*format).bits, " bits)"));

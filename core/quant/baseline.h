@@ -29,6 +29,19 @@
 
 namespace autoquant {
 
+// What a baseline is asked for: the settings of a scheme request that decide
+// it. Step counts and batch size as SchemeSpec has them (0: defaults); the
+// engine turns them into BaselineInputs.
+struct BaselineRequest {
+  ScoreMethod method = ScoreMethod::kGradient;
+  int calib_steps = 0;
+  int score_steps = 0;
+  bool include_vision = false;
+  int batch_size = 0;
+  std::vector<Format> formats;  // the requested search space; empty: FP8 alone (CandidateFormats)
+};
+BaselineRequest BaselineRequestOf(const SchemeSpec& spec);
+
 struct BaselineInputs {
   std::string model_fingerprint;  // hex SHA-256 of config + weights
   std::string calib_fingerprint;  // hex SHA-256 of the calibration file

@@ -93,4 +93,26 @@ absl::StatusOr<std::vector<QuantGroup>> QuantizableGroups(const std::vector<Line
   return out;
 }
 
+absl::Status CheckFormatsFit(const std::vector<Format>& formats, const std::vector<LinearDesc>& linears,
+                             const std::vector<QuantGroup>& groups) {
+  for (const QuantGroup& g : groups) {
+    for (size_t li : g.linear_index) {
+      const LinearDesc& l = linears[li];
+      const bool vision = qwen2_5_vl::IsVision(l.name);
+      for (Format f : formats) {
+        if (FormatFits(f, l.in_features, vision)) continue;
+        if (vision && !SpecOf(f).vision) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              FormatName(f), " does not quantize the vision tower (", l.name,
+              "): drop include_vision (--include-vision), or search a format that does (FP8) on its own"));
+        }
+        return absl::FailedPreconditionError(absl::StrCat(FormatName(f), " needs in_features to be a multiple of ",
+                                                          SpecOf(f).block_size, ", and ", l.name, " has ",
+                                                          l.in_features, ": search this model without it"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace autoquant

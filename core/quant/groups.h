@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/quant/formats.h"
 
 namespace autoquant {
 
@@ -60,5 +61,13 @@ absl::StatusOr<std::vector<QuantGroup>> BuildGroups(const std::vector<LinearDesc
 // shares its weight with the embedding, which stays in the base dtype).
 absl::StatusOr<std::vector<QuantGroup>> QuantizableGroups(const std::vector<LinearDesc>& linears, bool include_vision,
                                                           bool tied_head);
+
+// FailedPrecondition unless every member of every group can be put in every
+// quantized format of `formats` (FormatFits): a 4-bit format keeps out of the
+// vision tower and needs whole blocks. The message names the first Linear
+// and format that do not fit and what to change. A search space is uniform
+// over the groups so that scores, ranks and the search compare like with like.
+absl::Status CheckFormatsFit(const std::vector<Format>& formats, const std::vector<LinearDesc>& linears,
+                             const std::vector<QuantGroup>& groups);
 
 }  // namespace autoquant

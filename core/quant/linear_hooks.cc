@@ -1,6 +1,7 @@
 #include "core/quant/linear_hooks.h"
 
 #include "core/model/layers/fused_kernels.h"
+#include "core/quant/format_numerics.h"
 #include "core/quant/fp8.h"
 
 namespace autoquant {
@@ -25,23 +26,26 @@ torch::Tensor CalibrationHook::Forward(LinearImpl& layer, const torch::Tensor& x
   return layer.Dense(x);
 }
 
-FakeQuantHook::FakeQuantHook(const LinearImpl& layer, torch::Tensor input_amax, torch::Tensor weight_amax) {
+FakeQuantHook::FakeQuantHook(const LinearImpl& layer, Format format, torch::Tensor input_amax,
+                             torch::Tensor weight_amax)
+    : format_(format) {
   torch::NoGradGuard no_grad;
-  weight_fq_ = FakeQuantFp8(layer.weight, weight_amax);
+  weight_fq_ = FakeQuantWeight(format, layer.weight, weight_amax);
   input_amax_ = input_amax.to(layer.weight.device());
 }
 
 torch::Tensor FakeQuantHook::Forward(LinearImpl& layer, const torch::Tensor& x) {
-  return at::linear(FakeQuantFp8(x, input_amax_), weight_fq_,
+  return at::linear(FakeQuantInput(format_, x, input_amax_), weight_fq_,
                     layer.bias.defined() ? c10::optional<at::Tensor>(layer.bias) : c10::nullopt);
 }
 
 torch::Tensor InputQuantHook::Forward(LinearImpl& layer, const torch::Tensor& x) {
-  return layer.Dense(FakeQuantFp8(x, input_amax_));
+  return layer.Dense(FakeQuantInput(format_, x, input_amax_));
 }
 
-ScoreHook::ScoreHook(std::vector<torch::Tensor> input_amax, std::vector<torch::Tensor> weight_amax)
-    : input_amax_(std::move(input_amax)), weight_amax_(std::move(weight_amax)) {}
+ScoreHook::ScoreHook(std::vector<Format> formats, std::vector<torch::Tensor> input_amax,
+                     std::vector<torch::Tensor> weight_amax)
+    : formats_(std::move(formats)), input_amax_(std::move(input_amax)), weight_amax_(std::move(weight_amax)) {}
 
 torch::Tensor ScoreHook::Forward(LinearImpl& layer, const torch::Tensor& x) {
   torch::Tensor y = layer.Dense(x);
@@ -55,8 +59,8 @@ torch::Tensor ScoreHook::Forward(LinearImpl& layer, const torch::Tensor& x) {
     torch::NoGradGuard no_grad;
     const auto bias = layer.bias.defined() ? c10::optional<at::Tensor>(layer.bias) : c10::nullopt;
     for (size_t f = 0; f < input_amax_.size(); ++f) {
-      torch::Tensor yq =
-          at::linear(FakeQuantFp8(x.detach(), input_amax_[f]), FakeQuantFp8(layer.weight, weight_amax_[f]), bias);
+      torch::Tensor yq = at::linear(FakeQuantInput(formats_[f], x.detach(), input_amax_[f]),
+                                    FakeQuantWeight(formats_[f], layer.weight, weight_amax_[f]), bias);
       deltas->push_back(yq - y.detach());  // in the model dtype, as ModelOpt subtracts
     }
   }

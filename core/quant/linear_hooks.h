@@ -1,7 +1,7 @@
 // The LinearHooks the engine installs on the model's Linears.
 //
 //   CalibrationHook   records max |input| over every call (quantization off)
-//   FakeQuantHook     computes the Linear with FP8 fake-quantized input and weight
+//   FakeQuantHook     computes the Linear with fake-quantized input and weight in one format
 //   ScoreHook         gradient scoring: computes ΔY = f_q(x) - f(x) per format with only
 //                     this Linear quantized and its (unquantized) input, and when the
 //                     output's gradient g arrives adds Σ clamp(g·ΔY, ±1e10)² (fp64) to
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/model/layers/linear.h"
+#include "core/quant/formats.h"
 
 namespace autoquant {
 
@@ -37,34 +38,38 @@ class CalibrationHook : public LinearHook {
 class FakeQuantHook : public LinearHook {
  public:
   // amax values are 0-d float32. The fake-quantized weight is computed once.
-  FakeQuantHook(const LinearImpl& layer, torch::Tensor input_amax, torch::Tensor weight_amax);
+  FakeQuantHook(const LinearImpl& layer, Format format, torch::Tensor input_amax, torch::Tensor weight_amax);
   torch::Tensor Forward(LinearImpl& layer, const torch::Tensor& x) override;
 
  private:
+  Format format_;
   torch::Tensor input_amax_;
   torch::Tensor weight_fq_;
 };
 
-// For weights already holding dequantized FP8 values (scheme checkpoints):
-// only the input is fake-quantized.
+// For weights already holding dequantized values (scheme checkpoints): only
+// the input is fake-quantized, as `format` quantizes inputs.
 class InputQuantHook : public LinearHook {
  public:
-  explicit InputQuantHook(torch::Tensor input_amax) : input_amax_(std::move(input_amax)) {}
+  InputQuantHook(Format format, torch::Tensor input_amax) : format_(format), input_amax_(std::move(input_amax)) {}
   torch::Tensor Forward(LinearImpl& layer, const torch::Tensor& x) override;
 
  private:
+  Format format_;
   torch::Tensor input_amax_;
 };
 
 class ScoreHook : public LinearHook {
  public:
-  // One (input amax, weight amax) pair per non-NONE format.
-  ScoreHook(std::vector<torch::Tensor> input_amax, std::vector<torch::Tensor> weight_amax);
+  // One format and (input amax, weight amax) pair per score slot; a format
+  // that does not fit this Linear is simply not given a slot by the caller.
+  ScoreHook(std::vector<Format> formats, std::vector<torch::Tensor> input_amax, std::vector<torch::Tensor> weight_amax);
   torch::Tensor Forward(LinearImpl& layer, const torch::Tensor& x) override;
   // [formats] float64 accumulated scores.
   const torch::Tensor& scores() const { return scores_; }
 
  private:
+  std::vector<Format> formats_;
   std::vector<torch::Tensor> input_amax_, weight_amax_;
   torch::Tensor scores_;
 };

@@ -266,6 +266,17 @@ absl::StatusOr<Plan> MakePlan(const Baseline& b, const SchemeSelection& s) {
   return p;
 }
 
+std::string PlanFormatCounts(const Plan& p, const Baseline& b) {
+  std::vector<size_t> count(b.formats.size(), 0);
+  for (size_t g = 0; g < p.format.size(); ++g) ++count[p.format[g]];
+  std::string out;
+  for (size_t f = 0; f < b.formats.size(); ++f) {
+    if (!IsQuantized(b.formats[f]) || count[f] == 0) continue;
+    absl::StrAppend(&out, out.empty() ? "" : ", ", count[f], " ", FormatName(b.formats[f]));
+  }
+  return out.empty() ? "none" : out;
+}
+
 CoverageManifest CoverageOf(const Plan& p, const Baseline& b) {
   CoverageManifest m;
   for (size_t r : b.ranking) {

@@ -93,6 +93,10 @@ struct Plan {
 // SelectCandidates' errors, then the plan. Never quantizes zero groups.
 absl::StatusOr<Plan> MakePlan(const Baseline& b, const SchemeSelection& s);
 
+// "12 NVFP4, 3 FP8": how many groups the plan puts in each quantized format, most aggressive first
+// (formats with no group left out; "none" when nothing is quantized).
+std::string PlanFormatCounts(const Plan& p, const Baseline& b);
+
 // The coverage manifest a plan implies: quantized groups selected, the rest dropped.
 CoverageManifest CoverageOf(const Plan& p, const Baseline& b);
 

@@ -109,6 +109,15 @@ absl::Status ValidateSchemeSpec(const SchemeSpec& spec) {
     return absl::InvalidArgumentError(
         absl::StrCat("batch_size ", spec.batch_size, " must be >= 0 (0 = the daemon's or the engine's default)"));
   }
+  if (absl::Status f = CandidateFormats(spec.formats).status(); !f.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("formats: ", f.message()));
+  }
+  if (spec.formats.size() > 1 && !spec.selection.effective_bits) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("formats lists ", spec.formats.size(),
+                     " formats but the selection is a coverage: a coverage picks groups for one format; with several "
+                     "formats give effective_bits (the search picks a format per group), or name one format"));
+  }
   return absl::OkStatus();
 }
 
@@ -134,12 +143,19 @@ void SchemeSpecToJson(const SchemeSpec& spec, json* j) {
   (*j)["include_vision"] = spec.include_vision;
   (*j)["calib_steps"] = spec.calib_steps;
   (*j)["score_steps"] = spec.score_steps;
+  // Only when set, so that the JSON of FP8-only specs is unchanged.
+  if (!spec.formats.empty()) {
+    json names = json::array();
+    for (Format f : spec.formats) names.push_back(FormatName(f));
+    (*j)["formats"] = std::move(names);
+  }
 }
 
 absl::StatusOr<SchemeSpec> SchemeSpecFromJson(const json& j) {
   SchemeSpec spec;
   SchemeSelection& s = spec.selection;
   std::string method, format, layout;
+  std::vector<std::string> formats;
   try {
     spec.scheme = j.at("scheme").get<std::string>();
     if (!j.at("coverage").is_null()) s.coverage = j.at("coverage").get<double>();
@@ -161,6 +177,7 @@ absl::StatusOr<SchemeSpec> SchemeSpecFromJson(const json& j) {
     spec.include_vision = j.at("include_vision").get<bool>();
     spec.calib_steps = JsonInt<int>(j.at("calib_steps"));
     spec.score_steps = JsonInt<int>(j.at("score_steps"));
+    formats = j.value("formats", std::vector<std::string>{});
   } catch (const json::exception& e) {
     return absl::DataLossError(absl::StrCat("stored job spec is malformed: ", e.what()));
   }
@@ -170,6 +187,11 @@ absl::StatusOr<SchemeSpec> SchemeSpecFromJson(const json& j) {
   auto m = ParseScoreMethod(method);
   if (!m.ok()) return data_loss(m.status());
   spec.method = *m;
+  for (const std::string& name : formats) {
+    auto qf = ParseFormat(name);
+    if (!qf.ok()) return data_loss(qf.status());
+    spec.formats.push_back(*qf);
+  }
   auto f = ParseExportFormat(format);
   if (!f.ok()) return data_loss(f.status());
   spec.format = *f;

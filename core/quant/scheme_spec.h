@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "core/quant/formats.h"
 #include "nlohmann/json.hpp"
 
 namespace autoquant {
@@ -71,11 +72,15 @@ struct SchemeSpec {
   int batch_size = 0;                  // samples per calibration / score batch; 0 = the engine's default
   bool include_vision = false;
   bool overwrite = false;
+  // The quantization formats searched (formats.h), any order; empty: FP8 alone. Two or more need an
+  // effective_bits selection (a coverage picks groups for one format).
+  std::vector<Format> formats;
   bool operator==(const SchemeSpec&) const = default;
 };
 
 // Everything about a spec that needs neither the model nor the disk: the scheme name's form (when one
-// is given), exactly one selection and its range, step counts and the batch size. InvalidArgument naming
+// is given), exactly one selection and its range, step counts and the batch size, the formats (no
+// NONE, no repeats, several only with effective_bits). InvalidArgument naming
 // the field as the API spells it (proto SchemeSpec; the CLI's flags are the same names with dashes).
 absl::Status ValidateSchemeSpec(const SchemeSpec& spec);
 // The selection part of it (the planner checks it again for callers that skip the spec).

@@ -259,7 +259,7 @@ absl::Status ScoreKlBatch(Qwen2_5_VLModel& model, const Qwen2_5_VLInputs& in, co
           for (size_t f = 0; f + 1 < formats.size(); ++f) {
             HookScope scope(linears);
             for (size_t li : groups[g].linear_index) {
-              scope.Set(li, std::make_shared<FakeQuantHook>(*linears[li].second, AmaxOf(amax.input_amax[li]),
+              scope.Set(li, std::make_shared<FakeQuantHook>(*linears[li].second, formats[f], AmaxOf(amax.input_amax[li]),
                                                             AmaxOf(amax.weight_amax[li])));
             }
             // Vision groups change the embeddings: rerun from the vision tower.
@@ -292,9 +292,7 @@ absl::StatusOr<std::vector<std::vector<double>>> ScoreGroups(Qwen2_5_VLModel& mo
     return absl::InvalidArgumentError("formats must end with NONE");
   }
   for (size_t f = 0; f + 1 < formats.size(); ++f) {
-    if (formats[f] != Format::kFp8) {
-      return absl::UnimplementedError(absl::StrCat("scoring format ", FormatName(formats[f]), " is not implemented"));
-    }
+    if (!IsQuantized(formats[f])) return absl::InvalidArgumentError("NONE must be the last format, and only there");
   }
   auto linears = model->Linears();
   // Hooks index amax and Linears by these: a mismatch would read out of bounds.
@@ -339,7 +337,7 @@ absl::StatusOr<std::vector<std::vector<double>>> ScoreGroups(Qwen2_5_VLModel& mo
               in_s.push_back(AmaxOf(amax.input_amax[li]).to(linears[li].second->weight.device()));
               w_s.push_back(AmaxOf(amax.weight_amax[li]).to(linears[li].second->weight.device()));
             }
-            hooks[li] = std::make_shared<ScoreHook>(in_s, w_s);
+            hooks[li] = std::make_shared<ScoreHook>(std::vector<Format>(formats.begin(), formats.end() - 1), in_s, w_s);
             scope.Set(li, hooks[li]);
             vision = vision || qwen2_5_vl::IsVision(linears[li].first);
           }

@@ -8,7 +8,7 @@
 // every group and format, Σ over score batches and output elements of
 // (dL/dY · ΔY)² (clamped to ±1e10 before squaring, accumulated in float64),
 // where Y is each member Linear's output, ΔY = Y with that Linear quantized
-// (input and weight, FP8 fake quant) minus Y unquantized, both from the
+// (input and weight, the format's fake quantizers: format_numerics.h) minus Y unquantized, both from the
 // unquantized network's inputs, and L is the token-mean next-token
 // cross-entropy (labels = input_ids, padding ignored). Memory is bounded by
 // per-layer recompute: a no-grad pass keeps only the hidden state at each
@@ -67,8 +67,8 @@ absl::StatusOr<CalibrationResult> Calibrate(Qwen2_5_VLModel& model, const CalibS
 // Returns [group][format] scores for `formats` (NONE last, scored 0) by
 // `method` (above); amax from Calibrate, one value per model->Linears() entry.
 // InvalidArgument when `formats` does not end with NONE, when amax does not
-// have one value per Linear or a group names a Linear the model lacks;
-// Unimplemented for a candidate format other than FP8; Internal /
+// have one value per Linear or a group names a Linear the model lacks
+// (groups must fit every format: CheckFormatsFit); Internal /
 // ResourceExhausted for torch errors; Cancelled.
 absl::StatusOr<std::vector<std::vector<double>>> ScoreGroups(Qwen2_5_VLModel& model, const CalibSet& calib,
                                                              ScoreMethod method, const std::vector<QuantGroup>& groups,

@@ -21,6 +21,8 @@
 #include "core/scheme/fp8_prefetch.h"
 #include "core/scheme/fp8_storage.h"
 #include "core/scheme/integrity.h"
+#include "core/quant/nvfp4.h"
+#include "core/scheme/nvfp4_storage.h"
 #include "core/scheme/manifests.h"
 #include "core/scheme/shared_export.h"
 #include "core/util/crash_point.h"
@@ -54,9 +56,13 @@ std::string ConfigModuleName(ExportFormat format, const std::string& ckpt_name, 
 
 // A quantized Linear, by checkpoint module name.
 struct QuantizedModule {
+  Format format = Format::kNone;
   float input_amax = 0;
+  float weight_amax = 0;   // NVFP4's global scale; FP8 takes its scale from the weight itself
   torch::Tensor resident;  // the same bytes in the resident model, if it holds them
 };
+
+bool IsNvfp4(Format f) { return f == Format::kNvfp4 || f == Format::kNvfp4W4A16; }
 
 // The resident copy of checkpoint weight `info`, when it is the checkpoint's bytes: same dtype and shape
 // (the loader then copied it verbatim; a model loaded in another dtype holds converted values).
@@ -94,14 +100,21 @@ torch::Tensor PinnedLike(const torch::Tensor& t) {
   return torch::empty(t.sizes(), t.options().device(torch::kCPU).pinned_memory(true));
 }
 
+// One weight in the stored form of its format.
+absl::StatusOr<StoredWeight> StoreWeight(const torch::Tensor& w, const QuantizedModule& q, ExportFormat format) {
+  if (IsNvfp4(q.format)) return QuantizeNvfp4ForExport(w, q.weight_amax);
+  return QuantizeForExport(w, format);
+}
+
 // `w` (the base weight: resident, or mapped from the checkpoint) quantized on `device`, on the host.
-absl::StatusOr<StoredFp8Weight> QuantizedWeight(torch::Tensor w, ExportFormat format, const torch::Device& device) {
+absl::StatusOr<StoredWeight> QuantizedWeight(torch::Tensor w, const QuantizedModule& qm, ExportFormat format,
+                                             const torch::Device& device) {
   if (!device.is_cuda()) {
     ASSIGN_OR_RETURN(w, TorchCall([&] { return w.to(device); }, "copy of a weight to the quantizing device"));
-    return QuantizeForExport(w, format);
+    return StoreWeight(w, qm, format);
   }
   return TorchCall(
-      [&]() -> absl::StatusOr<StoredFp8Weight> {
+      [&]() -> absl::StatusOr<StoredWeight> {
         // The writer's workers quantize at once: each on a stream of its own, so that their copies and
         // kernels overlap instead of queueing on the default stream. Every use of the result is inside
         // this scope (and a stream that cannot be had is an error, not an exception on a writer thread).
@@ -114,15 +127,15 @@ absl::StatusOr<StoredFp8Weight> QuantizedWeight(torch::Tensor w, ExportFormat fo
         } else if (w.device() != device) {
           d = w.to(device);
         }
-        ASSIGN_OR_RETURN(StoredFp8Weight q, QuantizeForExport(d, format));
+        ASSIGN_OR_RETURN(StoredWeight q, StoreWeight(d, qm, format));
         // Codes and scale come back in one synchronization.
-        StoredFp8Weight host{PinnedLike(q.weight), PinnedLike(q.weight_scale)};
+        StoredWeight host{PinnedLike(q.weight), PinnedLike(q.weight_scale)};
         host.weight.copy_(q.weight, /*non_blocking=*/true);
         host.weight_scale.copy_(q.weight_scale, /*non_blocking=*/true);
         c10::cuda::getCurrentCUDAStream().synchronize();
         return host;
       },
-      "FP8 quantization of a weight on the GPU");
+      "quantization of a weight on the GPU");
 }
 
 // Compares the written checkpoint's tensors with the plan: the same names,
@@ -163,6 +176,7 @@ absl::StatusOr<std::vector<SharedPiece>> SharedPieces(const Baseline& b, const s
   }
   const std::string head = absl::StrCat("model ", b.inputs.model_fingerprint, "\n");
   std::map<size_t, SharedPiece> groups;
+  std::map<size_t, Format> group_format;  // the quantized groups' formats
   std::vector<PlannedTensor> rest;
   std::vector<size_t> rest_index;
   for (size_t i = 0; i < tensors.size(); ++i) {
@@ -178,17 +192,27 @@ absl::StatusOr<std::vector<SharedPiece>> SharedPieces(const Baseline& b, const s
     piece.tensors.push_back(i);
     absl::StrAppend(&piece.description, TensorLine(tensors[i].spec));
     auto q = quantized.find(module);
-    if (q != quantized.end() && absl::EndsWith(name, ".input_scale")) {
+    if (q == quantized.end()) continue;
+    group_format[g->second] = q->second.format;
+    // Scales computed from calibration name the amax they come from.
+    if (absl::EndsWith(name, ".input_scale") || absl::EndsWith(name, ".input_global_scale")) {
       absl::StrAppend(&piece.description, "input_amax ", absl::StrFormat("%a", q->second.input_amax), "\n");
+    }
+    if (absl::EndsWith(name, ".weight_scale_2") || absl::EndsWith(name, ".weight_global_scale")) {
+      absl::StrAppend(&piece.description, "weight_amax ", absl::StrFormat("%a", q->second.weight_amax), "\n");
     }
   }
   std::vector<SharedPiece> out;
   for (auto& [g, piece] : groups) {
-    bool fp8 = false;
-    for (size_t i : piece.tensors) fp8 |= tensors[i].spec.dtype == DType::kF8E4M3;
-    // The quantizer's identity is part of an FP8 piece: fp8_storage.h's per-tensor rule and the format's scales.
-    const std::string quant =
-        fp8 ? absl::StrCat("quantizer fp8-e4m3 per-tensor v1 format ", ExportFormatName(options.format), "\n") : "";
+    // The quantizer's identity is part of a quantized piece: the storage file's rule and the format's scales.
+    std::string quant;
+    const Format format = group_format.count(g) ? group_format[g] : Format::kNone;
+    if (format == Format::kFp8) {
+      quant = absl::StrCat("quantizer fp8-e4m3 per-tensor v1 format ", ExportFormatName(options.format), "\n");
+    } else if (IsQuantized(format)) {
+      quant = absl::StrCat("quantizer ", FormatName(format), " e2m1-block16-e4m3 v1 format ",
+                           ExportFormatName(options.format), "\n");
+    }
     piece.description = absl::StrCat(head, "group ", b.groups[g].key, "\n", quant, piece.description);
     out.push_back(std::move(piece));
   }
@@ -238,11 +262,16 @@ struct ModulePlan {
 absl::StatusOr<ModulePlan> PlanModules(const Checkpoint& base, const Baseline& b, const Plan& plan,
                                        const ExportOptions& options) {
   ModulePlan mp;
-  const size_t fp8 = b.format_index(Format::kFp8);
   for (size_t g = 0; g < b.groups.size(); ++g) {
-    const Format fmt = b.formats[plan.format[g]];
-    if (plan.format[g] != fp8 && IsQuantized(fmt)) {
-      return absl::UnimplementedError(absl::StrCat("export of format ", FormatName(fmt), " is not implemented"));
+    const size_t f = plan.format[g];
+    const Format fmt = b.formats[f];
+    // A group is a fused GEMM's shards: NVFP4 gives them one global scale for weights and one for inputs.
+    float group_input_amax = 0, group_weight_amax = 0;
+    if (IsQuantized(fmt)) {
+      for (size_t li : b.groups[g].linear_index) {
+        group_input_amax = std::max(group_input_amax, b.input_amax[f][li]);
+        group_weight_amax = std::max(group_weight_amax, b.weight_amax[f][li]);
+      }
     }
     for (size_t li : b.groups[g].linear_index) {
       ASSIGN_OR_RETURN(std::string ckpt, CheckpointModuleName(base, b.linears[li].name));
@@ -250,7 +279,13 @@ absl::StatusOr<ModulePlan> PlanModules(const Checkpoint& base, const Baseline& b
       mp.layers.push_back({ConfigModuleName(options.format, ckpt, b.linears[li].name), fmt});
       if (!IsQuantized(fmt)) continue;
       const TensorInfo* info = base.Find(ckpt + ".weight");
-      mp.quantized[ckpt] = {b.input_amax[fp8][li], ResidentCopy(options, b.linears[li].name, *info)};
+      QuantizedModule q{fmt, b.input_amax[f][li], b.weight_amax[f][li],
+                        ResidentCopy(options, b.linears[li].name, *info)};
+      if (IsNvfp4(fmt)) {
+        q.input_amax = group_input_amax;
+        q.weight_amax = group_weight_amax;
+      }
+      mp.quantized[ckpt] = std::move(q);
     }
   }
   // Linears outside every group (the vision tower when excluded) are unquantized layers too.
@@ -283,17 +318,17 @@ struct TensorPlan {
 // everything, making the quantizing device theirs included, runs inside TorchCall. `hash`: a standalone
 // writer needs the digest of bytes it does not know, hashed here (on the GPU, on a prefetch thread while the
 // writer threads write).
-Fp8Prefetcher::Producer Fp8Producer(const Checkpoint& base, const std::string& name, torch::Tensor resident,
-                                    ExportFormat f, torch::Device device, bool hash) {
-  return [&base, name, resident = std::move(resident), f, device, hash]() -> absl::StatusOr<StoredFp8Weight> {
+Fp8Prefetcher::Producer WeightProducer(const Checkpoint& base, const std::string& name, QuantizedModule qm,
+                                       ExportFormat f, torch::Device device, bool hash) {
+  return [&base, name, qm = std::move(qm), f, device, hash]() -> absl::StatusOr<StoredWeight> {
     return TorchCall(
-        [&]() -> absl::StatusOr<StoredFp8Weight> {
+        [&]() -> absl::StatusOr<StoredWeight> {
           c10::OptionalDeviceGuard guard(device.is_cuda() ? std::optional<c10::Device>(device) : std::nullopt);
-          torch::Tensor w = resident;
+          torch::Tensor w = qm.resident;
           if (!w.defined()) {
             ASSIGN_OR_RETURN(w, base.Get(name));
           }
-          ASSIGN_OR_RETURN(StoredFp8Weight q, QuantizedWeight(std::move(w), f, device));
+          ASSIGN_OR_RETURN(StoredWeight q, QuantizedWeight(std::move(w), qm, f, device));
           if (hash && q.weight.device().is_cpu() && q.weight.is_contiguous()) {
             Sha256 h;
             h.Update(q.weight.const_data_ptr(), static_cast<size_t>(q.weight.nbytes()));
@@ -323,14 +358,25 @@ TensorPlan PlanTensors(const Checkpoint& base, const ModulePlan& mp, const Expor
       continue;
     }
     // The weight's producer leaves its scale here for the next tensor's.
-    auto stored = std::make_shared<StoredFp8Weight>();
+    auto stored = std::make_shared<StoredWeight>();
+    const QuantizedModule& qm = q->second;
     const ExportFormat f = options.format;
+    const bool nvfp4 = IsNvfp4(qm.format);
     const size_t k = tp.fp8_sources.size();
-    std::string known = known_digest(name, absl::StrCat(name, "#fp8-", ExportFormatName(f)));
+    // The stored bytes are a function of the base tensor and, for NVFP4, of the (fused GEMM's) weight amax.
+    const std::string digest_key =
+        nvfp4 ? absl::StrCat(name, "#nvfp4-", ExportFormatName(f), "-", absl::StrFormat("%a", qm.weight_amax))
+              : absl::StrCat(name, "#fp8-", ExportFormatName(f));
+    std::string known = known_digest(name, digest_key);
     const bool hash = known.empty() && options.layout == ExportLayout::kStandalone;
-    tp.fp8_sources.push_back(Fp8Producer(base, name, q->second.resident, f, options.quantize_device, hash));
+    tp.fp8_sources.push_back(WeightProducer(base, name, qm, f, options.quantize_device, hash));
+    TensorSpec weight_spec{name, DType::kF8E4M3, info->shape};
+    if (nvfp4) {
+      weight_spec = {absl::StrCat(module, ".", Nvfp4WeightName(f)), DType::kU8, info->shape};
+      weight_spec.shape.back() /= 2;
+    }
     tp.tensors.push_back(
-        {{name, DType::kF8E4M3, info->shape},
+        {weight_spec,
          [source = tp.fp8_sources.back(), prefetcher = tp.prefetcher, k, stored]() -> absl::StatusOr<torch::Tensor> {
            if (*prefetcher) {
              ASSIGN_OR_RETURN(*stored, (*prefetcher)->Take(k));
@@ -341,12 +387,30 @@ TensorPlan PlanTensors(const Checkpoint& base, const ModulePlan& mp, const Expor
          }});
     tp.tensors.back().sha256 = std::move(known);
     tp.tensors.back().produced_sha256 = [stored] { return stored->weight_sha256; };
+    auto from_weight = [stored]() -> absl::StatusOr<torch::Tensor> { return stored->weight_scale; };
+    if (nvfp4) {
+      std::vector<int64_t> block_shape = info->shape;
+      block_shape.back() /= kNvfp4Block;
+      tp.tensors.push_back({{module + ".weight_scale", DType::kF8E4M3, block_shape}, from_weight, true});
+      tp.tensors.push_back({{absl::StrCat(module, ".", Nvfp4GlobalScaleName(f, false)), DType::kF32,
+                             Nvfp4GlobalScaleShape(f)},
+                            [amax = qm.weight_amax, f] { return StoredNvfp4GlobalScale(amax, f); },
+                            true});
+      tp.digest_keys.emplace_back(nullptr, "");
+      tp.digest_keys.emplace_back(nullptr, "");
+      if (SpecOf(qm.format).quantizes_input) {
+        tp.tensors.push_back({{absl::StrCat(module, ".", Nvfp4GlobalScaleName(f, true)), DType::kF32,
+                               Nvfp4GlobalScaleShape(f)},
+                              [amax = qm.input_amax, f] { return StoredNvfp4GlobalScale(amax, f); },
+                              true});
+        tp.digest_keys.emplace_back(nullptr, "");
+      }
+      continue;
+    }
     const DType sdtype = ScaleDType(f, info->dtype);
-    tp.tensors.push_back({{module + ".weight_scale", sdtype, ScaleShape(f)},
-                          [stored]() -> absl::StatusOr<torch::Tensor> { return stored->weight_scale; },
-                          /*after_previous=*/true});
+    tp.tensors.push_back({{module + ".weight_scale", sdtype, ScaleShape(f)}, from_weight, /*after_previous=*/true});
     tp.tensors.push_back({{module + ".input_scale", sdtype, ScaleShape(f)},
-                          [in_amax = q->second.input_amax, base_dtype = info->dtype, f] {
+                          [in_amax = qm.input_amax, base_dtype = info->dtype, f] {
                             return StoredInputScale(in_amax, base_dtype, f);
                           },
                           /*after_previous=*/true});

@@ -9,7 +9,7 @@
 namespace autoquant {
 namespace {
 
-uint64_t HostBytes(const StoredFp8Weight& w) {
+uint64_t HostBytes(const StoredWeight& w) {
   return static_cast<uint64_t>(w.weight.defined() ? w.weight.nbytes() : 0) +
          static_cast<uint64_t>(w.weight_scale.defined() ? w.weight_scale.nbytes() : 0);
 }
@@ -59,7 +59,7 @@ void Fp8Prefetcher::Run() {
     state_[k] = State::kProducing;
     Producer produce = std::move(producers_[k]);  // what it captured is released with it
     lock.unlock();
-    absl::StatusOr<StoredFp8Weight> w = TorchCall(produce, "FP8 weight for the export");
+    absl::StatusOr<StoredWeight> w = TorchCall(produce, "FP8 weight for the export");
     produce = nullptr;
     lock.lock();
     if (w.ok()) {
@@ -73,7 +73,7 @@ void Fp8Prefetcher::Run() {
   }
 }
 
-absl::StatusOr<StoredFp8Weight> Fp8Prefetcher::Take(size_t index) {
+absl::StatusOr<StoredWeight> Fp8Prefetcher::Take(size_t index) {
   std::unique_lock<std::mutex> lock(mu_);
   if (index >= state_.size()) {
     return absl::OutOfRangeError(absl::StrCat("FP8 weight ", index, " of ", state_.size(), " requested"));
@@ -96,7 +96,7 @@ absl::StatusOr<StoredFp8Weight> Fp8Prefetcher::Take(size_t index) {
                         absl::StrCat("not produced: an earlier FP8 weight failed: ", failed_.message()));
   }
   state_[index] = State::kTaken;
-  absl::StatusOr<StoredFp8Weight> w = std::move(*ready_[index]);
+  absl::StatusOr<StoredWeight> w = std::move(*ready_[index]);
   ready_[index].reset();
   if (w.ok()) holding_ -= HostBytes(*w);
   changed_.notify_all();

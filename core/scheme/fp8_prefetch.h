@@ -13,7 +13,7 @@
 // different parts of the plan never wait on each other's weights.
 //
 //   Fp8Prefetcher p(std::move(producers), 512 << 20, 4);  // starts at once
-//   ASSIGN_OR_RETURN(StoredFp8Weight w, p.Take(k));     // waits for weight k
+//   ASSIGN_OR_RETURN(StoredWeight w, p.Take(k));     // waits for weight k
 //
 // After a producer fails, Take returns that error for its weight and names it
 // for every weight not produced yet. Destruction stops the threads after the
@@ -36,7 +36,7 @@ namespace autoquant {
 
 class Fp8Prefetcher {
  public:
-  using Producer = std::function<absl::StatusOr<StoredFp8Weight>()>;
+  using Producer = std::function<absl::StatusOr<StoredWeight>()>;
 
   Fp8Prefetcher(std::vector<Producer> producers, uint64_t budget_bytes, int threads = 1);
   ~Fp8Prefetcher();
@@ -45,7 +45,7 @@ class Fp8Prefetcher {
 
   // Weight `index`, once produced. OutOfRange for an index past the end,
   // FailedPrecondition when it was taken before.
-  absl::StatusOr<StoredFp8Weight> Take(size_t index);
+  absl::StatusOr<StoredWeight> Take(size_t index);
 
  private:
   enum class State { kWaiting, kProducing, kReady, kTaken };
@@ -58,7 +58,7 @@ class Fp8Prefetcher {
   std::mutex mu_;
   std::condition_variable changed_;
   std::vector<State> state_;
-  std::vector<std::optional<absl::StatusOr<StoredFp8Weight>>> ready_;
+  std::vector<std::optional<absl::StatusOr<StoredWeight>>> ready_;
   std::deque<size_t> requested_;  // asked for by Take before being produced, in that order
   size_t ahead_ = 0;              // where running ahead continues: after the last weight asked for
   uint64_t holding_ = 0;          // bytes of weights produced and not yet taken

@@ -33,11 +33,11 @@ std::vector<int64_t> ScaleShape(ExportFormat f) {
   return f == ExportFormat::kCompressedTensors ? std::vector<int64_t>{1} : std::vector<int64_t>{};
 }
 
-absl::StatusOr<StoredFp8Weight> QuantizeForExport(const torch::Tensor& w, ExportFormat f) {
+absl::StatusOr<StoredWeight> QuantizeForExport(const torch::Tensor& w, ExportFormat f) {
   return TorchCall(
-      [&]() -> absl::StatusOr<StoredFp8Weight> {
+      [&]() -> absl::StatusOr<StoredWeight> {
         ASSIGN_OR_RETURN(DType base, FromTorch(w.scalar_type()));
-        StoredFp8Weight out;
+        StoredWeight out;
         // All on w's device, without a sync: IEEE float32 division and the same saturating cast give
         // the same bytes on the CPU and on CUDA (bench/perf checks a GPU export against a CPU
         // re-quantization).

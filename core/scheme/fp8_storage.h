@@ -26,21 +26,16 @@
 #include "absl/status/statusor.h"
 #include "core/io/dtype.h"
 #include "core/scheme/hf_quant_config.h"
+#include "core/scheme/stored_weight.h"
 
 namespace autoquant {
-
-struct StoredFp8Weight {
-  torch::Tensor weight;        // float8_e4m3fn, w's shape, on w's device
-  torch::Tensor weight_scale;  // ScaleDType / ScaleShape, on w's device too
-  std::string weight_sha256;   // hex SHA-256 of weight's bytes, when its producer hashed them
-};
 
 // The dtype and shape a format stores scales in, for a base weight of `base`.
 DType ScaleDType(ExportFormat f, DType base);
 std::vector<int64_t> ScaleShape(ExportFormat f);
 
 // w: the base weight [out, in] in its own dtype.
-absl::StatusOr<StoredFp8Weight> QuantizeForExport(const torch::Tensor& w, ExportFormat f);
+absl::StatusOr<StoredWeight> QuantizeForExport(const torch::Tensor& w, ExportFormat f);
 
 // input_amax / 448 as stored for a Linear whose base weight has dtype `base`.
 absl::StatusOr<torch::Tensor> StoredInputScale(float input_amax, DType base, ExportFormat f);

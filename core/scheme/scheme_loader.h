@@ -5,7 +5,10 @@
 // (fp8 * weight_scale) and their inputs fake-quantized with input_scale
 // (amax = input_scale * 448, ModelOpt's fake-quant formula). This is "our
 // fake-quant forward", used by evaluation and by `autoquant model forward`
-// on scheme directories. A checkpoint without FP8 tensors loads as usual.
+// on scheme directories. NVFP4 Linears (nvfp4_storage.h, either encoding)
+// likewise: weights dequantized as ModelOpt does, W4A4 inputs through
+// ModelOpt's NVFP4 fake quantizer (amax = input global scale * 2688). A
+// checkpoint without quantized tensors loads as usual.
 #pragma once
 
 #include <torch/types.h>
@@ -16,8 +19,8 @@
 
 namespace autoquant {
 
-// True if any tensor of the checkpoint is float8_e4m3fn.
-bool HasFp8Weights(const Checkpoint& ckpt);
+// True if any tensor of the checkpoint is float8_e4m3fn (FP8 weights, NVFP4 block scales).
+bool HasQuantizedWeights(const Checkpoint& ckpt);
 
 // A per-tensor scale (`key`: "<module>.weight_scale" / ".input_scale"):
 // InvalidArgument when it is absent, not per tensor (0-d or [1]), negative

@@ -2,11 +2,13 @@
 // computes what the scheme computes when an FP8 engine (vLLM) deploys it,
 // without loading a second model: each of the scheme's FP8 Linears gets an
 // Fp8LinearHook (fp8_linear.h) holding the scheme's own FP8 weight and
-// scales; everything the scheme keeps in 16 bits must be the base's, byte for
+// scales, each NVFP4 Linear (either encoding) an Nvfp4LinearHook
+// (nvfp4_linear.h) computing vLLM's NVFP4 emulation; everything the scheme keeps in 16 bits must be the base's, byte for
 // byte after conversion to the model dtype, which is checked.
 //
-// vLLM's loading rules are applied: fused shards (q/k/v, gate/up) must be all
-// FP8 or all 16-bit ("Mixed quant_algo within fused layer"); when their weight
+// vLLM's loading rules are applied: fused shards (q/k/v, gate/up) must share
+// one format ("Mixed quant_algo within fused layer"); NVFP4 shards must share
+// their global scales (refused otherwise: engines run one GEMM); when FP8 weight
 // scales differ, each shard is re-quantized to the largest (dequantize with
 // its own, quantize with the max), and all use the largest input scale.
 //
@@ -29,7 +31,9 @@
 namespace autoquant {
 
 struct SchemeOverlay {
-  std::vector<std::pair<Linear, std::shared_ptr<Fp8LinearHook>>> hooks;
+  // Fp8LinearHook (fp8_linear.h) or Nvfp4LinearHook (nvfp4_linear.h) per quantized Linear.
+  std::vector<std::pair<Linear, std::shared_ptr<LinearHook>>> hooks;
+  size_t nvfp4_linears = 0;                 // hooks that are NVFP4 (vLLM's emulation)
   Fp8Matmul matmul = Fp8Matmul::kEmulated;  // resolved
   size_t scaled_mm_linears = 0;             // hooks that use _scaled_mm (the rest emulate)
   size_t requantized_shards = 0;            // fused shards re-quantized to the shard-max scale

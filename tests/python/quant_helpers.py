@@ -13,7 +13,7 @@ import torch
 E4M3_MAX = 448.0
 # safetensors dtype names -> torch dtypes (what the schemes contain)
 ST_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F8_E4M3": torch.float8_e4m3fn,
-             "I64": torch.int64}
+             "I64": torch.int64, "U8": torch.uint8}
 
 
 # ----------------------------------------------------------------------------- running the CLI

@@ -264,10 +264,13 @@ class FixedEngine : public EngineInfo {
   std::string dtype() const override { return "float32"; }
   DeviceMemory device_memory() const override { return {.allocated = 1, .reserved = 2, .peak_reserved = 3}; }
   std::vector<std::string> cached_baseline_keys() const override { return {baseline_.key}; }
-  absl::StatusOr<Baseline> CachedBaseline(ScoreMethod method, int, int, bool, int) const override {
-    if (method != ScoreMethod::kKlDiv) return absl::FailedPreconditionError("no gradient baseline yet");
+  absl::StatusOr<Baseline> CachedBaseline(const BaselineRequest& request) const override {
+    if (request.method != ScoreMethod::kKlDiv) return absl::FailedPreconditionError("no gradient baseline yet");
+    last_formats_ = request.formats;
     return baseline_;
   }
+  // The formats the last CachedBaseline call asked for.
+  mutable std::vector<Format> last_formats_;
 
  private:
   std::string model_fp_ = "model-sha", calib_fp_ = "calib-sha";

@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "client/cli/remote/job_view.h"
 #include "client/cli/remote/remote_common.h"
+#include "server/job_proto.h"
 #include "core/quant/baseline.h"
 #include "core/util/status_macros.h"
 #include "google/protobuf/util/time_util.h"
@@ -145,6 +146,7 @@ struct SensitivityOptions {
   CommonOptions common;
   std::string method = "gradient";
   bool include_vision = false;
+  std::string formats;
   int calib_steps = 0;
   int score_steps = 0;
 };
@@ -152,7 +154,9 @@ struct SensitivityOptions {
 absl::Status RunSensitivity(const SensitivityOptions& o) {
   ASSIGN_OR_RETURN(ScoreMethod method, ParseScoreMethod(o.method));
   v1::GetSensitivityRequest req;
-  req.set_method(method == ScoreMethod::kKlDiv ? v1::SCORE_METHOD_KL_DIV : v1::SCORE_METHOD_GRADIENT);
+  req.set_method(MethodToProto(method));
+  ASSIGN_OR_RETURN(std::vector<Format> formats, ParseFormatList(o.formats));
+  for (Format f : formats) req.add_formats(FormatToProto(f));
   req.set_include_vision(o.include_vision);
   req.set_calib_steps(o.calib_steps);
   req.set_score_steps(o.score_steps);
@@ -308,6 +312,7 @@ void AddRemoteCommands(CLI::App& app, absl::Status* status, bool* ran) {
     CLI::App* cmd = app.add_subcommand("sensitivity", "Show the daemon's cached sensitivity baseline");
     cmd->add_option("--method", o->method, "sensitivity method: gradient | kl_div");
     cmd->add_flag("--include-vision", o->include_vision, "the baseline that includes the vision tower");
+    cmd->add_option("--formats", o->formats, "the baseline's quantization formats, e.g. nvfp4,fp8 (default fp8)");
     cmd->add_option("--calib-steps", o->calib_steps, "calibration batches of the baseline (0: all)");
     cmd->add_option("--score-steps", o->score_steps, "scoring batches of the baseline (0: default)");
     AddCommonOptions(cmd, &o->common);

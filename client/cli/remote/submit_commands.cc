@@ -20,6 +20,7 @@ struct SpecOptions {
   std::vector<std::string> disabled_layers;
   std::string method = "gradient";
   std::string format = "compressed-tensors";
+  std::string formats;
   bool overwrite = false;
   bool include_vision = false;
   int calib_steps = 0;
@@ -37,6 +38,9 @@ void AddSpecOptions(CLI::App* cmd, SpecOptions* o) {
   cmd->add_option("--format", o->format,
                   "export format: compressed-tensors (transformers, vLLM) | modelopt (vLLM, "
                   "TensorRT-LLM only)");
+  cmd->add_option("--formats", o->formats,
+                  "quantization formats searched, comma-separated: nvfp4, w4a16_nvfp4, fp8 (default fp8; two or "
+                  "more need --effective-bits)");
   cmd->add_flag("--overwrite", o->overwrite, "replace an existing scheme directory written by autoquant");
   cmd->add_flag("--include-vision", o->include_vision, "also quantize the vision tower's Linears");
   cmd->add_flag("--evaluate", o->evaluate,
@@ -51,6 +55,7 @@ void AddSpecOptions(CLI::App* cmd, SpecOptions* o) {
 absl::Status FillSpec(const SpecOptions& o, JobSpec* spec) {
   ASSIGN_OR_RETURN(spec->method, ParseScoreMethod(o.method));
   ASSIGN_OR_RETURN(spec->format, ParseExportFormat(o.format));
+  ASSIGN_OR_RETURN(spec->formats, ParseFormatList(o.formats));
   spec->selection.disabled_layers = o.disabled_layers;
   spec->overwrite = o.overwrite;
   spec->include_vision = o.include_vision;
@@ -117,6 +122,7 @@ struct SweepOptions {
   CommonOptions common;
   SpecOptions spec;
   std::string coverages;
+  std::string effective_bits;
   std::string manifests_dir;
   std::string prefix;
   std::string suffix;
@@ -127,6 +133,7 @@ struct SweepOptions {
 nlohmann::json PlanJson(const SweepPoint& p) {
   nlohmann::json j = {{"scheme", p.scheme}, {"source", p.source}};
   if (p.coverage) j["coverage"] = *p.coverage;
+  if (p.effective_bits) j["effective_bits"] = *p.effective_bits;
   if (p.manifest) {
     j["coverage_manifest"] = {{"selected", p.manifest->selected_layers.size()},
                               {"dropped", p.manifest->dropped_layers.size()},
@@ -137,11 +144,13 @@ nlohmann::json PlanJson(const SweepPoint& p) {
 
 absl::Status RunSweep(const SweepOptions& o) {
   std::vector<SweepPoint> points;
-  if (o.coverages.empty() == o.manifests_dir.empty()) {
-    return absl::InvalidArgumentError("give --coverages or --coverage-manifests");
+  if (int(!o.coverages.empty()) + int(!o.effective_bits.empty()) + int(!o.manifests_dir.empty()) != 1) {
+    return absl::InvalidArgumentError("give one of --coverages, --effective-bits and --coverage-manifests");
   }
   if (!o.coverages.empty()) {
     ASSIGN_OR_RETURN(points, CoveragePoints(o.coverages, o.prefix));
+  } else if (!o.effective_bits.empty()) {
+    ASSIGN_OR_RETURN(points, EffectiveBitsPoints(o.effective_bits, o.prefix));
   } else {
     ASSIGN_OR_RETURN(points, DiscoverCoverageManifests(o.manifests_dir, o.suffix));
   }
@@ -154,6 +163,7 @@ absl::Status RunSweep(const SweepOptions& o) {
     spec.scheme = p.scheme;
     spec.selection.coverage = p.coverage;
     spec.selection.coverage_manifest = p.manifest;
+    spec.selection.effective_bits = p.effective_bits;
     RETURN_IF_ERROR(FillSpec(o.spec, &spec));
     SpecToProto(spec, req.add_points());
   }
@@ -168,6 +178,7 @@ absl::Status RunSweep(const SweepOptions& o) {
       for (const auto& p : points) {
         std::cout << "  " << p.scheme << "  ";
         if (p.coverage) std::cout << "coverage " << *p.coverage << " (" << p.source << ")\n";
+        if (p.effective_bits) std::cout << "effective bits " << *p.effective_bits << "\n";
         if (p.manifest) {
           std::cout << "manifest " << p.source << " (" << p.manifest->selected_layers.size() << " selected, "
                     << p.manifest->dropped_layers.size() << " dropped)\n";
@@ -247,8 +258,12 @@ void AddSweepCommand(CLI::App& app, CommandResult result) {
   auto* man = cmd->add_option("--coverage-manifests", o->manifests_dir,
                               "directory of *_coverage_from_baseline.json in the seeds' layout "
                               "(DIR/<scheme>/layer-sensitivity/<scheme>_coverage_from_baseline.json)");
-  cov->excludes(man);
-  cmd->add_option("--prefix", o->prefix, "scheme name prefix for --coverages (names are <prefix>topXX)")->needs(cov);
+  auto* bits = cmd->add_option("--effective-bits", o->effective_bits,
+                               "comma-separated average weight bits targets, e.g. 5,5.5,6,7,8 (names are "
+                               "<prefix>bitsB)");
+  cov->excludes(man)->excludes(bits);
+  man->excludes(bits);
+  cmd->add_option("--prefix", o->prefix, "scheme name prefix for --coverages and --effective-bits");
   cmd->add_option("--suffix", o->suffix, "appended to each discovered scheme's name (e.g. _v2)")->needs(man);
   cmd->add_option("--only", o->only, "keep only these points, e.g. top10,top50");
   cmd->add_flag("--dry-run", o->dry_run, "print the plan and submit nothing (no daemon needed)");

@@ -9,6 +9,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -83,6 +84,36 @@ absl::StatusOr<std::vector<SweepPoint>> CoveragePoints(absl::string_view list, a
     p.source = item;
     if (!seen.insert(p.scheme).second) {
       return absl::InvalidArgumentError(absl::StrCat("--coverages names ", PercentLabel(c), " twice"));
+    }
+    points.push_back(std::move(p));
+  }
+  return points;
+}
+
+absl::StatusOr<std::vector<SweepPoint>> EffectiveBitsPoints(absl::string_view list, absl::string_view prefix) {
+  const std::vector<std::string> items = Items(list);
+  if (items.empty()) return absl::InvalidArgumentError("--effective-bits is empty: give e.g. 5,5.5,6,7,8");
+  std::vector<SweepPoint> points;
+  std::set<std::string> seen;
+  for (const std::string& item : items) {
+    double bits = 0;
+    if (!absl::SimpleAtod(item, &bits) || !IsBareNumber(item)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--effective-bits item '", item, "' is not a number: give average weight bits, e.g. 5.5"));
+    }
+    SchemeSelection selection;
+    selection.effective_bits = bits;
+    if (absl::Status st = ValidateSelection(selection); !st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--effective-bits item '", item, "': ", st.message()));
+    }
+    char label[32];
+    std::snprintf(label, sizeof label, "bits%g", bits);
+    SweepPoint p;
+    p.scheme = absl::StrCat(prefix, label);
+    p.effective_bits = bits;
+    p.source = item;
+    if (!seen.insert(p.scheme).second) {
+      return absl::InvalidArgumentError(absl::StrCat("--effective-bits names ", label + 4, " twice"));
     }
     points.push_back(std::move(p));
   }

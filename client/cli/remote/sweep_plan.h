@@ -2,7 +2,8 @@
 // selection, before any daemon is contacted (so `--dry-run` needs none).
 //
 // Points come from a coverage list (`--coverages 10,20` or `top10,top20` or
-// `10%,20%`) or from coverage manifests discovered in the seeds' layout:
+// `10%,20%`), an effective-bits list (`--effective-bits 5,5.5,6`: the points
+// of a search over several formats) or from coverage manifests discovered in the seeds' layout:
 //
 //   DIR/<scheme>/layer-sensitivity/<scheme>_coverage_from_baseline.json
 //
@@ -32,6 +33,7 @@ struct SweepPoint {
   std::string scheme;  // the output directory's name under the daemon's models root
   std::optional<double> coverage;
   std::optional<CoverageManifest> manifest;
+  std::optional<double> effective_bits;
   std::string source;  // the coverage as given, or the manifest's path
 };
 
@@ -41,6 +43,12 @@ struct SweepPoint {
 // InvalidArgument for an empty list, an item ParseCoverage refuses, or two
 // items naming the same coverage.
 absl::StatusOr<std::vector<SweepPoint>> CoveragePoints(absl::string_view list, absl::string_view prefix);
+
+// One point per comma-separated item of `list`, each an effective-bits
+// target in (0, 16) (ValidateSelection's range). Scheme names are
+// `<prefix>bitsB` (B in its shortest form: bits5.5). InvalidArgument for an
+// empty list, an item that is not a number in range, or a repeated target.
+absl::StatusOr<std::vector<SweepPoint>> EffectiveBitsPoints(absl::string_view list, absl::string_view prefix);
 
 // A coverage manifest file (seed format), read with ParseCoverageManifest.
 // NotFound when unreadable, InvalidArgument when not a manifest.

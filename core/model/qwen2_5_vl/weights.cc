@@ -40,7 +40,9 @@ absl::StatusOr<std::map<std::string, std::string>> MatchKeys(const Checkpoint& c
   for (const std::string& key : ckpt.TensorNames()) {
     if (absl::EndsWith(key, ".inv_freq")) continue;
     if (hooks.skip_key && hooks.skip_key(key)) continue;
-    const std::string canon = qwen2_5_vl::ModelName(key);
+    std::optional<std::pair<std::string, std::vector<int64_t>>> stands = hooks.stands_for ? hooks.stands_for(key)
+                                                                                          : std::nullopt;
+    const std::string canon = qwen2_5_vl::ModelName(stands ? stands->first : key);
     if (tied && canon == kLmHead) continue;
     auto it = expected.find(canon);
     if (it == expected.end()) {
@@ -53,8 +55,9 @@ absl::StatusOr<std::map<std::string, std::string>> MatchKeys(const Checkpoint& c
     }
     const TensorInfo* info = ckpt.Find(key);
     std::vector<int64_t> want(it->second.sizes().begin(), it->second.sizes().end());
-    if (info->shape != want) {
-      misshaped.push_back(absl::StrCat(key, " (checkpoint ", Shape(info->shape), ", model ", Shape(want), ")"));
+    const std::vector<int64_t>& got = stands ? stands->second : info->shape;
+    if (got != want) {
+      misshaped.push_back(absl::StrCat(key, " (checkpoint ", Shape(got), ", model ", Shape(want), ")"));
     }
   }
   for (const auto& [name, t] : expected) {

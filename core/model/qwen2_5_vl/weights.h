@@ -43,6 +43,10 @@ struct LoadHooks {
   std::function<bool(const std::string& key)> skip_key;
   // Turns a checkpoint tensor into the parameter's value (e.g. fp8 * scale).
   std::function<absl::StatusOr<torch::Tensor>(const std::string& key, const torch::Tensor& src)> transform;
+  // For a key whose tensor `transform` turns into a parameter of another name or shape (packed
+  // 4-bit weights, "<m>.weight_packed" [out, in/2]): that parameter's key and the shape it will have.
+  // nullopt, or no function: the key stands for itself, in its own shape.
+  std::function<std::optional<std::pair<std::string, std::vector<int64_t>>>(const std::string& key)> stands_for;
 };
 
 // Builds the model from the checkpoint's config, verifies and loads every

@@ -156,7 +156,7 @@ TEST_F(EngineTest, ChangedCalibrationSetOrMethodDoesNotReuse) {
 
 TEST_F(EngineTest, GradientScoresArePositiveAndRankingIsAPermutation) {
   ASSERT_OK_AND_ASSIGN(auto engine, Make(1));
-  ASSERT_OK_AND_ASSIGN(Baseline b, engine->GetBaseline(ScoreMethod::kGradient, 0, 0, false));
+  ASSERT_OK_AND_ASSIGN(Baseline b, engine->GetBaseline({}));
   ASSERT_FALSE(b.groups.empty());
   for (size_t g = 0; g < b.groups.size(); ++g) {
     EXPECT_GT(b.scores[g][0], 0) << b.groups[g].key;
@@ -173,7 +173,7 @@ TEST_F(EngineTest, GradientScoresArePositiveAndRankingIsAPermutation) {
 TEST_F(EngineTest, IncludedVisionGroupsGetGradientAndKlScores) {
   ASSERT_OK_AND_ASSIGN(auto engine, Make(1));
   for (ScoreMethod m : {ScoreMethod::kGradient, ScoreMethod::kKlDiv}) {
-    ASSERT_OK_AND_ASSIGN(Baseline b, engine->GetBaseline(m, 0, 0, /*include_vision=*/true));
+    ASSERT_OK_AND_ASSIGN(Baseline b, engine->GetBaseline({.method = m, .include_vision = true}));
     int vision = 0;
     for (size_t g = 0; g < b.groups.size(); ++g) {
       if (b.groups[g].key.rfind("visual.", 0) != 0) continue;
@@ -278,7 +278,7 @@ TEST_F(EngineTest, CorruptCacheEntryIsReportedRecomputedAndReplaced) {
   Baseline first;
   {
     ASSERT_OK_AND_ASSIGN(auto engine, Make(1));
-    ASSERT_OK_AND_ASSIGN(first, engine->GetBaseline(ScoreMethod::kGradient, 0, 0, false, record));
+    ASSERT_OK_AND_ASSIGN(first, engine->GetBaseline({}, record));
     EXPECT_THAT(warnings(events), ::testing::IsEmpty());  // no entry yet is no problem
   }
   const fs::path file = dir_ / "cache" / ("baseline-" + first.key + ".json");
@@ -296,7 +296,7 @@ TEST_F(EngineTest, CorruptCacheEntryIsReportedRecomputedAndReplaced) {
     events.clear();
     bool reused = true;
     ASSERT_OK_AND_ASSIGN(Baseline again,
-                         engine->GetBaseline(ScoreMethod::kGradient, 0, 0, false, record, nullptr, &reused));
+                         engine->GetBaseline({}, record, nullptr, &reused));
     EXPECT_FALSE(reused);
     EXPECT_EQ(engine->scoring_passes(), 1);
     std::vector<std::string> w = warnings(events);
@@ -517,7 +517,7 @@ TEST_F(EngineTest, ModelOptFormatWarnsThatTransformersCannotLoadIt) {
 
 TEST_F(EngineTest, ManifestRecordsTheSelectionPatternsAndDigests) {
   ASSERT_OK_AND_ASSIGN(auto engine, Make(1));
-  ASSERT_OK_AND_ASSIGN(Baseline b, engine->GetBaseline(ScoreMethod::kGradient, 0, 0, false));
+  ASSERT_OK_AND_ASSIGN(Baseline b, engine->GetBaseline({}));
   CoverageManifest m;
   for (const auto& g : b.groups) m.selected_layers.push_back(g.key);
   m.disabled_layers = {"*layers.0.mlp*"};

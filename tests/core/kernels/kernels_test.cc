@@ -145,7 +145,8 @@ TEST_F(KernelsTest, GradientScoresAgreeToDoubleRounding) {
   torch::Tensor x = torch::randn({4, 50, 256}, torch::dtype(torch::kBFloat16).device(Cuda()));
   torch::Tensor up = torch::randn({4, 50, 96}, torch::dtype(torch::kBFloat16).device(Cuda())) * 1e3;
   auto run = [&] {
-    ScoreHook hook({torch::tensor(4.0f, torch::device(Cuda())), torch::tensor(1.5f, torch::device(Cuda()))},
+    ScoreHook hook({Format::kFp8, Format::kFp8},
+                   {torch::tensor(4.0f, torch::device(Cuda())), torch::tensor(1.5f, torch::device(Cuda()))},
                    {Amax(layer.weight), Amax(layer.weight) * 0.5});
     torch::Tensor xi = x.detach().requires_grad_(true);
     torch::Tensor y = hook.Forward(layer, xi);

@@ -37,7 +37,7 @@ class ExportTest : public ::testing::Test {
                                                   .baseline_cache = dir_ / "cache",
                                                   .device = "cpu",
                                                   .dtype = "bfloat16"}));
-    ASSERT_OK_AND_ASSIGN(baseline_, engine_->GetBaseline(ScoreMethod::kGradient, 0, 0, false));
+    ASSERT_OK_AND_ASSIGN(baseline_, engine_->GetBaseline({}));
     ASSERT_OK_AND_ASSIGN(base_, Checkpoint::Open(dir_ / "base"));
     SchemeSelection all;
     all.coverage = 1.0;

@@ -17,10 +17,10 @@ using ::testing::HasSubstr;
 std::vector<Fp8Prefetcher::Producer> Items(int n, std::atomic<int>* produced, int fail_at = -1) {
   std::vector<Fp8Prefetcher::Producer> items;
   for (int i = 0; i < n; ++i) {
-    items.push_back([i, produced, fail_at]() -> absl::StatusOr<StoredFp8Weight> {
+    items.push_back([i, produced, fail_at]() -> absl::StatusOr<StoredWeight> {
       if (i == fail_at) return absl::ResourceExhaustedError("out of device memory");
       ++*produced;
-      return StoredFp8Weight{torch::full({1000}, float(i)).to(torch::kFloat8_e4m3fn), torch::full({1}, float(i))};
+      return StoredWeight{torch::full({1000}, float(i)).to(torch::kFloat8_e4m3fn), torch::full({1}, float(i))};
     });
   }
   return items;
@@ -30,7 +30,7 @@ TEST(Fp8PrefetcherTest, ItemsComeBackInAnyTakeOrder) {
   std::atomic<int> produced{0};
   Fp8Prefetcher p(Items(6, &produced), 1 << 20, /*threads=*/4);
   for (size_t k : {2, 0, 5, 1, 4, 3}) {
-    ASSERT_OK_AND_ASSIGN(StoredFp8Weight w, p.Take(k));
+    ASSERT_OK_AND_ASSIGN(StoredWeight w, p.Take(k));
     EXPECT_EQ(w.weight_scale.item<float>(), float(k));
     EXPECT_EQ(w.weight.to(torch::kFloat32)[0].item<float>(), float(k));
   }
@@ -63,7 +63,7 @@ TEST(Fp8PrefetcherTest, WritersOnDifferentPartsNeverWaitOnEachOther) {
     writers.emplace_back([&, w] {
       for (int i = 0; i < kEach; ++i) {
         const int k = w * kEach + i;
-        absl::StatusOr<StoredFp8Weight> got = p.Take(k);
+        absl::StatusOr<StoredWeight> got = p.Take(k);
         if (got.ok() && got->weight_scale.item<float>() == float(k)) ++good;
       }
     });
@@ -97,9 +97,9 @@ TEST(Fp8PrefetcherTest, AnErrorIsReturnedForItsItemAndNamedForLaterOnes) {
 }
 
 TEST(Fp8PrefetcherTest, ATorchExceptionBecomesAStatus) {
-  std::vector<Fp8Prefetcher::Producer> items = {[]() -> absl::StatusOr<StoredFp8Weight> {
+  std::vector<Fp8Prefetcher::Producer> items = {[]() -> absl::StatusOr<StoredWeight> {
     torch::Tensor a = torch::zeros({2, 3}), b = torch::zeros({4, 5});
-    return StoredFp8Weight{torch::matmul(a, b), a};  // shapes do not match: torch throws
+    return StoredWeight{torch::matmul(a, b), a};  // shapes do not match: torch throws
   }};
   Fp8Prefetcher p(std::move(items), 1 << 20);
   EXPECT_FALSE(p.Take(0).ok());

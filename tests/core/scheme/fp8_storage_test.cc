@@ -13,7 +13,7 @@ TEST(Fp8StorageTest, CompressedTensorsStoresScalesInTheWeightsDtypeAsOneElement)
   torch::manual_seed(0);
   torch::Tensor w = (torch::randn({16, 32}) * 0.02).to(torch::kBFloat16);
   w.index_put_({0, 0}, 1.0);  // amax 1: 1 / 448 is not a bf16 value, so storing it rounds
-  ASSERT_OK_AND_ASSIGN(StoredFp8Weight s, QuantizeForExport(w, ExportFormat::kCompressedTensors));
+  ASSERT_OK_AND_ASSIGN(StoredWeight s, QuantizeForExport(w, ExportFormat::kCompressedTensors));
   EXPECT_EQ(s.weight_scale.scalar_type(), torch::kBFloat16);
   EXPECT_EQ(s.weight_scale.sizes(), torch::IntArrayRef({1}));
   EXPECT_EQ(s.weight.scalar_type(), torch::kFloat8_e4m3fn);
@@ -29,7 +29,7 @@ TEST(Fp8StorageTest, CompressedTensorsStoresScalesInTheWeightsDtypeAsOneElement)
 
 TEST(Fp8StorageTest, ModelOptStoresFloat32ScalarScales) {
   torch::Tensor w = torch::randn({8, 8}).to(torch::kBFloat16);
-  ASSERT_OK_AND_ASSIGN(StoredFp8Weight s, QuantizeForExport(w, ExportFormat::kModelOpt));
+  ASSERT_OK_AND_ASSIGN(StoredWeight s, QuantizeForExport(w, ExportFormat::kModelOpt));
   EXPECT_EQ(s.weight_scale.scalar_type(), torch::kFloat32);
   EXPECT_EQ(s.weight_scale.dim(), 0);
   EXPECT_TRUE(torch::equal(s.weight_scale, Fp8ScaleFromAmax(Amax(w))));

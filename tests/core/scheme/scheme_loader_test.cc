@@ -59,7 +59,7 @@ class SchemeLoaderTest : public ::testing::Test {
 
 TEST_F(SchemeLoaderTest, Fp8WeightsLoadDequantizedWithInputQuantization) {
   ASSERT_OK_AND_ASSIGN(Checkpoint ckpt, WriteScheme("s"));
-  EXPECT_TRUE(HasFp8Weights(ckpt));
+  EXPECT_TRUE(HasQuantizedWeights(ckpt));
   ASSERT_OK_AND_ASSIGN(LoadedScheme s, LoadScheme(ckpt, torch::kCPU, torch::kFloat32));
   size_t down_projs = 0;  // vision blocks and text layers both have one
   for (const auto& [name, lin] : s.model->Linears()) down_projs += absl::EndsWith(name, "mlp.down_proj");

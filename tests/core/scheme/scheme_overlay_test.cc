@@ -143,8 +143,10 @@ TEST_F(SchemeOverlayTest, RunsTheSchemeWhileInstalledAndTheBaseAfter) {
   std::map<std::string, std::pair<float, float>> by_parent;
   for (const auto& [name, lin] : model_->Linears()) {
     if (!absl::EndsWith(name, "q_proj") && !absl::EndsWith(name, "k_proj") && !absl::EndsWith(name, "v_proj")) continue;
-    for (const auto& [l, hook] : o.hooks) {
+    for (const auto& [l, any_hook] : o.hooks) {
       if (l.get() != lin.get()) continue;
+      auto hook = std::dynamic_pointer_cast<Fp8LinearHook>(any_hook);
+      ASSERT_NE(hook, nullptr) << name;
       const std::string parent = name.substr(0, name.rfind('.'));
       std::pair<float, float> s{hook->weight_scale().item<float>(), hook->input_scale().item<float>()};
       auto [it, fresh] = by_parent.emplace(parent, s);
