@@ -34,6 +34,12 @@ void SetEnabledForTesting(bool enabled);
 // elements of `dtype` (y may be x).
 std::string FakeQuantFp8(const void* x, void* y, int64_t n, DType dtype, const float* amax, void* stream);
 
+// y = x fake-quantized to NVFP4 with global amax *amax (float32, on the
+// device), exactly as core/quant/nvfp4.h FakeQuantNvfp4 computes it: blocks
+// of 16 consecutive elements (n a multiple of 16; a row's last dimension
+// must be one too, so that no block straddles rows). y may be x.
+std::string FakeQuantNvfp4(const void* x, void* y, int64_t n, DType dtype, const float* amax, void* stream);
+
 // q = float8_e4m3fn(clamp(float(x) / *scale, ±448)), as core/quant/fp8.h
 // QuantizeFp8 computes it (IEEE division; NaN stays NaN with its sign, as
 // torch's cast). x: n contiguous elements of `dtype`; q: n bytes; *scale:

@@ -49,6 +49,9 @@ std::string NotBuilt(const char* what) { return std::string(what) + ": this buil
 
 std::string FakeQuantFp8(const void*, void*, int64_t, DType, const float*, void*) { return NotBuilt("FakeQuantFp8"); }
 std::string QuantizeFp8(const void*, void*, int64_t, DType, const float*, void*) { return NotBuilt("QuantizeFp8"); }
+std::string FakeQuantNvfp4(const void*, void*, int64_t, DType, const float*, void*) {
+  return NotBuilt("FakeQuantNvfp4");
+}
 std::string AccumulateAbsMax(const void*, int64_t, DType, float*, void*) { return NotBuilt("AccumulateAbsMax"); }
 std::string AccumulateSquaredProduct(const void*, const void*, int64_t, DType, double*, void*) {
   return NotBuilt("AccumulateSquaredProduct");

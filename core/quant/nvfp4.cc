@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "core/model/layers/fused_kernels.h"
 #include "core/quant/fp8.h"
 
 namespace autoquant {
@@ -109,6 +110,17 @@ torch::Tensor DequantizeNvfp4(const Nvfp4Tensor& q) {
 torch::Tensor FakeQuantNvfp4(const torch::Tensor& x, const torch::Tensor& amax) {
   // ModelOpt's fake quantizer (fp4_fake_quant_block): g = amax / 2688 (1e-12 when not positive);
   // s = e4m3(min(block_amax / (6 g), 448)) * g, 1 where below 1e-5; y = sign(x) e2m1(|x| / s) s.
+  TORCH_CHECK(x.dim() > 0 && x.size(-1) % kNvfp4Block == 0, "NVFP4 needs the last dimension to be a multiple of ",
+              kNvfp4Block);
+  torch::Tensor a = amax.to(x.device(), torch::kFloat32);
+  if (a.numel() == 1 && x.is_contiguous() && FusedKernelApplies({&x})) {
+    // One pass instead of the dozen ops below; the same arithmetic (kernels.h).
+    a = a.contiguous();
+    torch::Tensor y = torch::empty_like(x);
+    CheckKernelLaunch(kernels::FakeQuantNvfp4(x.data_ptr(), y.data_ptr(), x.numel(), KernelDType(x),
+                                              a.data_ptr<float>(), KernelStream(x)));
+    return y;
+  }
   torch::Tensor g = Nvfp4GlobalScaleFromAmax(amax.to(x.device()));
   g = torch::where(g > 0, g, torch::full_like(g, 1e-12f));
   torch::Tensor blocks = Blocks(x).to(torch::kFloat32);

@@ -20,6 +20,7 @@ aggressive formats, which for a single format is the raw score). --details gets 
 versions, settings, per-key FP8/NONE scores and costs, the solver's choice.
 """
 import argparse
+import contextlib
 import fnmatch
 import json
 import math
@@ -120,9 +121,33 @@ def strip_key(key: str) -> str:
     return key[len("model."):] if key.startswith("model.") else key
 
 
+@contextlib.contextmanager
+def nvfp4_on_cpu():
+    """ModelOpt's NVFP4 fake quantizer has no CPU path (its dynamic block quantizer asserts a CUDA
+    amax and runs a Triton kernel): on CPU tensors, run its line-by-line restatement
+    (nvfp4_reference.modelopt_fake_quant_restated) instead; CUDA tensors keep ModelOpt's own kernel.
+    Everything else of auto_quantize (calibration, scoring, search) is ModelOpt's."""
+    import modelopt.torch.quantization.tensor_quant as tq
+    import nvfp4_reference as nr
+    original = tq.dynamic_block_quantize_op
+
+    def op(inputs, block_size, amax, num_bits, exponent_bits, scale_num_bits, scale_exponent_bits):
+        if inputs.is_cuda or (num_bits, exponent_bits, scale_num_bits, scale_exponent_bits) != (4, 2, 8, 4):
+            return original(inputs, block_size, amax, num_bits, exponent_bits, scale_num_bits, scale_exponent_bits)
+        assert block_size == 16
+        return nr.modelopt_fake_quant_restated(inputs, amax.float().amax())
+
+    tq.dynamic_block_quantize_op = op
+    try:
+        yield
+    finally:
+        tq.dynamic_block_quantize_op = original
+
+
 def run_reference(model_dir, calib, steps=None, device="cpu", dtype="float32", effective_bits=None,
-                  disabled_layers=None, verbose=False) -> dict:
-    """Runs mtq.auto_quantize and returns a dict with 'scores' ({key: FP8 score}) and details."""
+                  disabled_layers=None, verbose=False, formats=("FP8_DEFAULT_CFG",)) -> dict:
+    """Runs mtq.auto_quantize over `formats` (ModelOpt config names) and returns a dict with
+    'scores' ({key: FP8 score}), 'scores_by_format' ({config name: {key: score}}) and details."""
     import modelopt
     import modelopt.torch.quantization as mtq
     import transformers
@@ -133,7 +158,8 @@ def run_reference(model_dir, calib, steps=None, device="cpu", dtype="float32", e
     # Effective-bits target: scores do not depend on it; pick the midpoint between the smallest
     # feasible value (every searchable group FP8, disabled ones at 16 bits) and 16.
     total, dis = _weight_numel(model, ["model." + p if not p.startswith("*") else p for p in disabled_layers])
-    min_eb = 16.0 * (0.5 * (total - dis) + dis) / total
+    min_bits = 4.5 if any(f.startswith("NVFP4") or f.startswith("W4A16_NVFP4") for f in formats) else 8.0
+    min_eb = 16.0 * (min_bits / 16.0 * (total - dis) + dis) / total
     eb = effective_bits if effective_bits is not None else round((min_eb + 16.0) / 2, 3)
 
     def forward_step(m, batch):
@@ -143,12 +169,12 @@ def run_reference(model_dir, calib, steps=None, device="cpu", dtype="float32", e
         return output.loss
 
     t0 = time.time()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), nvfp4_on_cpu():
         warnings.simplefilter("ignore")
         model, state = mtq.auto_quantize(
             model,
             constraints={"effective_bits": eb},
-            quantization_formats=[mtq.FP8_DEFAULT_CFG],
+            quantization_formats=[getattr(mtq, f) for f in formats],
             data_loader=batches,
             forward_step=forward_step,
             loss_func=loss_func,
@@ -161,6 +187,7 @@ def run_reference(model_dir, calib, steps=None, device="cpu", dtype="float32", e
     seconds = time.time() - t0
 
     scores, groups = {}, {}
+    by_format = {f: {} for f in formats}
     for key, st in state["candidate_stats"].items():
         names = [str(f) for f in st["formats"]]
         entry = {
@@ -173,9 +200,14 @@ def run_reference(model_dir, calib, steps=None, device="cpu", dtype="float32", e
         fp8 = [i for i, n in enumerate(names) if n.startswith("FP8_DEFAULT_CFG")]
         if fp8:
             scores[strip_key(key)] = entry["scores"][fp8[0]]
+        for f in formats:
+            at = [i for i, n in enumerate(names) if n.startswith(f + "(")]
+            if at:
+                by_format[f][strip_key(key)] = entry["scores"][at[0]]
     best = state.get("best", {})
     return {
         "scores": scores,
+        "scores_by_format": by_format,
         "groups": groups,
         "best": {
             "recipe": {strip_key(k): str(v) for k, v in best.get("recipe", {}).items()},
@@ -186,7 +218,7 @@ def run_reference(model_dir, calib, steps=None, device="cpu", dtype="float32", e
         "settings": {
             "model": str(model_dir), "calib": str(calib), "steps": steps, "batch_size": 1,
             "device": device, "dtype": dtype, "effective_bits": eb, "min_feasible_effective_bits": min_eb,
-            "disabled_layers": disabled_layers, "method": "gradient", "formats": ["FP8_DEFAULT_CFG"],
+            "disabled_layers": disabled_layers, "method": "gradient", "formats": list(formats),
             "loss": "HF output.loss: token-mean next-token CE, labels = input_ids, padding -> -100",
             "called_on": "Qwen2_5_VLForConditionalGeneration (keys: leading 'model.' stripped)",
         },
@@ -285,13 +317,15 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--effective-bits", type=float)
     ap.add_argument("--disabled-layers", nargs="*", default=DISABLED_LAYERS)
+    ap.add_argument("--formats", nargs="+", default=["FP8_DEFAULT_CFG"],
+                    help="ModelOpt config names searched, e.g. NVFP4_DEFAULT_CFG FP8_DEFAULT_CFG")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--check", action="store_true",
                     help="also compute the scores in plain torch (torch_reference_scores) and compare")
     args = ap.parse_args(argv)
 
     res = run_reference(args.model, args.calib, args.steps, args.device, args.dtype, args.effective_bits,
-                        args.disabled_layers, args.verbose)
+                        args.disabled_layers, args.verbose, tuple(args.formats))
     pathlib.Path(args.out).write_text(json.dumps(res["scores"], indent=1, sort_keys=True) + "\n")
     if args.details:
         pathlib.Path(args.details).write_text(json.dumps(res, indent=1) + "\n")

@@ -5,6 +5,10 @@ synthetic calibration sets written by `autoquant calib synth` (with and without 
 - test_modelopt_reference_is_sane: ModelOpt runs on the CPU, scores 4 groups per decoder layer plus
   lm_head, all positive and finite, and equals the plain-torch restatement of its algorithm
   (modelopt_reference.torch_reference_scores).
+- test_nvfp4_fp8_scores_match_modelopt: `mtq.auto_quantize(quantization_formats=[NVFP4_DEFAULT_CFG,
+  FP8_DEFAULT_CFG])` against `autoquant quantize --formats nvfp4,fp8`: Spearman >= 0.99 per format,
+  and the same costs (4.5 and 8 bits). On the CPU ModelOpt's NVFP4 kernel (CUDA only) is replaced by
+  its restatement (modelopt_reference.nvfp4_on_cpu); the rest of auto_quantize is ModelOpt's.
 - test_scores_match_modelopt: same scored key set and Spearman rank correlation >= 0.99; the
   comparison (both score lists, correlation, max relative difference) goes to
   $AUTOQUANT_TEST_OUT (default <build>/test-output)/modelopt_comparison_<case>.json and stdout.
@@ -189,3 +193,41 @@ def test_scores_match_modelopt(autoquant_bin, model_dir, calib_sets, reference, 
 
     assert not comparison["missing_in_ours"] and not comparison["extra_in_ours"], comparison
     assert comparison["spearman"] >= SPEARMAN_MIN, comparison
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_nvfp4_fp8_scores_match_modelopt(autoquant_bin, model_dir, calib_sets, tmp_path, case):
+    formats = ("NVFP4_DEFAULT_CFG", "FP8_DEFAULT_CFG")
+    res = mr.run_reference(model_dir, calib_sets[case], steps=STEPS, formats=formats)
+    out = tmp_path / f"nvfp4_{case}"
+    cmd = [str(autoquant_bin), "quantize", "--model", str(model_dir), "--calib", str(calib_sets[case]),
+           "--out", str(out), "--formats", "nvfp4,fp8", "--effective-bits", "6", "--method", "gradient",
+           "--score-steps", str(STEPS), "--calib-steps", str(STEPS), "--batch-size", "1", "--device", "cpu",
+           "--dtype", "float32", "--baseline-cache", str(tmp_path / "baseline-cache"), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
+    manifest = json.loads((out / "layer-sensitivity" / f"{out.name}_quant_manifest.json").read_text())
+    comparison = {"case": case, "settings": res["settings"], "versions": res["versions"], "formats": {}}
+    for ours_name, theirs_name, bits in (("NVFP4", "NVFP4_DEFAULT_CFG", 4.5), ("FP8", "FP8_DEFAULT_CFG", 8.0)):
+        ref = res["scores_by_format"][theirs_name]
+        ours = {k: float(g["scores"][ours_name]) for k, g in manifest["groups"].items()
+                if not g.get("disabled", False) and ours_name in g.get("scores", {})}
+        assert set(ours) == set(ref), sorted(set(ours) ^ set(ref))
+        keys = sorted(ref)
+        a, b = [ref[k] for k in keys], [ours[k] for k in keys]
+        rho = spearman(a, b)
+        comparison["formats"][ours_name] = {"spearman": rho, "keys": keys, "modelopt": a, "autoquant": b,
+                                            "max_rel_diff": max(abs(x - y) / abs(x) for x, y in zip(a, b) if x)}
+        for k in keys:  # ModelOpt's cost for the format: numel x bits / 16, as ours
+            g = res["groups"][k]
+            at = [i for i, n in enumerate(g["formats"]) if n.startswith(theirs_name + "(")][0]
+            assert g["costs"][at] == pytest.approx(g["costs"][-1] * bits / 16.0), k
+        print(f"{case} {ours_name}: spearman {rho:.4f}")
+        assert rho >= SPEARMAN_MIN, comparison["formats"][ours_name]
+    text = json.dumps(comparison, indent=1)
+    for d in (tmp_path, OUT_DIR):
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"modelopt_nvfp4_comparison_{case}.json").write_text(text + "\n")
+        except OSError:
+            pass

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "tests/test_util.h"
 
@@ -189,6 +190,15 @@ TEST(SpecFromProtoTest, UnknownEnumNumbersAreRefusedNamingTheField) {
   s = SpecFromProto(layout);
   EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.status().message(), HasSubstr("output layout 44"));
+
+  for (int bad : {0, 45}) {  // UNSPECIFIED means nothing in a list
+    v1::SchemeSpec formats = CoverageProto(0.5);
+    formats.add_formats(v1::QUANT_FORMAT_NVFP4);
+    formats.add_formats(static_cast<v1::QuantFormat>(bad));
+    s = SpecFromProto(formats);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(s.status().message(), HasSubstr(absl::StrCat("formats: unknown quantization format ", bad)));
+  }
 }
 
 TEST(SpecToProtoTest, WritesEveryFieldAndTheEnums) {
@@ -269,6 +279,7 @@ TEST(SpecRoundTripTest, JobSpecSurvivesTheWireBothWays) {
   bits.include_vision = true;
   bits.overwrite = true;
   bits.score_steps = 7;
+  bits.formats = {Format::kNvfp4, Format::kFp8, Format::kNvfp4W4A16};
 
   for (const JobSpec& original : {coverage, manifest, bits}) {
     SCOPED_TRACE(original.scheme);

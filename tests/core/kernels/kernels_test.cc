@@ -16,6 +16,7 @@
 #include "core/model/layers/rms_norm.h"
 #include "core/model/layers/rotary.h"
 #include "core/quant/fp8.h"
+#include "core/quant/nvfp4.h"
 #include "core/quant/linear_hooks.h"
 #include "gtest/gtest.h"
 
@@ -81,6 +82,31 @@ TEST_F(KernelsTest, FakeQuantIsBitExactInEveryDtype) {
       EXPECT_TRUE(torch::equal(ref.view(dtype == torch::kFloat32 ? torch::kInt32 : torch::kInt16),
                                fused.view(dtype == torch::kFloat32 ? torch::kInt32 : torch::kInt16)))
           << c10::toString(dtype) << " amax " << a;
+    }
+  }
+}
+
+// NVFP4's fake quantizer: the same bits as the torch reference, for every dtype, all-zero and tiny
+// blocks (the scale-of-1 rule), values far beyond amax (the 448 clamp), an amax of 0 and packed and
+// unaligned storage.
+TEST_F(KernelsTest, Nvfp4FakeQuantIsBitExactInEveryDtype) {
+  SKIP_WITHOUT_GPU_KERNELS();
+  for (auto dtype : {torch::kBFloat16, torch::kFloat16, torch::kFloat32}) {
+    torch::Tensor x = (torch::randn({300, 96}, torch::dtype(torch::kFloat32).device(Cuda())) * 0.1).to(dtype);
+    x[0].narrow(0, 0, 16).zero_();
+    x[1].narrow(0, 16, 16).mul_(1e-6);
+    x[2][5] = 60;
+    x[3][7] = -60;
+    for (float a : {2.0f, 0.07f, 0.0f}) {
+      torch::Tensor amax = torch::tensor(a, torch::device(Cuda()));
+      auto [ref, fused] = Both([&] { return FakeQuantNvfp4(x, amax); });
+      ASSERT_EQ(fused.scalar_type(), dtype);
+      const auto bits = dtype == torch::kFloat32 ? torch::kInt32 : torch::kInt16;
+      EXPECT_TRUE(torch::equal(ref.view(bits), fused.view(bits))) << c10::toString(dtype) << " amax " << a;
+      // A view that starts one block in.
+      torch::Tensor tail = x.view(-1).narrow(0, 16, x.numel() - 16);
+      auto [ref2, fused2] = Both([&] { return FakeQuantNvfp4(tail.reshape({-1, 16}), amax); });
+      EXPECT_TRUE(torch::equal(ref2.view(bits), fused2.view(bits))) << c10::toString(dtype) << " offset view";
     }
   }
 }

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
 #include "core/model/qwen2_5_vl/architecture.h"
 #include "gmock/gmock.h"
 #include "tests/test_util.h"
@@ -36,6 +37,50 @@ Baseline FourGroups() {
 }
 
 std::vector<std::string> Selected(const Plan& p, const Baseline& b) { return CoverageOf(p, b).selected_layers; }
+
+// FourGroups with NVFP4 before FP8: NVFP4 scores 40, 10, 30, 20 (more damage than FP8's), cost 28.125.
+Baseline FourGroupsTwoFormats() {
+  Baseline b = FourGroups();
+  b.formats = {Format::kNvfp4, Format::kFp8, Format::kNone};
+  for (size_t g = 0; g < 4; ++g) {
+    b.scores[g] = {b.scores[g][0] * 10, b.scores[g][0], 0};
+    b.costs[g] = {100 * 4.5 / 16, 50, 100};
+  }
+  b.ComputeRanking();
+  return b;
+}
+
+// Against every assignment of the three formats to the four groups: the plan is the cheapest-score one
+// within the budget (ties as SolveExact breaks them), and PlanFormatCounts says what it chose.
+TEST(MakePlanTest, EffectiveBitsPicksAFormatPerGroupExactlyAmongSeveral) {
+  const Baseline b = FourGroupsTwoFormats();
+  for (double bits : {4.5, 5.0, 6.0, 7.0, 8.0, 10.0, 15.9}) {
+    SchemeSelection s;
+    s.effective_bits = bits;
+    ASSERT_OK_AND_ASSIGN(Plan p, MakePlan(b, s));
+    double best = 1e300;
+    for (int code = 0; code < 81; ++code) {
+      double cost = 0, score = 0;
+      for (int g = 0, c = code; g < 4; ++g, c /= 3) {
+        cost += b.costs[g][c % 3];
+        score += b.scores[g][c % 3];
+      }
+      if (cost <= 400 * bits / 16 + 1e-9) best = std::min(best, score);
+    }
+    EXPECT_DOUBLE_EQ(p.total_score, best) << bits;
+    EXPECT_LE(p.effective_bits, bits + 1e-9);
+  }
+  SchemeSelection s;
+  s.effective_bits = 6.0;
+  ASSERT_OK_AND_ASSIGN(Plan p, MakePlan(b, s));
+  size_t nvfp4 = 0, fp8 = 0;
+  for (size_t g = 0; g < 4; ++g) (p.format[g] == 0 ? nvfp4 : fp8) += p.format[g] < 2;
+  EXPECT_EQ(PlanFormatCounts(p, b), absl::StrCat(nvfp4, " NVFP4, ", fp8, " FP8"));
+  EXPECT_GT(nvfp4, 0u);
+  SchemeSelection too_low;
+  too_low.effective_bits = 4.0;
+  EXPECT_EQ(MakePlan(b, too_low).status().code(), absl::StatusCode::kOutOfRange);
+}
 
 TEST(MakePlanTest, CoverageQuantizesTheLeastSensitiveGroups) {
   Baseline b = FourGroups();

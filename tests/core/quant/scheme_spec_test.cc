@@ -123,5 +123,42 @@ TEST(SchemeSpecJsonTest, RoundTripsEveryFieldAndOmitsUnsetLayoutAndBatch) {
   EXPECT_EQ(SchemeSpecFromJson(j).status().code(), absl::StatusCode::kDataLoss);
 }
 
+TEST(SchemeSpecJsonTest, FormatsRoundTripAndAreOmittedWhenDefault) {
+  SchemeSpec s;
+  s.scheme = "mixed";
+  s.selection.effective_bits = 6;
+  nlohmann::json j;
+  SchemeSpecToJson(s, &j);
+  EXPECT_FALSE(j.contains("formats"));  // FP8-only specs store what they always stored
+  s.formats = {Format::kFp8, Format::kNvfp4};
+  j = nlohmann::json::object();
+  SchemeSpecToJson(s, &j);
+  EXPECT_EQ(j.at("formats"), nlohmann::json({"FP8", "NVFP4"}));
+  ASSERT_OK_AND_ASSIGN(SchemeSpec back, SchemeSpecFromJson(j));
+  EXPECT_EQ(back, s);
+  j["formats"] = {"INT4"};
+  EXPECT_EQ(SchemeSpecFromJson(j).status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(ValidateSchemeSpecTest, FormatsAreDistinctQuantizedAndSeveralOnlyWithEffectiveBits) {
+  SchemeSpec s;
+  s.selection.coverage = 0.5;
+  s.formats = {Format::kNvfp4};
+  ASSERT_OK(ValidateSchemeSpec(s));  // one format: a coverage means "that format"
+  s.formats = {Format::kNvfp4, Format::kFp8};
+  absl::Status st = ValidateSchemeSpec(s);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("effective_bits"));
+  s.selection.coverage.reset();
+  s.selection.effective_bits = 6;
+  ASSERT_OK(ValidateSchemeSpec(s));
+  s.formats = {Format::kFp8, Format::kFp8};
+  st = ValidateSchemeSpec(s);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(), HasSubstr("formats: formats lists FP8 twice"));
+  s.formats = {Format::kNone};
+  EXPECT_EQ(ValidateSchemeSpec(s).code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace autoquant

@@ -300,11 +300,11 @@ TEST_F(ManifestsTest, ReadRefusesMissingSeveralMalformedAndOversizedManifests) {
   EXPECT_THAT(nogroups.status().message(), HasSubstr("malformed quant manifest"));
 
   // A chosen format this build does not know is refused, naming the group.
-  WriteManifest("nvfp4", R"({"groups": {"g.quant_recipe": {"chosen": "NVFP4", "modules": ["model.g"]}}})");
+  WriteManifest("nvfp4", R"({"groups": {"g.quant_recipe": {"chosen": "MXFP4", "modules": ["model.g"]}}})");
   auto nvfp4 = ReadSchemeManifest(dir_ / "nvfp4");
   EXPECT_EQ(nvfp4.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(nvfp4.status().message(), HasSubstr("'g.quant_recipe'"));
-  EXPECT_THAT(nvfp4.status().message(), HasSubstr("'NVFP4'"));
+  EXPECT_THAT(nvfp4.status().message(), HasSubstr("'MXFP4'"));
 
   WriteManifest("md5", R"({"groups": {}, "integrity": {"algorithm": "md5", "tensors": {}}})");
   auto md5 = ReadSchemeManifest(dir_ / "md5");

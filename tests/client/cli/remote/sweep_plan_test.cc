@@ -134,5 +134,18 @@ TEST(FilterOnlyTest, ATokenMatchingNothingIsAnError) {
   EXPECT_EQ(FilterOnly(points, ",").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(EffectiveBitsPointsTest, NamesAreBitsBAndTargetsAreChecked) {
+  ASSERT_OK_AND_ASSIGN(auto points, EffectiveBitsPoints("5, 5.5,6,8", "mix-"));
+  ASSERT_EQ(points.size(), 4u);
+  EXPECT_EQ(points[0].scheme, "mix-bits5");
+  EXPECT_EQ(points[1].scheme, "mix-bits5.5");
+  EXPECT_EQ(*points[1].effective_bits, 5.5);
+  EXPECT_FALSE(points[1].coverage.has_value());
+  for (const char* bad : {"", "5,5", "16", "0", "-1", "five", "5,nan"}) {
+    auto r = EffectiveBitsPoints(bad, "");
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace autoquant::cli
