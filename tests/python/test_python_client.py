@@ -197,6 +197,28 @@ def test_wait_with_progress_draws_a_tqdm_bar(aq, client):
     assert client.wait(job.id, progress=False, file=quiet).ok and quiet.getvalue() == ""
 
 
+def test_nvfp4_fp8_search_and_its_sensitivity(aq, client, daemon):
+    """A search over NVFP4 and FP8 through the client: the scheme mixes both formats under its target,
+    GetSensitivity keyed by the same formats shows both scores per group, and the spec comes back with
+    its formats."""
+    job = client.submit_scheme("mixed-6", effective_bits=6.0, formats=["nvfp4", aq.QuantFormat.FP8])
+    assert [str(f) for f in job.spec.formats] == ["nvfp4", "fp8"]
+    done = client.wait(job, timeout=600, progress=False)
+    assert done.state == aq.JobState.SUCCEEDED, done.message
+    assert done.result.effective_bits <= 6.0 + 1e-9
+    sens = client.sensitivity(formats=["fp8", "nvfp4"])  # any order: the baseline's key sorts them
+    assert sens.baseline_key == done.result.baseline_key
+    assert all(set(g.scores) == {"NVFP4", "FP8", "NONE"} for g in sens.groups)
+    assert all(g.scores["NVFP4"] >= g.scores["FP8"] for g in sens.groups)  # monotone in bits
+    assert all(g.costs["NVFP4"] == pytest.approx(g.costs["NONE"] * 4.5 / 16) for g in sens.groups)
+    with pytest.raises(aq.InvalidRequest) as e:  # two formats need a search, not a coverage
+        client.submit_scheme("mixed-cov", coverage=0.5, formats=["nvfp4", "fp8"])
+    assert "effective_bits" in e.value.message
+    with pytest.raises(aq.InvalidRequest) as e:
+        client.submit_scheme("mixed-twice", effective_bits=6.0, formats=["fp8", "fp8"])
+    assert "FP8 twice" in e.value.message
+
+
 def test_unreachable_effective_bits_raises_out_of_range(aq, client):
     with pytest.raises(aq.OutOfRange) as e:
         client.submit_scheme("too-few-bits", effective_bits=2.0)

@@ -17,7 +17,7 @@ import grpc
 from . import errors
 from ._stubs import pb, pb_grpc
 from .connection import TLS, make_channel, resolve_target, resolve_token
-from .enums import JobState, ScoreMethod
+from .enums import JobState, QuantFormat, ScoreMethod
 from .progress import JobBars
 from .results import Job, LogLine, Sensitivity, ServerInfo, Sweep
 from .spec import SchemeSpec
@@ -183,10 +183,12 @@ class Client:
     # ------------------------------------------------------------------ the daemon
 
     def sensitivity(self, method: Union[ScoreMethod, str] = ScoreMethod.UNSPECIFIED, include_vision: bool = False,
-                    calib_steps: int = 0, score_steps: int = 0) -> Sensitivity:
-        """The cached baseline for these settings (FailedPrecondition until a job computed it)."""
+                    calib_steps: int = 0, score_steps: int = 0,
+                    formats: Sequence[Union[QuantFormat, str]] = ()) -> Sensitivity:
+        """The cached baseline for these settings and formats (FailedPrecondition until a job computed it)."""
         request = pb.GetSensitivityRequest(method=ScoreMethod(method).to_proto(), include_vision=include_vision,
-                                           calib_steps=calib_steps, score_steps=score_steps)
+                                           calib_steps=calib_steps, score_steps=score_steps,
+                                           formats=[QuantFormat(f).to_proto() for f in formats])
         return Sensitivity.from_proto(self._call("GetSensitivity", request))
 
     def server_info(self) -> ServerInfo:

@@ -1,4 +1,4 @@
-"""Python enums for the API's JobState, Phase, ScoreMethod and ExportFormat. Values are the lower-case
+"""Python enums for the API's JobState, Phase, ScoreMethod, ExportFormat and QuantFormat. Values are the lower-case
 names users see in the CLI and the manifests, so they print and compare as plain strings."""
 import enum
 
@@ -94,6 +94,23 @@ class ExportFormat(_ProtoEnum):
     @classmethod
     def _dashes(cls):
         return True
+
+
+class QuantFormat(_ProtoEnum):
+    """A quantization format a group may be put in (SchemeSpec.formats); manifests and score keys spell
+    them NVFP4, W4A16_NVFP4, FP8."""
+    UNSPECIFIED = "unspecified"
+    FP8 = "fp8"
+    NVFP4 = "nvfp4"
+    NVFP4_W4A16 = "nvfp4_w4a16"
+
+    @staticmethod
+    def _proto_name():
+        return "QuantFormat"
+
+    @staticmethod
+    def _prefix():
+        return "QUANT_FORMAT_"
 
 
 class JobKind(_ProtoEnum):

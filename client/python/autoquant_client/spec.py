@@ -6,7 +6,7 @@ import os
 from typing import Optional, Sequence, Union
 
 from ._stubs import pb
-from .enums import ExportFormat, ScoreMethod
+from .enums import ExportFormat, QuantFormat, ScoreMethod
 
 Coverage = Union[float, str]
 
@@ -65,13 +65,15 @@ class SchemeSpec:
     score_steps: int = 0
     priority: int = 0
     evaluate: bool = False  # evaluate against the base model once written (the daemon needs --eval-set)
+    # Quantization formats searched, e.g. ("nvfp4", "fp8"); empty: FP8 alone. Several need effective_bits.
+    formats: Sequence[Union[QuantFormat, str]] = ()
 
     def to_proto(self):
         msg = pb.SchemeSpec(scheme=self.scheme, disabled_layers=list(self.disabled_layers),
                             method=ScoreMethod(self.method).to_proto(), format=ExportFormat(self.format).to_proto(),
                             overwrite=self.overwrite, include_vision=self.include_vision,
                             calib_steps=self.calib_steps, score_steps=self.score_steps, priority=self.priority,
-                            evaluate=self.evaluate)
+                            evaluate=self.evaluate, formats=[QuantFormat(f).to_proto() for f in self.formats])
         if self.coverage is not None:
             msg.coverage = parse_coverage(self.coverage)
         if self.coverage_manifest is not None:
@@ -96,4 +98,5 @@ class SchemeSpec:
                    disabled_layers=list(msg.disabled_layers), method=ScoreMethod.from_proto(msg.method),
                    format=ExportFormat.from_proto(msg.format), overwrite=msg.overwrite,
                    include_vision=msg.include_vision, calib_steps=msg.calib_steps, score_steps=msg.score_steps,
-                   priority=msg.priority, evaluate=msg.evaluate)
+                   priority=msg.priority, evaluate=msg.evaluate,
+                   formats=[QuantFormat.from_proto(f) for f in msg.formats])
