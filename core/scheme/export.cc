@@ -37,9 +37,13 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 absl::StatusOr<std::string> CheckpointModuleName(const Checkpoint& base, const std::string& module) {
-  if (base.Find(module + ".weight") != nullptr) return module;
+  // A compressed-tensors NVFP4 Linear stores its weight as weight_packed.
+  auto has_weight = [&](const std::string& m) {
+    return base.Find(m + ".weight") != nullptr || base.Find(m + ".weight_packed") != nullptr;
+  };
+  if (has_weight(module)) return module;
   const std::string legacy = qwen2_5_vl::CheckpointKey(module, qwen2_5_vl::KeyLayout::kLegacy);
-  if (base.Find(legacy + ".weight") != nullptr) return legacy;
+  if (has_weight(legacy)) return legacy;
   return absl::NotFoundError(absl::StrCat("module '", module, "' has no weight in checkpoint ", base.path().string(),
                                           " (tried '", module, ".weight' and '", legacy, ".weight')"));
 }

@@ -116,7 +116,8 @@ struct ExportResult {
 
 // The base checkpoint's name for a model module: legacy checkpoints store
 // "model.language_model.X" as "model.X" and "model.visual.X" as "visual.X".
-// NotFound if neither "<name>.weight" form is in the checkpoint.
+// NotFound if neither form has a "<name>.weight" (or, for a compressed-tensors NVFP4 Linear,
+// "<name>.weight_packed") in the checkpoint.
 absl::StatusOr<std::string> CheckpointModuleName(const Checkpoint& base, const std::string& module);
 
 absl::StatusOr<ExportResult> ExportScheme(const Checkpoint& base, const Baseline& baseline, const Plan& plan,

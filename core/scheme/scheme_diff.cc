@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "core/io/checkpoint.h"
 #include "core/quant/fp8.h"
+#include "core/scheme/nvfp4_storage.h"
 #include "core/scheme/export.h"
 #include "core/scheme/manifests.h"
 #include "core/util/hash.h"
@@ -72,15 +73,38 @@ struct Scheme {
   Checkpoint ckpt;
   SchemeManifest manifest;
   std::map<std::string, std::string> hashes;  // tensor -> SHA-256 of bytes
-  std::vector<std::string> weights;           // checkpoint names of group members' weights
+  std::map<std::string, StoredNvfp4Linear> nvfp4;  // checkpoint module -> its NVFP4 storage
+  // Group members as stored: checkpoint module name and the format its tensors are in.
+  std::vector<std::pair<std::string, Format>> modules;
 };
 
-absl::StatusOr<torch::Tensor> DequantizedWeight(const Checkpoint& c, const std::string& weight) {
-  ASSIGN_OR_RETURN(torch::Tensor w, c.Get(weight));
-  if (w.scalar_type() != torch::kFloat8_e4m3fn) return TorchCall([&] { return w.to(torch::kFloat32); });
-  std::string m = weight.substr(0, weight.size() - 7);
-  ASSIGN_OR_RETURN(torch::Tensor s, c.Get(m + ".weight_scale"));
-  return TorchCall([&] { return DequantizeFp8(w, s.to(torch::kFloat32).reshape({})); });
+// The format a module's tensors are stored in (what the checkpoint says, whatever the manifest claims).
+Format StoredFormat(const Scheme& s, const std::string& module) {
+  if (auto it = s.nvfp4.find(module); it != s.nvfp4.end()) return it->second.format();
+  const TensorInfo* w = s.ckpt.Find(module + ".weight");
+  return w != nullptr && w->dtype == DType::kF8E4M3 ? Format::kFp8 : Format::kNone;
+}
+
+// The module's weight as the stored values mean it, float32 [out, in].
+absl::StatusOr<torch::Tensor> DequantizedWeight(const Scheme& s, const std::string& module, Format f) {
+  if (f == Format::kNvfp4 || f == Format::kNvfp4W4A16) {
+    return DequantizeStoredNvfp4(s.ckpt, s.nvfp4.at(module), torch::kCPU);
+  }
+  ASSIGN_OR_RETURN(torch::Tensor w, s.ckpt.Get(module + ".weight"));
+  if (f == Format::kNone) return TorchCall([&] { return w.to(torch::kFloat32); });
+  ASSIGN_OR_RETURN(torch::Tensor scale, s.ckpt.Get(module + ".weight_scale"));
+  return TorchCall([&] { return DequantizeFp8(w, scale.to(torch::kFloat32).reshape({})); });
+}
+
+// The digests of every tensor of `module` ("<module>.*"), by suffix: equal maps mean equal stored bytes.
+std::map<std::string, std::string> ModuleHashes(const Scheme& s, const std::string& module) {
+  std::map<std::string, std::string> out;
+  const std::string prefix = module + ".";
+  for (auto it = s.hashes.lower_bound(prefix); it != s.hashes.end() && absl::StartsWith(it->first, prefix); ++it) {
+    const std::string suffix = it->first.substr(prefix.size());
+    if (suffix.find('.') == std::string::npos) out[suffix] = it->second;
+  }
+  return out;
 }
 
 absl::Status ReadSchemeForDiff(const fs::path& dir, Scheme* s) {
@@ -88,6 +112,7 @@ absl::Status ReadSchemeForDiff(const fs::path& dir, Scheme* s) {
   if (s->name.empty()) s->name = dir.parent_path().filename().string();
   ASSIGN_OR_RETURN(s->ckpt, Checkpoint::Open(dir));
   ASSIGN_OR_RETURN(s->manifest, ReadSchemeManifest(dir));
+  ASSIGN_OR_RETURN(s->nvfp4, ReadNvfp4Linears(s->ckpt));
   for (const auto& f : s->ckpt.files()) {
     for (const auto& t : f->tensors()) {
       torch::Tensor v = f->Get(t);
@@ -106,25 +131,23 @@ SchemeCheck SelfCheck(Scheme& s) {
   SchemeCheck c;
   c.scheme = s.name;
   for (const auto& [key, g] : s.manifest.groups) {
-    const bool want_fp8 = IsQuantized(g.format);
     for (const auto& module : g.modules) {
       auto name = CheckpointModuleName(s.ckpt, module);
       if (!name.ok()) {
         c.problems.push_back(std::string(name.status().message()));
         continue;
       }
-      s.weights.push_back(*name + ".weight");
-      const TensorInfo* w = s.ckpt.Find(*name + ".weight");
-      const bool is_fp8 = w->dtype == DType::kF8E4M3;
-      if (is_fp8 != want_fp8) {
-        c.problems.push_back(absl::StrCat(key, ": manifest says ", FormatName(g.format), " but ", *name, ".weight is ",
-                                          DTypeName(w->dtype)));
+      const Format stored = StoredFormat(s, *name);
+      s.modules.emplace_back(*name, stored);
+      if (stored != g.format) {
+        c.problems.push_back(absl::StrCat(key, ": manifest says ", FormatName(g.format), " but ", *name,
+                                          " is stored as ", FormatName(stored)));
       }
       const bool has_scales = s.ckpt.Find(*name + ".weight_scale") && s.ckpt.Find(*name + ".input_scale");
-      if (is_fp8 && !has_scales)
+      if (stored == Format::kFp8 && !has_scales)
         c.problems.push_back(absl::StrCat(*name, " is FP8 but lacks weight_scale/input_scale"));
-      if (!is_fp8 && s.ckpt.Find(*name + ".weight_scale")) {
-        c.problems.push_back(absl::StrCat(*name, " is not FP8 but carries a weight_scale"));
+      if (stored == Format::kNone && s.ckpt.Find(*name + ".weight_scale")) {
+        c.problems.push_back(absl::StrCat(*name, " is not quantized but carries a weight_scale"));
       }
     }
   }
@@ -153,16 +176,17 @@ absl::StatusOr<SchemeDiffReport> DiffSchemes(const std::vector<fs::path>& dirs) 
         auto gb = b.manifest.groups.find(key);
         if (gb == b.manifest.groups.end() || gb->second.format != ga.format) p.groups_differ.push_back(key);
       }
-      for (const auto& w : a.weights) {
-        auto ha = a.hashes.find(w);
-        auto hb = b.hashes.find(w);
-        if (hb == b.hashes.end() || ha->second == hb->second) continue;  // same bytes: |dw| = 0
-        ASSIGN_OR_RETURN(torch::Tensor wa, DequantizedWeight(a.ckpt, w));
-        ASSIGN_OR_RETURN(torch::Tensor wb, DequantizedWeight(b.ckpt, w));
-        ASSIGN_OR_RETURN(double d, TorchCall([&] { return (wa - wb).abs().max().item<double>(); }, w));
+      std::map<std::string, Format> in_b(b.modules.begin(), b.modules.end());
+      for (const auto& [module, fa] : a.modules) {
+        auto fb = in_b.find(module);
+        // Weights and scales all the same bytes: |dw| = 0. Scales alone differing still changes the weight.
+        if (fb == in_b.end() || ModuleHashes(a, module) == ModuleHashes(b, module)) continue;
+        ASSIGN_OR_RETURN(torch::Tensor wa, DequantizedWeight(a, module, fa));
+        ASSIGN_OR_RETURN(torch::Tensor wb, DequantizedWeight(b, module, fb->second));
+        ASSIGN_OR_RETURN(double d, TorchCall([&] { return (wa - wb).abs().max().item<double>(); }, module));
         if (d > p.max_abs_diff) {
           p.max_abs_diff = d;
-          p.max_abs_diff_tensor = w;
+          p.max_abs_diff_tensor = module + ".weight";
         }
       }
       r.pairs.push_back(std::move(p));

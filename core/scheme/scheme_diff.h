@@ -1,11 +1,13 @@
 // The weight-diversity regression check behind `autoquant diff`: the seeds'
 // bug was ten scheme directories holding one set of weights. For scheme
 // directories A, B, ...:
-//   - each scheme is checked against its own quant manifest: FP8 weights
-//     (with weight_scale and input_scale) exactly for the groups the manifest
-//     marks quantized, base-dtype weights elsewhere;
+//   - each scheme is checked against its own quant manifest: every group
+//     member stored in the format the manifest chose for it (FP8 weights with
+//     weight_scale and input_scale, NVFP4 in either encoding, W4A16 NVFP4
+//     without an input scale), base-dtype weights elsewhere;
 //   - every pair is compared: the groups whose chosen formats differ, max |Δ|
-//     of the dequantized Linear weights, and whether the two are
+//     of the dequantized Linear weights (a module whose scales alone differ
+//     counts: its dequantized weight differs), and whether the two are
 //     bit-identical (every tensor's bytes equal).
 // The check fails if any pair is identical or any scheme disagrees with its
 // manifest.

@@ -21,6 +21,7 @@
   every decompressed weight equal to ModelOpt's dequantization rounded to bfloat16; the weight-only
   scheme's logits equal our forward within bf16 tolerance.
 """
+import hashlib
 import json
 import pathlib
 
@@ -261,3 +262,49 @@ def test_transformers_loads_ct_nvfp4(autoquant_bin, env, inputs, tmp_path, schem
     with pytest.raises(RuntimeError, match="dtype"):
         model32 = Qwen2_5_VLForConditionalGeneration.from_pretrained(d, dtype=torch.float32)
         fh.hf_logits(model32.eval(), inputs)
+
+
+def _max_dw(line: str) -> float:
+    return float(line.split("max |dw| ")[1].split()[0])
+
+
+def test_diff_understands_formats_and_scales(autoquant_bin, env, tmp_path):
+    """`autoquant diff` checks each NVFP4 scheme against its manifest in either encoding, compares
+    NVFP4, FP8 and BF16 weights after dequantizing each in its format, and reports a copy whose
+    weight bytes are equal but whose global scales differ as different (|dw| > 0), not identical."""
+    s = env["schemes"]
+    proc = qh.run(autoquant_bin, "diff", s["ct"], s["modelopt"], s["mixed_ct"], s["ct_w4a16"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "agrees with its manifest: NO" not in proc.stdout
+    # ct and modelopt hold the same NVFP4 bytes in two encodings: the same weights up to the rounding of
+    # the reciprocal global scale compressed-tensors stores (one float32 ulp of the scale).
+    line = next(l for l in proc.stdout.splitlines() if " ct vs modelopt" in l)
+    assert "0 groups differ" in line, line
+    assert _max_dw(line) < 1e-6, line
+    # A copy with one global scale doubled: same weight bytes, different weights.
+    copy = qh.copy_scheme(s["ct"], tmp_path / "scaled")
+    shard = next(copy.glob("*.safetensors"))
+    tensors = load_file(shard)
+    key = next(k for k in sorted(tensors) if k.endswith("mlp.down_proj.weight_global_scale"))
+    tensors[key] = tensors[key] * 2
+    shard.unlink()
+    save_file(tensors, shard, metadata={"format": "pt"})
+    # Re-record its digest, as an export that chose another scale would have (else diff refuses the copy).
+    manifest_path = qh.quant_manifest_path(copy)
+    m = json.loads(manifest_path.read_text())
+    m["integrity"]["tensors"][key]["sha256"] = hashlib.sha256(tensors[key].numpy().tobytes()).hexdigest()
+    manifest_path.write_text(json.dumps(m))
+    proc = qh.run(autoquant_bin, "diff", s["ct"], copy)
+    line = next(l for l in proc.stdout.splitlines() if " vs " in l)
+    assert "IDENTICAL" not in line and _max_dw(line) > 1e-3, line
+    # The manifest says NVFP4 where the checkpoint holds W4A16: refused.
+    bad = qh.copy_scheme(s["ct_w4a16"], tmp_path / "lying")
+    manifest_path = qh.quant_manifest_path(bad)
+    m = json.loads(manifest_path.read_text())
+    for g in m["groups"].values():
+        if g.get("chosen") == "W4A16_NVFP4":
+            g["chosen"] = "NVFP4"
+    manifest_path.write_text(json.dumps(m))
+    proc = qh.run(autoquant_bin, "diff", s["ct"], bad)
+    assert proc.returncode != 0
+    assert "manifest says NVFP4 but" in proc.stdout and "stored as W4A16_NVFP4" in proc.stdout, proc.stdout
