@@ -383,6 +383,10 @@ ojson Evaluator::Impl::Provenance(const SchemeManifest& manifest, const SchemeOv
                     {"fp8_matmul", out.fp8_matmul},
                     {"scaled_mm_linears", overlay.scaled_mm_linears},
                     {"requantized_shards", overlay.requantized_shards},
+                    // NVFP4 Linears run as vLLM's emulation computes them (nvfp4_linear.h): no machine here
+                    // has a native FP4 GEMM (compute capability >= 10.0).
+                    {"nvfp4_linears", overlay.nvfp4_linears},
+                    {"nvfp4_matmul", overlay.nvfp4_linears > 0 ? "emulated" : "none"},
                     {"batch_size", options.batch_size}};
   return j;
 }

@@ -16,7 +16,8 @@ def _fp8(x):
 
 
 def deployed_fp8_model(base_dir, scheme_dir):
-    """The base model in transformers with the scheme's FP8 Linears as vLLM computes them."""
+    """The base model in transformers with the scheme's FP8 Linears as vLLM computes them (and its NVFP4
+    ones as vLLM's emulation does)."""
     from transformers import Qwen2_5_VLForConditionalGeneration
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32).eval()
     tensors = qh.read_checkpoint(scheme_dir)
@@ -49,7 +50,37 @@ def deployed_fp8_model(base_dir, scheme_dir):
             return y + lin.bias.float() if lin.bias is not None else y
 
         lin.forward = forward
+    _deploy_nvfp4(model, tensors)
     return model
+
+
+def _deploy_nvfp4(model, tensors):
+    """The scheme's NVFP4 Linears (compressed-tensors encoding) as vLLM's emulation computes them:
+    weights e2m1 * (block scale / weight_global_scale) in the model dtype, inputs through vLLM's
+    activation quantization with input_global_scale (nvfp4_reference.vllm_quant_dequant_input)."""
+    import nvfp4_reference as nr
+    modules = dict(model.named_modules())
+    for n in sorted(k[:-len(".weight_packed")] for k in tensors if k.endswith(".weight_packed")):
+        packed = qh.to_tensor(tensors[n + ".weight_packed"])
+        codes = torch.stack([packed & 0x0F, packed >> 4], -1).reshape(packed.shape[0], -1).long()
+        block = qh.to_tensor(tensors[n + ".weight_scale"]).float()
+        wg = qh.to_tensor(tensors[n + ".weight_global_scale"]).float().reshape(())
+        w = (nr.E2M1_VALUES[codes].reshape(packed.shape[0], -1, 16) * (block / wg).unsqueeze(-1))
+        lin = modules[qh.hf_module_name(n)]
+        w = w.reshape(lin.weight.shape).to(lin.weight.dtype)
+        ig = tensors.get(n + ".input_global_scale")
+        ig = qh.to_tensor(ig).float().reshape(()) if ig is not None else None
+
+        def forward(x, lin=lin, w=w, ig=ig):
+            x2 = x.reshape(-1, x.shape[-1])
+            if ig is not None:
+                x2 = nr.vllm_quant_dequant_input(x2, ig)
+            y = torch.matmul(x2.to(w.dtype), w.t())
+            if lin.bias is not None:
+                y = y + lin.bias
+            return y.reshape(*x.shape[:-1], w.shape[0])
+
+        lin.forward = forward
 
 
 def sample_inputs(calib: dict, i: int) -> dict:

@@ -145,6 +145,37 @@ def test_numbers_equal_transformers_with_vllm_fp8(swept, eval_daemon, daemon_inp
         assert gen["scheme_tokens_per_second"] > 0
 
 
+def test_nvfp4_fp8_scheme_evaluates_as_vllm_emulates_it(eval_daemon, daemon_inputs, eval_set):
+    """A NVFP4 + FP8 search evaluated in the daemon: its text-only samples' numbers equal transformers
+    running the scheme's NVFP4 Linears as vLLM's emulation does (and its FP8 ones as vLLM's FP8 path), to
+    the last bit; evaluation.json records the NVFP4 path."""
+    pb = stubs()[0]
+    req = pb.SubmitSchemeRequest(spec=pb.SchemeSpec(scheme="mixed6", effective_bits=6.0, evaluate=True,
+                                                    formats=[pb.QUANT_FORMAT_NVFP4, pb.QUANT_FORMAT_FP8]))
+    job = eval_daemon.wait_job(eval_daemon.call("SubmitScheme", req).id, timeout=600)
+    assert job.state == pb.JOB_STATE_SUCCEEDED, job.message
+    ev = evaluation(eval_daemon, "mixed6")
+    assert ev["execution"]["nvfp4_linears"] > 0 and ev["execution"]["nvfp4_matmul"] == "emulated"
+    base_dir, _ = daemon_inputs
+    from transformers import Qwen2_5_VLForConditionalGeneration
+    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32).eval()
+    skip = (base.config.image_token_id, base.config.video_token_id)
+    scheme = ref.deployed_fp8_model(base_dir, eval_daemon.root / "mixed6")
+    data = load_file(eval_set)
+    checked = 0
+    for i, row in enumerate(ev["per_sample"]):
+        if row["has_images"]:
+            continue
+        inputs = ref.sample_inputs(data, i)
+        q_nll, q_tok, q_last = ref.sample_numbers(scheme, inputs, skip)
+        b_nll, _, b_last = ref.sample_numbers(base, inputs, skip)
+        assert row["tokens"] == q_tok
+        assert row["nll_scheme"] == q_nll
+        assert (row["logit_mse_last_token"], row["logit_kl_last_token"]) == ref.mse_kl(b_last, q_last)
+        checked += 1
+    assert checked == 2
+
+
 def test_job_reports_eval_metrics_and_metrics_endpoint(swept, eval_daemon):
     by_scheme = {j.scheme: j for j in swept}
     for name, job in by_scheme.items():
