@@ -6,13 +6,16 @@
 //                           "exclude_modules" | "quantized_layers"}}
 //     config.json quantization_config {"config_groups", "ignore", "quant_algo",
 //                           "producer", "quant_method": "modelopt"[, "quantized_layers"]}
-//     One quantized format -> quant_algo "FP8" with the unquantized Linears in
-//     exclude_modules/ignore; several -> "MIXED_PRECISION" with quantized_layers.
-//   compressed-tensors (llm-compressor's static per-tensor FP8 scheme):
-//     config.json quantization_config {"config_groups": {"group_0": {"format": "float-quantized",
-//       "weights"/"input_activations": {num_bits 8, type float, strategy tensor, symmetric,
-//       dynamic false}, "targets": ["Linear"]}}, "ignore": [every unquantized Linear],
-//       "quant_method": "compressed-tensors", "quantization_status": "compressed", ...}
+//     One quantized format -> its quant_algo ("FP8", "NVFP4" with group_size 16, "W4A16_NVFP4")
+//     with the unquantized Linears in exclude_modules/ignore; several -> "MIXED_PRECISION" with
+//     quantized_layers ({"quant_algo": "NVFP4", "group_size": 16} or {"quant_algo": "FP8"} per
+//     layer) and a config group per format targeting its layers by name.
+//   compressed-tensors (llm-compressor's schemes): config.json quantization_config with one config
+//     group per format, group_0 the most aggressive: FP8 "float-quantized" (static per tensor),
+//     NVFP4 "nvfp4-pack-quantized" (tensor_group 16, activations dynamic "local", W4A16 none);
+//     targets ["Linear"] with one format, the modules by name with several (top-level format
+//     "mixed-precision"); "ignore": [every unquantized Linear], "quant_method": "compressed-tensors",
+//     "quantization_status": "compressed", ...
 //
 // Module names: modelopt configs use the checkpoint's names (the base's key
 // layout, e.g. "model.layers.0.mlp.down_proj"); compressed-tensors' ignore
