@@ -34,7 +34,8 @@ absl::Status RunNumerics(const NumericsOptions& o) {
           torch::Tensor t = in->Get(info).to(device);
           if (!t.is_floating_point() || t.element_size() < 2) continue;
           torch::Tensor amax = Amax(t);
-          if (const TensorInfo* a = in->Find(info.name + ".amax")) amax = in->Get(*a).to(device, torch::kFloat32).reshape({});
+          if (const TensorInfo* a = in->Find(info.name + ".amax"))
+            amax = in->Get(*a).to(device, torch::kFloat32).reshape({});
           const std::string& n = info.name;
           out.emplace_back(n + ".fake", FakeQuantWeight(format, t, amax));
           if (format == Format::kFp8) {
@@ -54,12 +55,12 @@ absl::Status RunNumerics(const NumericsOptions& o) {
           out.emplace_back(n + ".dequant", DequantizeNvfp4(q));
           out.emplace_back(n + ".vllm_input", QuantDequantNvfp4Input(t, 1.0f / Nvfp4GlobalScaleFromAmax(amax)));
         }
+        for (auto& [name, value] : out) value = value.cpu().contiguous();
         return absl::OkStatus();
       },
       "applying the format's numerics"));
   std::vector<TensorSpec> specs;
-  for (auto& [name, t] : out) {
-    t = t.cpu().contiguous();
+  for (const auto& [name, t] : out) {
     ASSIGN_OR_RETURN(TensorSpec spec, SpecOf(name, t));
     specs.push_back(std::move(spec));
   }
@@ -71,7 +72,8 @@ absl::Status RunNumerics(const NumericsOptions& o) {
 void AddNumericsCommand(CLI::App& app, absl::Status* status) {
   auto o = std::make_shared<NumericsOptions>();
   CLI::App* cmd = app.add_subcommand(
-      "numerics", "Apply a format's quantizers to the tensors of a .safetensors file (to check them against other tools)");
+      "numerics",
+      "Apply a format's quantizers to the tensors of a .safetensors file (to check them against other tools)");
   cmd->add_option("--format", o->format, "fp8 | nvfp4 | w4a16_nvfp4")->required();
   cmd->add_option("--in", o->input, "tensors to quantize (T.amax, when present, is T's amax)")
       ->required()

@@ -155,9 +155,10 @@ void AddQuantizeCommand(CLI::App& app, absl::Status* status) {
   cmd->add_option("--formats", o->formats,
                   "quantization formats searched, comma-separated: nvfp4, w4a16_nvfp4, fp8 (default fp8; two or "
                   "more need --effective-bits)");
-  cmd->add_option("--layout", o->layout,
-                  "standalone (the scheme's own shards) | shared (each group's BF16 and quantized versions and the rest "
-                  "stored once as read-only blobs and hard-linked into the scheme; see --blob-store)")
+  cmd->add_option(
+         "--layout", o->layout,
+         "standalone (the scheme's own shards) | shared (each group's BF16 and quantized versions and the rest "
+         "stored once as read-only blobs and hard-linked into the scheme; see --blob-store)")
       ->capture_default_str()
       ->check(CLI::IsMember({"standalone", "shared"}));
   cmd->add_option("--blob-store", o->blob_store,

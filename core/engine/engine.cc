@@ -399,8 +399,9 @@ absl::StatusOr<SchemeResult> Engine::RunScheme(const SchemeRequest& request, con
 
   Report(progress, Phase::kSearch, 0);
   ASSIGN_OR_RETURN(Plan plan, MakePlan(b, request.selection));
-  Report(progress, Phase::kSearch, 1, absl::StrCat(plan.num_quantized(b), " of ", b.groups.size(), " groups quantized (",
-                                                   PlanFormatCounts(plan, b), ")"));
+  Report(progress, Phase::kSearch, 1,
+         absl::StrCat(plan.num_quantized(b), " of ", b.groups.size(), " groups quantized (", PlanFormatCounts(plan, b),
+                      ")"));
 
   auto t1 = std::chrono::steady_clock::now();
   ExportOptions eo;

@@ -86,8 +86,8 @@ std::string FakeQuantNvfp4(const void* x, void* y, int64_t n, DType dtype, const
   return ForDType(dtype, "FakeQuantNvfp4", [&](auto tag) {
     using T = decltype(tag);
     const Grid grid = GridFor(n / kBlock);
-    FakeQuantNvfp4Kernel<<<grid.blocks, grid.threads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(y),
-                                                              n / kBlock, amax, packed);
+    FakeQuantNvfp4Kernel<<<grid.blocks, grid.threads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(y), n / kBlock,
+                                                              amax, packed);
   });
 }
 

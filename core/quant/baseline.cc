@@ -211,8 +211,8 @@ absl::StatusOr<Baseline> BaselineFromJson(const json& j) {
       // is another version's baseline: recomputed, never reinterpreted.
       absl::StatusOr<Format> format = ParseFormat(f.at("name").get<std::string>());
       if (!format.ok()) return Corrupt(std::string(format.status().message()));
-      if (f.at("recipe").get<std::string>() != SpecOf(*format).recipe ||
-          !f.at("bits").is_number() || f.at("bits").get<double>() != SpecOf(*format).bits) {
+      if (f.at("recipe").get<std::string>() != SpecOf(*format).recipe || !f.at("bits").is_number() ||
+          f.at("bits").get<double>() != SpecOf(*format).bits) {
         return Corrupt(absl::StrCat("format '", FormatName(*format), "' is recorded as ", f.at("recipe").dump(),
                                     " with ", f.at("bits").dump(), " bits, not as this autoquant defines it (",
                                     SpecOf(*format).recipe, ", ", SpecOf(*format).bits, " bits)"));

@@ -102,9 +102,9 @@ absl::Status CheckFormatsFit(const std::vector<Format>& formats, const std::vect
       for (Format f : formats) {
         if (FormatFits(f, l.in_features, vision)) continue;
         if (vision && !SpecOf(f).vision) {
-          return absl::FailedPreconditionError(absl::StrCat(
-              FormatName(f), " does not quantize the vision tower (", l.name,
-              "): drop include_vision (--include-vision), or search a format that does (FP8) on its own"));
+          return absl::FailedPreconditionError(
+              absl::StrCat(FormatName(f), " does not quantize the vision tower (", l.name,
+                           "): drop include_vision (--include-vision), or search a format that does (FP8) on its own"));
         }
         return absl::FailedPreconditionError(absl::StrCat(FormatName(f), " needs in_features to be a multiple of ",
                                                           SpecOf(f).block_size, ", and ", l.name, " has ",

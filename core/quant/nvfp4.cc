@@ -47,9 +47,7 @@ const torch::Tensor& Values(const torch::Device& d) {
 }
 
 // The E2M1 magnitude nearest |scaled| (ties to the even code), float32.
-torch::Tensor RoundMagnitude(const torch::Tensor& abs_scaled) {
-  return E2M1Values(E2M1Codes(abs_scaled));
-}
+torch::Tensor RoundMagnitude(const torch::Tensor& abs_scaled) { return E2M1Values(E2M1Codes(abs_scaled)); }
 
 }  // namespace
 
@@ -63,9 +61,7 @@ torch::Tensor E2M1Codes(const torch::Tensor& scaled) {
   return ord + (scaled < 0).to(torch::kUInt8) * 8;
 }
 
-torch::Tensor E2M1Values(const torch::Tensor& codes) {
-  return Values(codes.device()).index({codes.to(torch::kLong)});
-}
+torch::Tensor E2M1Values(const torch::Tensor& codes) { return Values(codes.device()).index({codes.to(torch::kLong)}); }
 
 torch::Tensor PackE2M1(const torch::Tensor& codes) {
   using torch::indexing::Slice;
@@ -145,7 +141,7 @@ torch::Tensor QuantDequantNvfp4Input(const torch::Tensor& x, const torch::Tensor
 }
 
 torch::Tensor DequantizeNvfp4AsVllm(const torch::Tensor& packed, const torch::Tensor& block_scale,
-                                   const torch::Tensor& global_scale, torch::ScalarType dtype) {
+                                    const torch::Tensor& global_scale, torch::ScalarType dtype) {
   torch::Tensor v = Blocks(E2M1Values(UnpackE2M1(packed)));
   torch::Tensor sf = block_scale.to(torch::kFloat32) / global_scale.to(packed.device(), torch::kFloat32);
   return Unblocks(v * sf.unsqueeze(-1)).to(dtype);

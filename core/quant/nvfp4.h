@@ -53,7 +53,7 @@ torch::Tensor QuantDequantNvfp4Input(const torch::Tensor& x, const torch::Tensor
 // e2m1 * (block scale / global_scale), in `dtype`. global_scale: vLLM's
 // weight_global_scale (the reciprocal of weight_scale_2).
 torch::Tensor DequantizeNvfp4AsVllm(const torch::Tensor& packed, const torch::Tensor& block_scale,
-                                   const torch::Tensor& global_scale, torch::ScalarType dtype);
+                                    const torch::Tensor& global_scale, torch::ScalarType dtype);
 
 // The 4-bit codes of |x| / scale (already scaled, float32): sign in bit 3. uint8.
 torch::Tensor E2M1Codes(const torch::Tensor& scaled);

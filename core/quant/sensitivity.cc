@@ -259,8 +259,8 @@ absl::Status ScoreKlBatch(Qwen2_5_VLModel& model, const Qwen2_5_VLInputs& in, co
           for (size_t f = 0; f + 1 < formats.size(); ++f) {
             HookScope scope(linears);
             for (size_t li : groups[g].linear_index) {
-              scope.Set(li, std::make_shared<FakeQuantHook>(*linears[li].second, formats[f], AmaxOf(amax.input_amax[li]),
-                                                            AmaxOf(amax.weight_amax[li])));
+              scope.Set(li, std::make_shared<FakeQuantHook>(*linears[li].second, formats[f],
+                                                            AmaxOf(amax.input_amax[li]), AmaxOf(amax.weight_amax[li])));
             }
             // Vision groups change the embeddings: rerun from the vision tower.
             DecoderInputs local;

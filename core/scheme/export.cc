@@ -18,12 +18,12 @@
 #include "core/io/tensor_digests.h"
 #include "core/io/torch_dtype.h"
 #include "core/model/qwen2_5_vl/architecture.h"
+#include "core/quant/nvfp4.h"
 #include "core/scheme/fp8_prefetch.h"
 #include "core/scheme/fp8_storage.h"
 #include "core/scheme/integrity.h"
-#include "core/quant/nvfp4.h"
-#include "core/scheme/nvfp4_storage.h"
 #include "core/scheme/manifests.h"
+#include "core/scheme/nvfp4_storage.h"
 #include "core/scheme/shared_export.h"
 #include "core/util/crash_point.h"
 #include "core/util/elapsed.h"
@@ -396,28 +396,27 @@ TensorPlan PlanTensors(const Checkpoint& base, const ModulePlan& mp, const Expor
       std::vector<int64_t> block_shape = info->shape;
       block_shape.back() /= kNvfp4Block;
       tp.tensors.push_back({{module + ".weight_scale", DType::kF8E4M3, block_shape}, from_weight, true});
-      tp.tensors.push_back({{absl::StrCat(module, ".", Nvfp4GlobalScaleName(f, false)), DType::kF32,
-                             Nvfp4GlobalScaleShape(f)},
-                            [amax = qm.weight_amax, f] { return StoredNvfp4GlobalScale(amax, f); },
-                            true});
+      tp.tensors.push_back(
+          {{absl::StrCat(module, ".", Nvfp4GlobalScaleName(f, false)), DType::kF32, Nvfp4GlobalScaleShape(f)},
+           [amax = qm.weight_amax, f] { return StoredNvfp4GlobalScale(amax, f); },
+           true});
       tp.digest_keys.emplace_back(nullptr, "");
       tp.digest_keys.emplace_back(nullptr, "");
       if (SpecOf(qm.format).quantizes_input) {
-        tp.tensors.push_back({{absl::StrCat(module, ".", Nvfp4GlobalScaleName(f, true)), DType::kF32,
-                               Nvfp4GlobalScaleShape(f)},
-                              [amax = qm.input_amax, f] { return StoredNvfp4GlobalScale(amax, f); },
-                              true});
+        tp.tensors.push_back(
+            {{absl::StrCat(module, ".", Nvfp4GlobalScaleName(f, true)), DType::kF32, Nvfp4GlobalScaleShape(f)},
+             [amax = qm.input_amax, f] { return StoredNvfp4GlobalScale(amax, f); },
+             true});
         tp.digest_keys.emplace_back(nullptr, "");
       }
       continue;
     }
     const DType sdtype = ScaleDType(f, info->dtype);
     tp.tensors.push_back({{module + ".weight_scale", sdtype, ScaleShape(f)}, from_weight, /*after_previous=*/true});
-    tp.tensors.push_back({{module + ".input_scale", sdtype, ScaleShape(f)},
-                          [in_amax = qm.input_amax, base_dtype = info->dtype, f] {
-                            return StoredInputScale(in_amax, base_dtype, f);
-                          },
-                          /*after_previous=*/true});
+    tp.tensors.push_back(
+        {{module + ".input_scale", sdtype, ScaleShape(f)},
+         [in_amax = qm.input_amax, base_dtype = info->dtype, f] { return StoredInputScale(in_amax, base_dtype, f); },
+         /*after_previous=*/true});
     tp.digest_keys.emplace_back(nullptr, "");
     tp.digest_keys.emplace_back(nullptr, "");
   }

@@ -1,5 +1,6 @@
 #include "core/scheme/hf_quant_config.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -76,56 +77,43 @@ json LayerEntry(Format f) {
   return e;
 }
 
-}  // namespace
+// The quantized formats, most aggressive first (as a search space lists them), with their modules.
+bool MoreAggressive(Format a, Format b) {
+  if (SpecOf(a).bits != SpecOf(b).bits) return SpecOf(a).bits < SpecOf(b).bits;
+  return static_cast<int>(a) < static_cast<int>(b);
+}
+using ModulesByFormat = std::map<Format, std::vector<std::string>, decltype(&MoreAggressive)>;
 
-absl::StatusOr<QuantConfigs> MakeQuantConfigs(ExportFormat format, const std::vector<LayerQuant>& layers,
-                                              const std::string& producer_version) {
-  // The quantized formats, most aggressive first (as a search space lists them), with their modules.
-  auto order = [](Format a, Format b) {
-    if (SpecOf(a).bits != SpecOf(b).bits) return SpecOf(a).bits < SpecOf(b).bits;
-    return static_cast<int>(a) < static_cast<int>(b);
-  };
-  std::map<Format, std::vector<std::string>, decltype(order)> modules(order);
-  std::vector<std::string> excluded;
-  for (const auto& l : layers) {
-    if (!IsQuantized(l.format)) {
-      excluded.push_back(l.module);
-    } else {
-      modules[l.format].push_back(l.module);
-    }
-  }
-  if (modules.empty()) return absl::InvalidArgumentError("the plan quantizes no layer: nothing to export");
+// One config group per format, group_0 the most aggressive. With one format it targets every Linear
+// ("Linear", the ignored ones excepted); with several, each lists its modules.
+json CompressedTensorsConfig(const ModulesByFormat& modules, const std::vector<std::string>& excluded) {
   const bool mixed = modules.size() > 1;
-  json producer = {{"name", "autoquant"}, {"version", producer_version}};
-  QuantConfigs out;
-  if (format == ExportFormat::kCompressedTensors) {
-    // One config group per format, group_0 the most aggressive. With one format it targets every Linear
-    // ("Linear", the ignored ones excepted); with several, each lists its modules.
-    json groups = json::object();
-    int i = 0;
-    std::string top_format;
-    for (const auto& [f, names] : modules) {
-      json g = GroupArgs(f, true);
-      g["targets"] = mixed ? json(names) : json::array({"Linear"});
-      top_format = g["format"].get<std::string>();
-      groups[absl::StrCat("group_", i++)] = std::move(g);
-    }
-    out.quantization_config = {{"config_groups", groups},
-                               {"format", mixed ? "mixed-precision" : top_format},
-                               {"global_compression_ratio", nullptr},
-                               {"ignore", excluded},
-                               {"kv_cache_scheme", nullptr},
-                               {"quant_method", "compressed-tensors"},
-                               {"quantization_status", "compressed"},
-                               {"sparsity_config", json::object()},
-                               {"transform_config", json::object()},
-                               {"version", "0.12.2"}};
-    out.hf_quant_config = nullptr;
-    return out;
+  json groups = json::object();
+  int i = 0;
+  std::string top_format;
+  for (const auto& [f, names] : modules) {
+    json g = GroupArgs(f, true);
+    g["targets"] = mixed ? json(names) : json::array({"Linear"});
+    top_format = g["format"].get<std::string>();
+    groups[absl::StrCat("group_", i++)] = std::move(g);
   }
+  return {{"config_groups", groups},
+          {"format", mixed ? "mixed-precision" : top_format},
+          {"global_compression_ratio", nullptr},
+          {"ignore", excluded},
+          {"kv_cache_scheme", nullptr},
+          {"quant_method", "compressed-tensors"},
+          {"quantization_status", "compressed"},
+          {"sparsity_config", json::object()},
+          {"transform_config", json::object()},
+          {"version", "0.12.2"}};
+}
+
+QuantConfigs ModelOptConfigs(const ModulesByFormat& modules, const std::vector<std::string>& excluded,
+                             const json& producer) {
   json quantization = {{"kv_cache_quant_algo", nullptr}};
   json qcfg = {{"producer", producer}, {"quant_method", "modelopt"}, {"kv_cache_scheme", nullptr}};
-  if (!mixed) {
+  if (modules.size() == 1) {
     const Format f = modules.begin()->first;
     quantization["quant_algo"] = FormatName(f);
     if (IsNvfp4(f)) quantization["group_size"] = kNvfp4GroupSize;
@@ -156,9 +144,26 @@ absl::StatusOr<QuantConfigs> MakeQuantConfigs(ExportFormat format, const std::ve
     qcfg["config_groups"] = groups;
     qcfg["quantized_layers"] = per_layer;
   }
-  out.hf_quant_config = {{"producer", producer}, {"quantization", quantization}};
-  out.quantization_config = qcfg;
-  return out;
+  return {qcfg, {{"producer", producer}, {"quantization", quantization}}};
+}
+
+}  // namespace
+
+absl::StatusOr<QuantConfigs> MakeQuantConfigs(ExportFormat format, const std::vector<LayerQuant>& layers,
+                                              const std::string& producer_version) {
+  ModulesByFormat modules(&MoreAggressive);
+  std::vector<std::string> excluded;
+  for (const auto& l : layers) {
+    if (!IsQuantized(l.format)) {
+      excluded.push_back(l.module);
+    } else {
+      modules[l.format].push_back(l.module);
+    }
+  }
+  if (modules.empty()) return absl::InvalidArgumentError("the plan quantizes no layer: nothing to export");
+  if (format == ExportFormat::kCompressedTensors)
+    return QuantConfigs{CompressedTensorsConfig(modules, excluded), nullptr};
+  return ModelOptConfigs(modules, excluded, {{"name", "autoquant"}, {"version", producer_version}});
 }
 
 }  // namespace autoquant

@@ -100,9 +100,9 @@ absl::StatusOr<std::map<std::string, StoredNvfp4Linear>> ReadNvfp4Linears(const 
     const TensorInfo* bs = ckpt.Find(l.block_scale_key);
     if (info->shape.size() != 2 || bs == nullptr || bs->dtype != DType::kF8E4M3 || bs->shape.size() != 2 ||
         bs->shape[0] != info->shape[0] || bs->shape[1] * kNvfp4Block != info->shape[1] * 2) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "uint8 weight '", name, "' is not NVFP4: it needs a 2-d shape [out, in/2] and a float8_e4m3fn '",
-          l.block_scale_key, "' of shape [out, in/16]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("uint8 weight '", name, "' is not NVFP4: it needs a 2-d shape [out, in/2] and a float8_e4m3fn '",
+                       l.block_scale_key, "' of shape [out, in/16]"));
     }
     const bool ct = enc == ExportFormat::kCompressedTensors;
     ASSIGN_OR_RETURN(float wg, ReadGlobalScale(ckpt, m + "." + Nvfp4GlobalScaleName(enc, false)));
@@ -120,7 +120,7 @@ absl::StatusOr<std::map<std::string, StoredNvfp4Linear>> ReadNvfp4Linears(const 
 }
 
 absl::StatusOr<torch::Tensor> DequantizeStoredNvfp4(const Checkpoint& ckpt, const StoredNvfp4Linear& l,
-                                                     const torch::Device& device) {
+                                                    const torch::Device& device) {
   ASSIGN_OR_RETURN(torch::Tensor packed, ckpt.Get(l.weight_key));
   ASSIGN_OR_RETURN(torch::Tensor block, ckpt.Get(l.block_scale_key));
   return TorchCall(

@@ -51,10 +51,10 @@ absl::StatusOr<torch::Tensor> StoredNvfp4GlobalScale(float amax, ExportFormat f)
 // An NVFP4 Linear as a checkpoint stores it (either encoding), read back.
 struct StoredNvfp4Linear {
   ExportFormat encoding = ExportFormat::kModelOpt;
-  std::string weight_key;                 // "<m>.weight" or "<m>.weight_packed"
-  std::string block_scale_key;            // "<m>.weight_scale"
-  float weight_global = 0;                // amax / 2688 (ModelOpt's weight_scale_2)
-  std::optional<float> input_global;      // amax / 2688 (ModelOpt's input_scale); none: weight-only
+  std::string weight_key;             // "<m>.weight" or "<m>.weight_packed"
+  std::string block_scale_key;        // "<m>.weight_scale"
+  float weight_global = 0;            // amax / 2688 (ModelOpt's weight_scale_2)
+  std::optional<float> input_global;  // amax / 2688 (ModelOpt's input_scale); none: weight-only
   // vLLM's weight_global_scale / input_global_scale: the reciprocals (compressed-tensors' stored values).
   float vllm_weight_global = 0;
   std::optional<float> vllm_input_global;
@@ -70,6 +70,6 @@ absl::StatusOr<std::map<std::string, StoredNvfp4Linear>> ReadNvfp4Linears(const 
 bool HasNvfp4Weights(const Checkpoint& ckpt);
 // ModelOpt's dequantization: e2m1 * block scale * weight_global, float32 [out, in], on `device`.
 absl::StatusOr<torch::Tensor> DequantizeStoredNvfp4(const Checkpoint& ckpt, const StoredNvfp4Linear& l,
-                                                     const torch::Device& device);
+                                                    const torch::Device& device);
 
 }  // namespace autoquant

@@ -10,9 +10,9 @@
 #include "absl/strings/str_join.h"
 #include "core/io/checkpoint.h"
 #include "core/quant/fp8.h"
-#include "core/scheme/nvfp4_storage.h"
 #include "core/scheme/export.h"
 #include "core/scheme/manifests.h"
+#include "core/scheme/nvfp4_storage.h"
 #include "core/util/hash.h"
 #include "core/util/status_macros.h"
 #include "core/util/torch_status.h"
@@ -72,7 +72,7 @@ struct Scheme {
   std::string name;
   Checkpoint ckpt;
   SchemeManifest manifest;
-  std::map<std::string, std::string> hashes;  // tensor -> SHA-256 of bytes
+  std::map<std::string, std::string> hashes;       // tensor -> SHA-256 of bytes
   std::map<std::string, StoredNvfp4Linear> nvfp4;  // checkpoint module -> its NVFP4 storage
   // Group members as stored: checkpoint module name and the format its tensors are in.
   std::vector<std::pair<std::string, Format>> modules;

@@ -67,8 +67,8 @@ absl::StatusOr<LoadedScheme> LoadScheme(const Checkpoint& ckpt, torch::Device de
   }
   LoadHooks hooks;
   hooks.skip_key = [](const std::string& key) {
-    for (const char* suffix : {".weight_scale", ".input_scale", ".weight_scale_2", ".weight_global_scale",
-                               ".input_global_scale"}) {
+    for (const char* suffix :
+         {".weight_scale", ".input_scale", ".weight_scale_2", ".weight_global_scale", ".input_global_scale"}) {
       if (absl::EndsWith(key, suffix)) return true;
     }
     return false;

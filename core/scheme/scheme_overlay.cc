@@ -41,7 +41,8 @@ absl::StatusOr<Nvfp4Weights> ReadNvfp4Weights(const Checkpoint& scheme, const Li
     const std::string module = qwen2_5_vl::ModelName(m + std::string(kWeight));
     const std::string name = module.substr(0, module.size() - kWeight.size());
     if (!linears.count(name)) {
-      return absl::InvalidArgumentError(absl::StrCat("NVFP4 weight '", l.weight_key, "' belongs to no Linear of the base model"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("NVFP4 weight '", l.weight_key, "' belongs to no Linear of the base model"));
     }
     out.emplace(name, std::move(l));
   }
@@ -97,10 +98,10 @@ absl::StatusOr<Scales> FusedScales(const Fp8Weights& fp8, const Nvfp4Weights& nv
     const Format first = format_of(shards.front());
     for (const auto& s : shards) {
       if (format_of(s) != first) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "mixed quantization within the fused layer ", gemm, ": ", shards.front(), " is ", FormatName(first),
-            " and ", s, " is ", FormatName(format_of(s)),
-            " (vLLM refuses such a checkpoint: \"Mixed quant_algo within fused layer\")"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("mixed quantization within the fused layer ", gemm, ": ", shards.front(), " is ",
+                         FormatName(first), " and ", s, " is ", FormatName(format_of(s)),
+                         " (vLLM refuses such a checkpoint: \"Mixed quant_algo within fused layer\")"));
       }
     }
     if (first == Format::kNone) continue;
@@ -112,8 +113,8 @@ absl::StatusOr<Scales> FusedScales(const Fp8Weights& fp8, const Nvfp4Weights& nv
         const StoredNvfp4Linear& b = nvfp4.at(s);
         if (b.weight_global != a.weight_global || b.input_global != a.input_global) {
           return absl::InvalidArgumentError(absl::StrCat(
-              "the shards of the fused layer ", gemm, " have different NVFP4 global scales (", shards.front(), ", ",
-              s, "); engines run them as one GEMM with one global scale, so re-export them with a shared one"));
+              "the shards of the fused layer ", gemm, " have different NVFP4 global scales (", shards.front(), ", ", s,
+              "); engines run them as one GEMM with one global scale, so re-export them with a shared one"));
         }
       }
       continue;
@@ -173,9 +174,9 @@ absl::Status HookNvfp4Weights(const Checkpoint& scheme, const Nvfp4Weights& nvfp
     ASSIGN_OR_RETURN(auto hook, TorchCall(
                                     [&] {
                                       const auto f32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
-                                      torch::Tensor w = DequantizeNvfp4AsVllm(packed.to(device), block.to(device),
-                                                                              torch::tensor(l.vllm_weight_global, f32),
-                                                                              dtype);
+                                      torch::Tensor w =
+                                          DequantizeNvfp4AsVllm(packed.to(device), block.to(device),
+                                                                torch::tensor(l.vllm_weight_global, f32), dtype);
                                       torch::Tensor ig;
                                       if (l.vllm_input_global) ig = torch::tensor(*l.vllm_input_global, f32);
                                       return std::make_shared<Nvfp4LinearHook>(w, ig);

@@ -3,8 +3,8 @@
 // without loading a second model: each of the scheme's FP8 Linears gets an
 // Fp8LinearHook (fp8_linear.h) holding the scheme's own FP8 weight and
 // scales, each NVFP4 Linear (either encoding) an Nvfp4LinearHook
-// (nvfp4_linear.h) computing vLLM's NVFP4 emulation; everything the scheme keeps in 16 bits must be the base's, byte for
-// byte after conversion to the model dtype, which is checked.
+// (nvfp4_linear.h) computing vLLM's NVFP4 emulation; everything the scheme keeps in 16 bits must be the base's, byte
+// for byte after conversion to the model dtype, which is checked.
 //
 // vLLM's loading rules are applied: fused shards (q/k/v, gate/up) must share
 // one format ("Mixed quant_algo within fused layer"); NVFP4 shards must share

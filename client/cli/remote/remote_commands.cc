@@ -17,11 +17,11 @@
 #include "absl/strings/str_split.h"
 #include "client/cli/remote/job_view.h"
 #include "client/cli/remote/remote_common.h"
-#include "server/job_proto.h"
 #include "core/quant/baseline.h"
 #include "core/util/status_macros.h"
 #include "google/protobuf/util/time_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "server/job_proto.h"
 
 namespace autoquant::cli {
 namespace {

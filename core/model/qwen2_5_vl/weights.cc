@@ -40,8 +40,8 @@ absl::StatusOr<std::map<std::string, std::string>> MatchKeys(const Checkpoint& c
   for (const std::string& key : ckpt.TensorNames()) {
     if (absl::EndsWith(key, ".inv_freq")) continue;
     if (hooks.skip_key && hooks.skip_key(key)) continue;
-    std::optional<std::pair<std::string, std::vector<int64_t>>> stands = hooks.stands_for ? hooks.stands_for(key)
-                                                                                          : std::nullopt;
+    std::optional<std::pair<std::string, std::vector<int64_t>>> stands =
+        hooks.stands_for ? hooks.stands_for(key) : std::nullopt;
     const std::string canon = qwen2_5_vl::ModelName(stands ? stands->first : key);
     if (tied && canon == kLmHead) continue;
     auto it = expected.find(canon);

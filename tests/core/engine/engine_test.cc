@@ -295,8 +295,7 @@ TEST_F(EngineTest, CorruptCacheEntryIsReportedRecomputedAndReplaced) {
     ASSERT_OK_AND_ASSIGN(auto engine, Make(1));  // a new process: nothing in memory
     events.clear();
     bool reused = true;
-    ASSERT_OK_AND_ASSIGN(Baseline again,
-                         engine->GetBaseline({}, record, nullptr, &reused));
+    ASSERT_OK_AND_ASSIGN(Baseline again, engine->GetBaseline({}, record, nullptr, &reused));
     EXPECT_FALSE(reused);
     EXPECT_EQ(engine->scoring_passes(), 1);
     std::vector<std::string> w = warnings(events);

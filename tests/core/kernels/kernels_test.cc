@@ -16,8 +16,8 @@
 #include "core/model/layers/rms_norm.h"
 #include "core/model/layers/rotary.h"
 #include "core/quant/fp8.h"
-#include "core/quant/nvfp4.h"
 #include "core/quant/linear_hooks.h"
+#include "core/quant/nvfp4.h"
 #include "gtest/gtest.h"
 
 namespace autoquant {

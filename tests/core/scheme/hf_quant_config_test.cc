@@ -49,9 +49,10 @@ TEST(MakeQuantConfigsTest, TwoFormatsAreModelOptMixedPrecision) {
   ASSERT_OK_AND_ASSIGN(QuantConfigs c, MakeQuantConfigs(ExportFormat::kModelOpt, kMixedPlan, "0.1.0"));
   const json& q = c.hf_quant_config["quantization"];
   EXPECT_EQ(q["quant_algo"], "MIXED_PRECISION");
-  EXPECT_EQ(q["quantized_layers"], json({{"model.layers.0.self_attn.q_proj", {{"quant_algo", "FP8"}}},
-                                         {"model.layers.0.mlp.down_proj", {{"quant_algo", "NVFP4"}, {"group_size", 16}}},
-                                         {"model.layers.0.mlp.gate_proj", {{"quant_algo", "NVFP4"}, {"group_size", 16}}}}));
+  EXPECT_EQ(q["quantized_layers"],
+            json({{"model.layers.0.self_attn.q_proj", {{"quant_algo", "FP8"}}},
+                  {"model.layers.0.mlp.down_proj", {{"quant_algo", "NVFP4"}, {"group_size", 16}}},
+                  {"model.layers.0.mlp.gate_proj", {{"quant_algo", "NVFP4"}, {"group_size", 16}}}}));
   EXPECT_FALSE(q.contains("exclude_modules"));
   EXPECT_EQ(c.quantization_config["quantized_layers"], q["quantized_layers"]);
   const json& groups = c.quantization_config["config_groups"];
