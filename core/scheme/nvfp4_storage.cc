@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 
 #include "core/quant/nvfp4.h"
+#include "core/scheme/scheme_loader.h"
 #include "core/util/status_macros.h"
 #include "core/util/torch_status.h"
 
@@ -52,19 +53,10 @@ absl::StatusOr<torch::Tensor> StoredNvfp4GlobalScale(float amax, ExportFormat f)
 
 namespace {
 
-// A global scale: one finite positive element. The value as stored (float32).
+// A global scale: a per-tensor scale (ReadPerTensorScale's checks) that is also positive.
 absl::StatusOr<float> ReadGlobalScale(const Checkpoint& ckpt, const std::string& key) {
-  const TensorInfo* info = ckpt.Find(key);
-  if (info == nullptr) return absl::InvalidArgumentError(absl::StrCat("NVFP4 checkpoint lacks '", key, "'"));
-  if (info->numel() != 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("'", key, "' is not a per-tensor global scale (", info->numel(), " elements)"));
-  }
-  ASSIGN_OR_RETURN(torch::Tensor t, ckpt.Get(key));
-  ASSIGN_OR_RETURN(float v, TorchCall([&] { return t.to(torch::kFloat32).reshape({}).item<float>(); }, key));
-  if (!std::isfinite(v) || v <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("'", key, "' = ", v, " is not a finite positive scale"));
-  }
+  ASSIGN_OR_RETURN(float v, ReadPerTensorScale(ckpt, key));
+  if (v <= 0) return absl::InvalidArgumentError(absl::StrCat("'", key, "' = ", v, " is not a positive global scale"));
   return v;
 }
 

@@ -30,7 +30,7 @@ bool HasQuantizedWeights(const Checkpoint& ckpt) {
 
 absl::StatusOr<float> ReadPerTensorScale(const Checkpoint& ckpt, const std::string& key) {
   const TensorInfo* info = ckpt.Find(key);
-  if (info == nullptr) return absl::InvalidArgumentError(absl::StrCat("FP8 checkpoint lacks '", key, "'"));
+  if (info == nullptr) return absl::InvalidArgumentError(absl::StrCat("the quantized checkpoint lacks '", key, "'"));
   if (info->numel() != 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("'", key, "' is not a per-tensor scale (shape has ", info->numel(), " elements)"));
