@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
@@ -41,6 +42,24 @@ absl::Status CheckCancel(const std::atomic<bool>* cancel) {
 std::vector<double> ToVector(const torch::Tensor& t) {
   torch::Tensor c = t.to(torch::kCPU, torch::kFloat64).contiguous();
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+// The search space's names, most aggressive first ("NVFP4", "FP8").
+ojson FormatNames(const std::vector<Format>& formats) {
+  ojson out = ojson::array();
+  for (Format f : formats) out.push_back(FormatName(f));
+  return out;
+}
+
+// How many groups the scheme put in each quantized format.
+ojson GroupsByFormat(const SchemeManifest& m) {
+  std::map<std::string, int64_t> count;
+  for (const auto& [key, g] : m.groups) {
+    if (IsQuantized(g.format)) ++count[std::string(FormatName(g.format))];
+  }
+  ojson out = ojson::object();
+  for (const auto& [name, n] : count) out[name] = n;
+  return out;
 }
 
 ojson CiJson(const MeanCi& c, absl::string_view over) {
@@ -377,6 +396,8 @@ ojson Evaluator::Impl::Provenance(const SchemeManifest& manifest, const SchemeOv
       {"effective_bits", manifest.effective_bits},
       {"groups_quantized", manifest.num_quantized},
       {"groups_total", manifest.num_groups},
+      {"formats", FormatNames(manifest.search_space)},
+      {"groups_by_format", GroupsByFormat(manifest)},
       {"quantized_linears", overlay.hooks.size()}};
   j["execution"] = {{"device", engine->device()},
                     {"dtype", engine->dtype()},

@@ -33,6 +33,9 @@ ojson PointJson(const ReportPoint& p) {
   j["coverage_requested"] = p.coverage_requested;
   j["effective_bits"] = p.effective_bits;
   j["groups"] = {{"quantized", p.groups_quantized}, {"total", p.groups_total}};
+  j["formats"] = p.format_set;
+  j["groups_by_format"] = ojson::object();
+  for (const auto& [name, n] : p.groups_by_format) j["groups_by_format"][name] = n;
   j["base_model_fingerprint"] = p.base_model_fingerprint;
   j["eval_set_fingerprint"] = p.eval_set_fingerprint;
   const PerplexitySummary& ppl = p.perplexity;
@@ -138,17 +141,24 @@ const MetricView kMetrics[] = {
 
 std::string Pct(double fraction) { return absl::StrFormat("%.4g %%", fraction * 100); }
 
-// (a) A scheme with more coverage that degrades a metric less than one with
-// less coverage. `points` are sorted by coverage.
+// (a) A scheme more aggressive than another of its format set (more coverage; with several formats,
+// fewer effective bits) that degrades a metric less. `points` are sorted by coverage.
 ojson Inversions(const std::vector<ReportPoint>& points, const std::vector<std::vector<size_t>>& groups) {
   ojson out = ojson::array();
   for (const MetricView& m : kMetrics) {
     for (const auto& g : groups) {
       for (size_t a = 0; a < g.size(); ++a) {
         for (size_t b = a + 1; b < g.size(); ++b) {
-          const ReportPoint& less = points[g[a]];
-          const ReportPoint& more = points[g[b]];
-          if (!(more.coverage > less.coverage)) continue;
+          // One curve per format set. Within one format more coverage is the more aggressive point;
+          // within a mixed set (several formats, coverage often 1) fewer effective bits is.
+          if (points[g[a]].format_set != points[g[b]].format_set) continue;
+          const bool mixed = points[g[a]].format_set.find('+') != std::string::npos;
+          const bool b_more = mixed ? points[g[b]].effective_bits < points[g[a]].effective_bits
+                                    : points[g[b]].coverage > points[g[a]].coverage;
+          const bool a_more = mixed ? points[g[a]].effective_bits < points[g[b]].effective_bits : false;
+          if (!b_more && !a_more) continue;
+          const ReportPoint& less = points[g[b_more ? a : b]];
+          const ReportPoint& more = points[g[b_more ? b : a]];
           const double v_less = m.value(less), v_more = m.value(more);
           if (!std::isfinite(v_less) || !std::isfinite(v_more) || !(v_more < v_less)) continue;
           const auto [lo_less, hi_less] = m.ci(less);

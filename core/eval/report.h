@@ -88,6 +88,10 @@ struct ReportPoint {
   bool coverage_requested = false;
   double effective_bits = 16;
   int64_t groups_quantized = 0, groups_total = 0;
+  // The search space, most aggressive first ("NVFP4+FP8"; "FP8" for evaluations from before formats):
+  // points of one format set form one curve; inversions are looked for within a set.
+  std::string format_set = "FP8";
+  std::map<std::string, int64_t> groups_by_format;  // quantized format name -> groups in it
   std::string base_model_fingerprint;
   std::string eval_set_path, eval_set_fingerprint;
   int64_t eval_samples = 0, eval_samples_with_images = 0;

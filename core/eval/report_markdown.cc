@@ -4,6 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "core/eval/report.h"
 
 namespace autoquant {
@@ -38,8 +40,19 @@ std::string Row(const ojson& p) {
     agreement = absl::StrCat(Fmt(Num(g["agreement"])), "/", g.value("max_new_tokens", 0));
     if (!g.value("all_finite", true)) absl::StrAppend(&agreement, " (NON-FINITE)");
   }
+  // Groups per format, most aggressive first as the set lists them ("12 NVFP4, 3 FP8"); "—" for the base.
+  std::string groups = "—";
+  if (p.contains("groups_by_format") && p["groups_by_format"].is_object() && !p["groups_by_format"].empty()) {
+    std::vector<std::string> parts;
+    for (absl::string_view name : absl::StrSplit(p.value("formats", ""), '+')) {
+      const std::string n(name);
+      if (p["groups_by_format"].contains(n))
+        parts.push_back(absl::StrCat(p["groups_by_format"][n].get<int64_t>(), " ", n));
+    }
+    groups = absl::StrJoin(parts, ", ");
+  }
   return absl::StrCat("| ", p.value("scheme", ""), " | ", Fmt(Num(p["coverage"]) * 100), " % | ",
-                      Fmt(Num(p["effective_bits"])), " | ", Fmt(Num(ppl["scheme"])), " | ",
+                      Fmt(Num(p["effective_bits"])), " | ", groups, " | ", Fmt(Num(ppl["scheme"])), " | ",
                       WithInterval(ppl["delta"], ppl["delta_ci95"], true), " | ",
                       WithInterval(mse["mean"], mse["ci95"], false), " | ", WithInterval(kl["mean"], kl["ci95"], false),
                       " | ", agreement, " |\n");
@@ -63,9 +76,9 @@ std::string ReportMarkdown(const ojson& report) {
                   " Logit MSE and KL(base ‖ scheme) at the last token; Δppl = scheme − base. Brackets: 95 % "
                   "intervals.\n\n");
   absl::StrAppend(&md,
-                  "| scheme | coverage | eff. bits | ppl | Δppl [95 % CI] | logit MSE [95 % CI] | "
+                  "| scheme | coverage | eff. bits | groups per format | ppl | Δppl [95 % CI] | logit MSE [95 % CI] | "
                   "KL [95 % CI] | gen agreement |\n"
-                  "|---|---:|---:|---:|---:|---:|---:|---:|\n");
+                  "|---|---:|---:|---|---:|---:|---:|---:|---:|\n");
   absl::StrAppend(&md, Row(report["base"]));
   for (const ojson& p : points) absl::StrAppend(&md, Row(p));
 

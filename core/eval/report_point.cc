@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "core/eval/report.h"
@@ -194,6 +195,23 @@ absl::Status ReadEvaluation(const fs::path& file, const json& j, ReportPoint& p)
   ASSIGN_OR_RETURN(p.effective_bits, r.Number("scheme_info.effective_bits"));
   ASSIGN_OR_RETURN(p.groups_quantized, r.Integer("scheme_info.groups_quantized"));
   ASSIGN_OR_RETURN(p.groups_total, r.Integer("scheme_info.groups_total"));
+  ASSIGN_OR_RETURN(const json* formats, r.Find("scheme_info.formats", /*optional=*/true));
+  if (formats != nullptr) {
+    if (!formats->is_array() || formats->empty()) return r.Error("scheme_info.formats", "is not a list of formats");
+    std::vector<std::string> names;
+    for (const json& f : *formats) {
+      if (!f.is_string()) return r.Error("scheme_info.formats", "is not a list of format names");
+      names.push_back(f.get<std::string>());
+    }
+    p.format_set = absl::StrJoin(names, "+");
+  }
+  ASSIGN_OR_RETURN(const json* by_format, r.Find("scheme_info.groups_by_format", /*optional=*/true));
+  if (by_format != nullptr) {
+    if (!by_format->is_object()) return r.Error("scheme_info.groups_by_format", "is not an object");
+    for (const auto& [name, n] : by_format->items()) {
+      ASSIGN_OR_RETURN(p.groups_by_format[name], r.Integer("scheme_info.groups_by_format." + name));
+    }
+  }
 
   PerplexitySummary& ppl = p.perplexity;
   ASSIGN_OR_RETURN(ppl.base, r.NumberOrNull("summary.perplexity.base"));

@@ -215,6 +215,19 @@ absl::StatusOr<SchemeManifest> ReadSchemeManifest(const fs::path& scheme_dir) {
             absl::StrCat(found.string(), ": group '", key, "': ", chosen.status().message()));
       }
       m.groups[key] = {*chosen, g.at("modules").get<std::vector<std::string>>()};
+      if (g.contains("scores") && g.at("scores").is_object()) {
+        for (const auto& [name, _] : g.at("scores").items()) {
+          absl::StatusOr<Format> f = ParseFormat(name);
+          if (f.ok() && IsQuantized(*f) &&
+              std::find(m.search_space.begin(), m.search_space.end(), *f) == m.search_space.end()) {
+            m.search_space.push_back(*f);
+          }
+        }
+      }
+    }
+    {
+      absl::StatusOr<std::vector<Format>> sorted = CandidateFormats(m.search_space);
+      if (sorted.ok()) m.search_space.assign(sorted->begin(), sorted->end() - 1);
     }
     m.num_groups = j.value("num_groups", static_cast<int>(m.groups.size()));
     m.num_quantized = j.value("num_quantized", 0);

@@ -61,6 +61,9 @@ struct SchemeManifest {
   std::optional<double> coverage;  // the requested coverage, when the scheme was made from one
   int num_groups = 0, num_quantized = 0;
   std::map<std::string, ManifestGroup> groups;
+  // The quantized formats the scheme's search could choose (its groups' score keys), most aggressive
+  // first; FP8 alone for manifests that record no scores.
+  std::vector<Format> search_space;
   std::optional<TensorDigests> integrity;  // absent in manifests from before it was recorded
   std::string job_id;                      // the daemon job that wrote it; "" when written outside the daemon
 };

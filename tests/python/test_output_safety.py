@@ -704,7 +704,8 @@ def test_quantize_help_shows_every_default(autoquant_bin, tmp_path):
     selections = {"--coverage", "--coverage-manifest", "--effective-bits", "--disabled-layers"}
     flags = {"--include-vision", "--overwrite", "--json", "--help"}
     described = {"--scheme": "default: the output directory's name",
-                 "--blob-store": "default: .autoquant/blobs beside --out"}
+                 "--blob-store": "default: .autoquant/blobs beside --out",
+                 "--formats": "default fp8"}
     for flag in required:
         assert "REQUIRED" in opts[flag], opts[flag]
     for flag, words in described.items():

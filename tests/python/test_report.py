@@ -180,9 +180,13 @@ def test_report_numbers_findings_markdown_and_png(autoquant_bin, sweep, tmp_path
     assert inv == [("logit_kl_last_token", "top100", "top50", False), ("perplexity_delta", "top100", "top50", True)]
 
     md = (out / "report.md").read_text()
-    assert "| base | 0 % | 16 | 12 | +0 | 0 | 0 | — |" in md
-    assert "| top10 | 10 % | 15.2 | 12.05 | +0.05 [0.02, 0.08] | 0.01 [0.008, 0.012] | 0.001 [0.0008, 0.0012] | 15/16 |" in md
-    assert "| top100 | 100 % | 8 | 12.18 | +0.18 [0.1, 0.3] | 0.05 [0.04, 0.06] | 0.003 [0.0028, 0.0032] | 6/16 |" in md
+    # Evaluations without scheme_info.formats (as these, written before formats) read as FP8, groups "—".
+    assert "| base | 0 % | 16 | — | 12 | +0 | 0 | 0 | — |" in md
+    assert "| top10 | 10 % | 15.2 | — | 12.05 | +0.05 [0.02, 0.08] | 0.01 [0.008, 0.012] | 0.001 [0.0008, 0.0012] | " \
+        "15/16 |" in md
+    assert "| top100 | 100 % | 8 | — | 12.18 | +0.18 [0.1, 0.3] | 0.05 [0.04, 0.06] | 0.003 [0.0028, 0.0032] | " \
+        "6/16 |" in md
+    assert all(p["formats"] == "FP8" for p in r["points"])
     assert "Inversion (**beyond noise**): KL (last token): top100 (coverage 100 %)" in md
     assert "Inversion (within noise): perplexity delta: top100" in md
     assert "](report.png)" in md
@@ -317,3 +321,34 @@ def test_outputs_never_inside_a_scheme_and_replaced_only_with_overwrite(autoquan
     foreign = report(autoquant_bin, *sweep, "--out", out, "--overwrite", "--no-plot")
     assert foreign.returncode == 2 and "not written by `autoquant report`" in foreign.stderr, foreign.stderr
     assert (out / "report.md").read_text() == "my notes\n"
+
+
+def test_each_format_set_is_a_curve_and_its_own_inversions(autoquant_bin, sweep, tmp_path, plot_env, client_package):
+    """Schemes searched over NVFP4 + FP8 beside FP8-only ones: report.json names each point's format set
+    and groups per format, report.md shows them, inversions are found within a set (by effective bits
+    in a mixed set, whose coverage is all 100 %), and the plot draws one curve per set."""
+    root = tmp_path / "models"
+    mixed = {}
+    for name, bits, kl, nvfp4 in (("bits5", 5.0, 0.002, 18), ("bits6", 6.0, 0.006, 14)):
+        s = {"coverage": 1.0, "bits": bits, "quantized": 20, "delta": (0.3, 0.2, 0.4), "mse": (0.02, 0.015, 0.025),
+             "kl": (kl, kl * 0.95, kl * 1.05)}
+        ev = evaluation_json(name, s)
+        ev["scheme_info"]["formats"] = ["NVFP4", "FP8"]
+        ev["scheme_info"]["groups_by_format"] = {"NVFP4": nvfp4, "FP8": 20 - nvfp4}
+        mixed[name] = write_scheme(root, name, s, evaluation=ev)
+    out = tmp_path / "report"
+    proc = report(autoquant_bin, *sweep, *mixed.values(), "--out", out, "--no-plot", env=plot_env)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((out / "report.json").read_text())
+    by = {p["scheme"]: p for p in r["points"]}
+    assert by["bits5"]["formats"] == "NVFP4+FP8" and by["bits5"]["groups_by_format"] == {"FP8": 2, "NVFP4": 18}
+    assert by["top10"]["formats"] == "FP8"
+    inv = {(i["metric"], i["more_coverage"]["scheme"], i["less_coverage"]["scheme"]) for i in r["findings"]["inversions"]}
+    assert ("logit_kl_last_token", "bits5", "bits6") in inv  # 5 bits degrades less than 6: flagged
+    assert all(a.startswith("bits") == b.startswith("bits") for _, a, b in inv), inv
+    md = (out / "report.md").read_text()
+    assert "| bits5 | 100 % | 5 | 18 NVFP4, 2 FP8 |" in md
+    from autoquant_client.report_plot import load_report, plot
+    fig, axes, _ = plot(load_report(out / "report.json"), return_axes=True)
+    labels = [line.get_label() for line in axes[0][1].get_lines()]
+    assert "curve: FP8" in labels and "curve: NVFP4+FP8" in labels, labels

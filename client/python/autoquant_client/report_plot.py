@@ -79,6 +79,7 @@ class ReportPoint:
     all_finite: Optional[bool]
     is_base: bool = False
     dir: Optional[str] = None
+    formats: str = "FP8"  # the search space ("NVFP4+FP8"): one curve per format set
 
     def x(self, axis: str) -> float:
         """The point's x in an X_AXES column: coverage in %, or effective bits."""
@@ -146,7 +147,8 @@ def _point(obj: dict, where: str, source: str, is_base: bool) -> ReportPoint:
         kl=_metric(obj, "logit_kl_last_token", "mean", "ci95", where, source),
         mse=_metric(obj, "logit_mse_last_token", "mean", "ci95", where, source),
         perplexity_delta=_metric(obj, "perplexity", "delta", "delta_ci95", where, source),
-        agreement=agreement, max_new_tokens=max_new, all_finite=finite, is_base=is_base, dir=obj.get("dir"))
+        agreement=agreement, max_new_tokens=max_new, all_finite=finite, is_base=is_base, dir=obj.get("dir"),
+        formats=str(obj.get("formats", "FP8")) if isinstance(obj, dict) else "FP8")
 
 
 def parse_report(data: dict, source: str = "report.json") -> Report:
@@ -231,10 +233,16 @@ def plot(report: Union[Report, PathLike], out_path: Optional[PathLike] = None, *
                     ax.annotate(p.scheme, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8,
                                 color=colour)
                 here[p.scheme] = (x, y, low, high)
-            trend = sorted((v[0], v[1]) for v in here.values() if _finite(v[0]) and _finite(v[1]))
-            if len(trend) > 1:
-                ax.plot([t[0] for t in trend], [t[1] for t in trend], color="0.8", linewidth=1, zorder=1,
-                        label="_trend")
+            # One curve per format set (FP8 alone, NVFP4 + FP8, ...), each through the base point.
+            sets = sorted({p.formats for p in report.points})
+            for n, fset in enumerate(sets):
+                members = [here["base"]] + [here[p.scheme] for p in report.points if p.formats == fset]
+                trend = sorted((v[0], v[1]) for v in members if _finite(v[0]) and _finite(v[1]))
+                if len(trend) > 1:
+                    grey = "0.8" if len(sets) == 1 else ("0.35", "0.55", "0.7")[n % 3]
+                    ax.plot([t[0] for t in trend], [t[1] for t in trend], color=grey, linewidth=1,
+                            linestyle="-" if n == 0 else "--", zorder=1,
+                            label="_trend" if len(sets) == 1 else f"curve: {fset}")
             ax.axhline(0.0, color="0.6", linewidth=0.6, linestyle=":", zorder=0)
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)

@@ -11,6 +11,7 @@ namespace autoquant {
 namespace {
 
 namespace fs = std::filesystem;
+using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ojson = nlohmann::ordered_json;
@@ -29,9 +30,23 @@ struct FakeScheme {
   std::string base_fingerprint = "b0b0b0b0b0b0b0b0";
   std::map<std::string, std::string> digests = {{"a.weight", "aa"}, {"b.weight", "bb"}};
   bool all_finite = true;
+  std::vector<std::string> formats;             // scheme_info.formats; empty: absent (older evaluations)
+  std::map<std::string, int> groups_by_format;  // scheme_info.groups_by_format
 };
 
+ojson EvaluationJsonWithoutFormats(const FakeScheme& s);
+
 ojson EvaluationJson(const FakeScheme& s) {
+  ojson j = EvaluationJsonWithoutFormats(s);
+  if (!s.formats.empty()) {
+    j["scheme_info"]["formats"] = s.formats;
+    j["scheme_info"]["groups_by_format"] = ojson::object();
+    for (const auto& [f, n] : s.groups_by_format) j["scheme_info"]["groups_by_format"][f] = n;
+  }
+  return j;
+}
+
+ojson EvaluationJsonWithoutFormats(const FakeScheme& s) {
   ojson per_sample = ojson::array();
   for (size_t i = 0; i < s.sample_kl.size(); ++i) {
     per_sample.push_back({{"index", i},
@@ -331,6 +346,42 @@ TEST_F(ReportTest, EqualCoverageIsNoInversion) {
   for (const ojson& f : r["findings"]["inversions"]) EXPECT_NE(f["less_coverage"]["scheme"], "top10") << f.dump();
 }
 
+// Schemes searched over NVFP4 + FP8 form their own curve: effective bits order them (their coverage is
+// all 100 %), inversions are looked for within the set only, and the table shows groups per format.
+TEST_F(ReportTest, FormatSetsAreSeparateCurvesOrderedByEffectiveBits) {
+  std::vector<FakeScheme> s = Monotone();  // FP8 top10 / top50 / top100
+  auto mixed = [](std::string name, double bits, int nvfp4, double kl) {
+    return FakeScheme{.name = name,
+                      .coverage = 1.0,
+                      .bits = bits,
+                      .quantized = 8,
+                      .kl = kl,
+                      .kl_lo = kl * 0.9,
+                      .kl_hi = kl * 1.1,
+                      .digests = {{"a.weight", name}},
+                      .formats = {"NVFP4", "FP8"},
+                      .groups_by_format = {{"NVFP4", nvfp4}, {"FP8", 8 - nvfp4}}};
+  };
+  // bits5 (more aggressive) degrades less than bits6: an inversion within the mixed set; neither is
+  // compared with the FP8 points (bits5's KL is below every FP8 point's).
+  s.push_back(mixed("bits5", 5.0, 7, 0.0001));
+  s.push_back(mixed("bits6", 6.0, 5, 0.004));
+  ASSERT_OK_AND_ASSIGN(ojson r, BuildReport(Read(s)));
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (const ojson& f : r["findings"]["inversions"]) {
+    pairs.emplace_back(f["more_coverage"]["scheme"], f["less_coverage"]["scheme"]);
+  }
+  EXPECT_THAT(pairs, Contains(std::make_pair(std::string("bits5"), std::string("bits6"))));
+  for (const auto& [more, less] : pairs) {
+    EXPECT_EQ(more.rfind("bits", 0) == 0, less.rfind("bits", 0) == 0) << more << " vs " << less;
+  }
+  for (const ojson& p : r["points"]) {
+    EXPECT_EQ(p["formats"], p["scheme"].get<std::string>().rfind("bits", 0) == 0 ? "NVFP4+FP8" : "FP8");
+  }
+  const std::string md = ReportMarkdown(r);
+  EXPECT_THAT(md, HasSubstr("| bits5 | 100 % | 5 | 7 NVFP4, 1 FP8 |"));
+}
+
 TEST_F(ReportTest, IdenticalDigestsAreFlagged) {
   std::vector<FakeScheme> s = Monotone();
   s[2].digests = s[0].digests;  // top100 holds top10's tensors
@@ -434,20 +485,20 @@ TEST_F(ReportTest, MarkdownHasATableRowPerPointAndLinksThePlot) {
   s[2].kl = 0.0012, s[2].kl_lo = 0.0011, s[2].kl_hi = 0.0013;
   ASSERT_OK_AND_ASSIGN(ojson r, BuildReport(Read(s)));
   const std::string md = ReportMarkdown(r);
-  EXPECT_THAT(md, HasSubstr("| scheme | coverage | eff. bits | ppl | Δppl [95 % CI] | logit MSE [95 % CI] | KL [95 % "
-                            "CI] | gen agreement |"));
-  EXPECT_THAT(md, HasSubstr("| base | 0 % | 16 | 12 | +0 | 0 | 0 | — |"));
-  EXPECT_THAT(md, HasSubstr("| top10 | 10 % | 15 | 12.1 | +0.1 [0.05, 0.15] | 0.01 [0.005, 0.015] | 0.001 [0.0008, "
-                            "0.0012] | 14.5/16 |"));
-  EXPECT_THAT(md, HasSubstr("| top50 | 50 % | 12 | 12.3 | +0.3 [0.2, 0.4] |"));
-  EXPECT_THAT(md, HasSubstr("| top100 | 100 % | 8 | 12.9 | +0.9 [0.7, 1.1] |"));
+  EXPECT_THAT(md, HasSubstr("| scheme | coverage | eff. bits | groups per format | ppl | Δppl [95 % CI] | logit MSE "
+                            "[95 % CI] | KL [95 % CI] | gen agreement |"));
+  EXPECT_THAT(md, HasSubstr("| base | 0 % | 16 | — | 12 | +0 | 0 | 0 | — |"));
+  EXPECT_THAT(md, HasSubstr("| top10 | 10 % | 15 | — | 12.1 | +0.1 [0.05, 0.15] | 0.01 [0.005, 0.015] | 0.001 "
+                            "[0.0008, 0.0012] | 14.5/16 |"));
+  EXPECT_THAT(md, HasSubstr("| top50 | 50 % | 12 | — | 12.3 | +0.3 [0.2, 0.4] |"));
+  EXPECT_THAT(md, HasSubstr("| top100 | 100 % | 8 | — | 12.9 | +0.9 [0.7, 1.1] |"));
   EXPECT_THAT(md, HasSubstr("Inversion (**beyond noise**): KL (last token): top100 (coverage 100 %)"));
   EXPECT_THAT(md, HasSubstr("](report.png)"));
   // The report round-trips through its file: NaN became null and still renders.
   ojson reread = ojson::parse(r.dump());
   reread["points"][0]["logit_kl_last_token"]["mean"] = nullptr;
   EXPECT_THAT(ReportMarkdown(reread),
-              HasSubstr("| top10 | 10 % | 15 | 12.1 | +0.1 [0.05, 0.15] | 0.01 [0.005, 0.015] | n/a"));
+              HasSubstr("| top10 | 10 % | 15 | — | 12.1 | +0.1 [0.05, 0.15] | 0.01 [0.005, 0.015] | n/a"));
 }
 
 }  // namespace
