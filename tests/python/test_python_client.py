@@ -217,6 +217,9 @@ def test_nvfp4_fp8_search_and_its_sensitivity(aq, client, daemon):
     with pytest.raises(aq.InvalidRequest) as e:
         client.submit_scheme("mixed-twice", effective_bits=6.0, formats=["fp8", "fp8"])
     assert "FP8 twice" in e.value.message
+    with pytest.raises(aq.FailedPrecondition) as e:  # NVFP4 keeps out of the vision tower
+        client.submit_scheme("mixed-vision", effective_bits=6.0, formats=["nvfp4", "fp8"], include_vision=True)
+    assert "vision" in e.value.message and "NVFP4" in e.value.message
 
 
 def test_unreachable_effective_bits_raises_out_of_range(aq, client):

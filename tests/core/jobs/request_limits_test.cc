@@ -64,6 +64,17 @@ TEST(RequestLimitsTest, TooManyPatternsNameTheFieldTheLimitAndTheCount) {
   EXPECT_THAT(st.message(), AllOf(HasSubstr("disabled_layers"), HasSubstr("40000"), HasSubstr("4096")));
 }
 
+TEST(RequestLimitsTest, TooManyFormatsAreRefusedBeforeAnythingElse) {
+  JobSpec s = Coverage("many");
+  s.formats.assign(kMaxFormats + 1, Format::kFp8);
+  absl::Status st = CheckSubmitLimits({s}, "");
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.message(),
+              HasSubstr(absl::StrCat("formats has ", kMaxFormats + 1, " entries; at most ", kMaxFormats)));
+  s.formats.assign(kMaxFormats, Format::kFp8);  // the count passes; ValidateSchemeSpec refuses the repeats
+  EXPECT_TRUE(CheckSubmitLimits({s}, "").ok());
+}
+
 TEST(RequestLimitsTest, EveryListOfTheManifestIsCounted) {
   for (auto member :
        {&CoverageManifest::selected_layers, &CoverageManifest::dropped_layers, &CoverageManifest::disabled_layers}) {
