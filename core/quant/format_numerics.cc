@@ -20,7 +20,7 @@ torch::Tensor FakeQuantWeight(Format f, const torch::Tensor& w, const torch::Ten
 
 torch::Tensor FakeQuantInput(Format f, const torch::Tensor& x, const torch::Tensor& amax) {
   if (!SpecOf(f).quantizes_input) return x;
-  return f == Format::kFp8 ? FakeQuantFp8(x, amax) : FakeQuantNvfp4(x, amax);
+  return IsNvfp4(f) ? FakeQuantNvfp4(x, amax) : FakeQuantFp8(x, amax);
 }
 
 }  // namespace autoquant

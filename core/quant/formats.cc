@@ -58,6 +58,11 @@ std::vector<Format> QuantizedFormats() {
   return out;
 }
 
+bool MoreAggressive(Format a, Format b) {
+  if (SpecOf(a).bits != SpecOf(b).bits) return SpecOf(a).bits < SpecOf(b).bits;
+  return static_cast<int>(a) < static_cast<int>(b);
+}
+
 absl::StatusOr<std::vector<Format>> CandidateFormats(const std::vector<Format>& requested) {
   std::vector<Format> out = requested.empty() ? std::vector<Format>{Format::kFp8} : requested;
   for (size_t i = 0; i < out.size(); ++i) {
@@ -69,10 +74,7 @@ absl::StatusOr<std::vector<Format>> CandidateFormats(const std::vector<Format>& 
       return absl::InvalidArgumentError(absl::StrCat("formats lists ", FormatName(out[i]), " twice"));
     }
   }
-  std::stable_sort(out.begin(), out.end(), [](Format a, Format b) {
-    if (SpecOf(a).bits != SpecOf(b).bits) return SpecOf(a).bits < SpecOf(b).bits;
-    return static_cast<int>(a) < static_cast<int>(b);
-  });
+  std::stable_sort(out.begin(), out.end(), MoreAggressive);
   out.push_back(Format::kNone);
   return out;
 }

@@ -48,6 +48,11 @@ absl::StatusOr<Format> ParseFormat(absl::string_view name);
 // blanks ignored; "" is the empty list (the default). InvalidArgument as ParseFormat.
 absl::StatusOr<std::vector<Format>> ParseFormatList(absl::string_view list);
 inline bool IsQuantized(Format f) { return f != Format::kNone; }
+// NVFP4's numerics and encodings, with or without quantized inputs.
+inline bool IsNvfp4(Format f) { return f == Format::kNvfp4 || f == Format::kNvfp4W4A16; }
+// The search-space order: fewer bits first, ties in the registry's order (as ModelOpt sorts its
+// recipes by compression).
+bool MoreAggressive(Format a, Format b);
 // "FP8_DEFAULT_CFG(effective-bits: 8.0)", as ModelOpt prints recipes.
 std::string RecipeString(Format f);
 // Every quantized format, in the registry's order.

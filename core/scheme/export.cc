@@ -66,8 +66,6 @@ struct QuantizedModule {
   torch::Tensor resident;  // the same bytes in the resident model, if it holds them
 };
 
-bool IsNvfp4(Format f) { return f == Format::kNvfp4 || f == Format::kNvfp4W4A16; }
-
 // The resident copy of checkpoint weight `info`, when it is the checkpoint's bytes: same dtype and shape
 // (the loader then copied it verbatim; a model loaded in another dtype holds converted values).
 torch::Tensor ResidentCopy(const ExportOptions& options, const std::string& linear, const TensorInfo& info) {

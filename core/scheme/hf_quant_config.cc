@@ -49,8 +49,6 @@ json Nvfp4Args(bool compressed_tensors, bool input) {
           {"type", "float"}};
 }
 
-bool IsNvfp4(Format f) { return f == Format::kNvfp4 || f == Format::kNvfp4W4A16; }
-
 // A config group's quantization arguments for format f (no targets).
 json GroupArgs(Format f, bool compressed_tensors) {
   json g;
@@ -78,10 +76,6 @@ json LayerEntry(Format f) {
 }
 
 // The quantized formats, most aggressive first (as a search space lists them), with their modules.
-bool MoreAggressive(Format a, Format b) {
-  if (SpecOf(a).bits != SpecOf(b).bits) return SpecOf(a).bits < SpecOf(b).bits;
-  return static_cast<int>(a) < static_cast<int>(b);
-}
 using ModulesByFormat = std::map<Format, std::vector<std::string>, decltype(&MoreAggressive)>;
 
 // One config group per format, group_0 the most aggressive. With one format it targets every Linear

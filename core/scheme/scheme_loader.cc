@@ -28,6 +28,14 @@ bool HasQuantizedWeights(const Checkpoint& ckpt) {
   return false;
 }
 
+bool IsScaleTensor(absl::string_view key) {
+  for (absl::string_view suffix :
+       {".weight_scale", ".input_scale", ".weight_scale_2", ".weight_global_scale", ".input_global_scale"}) {
+    if (absl::EndsWith(key, suffix)) return true;
+  }
+  return false;
+}
+
 absl::StatusOr<float> ReadPerTensorScale(const Checkpoint& ckpt, const std::string& key) {
   const TensorInfo* info = ckpt.Find(key);
   if (info == nullptr) return absl::InvalidArgumentError(absl::StrCat("the quantized checkpoint lacks '", key, "'"));
@@ -66,13 +74,8 @@ absl::StatusOr<LoadedScheme> LoadScheme(const Checkpoint& ckpt, torch::Device de
     scales[m] = {ws, is};
   }
   LoadHooks hooks;
-  hooks.skip_key = [](const std::string& key) {
-    for (const char* suffix :
-         {".weight_scale", ".input_scale", ".weight_scale_2", ".weight_global_scale", ".input_global_scale"}) {
-      if (absl::EndsWith(key, suffix)) return true;
-    }
-    return false;
-  };
+  hooks.skip_key = [](const std::string& key) { return IsScaleTensor(key); };
+
   hooks.stands_for = [&](const std::string& key) -> std::optional<std::pair<std::string, std::vector<int64_t>>> {
     auto it = nvfp4_by_key.find(key);
     if (it == nvfp4_by_key.end()) return std::nullopt;

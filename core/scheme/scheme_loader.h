@@ -14,6 +14,7 @@
 #include <torch/types.h>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "core/io/checkpoint.h"
 #include "core/model/qwen2_5_vl/model.h"
 
@@ -21,6 +22,10 @@ namespace autoquant {
 
 // True if any tensor of the checkpoint is float8_e4m3fn (FP8 weights, NVFP4 block scales).
 bool HasQuantizedWeights(const Checkpoint& ckpt);
+
+// Whether `key` is a quantized Linear's scale tensor, in any format and either encoding
+// (weight_scale, input_scale; NVFP4's weight_scale_2, weight_global_scale, input_global_scale).
+bool IsScaleTensor(absl::string_view key);
 
 // A per-tensor scale (`key`: "<module>.weight_scale" / ".input_scale"):
 // InvalidArgument when it is absent, not per tensor (0-d or [1]), negative

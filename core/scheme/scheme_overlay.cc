@@ -206,12 +206,7 @@ absl::Status CheckTheRestIsTheBase(const Checkpoint& scheme, const Fp8Weights& f
   std::set<std::string> seen;
   for (const auto& key : scheme.TensorNames()) {
     const TensorInfo* info = scheme.Find(key);
-    bool scale = false;
-    for (const char* suffix :
-         {".weight_scale", ".input_scale", ".weight_scale_2", ".weight_global_scale", ".input_global_scale"}) {
-      scale = scale || absl::EndsWith(key, suffix);
-    }
-    if (info->dtype == DType::kF8E4M3 || scale || nvfp4_keys.count(key)) continue;
+    if (info->dtype == DType::kF8E4M3 || IsScaleTensor(key) || nvfp4_keys.count(key)) continue;
     const std::string name = qwen2_5_vl::ModelName(key);
     if (absl::EndsWith(name, ".inv_freq")) continue;  // non-persistent rotary buffers of old checkpoints
     auto it = params.find(name);
